@@ -1,0 +1,82 @@
+// TCP on the reactor: listening sockets (SO_REUSEPORT, one per core, so the
+// kernel spreads connections), a multishot acceptor, streams and connect.
+// Everything lives on the core that created it.
+#pragma once
+
+#include <deque>
+#include <string>
+
+#include "runtime/base/result.hh"
+#include "runtime/net/addr.hh"
+#include "runtime/reactor/io.hh"
+
+namespace rw::net {
+
+// A bound, listening, non-blocking socket. The error says which address and
+// why ("cannot listen on 127.0.0.1:2525: Address already in use").
+result<int, std::string> listen_tcp(const address& a, int backlog = 4096, bool reuseport = true);
+
+// The port a socket is bound to (for tests that bind port 0).
+uint16_t local_port(int fd);
+
+struct accepted {
+    int fd = -1;
+    address peer;
+};
+
+// Multishot accept on one listening socket. One per core and listener; the
+// acceptor does not own the listening fd.
+class acceptor final : public completion {
+public:
+    explicit acceptor(int listen_fd, size_t max_backlog = 1024);
+    ~acceptor();
+    acceptor(const acceptor&) = delete;
+
+    // Waits for the next connection; -ECANCELED after stop().
+    task<result<accepted>> accept();
+    // Stops accepting; pending accept() calls resume with ECANCELED. The
+    // object may be destroyed only after stopped() has resumed.
+    void stop() noexcept;
+    task<void> stopped();
+
+    void complete(int res, uint32_t flags) noexcept override;
+
+private:
+    void arm() noexcept;
+    int _lfd;
+    size_t _max_backlog;
+    bool _armed = false;
+    bool _stopping = false;
+    std::deque<int> _ready;
+    int _error = 0;
+    std::coroutine_handle<> _waiter;
+    std::coroutine_handle<> _stop_waiter;
+};
+
+// A connected TCP socket owned by one core.
+class tcp_stream {
+public:
+    tcp_stream() = default;
+    explicit tcp_stream(int fd) : _fd(fd) {}
+    tcp_stream(tcp_stream&& o) noexcept : _fd(std::exchange(o._fd, -1)) {}
+    tcp_stream& operator=(tcp_stream&& o) noexcept;
+    ~tcp_stream();
+
+    int fd() const { return _fd; }
+    bool is_open() const { return _fd >= 0; }
+
+    // One recv: bytes read (0 = peer closed) or -errno.
+    task<int> recv(void* buf, size_t len, io_options o = {});
+    // Sends everything or fails: len or -errno.
+    task<int> send_all(const void* buf, size_t len, io_options o = {});
+    void close() noexcept;
+    void set_nodelay(bool on);
+
+private:
+    int _fd = -1;
+};
+
+// Connects to a, with a deadline.
+task<result<tcp_stream>> connect_tcp(address a, std::chrono::milliseconds timeout);
+
+}  // namespace rw::net
