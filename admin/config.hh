@@ -1,0 +1,174 @@
+// Configuration: one TOML file (or the embedded default) read into plain
+// structs, one per section, which ringwayd hands to each layer (runtime
+// options to the engine, [dns] to the resolver, [spool] to fs, listeners and
+// [smtp] to mta and policy, [control] to the control socket). Nothing here
+// knows toml++: it is included by config.cc only, so the rest of the tree
+// compiles without it.
+//
+// A configuration is validated as a whole before anything starts: every
+// problem is reported, one line each, in the form
+//   FILE:LINE: KEY: what is wrong; allowed: ...
+// e.g. `ringway.toml:12: listener[1].port: expected an integer, got "smtp";
+// allowed: 1..65535`. KEY is a path such as `runtime.cores`,
+// `listener[0].port` (listeners are counted from 0 in file order) or
+// `smtp.relay_networks[2]`. Lines are sorted by LINE.
+//
+// Members are named after their TOML keys. Durations are std::chrono values
+// whose names keep the key's unit; sizes, written in the file as "512M" or a
+// number of bytes, become byte counts named `*_bytes`. Each struct's default
+// member values are the documented defaults, the same values the embedded
+// default configuration spells out (a unit test checks that they agree).
+//
+// Called by ringwayd at start-up (--config, --check-config,
+// --print-default-config) and by the admin layer when a new configuration is
+// staged. Not for the data path: loading allocates and may be slow.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/base/log.hh"
+#include "runtime/base/result.hh"
+#include "runtime/net/addr.hh"
+
+namespace rw::admin {
+
+// [runtime]: reactor threads and process-wide logging.
+struct runtime_config {
+    unsigned cores = 0;  // reactor threads: 0 = every CPU we may run on, else 1..256
+    bool pin = true;     // pin reactor i to the i-th allowed CPU
+    rw::log_level log_level = rw::log_level::info;  // trace .. error
+    std::string mail_log = "./var/log/mail.jsonl";  // JSON-lines journal: "-" = stdout, "" = off
+    std::chrono::milliseconds drain_timeout_ms{5000};  // on shutdown, time sessions get to finish
+
+    friend bool operator==(const runtime_config&, const runtime_config&) = default;
+};
+
+// [dns]: the resolver (c-ares on the reactors) and its cache.
+struct dns_config {
+    // Canonical "IP:port", e.g. "192.0.2.53:53" or "[2001:db8::53]:53" (the
+    // form c-ares' ares_set_servers_ports_csv takes). Empty = the system's
+    // resolvers from /etc/resolv.conf.
+    std::vector<std::string> servers;
+    std::chrono::milliseconds timeout_ms{2000};  // per try
+    unsigned tries = 2;
+    uint64_t cache_entries = 100000;  // 0 = no cache
+
+    friend bool operator==(const dns_config&, const dns_config&) = default;
+};
+
+// How the spool makes a write batch durable.
+enum class spool_flush {
+    automatic,  // "auto": the spool picks per device
+    fdatasync,  // write, then fdatasync(2)
+    dsync,      // O_DSYNC writes
+};
+std::string_view to_string(spool_flush f);
+
+// [spool]: the log-structured store (fs/).
+struct spool_config {
+    std::string path = "./var/spool.img";   // block device, or a file standing in for one
+    uint64_t size_bytes = uint64_t(1) << 30;  // key `size`; at least 64 MiB
+    spool_flush flush = spool_flush::automatic;
+
+    friend bool operator==(const spool_config&, const spool_config&) = default;
+};
+
+// Whether a listener offers SMTP AUTH and whether it insists on it.
+enum class auth_mode { none, optional, required };
+std::string_view to_string(auth_mode a);
+
+// One [[listener]]: an SMTP server socket (per core, SO_REUSEPORT) and the
+// limits of its sessions. Timeouts default to RFC 5321 4.5.3.2.
+struct listener_config {
+    std::string name;                   // required, unique; used by the admin shell and in logs
+    std::string address = "127.0.0.1";  // canonical IP text (inet_ntop form), v4 or v6
+    uint16_t port = 0;                  // required, 1..65535
+    std::string tls_cert;               // PEM paths, both or neither; neither = a
+    std::string tls_key;                //   self-signed certificate made at start-up
+    bool implicit_tls = false;          // TLS from the first byte (RFC 8314) instead of STARTTLS
+    auth_mode auth = auth_mode::optional;
+    bool allow_auth_without_tls = false;  // offer AUTH PLAIN/LOGIN in clear text
+    unsigned max_connections = 10000;
+    unsigned max_connections_per_ip = 100;
+    unsigned max_recipients = 1000;                     // per message
+    uint64_t max_message_size_bytes = uint64_t(50) << 20;  // key `max_message_size`; EHLO SIZE
+    unsigned max_errors = 10;                           // bad commands before we hang up
+    std::chrono::seconds greeting_timeout_s{300};       // RFC 5321 4.5.3.2.1 (client side: 220 wait)
+    std::chrono::seconds command_timeout_s{300};        // RFC 5321 4.5.3.2.7 server timeout
+    std::chrono::seconds data_block_timeout_s{180};     // RFC 5321 4.5.3.2.5
+    std::chrono::seconds data_end_timeout_s{600};       // RFC 5321 4.5.3.2.6
+    std::chrono::seconds idle_timeout_s{300};           // between transactions
+
+    // The socket address to bind: address and port. Always valid once loaded.
+    net::address endpoint() const;
+
+    friend bool operator==(const listener_config&, const listener_config&) = default;
+};
+
+// An IP network from a CIDR string. `address` is canonical inet_ntop text with
+// no host bits set; prefix_len is 0..32 (IPv4) or 0..128 (IPv6).
+struct ip_network {
+    std::string address;
+    unsigned prefix_len = 0;
+
+    std::string to_string() const;  // "10.0.0.0/8"
+    friend bool operator==(const ip_network&, const ip_network&) = default;
+};
+
+// [smtp]: identity and relay control shared by every listener.
+struct smtp_config {
+    // EHLO name and the name in our replies and Received: headers. Empty in
+    // a default-constructed struct; the loader fills in gethostname().
+    std::string hostname;
+    std::vector<std::string> accepted_domains;  // lower case, no duplicates
+    std::vector<ip_network> relay_networks = {{"127.0.0.0", 8}, {"::1", 128}};
+    std::string credentials_file = "./var/credentials";  // AUTH users
+
+    friend bool operator==(const smtp_config&, const smtp_config&) = default;
+};
+
+// [control]: the admin shell's Unix domain socket.
+struct control_config {
+    std::string socket = "./var/ringway.sock";
+
+    friend bool operator==(const control_config&, const control_config&) = default;
+};
+
+// A whole configuration. A default-constructed `config` has no listener and
+// no hostname; a loaded one always has both.
+struct config {
+    runtime_config runtime;
+    dns_config dns;
+    spool_config spool;
+    std::vector<listener_config> listeners;  // the [[listener]] tables, in file order
+    smtp_config smtp;
+    control_config control;
+
+    std::string source;  // the file name, or "<embedded default>"
+    // Things the operator should know that are not errors, one line each in
+    // the error format (e.g. an implicit-TLS listener without a certificate
+    // gets a self-signed one). ringwayd logs them at warn.
+    std::vector<std::string> notes;
+};
+
+// The embedded default, as commented TOML: what ringwayd runs with when given
+// no --config, and what --print-default-config prints.
+std::string_view default_config_toml();
+
+// Parses and validates TOML text; source_name is used in messages and kept
+// in config::source. The error is every problem found, one per line. Never
+// throws.
+result<config, std::string> load_config_text(std::string_view text, std::string_view source_name);
+
+// Reads and loads a file. A missing or unreadable file is an error naming the
+// file and the reason (strerror). Never throws.
+result<config, std::string> load_config_file(const std::string& path);
+
+// load_config_text(default_config_toml(), "<embedded default>").
+result<config, std::string> load_default_config();
+
+}  // namespace rw::admin

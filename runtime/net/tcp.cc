@@ -160,27 +160,6 @@ void tcp_stream::set_nodelay(bool on) {
     ::setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v);
 }
 
-task<int> tcp_stream::recv(void* buf, size_t len, io_options o) {
-    auto op = io::recv(_fd, buf, len, o);
-    co_return co_await op;
-}
-
-task<int> tcp_stream::send_all(const void* buf, size_t len, io_options o) {
-    const char* p = static_cast<const char*>(buf);
-    size_t left = len;
-    while (left > 0) {
-        auto op = io::send(_fd, p, left, o);
-        int n = co_await op;
-        if (n < 0)
-            co_return n;
-        if (n == 0)
-            co_return -EPIPE;
-        p += n;
-        left -= size_t(n);
-    }
-    co_return int(len);
-}
-
 task<result<tcp_stream>> connect_tcp(address a, std::chrono::milliseconds timeout) {
     int fd = ::socket(a.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)

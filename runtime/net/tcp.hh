@@ -65,10 +65,13 @@ public:
     int fd() const { return _fd; }
     bool is_open() const { return _fd >= 0; }
 
-    // One recv: bytes read (0 = peer closed) or -errno.
-    task<int> recv(void* buf, size_t len, io_options o = {});
+    // One recv: bytes read (0 = peer closed) or -errno. Awaitables, not
+    // coroutines, so the hot path allocates no frame.
+    auto recv(void* buf, size_t len, io_options o = {}) { return io::recv(_fd, buf, len, o); }
     // Sends everything or fails: len or -errno.
-    task<int> send_all(const void* buf, size_t len, io_options o = {});
+    io::send_all_op send_all(const void* buf, size_t len, io_options o = {}) {
+        return io::send_all(_fd, buf, len, o);
+    }
     void close() noexcept;
     void set_nodelay(bool on);
 

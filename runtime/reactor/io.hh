@@ -174,6 +174,76 @@ inline auto close(int fd) {
     return make_op([=](io_uring_sqe* s) { io_uring_prep_close(s, fd); }, {});
 }
 
+// Sends the whole buffer, resubmitting after short sends inside the
+// completion (no coroutine frame per call). Resumes with len or -errno.
+class send_all_op final : public completion {
+public:
+    send_all_op(int fd, const void* buf, size_t len, io_options o) noexcept
+        : _fd(fd), _p(static_cast<const char*>(buf)), _left(len), _len(len), _opts(o) {}
+    send_all_op(const send_all_op&) = delete;
+    bool await_ready() noexcept {
+        if (_opts.cancel && _opts.cancel->cancelled()) {
+            _res = -ECANCELED;
+            return true;
+        }
+        if (_left == 0) {
+            _res = 0;
+            return true;
+        }
+        return false;
+    }
+    void await_suspend(std::coroutine_handle<> h) noexcept {
+        _h = h;
+        _r = &reactor::local();
+        if (_opts.timeout)
+            _ts = to_timespec(*_opts.timeout);  // one deadline per chunk
+        submit();
+        if (_opts.cancel)
+            _opts.cancel->attach(_r, this);
+    }
+    int await_resume() const noexcept { return _res; }
+    void complete(int res, uint32_t) noexcept override {
+        if (res > 0 && size_t(res) < _left && !(_opts.cancel && _opts.cancel->cancelled())) {
+            _p += res;
+            _left -= size_t(res);
+            submit();
+            return;
+        }
+        if (_opts.cancel)
+            _opts.cancel->detach();
+        if (res == -ECANCELED && _opts.timeout && !(_opts.cancel && _opts.cancel->cancelled()))
+            res = -ETIMEDOUT;
+        _res = res < 0 ? res : (res == 0 ? -EPIPE : int(_len));
+        _r->schedule(_h);
+    }
+
+private:
+    void submit() noexcept {
+        _r->reserve_sqes(_opts.timeout ? 2 : 1);
+        io_uring_sqe* sqe = _r->get_sqe();
+        io_uring_prep_send(sqe, _fd, _p, _left, MSG_NOSIGNAL);
+        _r->track(sqe, this);
+        if (_opts.timeout) {
+            sqe->flags |= IOSQE_IO_LINK;
+            io_uring_sqe* t = _r->get_sqe();
+            io_uring_prep_link_timeout(t, &_ts, 0);
+            io_uring_sqe_set_data64(t, 0);
+        }
+    }
+    int _fd;
+    const char* _p;
+    size_t _left;
+    size_t _len;
+    io_options _opts;
+    reactor* _r = nullptr;
+    std::coroutine_handle<> _h;
+    __kernel_timespec _ts{};
+    int _res = 0;
+};
+inline send_all_op send_all(int fd, const void* buf, size_t len, io_options o = {}) {
+    return send_all_op(fd, buf, len, o);
+}
+
 // A timer. Resumes with 0 when the time has passed, -ECANCELED if cancelled.
 class sleep_op final : public completion {
 public:

@@ -1,0 +1,215 @@
+// ringwayd's run loop. Start-up order matters for error messages: everything
+// that can fail for environmental reasons (io_uring, ./var, the spool file,
+// binding the listeners) is checked on the main thread first and reported as
+// one line, before any reactor starts.
+#include "admin/daemon.hh"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "runtime/base/journal.hh"
+#include "runtime/base/log.hh"
+#include "runtime/net/tcp.hh"
+#include "runtime/reactor/sync.hh"
+#include "runtime/smp/smp.hh"
+
+namespace rw::admin {
+
+namespace {
+const logger lg{"ringwayd"};
+
+// Creates the parent directory of path if needed.
+result<void, std::string> ensure_parent_dir(const std::string& path, std::string_view what) {
+    std::filesystem::path p(path);
+    if (!p.has_parent_path())
+        return {};
+    std::error_code ec;
+    std::filesystem::create_directories(p.parent_path(), ec);
+    if (ec)
+        return unexpected(fmt::format("cannot create directory {} for the {}: {}", p.parent_path().string(), what,
+                                      ec.message()));
+    return {};
+}
+
+// The spool stand-in: a pre-sized file (or the configured block device).
+// Opened exclusively so two daemons cannot share a spool.
+result<int, std::string> prepare_spool(const spool_config& sc) {
+    if (auto r = ensure_parent_dir(sc.path, "spool"); !r)
+        return unexpected(r.error());
+    struct stat st{};
+    bool exists = ::stat(sc.path.c_str(), &st) == 0;
+    if (exists && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+        return unexpected(fmt::format("spool.path {} is neither a block device nor a regular file", sc.path));
+    int fd = ::open(sc.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return unexpected(fmt::format("cannot open the spool {}: {}", sc.path, std::strerror(errno)));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ::close(fd);
+        return unexpected(
+            fmt::format("the spool {} is in use by another process (another ringwayd?); stop it first", sc.path));
+    }
+    if (!exists || (S_ISREG(st.st_mode) && uint64_t(st.st_size) < sc.size_bytes)) {
+        int r = ::posix_fallocate(fd, 0, off_t(sc.size_bytes));
+        if (r != 0) {
+            ::close(fd);
+            return unexpected(fmt::format("cannot pre-size the spool file {} to {} bytes: {}", sc.path,
+                                          sc.size_bytes, std::strerror(r)));
+        }
+        lg.info("created spool file path={} size_bytes={}", sc.path, sc.size_bytes);
+    }
+    return fd;
+}
+
+struct listener_fds {
+    const listener_config* cfg;
+    std::vector<int> per_core;  // one SO_REUSEPORT socket per core
+};
+
+std::atomic<uint64_t> g_connections{0};
+
+// Per connection until the SMTP engine lands: a truthful 421, logged.
+task<void> refuse_session(int fd, net::address peer, std::string listener, std::string hostname, uint64_t icid) {
+    net::tcp_stream s(fd);
+    journal::record("connect", {{"icid", icid}, {"listener", std::string_view(listener)},
+                                {"peer", std::string_view(peer.to_string())}});
+    std::string line = fmt::format("421 4.3.2 {} SMTP service not available in this build\r\n", hostname);
+    auto send = s.send_all(line.data(), line.size(), {.timeout = std::chrono::seconds(5)});
+    co_await send;
+    journal::record("disconnect", {{"icid", icid}, {"reason", std::string_view("service not available")}});
+}
+
+task<void> accept_loop(int lfd, const listener_config* lc, std::string hostname, gate* sessions) {
+    net::acceptor acc(lfd);
+    auto stopper = [](net::acceptor* a) -> task<void> {
+        co_await reactor::local().stop_requested();
+        a->stop();
+    };
+    spawn(stopper(&acc));
+    unsigned cores = engine::instance().cores();
+    uint64_t seq = 0;
+    for (;;) {
+        auto a = co_await acc.accept();
+        if (!a) {
+            if (a.error().code == ECANCELED)
+                break;
+            lg.warn("accept failed listener={} error={}", lc->name, a.error().message());
+            auto pause = io::sleep(std::chrono::milliseconds(100));
+            co_await pause;  // EMFILE and friends: back off instead of spinning
+            continue;
+        }
+        uint64_t icid = ++seq * cores + this_core();
+        g_connections.fetch_add(1, std::memory_order_relaxed);
+        auto run = [](gate* g, task<void> t) -> task<void> {
+            gate::holder h(*g);
+            co_await std::move(t);
+        };
+        spawn(run(sessions, refuse_session(a.value().fd, a.value().peer, lc->name, hostname, icid)));
+    }
+    co_await acc.stopped();
+}
+
+task<void> core_main(unsigned core, const config* cfg, const std::vector<listener_fds>* fds) {
+    gate sessions;
+    gate loops;
+    for (const auto& l : *fds) {
+        auto run = [](gate* g, task<void> t) -> task<void> {
+            gate::holder h(*g);
+            co_await std::move(t);
+        };
+        spawn(run(&loops, accept_loop(l.per_core[core], l.cfg, cfg->smtp.hostname, &sessions)));
+    }
+    co_await loops.wait_idle();
+    co_await sessions.wait_idle();
+}
+}  // namespace
+
+int run_daemon(const config& cfg) {
+    set_log_level(cfg.runtime.log_level);
+    for (const auto& n : cfg.notes)
+        lg.warn("{}", n);
+
+    if (!cfg.runtime.mail_log.empty() && cfg.runtime.mail_log != "-") {
+        if (auto r = ensure_parent_dir(cfg.runtime.mail_log, "mail log"); !r)
+            lg.fatal("{}", r.error());
+    }
+    int jerr = 0;
+    if (!journal::open(cfg.runtime.mail_log, jerr))
+        lg.fatal("cannot open the mail log {}: {}", cfg.runtime.mail_log, std::strerror(jerr));
+
+    auto spool = prepare_spool(cfg.spool);
+    if (!spool)
+        lg.fatal("{}", spool.error());
+
+    engine_options eo;
+    eo.cores = cfg.runtime.cores;
+    eo.pin = cfg.runtime.pin;
+    auto eng = engine::create(eo);
+    if (!eng)
+        lg.fatal("{}", eng.error());
+    unsigned cores = eng.value()->cores();
+
+    // Bind everything before starting: a port in use is one clear line.
+    std::vector<listener_fds> fds;
+    for (const auto& l : cfg.listeners) {
+        listener_fds lf{&l, {}};
+        for (unsigned c = 0; c < cores; ++c) {
+            auto fd = net::listen_tcp(l.endpoint(), 4096, true);
+            if (!fd)
+                lg.fatal("listener {}: {}", l.name, fd.error());
+            lf.per_core.push_back(fd.value());
+        }
+        fds.push_back(std::move(lf));
+    }
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);
+
+    engine* e = eng.value().get();
+    std::atomic<bool> done{false};
+    auto drain = cfg.runtime.drain_timeout_ms;
+    std::thread sig([e, set, drain, &done] {
+        // sigtimedwait so this thread also ends when the engine ends first.
+        timespec ts{0, 200'000'000};
+        while (!done.load()) {
+            int s = sigtimedwait(&set, nullptr, &ts);
+            if (s == SIGTERM || s == SIGINT) {
+                lg.info("signal={} stopping: no new connections, draining for up to {} ms", strsignal(s),
+                        drain.count());
+                e->request_stop(drain);
+                return;
+            }
+        }
+    });
+
+    for (const auto& l : cfg.listeners)
+        lg.info("listening listener={} address={} cores={}", l.name, l.endpoint().to_string(), cores);
+    lg.info("ringwayd {} started config={} cores={} spool={}", RINGWAY_VERSION, cfg.source, cores, cfg.spool.path);
+
+    auto r = e->run([&cfg, &fds](unsigned core) { return core_main(core, &cfg, &fds); });
+    done = true;
+    sig.join();
+    for (auto& l : fds)
+        for (int fd : l.per_core)
+            ::close(fd);
+    ::close(spool.value());
+    if (!r)
+        lg.fatal("{}", r.error());
+    lg.info("stopped cleanly connections_served={}", g_connections.load());
+    journal::close();
+    return 0;
+}
+
+}  // namespace rw::admin
