@@ -97,11 +97,13 @@ struct listener_config {
     unsigned max_recipients = 1000;                     // per message
     uint64_t max_message_size_bytes = uint64_t(50) << 20;  // key `max_message_size`; EHLO SIZE
     unsigned max_errors = 10;                           // bad commands before we hang up
-    std::chrono::seconds greeting_timeout_s{300};       // RFC 5321 4.5.3.2.1 (client side: 220 wait)
-    std::chrono::seconds command_timeout_s{300};        // RFC 5321 4.5.3.2.7 server timeout
-    std::chrono::seconds data_block_timeout_s{180};     // RFC 5321 4.5.3.2.5
-    std::chrono::seconds data_end_timeout_s{600};       // RFC 5321 4.5.3.2.6
-    std::chrono::seconds idle_timeout_s{300};           // between transactions
+    // Timeouts (RFC 5321 4.5.3.2 gives the defaults):
+    std::chrono::seconds greeting_timeout_s{300};    // our 220 -> the client's first command (4.5.3.2.1)
+    std::chrono::seconds command_timeout_s{300};     // waiting for the next command (4.5.3.2.7)
+    std::chrono::seconds data_block_timeout_s{180};  // waiting for each piece of DATA/BDAT (4.5.3.2.5)
+    std::chrono::seconds data_end_timeout_s{600};    // our deadline to answer the final "." (4.5.3.2.6:
+                                                     //   the client gives up then, and would send again)
+    std::chrono::seconds idle_timeout_s{300};        // between transactions
 
     // The socket address to bind: address and port. Always valid once loaded.
     net::address endpoint() const;

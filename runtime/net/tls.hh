@@ -27,6 +27,8 @@
 
 #include <openssl/ssl.h>
 
+#include <chrono>
+#include <coroutine>
 #include <cstddef>
 #include <memory>
 #include <span>
@@ -194,13 +196,21 @@ private:
     tls_error sys_fail(int neg_errno, std::string_view doing, bool fatal);
     // Sends everything the write BIO holds; waits its turn if another
     // coroutine is sending. 0 or -errno.
-    task<int> flush_all(const deadline& d);
+    task<int> flush_all(deadline d);
     // Reader's flush: sends what is pending now unless a writer is active
     // (that writer's flush_all will send it). 0 or -errno.
-    task<int> flush_some(const deadline& d);
+    task<int> flush_some(deadline d);
+    // Moves up to budget pending bytes (at most one buffer) from the write
+    // BIO into the output buffer; returns the count.
+    size_t take_output(size_t budget) noexcept;
+    // Hands n bytes received into the input buffer to the read BIO; n == 0
+    // records end of stream. Returns n or -ENOMEM.
+    int take_input(int n) noexcept;
+    // Sends up to budget bytes from the write BIO; the caller holds the flush.
+    task<int> send_pending(deadline d, size_t budget);
     void release_flush() noexcept;
     // One recv into the input buffer, fed to the read BIO: bytes or -errno.
-    task<int> receive(const deadline& d);
+    task<int> receive(deadline d);
 
     tcp_stream _tcp;
     SSL* _ssl = nullptr;

@@ -1,0 +1,622 @@
+// Tests for the configuration loader (admin/config.hh): the embedded default,
+// a sample file with every key, and one case per kind of error, each checking
+// that the message names the file, the line, the key and what is allowed.
+// Sample files live in tests/data/config/.
+#include "admin/config.hh"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+using namespace rw::admin;
+using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
+
+namespace {
+
+std::string data_dir() {
+    return (std::filesystem::path(__FILE__).parent_path() / ".." / ".." / "data" / "config").lexically_normal();
+}
+
+std::vector<std::string> lines_of(const std::string& s) {
+    std::vector<std::string> out;
+    std::istringstream in(s);
+    for (std::string l; std::getline(in, l);)
+        out.push_back(l);
+    return out;
+}
+
+// A listener that makes a configuration complete, for cases about other keys.
+constexpr const char* k_listener = "[[listener]]\nname = \"smtp\"\nport = 2525\n";
+
+// Loads text that must be refused and returns the error text.
+std::string refused(const std::string& text) {
+    auto r = load_config_text(text, "t.toml");
+    REQUIRE_FALSE(r.has_value());
+    return r.error();
+}
+
+// As refused(), for text whose only problem is one line: returns that line.
+std::string refused_once(const std::string& text) {
+    std::string e = refused(text);
+    INFO(e);
+    REQUIRE(lines_of(e).size() == 1);
+    return e;
+}
+
+config loaded(const std::string& text) {
+    auto r = load_config_text(text, "t.toml");
+    if (!r)
+        FAIL(r.error());
+    return std::move(r).value();
+}
+
+std::string local_hostname() {
+    char buf[256] = "";
+    if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0')
+        return "localhost";
+    return buf;
+}
+
+}  // namespace
+
+// ---- the embedded default ----
+
+TEST_CASE("the embedded default configuration loads", "[config]") {
+    auto r = load_default_config();
+    INFO((r ? std::string() : r.error()));
+    REQUIRE(r.has_value());
+    const config& c = r.value();
+    CHECK(c.source == "<embedded default>");
+    REQUIRE(c.listeners.size() == 1);
+    CHECK(c.listeners[0].name == "smtp");
+    CHECK(c.listeners[0].endpoint().to_string() == "127.0.0.1:2525");
+    CHECK(c.spool.path == "./var/spool.img");
+    CHECK(c.spool.size_bytes == (uint64_t(1) << 30));
+    REQUIRE(c.smtp.relay_networks.size() == 2);
+    CHECK(c.smtp.relay_networks[0].to_string() == "127.0.0.0/8");
+    CHECK(c.smtp.relay_networks[1].to_string() == "::1/128");
+}
+
+TEST_CASE("the embedded default's values are the struct defaults", "[config]") {
+    auto r = load_default_config();
+    REQUIRE(r.has_value());
+    const config& c = r.value();
+    CHECK(c.runtime == runtime_config{});
+    CHECK(c.dns == dns_config{});
+    CHECK(c.spool == spool_config{});
+    CHECK(c.control == control_config{});
+
+    smtp_config smtp;
+    smtp.hostname = local_hostname();
+    CHECK(c.smtp == smtp);
+
+    listener_config l;
+    l.name = "smtp";
+    l.port = 2525;
+    REQUIRE(c.listeners.size() == 1);
+    CHECK(c.listeners[0] == l);
+
+    // And the text is what the loader used: loading it under another name
+    // gives the same values.
+    auto again = load_config_text(default_config_toml(), "copy.toml");
+    REQUIRE(again.has_value());
+    CHECK(again.value().source == "copy.toml");
+    CHECK(again.value().runtime == c.runtime);
+    CHECK(again.value().listeners == c.listeners);
+}
+
+TEST_CASE("the embedded default comments every key", "[config]") {
+    // --print-default-config shows this text to operators: each key (and each
+    // section) has a comment line right above it or above the block it
+    // starts.
+    auto ls = lines_of(std::string(default_config_toml()));
+    REQUIRE(ls.size() > 20);
+    for (size_t i = 0; i < ls.size(); ++i) {
+        const std::string& l = ls[i];
+        if (l.empty() || l[0] == '#' || l[0] == '[')
+            continue;
+        INFO("line " << i + 1 << ": " << l);
+        REQUIRE(l.find(" = ") != std::string::npos);
+        // Walk up over keys of the same commented group.
+        size_t j = i;
+        while (j > 0 && !ls[j - 1].empty() && ls[j - 1][0] != '#' && ls[j - 1][0] != '[')
+            --j;
+        REQUIRE(j > 0);
+        CHECK(ls[j - 1][0] == '#');
+    }
+    // Every key of every struct appears, set or commented out.
+    for (const char* k : {"cores", "pin", "log_level", "mail_log", "drain_timeout_ms", "servers", "timeout_ms",
+                          "tries", "cache_entries", "path", "size", "flush", "name", "address", "port", "tls_cert",
+                          "tls_key", "implicit_tls", "auth", "allow_auth_without_tls", "max_connections",
+                          "max_connections_per_ip", "max_recipients", "max_message_size", "max_errors",
+                          "greeting_timeout_s", "command_timeout_s", "data_block_timeout_s", "data_end_timeout_s",
+                          "idle_timeout_s", "hostname", "accepted_domains", "relay_networks", "credentials_file",
+                          "socket"})
+        CHECK_THAT(std::string(default_config_toml()), Contains(std::string("\n") + k + " = ") ||
+                                                           Contains(std::string("\n# ") + k + " = "));
+}
+
+// ---- good input ----
+
+TEST_CASE("a sample file with every key loads into the expected values", "[config]") {
+    std::string path = data_dir() + "/full.toml";
+    auto r = load_config_file(path);
+    INFO((r ? std::string() : r.error()));
+    REQUIRE(r.has_value());
+    const config& c = r.value();
+    CHECK(c.source == path);
+    CHECK(c.notes.empty());
+
+    CHECK(c.runtime.cores == 2);
+    CHECK_FALSE(c.runtime.pin);
+    CHECK(c.runtime.log_level == rw::log_level::debug);
+    CHECK(c.runtime.mail_log == "-");
+    CHECK(c.runtime.drain_timeout_ms == std::chrono::milliseconds(250));
+
+    CHECK(c.dns.servers ==
+          std::vector<std::string>{"127.0.0.53:53", "192.0.2.1:5353", "[2001:db8::53]:53", "[2001:db8::54]:5300"});
+    CHECK(c.dns.timeout_ms == std::chrono::milliseconds(500));
+    CHECK(c.dns.tries == 3);
+    CHECK(c.dns.cache_entries == 0);
+
+    CHECK(c.spool.path == "/dev/vdb");
+    CHECK(c.spool.size_bytes == 512ull << 20);
+    CHECK(c.spool.flush == spool_flush::fdatasync);
+
+    REQUIRE(c.listeners.size() == 2);
+    const listener_config& a = c.listeners[0];
+    CHECK(a.name == "inbound");
+    CHECK(a.address == "0.0.0.0");
+    CHECK(a.port == 25);
+    CHECK(a.endpoint().to_string() == "0.0.0.0:25");
+    CHECK(a.tls_cert == "/etc/ringway/tls/cert.pem");
+    CHECK(a.tls_key == "/etc/ringway/tls/key.pem");
+    CHECK_FALSE(a.implicit_tls);
+    CHECK(a.auth == auth_mode::none);
+    CHECK_FALSE(a.allow_auth_without_tls);
+    CHECK(a.max_connections == 20000);
+    CHECK(a.max_connections_per_ip == 50);
+    CHECK(a.max_recipients == 100);
+    CHECK(a.max_message_size_bytes == 20ull << 20);
+    CHECK(a.max_errors == 5);
+    CHECK(a.greeting_timeout_s == std::chrono::seconds(30));
+    CHECK(a.command_timeout_s == std::chrono::seconds(60));
+    CHECK(a.data_block_timeout_s == std::chrono::seconds(120));
+    CHECK(a.data_end_timeout_s == std::chrono::seconds(300));
+    CHECK(a.idle_timeout_s == std::chrono::seconds(30));
+
+    const listener_config& b = c.listeners[1];
+    CHECK(b.name == "submissions");
+    CHECK(b.address == "::");
+    CHECK(b.endpoint().to_string() == "[::]:465");
+    CHECK(b.implicit_tls);
+    CHECK(b.auth == auth_mode::required);
+    CHECK(b.allow_auth_without_tls);
+    CHECK(b.max_connections == 500);
+    CHECK(b.max_connections_per_ip == 10);
+    CHECK(b.max_recipients == 500);
+    CHECK(b.max_message_size_bytes == 1048576);
+    CHECK(b.max_errors == 3);
+    CHECK(b.greeting_timeout_s == std::chrono::seconds(10));
+    CHECK(b.command_timeout_s == std::chrono::seconds(20));
+    CHECK(b.data_block_timeout_s == std::chrono::seconds(30));
+    CHECK(b.data_end_timeout_s == std::chrono::seconds(40));
+    CHECK(b.idle_timeout_s == std::chrono::seconds(50));
+
+    CHECK(c.smtp.hostname == "mx1.example.test");
+    // Lower-cased, duplicates dropped.
+    CHECK(c.smtp.accepted_domains == std::vector<std::string>{"example.test", "example.org.test"});
+    REQUIRE(c.smtp.relay_networks.size() == 3);
+    CHECK(c.smtp.relay_networks[0] == ip_network{"10.0.0.0", 8});
+    CHECK(c.smtp.relay_networks[1] == ip_network{"192.0.2.7", 32});
+    CHECK(c.smtp.relay_networks[2] == ip_network{"2001:db8::", 32});
+    CHECK(c.smtp.credentials_file == "/etc/ringway/credentials");
+
+    CHECK(c.control.socket == "/run/ringway/ringway.sock");
+}
+
+TEST_CASE("a minimal file takes every default", "[config]") {
+    config c = loaded(k_listener);
+    CHECK(c.runtime == runtime_config{});
+    CHECK(c.dns == dns_config{});
+    CHECK(c.spool == spool_config{});
+    CHECK(c.control == control_config{});
+    CHECK(c.smtp.hostname == local_hostname());
+    CHECK(c.smtp.relay_networks == smtp_config{}.relay_networks);
+    REQUIRE(c.listeners.size() == 1);
+    CHECK(c.listeners[0].address == "127.0.0.1");
+    CHECK(c.listeners[0].auth == auth_mode::optional);
+    CHECK(c.listeners[0].max_message_size_bytes == 50ull << 20);
+}
+
+TEST_CASE("sizes take a unit K/M/G/T or a number of bytes", "[config]") {
+    auto size_of = [](const std::string& v) {
+        return loaded("[spool]\nsize = " + v + "\n" + k_listener).spool.size_bytes;
+    };
+    CHECK(size_of("\"64M\"") == 64ull << 20);
+    CHECK(size_of("\"65536K\"") == 64ull << 20);
+    CHECK(size_of("\"2g\"") == 2ull << 30);
+    CHECK(size_of("\"2GiB\"") == 2ull << 30);
+    CHECK(size_of("\"3GB\"") == 3ull << 30);
+    CHECK(size_of("\"1T\"") == 1ull << 40);
+    CHECK(size_of("\"134217728\"") == 128ull << 20);
+    CHECK(size_of("134217728") == 128ull << 20);
+}
+
+TEST_CASE("IPv6 listeners and bracketed addresses are canonicalised", "[config]") {
+    config c = loaded("[[listener]]\nname = \"v6\"\naddress = \"[0:0::1]\"\nport = 25\n"
+                      "[[listener]]\nname = \"v4\"\naddress = \"127.0.0.1\"\nport = 25\n");
+    REQUIRE(c.listeners.size() == 2);
+    CHECK(c.listeners[0].address == "::1");
+    CHECK(c.listeners[0].endpoint().to_string() == "[::1]:25");
+    CHECK(c.listeners[1].endpoint().to_string() == "127.0.0.1:25");
+}
+
+TEST_CASE("an implicit-TLS listener without a certificate gets a note and no error", "[config]") {
+    config c = loaded("[smtp]\n"
+                      "hostname = \"mx.example.test\"\n"
+                      "[[listener]]\n"
+                      "name = \"smtps\"\n"
+                      "port = 4465\n"
+                      "implicit_tls = true\n");
+    REQUIRE(c.notes.size() == 1);
+    CHECK_THAT(c.notes[0], StartsWith("t.toml:6: listener[0].implicit_tls: no tls_cert/tls_key"));
+    CHECK_THAT(c.notes[0], Contains("self-signed"));
+}
+
+// ---- errors: the file itself ----
+
+TEST_CASE("error: missing file", "[config]") {
+    std::string path = data_dir() + "/does-not-exist.toml";
+    auto r = load_config_file(path);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error() == path + ": cannot open: No such file or directory");
+}
+
+TEST_CASE("error: unreadable file (a directory)", "[config]") {
+    auto r = load_config_file(data_dir());
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error() == data_dir() + ": cannot read: Is a directory");
+}
+
+TEST_CASE("error: TOML syntax with the line", "[config]") {
+    std::string e = refused_once("[runtime]\n"
+                                 "cores = 2\n"
+                                 "pin = \n"
+                                 "[[listener]]\n");
+    CHECK_THAT(e, StartsWith("t.toml:3: TOML syntax error: "));
+    CHECK_THAT(e, Contains("expected"));
+
+    // Keys defined twice are syntax errors in TOML; the line is the second.
+    e = refused_once(std::string(k_listener) + "port = 25\n");
+    CHECK_THAT(e, StartsWith("t.toml:4: TOML syntax error: "));
+}
+
+TEST_CASE("error: a file with no listener", "[config]") {
+    auto r = load_config_file(data_dir() + "/no_listener.toml");
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error() == data_dir() +
+                           "/no_listener.toml: listener: missing: no [[listener]] table; allowed: one or more "
+                           "[[listener]] tables, each with at least a name and a port");
+}
+
+// ---- errors: sections and keys ----
+
+TEST_CASE("error: unknown section lists the sections", "[config]") {
+    std::string e = refused_once(std::string(k_listener) +  // lines 1-3
+                                 "\n"
+                                 "[smpt]\n"  // line 5
+                                 "hostname = \"mx.example.test\"\n");
+    CHECK(e == "t.toml:5: smpt: unknown section (did you mean [smtp]?); allowed: [runtime], [dns], [spool], "
+               "[[listener]], [smtp], [control]");
+}
+
+TEST_CASE("error: key outside any section says where it belongs", "[config]") {
+    std::string e = refused_once("hostname = \"mx.example.test\"\n" + std::string(k_listener));
+    CHECK(e == "t.toml:1: hostname: key outside any section (it belongs in [smtp]); allowed: [runtime], [dns], "
+               "[spool], [[listener]], [smtp], [control]");
+}
+
+TEST_CASE("error: unknown key lists the allowed keys of its table", "[config]") {
+    std::string e = refused_once("[[listener]]\n"
+                                 "name = \"smtp\"\n"
+                                 "prot = 2525\n"
+                                 "port = 2525\n");
+    CHECK(e == "t.toml:3: listener[0].prot: unknown key (did you mean \"port\"?); allowed: name, address, port, "
+               "tls_cert, tls_key, implicit_tls, auth, allow_auth_without_tls, max_connections, "
+               "max_connections_per_ip, max_recipients, max_message_size, max_errors, greeting_timeout_s, "
+               "command_timeout_s, data_block_timeout_s, data_end_timeout_s, idle_timeout_s");
+
+    e = refused_once(std::string(k_listener) + "[spool]\nbogus = 1\n");
+    CHECK(e == "t.toml:5: spool.bogus: unknown key; allowed: path, size, flush");
+}
+
+TEST_CASE("error: a section that is not a table", "[config]") {
+    std::string e = refused_once("runtime = 4\n" + std::string(k_listener));
+    CHECK(e == "t.toml:1: runtime: expected a table ([runtime]), got an integer (4); allowed: a [runtime] "
+               "section with the keys cores, pin, log_level, mail_log, drain_timeout_ms");
+
+    e = refused_once("[listener]\nname = \"smtp\"\nport = 25\n");
+    CHECK_THAT(e, StartsWith("t.toml:1: listener: expected an array of tables ([[listener]], with two "
+                             "brackets), got a table; allowed: one or more [[listener]] tables"));
+}
+
+TEST_CASE("error: missing required listener keys name the listener's line", "[config]") {
+    std::string e = refused(std::string(k_listener) +  // lines 1-3
+                            "\n"
+                            "[[listener]]\n"  // line 5
+                            "address = \"::1\"\n");
+    auto ls = lines_of(e);
+    REQUIRE(ls.size() == 2);
+    CHECK(ls[0] == "t.toml:5: listener[1].name: missing (required); allowed: 1..32 letters, digits, \"-\", "
+                   "\"_\" or \".\", unique among listeners");
+    CHECK(ls[1] == "t.toml:5: listener[1].port: missing (required); allowed: an integer 1..65535");
+}
+
+// ---- errors: values ----
+
+TEST_CASE("error: wrong type (a string for a port)", "[config]") {
+    std::string e = refused_once(std::string(k_listener) +  // lines 1-3
+                                 "\n"
+                                 "[[listener]]\n"
+                                 "name = \"submission\"\n"
+                                 "port = \"smtp\"\n");  // line 7
+    CHECK(e == "t.toml:7: listener[1].port: expected an integer, got \"smtp\"; allowed: 1..65535");
+}
+
+TEST_CASE("error: wrong type (a string for a boolean or a float for an integer)", "[config]") {
+    std::string e = refused("[runtime]\n"
+                            "pin = \"yes\"\n"
+                            "cores = 2.0\n" +
+                            std::string(k_listener));
+    auto ls = lines_of(e);
+    REQUIRE(ls.size() == 2);
+    CHECK(ls[0] == "t.toml:2: runtime.pin: expected a boolean, got \"yes\"; allowed: true, false");
+    CHECK(ls[1] == "t.toml:3: runtime.cores: expected an integer, got a float (2.0); allowed: 0 (every CPU) or "
+                   "1..256");
+}
+
+TEST_CASE("error: integer out of range", "[config]") {
+    std::string e = refused_once("[runtime]\ncores = 300\n" + std::string(k_listener));
+    CHECK(e == "t.toml:2: runtime.cores: 300 is out of range; allowed: 0 (every CPU) or 1..256");
+
+    e = refused_once(std::string(k_listener) + "max_connections = 0\n");
+    CHECK(e == "t.toml:4: listener[0].max_connections: 0 is out of range; allowed: 1..1000000");
+
+    e = refused_once("[[listener]]\nname = \"smtp\"\nport = 70000\n");
+    CHECK(e == "t.toml:3: listener[0].port: 70000 is out of range; allowed: 1..65535");
+
+    e = refused_once("[dns]\ntries = -1\n" + std::string(k_listener));
+    CHECK(e == "t.toml:2: dns.tries: -1 is out of range; allowed: 1..10");
+}
+
+TEST_CASE("error: a value not among the allowed words", "[config]") {
+    std::string e = refused_once("[runtime]\nlog_level = \"verbose\"\n" + std::string(k_listener));
+    CHECK(e == "t.toml:2: runtime.log_level: unknown value \"verbose\"; allowed: \"trace\", \"debug\", \"info\", "
+               "\"warn\", \"error\"");
+
+    e = refused_once("[runtime]\nlog_level = \"INFO\"\n" + std::string(k_listener));
+    CHECK_THAT(e, Contains("unknown value \"INFO\" (did you mean \"info\"?)"));
+
+    e = refused_once("[spool]\nflush = \"fsync\"\n" + std::string(k_listener));
+    CHECK_THAT(e, StartsWith("t.toml:2: spool.flush: unknown value \"fsync\""));
+    CHECK_THAT(e, Contains("; allowed: \"auto\", \"fdatasync\", \"dsync\""));
+
+    e = refused_once(std::string(k_listener) + "auth = true\n");
+    CHECK(e == "t.toml:4: listener[0].auth: expected a string, got a boolean (true); allowed: \"none\", "
+               "\"optional\", \"required\"");
+}
+
+TEST_CASE("error: bad size strings and sizes out of range", "[config]") {
+    std::string e = refused_once("[spool]\nsize = \"1X\"\n" + std::string(k_listener));
+    CHECK(e == "t.toml:2: spool.size: expected a size such as \"64K\", \"512M\" or \"1G\", got \"1X\"; allowed: "
+               "a size with a unit K, M, G or T (powers of 1024), or an integer number of bytes, 64M..64T");
+
+    e = refused_once("[spool]\nsize = \"1.5G\"\n" + std::string(k_listener));
+    CHECK_THAT(e, StartsWith("t.toml:2: spool.size: expected a size"));
+
+    e = refused_once("[spool]\nsize = \"32M\"\n" + std::string(k_listener));
+    CHECK(e == "t.toml:2: spool.size: \"32M\" is out of range; allowed: a size with a unit K, M, G or T (powers "
+               "of 1024), or an integer number of bytes, 64M..64T");
+
+    e = refused_once("[spool]\nsize = -1\n" + std::string(k_listener));
+    CHECK_THAT(e, StartsWith("t.toml:2: spool.size: -1 is out of range; allowed: "));
+
+    e = refused_once("[spool]\nsize = \"99999999999999999999G\"\n" + std::string(k_listener));
+    CHECK_THAT(e, StartsWith("t.toml:2: spool.size: expected a size"));
+
+    e = refused_once(std::string(k_listener) + "max_message_size = \"1K\"\n");
+    CHECK_THAT(e, StartsWith("t.toml:4: listener[0].max_message_size: \"1K\" is out of range; allowed: "));
+    CHECK_THAT(e, Contains("64K..2G"));
+}
+
+TEST_CASE("error: a message size larger than the spool", "[config]") {
+    std::string e = refused_once("[spool]\nsize = \"64M\"\n" + std::string(k_listener) +  // lines 1-5
+                                 "max_message_size = \"100M\"\n");                       // line 6
+    CHECK(e == "t.toml:6: listener[0].max_message_size: 100M is larger than the spool (64M); allowed: at most "
+               "spool.size");
+}
+
+TEST_CASE("error: a listener address that is not an IP", "[config]") {
+    std::string e = refused_once("[[listener]]\n"
+                                 "name = \"smtp\"\n"
+                                 "address = \"localhost\"\n"
+                                 "port = 25\n");
+    CHECK_THAT(e, StartsWith("t.toml:3: listener[0].address: \"localhost\" is not an IP address; allowed: an "
+                             "IPv4 or IPv6 address (not a host name)"));
+
+    e = refused_once("[[listener]]\nname = \"smtp\"\naddress = \"127.0.0.256\"\nport = 25\n");
+    CHECK_THAT(e, StartsWith("t.toml:3: listener[0].address: \"127.0.0.256\" is not an IP address; allowed: "));
+}
+
+TEST_CASE("error: bad CIDR in relay_networks", "[config]") {
+    const std::string allowed =
+        "; allowed: a network in CIDR form with no host bits set, e.g. \"10.0.0.0/8\", \"2001:db8::/32\", or one "
+        "address; prefix length 1..32 for IPv4, 1..128 for IPv6";
+    std::string e = refused(std::string(k_listener) +  // lines 1-3
+                            "[smtp]\n"
+                            "relay_networks = [\n"
+                            "  \"10.0.0.0/33\",\n"      // line 6
+                            "  \"10.1.2.3/8\",\n"       // line 7
+                            "  \"0.0.0.0/0\",\n"        // line 8
+                            "  \"10.0.0.0/x\",\n"       // line 9
+                            "  \"example.test/24\",\n"  // line 10
+                            "  \"2001:db8::/129\",\n"   // line 11
+                            "  \"::1/128\",\n"          // line 12: fine
+                            "  42,\n"                   // line 13
+                            "]\n");
+    auto ls = lines_of(e);
+    REQUIRE(ls.size() == 7);
+    CHECK(ls[0] == "t.toml:6: smtp.relay_networks[0]: \"10.0.0.0/33\": the prefix length 33 is too long for IPv4 "
+                   "(at most 32)" + allowed);
+    CHECK(ls[1] == "t.toml:7: smtp.relay_networks[1]: \"10.1.2.3/8\": host bits are set (did you mean "
+                   "\"10.0.0.0/8\"?)" + allowed);
+    CHECK(ls[2] == "t.toml:8: smtp.relay_networks[2]: \"0.0.0.0/0\": a /0 network relays for everyone (an open "
+                   "relay)" + allowed);
+    CHECK(ls[3] == "t.toml:9: smtp.relay_networks[3]: \"10.0.0.0/x\": the prefix length \"x\" is not a number" +
+                       allowed);
+    CHECK(ls[4] == "t.toml:10: smtp.relay_networks[4]: \"example.test/24\": \"example.test\" is not an IP "
+                   "address" + allowed);
+    CHECK(ls[5] == "t.toml:11: smtp.relay_networks[5]: \"2001:db8::/129\": the prefix length 129 is too long for "
+                   "IPv6 (at most 128)" + allowed);
+    CHECK_THAT(ls[6], StartsWith("t.toml:13: smtp.relay_networks[7]: expected a string, got an integer (42)"));
+}
+
+TEST_CASE("error: bad DNS servers", "[config]") {
+    std::string e = refused("[dns]\n"
+                            "servers = [\"192.0.2.1:0\",\n"  // line 2
+                            "           \"ns1.example.test\",\n"  // line 3
+                            "           \"2001:db8::1:53:x\"]\n" +  // line 4
+                            std::string(k_listener));
+    auto ls = lines_of(e);
+    REQUIRE(ls.size() == 3);
+    CHECK_THAT(ls[0], StartsWith("t.toml:2: dns.servers[0]: \"192.0.2.1:0\" is not an IP address or IP:port; "
+                                 "allowed: an IP address with an optional port 1..65535"));
+    CHECK_THAT(ls[1], StartsWith("t.toml:3: dns.servers[1]: \"ns1.example.test\" is not an IP address"));
+    CHECK_THAT(ls[2], StartsWith("t.toml:4: dns.servers[2]: \"2001:db8::1:53:x\" is not an IP address"));
+
+    e = refused_once("[dns]\nservers = \"192.0.2.1\"\n" + std::string(k_listener));
+    CHECK_THAT(e, StartsWith("t.toml:2: dns.servers: expected an array of strings, got \"192.0.2.1\"; allowed: "
+                             "an array of up to 8 strings"));
+}
+
+TEST_CASE("error: duplicate listener names", "[config]") {
+    std::string e = refused_once(std::string(k_listener) +  // lines 1-3
+                                 "[[listener]]\n"
+                                 "name = \"smtp\"\n"  // line 5
+                                 "port = 587\n");
+    CHECK(e == "t.toml:5: listener[1].name: duplicate name \"smtp\" (also listener[0] on line 2); allowed: a "
+               "name unique among listeners");
+}
+
+TEST_CASE("error: two listeners on one address and port", "[config]") {
+    std::string e = refused_once(std::string(k_listener) +  // lines 1-3
+                                 "[[listener]]\n"
+                                 "name = \"again\"\n"
+                                 "port = 2525\n");  // line 6
+    CHECK(e == "t.toml:6: listener[1].port: 127.0.0.1:2525 overlaps 127.0.0.1:2525 of listener[0] \"smtp\" on "
+               "line 1; allowed: one listener per address and port (\"0.0.0.0\" and \"::\" take the port on every "
+               "address of their family)");
+
+    // The wildcard of a family takes the port on all its addresses...
+    e = refused_once(std::string(k_listener) +
+                     "[[listener]]\nname = \"all\"\naddress = \"0.0.0.0\"\nport = 2525\n");  // port on line 7
+    CHECK_THAT(e, StartsWith("t.toml:7: listener[1].port: 0.0.0.0:2525 overlaps 127.0.0.1:2525 of listener[0]"));
+
+    // ...but not the other family's (IPv6 sockets are IPV6_V6ONLY).
+    config c = loaded(std::string(k_listener) + "[[listener]]\nname = \"v6\"\naddress = \"::\"\nport = 2525\n");
+    CHECK(c.listeners.size() == 2);
+}
+
+TEST_CASE("error: a certificate without its key and a key without its certificate", "[config]") {
+    std::string e = refused_once(std::string(k_listener) + "tls_cert = \"/etc/ringway/cert.pem\"\n");
+    CHECK(e == "t.toml:4: listener[0].tls_key: missing: tls_cert is set without it; allowed: tls_cert and tls_key "
+               "together, or neither (a self-signed certificate is then generated)");
+
+    e = refused_once(std::string(k_listener) + "tls_key = \"/etc/ringway/key.pem\"\n");
+    CHECK(e == "t.toml:4: listener[0].tls_cert: missing: tls_key is set without it; allowed: tls_cert and tls_key "
+               "together, or neither (a self-signed certificate is then generated)");
+
+    e = refused(std::string(k_listener) + "tls_cert = \"\"\ntls_key = \"/k.pem\"\n");
+    CHECK_THAT(e, StartsWith("t.toml:4: listener[0].tls_cert: empty; allowed: the path of a PEM file"));
+}
+
+TEST_CASE("error: a bad listener name", "[config]") {
+    std::string e = refused_once("[[listener]]\nname = \"my listener\"\nport = 25\n");
+    CHECK(e == "t.toml:2: listener[0].name: \"my listener\" is not a valid name; allowed: 1..32 letters, digits, "
+               "\"-\", \"_\" or \".\", unique among listeners");
+}
+
+TEST_CASE("error: bad domain names", "[config]") {
+    std::string e = refused(std::string(k_listener) +  // lines 1-3
+                            "[smtp]\n"
+                            "hostname = \"mx_1.example.test\"\n"                 // line 5
+                            "accepted_domains = [\"example.test\", \"-bad.test\",\n"  // line 6
+                            "  \"ex..test\", \"bücher.test\", \"192.0.2.1\"]\n");  // line 7
+    auto ls = lines_of(e);
+    REQUIRE(ls.size() == 5);
+    const std::string allowed = "; allowed: a domain name such as \"mx.example.com\": dot-separated labels of "
+                                "1..63 letters, digits and \"-\"";
+    CHECK(ls[0] == "t.toml:5: smtp.hostname: \"mx_1.example.test\" has the character \"_\"" + allowed);
+    CHECK(ls[1] == "t.toml:6: smtp.accepted_domains[1]: \"-bad.test\" has a label that starts or ends with \"-\"" +
+                       allowed);
+    CHECK(ls[2] == "t.toml:7: smtp.accepted_domains[2]: \"ex..test\" has an empty label" + allowed);
+    CHECK_THAT(ls[3], StartsWith("t.toml:7: smtp.accepted_domains[3]: \"bücher.test\" has non-ASCII characters"));
+    CHECK_THAT(ls[4], StartsWith("t.toml:7: smtp.accepted_domains[4]: \"192.0.2.1\" ends in a numeric label"));
+}
+
+TEST_CASE("error: a control socket path too long for a Unix socket", "[config]") {
+    std::string path = "/run/" + std::string(120, 'x') + ".sock";
+    std::string e = refused_once(std::string(k_listener) + "[control]\nsocket = \"" + path + "\"\n");
+    CHECK(e == "t.toml:5: control.socket: 130 bytes long, too long for a Unix socket; allowed: a file path of "
+               "1..107 bytes (a Unix socket address)");
+}
+
+TEST_CASE("error: every problem of a file is reported and sorted by line", "[config]") {
+    std::string path = data_dir() + "/many_errors.toml";
+    auto r = load_config_file(path);
+    REQUIRE_FALSE(r.has_value());
+    auto ls = lines_of(r.error());
+    INFO(r.error());
+    REQUIRE(ls.size() == 9);
+    CHECK_THAT(ls[0], StartsWith(path + ":3: runtime.cores: 300 is out of range; allowed: "));
+    CHECK_THAT(ls[1], StartsWith(path + ":4: runtime.log_level: unknown value \"verbose\"; allowed: "));
+    CHECK_THAT(ls[2], StartsWith(path + ":7: spool.size: expected a size"));
+    CHECK(ls[3] == path + ":11: listener[0].port: expected an integer, got \"smtp\"; allowed: 1..65535");
+    CHECK_THAT(ls[4], StartsWith(path + ":14: listener[1].name: duplicate name \"smtp\" (also listener[0] on "
+                                        "line 10)"));
+    CHECK_THAT(ls[5], StartsWith(path + ":15: listener[1].address: \"localhost\" is not an IP address; allowed: "));
+    CHECK_THAT(ls[6], StartsWith(path + ":17: listener[1].tls_key: missing: tls_cert is set without it; "
+                                        "allowed: "));
+    CHECK_THAT(ls[7], StartsWith(path + ":20: smtp.relay_networks[0]: \"10.0.0.0/33\": the prefix length 33"));
+    CHECK_THAT(ls[8], StartsWith(path + ":22: smpt: unknown section (did you mean [smtp]?); allowed: "));
+}
+
+TEST_CASE("the loader never throws whatever the input", "[config]") {
+    const std::vector<std::string> inputs = {
+        "",
+        std::string("\0\xff\xfe[[", 5),
+        "[[listener]]\nport = 99999999999999999999999\n",
+        "[[listener]]\nname = \"a\"\nport = 1\n[[listener]]\n[[listener]]\nname = 5\n",
+        "listener = [1, \"x\", {name = \"a\", port = 25}]\n",
+        "[runtime]\ncores = 1979-05-27T07:32:00Z\n" + std::string(k_listener),
+        std::string(k_listener) + "tls_cert = \"a\\u0000b\"\ntls_key = \"k\"\n",
+    };
+    for (const auto& in : inputs) {
+        INFO(in);
+        std::string err;
+        CHECK_NOTHROW(err = refused(in));
+        CHECK_THAT(err, StartsWith("t.toml"));
+    }
+    // A listener array holding things that are not tables: each is named by
+    // its index in the file.
+    std::string e = refused("listener = [1, {name = \"a\", port = 25}, {name = \"a\", port = 26}]\n");
+    CHECK_THAT(e, Contains("t.toml:1: listener[0]: expected a table, got an integer (1)"));
+    CHECK_THAT(e, Contains("t.toml:1: listener[2].name: duplicate name \"a\" (also listener[1] on line 1)"));
+}

@@ -1,0 +1,283 @@
+// The spool: a log-structured, append-only store of messages on a block
+// device (or a file standing in for one). This is what lets the SMTP server
+// answer "250 queued" and mean it.
+//
+// The device is formatted once (format()); it holds one shard per core. A
+// shard is owned by one reactor and used only from it:
+//
+//   auto w = shard.begin(env);                 // a new message
+//   co_await w->append(chunk) ...              // body as it streams in
+//   auto id = co_await w->commit();            // resumes once durable
+//   co_await shard.set_rcpt_state(id, 0, st);  // durable per-recipient state
+//   co_await shard.read_body(id, off, buf);    // read back, CRC-checked
+//   co_await shard.remove(id);                 // finished
+//
+// Group commit: every record appended while a write is in flight goes into
+// the next batch; one write (+ one flush) makes the whole batch durable and
+// resumes all its waiters. A lone writer is written at once.
+//
+// Errors are values (spool_error); a failed write or flush marks the shard
+// failed for good (health() == failed): it is never retried as if nothing
+// happened. The on-disk format and its invariants are in fs/FORMAT.md.
+#pragma once
+
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "fs/block_device.hh"
+#include "fs/format.hh"
+#include "runtime/disk/file.hh"
+#include "runtime/reactor/sync.hh"
+
+namespace rw::fs {
+
+// ---- geometry and formatting ----
+
+struct format_options {
+    uint32_t shards = 1;
+    uint32_t segment_bytes = 8 << 20;
+    bool force = false;  // overwrite a device that holds a valid spool
+};
+
+struct geometry {
+    uint8_t uuid[16] = {};
+    uint64_t spool_id = 0;
+    uint64_t device_bytes = 0;
+    uint64_t data_offset = 0;
+    uint32_t segment_bytes = 0;
+    uint32_t shard_count = 0;
+    uint32_t slots_per_shard = 0;
+    std::string uuid_string() const;
+    uint64_t slot_offset(uint32_t shard, uint32_t slot) const {
+        return data_offset + (uint64_t(shard) * slots_per_shard + slot) * segment_bytes;
+    }
+};
+
+// Writes a fresh spool (both superblocks, invalidated segment headers).
+// Refuses a device that already holds a spool unless o.force.
+task<result<geometry, std::string>> format(block_device& dev, format_options o);
+
+// Reads and checks the superblocks. Errors name the device and say whether
+// it is foreign, from a newer format, damaged or too small.
+task<result<geometry, std::string>> read_superblock(block_device& dev);
+
+// ---- the shard ----
+
+struct envelope {
+    std::string mail_from;
+    std::vector<std::string> rcpts;
+    std::string params;  // opaque to the spool (ESMTP/DSN parameters)
+    int64_t received_unix = 0;
+    friend bool operator==(const envelope&, const envelope&) = default;
+};
+
+enum class rcpt_status : uint8_t { pending = 0, deferred = 1, delivered = 2, bounced = 3 };
+
+struct rcpt_state {
+    rcpt_status status = rcpt_status::pending;
+    uint32_t attempts = 0;
+    int64_t next_attempt_unix = 0;
+    std::string last_reply;
+    uint32_t version = 0;  // set by the spool: +1 per change, never goes back
+    friend bool operator==(const rcpt_state&, const rcpt_state&) = default;
+};
+
+enum class spool_errc { full, failed, not_found, bad_state, corrupt, too_large };
+struct spool_error {
+    spool_errc code;
+    std::string detail;
+};
+std::string_view to_string(spool_errc c);
+
+enum class spool_health { ok, full, failed };
+
+struct recovery_report {
+    uint64_t messages = 0;            // live, committed
+    uint64_t recipients_pending = 0;  // pending or deferred
+    uint64_t body_bytes = 0;
+    uint64_t segments = 0;            // in the replay window
+    uint64_t batches = 0;
+    uint64_t records = 0;
+    uint64_t incomplete = 0;          // begun, never committed: dropped
+    uint64_t quarantined_records = 0;
+    uint64_t quarantined_messages = 0;
+    uint64_t torn_batches = 0;        // invalid tail dropped
+    std::chrono::microseconds took{0};
+};
+
+struct shard_options {
+    uint32_t index = 0;
+    size_t batch_bytes = 1 << 20;      // largest write batch
+    size_t chunk_bytes = 64 << 10;     // body record size
+    uint32_t reserve_segments = 2;     // kept for state records and the cleaner
+    bool cleaner = true;
+};
+
+class shard;
+
+// One message being received. Not copyable; destroying it without commit
+// aborts the message.
+class message_writer {
+public:
+    message_writer(message_writer&& o) noexcept;
+    message_writer& operator=(message_writer&& o) noexcept;
+    ~message_writer();
+    uint64_t id() const { return _id; }
+    // Appends body bytes. Waits only when the batch buffer is full.
+    task<result<void, spool_error>> append(std::span<const char> data);
+    // Makes the message durable; resumes once it is on stable storage.
+    task<result<uint64_t, spool_error>> commit();
+    // Abandons the message (also done by the destructor).
+    void abort() noexcept;
+
+private:
+    friend class shard;
+    message_writer(shard* s, uint64_t id) : _s(s), _id(id) {}
+    shard* _s;
+    uint64_t _id;
+    bool _done = false;
+};
+
+class shard {
+public:
+    // Opens shard o.index of a formatted device and recovers it.
+    static task<result<std::unique_ptr<shard>, std::string>> open(block_device& dev, geometry g, shard_options o);
+    ~shard();
+
+    const recovery_report& recovered() const { return _report; }
+    spool_health health() const noexcept;
+
+    // Starts a message; fails at once (full / failed) before anything is
+    // acknowledged. The envelope's recipients start pending.
+    result<message_writer, spool_error> begin(envelope env);
+
+    // Records one recipient's new state durably. The version is assigned
+    // here; states of finished recipients (delivered/bounced) are final.
+    task<result<void, spool_error>> set_rcpt_state(uint64_t id, uint32_t rcpt, rcpt_state st);
+    // Forgets a finished message durably.
+    task<result<void, spool_error>> remove(uint64_t id);
+    // Reads body bytes from off into out; returns bytes read (0 at the end).
+    task<result<size_t, spool_error>> read_body(uint64_t id, uint64_t off, std::span<char> out);
+
+    struct message_view {
+        uint64_t id;
+        const envelope& env;
+        const std::vector<rcpt_state>& rcpts;
+        uint64_t body_bytes;
+    };
+    // Live committed messages, in no particular order.
+    std::vector<uint64_t> live_ids() const;
+    std::optional<message_view> find(uint64_t id) const;
+    size_t live_count() const;
+
+    // Writes what is pending and stops the writer and the cleaner.
+    task<void> close();
+
+    // Counters for benchmarks and tests.
+    struct stats {
+        uint64_t batches = 0, records = 0, bytes_written = 0, segments_opened = 0, relocated = 0;
+        uint32_t free_slots = 0;
+        uint64_t tail_seq = 0, head_seq = 0;
+    };
+    stats get_stats() const;
+
+    // Used by message_writer.
+    task<result<void, spool_error>> append_chunk(uint64_t id, std::span<const char> data);
+    task<result<uint64_t, spool_error>> commit_message(uint64_t id);
+    void abort_message(uint64_t id) noexcept;
+
+private:
+    shard() = default;
+    struct chunk_loc {
+        uint64_t dev_off = 0;  // record header on the device (0 until sealed)
+        uint64_t body_off = 0;
+        uint32_t data_len = 0;
+    };
+    struct copy {
+        std::vector<chunk_loc> chunks;
+        uint64_t body_len = 0;
+        uint32_t body_crc = 0;
+        uint64_t begin_seg = 0;
+    };
+    struct entry {
+        envelope env;
+        std::vector<rcpt_state> rcpts;
+        copy cur;                          // committed (or in progress if !committed)
+        std::unique_ptr<copy> relocating;  // a cleaner's copy being written
+        bool committed = false;
+    };
+    struct fixup {
+        uint64_t id;
+        bool relocating;
+        uint32_t chunk;
+        uint32_t offset_in_batch;
+    };
+    struct waiter {
+        uint64_t batch_seq;
+        std::coroutine_handle<> h;
+        int* status;
+    };
+
+    // replay
+    task<result<void, std::string>> recover();
+    void apply_record(const record_header& h, const char* body, uint64_t dev_off, uint64_t seg_seq, bool& bad);
+    // write path
+    size_t open_room() const;
+    task<result<uint64_t, spool_error>> append_record(record_type t, uint16_t flags, uint64_t id,
+                                                      std::span<const char> a, std::span<const char> b = {},
+                                                      const fixup* fx = nullptr);
+    task<int> wait_durable(uint64_t batch_seq);
+    task<void> writer_loop();
+    task<void> cleaner_loop();
+    task<result<void, spool_error>> relocate(uint64_t id);
+    uint64_t compute_tail() const;
+    uint32_t free_slots() const;
+    int pick_free_slot() const;
+    void seg_ref(uint64_t seg, int delta);
+    void fail(std::string why) noexcept;
+    uint64_t next_id() { return (uint64_t(_opt.index) << 56) | _next_counter++; }
+
+    block_device* _dev = nullptr;
+    geometry _g;
+    shard_options _opt;
+    recovery_report _report;
+    std::unordered_map<uint64_t, entry> _msgs;
+    std::map<uint64_t, uint32_t> _seg_refs;  // begin_seg -> live copies beginning there
+    std::vector<uint64_t> _slot_seq;         // seg_seq held by each slot, 0 = never used
+    uint64_t _next_counter = 1;
+
+    // head of the log
+    int _cur_slot = -1;
+    uint64_t _cur_seq = 0;        // seg_seq of the current segment
+    uint64_t _cur_off = 0;        // next write offset within the current segment
+    uint64_t _recorded_tail = 0;  // tail written in the current segment's header
+    uint64_t _next_batch_seq = 1;
+
+    // batch buffers: [segment header block][batch header][records ...]
+    disk::aligned_buffer _open_buf, _flight_buf;
+    size_t _open_fill = 0;  // bytes of records in the open batch
+    uint32_t _open_records = 0;
+    std::vector<fixup> _open_fixups, _flight_fixups;
+    std::deque<waiter> _waiters;
+    uint64_t _durable_seq = 0;
+    event _work;         // the open batch has records
+    event _space;        // the open batch was taken by the writer
+    event _writer_done;
+    event _cleaner_kick;
+    event _cleaner_done;
+    bool _closing = false;
+    bool _failed = false;
+    std::string _fail_reason;
+    bool _cleaner_running = false;
+    stats _stats;
+};
+
+}  // namespace rw::fs
