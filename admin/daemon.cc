@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "fs/spool.hh"
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
 #include "runtime/net/tcp.hh"
@@ -42,7 +43,12 @@ result<void, std::string> ensure_parent_dir(const std::string& path, std::string
 
 // The spool stand-in: a pre-sized file (or the configured block device).
 // Opened exclusively so two daemons cannot share a spool.
-result<int, std::string> prepare_spool(const spool_config& sc) {
+struct spool_file {
+    int lock_fd = -1;
+    bool created = false;
+};
+
+result<spool_file, std::string> prepare_spool(const spool_config& sc) {
     if (auto r = ensure_parent_dir(sc.path, "spool"); !r)
         return unexpected(r.error());
     struct stat st{};
@@ -57,6 +63,9 @@ result<int, std::string> prepare_spool(const spool_config& sc) {
         return unexpected(
             fmt::format("the spool {} is in use by another process (another ringwayd?); stop it first", sc.path));
     }
+    spool_file out;
+    out.lock_fd = fd;
+    out.created = !exists;
     if (!exists || (S_ISREG(st.st_mode) && uint64_t(st.st_size) < sc.size_bytes)) {
         int r = ::posix_fallocate(fd, 0, off_t(sc.size_bytes));
         if (r != 0) {
@@ -66,8 +75,42 @@ result<int, std::string> prepare_spool(const spool_config& sc) {
         }
         lg.info("created spool file path={} size_bytes={}", sc.path, sc.size_bytes);
     }
-    return fd;
+    return out;
 }
+
+fs::flush_mode to_flush(spool_flush f) {
+    switch (f) {
+    case spool_flush::automatic: return fs::flush_mode::automatic;
+    case spool_flush::fdatasync: return fs::flush_mode::fdatasync;
+    case spool_flush::dsync: return fs::flush_mode::dsync;
+    }
+    return fs::flush_mode::automatic;
+}
+
+// Reads the superblock; a spool file we have just created is formatted with
+// one shard per core. Anything else that is not a valid spool is refused.
+result<fs::geometry, std::string> check_or_format_spool(const spool_config& sc, bool created, unsigned cores) {
+    return run_local([](spool_config c, bool fresh, unsigned n) -> task<result<fs::geometry, std::string>> {
+        auto dev = fs::file_device::open_shared(c.path, to_flush(c.flush));
+        if (!dev)
+            co_return unexpected(dev.error());
+        auto g = co_await fs::read_superblock(*dev.value());
+        if (g)
+            co_return g;
+        if (!fresh)
+            co_return g;
+        lg.info("formatting new spool path={} shards={}", c.path, n);
+        fs::format_options fo;
+        fo.shards = n;
+        co_return co_await fs::format(*dev.value(), fo);
+    }(sc, created, cores));
+}
+
+// The shards of this core: shard i belongs to core i % cores.
+struct core_spool {
+    std::unique_ptr<fs::file_device> dev;
+    std::vector<std::unique_ptr<fs::shard>> shards;
+};
 
 struct listener_fds {
     const listener_config* cfg;
@@ -117,7 +160,30 @@ task<void> accept_loop(int lfd, const listener_config* lc, std::string hostname,
     co_await acc.stopped();
 }
 
-task<void> core_main(unsigned core, const config* cfg, const std::vector<listener_fds>* fds) {
+task<void> core_main(unsigned core, const config* cfg, const std::vector<listener_fds>* fds, fs::geometry geo,
+                     std::atomic<int>* spool_errors) {
+    core_spool sp;
+    auto dev = fs::file_device::open_shared(cfg->spool.path, to_flush(cfg->spool.flush));
+    if (!dev) {
+        lg.error("{}", dev.error());
+        spool_errors->fetch_add(1);
+        engine::instance().request_stop(std::chrono::milliseconds(0));
+    } else {
+        sp.dev = std::move(dev.value());
+        unsigned cores = engine::instance().cores();
+        for (uint32_t i = core; i < geo.shard_count; i += cores) {
+            fs::shard_options so;
+            so.index = i;
+            auto sh = co_await fs::shard::open(*sp.dev, geo, so);
+            if (!sh) {
+                lg.error("{}", sh.error());
+                spool_errors->fetch_add(1);
+                engine::instance().request_stop(std::chrono::milliseconds(0));
+                break;
+            }
+            sp.shards.push_back(std::move(sh.value()));
+        }
+    }
     gate sessions;
     gate loops;
     for (const auto& l : *fds) {
@@ -129,6 +195,8 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     }
     co_await loops.wait_idle();
     co_await sessions.wait_idle();
+    for (auto& sh : sp.shards)
+        co_await sh->close();
 }
 }  // namespace
 
@@ -156,6 +224,12 @@ int run_daemon(const config& cfg) {
     if (!eng)
         lg.fatal("{}", eng.error());
     unsigned cores = eng.value()->cores();
+    auto geo = check_or_format_spool(cfg.spool, spool.value().created, cores);
+    if (!geo)
+        lg.fatal("{}", geo.error());
+    lg.info("spool path={} uuid={} shards={} segment_bytes={} segments_per_shard={}", cfg.spool.path,
+            geo.value().uuid_string(), geo.value().shard_count, geo.value().segment_bytes,
+            geo.value().slots_per_shard);
 
     // Bind everything before starting: a port in use is one clear line.
     std::vector<listener_fds> fds;
@@ -198,15 +272,19 @@ int run_daemon(const config& cfg) {
         lg.info("listening listener={} address={} cores={}", l.name, l.endpoint().to_string(), cores);
     lg.info("ringwayd {} started config={} cores={} spool={}", RINGWAY_VERSION, cfg.source, cores, cfg.spool.path);
 
-    auto r = e->run([&cfg, &fds](unsigned core) { return core_main(core, &cfg, &fds); });
+    std::atomic<int> spool_errors{0};
+    fs::geometry g = geo.value();
+    auto r = e->run([&cfg, &fds, g, &spool_errors](unsigned core) { return core_main(core, &cfg, &fds, g, &spool_errors); });
     done = true;
     sig.join();
     for (auto& l : fds)
         for (int fd : l.per_core)
             ::close(fd);
-    ::close(spool.value());
+    ::close(spool.value().lock_fd);
     if (!r)
         lg.fatal("{}", r.error());
+    if (spool_errors.load() > 0)
+        lg.fatal("the spool could not be opened; see the errors above");
     lg.info("stopped cleanly connections_served={}", g_connections.load());
     journal::close();
     return 0;

@@ -12,7 +12,16 @@ task<int> block_device::write_durable(const void* buf, size_t len, uint64_t off)
 }
 
 result<std::unique_ptr<file_device>, std::string> file_device::open(const std::string& path, flush_mode m) {
-    auto f = disk::file::open(path, {.direct = true, .create = false, .exclusive_lock = true});
+    return open_impl(path, m, true);
+}
+
+result<std::unique_ptr<file_device>, std::string> file_device::open_shared(const std::string& path, flush_mode m) {
+    return open_impl(path, m, false);
+}
+
+result<std::unique_ptr<file_device>, std::string> file_device::open_impl(const std::string& path, flush_mode m,
+                                                                         bool lock) {
+    auto f = disk::file::open(path, {.direct = true, .create = false, .exclusive_lock = lock});
     if (!f)
         return unexpected(f.error());
     std::unique_ptr<file_device> d(new file_device());

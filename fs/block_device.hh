@@ -38,6 +38,9 @@ class file_device final : public block_device {
 public:
     // Opens path exclusively (flock). Errors name the path.
     static result<std::unique_ptr<file_device>, std::string> open(const std::string& path, flush_mode m);
+    // Opens without taking the lock: for the per-core handles of a process
+    // that already holds it on another descriptor.
+    static result<std::unique_ptr<file_device>, std::string> open_shared(const std::string& path, flush_mode m);
     uint64_t size_bytes() const override { return _f.size_bytes(); }
     const std::string& name() const override { return _f.path(); }
     bool is_block_device() const { return _f.is_block_device(); }
@@ -48,6 +51,7 @@ public:
     task<int> write_durable(const void* buf, size_t len, uint64_t off) override;
 
 private:
+    static result<std::unique_ptr<file_device>, std::string> open_impl(const std::string& path, flush_mode m, bool lock);
     disk::file _f;
     flush_mode _mode = flush_mode::fdatasync;
 };

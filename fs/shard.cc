@@ -284,6 +284,7 @@ task<result<void, std::string>> shard::recover() {
     }
     if (valid.empty()) {
         _report.took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+        lg.info("shard={} recovered an empty spool shard took_ms={:.1f}", _opt.index, double(_report.took.count()) / 1000.0);
         co_return result<void, std::string>{};
     }
     std::sort(valid.begin(), valid.end(), [](const seg_info& a, const seg_info& b) { return a.h.seg_seq < b.h.seg_seq; });

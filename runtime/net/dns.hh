@@ -126,7 +126,8 @@ struct resolver_options {
     // "IP:port" or "[IPv6]:port" of recursive servers, tried in order.
     // Empty = the servers of /etc/resolv.conf (read once, at create()).
     std::vector<std::string> servers;
-    std::chrono::milliseconds timeout{2000};  // per try, per server
+    // Per try and server; c-ares doubles it for each later round of tries.
+    std::chrono::milliseconds timeout{2000};
     int tries = 3;
     size_t cache_max_entries = 10000;  // least recently used goes first
     std::chrono::seconds max_ttl{std::chrono::hours(24)};
@@ -153,7 +154,8 @@ struct resolver_stats {
 class resolver {
 public:
     // Must run on a reactor thread. The error names the bad server address
-    // or c-ares's reason ("cannot use DNS server '1.2.3:53': not IP:port").
+    // or c-ares's reason ("cannot use DNS server '1.2.3': expected IP:port
+    // or [IPv6]:port").
     static result<std::unique_ptr<resolver>, std::string> create(resolver_options o);
     ~resolver();
     resolver(const resolver&) = delete;

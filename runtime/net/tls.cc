@@ -466,6 +466,14 @@ tls_stream::tls_stream(tls_stream&& o) noexcept
       _shut(o._shut) {
     RW_ASSERT(!o._reading && !o._writing && !o._handshaking && !o._flushing,
               "tls_stream moved while an operation is in progress");
+    o.mark_moved_from();
+}
+
+// A moved-from stream refuses every operation with a state error.
+void tls_stream::mark_moved_from() noexcept {
+    _handshake_done = false;
+    _failed = true;
+    _init_error = "the stream was moved from";
 }
 
 tls_stream& tls_stream::operator=(tls_stream&& o) noexcept {
@@ -488,6 +496,7 @@ tls_stream& tls_stream::operator=(tls_stream&& o) noexcept {
     _net_eof = o._net_eof;
     _read_eof = o._read_eof;
     _shut = o._shut;
+    o.mark_moved_from();
     return *this;
 }
 
@@ -511,6 +520,7 @@ void tls_stream::feed(std::span<const char> bytes) noexcept {
         int n = int(std::min<size_t>(bytes.size(), INT_MAX));
         if (BIO_write(_rbio, bytes.data(), n) != n) {
             _init_error = "out of memory while feeding pre-read bytes";
+            _failed = true;
             return;
         }
         bytes = bytes.subspan(size_t(n));
@@ -666,10 +676,12 @@ task<result<void, tls_error>> tls_stream::handshake(io_options o) {
             co_return unexpected(std::move(err));
         }
         // Send our flight before waiting for the peer's.
-        auto fl = flush_all(d);
-        int f = co_await std::move(fl);
-        if (f < 0)
-            co_return unexpected(sys_fail(f, "handshake: sending", true));
+        if (BIO_ctrl_pending(_wbio) > 0) {
+            auto fl = flush_all(d);
+            int f = co_await std::move(fl);
+            if (f < 0)
+                co_return unexpected(sys_fail(f, "handshake: sending", true));
+        }
         if (_net_eof) {
             _failed = true;
             co_return unexpected(

@@ -192,6 +192,7 @@ private:
     struct flush_wait;
 
     void free_ssl() noexcept;
+    void mark_moved_from() noexcept;
     tls_error fail(tls_errc code, std::string_view doing, int ssl_ret, int ssl_err);
     tls_error sys_fail(int neg_errno, std::string_view doing, bool fatal);
     // Sends everything the write BIO holds; waits its turn if another

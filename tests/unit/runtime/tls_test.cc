@@ -1011,13 +1011,20 @@ task<pair_result> client_and_line_server(int lfd, uint16_t port, const net::tls_
         auto hs = s.handshake({.timeout = k_io_timeout});
         auto h = co_await std::move(hs);
         if (h) {
-            out.client_verified = s.peer_verified();
-            out.client_subject = s.peer_subject();
-            auto w = write_str(&s, "ping\n");
+            // A stream moves between operations; the moved-from one refuses.
+            net::tls_stream m(std::move(s));
+            char tmp[8];
+            auto bad = s.read(tmp, sizeof tmp);
+            auto br = co_await std::move(bad);
+            REQUIRE(!br);
+            REQUIRE(br.error().code == net::tls_errc::state);
+            out.client_verified = m.peer_verified();
+            out.client_subject = m.peer_subject();
+            auto w = write_str(&m, "ping\n");
             co_await std::move(w);
-            auto rd = read_until(&s, "\n", 1024);
+            auto rd = read_until(&m, "\n", 1024);
             out.client_received = co_await std::move(rd);
-            auto eof = expect_eof(&s);
+            auto eof = expect_eof(&m);
             co_await std::move(eof);
         } else {
             out.client_error = h.error();
