@@ -58,6 +58,10 @@ result<spool_file, std::string> prepare_spool(const spool_config& sc) {
     int fd = ::open(sc.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return unexpected(fmt::format("cannot open the spool {}: {}", sc.path, std::strerror(errno)));
+    // A predecessor killed a moment ago may still hold the lock while the
+    // kernel tears its io_uring down: wait a little before giving up.
+    for (int i = 0; i < 250 && ::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK; ++i)
+        ::usleep(20000);
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
         ::close(fd);
         return unexpected(

@@ -21,7 +21,8 @@ result<std::unique_ptr<file_device>, std::string> file_device::open_shared(const
 
 result<std::unique_ptr<file_device>, std::string> file_device::open_impl(const std::string& path, flush_mode m,
                                                                          bool lock) {
-    auto f = disk::file::open(path, {.direct = true, .create = false, .exclusive_lock = lock});
+    auto f = disk::file::open(
+        path, {.direct = true, .create = false, .exclusive_lock = lock, .lock_wait = std::chrono::seconds(lock ? 5 : 0)});
     if (!f)
         return unexpected(f.error());
     std::unique_ptr<file_device> d(new file_device());

@@ -692,19 +692,33 @@ result<message_writer, spool_error> shard::begin(envelope env) {
     e.env = std::move(env);
     e.rcpts.assign(e.env.rcpts.size(), rcpt_state{});
     e.cur.begin_seg = std::max<uint64_t>(_cur_seq, 1);
-    std::string body = rec::encode_begin(e.env, nullptr);
+    // The begin record is written by the message's own first append or
+    // commit, in the caller's coroutine, so it always precedes the chunks in
+    // the log (a separately spawned append could be overtaken while both
+    // wait for buffer space).
+    e.pending_begin = rec::encode_begin(e.env, nullptr);
     _msgs.emplace(id, std::move(e));
-    // The begin record is queued without waiting: it precedes every chunk
-    // and the commit in the log, and commit waits for durability.
-    auto t = [](shard* s, uint64_t mid, std::string b) -> task<void> {
-        auto r = co_await s->append_record(record_type::msg_begin, 0, mid, std::span<const char>(b.data(), b.size()));
-        (void)r;
-    };
-    spawn(t(this, id, std::move(body)));
     return message_writer(this, id);
 }
 
+task<result<void, spool_error>> shard::write_pending_begin(uint64_t id) {
+    auto it = _msgs.find(id);
+    if (it == _msgs.end() || it->second.pending_begin.empty())
+        co_return result<void, spool_error>{};
+    std::string body = std::move(it->second.pending_begin);
+    it->second.pending_begin.clear();
+    auto r = co_await append_record(record_type::msg_begin, 0, id, std::span<const char>(body.data(), body.size()));
+    if (!r)
+        co_return unexpected(r.error());
+    co_return result<void, spool_error>{};
+}
+
 task<result<void, spool_error>> shard::append_chunk(uint64_t id, std::span<const char> data) {
+    {
+        auto b = co_await write_pending_begin(id);
+        if (!b)
+            co_return unexpected(b.error());
+    }
     while (!data.empty()) {
         if (_failed)
             co_return unexpected(spool_error{spool_errc::failed, _fail_reason});
@@ -735,6 +749,13 @@ task<result<void, spool_error>> shard::append_chunk(uint64_t id, std::span<const
 }
 
 task<result<uint64_t, spool_error>> shard::commit_message(uint64_t id) {
+    {
+        auto b = co_await write_pending_begin(id);
+        if (!b) {
+            _msgs.erase(id);
+            co_return unexpected(b.error());
+        }
+    }
     auto it = _msgs.find(id);
     if (it == _msgs.end() || it->second.committed)
         co_return unexpected(spool_error{spool_errc::bad_state, "no message being received with this id"});
@@ -760,7 +781,10 @@ void shard::abort_message(uint64_t id) noexcept {
     auto it = _msgs.find(id);
     if (it == _msgs.end() || it->second.committed)
         return;
+    bool logged = it->second.pending_begin.empty();
     _msgs.erase(it);
+    if (!logged)
+        return;  // nothing of it reached the log
     if (_failed || _closing)
         return;
     auto t = [](shard* s, uint64_t mid) -> task<void> {
@@ -795,8 +819,11 @@ task<result<void, spool_error>> shard::set_rcpt_state(uint64_t id, uint32_t rcpt
 
 task<result<void, spool_error>> shard::remove(uint64_t id) {
     auto it = _msgs.find(id);
-    if (it == _msgs.end() || !it->second.committed)
+    if (it == _msgs.end() || !it->second.committed || it->second.deleting)
         co_return unexpected(spool_error{spool_errc::not_found, "no such message"});
+    // From here on the cleaner must not copy it: a relocated copy written
+    // after the delete record would bring it back at recovery.
+    it->second.deleting = true;
     auto r = co_await append_record(record_type::msg_delete, 0, id, {});
     if (!r)
         co_return unexpected(r.error());
@@ -891,7 +918,7 @@ shard::stats shard::get_stats() const {
 
 task<result<void, spool_error>> shard::relocate(uint64_t id) {
     auto it = _msgs.find(id);
-    if (it == _msgs.end() || !it->second.committed || it->second.relocating)
+    if (it == _msgs.end() || !it->second.committed || it->second.relocating || it->second.deleting)
         co_return result<void, spool_error>{};
     entry& e = it->second;
     auto nc = std::make_unique<copy>();
@@ -931,6 +958,14 @@ task<result<void, spool_error>> shard::relocate(uint64_t id) {
     auto it3 = _msgs.find(id);
     if (it3 == _msgs.end() || !it3->second.relocating)
         co_return result<void, spool_error>{};
+    if (it3->second.deleting) {
+        // Removed while we copied: abandon the copy (an abort record keeps
+        // recovery from even considering it).
+        it3->second.relocating.reset();
+        auto ab = co_await append_record(record_type::msg_abort, 0, id, {});
+        (void)ab;
+        co_return result<void, spool_error>{};
+    }
     std::string cm = rec::encode_commit(it3->second.relocating->body_len, it3->second.relocating->body_crc);
     auto c = co_await append_record(record_type::msg_commit, 0, id, std::span<const char>(cm.data(), cm.size()));
     if (!c)
@@ -969,7 +1004,7 @@ task<void> shard::cleaner_loop() {
         uint64_t live_bytes = 0;
         if (low && tail < _cur_seq) {
             for (const auto& [id, e] : _msgs)
-                if (e.committed && !e.relocating && e.cur.begin_seg == tail) {
+                if (e.committed && !e.relocating && !e.deleting && e.cur.begin_seg == tail) {
                     victims.push_back(id);
                     live_bytes += e.cur.body_len;
                 }

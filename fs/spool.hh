@@ -212,7 +212,9 @@ private:
         std::vector<rcpt_state> rcpts;
         copy cur;                          // committed (or in progress if !committed)
         std::unique_ptr<copy> relocating;  // a cleaner's copy being written
+        std::string pending_begin;  // begin record, written before the first chunk or commit
         bool committed = false;
+        bool deleting = false;  // a delete record is queued: never relocate it again
     };
     struct fixup {
         uint64_t id;
@@ -238,6 +240,7 @@ private:
     task<void> writer_loop();
     task<void> cleaner_loop();
     task<result<void, spool_error>> relocate(uint64_t id);
+    task<result<void, spool_error>> write_pending_begin(uint64_t id);
     uint64_t compute_tail() const;
     uint32_t free_slots() const;
     int pick_free_slot() const;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <thread>
 #include <cstring>
 
 namespace rw::disk {
@@ -72,7 +73,12 @@ result<file, std::string> file::open(const std::string& path, open_options o) {
     } else {
         return unexpected(fmt::format("{} is neither a block device nor a regular file", path));
     }
-    if (o.exclusive_lock && ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    auto deadline = std::chrono::steady_clock::now() + o.lock_wait;
+    while (o.exclusive_lock && ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK && std::chrono::steady_clock::now() < deadline) {
+            ::usleep(20000);  // start-up only: never on a running reactor's hot path
+            continue;
+        }
         if (errno == EWOULDBLOCK)
             return unexpected(fmt::format("{} is in use by another process (it holds the lock); stop it first", path));
         return unexpected(fmt::format("cannot lock {}: {}", path, std::strerror(errno)));

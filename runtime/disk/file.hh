@@ -2,6 +2,7 @@
 // aligned buffers O_DIRECT needs. Used by the spool (fs/).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -36,6 +37,9 @@ struct open_options {
     bool direct = true;     // O_DIRECT
     bool create = false;    // create a regular file if missing
     bool exclusive_lock = true;  // flock(LOCK_EX|LOCK_NB): one owner at a time
+    // How long to retry a held lock. A process killed with SIGKILL keeps its
+    // lock for a moment while the kernel tears its io_uring down.
+    std::chrono::milliseconds lock_wait{0};
 };
 
 class file {

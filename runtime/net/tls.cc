@@ -66,8 +66,7 @@ bool is_ip_literal(const std::string& host) {
 bool common_setup(SSL_CTX* ctx) {
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
         return false;
-    // Renegotiation would let SSL_write need a read; we never want it.
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION);
     return true;
 }
 
@@ -210,7 +209,9 @@ result<tls_context, std::string> tls_context::server(const std::string& cert_cha
     std::unique_ptr<SSL_CTX, ctx_free> ctx(SSL_CTX_new(TLS_server_method()));
     if (!ctx || !common_setup(ctx.get()))
         return unexpected("cannot create a TLS server context: " + reasons_or("unknown error"));
-    SSL_CTX_set_options(ctx.get(), SSL_OP_CIPHER_SERVER_PREFERENCE);
+    // Client-initiated renegotiation costs us a handshake on the peer's
+    // whim; refuse it. (A client of ours follows a server's request.)
+    SSL_CTX_set_options(ctx.get(), SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
     static const unsigned char k_sid_ctx[] = "ringway";
     SSL_CTX_set_session_id_context(ctx.get(), k_sid_ctx, sizeof k_sid_ctx - 1);
     if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert_chain_file.c_str()) != 1)
@@ -389,17 +390,6 @@ struct tls_stream::deadline {
     }
 };
 
-// Waits until no other coroutine is flushing.
-struct tls_stream::flush_wait {
-    tls_stream* s;
-    bool await_ready() const noexcept { return !s->_flushing; }
-    void await_suspend(std::coroutine_handle<> h) noexcept {
-        RW_ASSERT(!s->_flush_waiter, "two coroutines waiting to flush one tls_stream (two writers?)");
-        s->_flush_waiter = h;
-    }
-    void await_resume() const noexcept {}
-};
-
 tls_stream::tls_stream(tcp_stream tcp, const tls_context& ctx, options o)
     : _tcp(std::move(tcp)), _server(ctx.is_server()) {
     RW_ASSERT(ctx.native() != nullptr, "tls_stream made from an empty tls_context");
@@ -464,8 +454,7 @@ tls_stream::tls_stream(tls_stream&& o) noexcept
       _net_eof(o._net_eof),
       _read_eof(o._read_eof),
       _shut(o._shut) {
-    RW_ASSERT(!o._reading && !o._writing && !o._handshaking && !o._flushing,
-              "tls_stream moved while an operation is in progress");
+    RW_ASSERT(!o.busy(), "tls_stream moved while an operation is in progress");
     o.mark_moved_from();
 }
 
@@ -479,10 +468,8 @@ void tls_stream::mark_moved_from() noexcept {
 tls_stream& tls_stream::operator=(tls_stream&& o) noexcept {
     if (this == &o)
         return *this;
-    RW_ASSERT(!o._reading && !o._writing && !o._handshaking && !o._flushing,
-              "tls_stream moved while an operation is in progress");
-    RW_ASSERT(!_reading && !_writing && !_handshaking && !_flushing,
-              "tls_stream assigned to while an operation is in progress");
+    RW_ASSERT(!o.busy(), "tls_stream moved while an operation is in progress");
+    RW_ASSERT(!busy(), "tls_stream assigned to while an operation is in progress");
     free_ssl();
     _tcp = std::move(o._tcp);
     _ssl = std::exchange(o._ssl, nullptr);
@@ -501,9 +488,12 @@ tls_stream& tls_stream::operator=(tls_stream&& o) noexcept {
 }
 
 tls_stream::~tls_stream() {
-    RW_ASSERT(!_reading && !_writing && !_handshaking && !_flushing,
-              "tls_stream destroyed while an operation is in progress");
+    RW_ASSERT(!busy(), "tls_stream destroyed while an operation is in progress");
     free_ssl();
+}
+
+bool tls_stream::busy() const noexcept {
+    return _reading || _writing || _handshaking || _send.held || _recv.held || _send.waiter || _recv.waiter;
 }
 
 void tls_stream::free_ssl() noexcept {
@@ -560,12 +550,6 @@ tls_error tls_stream::sys_fail(int neg_errno, std::string_view doing, bool fatal
     return tls_error{code, e, fmt::format("{}: {}", doing, std::strerror(e))};
 }
 
-void tls_stream::release_flush() noexcept {
-    _flushing = false;
-    if (_flush_waiter)
-        reactor::local().schedule(std::exchange(_flush_waiter, {}));
-}
-
 size_t tls_stream::take_output(size_t budget) noexcept {
     size_t pending = BIO_ctrl_pending(_wbio);
     int want = int(std::min({pending, budget, k_net_buffer_bytes}));
@@ -587,6 +571,7 @@ int tls_stream::take_input(int n) noexcept {
 }
 
 task<int> tls_stream::send_pending(deadline d, size_t budget) {
+    RW_DASSERT(_send.held);
     while (budget > 0) {
         size_t n = take_output(budget);
         if (n == 0)
@@ -604,36 +589,41 @@ task<int> tls_stream::send_pending(deadline d, size_t budget) {
 }
 
 task<int> tls_stream::flush_all(deadline d) {
-    while (_flushing) {
-        flush_wait w{this};
+    for (int i = 0; _send.held; ++i) {
+        RW_ASSERT(i < 1000, "tls_stream send lock starved");
+        auto w = _send.released();
         co_await w;
     }
-    _flushing = true;
+    _send.held = true;
     auto op = send_pending(d, SIZE_MAX);
     int r = co_await std::move(op);
-    release_flush();
+    _send.release();
     co_return r;
 }
 
 task<int> tls_stream::flush_some(deadline d) {
-    // An active writer sends everything in the write BIO before it returns,
-    // including what we queued; do not compete with it for the socket (and
-    // never block reading behind a full send buffer).
-    if (_flushing || _writing)
+    if (_send.held)
         co_return 0;
-    _flushing = true;
+    _send.held = true;
     auto op = send_pending(d, BIO_ctrl_pending(_wbio));
     int r = co_await std::move(op);
-    release_flush();
+    _send.release();
     co_return r;
 }
 
 task<int> tls_stream::receive(deadline d) {
+    if (_recv.held) {
+        auto w = _recv.released();
+        co_await w;
+        co_return 1;
+    }
     io_options io;
     if (!d.next(io))
         co_return -ETIMEDOUT;
+    _recv.held = true;
     auto op = _tcp.recv(_bufs.get(), k_net_buffer_bytes, io);
     int n = co_await op;
+    _recv.release();
     co_return take_input(n);
 }
 
@@ -709,13 +699,12 @@ task<result<size_t, tls_error>> tls_stream::read(void* buf, size_t len, io_optio
         co_return size_t(0);
     busy_flag busy(_reading);
     const deadline d(o);
-    int idle_reads = 0;
-    for (;;) {
+    for (int idle_reads = 0;; ++idle_reads) {
         size_t got = 0;
         ERR_clear_error();
         int r = SSL_read_ex(_ssl, buf, len, &got);
         if (r == 1) {
-            // Reading may have queued a reply (KeyUpdate, alert).
+            // Reading may have queued a reply (KeyUpdate, renegotiation).
             if (BIO_ctrl_pending(_wbio) > 0) {
                 auto fl = flush_some(d);
                 int f = co_await std::move(fl);
@@ -741,18 +730,25 @@ task<result<size_t, tls_error>> tls_stream::read(void* buf, size_t len, io_optio
             _read_eof = true;
             co_return size_t(0);
         }
-        if (++idle_reads > k_max_reads_without_data) {
+        if (idle_reads >= k_max_reads_without_data) {
             _failed = true;
             co_return unexpected(tls_error{tls_errc::protocol, 0,
                                            fmt::format("read: {} network reads without application data",
                                                        k_max_reads_without_data)});
         }
-        // Inline rather than receive(): no coroutine frame per network read.
+        if (_recv.held) {  // a writer in a renegotiation is receiving: let it feed the BIO
+            auto w = _recv.released();
+            co_await w;
+            continue;
+        }
+        // receive(), inline: no coroutine frame per network read.
         io_options io;
         if (!d.next(io))
             co_return unexpected(sys_fail(-ETIMEDOUT, "read: receiving", false));
+        _recv.held = true;
         auto op = _tcp.recv(_bufs.get(), k_net_buffer_bytes, io);
         int got_bytes = co_await op;
+        _recv.release();
         int n = take_input(got_bytes);
         if (n < 0)
             co_return unexpected(sys_fail(n, "read: receiving", n != -ETIMEDOUT && n != -ECANCELED));
@@ -771,25 +767,34 @@ task<result<void, tls_error>> tls_stream::write_all(const void* buf, size_t len,
     const deadline d(o);
     const char* p = static_cast<const char*>(buf);
     size_t off = 0;
+    int stalls = 0;
     while (off < len) {
         // One record at a time, so the write BIO never holds more than one.
         size_t chunk = std::min(len - off, k_record_plaintext_bytes);
         size_t written = 0;
         ERR_clear_error();
         int r = SSL_write_ex(_ssl, p + off, chunk, &written);
-        if (r != 1) {
+        if (r == 1) {
+            off += written;
+        } else {
             int e = SSL_get_error(_ssl, r);
-            // With renegotiation disabled and a memory BIO that always takes
-            // our bytes, a write never needs to wait; anything else is fatal.
-            co_return unexpected(fail(tls_errc::protocol, "write", r, e));
+            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+                co_return unexpected(fail(tls_errc::protocol, "write", r, e));
+            // A renegotiation the server started is in progress: send our
+            // part, then receive (or let the reader receive), then retry
+            // SSL_write with the same arguments, as OpenSSL requires.
+            if (++stalls > k_max_reads_without_data) {
+                _failed = true;
+                co_return unexpected(tls_error{tls_errc::protocol, 0, "write: renegotiation does not progress"});
+            }
         }
-        off += written;
         // flush_all(), inline: no coroutine frame per record.
-        while (_flushing) {
-            flush_wait w{this};
+        for (int i = 0; _send.held; ++i) {
+            RW_ASSERT(i < 1000, "tls_stream send lock starved");
+            auto w = _send.released();
             co_await w;
         }
-        _flushing = true;
+        _send.held = true;
         int f = 0;
         while (f == 0) {
             size_t n = take_output(SIZE_MAX);
@@ -801,13 +806,24 @@ task<result<void, tls_error>> tls_stream::write_all(const void* buf, size_t len,
                 break;
             }
             auto op = _tcp.send_all(_bufs.get() + k_net_buffer_bytes, n, io);
-            int r = co_await op;
-            if (r < 0)
-                f = r;
+            int sr = co_await op;
+            if (sr < 0)
+                f = sr;
         }
-        release_flush();
+        _send.release();
         if (f < 0)
             co_return unexpected(sys_fail(f, "write: sending", true));
+        if (r != 1) {
+            if (_net_eof) {
+                _failed = true;
+                co_return unexpected(
+                    tls_error{tls_errc::closed, 0, "write: the peer closed the connection during a renegotiation"});
+            }
+            auto rv = receive(d);
+            int n = co_await std::move(rv);
+            if (n < 0)
+                co_return unexpected(sys_fail(n, "write: receiving", true));
+        }
     }
     co_return result<void, tls_error>{};
 }

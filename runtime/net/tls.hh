@@ -19,6 +19,12 @@
 // handshake runs alone. Concurrent reader and writer must use different
 // cancel tokens (a token carries one operation at a time).
 //
+// Renegotiation (TLS 1.2): our server refuses it; our client follows a
+// server's request (secure renegotiation only). While one is in progress a
+// write may need the peer's handshake messages: it receives them itself,
+// or waits for the concurrent reader's receive. TLS 1.3 post-handshake
+// messages (session tickets, KeyUpdate) are handled inside read().
+//
 // Deadlines: io_options::timeout bounds the whole call (a handshake of
 // several round trips, a write of many records); each underlying recv/send
 // gets the time that remains as its linked timeout. Expiry is reported as
@@ -36,6 +42,7 @@
 #include <string_view>
 #include <system_error>
 
+#include "runtime/base/assert.hh"
 #include "runtime/base/result.hh"
 #include "runtime/net/tcp.hh"
 #include "runtime/reactor/io.hh"
@@ -105,6 +112,7 @@ private:
 // common_name (CN and subjectAltName DNS:common_name, valid ten years),
 // then writes both as PEM: the key with mode 0600, the certificate 0644.
 // Each file is written to a temporary name, synced and renamed into place.
+// Blocking file I/O: call it at start-up, not from a reactor's hot path.
 result<void, std::string> make_self_signed(const std::string& common_name, const std::string& key_path,
                                            const std::string& cert_path);
 
@@ -118,8 +126,8 @@ public:
     static constexpr size_t k_record_plaintext_bytes = 16 * 1024;
     static constexpr size_t k_record_overhead_bytes = 512;
     static constexpr size_t k_net_buffer_bytes = k_record_plaintext_bytes + k_record_overhead_bytes;
-    // A read gives up when this many network reads in a row brought no
-    // application data (a peer sending endless tickets or empty records).
+    // One read() call gives up after this many network reads that brought
+    // no application data (a peer sending endless tickets or empty records).
     static constexpr int k_max_reads_without_data = 1024;
     // shutdown() waits at most this long to send close_notify when the
     // caller gives no deadline.
@@ -131,7 +139,9 @@ public:
         std::string sni_host;
         // Bytes already read from the socket into an application buffer that
         // belong to the TLS stream (e.g. the start of a ClientHello). They are
-        // fed to the read BIO before anything is received. Copied.
+        // fed to the read BIO before anything is received. Copied. RFC 3207
+        // servers: plaintext pipelined after STARTTLS is an injection
+        // (CVE-2011-0411) to refuse, not to feed; that check is the caller's.
         std::span<const char> pre_read;
     };
 
@@ -189,28 +199,53 @@ public:
 private:
     using clock = std::chrono::steady_clock;
     struct deadline;
-    struct flush_wait;
+
+    // One direction of the socket. The coroutine holding it is the only one
+    // sending (or receiving), so records stay in order and the buffer of
+    // that direction has one user; at most one other coroutine waits.
+    struct wire_lock {
+        bool held = false;
+        std::coroutine_handle<> waiter;
+        struct awaiter {
+            wire_lock& l;
+            bool await_ready() const noexcept { return !l.held; }
+            void await_suspend(std::coroutine_handle<> h) noexcept {
+                RW_ASSERT(!l.waiter, "a third coroutine waits on one tls_stream direction");
+                l.waiter = h;
+            }
+            void await_resume() const noexcept {}
+        };
+        awaiter released() noexcept { return awaiter{*this}; }
+        void release() noexcept {
+            held = false;
+            if (waiter)
+                reactor::local().schedule(std::exchange(waiter, {}));
+        }
+    };
 
     void free_ssl() noexcept;
     void mark_moved_from() noexcept;
+    bool busy() const noexcept;
     tls_error fail(tls_errc code, std::string_view doing, int ssl_ret, int ssl_err);
     tls_error sys_fail(int neg_errno, std::string_view doing, bool fatal);
-    // Sends everything the write BIO holds; waits its turn if another
-    // coroutine is sending. 0 or -errno.
-    task<int> flush_all(deadline d);
-    // Reader's flush: sends what is pending now unless a writer is active
-    // (that writer's flush_all will send it). 0 or -errno.
-    task<int> flush_some(deadline d);
     // Moves up to budget pending bytes (at most one buffer) from the write
     // BIO into the output buffer; returns the count.
     size_t take_output(size_t budget) noexcept;
     // Hands n bytes received into the input buffer to the read BIO; n == 0
     // records end of stream. Returns n or -ENOMEM.
     int take_input(int n) noexcept;
-    // Sends up to budget bytes from the write BIO; the caller holds the flush.
+    // Sends up to budget bytes from the write BIO; the caller holds _send.
     task<int> send_pending(deadline d, size_t budget);
-    void release_flush() noexcept;
-    // One recv into the input buffer, fed to the read BIO: bytes or -errno.
+    // Sends everything the write BIO holds, waiting for _send if another
+    // coroutine is sending. 0 or -errno.
+    task<int> flush_all(deadline d);
+    // The reader's flush: sends what is pending now, unless someone is
+    // sending already (they drain the write BIO, our bytes included). Never
+    // waits for _send, so a reader is never stuck behind a writer.
+    task<int> flush_some(deadline d);
+    // One recv fed to the read BIO: bytes (> 0), 0 at end of stream, or
+    // -errno. If another coroutine is receiving, waits for it instead and
+    // returns 1: the read BIO may have grown, so retry the TLS call.
     task<int> receive(deadline d);
 
     tcp_stream _tcp;
@@ -228,8 +263,8 @@ private:
     bool _reading = false;
     bool _writing = false;
     bool _handshaking = false;
-    bool _flushing = false;
-    std::coroutine_handle<> _flush_waiter;
+    wire_lock _send;
+    wire_lock _recv;
 };
 
 }  // namespace rw::net

@@ -1205,3 +1205,149 @@ TEST_CASE("openssl s_client -starttls smtp upgrades a plaintext session to TLS",
     REQUIRE_THAT(cli.out(), Catch::EndsWith("250 got: MAIL FROM:<a@b.test>\n"));
     REQUIRE(rw::live_task_frames() == 0);
 }
+
+// ---- post-handshake messages from openssl s_server ----
+
+namespace {
+// Polls the child's stdout file until it contains `text` (10 s at most).
+task<bool> wait_for_output(child_process* child, std::string text) {
+    auto until = clock_type::now() + 10s;
+    for (int i = 0; i < 2000 && clock_type::now() < until; ++i) {
+        if (child->out().find(text) != std::string::npos)
+            co_return true;
+        auto pause = rw::io::sleep(5ms);
+        co_await pause;
+    }
+    co_return false;
+}
+
+task<void> collect_until(net::tls_stream* s, std::string end, peer_outcome* out) {
+    char buf[1024];
+    for (int i = 0; i < 10000; ++i) {
+        const std::string& got = out->received;
+        if (got.size() >= end.size() && got.compare(got.size() - end.size(), end.size(), end) == 0)
+            break;
+        auto op = s->read(buf, sizeof buf, {.timeout = k_io_timeout});
+        auto r = co_await std::move(op);
+        if (!r) {
+            out->error = r.error().message();
+            break;
+        }
+        if (r.value() == 0) {
+            out->error = "early end of stream";
+            break;
+        }
+        out->received.append(buf, r.value());
+    }
+    out->done.set();
+}
+
+struct post_handshake_result {
+    std::string protocol;
+    peer_outcome reader;
+    int renegotiations = 0;
+    int requests_seen = 0;  // HelloRequest / KeyUpdate messages received
+    bool server_saw_first = false, server_saw_all = false;
+};
+
+// OpenSSL's message callback: counts the post-handshake requests we receive.
+void count_requests(int write_p, int, int content_type, const void* buf, size_t len, SSL*, void* arg) {
+    if (write_p != 0 || content_type != SSL3_RT_HANDSHAKE || len == 0)
+        return;
+    int type = static_cast<const unsigned char*>(buf)[0];
+    if (type == SSL3_MT_HELLO_REQUEST || type == SSL3_MT_KEY_UPDATE)
+        ++*static_cast<int*>(arg);
+}
+
+task<post_handshake_result> post_handshake_session(uint16_t port, child_process* srv, const net::tls_context* ctx,
+                                                   std::string command, int lines) {
+    post_handshake_result out;
+    auto co = connect_when_listening(port, srv);
+    net::tcp_stream tcp = co_await std::move(co);
+    net::tls_stream s(std::move(tcp), *ctx);
+    auto hs = s.handshake({.timeout = k_io_timeout});
+    auto h = co_await std::move(hs);
+    if (!h)
+        FAIL("handshake failed: " + h.error().message() + "; " + srv->describe());
+    out.protocol = std::string(s.protocol());
+    auto w1 = write_str(&s, "client first\n");
+    co_await std::move(w1);
+    auto seen = wait_for_output(srv, "client first\n");
+    out.server_saw_first = co_await std::move(seen);
+
+    // A reader runs throughout; s_server starts its key update or
+    // renegotiation while we keep writing, so writes overlap it. s_server
+    // takes a command only if it arrives alone in one read of its stdin, so
+    // the next stdin line waits until the request has reached us.
+    SSL_set_msg_callback(s.native(), count_requests);
+    SSL_set_msg_callback_arg(s.native(), &out.requests_seen);
+    rw::spawn(collect_until(&s, "server done\n", &out.reader));
+    srv->write_stdin(command);
+    bool sent_after = false;
+    auto until = clock_type::now() + 10s;
+    for (int i = 0; i < 10000 && clock_type::now() < until; ++i) {
+        if (!sent_after && out.requests_seen > 0) {
+            srv->write_stdin("server after " + command);
+            sent_after = true;
+        }
+        if (i >= lines && sent_after)
+            break;
+        if (i < lines) {
+            auto w = write_str(&s, "client line " + std::to_string(i) + "\n");
+            co_await std::move(w);
+        }
+        auto pace = rw::io::sleep(1ms);  // spread the writes over the exchange
+        co_await pace;
+    }
+    REQUIRE(sent_after);
+    srv->write_stdin("server done\n");
+    co_await out.reader.done.wait();
+    auto all = wait_for_output(srv, "client line " + std::to_string(lines - 1) + "\n");
+    out.server_saw_all = co_await std::move(all);
+    out.renegotiations = int(SSL_total_renegotiations(s.native()));
+    auto sd = s.shutdown({.timeout = k_io_timeout});
+    auto sr = co_await std::move(sd);
+    REQUIRE(sr);
+    auto eof = expect_eof(&s);
+    co_await std::move(eof);
+    co_return out;
+}
+}  // namespace
+
+TEST_CASE("a key update or renegotiation started by openssl s_server does not break the stream", "[tls]") {
+    require_openssl();
+    // s_server reads single-letter commands from stdin: K = TLS 1.3 key
+    // update with update_requested, r = TLS 1.2 renegotiation.
+    auto mode = GENERATE(std::pair<std::string, std::string>("-tls1_3", "K\n"),
+                         std::pair<std::string, std::string>("-tls1_2", "r\n"));
+    temp_dir d;
+    cert_files f = make_cert(d, "post.test");
+    uint16_t port = free_port();
+    child_process srv({k_openssl, "s_server", "-accept", "127.0.0.1:" + std::to_string(port), "-cert", f.cert, "-key",
+                       f.key, "-naccept", "1", mode.first},
+                      d.file("s_server.out"), d.file("s_server.err"), true);
+    net::tls_context ctx = client_ctx(true, f.cert, "post.test");
+    constexpr int lines = 100;
+    auto r = rw::run_local(post_handshake_session(port, &srv, &ctx, mode.second, lines));
+    INFO(mode.first << " reader: " << r.reader.error << "; " << srv.describe());
+    REQUIRE(r.protocol == (mode.first == "-tls1_3" ? "TLSv1.3" : "TLSv1.2"));
+    REQUIRE(r.server_saw_first);
+    REQUIRE(r.reader.error.empty());
+    REQUIRE(r.reader.received == "server after " + mode.second + "server done\n");
+    REQUIRE(r.server_saw_all);
+    // Every line arrived, in order.
+    std::string got = srv.out();
+    size_t pos = 0;
+    for (int i = 0; i < lines; ++i) {
+        std::string line = "client line " + std::to_string(i) + "\n";
+        size_t at = got.find(line, pos);
+        INFO(line);
+        REQUIRE(at != std::string::npos);
+        pos = at + line.size();
+    }
+    REQUIRE(r.requests_seen >= 1);
+    if (mode.first == "-tls1_2")
+        REQUIRE(r.renegotiations >= 1);
+    REQUIRE(srv.wait_exit(10s));
+    REQUIRE(rw::live_task_frames() == 0);
+}
