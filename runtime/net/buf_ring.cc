@@ -20,7 +20,8 @@ result<std::unique_ptr<buf_ring>, std::string> buf_ring::create(uint16_t group, 
         return unexpected(fmt::format("cannot map a buffer ring: {}", std::strerror(errno)));
     b->_br = static_cast<io_uring_buf_ring*>(mem);
     io_uring_buf_ring_init(b->_br);
-    b->_data = static_cast<char*>(std::aligned_alloc(4096, size_t(count) * size));
+    size_t bytes = (size_t(count) * size + 4095) / 4096 * 4096;  // aligned_alloc wants a multiple
+    b->_data = static_cast<char*>(std::aligned_alloc(4096, bytes));
     if (!b->_data) {
         munmap(mem, b->_ring_bytes);
         b->_br = nullptr;

@@ -1,6 +1,8 @@
-// task<T>: a lazy coroutine. It starts when awaited and resumes its awaiter
-// by symmetric transfer when it finishes, so chains of awaits do not grow the
-// stack (at -O2; see STYLE.md on g++ 12 at -O0 / ASan). Exceptions are kept
+// task<T>: a lazy coroutine. It starts when awaited; if it finishes before
+// its first real suspension the awaiter simply continues, otherwise it
+// resumes its awaiter by symmetric transfer when it finishes. Either way a
+// loop of awaits runs in constant stack, also under ASan where symmetric
+// transfer is not a tail call (STYLE.md, g++ 12 notes). Exceptions are kept
 // and rethrown in the awaiter (tests and config code may throw; the data path
 // does not). spawn() runs a task<void> detached: its frame frees itself.
 //
@@ -33,6 +35,13 @@ namespace detail {
 struct promise_base {
     std::coroutine_handle<> continuation = std::noop_coroutine();
     std::exception_ptr exception;
+    // Set while the awaiter's await_suspend is running this coroutine. If it
+    // finishes then, final_suspend returns to await_suspend instead of
+    // transferring to the awaiter, so a loop of immediately-ready awaits
+    // runs in constant stack even where symmetric transfer is not a tail
+    // call (-O0, ASan).
+    bool starting = false;
+    bool finished_while_starting = false;
 
     promise_base() noexcept { ++t_live_frames; }
     ~promise_base() { --t_live_frames; }
@@ -41,7 +50,12 @@ struct promise_base {
         bool await_ready() const noexcept { return false; }
         template <typename P>
         std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) noexcept {
-            return h.promise().continuation;
+            auto& p = h.promise();
+            if (p.starting) {
+                p.finished_while_starting = true;
+                return std::noop_coroutine();
+            }
+            return p.continuation;
         }
         void await_resume() const noexcept {}
     };
@@ -108,9 +122,14 @@ public:
     struct awaiter {
         handle_type h;
         bool await_ready() const noexcept { return false; }
-        std::coroutine_handle<> await_suspend(std::coroutine_handle<> cont) noexcept {
-            h.promise().continuation = cont;
-            return h;
+        bool await_suspend(std::coroutine_handle<> cont) noexcept {
+            auto& p = h.promise();
+            p.continuation = cont;
+            p.starting = true;
+            h.resume();
+            p.starting = false;
+            // Finished already: do not suspend the awaiter at all.
+            return !p.finished_while_starting;
         }
         T await_resume() { return h.promise().take(); }
     };
