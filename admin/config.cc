@@ -108,7 +108,7 @@ constexpr std::string_view k_listener_keys[] = {
     "name", "address", "port", "tls_cert", "tls_key", "implicit_tls", "auth",
     "allow_auth_without_tls", "max_connections", "max_connections_per_ip", "max_recipients",
     "max_message_size", "max_errors", "greeting_timeout_s", "command_timeout_s",
-    "data_block_timeout_s", "data_end_timeout_s", "idle_timeout_s"};
+    "data_block_timeout_s", "data_end_timeout_s", "idle_timeout_s", "greet_pause_ms"};
 constexpr std::string_view k_smtp_keys[] = {"hostname", "accepted_domains", "relay_networks", "credentials_file"};
 constexpr std::string_view k_control_keys[] = {"socket"};
 
@@ -846,6 +846,9 @@ void loader::read_listener(const section& s, listener_config& out) {
     seconds("data_block_timeout_s", out.data_block_timeout_s);
     seconds("data_end_timeout_s", out.data_end_timeout_s);
     seconds("idle_timeout_s", out.idle_timeout_s);
+    auto gp = out.greet_pause_ms.count();
+    set_int(s, "greet_pause_ms", 0, 60000, "", gp);
+    out.greet_pause_ms = std::chrono::milliseconds(gp);
 }
 
 // Checks between listeners, and between listeners and other sections. Runs
@@ -1074,6 +1077,10 @@ data_block_timeout_s = 180
 data_end_timeout_s = 600
 # A session idle between transactions.
 idle_timeout_s = 300
+# Milliseconds to wait before the 220 greeting; a client that talks in
+# that time is an early talker (RFC 5321 4.3.1) and is refused (0..60000).
+# 0: only bytes already there when we greet are caught.
+greet_pause_ms = 0
 
 [smtp]
 # Our name in EHLO, in replies and in Received: headers. Default: the

@@ -104,6 +104,7 @@ struct listener_config {
     std::chrono::seconds data_end_timeout_s{600};    // our deadline to answer the final "." (4.5.3.2.6:
                                                      //   the client gives up then, and would send again)
     std::chrono::seconds idle_timeout_s{300};        // between transactions
+    std::chrono::milliseconds greet_pause_ms{0};      // wait before the greeting; talkers are refused
 
     // The socket address to bind: address and port. Always valid once loaded.
     net::address endpoint() const;

@@ -17,6 +17,8 @@
 #include <thread>
 
 #include "fs/spool.hh"
+#include "mta/smtp/server.hh"
+#include "runtime/net/tls.hh"
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
 #include "runtime/net/tcp.hh"
@@ -123,49 +125,75 @@ struct listener_fds {
 
 std::atomic<uint64_t> g_connections{0};
 
-// Per connection until the SMTP engine lands: a truthful 421, logged.
-task<void> refuse_session(int fd, net::address peer, std::string listener, std::string hostname, uint64_t icid) {
-    net::tcp_stream s(fd);
-    journal::record("connect", {{"icid", icid}, {"listener", std::string_view(listener)},
-                                {"peer", std::string_view(peer.to_string())}});
-    std::string line = fmt::format("421 4.3.2 {} SMTP service not available in this build\r\n", hostname);
-    auto send = s.send_all(line.data(), line.size(), {.timeout = std::chrono::seconds(5)});
-    co_await send;
-    journal::record("disconnect", {{"icid", icid}, {"reason", std::string_view("service not available")}});
+// Per-client-IP rates for clients outside the relay networks (trusted
+// networks are the operator's own systems, load tests included).
+constexpr double k_conn_rate_per_s = 20, k_conn_burst = 60;
+constexpr double k_msg_rate_per_s = 50, k_msg_burst = 200;
+constexpr double k_auth_fail_per_s = 0.2, k_auth_fail_burst = 10;  // attempts
+constexpr size_t k_rate_entries = 100000;
+
+mta::listener_options to_options(const listener_config& l) {
+    mta::listener_options o;
+    o.name = l.name;
+    o.implicit_tls = l.implicit_tls;
+    o.auth = l.auth == auth_mode::none ? mta::auth_mode::none
+             : l.auth == auth_mode::required ? mta::auth_mode::required
+                                             : mta::auth_mode::optional;
+    o.allow_auth_without_tls = l.allow_auth_without_tls;
+    o.max_connections = l.max_connections;
+    o.max_connections_per_ip = l.max_connections_per_ip;
+    o.max_recipients = l.max_recipients;
+    o.max_message_size_bytes = l.max_message_size_bytes;
+    o.max_errors = l.max_errors;
+    o.greeting_timeout = l.greeting_timeout_s;
+    o.command_timeout = l.command_timeout_s;
+    o.data_block_timeout = l.data_block_timeout_s;
+    o.data_end_timeout = l.data_end_timeout_s;
+    o.idle_timeout = l.idle_timeout_s;
+    o.greet_pause = l.greet_pause_ms;
+    return o;
 }
 
-task<void> accept_loop(int lfd, const listener_config* lc, std::string hostname, gate* sessions) {
+// What every core shares read-only, built on the main thread.
+struct shared_state {
+    std::vector<mta::listener_options> options;               // per listener
+    std::vector<std::unique_ptr<mta::connection_limits>> limits;  // per listener
+    std::vector<std::pair<std::string, std::string>> tls_files;   // per listener: cert, key
+    std::unique_ptr<policy::relay_policy> relay;
+    std::unique_ptr<policy::credentials> creds;
+    std::vector<policy::cidr> trusted;
+};
+
+task<void> accept_loop(int lfd, const mta::listener_options* lo, mta::server_env* env, mta::connection_limits* limits,
+                       gate* sessions) {
     net::acceptor acc(lfd);
     auto stopper = [](net::acceptor* a) -> task<void> {
         co_await reactor::local().stop_requested();
         a->stop();
     };
     spawn(stopper(&acc));
-    unsigned cores = engine::instance().cores();
-    uint64_t seq = 0;
     for (;;) {
         auto a = co_await acc.accept();
         if (!a) {
             if (a.error().code == ECANCELED)
                 break;
-            lg.warn("accept failed listener={} error={}", lc->name, a.error().message());
+            lg.warn("accept failed listener={} error={}", lo->name, a.error().message());
             auto pause = io::sleep(std::chrono::milliseconds(100));
             co_await pause;  // EMFILE and friends: back off instead of spinning
             continue;
         }
-        uint64_t icid = ++seq * cores + this_core();
         g_connections.fetch_add(1, std::memory_order_relaxed);
         auto run = [](gate* g, task<void> t) -> task<void> {
             gate::holder h(*g);
             co_await std::move(t);
         };
-        spawn(run(sessions, refuse_session(a.value().fd, a.value().peer, lc->name, hostname, icid)));
+        spawn(run(sessions, mta::run_session(std::move(a.value()), lo, env, limits)));
     }
     co_await acc.stopped();
 }
 
 task<void> core_main(unsigned core, const config* cfg, const std::vector<listener_fds>* fds, fs::geometry geo,
-                     std::atomic<int>* spool_errors) {
+                     std::atomic<int>* spool_errors, const shared_state* shared) {
     core_spool sp;
     auto dev = fs::file_device::open_shared(cfg->spool.path, to_flush(cfg->spool.flush));
     if (!dev) {
@@ -188,19 +216,104 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
             sp.shards.push_back(std::move(sh.value()));
         }
     }
+    unsigned cores = engine::instance().cores();
+    // Per-core state of the SMTP server.
+    policy::rate_limiter conn_rate(k_conn_rate_per_s / cores, k_conn_burst, k_rate_entries);
+    policy::rate_limiter msg_rate(k_msg_rate_per_s / cores, k_msg_burst, k_rate_entries);
+    policy::rate_limiter auth_rate(k_auth_fail_per_s / cores, k_auth_fail_burst, k_rate_entries);
+    auto rx = net::buf_ring::create(1, 1024, 16 << 10);
+    if (!rx)
+        lg.warn("no provided receive buffers: {}", rx.error());
+    std::vector<std::unique_ptr<net::tls_context>> tls;
+    std::vector<std::unique_ptr<mta::server_env>> envs;
+    for (size_t i = 0; i < fds->size(); ++i) {
+        auto env = std::make_unique<mta::server_env>();
+        env->hostname = cfg->smtp.hostname;
+        env->core = core;
+        env->cores = cores;
+        env->spool = sp.shards.empty() ? nullptr : sp.shards.front().get();
+        env->relay = shared->relay.get();
+        env->creds = shared->creds.get();
+        env->conn_rate = &conn_rate;
+        env->msg_rate = &msg_rate;
+        env->auth_fail_rate = &auth_rate;
+        env->rate_exempt = &shared->trusted;
+        env->rx = rx ? rx.value().get() : nullptr;
+        auto ctx = net::tls_context::server(shared->tls_files[i].first, shared->tls_files[i].second);
+        if (ctx) {
+            tls.push_back(std::make_unique<net::tls_context>(std::move(ctx.value())));
+            env->tls = tls.back().get();
+        } else {
+            lg.error("listener={} TLS disabled: {}", shared->options[i].name, ctx.error());
+        }
+        envs.push_back(std::move(env));
+    }
     gate sessions;
     gate loops;
-    for (const auto& l : *fds) {
-        auto run = [](gate* g, task<void> t) -> task<void> {
-            gate::holder h(*g);
-            co_await std::move(t);
-        };
-        spawn(run(&loops, accept_loop(l.per_core[core], l.cfg, cfg->smtp.hostname, &sessions)));
+    if (!sp.shards.empty()) {
+        for (size_t i = 0; i < fds->size(); ++i) {
+            auto run = [](gate* g, task<void> t) -> task<void> {
+                gate::holder h(*g);
+                co_await std::move(t);
+            };
+            spawn(run(&loops, accept_loop((*fds)[i].per_core[core], &shared->options[i], envs[i].get(),
+                                          shared->limits[i].get(), &sessions)));
+        }
     }
     co_await loops.wait_idle();
     co_await sessions.wait_idle();
     for (auto& sh : sp.shards)
         co_await sh->close();
+}
+result<void, std::string> build_shared(const config& cfg, shared_state& out) {
+    policy::relay_config rc;
+    rc.accepted_domains = cfg.smtp.accepted_domains;
+    for (const auto& n : cfg.smtp.relay_networks) {
+        auto c = policy::cidr::parse(n.to_string());
+        if (!c)
+            return unexpected(fmt::format("smtp.relay_networks: cannot use {}", n.to_string()));
+        rc.relay_networks.push_back(*c);
+        out.trusted.push_back(*c);
+    }
+    out.relay = std::make_unique<policy::relay_policy>(std::move(rc));
+    struct stat st{};
+    if (::stat(cfg.smtp.credentials_file.c_str(), &st) == 0) {
+        auto c = policy::credentials::load(cfg.smtp.credentials_file);
+        if (!c)
+            return unexpected(c.error());
+        out.creds = std::make_unique<policy::credentials>(std::move(c.value()));
+        lg.info("credentials file={} users={}", cfg.smtp.credentials_file, out.creds->size());
+    } else {
+        lg.info("no credentials file {}: AUTH is not offered (add users with ringway-passwd)",
+                cfg.smtp.credentials_file);
+    }
+    // Listeners without a certificate share a self-signed one, made once.
+    std::filesystem::path dirp = std::filesystem::path(cfg.spool.path).parent_path();
+    if (dirp.empty())
+        dirp = std::filesystem::current_path();
+    const std::string dir = dirp.string();
+    // (fmt rather than operator+: g++ 12 warns falsely about string appends, PR 105329)
+    std::string ss_cert = fmt::format("{}/tls/selfsigned.crt", dir), ss_key = fmt::format("{}/tls/selfsigned.key", dir);
+    bool need_self_signed = false;
+    for (const auto& l : cfg.listeners)
+        need_self_signed |= l.tls_cert.empty();
+    if (need_self_signed && (::stat(ss_cert.c_str(), &st) != 0 || ::stat(ss_key.c_str(), &st) != 0)) {
+        std::error_code ec;
+        std::filesystem::create_directories(fmt::format("{}/tls", dir), ec);
+        auto m = net::make_self_signed(cfg.smtp.hostname, ss_key, ss_cert);
+        if (!m)
+            return unexpected(fmt::format("cannot make a self-signed certificate in {}/tls: {}", dir, m.error()));
+        lg.info("generated a self-signed certificate for {} in {}", cfg.smtp.hostname, ss_cert);
+    }
+    for (const auto& l : cfg.listeners) {
+        out.options.push_back(to_options(l));
+        out.limits.push_back(std::make_unique<mta::connection_limits>());
+        if (l.tls_cert.empty())
+            out.tls_files.emplace_back(ss_cert, ss_key);
+        else
+            out.tls_files.emplace_back(l.tls_cert, l.tls_key);
+    }
+    return {};
 }
 }  // namespace
 
@@ -276,9 +389,14 @@ int run_daemon(const config& cfg) {
         lg.info("listening listener={} address={} cores={}", l.name, l.endpoint().to_string(), cores);
     lg.info("ringwayd {} started config={} cores={} spool={}", RINGWAY_VERSION, cfg.source, cores, cfg.spool.path);
 
+    shared_state shared;
+    if (auto r = build_shared(cfg, shared); !r)
+        lg.fatal("{}", r.error());
     std::atomic<int> spool_errors{0};
     fs::geometry g = geo.value();
-    auto r = e->run([&cfg, &fds, g, &spool_errors](unsigned core) { return core_main(core, &cfg, &fds, g, &spool_errors); });
+    auto r = e->run([&cfg, &fds, g, &spool_errors, &shared](unsigned core) {
+        return core_main(core, &cfg, &fds, g, &spool_errors, &shared);
+    });
     done = true;
     sig.join();
     for (auto& l : fds)

@@ -13,7 +13,7 @@ secs=${3:-3}
 server=$build/bench/echo_server
 client=$build/bench/echo_client
 [[ -x $server && -x $client ]] || { echo "build first: $server / $client missing" >&2; exit 1; }
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"  # 1000 connections need more than the usual 1024
 ncpu=$(nproc)
 srv_cpu=0
 cli_cpu=$(( ncpu > 1 ? 1 : 0 ))

@@ -102,6 +102,8 @@ struct spool_result {
     double batches_per_s = 0;
 };
 
+size_t g_batch_bytes = 1 << 20;
+
 task<spool_result> spool_run(std::string path, unsigned writers, size_t msg_bytes, double seconds) {
     auto dev = fs::file_device::open(path, fs::flush_mode::automatic);
     if (!dev)
@@ -112,7 +114,9 @@ task<spool_result> spool_run(std::string path, unsigned writers, size_t msg_byte
     auto g = co_await fs::format(*dev.value(), fo);
     if (!g)
         throw std::runtime_error(g.error());
-    auto sh = co_await fs::shard::open(*dev.value(), g.value(), {});
+    fs::shard_options so;
+    so.batch_bytes = g_batch_bytes;
+    auto sh = co_await fs::shard::open(*dev.value(), g.value(), so);
     if (!sh)
         throw std::runtime_error(sh.error());
     fs::shard* s = sh.value().get();
@@ -233,6 +237,7 @@ int main(int argc, char** argv) {
     app.add_option("--runs", runs, "repetitions; medians are reported")->check(CLI::Range(1, 20));
     app.add_option("--recover-messages", recover_messages, "live 4 KiB messages for the recovery test (0 = skip)");
     app.add_option("--writers", writer_counts, "concurrent writers to measure");
+    app.add_option("--batch-bytes", g_batch_bytes, "largest write batch of the spool (default 1 MiB)");
     CLI11_PARSE(app, argc, argv);
 
     struct stat st{};

@@ -281,23 +281,47 @@ task<result<void, std::string>> shard::recover() {
     };
     std::vector<seg_info> valid;
     disk::aligned_buffer hb(k_block_bytes);
+    // Slots whose header block is unreadable or damaged (neither a valid
+    // header nor the zeros format() left) may hold a segment newer than any
+    // we can see, with batches and message ids we cannot see either.
+    uint64_t suspect = 0;
     for (uint32_t slot = 0; slot < slots; ++slot) {
         auto hdr_read = read_retrying(*_dev, hb.data(), k_block_bytes, _g.slot_offset(_opt.index, slot));
         int r = co_await std::move(hdr_read);
         if (r < 0) {
             lg.warn("shard={} slot={} header unreadable: {}", _opt.index, slot, std::strerror(-r));
             _report.quarantined_records++;
+            suspect++;
             continue;
         }
         segment_header h;
         std::memcpy(&h, hb.data(), sizeof h);
         if (h.magic != k_segment_magic || h.spool_id != _g.spool_id || h.shard != _opt.index || h.slot != slot ||
-            segment_crc(h) != h.crc || h.seg_seq == 0 || h.tail_seq > h.seg_seq)
+            segment_crc(h) != h.crc || h.seg_seq == 0 || h.tail_seq > h.seg_seq) {
+            if (std::any_of(hb.data(), hb.data() + k_block_bytes, [](char c) { return c != 0; }))
+                suspect++;
             continue;
+        }
         _slot_seq[slot] = h.seg_seq;
         valid.push_back({slot, h});
     }
+    if (suspect > 0) {
+        // Never reuse a seg_seq or a message id such a slot may hold: the
+        // stale batches of a lost segment 5 were replayed into a new
+        // segment 5 written in the same slot, and a lost message's begin
+        // record replaced a new message that had reused its id (a wrong
+        // envelope and body under an acknowledged id: spool_sim --seed
+        // 1668). Each segment newer than the newest readable one is in a
+        // suspect slot, and a segment holds at most segment_bytes / 48
+        // msg_begin records.
+        lg.warn("shard={} {} segment header(s) unreadable or damaged; skipping their sequence numbers and ids",
+                _opt.index, suspect);
+        _seg_seq_gap = suspect;
+    }
+    // Applied after the replay too, which raises _next_counter.
+    const uint64_t id_gap = suspect * (seg_bytes / 48 + 1);
     if (valid.empty()) {
+        _next_counter += id_gap;
         _report.took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
         lg.info("shard={} recovered an empty spool shard took_ms={:.1f}", _opt.index, double(_report.took.count()) / 1000.0);
         co_return result<void, std::string>{};
@@ -398,18 +422,34 @@ task<result<void, std::string>> shard::recover() {
                 _report.batches++;
                 expect_batch++;
                 p += pad_block(bh.length);
-                head_off = p;
+                // max: after a jump back (below), a replayed stray copy
+                // further on must not be overwritten.
+                head_off = std::max(head_off, p);
                 continue;
             }
             // Invalid here. A later valid batch in this segment means damage
             // in the middle (a torn write is only ever the last one).
-            uint64_t found = 0;
-            for (uint64_t s = p + k_block_bytes; s < seg_bytes; s += k_block_bytes) {
+            // A misdirected write leaves the only copy of a batch somewhere
+            // else in the segment, before or after where it belongs. So:
+            // continue at the lowest batch_seq found anywhere in the segment,
+            // not at the first valid batch after p. Jumping to the first by
+            // position skipped the batches between a stray copy and its
+            // successors (removed messages came back, acknowledged states
+            // went back: spool_sim --seed 214, --seed 1477). Batches already
+            // replayed are below `want`, so none is applied twice. And only
+            // a header that names expect_batch proves that batch is the
+            // damaged one; stale data at p does not, so expect_batch itself
+            // may still be found (spool_sim --seed 651).
+            const uint64_t want = ok ? expect_batch + 1 : expect_batch;
+            uint64_t found = 0, found_seq = UINT64_MAX;
+            for (uint64_t s = k_block_bytes; s < seg_bytes && found_seq != want; s += k_block_bytes) {
+                if (s == p)
+                    continue;
                 batch_header nb;
                 bool pok = false;
-                if (valid_batch_at(s, expect_batch + 1, nb, pok) && pok) {
+                if (valid_batch_at(s, want, nb, pok) && pok && nb.batch_seq < found_seq) {
                     found = s;
-                    break;
+                    found_seq = nb.batch_seq;
                 }
             }
             if (found) {
@@ -448,12 +488,14 @@ task<result<void, std::string>> shard::recover() {
             _cur_slot = int(si.slot);
             _cur_seq = si.h.seg_seq;
             _cur_off = head_off;
+            _cur_first_batch = si.h.first_batch_seq;
             _recorded_tail = si.h.tail_seq;
         }
         head_off = k_block_bytes;
     }
     _next_batch_seq = expect_batch;
     _durable_seq = expect_batch - 1;
+    _next_counter += id_gap;
 
     // 3. Drop what was begun and never committed; pending relocations too.
     for (auto it = _msgs.begin(); it != _msgs.end();) {
@@ -606,6 +648,37 @@ task<void> shard::writer_loop() {
         }
         if (_failed || (_open_fill == 0 && _closing))
             break;
+        // No slot is free by the tail the current segment's header records,
+        // but the live data has moved on (removals, relocations): record the
+        // newer tail by rewriting that header in place, so the slots behind
+        // it can be reused. The tail otherwise moves only when a segment
+        // opens, which needs a free slot: the shard failed with "no free
+        // segment" and, after a restart, again on its first state change
+        // (spool_sim --seed 1173). A rewritten header is as safe as a new
+        // one carrying the same tail; the 56-byte header sits in one sector.
+        if (_cur_slot >= 0 && pick_free_slot() < 0) {
+            uint64_t t = compute_tail();
+            if (t > _recorded_tail && t <= _cur_seq) {
+                segment_header sh{};
+                sh.magic = k_segment_magic;
+                sh.spool_id = _g.spool_id;
+                sh.shard = _opt.index;
+                sh.slot = uint32_t(_cur_slot);
+                sh.seg_seq = _cur_seq;
+                sh.tail_seq = t;
+                sh.first_batch_seq = _cur_first_batch;
+                sh.crc = segment_crc(sh);
+                disk::aligned_buffer hb(k_block_bytes);
+                std::memcpy(hb.data(), &sh, sizeof sh);
+                auto hw = _dev->write_durable(hb.data(), k_block_bytes, _g.slot_offset(_opt.index, uint32_t(_cur_slot)));
+                int hrc = co_await std::move(hw);
+                if (hrc < 0) {
+                    fail(fmt::format("rewrite of segment {}'s header failed: {}", _cur_seq, std::strerror(-hrc)));
+                    break;
+                }
+                _recorded_tail = t;
+            }
+        }
         // Seal the open batch.
         uint64_t seq = _next_batch_seq++;
         size_t length = k_hdr + _open_fill;
@@ -619,7 +692,8 @@ task<void> shard::writer_loop() {
                 break;
             }
             uint64_t tail = compute_tail();
-            _cur_seq = _cur_seq + 1;
+            _cur_seq = _cur_seq + 1 + _seg_seq_gap;
+            _seg_seq_gap = 0;
             if (tail > _cur_seq || tail == 0)
                 tail = _cur_seq;
             sh.magic = k_segment_magic;
@@ -632,6 +706,7 @@ task<void> shard::writer_loop() {
             sh.crc = segment_crc(sh);
             _cur_slot = slot;
             _cur_off = k_block_bytes;
+            _cur_first_batch = seq;
             _recorded_tail = sh.tail_seq;
             _slot_seq[size_t(slot)] = _cur_seq;
             _stats.segments_opened++;
@@ -686,6 +761,23 @@ task<void> shard::writer_loop() {
             fail(fmt::format("write of batch {} ({} bytes at offset {}) failed: {}", seq, wlen, woff,
                              std::strerror(-rc)));
             break;
+        }
+        if (new_seg) {
+            // Read the new segment header back before acknowledging anything
+            // in it. If the device put it elsewhere (a misdirected write),
+            // every later batch of this segment is invisible to recovery,
+            // which then reopens the same seg_seq in this slot and replays
+            // those stale batches as if new: another message's envelope and
+            // body under an acknowledged id (spool_sim --seed 2696). One 4 KiB
+            // read per segment opened.
+            disk::aligned_buffer chk(k_block_bytes);
+            auto rb = read_retrying(*_dev, chk.data(), k_block_bytes, base);
+            int rbr = co_await std::move(rb);
+            if (rbr < 0 || std::memcmp(chk.data(), &sh, sizeof sh) != 0) {
+                fail(fmt::format("segment {}'s header at offset {} did not read back ({}); misdirected write?",
+                                 sh.seg_seq, base, rbr < 0 ? std::strerror(-rbr) : "different data"));
+                break;
+            }
         }
         _durable_seq = seq;
         while (!_waiters.empty() && _waiters.front().batch_seq <= _durable_seq) {

@@ -262,6 +262,8 @@ private:
     uint64_t _cur_seq = 0;        // seg_seq of the current segment
     uint64_t _cur_off = 0;        // next write offset within the current segment
     uint64_t _recorded_tail = 0;  // tail written in the current segment's header
+    uint64_t _cur_first_batch = 0;  // first_batch_seq of the current segment's header
+    uint64_t _seg_seq_gap = 0;      // seg_seqs the next segment skips (damaged headers seen in recovery)
     uint64_t _next_batch_seq = 1;
 
     // batch buffers: [segment header block][batch header][records ...]

@@ -5,7 +5,7 @@
 set -euo pipefail
 what=${1:-build}
 pkgs=(cmake make g++ pkg-config ccache git
-      liburing-dev libssl-dev libjemalloc-dev libc-ares-dev libfmt-dev
+      liburing-dev libssl-dev libjemalloc-dev libc-ares-dev libfmt-dev libcrypt-dev
       libtomlplusplus-dev libcli11-dev catch2 python3 openssl util-linux)
 if [[ $what == test ]]; then
     pkgs+=(dnsmasq-base iproute2 procps)

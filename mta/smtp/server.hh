@@ -1,0 +1,88 @@
+// The SMTP server: listener options (plain structs the admin layer fills
+// from the configuration) and the per-core environment a session runs in.
+// run_session() is one connection from greeting to close, on the core that
+// accepted it; everything it touches belongs to that core except the
+// connection counters, which are shared atomics.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "fs/spool.hh"
+#include "policy/cidr.hh"
+#include "policy/credentials.hh"
+#include "policy/rate_limit.hh"
+#include "policy/relay.hh"
+#include "runtime/net/buf_ring.hh"
+#include "runtime/net/tcp.hh"
+#include "runtime/net/tls.hh"
+
+namespace rw::mta {
+
+enum class auth_mode { none, optional, required };
+
+struct listener_options {
+    std::string name;
+    bool implicit_tls = false;
+    auth_mode auth = auth_mode::optional;
+    bool allow_auth_without_tls = false;
+    unsigned max_connections = 10000;
+    unsigned max_connections_per_ip = 100;
+    unsigned max_recipients = 1000;
+    uint64_t max_message_size_bytes = 50 << 20;
+    unsigned max_errors = 10;
+    std::chrono::seconds greeting_timeout{300};
+    std::chrono::seconds command_timeout{300};
+    std::chrono::seconds data_block_timeout{180};
+    std::chrono::seconds data_end_timeout{600};
+    std::chrono::seconds idle_timeout{300};
+    // A client that talks before our greeting is an early talker (RFC 5321
+    // 4.3.1 says to wait): we wait this long before the 220 and refuse one
+    // that sent anything meanwhile. 0 = only refuse bytes already there.
+    std::chrono::milliseconds greet_pause{0};
+};
+
+// Connection counts shared by every core of one listener.
+class connection_limits {
+public:
+    // Takes a slot for peer; false when a limit is reached (the caller
+    // answers 421 and closes).
+    bool enter(const net::address& peer, unsigned max_total, unsigned max_per_ip);
+    void leave(const net::address& peer);
+    uint64_t total() const { return _total.load(std::memory_order_relaxed); }
+
+private:
+    std::atomic<uint64_t> _total{0};
+    std::mutex _lock;  // only at connect and disconnect, never per command
+    std::unordered_map<std::string, unsigned> _per_ip;
+};
+
+// What a core's sessions share. Owned by the core.
+struct server_env {
+    std::string hostname;
+    unsigned core = 0;
+    unsigned cores = 1;
+    fs::shard* spool = nullptr;                   // this core's shard
+    const policy::relay_policy* relay = nullptr;
+    const policy::credentials* creds = nullptr;  // null: AUTH not offered
+    net::tls_context* tls = nullptr;              // null: no STARTTLS
+    policy::rate_limiter* conn_rate = nullptr;    // per client IP, this core's share
+    policy::rate_limiter* msg_rate = nullptr;
+    policy::rate_limiter* auth_fail_rate = nullptr;
+    const std::vector<policy::cidr>* rate_exempt = nullptr;  // trusted networks skip the rate limits
+    net::buf_ring* rx = nullptr;                  // receive buffers for plain sessions
+    uint64_t icid_seq = 0;
+    // Counters for tests and metrics.
+    uint64_t sessions = 0, messages = 0, rejected = 0;
+};
+
+// One SMTP connection, from greeting to close.
+task<void> run_session(net::accepted conn, const listener_options* lo, server_env* env, connection_limits* limits);
+
+}  // namespace rw::mta

@@ -1,0 +1,1002 @@
+// One SMTP session (RFC 5321 with ESMTP: PIPELINING, SIZE, 8BITMIME,
+// SMTPUTF8, ENHANCEDSTATUSCODES, STARTTLS, AUTH, CHUNKING, DSN), from the
+// greeting to the close. Runs on the core that accepted the connection; the
+// message body streams into that core's spool shard as it arrives, and the
+// client hears "250 queued" only once the spool has made it durable.
+//
+// Replies to pipelined commands are collected and written in one send when
+// the client has nothing more buffered (RFC 2920 3.1).
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+
+#include "mta/smtp/command.hh"
+#include "mta/smtp/data_decoder.hh"
+#include "mta/smtp/server.hh"
+#include "runtime/base/journal.hh"
+#include "runtime/base/log.hh"
+#include "runtime/smp/offload.hh"
+
+namespace rw::mta {
+
+namespace {
+const logger lg{"smtp"};
+
+constexpr size_t k_max_line = 2048;         // command line incl. parameters (RFC 5321 4.5.3.1.4 + extensions)
+constexpr size_t k_spool_chunk = 64 << 10;  // body bytes per spool append
+constexpr size_t k_read_bytes = 16 << 10;
+
+std::string mid_string(uint64_t id) { return fmt::format("{:016X}", id); }
+
+std::string rfc5322_date() {
+    std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char b[64];
+    std::strftime(b, sizeof b, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    return b;
+}
+
+// Base64 (RFC 4648) for AUTH.
+std::string b64_encode(std::string_view in) {
+    static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string o;
+    size_t i = 0;
+    for (; i + 2 < in.size(); i += 3) {
+        uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+        o += t[v >> 18];
+        o += t[(v >> 12) & 63];
+        o += t[(v >> 6) & 63];
+        o += t[v & 63];
+    }
+    if (i + 1 == in.size()) {
+        uint32_t v = uint8_t(in[i]) << 16;
+        o += t[v >> 18];
+        o += t[(v >> 12) & 63];
+        o += "==";
+    } else if (i + 2 == in.size()) {
+        uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+        o += t[v >> 18];
+        o += t[(v >> 12) & 63];
+        o += t[(v >> 6) & 63];
+        o += '=';
+    }
+    return o;
+}
+
+std::optional<std::string> b64_decode(std::string_view in) {
+    auto val = [](char c) -> int {
+        if (c >= 'A' && c <= 'Z') return c - 'A';
+        if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+        if (c >= '0' && c <= '9') return c - '0' + 52;
+        if (c == '+') return 62;
+        if (c == '/') return 63;
+        return -1;
+    };
+    if (in.size() % 4 != 0 || in.size() > 4096)
+        return std::nullopt;
+    std::string o;
+    for (size_t i = 0; i < in.size(); i += 4) {
+        int a = val(in[i]), b = val(in[i + 1]);
+        if (a < 0 || b < 0)
+            return std::nullopt;
+        o += char((a << 2) | (b >> 4));
+        if (in[i + 2] == '=') {
+            if (in[i + 3] != '=' || i + 4 != in.size())
+                return std::nullopt;
+            break;
+        }
+        int c = val(in[i + 2]);
+        if (c < 0)
+            return std::nullopt;
+        o += char(((b & 15) << 4) | (c >> 2));
+        if (in[i + 3] == '=') {
+            if (i + 4 != in.size())
+                return std::nullopt;
+            break;
+        }
+        int d = val(in[i + 3]);
+        if (d < 0)
+            return std::nullopt;
+        o += char(((c & 3) << 6) | d);
+    }
+    return o;
+}
+
+using smtp::reply;
+
+class session {
+public:
+    session(net::accepted conn, const listener_options* lo, server_env* env)
+        : _tcp(conn.fd), _peer(conn.peer), _lo(lo), _env(env) {}
+
+    task<void> run();
+
+private:
+    // ---- I/O ----
+    // Reads more input into _in. 0 = closed, <0 = -errno (-ETIMEDOUT).
+    task<int> read_more(std::chrono::nanoseconds timeout);
+    // Reads more before deadline; -ETIMEDOUT once it has passed.
+    task<int> read_until(std::chrono::steady_clock::time_point deadline) {
+        auto left = deadline - std::chrono::steady_clock::now();
+        if (left <= std::chrono::nanoseconds(0))
+            co_return -ETIMEDOUT;
+        co_return co_await read_more(std::chrono::duration_cast<std::chrono::nanoseconds>(left));
+    }
+    task<bool> flush();
+    void queue(int code, std::string_view enhanced, std::string_view text);
+    void queue(const reply& r) { queue(r.code, r.enhanced, r.text); }
+    void queue_raw(std::string_view s) { _out.append(s); }
+    // Extracts one command line (without CRLF) from _in; false = need more.
+    bool next_line(std::string& line, bool& too_long);
+    size_t buffered() const { return _in.size() - _in_pos; }
+    void compact() {
+        if (_in_pos > 0 && (_in_pos == _in.size() || _in_pos > 65536)) {
+            _in.erase(0, _in_pos);
+            _in_pos = 0;
+        }
+    }
+
+    // ---- commands ----
+    task<bool> handle(const std::string& line);  // false = end the session
+    void do_ehlo(const smtp::command& c, bool extended);
+    void do_mail(const smtp::command& c);
+    void do_rcpt(const smtp::command& c);
+    task<bool> do_data();
+    task<bool> do_bdat(const smtp::command& c);
+    task<bool> do_starttls();
+    task<bool> do_auth(const smtp::command& c);
+    void reset_transaction();
+    bool count_error();  // true = too many errors, close
+    bool exempt() const {
+        if (!_env->rate_exempt)
+            return false;
+        for (const auto& c : *_env->rate_exempt)
+            if (c.contains(_peer))
+                return true;
+        return false;
+    }
+    std::string received_header(uint64_t id);
+    void journal_reject(int code, std::string_view what);
+    task<result<uint64_t, fs::spool_error>> queue_message(std::string_view first_chunk);
+
+    net::tcp_stream _tcp;
+    std::unique_ptr<net::tls_stream> _tls;
+    net::address _peer;
+    const listener_options* _lo;
+    server_env* _env;
+    uint64_t _icid = 0;
+
+    std::string _in;
+    size_t _in_pos = 0;
+    std::string _out;
+    std::string _scratch;  // read buffer when no provided buffer is free
+
+    // session state
+    std::string _helo;
+    bool _esmtp = false;
+    bool _authenticated = false;
+    std::string _auth_user;
+    unsigned _errors = 0;
+    // transaction
+    bool _have_mail = false;
+    bool _null_sender = false;
+    std::string _mail_from;
+    std::string _mail_params;  // RET/ENVID/BODY/SMTPUTF8 kept for DSNs
+    bool _smtputf8 = false;
+    uint64_t _declared_size = 0;
+    std::vector<std::string> _rcpts;
+    std::vector<std::string> _rcpt_params;
+    // BDAT in progress
+    std::optional<fs::message_writer> _bdat_writer;
+    uint64_t _bdat_bytes = 0;
+    bool _bdat_failed = false;
+    std::optional<reply> _bdat_error;
+};
+
+task<int> session::read_more(std::chrono::nanoseconds timeout) {
+    compact();
+    io_options o{.timeout = timeout};
+    if (_tls) {
+        char buf[k_read_bytes];
+        auto r = co_await _tls->read(buf, sizeof buf, o);
+        if (!r)
+            co_return r.error().code == net::tls_errc::timeout ? -ETIMEDOUT : -EIO;
+        _in.append(buf, r.value());
+        co_return int(r.value());
+    }
+    if (_env->rx) {
+        auto s = co_await net::recv_select(_tcp.fd(), *_env->rx, o);
+        if (s.has_buffer) {
+            if (s.res > 0)
+                _in.append(_env->rx->buffer(s.bid).data(), size_t(s.res));
+            _env->rx->recycle(s.bid);
+        }
+        if (s.res != -ENOBUFS)
+            co_return s.res;
+        // Every provided buffer is in use: fall back to our own.
+    }
+    if (_scratch.size() < k_read_bytes)
+        _scratch.resize(k_read_bytes);
+    auto op = io::recv(_tcp.fd(), _scratch.data(), _scratch.size(), o);
+    int n = co_await op;
+    if (n > 0)
+        _in.append(_scratch.data(), size_t(n));
+    co_return n;
+}
+
+task<bool> session::flush() {
+    if (_out.empty())
+        co_return true;
+    io_options o{.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(_lo->command_timeout)};
+    bool ok;
+    if (_tls) {
+        auto r = co_await _tls->write_all(_out.data(), _out.size(), o);
+        ok = bool(r);
+    } else {
+        int n = co_await _tcp.send_all(_out.data(), _out.size(), o);
+        ok = n >= 0;
+    }
+    _out.clear();
+    co_return ok;
+}
+
+void session::queue(int code, std::string_view enhanced, std::string_view text) {
+    // RFC 2034: every reply line carries the enhanced code (but not 220/221
+    // greetings before EHLO... harmless either way; we always include it).
+    fmt::format_to(std::back_inserter(_out), "{} {}{}{}\r\n", code, enhanced, enhanced.empty() ? "" : " ", text);
+}
+
+bool session::next_line(std::string& line, bool& too_long) {
+    too_long = false;
+    size_t nl = _in.find('\n', _in_pos);
+    if (nl == std::string::npos) {
+        if (buffered() > k_max_line) {
+            // Discard what we have; the rest of the line is dropped too.
+            too_long = true;
+            _in_pos = _in.size();
+            return true;
+        }
+        return false;
+    }
+    size_t end = nl;
+    if (end > _in_pos && _in[end - 1] == '\r')
+        --end;
+    if (end - _in_pos > k_max_line) {
+        too_long = true;
+        _in_pos = nl + 1;
+        return true;
+    }
+    line.assign(_in, _in_pos, end - _in_pos);
+    _in_pos = nl + 1;
+    return true;
+}
+
+bool session::count_error() {
+    ++_errors;
+    if (_errors >= _lo->max_errors) {
+        queue(421, "4.7.0", fmt::format("{} Error: too many errors", _env->hostname));
+        return true;
+    }
+    return false;
+}
+
+void session::journal_reject(int code, std::string_view what) {
+    _env->rejected++;
+    journal::record("reject", {{"icid", _icid}, {"peer", std::string_view(_peer.ip_string())},
+                               {"code", int64_t(code)}, {"what", what}});
+}
+
+void session::reset_transaction() {
+    _have_mail = false;
+    _null_sender = false;
+    _mail_from.clear();
+    _mail_params.clear();
+    _smtputf8 = false;
+    _declared_size = 0;
+    _rcpts.clear();
+    _rcpt_params.clear();
+    _bdat_writer.reset();
+    _bdat_bytes = 0;
+    _bdat_failed = false;
+    _bdat_error.reset();
+}
+
+void session::do_ehlo(const smtp::command& c, bool extended) {
+    reset_transaction();
+    _helo = c.domain;
+    _esmtp = extended;
+    if (!extended) {
+        queue(250, "", _env->hostname);
+        return;
+    }
+    std::string r;
+    auto line = [&](std::string_view s) { r += fmt::format("250-{}\r\n", s); };
+    line(_env->hostname);
+    line("PIPELINING");
+    line(fmt::format("SIZE {}", _lo->max_message_size_bytes));
+    line("8BITMIME");
+    line("SMTPUTF8");
+    line("ENHANCEDSTATUSCODES");
+    line("CHUNKING");
+    line("DSN");
+    if (_env->tls && !_tls)
+        line("STARTTLS");
+    bool auth_ok = _env->creds && _lo->auth != auth_mode::none && !_authenticated &&
+                   (_tls || _lo->allow_auth_without_tls);
+    if (auth_ok)
+        line("AUTH PLAIN LOGIN");
+    r.back() = '\n';
+    // Turn the last "250-" into "250 ".
+    size_t last = r.rfind("250-");
+    r[last + 3] = ' ';
+    queue_raw(r);
+}
+
+void session::do_mail(const smtp::command& c) {
+    if (_helo.empty()) {
+        queue(503, "5.5.1", "Error: send HELO/EHLO first");
+        return;
+    }
+    if (_have_mail) {
+        queue(503, "5.5.1", "Error: nested MAIL command");
+        return;
+    }
+    if (_lo->auth == auth_mode::required && !_authenticated) {
+        queue(530, "5.7.0", "Authentication required");
+        return;
+    }
+    switch (_env->spool->health()) {
+    case fs::spool_health::full:
+        queue(452, "4.3.1", "Insufficient system storage");
+        journal_reject(452, "spool full");
+        return;
+    case fs::spool_health::failed:
+        queue(451, "4.3.0", "Temporary local problem: the queue is unavailable");
+        journal_reject(451, "spool failed");
+        return;
+    case fs::spool_health::ok:
+        break;
+    }
+    if (_env->msg_rate && !exempt() && !_env->msg_rate->allow(_peer, std::chrono::steady_clock::now())) {
+        queue(450, "4.7.1", "Error: too many messages from your address; slow down");
+        journal_reject(450, "message rate");
+        return;
+    }
+    std::string params;
+    for (const auto& p : c.params) {
+        if (p.key == "SIZE") {
+            uint64_t n = 0;
+            for (char ch : p.value)
+                n = n * 10 + uint64_t(ch - '0');
+            if (n > _lo->max_message_size_bytes) {
+                queue(552, "5.3.4", "Message size exceeds fixed maximum message size");
+                return;
+            }
+            _declared_size = n;
+        } else if (p.key == "SMTPUTF8") {
+            _smtputf8 = true;
+        }
+        if (p.key == "RET" || p.key == "ENVID" || p.key == "BODY" || p.key == "SMTPUTF8")
+            params += (params.empty() ? "" : " ") + p.key + (p.value.empty() ? "" : "=" + p.value);
+    }
+    _have_mail = true;
+    _null_sender = c.null_path;
+    _mail_from = c.null_path ? std::string() : smtp::to_string(c.path);
+    _mail_params = params;
+    queue(250, "2.1.0", "Ok");
+}
+
+void session::do_rcpt(const smtp::command& c) {
+    if (!_have_mail) {
+        queue(503, "5.5.1", "Error: need MAIL command");
+        return;
+    }
+    if (_rcpts.size() >= _lo->max_recipients) {
+        // RFC 5321 4.5.3.1.10: 452 lets the client send the rest later.
+        queue(452, "4.5.3", "Error: too many recipients");
+        return;
+    }
+    policy::connection_facts cf;
+    cf.peer = _peer;
+    cf.helo = _helo;
+    cf.tls = bool(_tls);
+    cf.authenticated = _authenticated;
+    cf.auth_user = _auth_user;
+    policy::sender_facts sf;
+    sf.null_sender = _null_sender;
+    if (!_null_sender) {
+        size_t at = _mail_from.rfind('@');
+        sf.local = at == std::string::npos ? _mail_from : _mail_from.substr(0, at);
+        sf.domain = at == std::string::npos ? "" : _mail_from.substr(at + 1);
+    }
+    policy::recipient_facts rf;
+    rf.local = c.path.local;
+    rf.domain = c.path.domain;
+    rf.domain_literal = c.path.domain_literal;
+    rf.has_relay_chars = smtp::has_relay_chars(c.path);
+    rf.had_source_route = c.had_source_route;
+    policy::verdict v = _env->relay->check_recipient(cf, sf, rf);
+    if (v.act != policy::action::accept) {
+        queue(v.code, v.enhanced, v.reason);
+        journal_reject(v.code, smtp::to_string(c.path));
+        return;
+    }
+    std::string params;
+    for (const auto& p : c.params)
+        if (p.key == "NOTIFY" || p.key == "ORCPT")
+            params += (params.empty() ? "" : " ") + p.key + "=" + p.value;
+    _rcpts.push_back(smtp::to_string(c.path));
+    _rcpt_params.push_back(params);
+    queue(250, "2.1.5", "Ok");
+}
+
+std::string session::received_header(uint64_t id) {
+    // RFC 5321 4.4: a trace line for every hop.
+    std::string with = _esmtp ? "ESMTP" : "SMTP";
+    if (_esmtp && _smtputf8)
+        with = "UTF8SMTP";
+    if (_tls)
+        with += "S";
+    if (_authenticated)
+        with += "A";
+    std::string h = fmt::format("Received: from {} ({} [{}])\r\n\tby {} (Ringway) with {} id {}", _helo,
+                                _peer.ip_string(), _peer.ip_string(), _env->hostname, with, mid_string(id));
+    if (_tls)
+        h += fmt::format("\r\n\t(using {} with cipher {})", _tls->protocol(), _tls->cipher());
+    if (_rcpts.size() == 1)
+        h += fmt::format("\r\n\tfor <{}>", _rcpts.front());
+    h += fmt::format("; {}\r\n", rfc5322_date());
+    return h;
+}
+
+// Envelope parameters, one string for the spool: MAIL's line, then one line
+// per recipient with its DSN parameters (RFC 3461).
+static std::string pack_params(const std::string& mail, const std::vector<std::string>& rcpt) {
+    std::string s = mail;
+    for (const auto& r : rcpt) {
+        s += '\n';
+        s += r;
+    }
+    return s;
+}
+
+task<bool> session::do_data() {
+    if (!_have_mail) {
+        queue(503, "5.5.1", "Error: need MAIL command");
+        co_return true;
+    }
+    if (_rcpts.empty()) {
+        queue(554, "5.5.1", "Error: no valid recipients");
+        co_return true;
+    }
+    fs::envelope env{_mail_from, _rcpts, pack_params(_mail_params, _rcpt_params), int64_t(std::time(nullptr))};
+    auto w = _env->spool->begin(std::move(env));
+    if (!w) {
+        if (w.error().code == fs::spool_errc::full)
+            queue(452, "4.3.1", "Insufficient system storage");
+        else
+            queue(451, "4.3.0", "Temporary local problem: the queue is unavailable");
+        journal_reject(w.error().code == fs::spool_errc::full ? 452 : 451, fs::to_string(w.error().code));
+        reset_transaction();
+        co_return true;
+    }
+    fs::message_writer& mw = w.value();
+    queue(354, "", "End data with <CR><LF>.<CR><LF>");
+    if (!co_await flush())
+        co_return false;
+    std::string body = received_header(mw.id());
+    smtp::data_decoder dec(1000);
+    bool too_big = false;
+    bool spool_error = false;
+    std::optional<fs::spool_error> serr;
+    // The data block timeout (RFC 5321 4.5.3.2.5) runs per kilobyte, not per
+    // recv: a client trickling a byte at a time is still cut off.
+    auto deadline = std::chrono::steady_clock::now() + _lo->data_block_timeout;
+    uint64_t progress_mark = 0;
+    for (;;) {
+        if (dec.bytes_out() >= progress_mark + 1024) {
+            progress_mark = dec.bytes_out();
+            deadline = std::chrono::steady_clock::now() + _lo->data_block_timeout;
+        }
+        if (buffered() > 0) {
+            auto st = dec.feed(std::string_view(_in).substr(_in_pos), body);
+            _in_pos += st.consumed;
+            if (!too_big && !spool_error && dec.bytes_out() > _lo->max_message_size_bytes)
+                too_big = true;
+            if (too_big || spool_error || st.st == smtp::data_decoder::status::failed)
+                body.clear();  // keep reading to the end, keep nothing
+            if (body.size() >= k_spool_chunk || (st.st == smtp::data_decoder::status::done && !body.empty())) {
+                if (!too_big && !spool_error) {
+                    auto a = co_await mw.append(std::span<const char>(body.data(), body.size()));
+                    if (!a) {
+                        spool_error = true;
+                        serr = a.error();
+                    }
+                }
+                body.clear();
+            }
+            if (st.st == smtp::data_decoder::status::done)
+                break;
+            compact();
+        }
+        int n = co_await read_until(deadline);
+        if (n <= 0) {
+            // Dropped or timed out mid-DATA: nothing is queued (the writer
+            // aborts when it goes out of scope).
+            if (n == -ETIMEDOUT) {
+                queue(421, "4.4.2", fmt::format("{} Error: timeout exceeded", _env->hostname));
+                co_await flush();
+            }
+            lg.info("icid={} connection lost in DATA", _icid);
+            co_return false;
+        }
+    }
+    if (auto e = dec.error()) {
+        mw.abort();
+        queue(*e);
+        journal_reject(e->code, e->text);
+        reset_transaction();
+        co_return !count_error();
+    }
+    if (too_big) {
+        mw.abort();
+        queue(552, "5.3.4", "Message size exceeds fixed maximum message size");
+        journal_reject(552, "too big");
+        reset_transaction();
+        co_return true;
+    }
+    if (spool_error) {
+        mw.abort();
+        if (serr->code == fs::spool_errc::full)
+            queue(452, "4.3.1", "Insufficient system storage");
+        else
+            queue(451, "4.3.0", "Temporary local problem: the queue is unavailable");
+        journal_reject(451, serr->detail);
+        reset_transaction();
+        co_return true;
+    }
+    uint64_t size = dec.bytes_out();
+    auto id = co_await mw.commit();
+    if (!id) {
+        queue(451, "4.3.0", "Temporary local problem: the message could not be queued");
+        journal_reject(451, id.error().detail);
+        reset_transaction();
+        co_return true;
+    }
+    _env->messages++;
+    std::string mid = mid_string(id.value());
+    journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
+                                 {"from", std::string_view(_mail_from)}, {"rcpts", uint64_t(_rcpts.size())},
+                                 {"size", size}, {"tls", bool(_tls)}});
+    queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
+    reset_transaction();
+    co_return true;
+}
+
+task<bool> session::do_bdat(const smtp::command& c) {
+    // RFC 3030: the chunk is exactly bdat_size octets, taken verbatim.
+    uint64_t left = c.bdat_size;
+    bool usable = _have_mail && !_rcpts.empty();
+    if (usable && !_bdat_writer && !_bdat_failed) {
+        fs::envelope env{_mail_from, _rcpts, pack_params(_mail_params, _rcpt_params), int64_t(std::time(nullptr))};
+        auto w = _env->spool->begin(std::move(env));
+        if (!w) {
+            _bdat_failed = true;
+            _bdat_error = w.error().code == fs::spool_errc::full
+                              ? reply{452, "4.3.1", "Insufficient system storage"}
+                              : reply{451, "4.3.0", "Temporary local problem: the queue is unavailable"};
+        } else {
+            _bdat_writer.emplace(std::move(w.value()));
+            std::string h = received_header(_bdat_writer->id());
+            auto a = co_await _bdat_writer->append(std::span<const char>(h.data(), h.size()));
+            if (!a) {
+                _bdat_failed = true;
+                _bdat_error = reply{451, "4.3.0", "Temporary local problem: the queue is unavailable"};
+            }
+        }
+    }
+    auto deadline = std::chrono::steady_clock::now() + _lo->data_block_timeout;
+    uint64_t mark = 0;
+    while (left > 0) {
+        if (c.bdat_size - left >= mark + 1024) {
+            mark = c.bdat_size - left;
+            deadline = std::chrono::steady_clock::now() + _lo->data_block_timeout;
+        }
+        if (buffered() == 0) {
+            int n = co_await read_until(deadline);
+            if (n <= 0)
+                co_return false;  // dropped mid-chunk: nothing queued
+        }
+        size_t take = size_t(std::min<uint64_t>(left, buffered()));
+        std::string_view piece(_in.data() + _in_pos, take);
+        _in_pos += take;
+        left -= take;
+        _bdat_bytes += take;
+        if (!usable || _bdat_failed)
+            continue;
+        if (_bdat_bytes > _lo->max_message_size_bytes) {
+            _bdat_failed = true;
+            _bdat_error = reply{552, "5.3.4", "Message size exceeds fixed maximum message size"};
+            continue;
+        }
+        auto a = co_await _bdat_writer->append(std::span<const char>(piece.data(), piece.size()));
+        if (!a) {
+            _bdat_failed = true;
+            _bdat_error = reply{451, "4.3.0", "Temporary local problem: the queue is unavailable"};
+        }
+        compact();
+    }
+    if (!_have_mail) {
+        queue(503, "5.5.1", "Error: need MAIL command");
+        co_return !count_error();
+    }
+    if (_rcpts.empty()) {
+        queue(554, "5.5.1", "Error: no valid recipients");
+        co_return true;
+    }
+    if (!c.bdat_last) {
+        if (_bdat_failed)
+            queue(*_bdat_error);
+        else
+            queue(250, "2.0.0", fmt::format("{} octets received", c.bdat_size));
+        co_return true;
+    }
+    if (_bdat_failed) {
+        queue(*_bdat_error);
+        journal_reject(_bdat_error->code, _bdat_error->text);
+        reset_transaction();
+        co_return true;
+    }
+    uint64_t size = _bdat_bytes;
+    auto id = co_await _bdat_writer->commit();
+    if (!id) {
+        queue(451, "4.3.0", "Temporary local problem: the message could not be queued");
+        reset_transaction();
+        co_return true;
+    }
+    _env->messages++;
+    std::string mid = mid_string(id.value());
+    journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
+                                 {"from", std::string_view(_mail_from)}, {"rcpts", uint64_t(_rcpts.size())},
+                                 {"size", size}, {"tls", bool(_tls)}});
+    queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
+    reset_transaction();
+    co_return true;
+}
+
+task<bool> session::do_starttls() {
+    if (!_env->tls || _tls) {
+        queue(502, "5.5.1", "Error: command not implemented");
+        co_return !count_error();
+    }
+    queue(220, "2.0.0", "Ready to start TLS");
+    if (!co_await flush())
+        co_return false;
+    if (buffered() > 0) {
+        // RFC 3207 5 / CVE-2011-0411: commands pipelined after STARTTLS were
+        // sent in clear and must not be acted on once TLS is up.
+        lg.warn("icid={} peer={} discarded {} plaintext bytes pipelined after STARTTLS", _icid, _peer.ip_string(),
+                buffered());
+        _in.clear();
+        _in_pos = 0;
+    }
+    _tls = std::make_unique<net::tls_stream>(std::move(_tcp), *_env->tls);
+    io_options o{.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(_lo->command_timeout)};
+    auto h = co_await _tls->handshake(o);
+    if (!h) {
+        lg.info("icid={} peer={} TLS handshake failed: {}", _icid, _peer.ip_string(), h.error().message());
+        co_return false;
+    }
+    // RFC 3207 4.2: forget everything learned before TLS.
+    _helo.clear();
+    _esmtp = false;
+    reset_transaction();
+    co_return true;
+}
+
+task<bool> session::do_auth(const smtp::command& c) {
+    if (!_env->creds || _lo->auth == auth_mode::none || !_esmtp) {
+        queue(503, "5.5.1", "Error: authentication not enabled");
+        co_return !count_error();
+    }
+    if (_authenticated) {
+        queue(503, "5.5.1", "Error: already authenticated");
+        co_return !count_error();
+    }
+    if (_have_mail) {
+        queue(503, "5.5.1", "Error: MAIL transaction in progress");
+        co_return !count_error();
+    }
+    if (!_tls && !_lo->allow_auth_without_tls) {
+        queue(538, "5.7.11", "Encryption required for requested authentication mechanism");
+        co_return !count_error();
+    }
+    // Every attempt from outside the trusted networks costs a token: a
+    // password guesser gets a few tries, then one every few seconds.
+    if (_env->auth_fail_rate && !exempt() && !_env->auth_fail_rate->allow(_peer, std::chrono::steady_clock::now(), 1)) {
+        queue(454, "4.7.0", "Too many authentication attempts; try later");
+        journal_reject(454, "auth rate");
+        co_return !count_error();
+    }
+    std::string mech = c.auth_mechanism;
+    for (auto& ch : mech)
+        ch = char(std::toupper(uint8_t(ch)));
+    auto read_response = [](session* s) -> task<std::optional<std::string>> {
+        for (;;) {
+            std::string line;
+            bool too_long = false;
+            if (s->next_line(line, too_long)) {
+                if (too_long)
+                    co_return std::nullopt;
+                co_return line;
+            }
+            int n = co_await s->read_more(s->_lo->command_timeout);
+            if (n <= 0)
+                co_return std::nullopt;
+        }
+    };
+    std::string user, pass;
+    if (mech == "PLAIN") {
+        std::string resp = c.auth_initial;
+        if (resp.empty()) {
+            _out += "334 \r\n";  // an empty challenge (RFC 4954 4)
+            if (!co_await flush())
+                co_return false;
+            auto r = co_await read_response(this);
+            if (!r)
+                co_return false;
+            resp = *r;
+        }
+        if (resp == "*") {
+            queue(501, "5.0.0", "Authentication cancelled");
+            co_return !count_error();
+        }
+        auto dec = resp == "=" ? std::optional<std::string>("") : b64_decode(resp);
+        size_t z1 = dec ? dec->find('\0') : std::string::npos;
+        size_t z2 = z1 == std::string::npos ? z1 : dec->find('\0', z1 + 1);
+        if (!dec || z2 == std::string::npos) {
+            queue(501, "5.5.2", "Cannot decode response");
+            co_return !count_error();
+        }
+        std::string authz = dec->substr(0, z1);
+        user = dec->substr(z1 + 1, z2 - z1 - 1);
+        pass = dec->substr(z2 + 1);
+        if (!authz.empty() && authz != user) {
+            queue(535, "5.7.8", "Authentication credentials invalid");
+            co_return !count_error();
+        }
+    } else if (mech == "LOGIN") {
+        std::string u = c.auth_initial;
+        if (u.empty()) {
+            _out += "334 " + b64_encode("Username:") + "\r\n";
+            if (!co_await flush())
+                co_return false;
+            auto r = co_await read_response(this);
+            if (!r)
+                co_return false;
+            u = *r;
+        }
+        if (u == "*") {
+            queue(501, "5.0.0", "Authentication cancelled");
+            co_return !count_error();
+        }
+        auto du = b64_decode(u);
+        _out += "334 " + b64_encode("Password:") + "\r\n";
+        if (!co_await flush())
+            co_return false;
+        auto r = co_await read_response(this);
+        if (!r)
+            co_return false;
+        if (*r == "*") {
+            queue(501, "5.0.0", "Authentication cancelled");
+            co_return !count_error();
+        }
+        auto dp = b64_decode(*r);
+        if (!du || !dp) {
+            queue(501, "5.5.2", "Cannot decode response");
+            co_return !count_error();
+        }
+        user = *du;
+        pass = *dp;
+    } else {
+        queue(504, "5.5.4", "Unrecognized authentication mechanism");
+        co_return !count_error();
+    }
+    // The slow hash runs on a helper thread; this core goes on serving.
+    const policy::credentials* creds = _env->creds;
+    auto check = offload([creds, user, pass] { return creds->verify(user, pass); });
+    bool ok = co_await std::move(check);
+    if (!ok) {
+        lg.warn("icid={} peer={} authentication failed user={}", _icid, _peer.ip_string(), user);
+        journal::record("auth_failed", {{"icid", _icid}, {"peer", std::string_view(_peer.ip_string())},
+                                        {"user", std::string_view(user)}});
+        queue(535, "5.7.8", "Authentication credentials invalid");
+        co_return !count_error();
+    }
+    _authenticated = true;
+    _auth_user = user;
+    journal::record("auth", {{"icid", _icid}, {"user", std::string_view(user)}});
+    queue(235, "2.7.0", "Authentication successful");
+    co_return true;
+}
+
+task<bool> session::handle(const std::string& line) {
+    auto parsed = smtp::parse_command(line, true);
+    if (!parsed) {
+        queue(parsed.error());
+        co_return !count_error();
+    }
+    const smtp::command& c = parsed.value();
+    // Without SMTPUTF8 on this transaction, non-ASCII addresses are refused
+    // (RFC 6531 3.5): check the parsed address against the transaction.
+    if ((c.v == smtp::verb::rcpt && c.path.utf8 && !_smtputf8) ||
+        (c.v == smtp::verb::mail && c.path.utf8 &&
+         std::none_of(c.params.begin(), c.params.end(), [](const smtp::esmtp_param& p) { return p.key == "SMTPUTF8"; }))) {
+        queue(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8");
+        co_return !count_error();
+    }
+    switch (c.v) {
+    case smtp::verb::ehlo: do_ehlo(c, true); co_return true;
+    case smtp::verb::helo: do_ehlo(c, false); co_return true;
+    case smtp::verb::mail: do_mail(c); co_return true;
+    case smtp::verb::rcpt: do_rcpt(c); co_return true;
+    case smtp::verb::data: co_return co_await do_data();
+    case smtp::verb::bdat: co_return co_await do_bdat(c);
+    case smtp::verb::rset:
+        reset_transaction();
+        queue(250, "2.0.0", "Ok");
+        co_return true;
+    case smtp::verb::noop: queue(250, "2.0.0", "Ok"); co_return true;
+    case smtp::verb::quit:
+        queue(221, "2.0.0", "Bye");
+        co_return false;
+    case smtp::verb::vrfy:
+        // RFC 5321 3.5.3: 252 when we will not verify.
+        queue(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery");
+        co_return true;
+    case smtp::verb::expn: queue(502, "5.5.1", "Error: command not implemented"); co_return true;
+    case smtp::verb::help: queue(214, "2.0.0", "See RFC 5321"); co_return true;
+    case smtp::verb::starttls: co_return co_await do_starttls();
+    case smtp::verb::auth: co_return co_await do_auth(c);
+    case smtp::verb::unknown: break;
+    }
+    queue(500, "5.5.2", "Error: command not recognized");
+    co_return !count_error();
+}
+
+task<void> session::run() {
+    _icid = ++_env->icid_seq * _env->cores + _env->core;
+    _env->sessions++;
+    std::string peer = _peer.ip_string();
+    journal::record("connect", {{"icid", _icid}, {"peer", std::string_view(peer)},
+                                {"listener", std::string_view(_lo->name)}});
+    if (_env->conn_rate && !exempt() && !_env->conn_rate->allow(_peer, std::chrono::steady_clock::now())) {
+        queue(421, "4.7.0", fmt::format("{} Error: too many connections from your address; try later", _env->hostname));
+        co_await flush();
+        journal_reject(421, "connection rate");
+        co_return;
+    }
+    if (_lo->implicit_tls) {
+        if (!_env->tls)
+            co_return;
+        _tls = std::make_unique<net::tls_stream>(std::move(_tcp), *_env->tls);
+        io_options o{.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(_lo->command_timeout)};
+        auto h = co_await _tls->handshake(o);
+        if (!h)
+            co_return;
+    }
+    // Early talkers (RFC 5321 4.3.1: the client waits for the greeting).
+    if (!_tls) {
+        if (_lo->greet_pause.count() > 0) {
+            auto p = io::poll(_tcp.fd(), POLLIN, {.timeout = _lo->greet_pause});
+            int r = co_await p;
+            (void)r;
+        }
+        char b;
+        if (::recv(_tcp.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+            queue(554, "5.5.1", "Error: SMTP protocol synchronization (talked before the greeting)");
+            co_await flush();
+            journal_reject(554, "early talker");
+            // Read what it sent, so closing does not reset the connection
+            // and destroy our reply on its way (bounded: 64 KiB).
+            char sink[4096];
+            for (int i = 0; i < 16 && ::recv(_tcp.fd(), sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
+            }
+            ::shutdown(_tcp.fd(), SHUT_WR);
+            co_return;
+        }
+    }
+    queue(220, "", fmt::format("{} ESMTP Ringway", _env->hostname));
+    if (!co_await flush())
+        co_return;
+    std::string line;
+    bool first = true;
+    // One deadline per command line (RFC 5321 4.5.3.2.7), so bytes trickled
+    // one at a time do not keep a session alive.
+    std::optional<std::chrono::steady_clock::time_point> deadline;
+    for (;;) {
+        bool too_long = false;
+        if (!next_line(line, too_long)) {
+            if (!co_await flush())
+                break;
+            if (!deadline) {
+                auto t = first ? _lo->greeting_timeout : (_have_mail ? _lo->command_timeout : _lo->idle_timeout);
+                deadline = std::chrono::steady_clock::now() + t;
+            }
+            int n = co_await read_until(*deadline);
+            if (n == -ETIMEDOUT) {
+                queue(421, "4.4.2", fmt::format("{} Error: timeout exceeded", _env->hostname));
+                co_await flush();
+                break;
+            }
+            if (n <= 0)
+                break;
+            continue;
+        }
+        first = false;
+        deadline.reset();
+        if (too_long) {
+            // RFC 5321 4.5.3.1.4
+            queue(500, "5.5.6", "Error: line too long");
+            if (count_error())
+                break;
+            continue;
+        }
+        bool go_on = co_await handle(line);
+        if (!go_on)
+            break;
+    }
+    co_await flush();
+    if (_tls)
+        (void)co_await _tls->shutdown();
+    journal::record("disconnect", {{"icid", _icid}, {"errors", uint64_t(_errors)}});
+}
+
+}  // namespace
+
+bool connection_limits::enter(const net::address& peer, unsigned max_total, unsigned max_per_ip) {
+    if (_total.fetch_add(1, std::memory_order_relaxed) >= max_total) {
+        _total.fetch_sub(1, std::memory_order_relaxed);
+        return false;
+    }
+    std::lock_guard g(_lock);
+    unsigned& n = _per_ip[peer.ip_string()];
+    if (n >= max_per_ip) {
+        _total.fetch_sub(1, std::memory_order_relaxed);
+        return false;
+    }
+    ++n;
+    return true;
+}
+
+void connection_limits::leave(const net::address& peer) {
+    _total.fetch_sub(1, std::memory_order_relaxed);
+    std::lock_guard g(_lock);
+    auto it = _per_ip.find(peer.ip_string());
+    if (it != _per_ip.end() && --it->second == 0)
+        _per_ip.erase(it);
+}
+
+task<void> run_session(net::accepted conn, const listener_options* lo, server_env* env, connection_limits* limits) {
+    net::address peer = conn.peer;
+    if (!limits->enter(peer, lo->max_connections, lo->max_connections_per_ip)) {
+        // Over a limit: one line and close, without a session.
+        net::tcp_stream s(conn.fd);
+        std::string l = fmt::format("421 4.7.0 {} Error: too many connections; try again later\r\n", env->hostname);
+        auto w = s.send_all(l.data(), l.size(), {.timeout = std::chrono::seconds(5)});
+        co_await w;
+        co_return;
+    }
+    {
+        session s(std::move(conn), lo, env);
+        co_await s.run();
+    }
+    limits->leave(peer);
+}
+
+}  // namespace rw::mta

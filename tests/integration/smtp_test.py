@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""SMTP server integration tests: a real ringwayd, real clients (Python's
+smtplib and raw sockets), byte-exact checks of what lands in the spool.
+
+    smtp_test.py BUILD_DIR [unittest args]
+"""
+import email.message
+import os
+import smtplib
+import socket
+import ssl
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ringway_harness import Raw, Ringwayd, wait_until  # noqa: E402
+
+BUILD = None
+
+TRUSTED = "127.0.0.2"    # in relay_networks
+UNTRUSTED = "127.0.0.1"  # not
+
+
+def smtp(port, source=TRUSTED, **kw):
+    return smtplib.SMTP("127.0.0.1", port, source_address=(source, 0), timeout=10, **kw)
+
+
+def tls_ctx():
+    c = ssl.create_default_context()
+    c.check_hostname = False
+    c.verify_mode = ssl.CERT_NONE
+    return c
+
+
+class Basic(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Ringwayd(BUILD, users={"alice": "correct horse battery"},
+                         listener_extra='max_message_size = "1M"\nmax_recipients = 5\nmax_errors = 4\n'
+                                        'command_timeout_s = 3\nidle_timeout_s = 3\ngreeting_timeout_s = 3\n'
+                                        'max_connections_per_ip = 40\ngreet_pause_ms = 300\n')
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+
+    def test_plain_message_is_queued_and_logged(self):
+        with smtp(self.d.port) as s:
+            code, _ = s.ehlo("client.test")
+            self.assertEqual(code, 250)
+            for ext in ("pipelining", "size", "8bitmime", "smtputf8", "enhancedstatuscodes", "chunking", "dsn",
+                        "starttls"):
+                self.assertTrue(s.has_extn(ext), ext)
+            self.assertFalse(s.has_extn("auth"), "AUTH must not be offered before TLS")
+            self.assertEqual(s.esmtp_features["size"], str(1 << 20))
+            body = "Subject: hello\r\n\r\nline one\r\n.dot line\r\n"
+            refused = s.sendmail("sender@client.test", ["bob@local.test"], body)
+            self.assertEqual(refused, {})
+        ev = wait_until(lambda: [e for e in self.d.journal() if e["event"] == "received"], what="received event")
+        self.assertTrue(ev[0]["mid"])
+        self.assertEqual(ev[0]["rcpts"], 1)
+
+    def test_pipelined_transaction_gets_replies_in_order(self):
+        r = Raw(self.d.port, TRUSTED)
+        self.assertEqual(r.reply()[0], 220)
+        r.send("EHLO pipe.test\r\n")
+        self.assertEqual(r.reply()[0], 250)
+        r.send("MAIL FROM:<a@pipe.test>\r\nRCPT TO:<x@local.test>\r\nRCPT TO:<y@elsewhere.test>\r\n"
+               "RCPT TO:<bad address>\r\nDATA\r\n")
+        self.assertEqual(r.reply()[0], 250)
+        self.assertEqual(r.reply()[0], 250)
+        self.assertEqual(r.reply()[0], 250)  # trusted peer may relay
+        c, l = r.reply()
+        self.assertEqual(c, 501, l)
+        self.assertEqual(r.reply()[0], 354)
+        r.send("Subject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        c, l = r.reply()
+        self.assertEqual(c, 250)
+        self.assertIn("queued as", l[0])
+        self.assertEqual(r.reply()[0], 221)
+        r.close()
+
+    def test_open_relay_is_refused_for_untrusted_clients(self):
+        cases = ["user@other.test", "user%other.test@local.test", "other.test!user@local.test",
+                 '"user@other.test"@local.test', "@local.test:user@other.test", "user@[192.0.2.1]"]
+        r = Raw(self.d.port, UNTRUSTED)
+        r.reply()
+        r.send("EHLO relay.test\r\n")
+        r.reply()
+        r.send("MAIL FROM:<forged@local.test>\r\n")
+        self.assertEqual(r.reply()[0], 250)
+        for rc in cases:
+            r.send(f"RCPT TO:<{rc}>\r\n")
+            code, lines = r.reply()
+            self.assertIn(code, (550, 554), f"{rc}: {lines}")
+            self.assertRegex(lines[0], r"^5\d\d 5\.\d\.\d ", rc)
+        r.send("RSET\r\n")
+        r.reply()
+        r.send("QUIT\r\n")
+        r.close()
+
+    def test_local_domain_accepted_from_anyone(self):
+        with smtp(self.d.port, UNTRUSTED) as s:
+            self.assertEqual(s.sendmail("x@anywhere.test", ["postmaster@local.test"], "Subject: in\r\n\r\nhi\r\n"), {})
+
+    def test_starttls_then_auth_allows_relay(self):
+        with smtp(self.d.port, UNTRUSTED) as s:
+            s.starttls(context=tls_ctx())
+            s.ehlo("tls.test")
+            self.assertTrue(s.has_extn("auth"))
+            with self.assertRaises(smtplib.SMTPAuthenticationError) as e:
+                s.login("alice", "wrong password")
+            self.assertEqual(e.exception.smtp_code, 535)
+            s.login("alice", "correct horse battery")
+            self.assertEqual(s.sendmail("alice@local.test", ["someone@other.test"], "Subject: out\r\n\r\nx\r\n"), {})
+
+    def test_auth_login_mechanism(self):
+        with smtp(self.d.port, UNTRUSTED) as s:
+            s.starttls(context=tls_ctx())
+            s.ehlo("tls.test")
+            s.user, s.password = "alice", "correct horse battery"
+            code, _ = s.auth("LOGIN", s.auth_login, initial_response_ok=False)
+            self.assertEqual(code, 235)
+
+    def test_auth_before_tls_is_refused(self):
+        r = Raw(self.d.port, UNTRUSTED)
+        r.reply()
+        r.send("EHLO x.test\r\nAUTH PLAIN AGFsaWNlAGNvcnJlY3QgaG9yc2UgYmF0dGVyeQ==\r\n")
+        r.reply()
+        code, lines = r.reply()
+        self.assertEqual(code, 538, lines)
+        r.close()
+
+    def test_starttls_discards_pipelined_plaintext(self):
+        r = Raw(self.d.port, UNTRUSTED)
+        r.reply()
+        r.send("EHLO x.test\r\n")
+        r.reply()
+        # An injected command after STARTTLS (CVE-2011-0411 style).
+        r.send("STARTTLS\r\nMAIL FROM:<injected@x.test>\r\n")
+        self.assertEqual(r.reply()[0], 220)
+        tls = tls_ctx().wrap_socket(r.s, server_hostname="mx.ringway.test")
+        tls.sendall(b"RCPT TO:<x@local.test>\r\n")
+        data = tls.recv(4096).decode()
+        self.assertTrue(data.startswith("503"), data)  # no MAIL was acted on
+        tls.close()
+
+    def test_smtputf8(self):
+        with smtp(self.d.port, TRUSTED) as s:
+            s.ehlo("utf8.test")
+            msg = "Subject: utf8\r\n\r\nGrüße\r\n".encode()
+            self.assertEqual(s.sendmail("jöran@client.test", ["bøb@local.test"], msg, mail_options=["SMTPUTF8"]), {})
+        r = Raw(self.d.port, TRUSTED)
+        r.reply()
+        r.send("EHLO x.test\r\n")
+        r.reply()
+        r.send("MAIL FROM:<jöran@client.test>\r\n".encode())
+        code, lines = r.reply()
+        self.assertEqual(code, 553, lines)
+        self.assertIn("5.6.7", lines[0])
+        r.close()
+
+    def test_bdat_chunking(self):
+        r = Raw(self.d.port, TRUSTED)
+        r.reply()
+        r.send("EHLO chunk.test\r\n")
+        r.reply()
+        part1 = b"Subject: bdat\r\n\r\nfirst part, with a lone . line:\r\n.\r\n"
+        part2 = b"second part\r\n"
+        r.send(b"MAIL FROM:<c@chunk.test>\r\nRCPT TO:<z@local.test>\r\n")
+        r.send(b"BDAT %d\r\n" % len(part1) + part1)
+        self.assertEqual(r.reply()[0], 250)
+        self.assertEqual(r.reply()[0], 250)
+        c, l = r.reply()
+        self.assertEqual(c, 250, l)
+        r.send(b"BDAT %d LAST\r\n" % len(part2) + part2)
+        c, l = r.reply()
+        self.assertEqual(c, 250, l)
+        self.assertIn("queued as", l[0])
+        r.send("QUIT\r\n")
+        r.close()
+
+    def test_smuggling_bare_lf_never_ends_data(self):
+        for sep in (b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\n", b"\r\n.\r"):
+            r = Raw(self.d.port, TRUSTED)
+            r.reply()
+            r.send(b"EHLO smug.test\r\nMAIL FROM:<a@smug.test>\r\nRCPT TO:<v@local.test>\r\nDATA\r\n")
+            for _ in range(4):
+                r.reply()
+            r.send(b"Subject: smuggle\r\n\r\nhello" + sep +
+                   b"MAIL FROM:<evil@smug.test>\r\nRCPT TO:<victim@local.test>\r\nDATA\r\n"
+                   b"Subject: smuggled\r\n\r\nevil\r\n.\r\n")
+            code, lines = r.reply()
+            self.assertGreaterEqual(code, 500, (sep, lines))
+            r.send(b"NOOP\r\n")
+            self.assertEqual(r.reply()[0], 250, sep)  # in sync: nothing was taken as a command
+            r.close()
+
+    def test_size_limits(self):
+        r = Raw(self.d.port, TRUSTED)
+        r.reply()
+        r.send("EHLO big.test\r\nMAIL FROM:<a@big.test> SIZE=9999999\r\n")
+        r.reply()
+        code, lines = r.reply()
+        self.assertEqual(code, 552, lines)
+        self.assertIn("5.3.4", lines[0])
+        r.close()
+        with smtp(self.d.port) as s:
+            # smtplib declares SIZE=, refused at MAIL (RFC 1870 6.1).
+            with self.assertRaises(smtplib.SMTPResponseException) as e:
+                s.sendmail("a@big.test", ["b@local.test"], "Subject: big\r\n\r\n" + ("x" * 990 + "\r\n") * 1100)
+            self.assertEqual(e.exception.smtp_code, 552)
+        # Without SIZE=, the limit is enforced while the body streams in.
+        r = Raw(self.d.port, TRUSTED)
+        r.reply()
+        r.send("EHLO big.test\r\nMAIL FROM:<a@big.test>\r\nRCPT TO:<b@local.test>\r\nDATA\r\n")
+        for _ in range(4):
+            r.reply()
+        r.send(("x" * 998 + "\r\n") * 1100 + ".\r\n")
+        code, lines = r.reply()
+        self.assertEqual(code, 552, lines)
+        self.assertIn("5.3.4", lines[0])
+        r.close()
+
+    def test_too_many_recipients(self):
+        with smtp(self.d.port) as s:
+            s.ehlo("many.test")
+            s.mail("a@many.test")
+            for i in range(5):
+                self.assertEqual(s.rcpt(f"r{i}@local.test")[0], 250)
+            code, msg = s.rcpt("r6@local.test")
+            self.assertEqual(code, 452)
+            self.assertIn(b"4.5.3", msg)
+
+    def test_bad_sequences_and_errors_end_in_421(self):
+        r = Raw(self.d.port, TRUSTED)
+        r.reply()
+        r.send("RCPT TO:<x@local.test>\r\n")
+        self.assertEqual(r.reply()[0], 503)
+        r.send("MAIL FROM:<a@b.test>\r\n")
+        self.assertEqual(r.reply()[0], 503)  # no HELO yet
+        r.send("BOGUS\r\n")
+        self.assertEqual(r.reply()[0], 500)
+        r.send("X" * 3000 + "\r\n")
+        code, lines = r.reply()
+        self.assertEqual(code, 500)
+        self.assertIn("5.5.6", lines[0])
+        code, lines = r.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(r.closed())
+
+    def test_early_talker_is_refused(self):
+        s = socket.create_connection(("127.0.0.1", self.d.port), source_address=(TRUSTED, 0))
+        s.sendall(b"EHLO impatient.test\r\n")
+        time.sleep(0.3)
+        data = b""
+        s.settimeout(5)
+        try:
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    break
+                data += d
+        except ConnectionResetError:
+            pass
+        s.close()
+        self.assertTrue(data.startswith(b"554 5.5.1"), data)
+        self.assertNotIn(b"250", data)
+
+    def test_dropped_connection_mid_data_queues_nothing(self):
+        before = len([e for e in self.d.journal() if e["event"] == "received"])
+        r = Raw(self.d.port, TRUSTED)
+        r.reply()
+        r.send("EHLO drop.test\r\nMAIL FROM:<a@drop.test>\r\nRCPT TO:<b@local.test>\r\nDATA\r\n")
+        for _ in range(4):
+            r.reply()
+        r.send("Subject: partial\r\n\r\nhalf a messa")
+        r.close()
+        time.sleep(0.5)
+        after = len([e for e in self.d.journal() if e["event"] == "received"])
+        self.assertEqual(before, after)
+
+    def test_idle_client_is_cut_off_at_the_timeout(self):
+        r = Raw(self.d.port, TRUSTED)
+        r.reply()
+        t0 = time.monotonic()
+        code, lines = r.reply()  # waits for the server's timeout reply
+        self.assertEqual(code, 421, lines)
+        self.assertIn("4.4.2", lines[0])
+        self.assertTrue(2.5 <= time.monotonic() - t0 < 10)
+        self.assertTrue(r.closed())
+
+    def test_trickling_client_is_cut_off(self):
+        r = Raw(self.d.port, TRUSTED)
+        r.reply()
+        r.s.settimeout(15)
+        t0 = time.monotonic()
+        got = None
+        for ch in "EHLO slow.test" * 10:  # one byte a second, never a line end
+            try:
+                r.s.sendall(ch.encode())
+            except OSError:
+                break
+            r.s.settimeout(1.0)
+            try:
+                d = r.s.recv(4096)
+                if d:
+                    got = d
+                    break
+            except socket.timeout:
+                pass
+        self.assertIsNotNone(got)
+        self.assertTrue(got.startswith(b"421"), got)
+        self.assertLess(time.monotonic() - t0, 12)
+
+    def test_connection_limit_per_ip(self):
+        # 41 connections from one address at once: exactly one is over the
+        # limit of 40 (which one depends on how the cores accept them).
+        socks = [Raw(self.d.port, "127.0.0.5") for _ in range(41)]
+        try:
+            codes = sorted(r.reply()[0] for r in socks)
+            self.assertEqual(codes, [220] * 40 + [421])
+            other = Raw(self.d.port, "127.0.0.6")
+            self.assertEqual(other.reply()[0], 220)
+            other.close()
+        finally:
+            for r in socks:
+                r.close()
+
+
+class Spool(unittest.TestCase):
+    """What lands in the spool, byte for byte, after a clean stop."""
+
+    def test_bytes_in_the_spool(self):
+        d = Ringwayd(BUILD)
+        try:
+            body = (b"From: a@client.test\r\nTo: b@local.test\r\nSubject: exact\r\n\r\n"
+                    b"line 1\r\n..starts with a dot\r\n\r\n8bit: \xc3\xa9\r\nlast line\r\n")
+            with smtp(d.port) as s:
+                s.ehlo("exact.test")
+                s.mail("a@client.test", ["BODY=8BITMIME", "RET=HDRS", "ENVID=abc123"])
+                s.rcpt("b@local.test", ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;b@local.test"])
+                s.rcpt("c@remote.test")
+                code, resp = s.data(body)
+                self.assertEqual(code, 250)
+                mid = resp.decode().split()[-1]
+            self.assertEqual(d.stop(), 0)
+            msgs = d.spool_messages()
+            self.assertEqual(len(msgs), 1)
+            m = msgs[0]
+            self.assertEqual(m["id"], mid)
+            self.assertEqual(m["from"], "a@client.test")
+            self.assertEqual(m["rcpts"], ["b@local.test", "c@remote.test"])
+            self.assertIn("RET=HDRS", m["params"])
+            self.assertIn("ENVID=abc123", m["params"])
+            self.assertIn("NOTIFY=SUCCESS,FAILURE", m["params"])
+            head, rest = m["body"].split(b"\r\n", 1)
+            self.assertTrue(head.startswith(b"Received: from exact.test"), head)
+            # The Received header is folded; the client's message follows it.
+            idx = m["body"].index(b"From: a@client.test")
+            # smtplib dot-stuffs on the wire; the server unstuffs: the spool
+            # holds exactly what the client meant to send.
+            self.assertEqual(m["body"][idx:], body)
+            self.assertIn(mid.encode(), m["body"][:idx])
+        finally:
+            d.cleanup()
+
+    def test_full_spool_answers_452_and_acknowledges_nothing(self):
+        # A tiny message size limit is not enough: fill a small spool.
+        d = Ringwayd(BUILD, cores=1)
+        try:
+            acked = 0
+            saw = None
+            big = "Subject: fill\r\n\r\n" + ("y" * 998 + "\r\n") * 1000  # ~1 MB
+            for _ in range(400):
+                try:
+                    with smtp(d.port) as s:
+                        s.sendmail("a@fill.test", ["b@local.test"], big)
+                        acked += 1
+                except smtplib.SMTPResponseException as e:
+                    saw = e.smtp_code
+                    break
+            self.assertIn(saw, (452,), f"after {acked} messages")
+            self.assertEqual(d.stop(), 0)
+            self.assertEqual(len(d.spool_messages()), acked)
+        finally:
+            d.cleanup()
+
+
+if __name__ == "__main__":
+    BUILD = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
