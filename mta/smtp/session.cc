@@ -340,10 +340,12 @@ void session::do_ehlo(const smtp::command& c, bool extended) {
 void session::do_mail(const smtp::command& c) {
     if (_helo.empty()) {
         queue(503, "5.5.1", "Error: send HELO/EHLO first");
+        (void)count_error();
         return;
     }
     if (_have_mail) {
         queue(503, "5.5.1", "Error: nested MAIL command");
+        (void)count_error();
         return;
     }
     if (_lo->auth == auth_mode::required && !_authenticated) {
@@ -394,6 +396,7 @@ void session::do_mail(const smtp::command& c) {
 void session::do_rcpt(const smtp::command& c) {
     if (!_have_mail) {
         queue(503, "5.5.1", "Error: need MAIL command");
+        (void)count_error();
         return;
     }
     if (_rcpts.size() >= _lo->max_recipients) {
@@ -468,7 +471,7 @@ static std::string pack_params(const std::string& mail, const std::vector<std::s
 task<bool> session::do_data() {
     if (!_have_mail) {
         queue(503, "5.5.1", "Error: need MAIL command");
-        co_return true;
+        co_return !count_error();
     }
     if (_rcpts.empty()) {
         queue(554, "5.5.1", "Error: no valid recipients");
@@ -843,8 +846,9 @@ task<bool> session::handle(const std::string& line) {
     switch (c.v) {
     case smtp::verb::ehlo: do_ehlo(c, true); co_return true;
     case smtp::verb::helo: do_ehlo(c, false); co_return true;
-    case smtp::verb::mail: do_mail(c); co_return true;
-    case smtp::verb::rcpt: do_rcpt(c); co_return true;
+    // Sequence errors count towards max_errors like syntax errors do.
+    case smtp::verb::mail: do_mail(c); co_return _errors < _lo->max_errors;
+    case smtp::verb::rcpt: do_rcpt(c); co_return _errors < _lo->max_errors;
     case smtp::verb::data: co_return co_await do_data();
     case smtp::verb::bdat: co_return co_await do_bdat(c);
     case smtp::verb::rset:

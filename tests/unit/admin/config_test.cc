@@ -136,7 +136,7 @@ TEST_CASE("the embedded default comments every key", "[config]") {
                           "tls_key", "implicit_tls", "auth", "allow_auth_without_tls", "max_connections",
                           "max_connections_per_ip", "max_recipients", "max_message_size", "max_errors",
                           "greeting_timeout_s", "command_timeout_s", "data_block_timeout_s", "data_end_timeout_s",
-                          "idle_timeout_s", "hostname", "accepted_domains", "relay_networks", "credentials_file",
+                          "idle_timeout_s", "greet_pause_ms", "hostname", "accepted_domains", "relay_networks", "credentials_file",
                           "socket"})
         CHECK_THAT(std::string(default_config_toml()), Contains(std::string("\n") + k + " = ") ||
                                                            Contains(std::string("\n# ") + k + " = "));
@@ -331,7 +331,7 @@ TEST_CASE("error: unknown key lists the allowed keys of its table", "[config]") 
     CHECK(e == "t.toml:3: listener[0].prot: unknown key (did you mean \"port\"?); allowed: name, address, port, "
                "tls_cert, tls_key, implicit_tls, auth, allow_auth_without_tls, max_connections, "
                "max_connections_per_ip, max_recipients, max_message_size, max_errors, greeting_timeout_s, "
-               "command_timeout_s, data_block_timeout_s, data_end_timeout_s, idle_timeout_s");
+               "command_timeout_s, data_block_timeout_s, data_end_timeout_s, idle_timeout_s, greet_pause_ms");
 
     e = refused_once(std::string(k_listener) + "[spool]\nbogus = 1\n");
     CHECK(e == "t.toml:5: spool.bogus: unknown key; allowed: path, size, flush");
