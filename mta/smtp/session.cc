@@ -202,11 +202,14 @@ task<int> session::read_more(std::chrono::nanoseconds timeout) {
     compact();
     io_options o{.timeout = timeout};
     if (_tls) {
-        char buf[k_read_bytes];
-        auto r = co_await _tls->read(buf, sizeof buf, o);
+        // Into the session's own buffer: a local array would live in this
+        // coroutine's frame, 16 KiB per idle connection.
+        if (_scratch.size() < k_read_bytes)
+            _scratch.resize(k_read_bytes);
+        auto r = co_await _tls->read(_scratch.data(), _scratch.size(), o);
         if (!r)
             co_return r.error().code == net::tls_errc::timeout ? -ETIMEDOUT : -EIO;
-        _in.append(buf, r.value());
+        _in.append(_scratch.data(), r.value());
         co_return int(r.value());
     }
     if (_env->rx) {

@@ -28,7 +28,10 @@ struct accepted {
 // acceptor does not own the listening fd.
 class acceptor final : public completion {
 public:
-    explicit acceptor(int listen_fd, size_t max_backlog = 1024);
+    // max_backlog bounds connections accepted by the kernel but not yet taken
+    // by accept(); beyond it they are closed (a burst larger than the
+    // listen backlog itself).
+    explicit acceptor(int listen_fd, size_t max_backlog = 65536);
     ~acceptor();
     acceptor(const acceptor&) = delete;
 

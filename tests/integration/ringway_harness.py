@@ -33,7 +33,8 @@ def wait_until(pred, timeout=10.0, step=0.02, what="condition"):
 
 
 class Ringwayd:
-    def __init__(self, build_dir, listener_extra="", smtp_extra="", cores=2, users=None):
+    def __init__(self, build_dir, listener_extra="", smtp_extra="", cores=2, users=None,
+                 relay_networks='["127.0.0.2/32"]'):
         self.build = build_dir
         self.dir = tempfile.mkdtemp(prefix="rw_it_", dir=os.environ.get("RINGWAY_TEST_TMP", os.getcwd()))
         self.port = free_port()
@@ -67,7 +68,7 @@ port = {self.port}
 [smtp]
 hostname = "mx.ringway.test"
 accepted_domains = ["local.test"]
-relay_networks = ["127.0.0.2/32"]
+relay_networks = {relay_networks}
 credentials_file = "{self.creds}"
 {smtp_extra}
 """)
