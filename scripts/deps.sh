@@ -8,7 +8,7 @@ pkgs=(cmake make g++ pkg-config ccache git
       liburing-dev libssl-dev libjemalloc-dev libc-ares-dev libfmt-dev libcrypt-dev
       libtomlplusplus-dev libcli11-dev catch2 python3 openssl util-linux)
 if [[ $what == test ]]; then
-    pkgs+=(dnsmasq-base iproute2 procps)
+    pkgs+=(dnsmasq-base iproute2 procps swaks postfix)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -19,5 +19,18 @@ if ((${#missing[@]})); then
     sudo=""
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # Postfix is installed for its smtp-source/smtp-sink tools and for the
+    # benchmarks, which run it in a private configuration: the system's own
+    # Postfix is left unconfigured and not started.
+    guard=""
+    if [[ " ${missing[*]} " == *" postfix "* && ! -e /usr/sbin/policy-rc.d ]]; then
+        echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+        $sudo chmod +x /usr/sbin/policy-rc.d
+        guard=1
+    fi
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [[ -n $guard ]]; then
+        $sudo rm -f /usr/sbin/policy-rc.d
+    fi
 fi
