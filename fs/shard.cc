@@ -587,13 +587,19 @@ task<result<uint64_t, spool_error>> shard::append_record(record_type t, uint16_t
                                                          const fixup* fx) {
     size_t len = sizeof(record_header) + a.size() + b.size();
     RW_ASSERT(pad8(len) <= _opt.batch_bytes, "record of {} bytes cannot fit a batch", len);
-    while (!_failed && open_room() < pad8(len)) {
+    // Once close() has stopped the writer nothing appended would ever be
+    // written or waited for: the cleaner, mid-relocation, waited for space
+    // or durability for ever and close() never returned (spool_sim --seed
+    // 2604).
+    while (!_failed && !_writer_done.is_set() && open_room() < pad8(len)) {
         _space.reset();
         _work.set();
         co_await _space.wait();
     }
     if (_failed)
         co_return unexpected(spool_error{spool_errc::failed, _fail_reason});
+    if (_writer_done.is_set())
+        co_return unexpected(spool_error{spool_errc::failed, "spool is shutting down"});
     record_header h{};
     h.type = uint16_t(t);
     h.flags = flags;
@@ -623,7 +629,7 @@ task<result<uint64_t, spool_error>> shard::append_record(record_type t, uint16_t
 task<int> shard::wait_durable(uint64_t batch_seq) {
     if (_durable_seq >= batch_seq)
         co_return 0;
-    if (_failed)
+    if (_failed || _writer_done.is_set())
         co_return -EIO;
     int status = 1;
     struct aw {
@@ -1138,8 +1144,15 @@ task<void> shard::cleaner_loop() {
             if (_closing || _failed)
                 break;
             auto r = co_await relocate(id);
-            if (!r)
+            if (!r) {
                 lg.warn("shard={} relocation of msg={:x} failed: {}", _opt.index, id, r.error().detail);
+                // Forget the half-written copy (replay drops it too): left
+                // set, it kept the message from ever being moved again, and
+                // its segment pinned the tail until the spool was full.
+                auto it = _msgs.find(id);
+                if (it != _msgs.end())
+                    it->second.relocating.reset();
+            }
         }
     }
     _cleaner_done.set();

@@ -37,14 +37,16 @@ void data_decoder::fail(reply why) {
 }
 
 // SMTP smuggling defence. RFC 5321 2.3.8: CR and LF only ever appear
-// together as CRLF. Postfix (3.8.4+, smtpd_forbid_bare_newline) rejects a
-// bare newline with its smtpd_forbid_bare_newline_reject_code, 550 by
-// default; Exchange Online sends "550 5.6.11 ... BareLinefeedsAreIllegal".
-// We answer 554 5.6.0 instead: 554 is RFC 5321's reply to a failed DATA
-// transaction (4.2.3, 4.3.2), whereas 550 says the mailbox is unavailable,
-// which is wrong after the final dot, and X.6.11 is not an RFC 3463 / RFC
-// 5248 registered code while X.6.0 "Other or undefined media error" is, and
-// fits: the content is malformed. A NUL gets the same code.
+// together, as CRLF. Postfix's smtpd_forbid_bare_newline (added after the
+// 2023 smuggling reports) rejects a bare newline with
+// smtpd_forbid_bare_newline_reject_code, 550 by default; Exchange uses
+// 5.6.11 (SMTPSEND.BareLinefeedsAreIllegal). We answer 554 5.6.0 instead:
+// 554 "Transaction failed" is the reply RFC 5321 4.3.2 lists for a DATA
+// transaction that fails on its content (550 there is for policy
+// rejections, and says "mailbox unavailable"); X.6.11 is not an RFC 3463 /
+// RFC 5248 registered code, while X.6.0 "Other or undefined media error"
+// (RFC 3463 3.7) is, and fits: the content is malformed. A NUL gets the
+// same code with its own text.
 void data_decoder::fail_bare_lf() { fail(reply{554, "5.6.0", "Message contains a bare <LF> (only CRLF ends a line)"}); }
 void data_decoder::fail_bare_cr() { fail(reply{554, "5.6.0", "Message contains a bare <CR> (only CRLF ends a line)"}); }
 void data_decoder::fail_nul() { fail(reply{554, "5.6.0", "Message contains a NUL octet"}); }

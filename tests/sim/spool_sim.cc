@@ -285,6 +285,8 @@ struct sim_run {
     uint32_t life = 0;
     int32_t steps_left = 0;
     bool life_done = false;
+    shard* cur_shard = nullptr;
+    std::vector<std::string> doing;  // per worker, for the hang report
     totals* tot = nullptr;
 
     uint64_t below(uint64_t n) { return n ? rng() % n : 0; }
@@ -401,10 +403,12 @@ task<void> new_message(sim_run* s, shard* sh) {
     for (auto& r : m.rcpts)
         r.written.push_back(rcpt_state{});
     size_t size;
-    uint64_t pick = s->below(10);
-    if (pick < 2)
+    uint64_t pick = s->below(20);
+    if (pick == 0)
+        size = 0;
+    else if (pick < 4)
         size = s->below(100);
-    else if (pick < 7)
+    else if (pick < 14)
         size = s->below(8192);
     else
         size = s->below(k_max_body + 1);
@@ -412,7 +416,11 @@ task<void> new_message(sim_run* s, shard* sh) {
     size_t stop_at = fate <= 1 ? s->below(size + 1) : size;
     size_t done = 0;
     while (done < stop_at) {
-        size_t n = s->cfg.aligned_appends ? s->cfg.chunk_bytes : 1 + s->below(s->one_in(3) ? 16384 : 3000);
+        // Pieces of every size, many tiny: a small record must not overtake
+        // a larger one of the same message waiting for room in the batch.
+        size_t n = s->cfg.aligned_appends ? s->cfg.chunk_bytes
+                   : s->one_in(4)         ? 1 + s->below(64)
+                                          : 1 + s->below(s->one_in(3) ? 16384 : 3000);
         n = std::min(n, stop_at - done);
         std::string piece = random_bytes(*s, n);
         m.body += piece;
@@ -604,7 +612,7 @@ task<void> read_check(sim_run* s, shard* sh) {
     fail(*s, "read_body of healthy acknowledged msg {:x} failed (no fault injected)", id);
 }
 
-task<void> worker(sim_run* s, shard* sh) {
+task<void> worker(sim_run* s, shard* sh, size_t wi) {
     while (s->steps_left > 0 && !s->dev->crashed() && sh->health() != spool_health::failed) {
         s->steps_left--;
         s->clock += 1 + int64_t(s->below(30));
@@ -615,6 +623,7 @@ task<void> worker(sim_run* s, shard* sh) {
             live += m.ph == phase::acked && !m.removed;
         if (live > 40 && k < 40)
             k = 60;
+        s->doing[wi] = fmt::format("op {} at ops={}", k, s->dev->ops());
         if (k < 40) {
             auto t = new_message(s, sh);
             co_await std::move(t);
@@ -636,18 +645,29 @@ task<void> worker(sim_run* s, shard* sh) {
     }
 }
 
-task<void> run_worker(sim_run* s, shard* sh, gate* g) {
+task<void> run_worker(sim_run* s, shard* sh, gate* g, size_t wi) {
     gate::holder h(*g);
-    auto t = worker(s, sh);
+    auto t = worker(s, sh, wi);
     co_await std::move(t);
+    s->doing[wi] = "done";
 }
 
 task<void> watchdog(sim_run* s) {
     uint64_t turns = 0;
     while (!s->life_done) {
-        if (++turns > k_watchdog_turns)
-            fail(*s, "hang: life did not finish within {} reactor turns (steps_left={} crashed={})", k_watchdog_turns,
-                 s->steps_left, s->dev->crashed());
+        if (++turns > k_watchdog_turns) {
+            std::string w;
+            for (size_t i = 0; i < s->doing.size(); ++i)
+                w += fmt::format(" w{}: {};", i, s->doing[i]);
+            std::string st;
+            if (s->cur_shard) {
+                auto x = s->cur_shard->get_stats();
+                st = fmt::format(" shard: batches={} free={} tail={} head={} health={}", x.batches, x.free_slots,
+                                 x.tail_seq, x.head_seq, int(s->cur_shard->health()));
+            }
+            fail(*s, "hang: life did not finish within {} reactor turns (steps_left={} crashed={} ops={}){}{}",
+                 k_watchdog_turns, s->steps_left, s->dev->crashed(), s->dev->ops(), w, st);
+        }
         auto y = io::yield();
         co_await y;
     }
@@ -791,6 +811,9 @@ task<void> life(sim_run* s, bool final) {
         co_return;
     }
     std::unique_ptr<shard> sh = std::move(opened.value());
+    s->cur_shard = sh.get();
+    s->doing.assign(s->cfg.workers, "not started");
+    trace(*s, "life {}: opened", s->life);
     const recovery_report rep = sh->recovered();
     s->tot->torn_batches += rep.torn_batches;
     s->tot->incomplete += rep.incomplete;
@@ -807,6 +830,7 @@ task<void> life(sim_run* s, bool final) {
     dev.arm_crash(0, crash_moment::before);
     auto vt = verify(s, sh.get(), dev.read_errors_injected() - errs0);
     co_await std::move(vt);
+    trace(*s, "life {}: verified", s->life);
     if (s->opt->verbose)
         fmt::print("seed={} life={} recovered messages={} pending={} bytes={} segments={} batches={} incomplete={} "
                    "torn={} quarantined={}/{} tainted={}\n",
@@ -826,10 +850,12 @@ task<void> life(sim_run* s, bool final) {
     crash_moment cm = s->one_in(2) ? crash_moment::before : crash_moment::after;
     dev.arm_crash(at, cm);
     gate workers;
+    s->cur_shard = sh.get();
     for (uint32_t i = 0; i < s->cfg.workers; ++i)
-        spawn(run_worker(s, sh.get(), &workers));
+        spawn(run_worker(s, sh.get(), &workers, i));
     auto wt = workers.wait_idle();
     co_await std::move(wt);
+    trace(*s, "life {}: workers done", s->life);
     if (!dev.crashed()) {
         if (sh->health() == spool_health::failed) {
             auto b = sh->begin(envelope{});
@@ -855,8 +881,10 @@ task<void> life(sim_run* s, bool final) {
                    st.segments_opened, st.relocated, st.free_slots, st.tail_seq, st.head_seq);
     // The device is dead, so close() cannot write anything: it only stops
     // the writer and the cleaner so that no coroutine outlives the shard.
+    trace(*s, "life {}: closing", s->life);
     auto ct = sh->close();
     co_await std::move(ct);
+    s->cur_shard = nullptr;
     sh.reset();
     s->life_done = true;
 }
@@ -872,7 +900,9 @@ task<geometry> format_device(sim_run* s) {
 config make_config(sim_run& s, const cli_options& o) {
     config c;
     c.segment_bytes = s.one_in(2) ? (64 << 10) : (128 << 10);
-    uint32_t slots = uint32_t(12 + s.below(37));
+    // A quarter of the seeds on a tiny ring, where the spool fills up and
+    // the cleaner has to move live messages.
+    uint32_t slots = s.one_in(4) ? uint32_t(6 + s.below(6)) : uint32_t(12 + s.below(37));
     c.device_bytes = k_data_offset + uint64_t(slots) * c.segment_bytes;
     c.batch_bytes = (16 << 10) + s.below(17) * 1024;
     if (s.one_in(4))
