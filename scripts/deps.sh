@@ -8,7 +8,7 @@ pkgs=(cmake make g++ pkg-config ccache git
       liburing-dev libssl-dev libjemalloc-dev libc-ares-dev libfmt-dev libcrypt-dev
       libtomlplusplus-dev libcli11-dev catch2 python3 openssl util-linux)
 if [[ $what == test ]]; then
-    pkgs+=(dnsmasq-base iproute2 procps swaks postfix)
+    pkgs+=(dnsmasq-base iproute2 procps mount swaks postfix)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
