@@ -396,10 +396,12 @@ task<result<void, std::string>> shard::recover() {
             return true;
         };
         uint64_t p = k_block_bytes;
-        while (p < seg_bytes) {
-            batch_header bh;
+        // Also at the end of the segment: batches may remain behind a stray
+        // copy replayed from its last block (spool_sim --seed 4557).
+        for (;;) {
+            batch_header bh{};
             bool payload_ok = false;
-            bool ok = valid_batch_at(p, expect_batch, bh, payload_ok) && bh.batch_seq == expect_batch;
+            bool ok = p < seg_bytes && valid_batch_at(p, expect_batch, bh, payload_ok) && bh.batch_seq == expect_batch;
             if (ok && payload_ok) {
                 // Walk the records.
                 uint64_t q = p + k_hdr, end = p + bh.length;
@@ -999,6 +1001,14 @@ task<result<size_t, spool_error>> shard::read_body(uint64_t id, uint64_t off, st
         if (h.length != rec_len || h.msg_id != id || h.type != uint16_t(record_type::msg_chunk) ||
             record_crc(h, rp + sizeof h, rec_len - sizeof h) != h.crc)
             co_return unexpected(spool_error{spool_errc::corrupt, "body chunk failed its checksum"});
+        // The record must also be the piece at this body offset: a valid
+        // chunk of the same message and length, put here by a misdirected
+        // write, passed every check above and its bytes were returned for
+        // another part of the body (spool_sim --seed 906).
+        uint64_t rec_body_off;
+        std::memcpy(&rec_body_off, rp + sizeof h, 8);
+        if (rec_body_off != l.body_off)
+            co_return unexpected(spool_error{spool_errc::corrupt, "body chunk is from another offset of the body"});
         size_t in_chunk = size_t(want - l.body_off);
         size_t n = std::min<size_t>(l.data_len - in_chunk, out.size() - done);
         std::memcpy(out.data() + done, rp + sizeof h + 8 + in_chunk, n);

@@ -23,6 +23,9 @@ struct sys_error {
 
 template <typename E>
 struct unexpected {
+    // A constructor, not an aggregate: clang before 16 cannot deduce the
+    // template argument of `unexpected(x)` for an aggregate.
+    explicit unexpected(E e) : error(std::move(e)) {}
     E error;
 };
 template <typename E>

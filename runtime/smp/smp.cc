@@ -11,7 +11,6 @@
 namespace rw {
 
 namespace {
-const logger lg{"runtime"};
 engine* g_engine = nullptr;
 }  // namespace
 

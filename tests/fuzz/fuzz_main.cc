@@ -15,9 +15,12 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 std::vector<char> make_seed(int variant) __attribute__((weak));
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) __attribute__((weak));
 
 int main(int argc, char** argv) {
     namespace fsys = std::filesystem;
+    if (LLVMFuzzerInitialize)
+        LLVMFuzzerInitialize(&argc, &argv);
     if (argc == 3 && std::string(argv[1]) == "--write-seeds" && make_seed) {
         for (int v = 0; v < 3; ++v) {
             auto s = make_seed(v);

@@ -14,6 +14,7 @@
 #include "fs/crc32c.hh"
 #include "fs/format.hh"
 #include "fs/spool.hh"
+#include "runtime/base/log.hh"
 #include "tests/fuzz/mem_device.hh"
 
 using namespace rw;
@@ -73,6 +74,11 @@ task<void> recover_and_check(fuzz::mem_device* dev) {
 }
 
 }  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+    rw::set_log_level(rw::log_level::error);  // a log line per input would dominate
+    return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::mem_device dev(fs::k_data_offset + k_data);
