@@ -484,6 +484,25 @@ task<result<void, std::string>> shard::recover() {
             }
             if (last && (ok || (bh.magic == k_batch_magic && bh.seg_seq == si.h.seg_seq)))
                 _report.torn_batches++;
+            if (ok) {
+                // A torn tail is dropped, but its intact records stay on the
+                // device and can be salvaged by a later recovery (when a
+                // misdirected write leaves this batch where its successor
+                // should be). Never hand out their ids again: a reused id
+                // gave an acknowledged message another message's envelope
+                // and body (spool_sim --seed 2093).
+                for (uint64_t q = p + k_hdr, end = p + bh.length; q + sizeof(record_header) <= end;) {
+                    record_header rh;
+                    std::memcpy(&rh, sd + q, sizeof rh);
+                    if (rh.length < sizeof rh || q + rh.length > end)
+                        break;
+                    uint64_t counter = rh.msg_id & ((uint64_t(1) << 56) - 1);
+                    if (record_crc(rh, sd + q + sizeof rh, rh.length - sizeof rh) == rh.crc &&
+                        (rh.msg_id >> 56) == _opt.index && counter >= _next_counter)
+                        _next_counter = counter + 1;
+                    q += pad8(rh.length);
+                }
+            }
             break;
         }
         if (last) {
@@ -1154,15 +1173,8 @@ task<void> shard::cleaner_loop() {
             if (_closing || _failed)
                 break;
             auto r = co_await relocate(id);
-            if (!r) {
+            if (!r)
                 lg.warn("shard={} relocation of msg={:x} failed: {}", _opt.index, id, r.error().detail);
-                // Forget the half-written copy (replay drops it too): left
-                // set, it kept the message from ever being moved again, and
-                // its segment pinned the tail until the spool was full.
-                auto it = _msgs.find(id);
-                if (it != _msgs.end())
-                    it->second.relocating.reset();
-            }
         }
     }
     _cleaner_done.set();

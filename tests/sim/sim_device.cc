@@ -58,9 +58,9 @@ void sim_device::store(const char* data, size_t len, uint64_t off) {
 }
 
 void sim_device::land(const char* data, size_t len, uint64_t off) {
-    if (_on_write)
-        _on_write(data, len, off);
     if (!_faults_on || off < _f.fault_floor || !chance_ppm(_f.misdirect_ppm)) {
+        if (_on_write)
+            _on_write(data, len, off);
         store(data, len, off);
         return;
     }
@@ -86,6 +86,12 @@ void sim_device::land(const char* data, size_t len, uint64_t off) {
             t = (lo + below(hi - lo + 1)) * blk;
         }
     } while (t == src);
+    // The intended place keeps what it held (reported before the observer
+    // sees the write) and never gets the new data (reported after).
+    if (_on_damage)
+        _on_damage(src, mlen, damage_kind::misdirect_lost);
+    if (_on_write)
+        _on_write(data, len, off);
     if (b > 0)
         store(data, b * blk, off);
     if (src + mlen < off + len)
