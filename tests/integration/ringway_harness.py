@@ -34,7 +34,7 @@ def wait_until(pred, timeout=10.0, step=0.02, what="condition"):
 
 class Ringwayd:
     def __init__(self, build_dir, listener_extra="", smtp_extra="", cores=2, users=None,
-                 relay_networks='["127.0.0.2/32"]'):
+                 relay_networks='["127.0.0.2/32"]', tail=""):
         self.build = build_dir
         self.dir = tempfile.mkdtemp(prefix="rw_it_", dir=os.environ.get("RINGWAY_TEST_TMP", os.getcwd()))
         self.port = free_port()
@@ -71,6 +71,7 @@ accepted_domains = ["local.test"]
 relay_networks = {relay_networks}
 credentials_file = "{self.creds}"
 {smtp_extra}
+{tail}
 """)
         self.log = open(os.path.join(self.dir, "ringwayd.log"), "w+")
         self.proc = subprocess.Popen([os.path.join(build_dir, "admin", "ringwayd"), "--config", self.config],

@@ -329,6 +329,31 @@ class Basic(unittest.TestCase):
                 r.close()
 
 
+class ImplicitTLS(unittest.TestCase):
+    """A second listener with TLS from the first byte (RFC 8314)."""
+
+    def test_implicit_tls_listener(self):
+        from ringway_harness import free_port
+        port = free_port()
+        d = Ringwayd(BUILD, users={"dave": "pw-for-dave"},
+                     tail=f'[[listener]]\nname = "submissions"\nport = {port}\nimplicit_tls = true\nauth = "required"\n')
+        try:
+            with smtplib.SMTP_SSL("127.0.0.1", port, context=tls_ctx(), source_address=(UNTRUSTED, 0), timeout=10) as s:
+                s.ehlo("tls.test")
+                self.assertTrue(s.has_extn("auth"))
+                self.assertFalse(s.has_extn("starttls"))
+                code, msg = s.mail("dave@local.test")  # auth = "required"
+                self.assertEqual(code, 530, msg)
+                self.assertIn(b"5.7.0", msg)
+                s.rset()
+                s.login("dave", "pw-for-dave")
+                self.assertEqual(s.sendmail("dave@local.test", ["x@other.test"], "Subject: 465\r\n\r\nhi\r\n"), {})
+            ev = wait_until(lambda: [e for e in d.journal() if e["event"] == "received"], what="received")
+            self.assertTrue(ev[0]["tls"])
+        finally:
+            d.cleanup()
+
+
 class Spool(unittest.TestCase):
     """What lands in the spool, byte for byte, after a clean stop."""
 
