@@ -102,7 +102,7 @@ struct spool_result {
     double batches_per_s = 0;
 };
 
-size_t g_batch_bytes = 1 << 20;
+size_t g_batch_bytes = fs::shard_options{}.batch_bytes;
 
 task<spool_result> spool_run(std::string path, unsigned writers, size_t msg_bytes, double seconds) {
     auto dev = fs::file_device::open(path, fs::flush_mode::automatic);
@@ -237,7 +237,7 @@ int main(int argc, char** argv) {
     app.add_option("--runs", runs, "repetitions; medians are reported")->check(CLI::Range(1, 20));
     app.add_option("--recover-messages", recover_messages, "live 4 KiB messages for the recovery test (0 = skip)");
     app.add_option("--writers", writer_counts, "concurrent writers to measure");
-    app.add_option("--batch-bytes", g_batch_bytes, "largest write batch of the spool (default 1 MiB)");
+    app.add_option("--batch-bytes", g_batch_bytes, "largest write batch of the spool (default: the spool's)");
     CLI11_PARSE(app, argc, argv);
 
     struct stat st{};

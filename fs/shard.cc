@@ -612,8 +612,6 @@ task<result<uint64_t, spool_error>> shard::append_record(record_type t, uint16_t
     // written or waited for: the cleaner, mid-relocation, waited for space
     // or durability for ever and close() never returned (spool_sim --seed
     // 2604).
-    if (open_room() < pad8(len)) lg.error("PROBE wait t={} f={} id={:x} room={} len={}", int(t), flags, id, open_room(), pad8(len));
-    else lg.error("PROBE put t={} f={} id={:x} room={} len={}", int(t), flags, id, open_room(), pad8(len));
     while (!_failed && !_writer_done.is_set() && open_room() < pad8(len)) {
         _space.reset();
         _work.set();

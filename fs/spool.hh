@@ -115,7 +115,7 @@ struct recovery_report {
 
 struct shard_options {
     uint32_t index = 0;
-    size_t batch_bytes = 1 << 20;      // largest write batch
+    size_t batch_bytes = 4 << 20;      // largest write batch (clamped to half a segment)
     size_t chunk_bytes = 64 << 10;     // body record size
     uint32_t reserve_segments = 2;     // kept for state records and the cleaner
     bool cleaner = true;
