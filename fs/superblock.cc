@@ -111,6 +111,8 @@ task<result<geometry, std::string>> read_superblock(block_device& dev) {
     co_return g;
 }
 
+constexpr uint32_t k_min_auto_segment = 256 << 10;
+
 task<result<geometry, std::string>> format(block_device& dev, format_options o) {
     const std::string& name = dev.name();
     if (o.segment_bytes < 16 * k_block_bytes || o.segment_bytes % k_block_bytes != 0)
@@ -126,6 +128,12 @@ task<result<geometry, std::string>> format(block_device& dev, format_options o) 
     }
     uint64_t usable = dev.size_bytes() > k_data_offset ? dev.size_bytes() - k_data_offset : 0;
     uint64_t slots = usable / o.segment_bytes / o.shards;
+    // A small device gets smaller segments, so each shard still has a ring
+    // of at least 16 (the cleaner and the reserve need room to work).
+    while (slots < 16 && o.segment_bytes >= 2 * k_min_auto_segment) {
+        o.segment_bytes /= 2;
+        slots = usable / o.segment_bytes / o.shards;
+    }
     if (slots < 4)
         co_return unexpected(fmt::format("{}: too small: {} bytes give {} segments of {} bytes per shard, need 4",
                                          name, dev.size_bytes(), slots, o.segment_bytes));

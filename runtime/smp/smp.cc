@@ -112,6 +112,9 @@ result<void, std::string> engine::run(std::function<task<void>(unsigned)> main) 
             {
                 std::lock_guard g(m);
                 _reactors[i] = re.get();
+                // A stop requested before this reactor existed still applies.
+                if (_stop_pending)
+                    re->request_stop(_stop_drain);
             }
             ready.fetch_add(1);
             // Wait until every reactor exists before anyone posts.
@@ -152,6 +155,8 @@ void engine::request_stop(std::chrono::milliseconds drain) {
     // Owned here until each reactor ran it; reactors outlive this call only
     // while the engine runs, so allocate and let the message free itself.
     std::lock_guard g(_lock);
+    _stop_pending = true;
+    _stop_drain = drain;
     for (unsigned i = 0; i < _n; ++i) {
         reactor* r = _reactors[i];
         if (!r)

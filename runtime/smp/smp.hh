@@ -110,6 +110,8 @@ private:
     std::atomic<unsigned> _started{0};
     std::vector<std::string> _errors;
     std::mutex _lock;  // guards _reactors against threads coming and going
+    bool _stop_pending = false;  // request_stop() came; reactors starting later stop too
+    std::chrono::milliseconds _stop_drain{0};
 };
 
 // The index of the calling reactor.
