@@ -424,9 +424,7 @@ task<result<void, std::string>> shard::recover() {
                 _report.batches++;
                 expect_batch++;
                 p += pad_block(bh.length);
-                // max: after a jump back (below), a replayed stray copy
-                // further on must not be overwritten.
-                head_off = std::max(head_off, p);
+                head_off = p;
                 continue;
             }
             // Invalid here. A later valid batch in this segment means damage

@@ -184,10 +184,14 @@ auto submit_to(unsigned core, F fn) -> task<typename detail::unwrap_task<std::in
             // A reply never waits: when the ring back is full it takes the
             // origin's locked overflow list, so two cores replying to each
             // other cannot deadlock.
-            if (e.try_post(s2->origin, &s2->reply))
-                e.reactor_of(s2->origin)->wake(&reactor::local());
+            // Once the reply is posted the origin may resume and free *s2
+            // at any moment: read what we need first.
+            const unsigned origin = s2->origin;
+            reactor* to = e.reactor_of(origin);
+            if (e.try_post(origin, &s2->reply))
+                to->wake(&reactor::local());
             else
-                e.reactor_of(s2->origin)->post_foreign(&s2->reply);
+                to->post_foreign(&s2->reply);
         };
         if constexpr (is_task) {
             auto runner = [](state* s3, decltype(send_back) sb) -> task<void> {
