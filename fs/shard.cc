@@ -396,6 +396,7 @@ task<result<void, std::string>> shard::recover() {
             return true;
         };
         uint64_t p = k_block_bytes;
+        bool jumped = false;  // continued past damage: the layout is not sequential
         // Also at the end of the segment: batches may remain behind a stray
         // copy replayed from its last block (spool_sim --seed 4557).
         for (;;) {
@@ -478,6 +479,7 @@ task<result<void, std::string>> shard::recover() {
                         si.h.seg_seq, p, nb.batch_seq);
                 expect_batch = nb.batch_seq;
                 p = found;
+                jumped = true;
                 continue;
             }
             if (last && (ok || (bh.magic == k_batch_magic && bh.seg_seq == si.h.seg_seq)))
@@ -506,7 +508,13 @@ task<result<void, std::string>> shard::recover() {
         if (last) {
             _cur_slot = int(si.slot);
             _cur_seq = si.h.seg_seq;
-            _cur_off = head_off;
+            // After damage in the last segment, write on in a new one.
+            // Space behind the head may hold replayed batches (the head
+            // follows the last batch replayed, which can be a stray copy
+            // placed before them: spool_sim --seed 6633), and a torn batch
+            // left behind it would shadow the next batch that reuses its
+            // batch_seq (spool_sim --seed 25545).
+            _cur_off = jumped ? seg_bytes : head_off;
             _cur_first_batch = si.h.first_batch_seq;
             _recorded_tail = si.h.tail_seq;
         }
@@ -619,6 +627,15 @@ task<result<uint64_t, spool_error>> shard::append_record(record_type t, uint16_t
         co_return unexpected(spool_error{spool_errc::failed, _fail_reason});
     if (_writer_done.is_set())
         co_return unexpected(spool_error{spool_errc::failed, "spool is shutting down"});
+    // Never hand the writer a batch it has no segment for: no room left in
+    // the current segment, no free slot and no tail movement to record
+    // means full, for every kind of record. Until now state changes and
+    // removals had no such check; once they used up the reserve, the
+    // writer failed the whole shard ("no free segment"), and after a
+    // restart again at the first write (spool_sim --seed 26052).
+    if (_cur_slot >= 0 && _cur_off + pad_block(k_hdr + _open_fill + pad8(len)) > _g.segment_bytes &&
+        free_slots() == 0 && compute_tail() <= _recorded_tail)
+        co_return unexpected(spool_error{spool_errc::full, "spool full: no segment left for this record"});
     record_header h{};
     h.type = uint16_t(t);
     h.flags = flags;
@@ -968,8 +985,13 @@ task<result<void, spool_error>> shard::remove(uint64_t id) {
     // after the delete record would bring it back at recovery.
     it->second.deleting = true;
     auto r = co_await append_record(record_type::msg_delete, 0, id, {});
-    if (!r)
+    if (!r) {
+        // Not written (a full spool): the message stays, removable later.
+        auto it3 = _msgs.find(id);
+        if (it3 != _msgs.end())
+            it3->second.deleting = false;
         co_return unexpected(r.error());
+    }
     int s = co_await wait_durable(r.value());
     if (s != 0)
         co_return unexpected(spool_error{spool_errc::failed, _fail_reason});
@@ -992,6 +1014,7 @@ task<result<size_t, spool_error>> shard::read_body(uint64_t id, uint64_t off, st
     if (it == _msgs.end() || !it->second.committed)
         co_return unexpected(spool_error{spool_errc::not_found, "no such message"});
     size_t done = 0;
+    int moved_retries = 0;
     while (done < out.size()) {
         auto it2 = _msgs.find(id);
         if (it2 == _msgs.end())
@@ -1015,17 +1038,35 @@ task<result<size_t, spool_error>> shard::read_body(uint64_t id, uint64_t off, st
         const char* rp = buf.data() + (l.dev_off - a0);
         record_header h;
         std::memcpy(&h, rp, sizeof h);
+        const char* why = nullptr;
         if (h.length != rec_len || h.msg_id != id || h.type != uint16_t(record_type::msg_chunk) ||
-            record_crc(h, rp + sizeof h, rec_len - sizeof h) != h.crc)
-            co_return unexpected(spool_error{spool_errc::corrupt, "body chunk failed its checksum"});
-        // The record must also be the piece at this body offset: a valid
-        // chunk of the same message and length, put here by a misdirected
-        // write, passed every check above and its bytes were returned for
-        // another part of the body (spool_sim --seed 906).
-        uint64_t rec_body_off;
-        std::memcpy(&rec_body_off, rp + sizeof h, 8);
-        if (rec_body_off != l.body_off)
-            co_return unexpected(spool_error{spool_errc::corrupt, "body chunk is from another offset of the body"});
+            record_crc(h, rp + sizeof h, rec_len - sizeof h) != h.crc) {
+            why = "body chunk failed its checksum";
+        } else {
+            // The record must also be the piece at this body offset: a
+            // valid chunk of the same message and length, put here by a
+            // misdirected write, passed every check above and its bytes
+            // were returned for another part of the body (spool_sim --seed
+            // 906).
+            uint64_t rec_body_off;
+            std::memcpy(&rec_body_off, rp + sizeof h, 8);
+            if (rec_body_off != l.body_off)
+                why = "body chunk is from another offset of the body";
+        }
+        if (why) {
+            // The cleaner may have moved the message while this read was in
+            // flight and its old segment been reused: read again from where
+            // the piece is now, or report the removal (spool_sim --seed 859).
+            auto it3 = _msgs.find(id);
+            if (it3 == _msgs.end())
+                continue;
+            const copy& c3 = it3->second.cur;
+            auto c3i = std::upper_bound(c3.chunks.begin(), c3.chunks.end(), want,
+                                        [](uint64_t v, const chunk_loc& x) { return v < x.body_off; });
+            if (moved_retries++ < 4 && c3i != c3.chunks.begin() && (c3i - 1)->dev_off != l.dev_off)
+                continue;
+            co_return unexpected(spool_error{spool_errc::corrupt, why});
+        }
         size_t in_chunk = size_t(want - l.body_off);
         size_t n = std::min<size_t>(l.data_len - in_chunk, out.size() - done);
         std::memcpy(out.data() + done, rp + sizeof h + 8 + in_chunk, n);
@@ -1160,7 +1201,13 @@ task<void> shard::cleaner_loop() {
                     live_bytes += e.cur.body_len;
                 }
         }
-        if (victims.empty() || live_bytes > _g.segment_bytes / 2) {
+        // Down to the reserve, move even a mostly live tail segment (any
+        // that is not nearly full of live data still gains space): left
+        // alone it pinned the tail while state changes and removals used
+        // up the reserve (spool_sim --seed 26052).
+        const bool critical = free_slots() <= _opt.reserve_segments;
+        const uint64_t worth = critical ? uint64_t(_g.segment_bytes) * 7 / 8 : _g.segment_bytes / 2;
+        if (victims.empty() || live_bytes > worth) {
             // Nothing worth moving: wait for a segment to open, a message
             // to finish, or close().
             if (!_closing && !_failed)

@@ -65,8 +65,7 @@ constexpr uint64_t k_watchdog_turns = 5'000'000;  // reactor turns per life befo
 constexpr size_t k_max_body = 60 << 10;
 
 struct cli_options {
-    uint64_t seed = 0;
-    bool one = false;
+    std::vector<uint64_t> seed_list;  // --seed: replay these
     uint64_t seeds = 1250;
     uint64_t first_seed = 1;
     uint32_t steps = 0;  // 0: random per seed
@@ -123,7 +122,11 @@ public:
             segment_header sh;
             std::memcpy(&sh, d, sizeof sh);
             if (sh.magic == k_segment_magic) {
-                _slots[slot].batches.clear();
+                // A header rewritten in place (a newer tail) keeps the
+                // segment and its batches; a new seg_seq starts afresh.
+                if (sh.seg_seq != _slots[slot].seg_seq)
+                    _slots[slot].batches.clear();
+                _slots[slot].seg_seq = sh.seg_seq;
                 _slots[slot].headless = false;
                 set(off, k_block_bytes, k_header);
             }
@@ -226,6 +229,7 @@ private:
     };
     struct slot_info {
         std::vector<int32_t> batches;
+        uint64_t seg_seq = 0;
         bool headless = false;
     };
     uint32_t slot_of(uint64_t off) const { return uint32_t((off - _g.data_offset) / _g.segment_bytes); }
@@ -460,8 +464,8 @@ task<void> new_message(sim_run* s, shard* sh) {
     auto t = mw.commit();
     auto r = co_await std::move(t);
     if (!r) {
-        if (excused(*s, r.error()))
-            co_return;  // in flight at the crash: may or may not be there
+        if (excused(*s, r.error()) || r.error().code == spool_errc::full)
+            co_return;  // in flight at the crash (or refused): may or may not be there
         fail(*s, "commit() of msg {:x} failed without cause: {} ({})", id, to_string(r.error().code),
              r.error().detail);
     }
@@ -523,6 +527,8 @@ task<void> change_state(sim_run* s, shard* sh) {
     }
     if (final && r.error().code == spool_errc::bad_state)
         co_return;
+    if (r.error().code == spool_errc::full)
+        co_return;
     if (excused(*s, r.error()))
         co_return;
     if (r.error().code == spool_errc::not_found && s->msgs[id].removing)
@@ -547,6 +553,10 @@ task<void> remove_one(sim_run* s, shard* sh) {
         s->tot->removed++;
         if (sh->find(id))
             fail(*s, "msg {:x} still live after remove() succeeded", id);
+        co_return;
+    }
+    if (r.error().code == spool_errc::full) {
+        s->msgs[id].removing = false;  // not written: still there
         co_return;
     }
     if (excused(*s, r.error()))
@@ -1009,14 +1019,14 @@ void run_seed(uint64_t seed, const cli_options& o, totals& tot) {
 int main(int argc, char** argv) {
     cli_options o;
     CLI::App app{"spool_sim: deterministic crash-consistency simulation of the spool"};
-    auto* seed_opt = app.add_option("--seed", o.seed, "replay this one seed");
+    app.add_option("--seed", o.seed_list, "replay these seeds only (repeat or separate with commas)")
+        ->delimiter(',');
     app.add_option("--seeds", o.seeds, "how many seeds to run, from --first-seed")->capture_default_str();
     app.add_option("--first-seed", o.first_seed, "first seed")->capture_default_str();
     app.add_option("--steps", o.steps, "workload operations per life (default: random per seed, 10-49)");
     app.add_option("--lives", o.lives, "crashes per seed (default: random per seed, 6-10)");
     app.add_flag("-v,--verbose", o.verbose, "per-life lines; twice: faults, failed reads and spool logs");
     CLI11_PARSE(app, argc, argv);
-    o.one = seed_opt->count() > 0;
 
     set_log_level(o.verbose >= 2 ? log_level::info : log_level::off);
     std::setvbuf(stdout, nullptr, _IOLBF, 0);
@@ -1027,9 +1037,12 @@ int main(int argc, char** argv) {
 
     totals tot;
     auto t0 = std::chrono::steady_clock::now();  // reporting only
-    uint64_t first = o.one ? o.seed : o.first_seed;
-    uint64_t count = o.one ? 1 : o.seeds;
-    for (uint64_t seed = first; seed < first + count; ++seed)
+    std::vector<uint64_t> seeds = o.seed_list;
+    if (seeds.empty())
+        for (uint64_t seed = o.first_seed; seed < o.first_seed + o.seeds; ++seed)
+            seeds.push_back(seed);
+    const uint64_t first = seeds.empty() ? 0 : seeds.front();
+    for (uint64_t seed : seeds)
         run_seed(seed, o, tot);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     fmt::print("spool_sim: ok seeds={} (first {}) crash_points={} (in recovery {}) device_ops={} acked={} "
