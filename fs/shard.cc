@@ -618,9 +618,23 @@ task<result<uint64_t, spool_error>> shard::append_record(record_type t, uint16_t
     // written or waited for: the cleaner, mid-relocation, waited for space
     // or durability for ever and close() never returned (spool_sim --seed
     // 2604).
-    while (!_failed && !_writer_done.is_set() && open_room() < pad8(len)) {
+    // Records are placed in the order their appends began (a ticket each).
+    // Appends that wait for buffer space must not be overtaken: a state
+    // change placed ahead of a cleaner's copy that was snapshotted before it
+    // made that recipient's state go back at recovery (spool_sim --seed
+    // 21038), as a chunk placed ahead of its message's begin once did.
+    const uint64_t my_ticket = _ticket_next++;
+    struct turn_guard {
+        shard* s;
+        ~turn_guard() {
+            s->_ticket_serving++;
+            s->_space.set();  // the next ticket may go
+        }
+    } turn{this};
+    while (!_failed && !_writer_done.is_set() && (my_ticket != _ticket_serving || open_room() < pad8(len))) {
+        if (my_ticket == _ticket_serving)
+            _work.set();  // our turn, but no room: have the writer take the batch
         _space.reset();
-        _work.set();
         co_await _space.wait();
     }
     if (_failed)

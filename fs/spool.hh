@@ -274,7 +274,9 @@ private:
     std::deque<waiter> _waiters;
     uint64_t _durable_seq = 0;
     event _work;         // the open batch has records
-    event _space;        // the open batch was taken by the writer
+    event _space;        // the open batch was taken by the writer, or a turn ended
+    uint64_t _ticket_next = 0;     // append_record's order of arrival
+    uint64_t _ticket_serving = 0;  // the ticket whose record goes in next
     event _writer_done;
     event _cleaner_kick;
     event _cleaner_done;
