@@ -810,7 +810,26 @@ task<void> shard::writer_loop() {
         _open_records = 0;
         _space.set();
         // wbuf points into what is now _flight_buf.
-        int rc = co_await _dev->write_durable(wbuf, wlen, woff);
+        int rc;
+        if (new_seg) {
+            // The first batch, then the header that makes the segment part of
+            // the log. In one write, a crash could keep the new header and
+            // drop the batch, leaving in its place the batch of an earlier,
+            // torn attempt to open the same seg_seq in this slot (same
+            // seg_seq, same batch_seq), which a later recovery replayed: a
+            // removal never acknowledged struck after a recovery had shown
+            // the message back (spool_sim --seed 38511). Now a visible header
+            // always means a durable first batch.
+            auto wb = _dev->write_durable(wbuf + k_block_bytes, wlen - k_block_bytes, woff + k_block_bytes);
+            rc = co_await std::move(wb);
+            if (rc == 0) {
+                auto wh = _dev->write_durable(wbuf, k_block_bytes, woff);
+                rc = co_await std::move(wh);
+            }
+        } else {
+            auto wb = _dev->write_durable(wbuf, wlen, woff);
+            rc = co_await std::move(wb);
+        }
         _stats.batches++;
         _stats.bytes_written += wlen;
         if (rc < 0) {

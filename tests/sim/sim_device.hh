@@ -60,6 +60,9 @@ public:
     using damage_observer = std::function<void(uint64_t off, uint64_t len, damage_kind k)>;
 
     sim_device(uint64_t bytes, std::mt19937_64* rng);
+    ~sim_device() override;
+    sim_device(const sim_device&) = delete;
+    sim_device& operator=(const sim_device&) = delete;
 
     uint64_t size_bytes() const override { return _bytes; }
     const std::string& name() const override { return _name; }

@@ -10,23 +10,32 @@
 //
 // The checker (verify()) holds the spool to what it promised:
 //   - a message whose commit() returned success is present exactly once,
-//     envelope equal, body byte-exact; a message whose remove() returned
-//     success is absent; a message whose commit() was never called is absent;
-//     a commit in flight at the crash may be present or absent, byte-exact;
-//   - a recipient's recovered state is one that was written (or the
-//     initial one) and its version is never below the last acknowledged one;
-//   - the recovery report's counters agree with what was recovered;
+//     envelope equal, body byte-exact (read back in pieces of random size);
+//     a message whose remove() returned success is absent; a message whose
+//     commit() was never called is absent; a commit or removal in flight at
+//     the crash may have happened or not;
+//   - what a recovery showed is the truth from then on: a message it did not
+//     find never comes back, one it found stays until removed;
+//   - a recipient's recovered state is one that was written (or the initial
+//     one), and its version is never below the last acknowledged one;
+//   - the recovery report's counters agree with what was recovered, and
+//     nothing is quarantined unless a fault damaged something;
+//   - the shard fails only when the power is gone (or when it caught the
+//     device misplacing a segment header), and says full, never fails, when
+//     out of space;
 //   - no assertion, no hang (a watchdog counts reactor turns per life), no
 //     coroutine frame left behind.
 // A message whose records sat in a sector an injected fault damaged
 // (misdirected write, persistent read error) is "tainted": it may be lost,
-// come back after removal or show an older state, but it must never be
-// returned with a wrong envelope or wrong body bytes.
+// come back, show an older state, or give way to an earlier message that
+// had its id, but it is never returned with a wrong envelope or wrong body
+// bytes, nor mixed with another message.
 //
 // Every random choice comes from one std::mt19937_64 seeded with the seed,
-// and nothing reads the clock: `spool_sim --seed N` replays seed N exactly.
-// Each seed is announced before it runs (in the abort message too), so a
-// failure always names its seed.
+// and nothing reads the clock (the workload's clock is a counter):
+// `spool_sim --seed N -v` replays seed N exactly; -vvv traces every
+// operation and -vvvv every batch written. A failure, an assertion or a
+// crash names its seed and life.
 #include <CLI/CLI.hpp>
 
 #include <signal.h>
@@ -124,8 +133,14 @@ public:
             if (sh.magic == k_segment_magic) {
                 // A header rewritten in place (a newer tail) keeps the
                 // segment and its batches; a new seg_seq starts afresh.
-                if (sh.seg_seq != _slots[slot].seg_seq)
-                    _slots[slot].batches.clear();
+                if (sh.seg_seq != _slots[slot].seg_seq) {
+                    // The spool writes a new segment's first batch before
+                    // its header: keep the batches of this seg_seq.
+                    auto& v = _slots[slot].batches;
+                    v.erase(std::remove_if(v.begin(), v.end(),
+                                           [&](int32_t b) { return _batches[size_t(b)].seg_seq != sh.seg_seq; }),
+                            v.end());
+                }
                 _slots[slot].seg_seq = sh.seg_seq;
                 _slots[slot].headless = false;
                 set(off, k_block_bytes, k_header);
@@ -140,6 +155,7 @@ public:
             return;
         batch b;
         b.slot = slot;
+        b.seg_seq = bh.seg_seq;
         for (size_t q = pos + sizeof bh; q + sizeof(record_header) <= pos + bh.length;) {
             record_header rh;
             std::memcpy(&rh, d + q, sizeof rh);
@@ -204,9 +220,10 @@ private:
                                    sh.first_batch_seq);
             pos = k_block_bytes;
         }
-        batch_header bh;
-        std::memcpy(&bh, d + pos, sizeof bh);
-        if (bh.magic == k_batch_magic) {
+        batch_header bh{};
+        if (pos + sizeof bh <= len)
+            std::memcpy(&bh, d + pos, sizeof bh);
+        if (bh.magic == k_batch_magic && pos + bh.length <= len) {
             out += fmt::format(" batch seq={} seg={} len={}:", bh.batch_seq, bh.seg_seq, bh.length);
             for (size_t q = pos + sizeof bh; q + sizeof(record_header) <= pos + bh.length;) {
                 record_header rh;
@@ -225,6 +242,7 @@ private:
     static constexpr int32_t k_none = -1, k_header = -2;
     struct batch {
         uint32_t slot = 0;
+        uint64_t seg_seq = 0;
         std::vector<uint64_t> ids;
     };
     struct slot_info {
@@ -266,6 +284,9 @@ struct msg_model {
     bool removing = false;  // remove() called, outcome not known
     bool removed = false;   // remove() returned success
     std::vector<rcpt_model> rcpts;
+    // Earlier messages that had this id (ids of messages a recovery did not
+    // find are handed out again). A fault can bring one of them back.
+    std::vector<msg_model> past;
 };
 
 struct totals {
@@ -395,13 +416,18 @@ task<void> new_message(sim_run* s, shard* sh) {
     }
     message_writer mw = std::move(w.value());
     const uint64_t id = mw.id();
+    std::vector<msg_model> past;
     auto old = s->msgs.find(id);
     if (old != s->msgs.end()) {
         if (old->second.ph != phase::gone)
             fail(*s, "begin() handed out id {:x}, which is still in use", id);
+        past = std::move(old->second.past);
+        old->second.past.clear();
+        past.push_back(std::move(old->second));
         s->msgs.erase(old);
     }
     msg_model& m = s->msgs[id];
+    m.past = std::move(past);
     trace(*s, "msg {:x} begin", id);
     m.env = env;
     m.rcpts.resize(env.rcpts.size());
@@ -724,6 +750,22 @@ task<void> verify(sim_run* s, shard* sh, uint64_t read_errors_in_open) {
         auto v = sh->find(id);
         if (!v)
             fail(*s, "live msg {:x} not found", id);
+        if ((v->env != m.env || v->body_bytes != m.body.size()) && tainted) {
+            // After a fault, an earlier message with this id (never
+            // acknowledged, or lost and its id handed out again) may come
+            // back in place of the current one: whole, never mixed.
+            auto p = std::find_if(m.past.begin(), m.past.end(), [&](const msg_model& x) {
+                return x.env == v->env && x.body.size() == v->body_bytes;
+            });
+            if (p != m.past.end()) {
+                trace(*s, "msg {:x}: an earlier message with this id came back", id);
+                std::vector<msg_model> past = std::move(m.past);
+                msg_model back = std::move(*p);
+                m = std::move(back);
+                m.past = std::move(past);
+                m.ph = phase::acked;
+            }
+        }
         if (v->env != m.env)
             fail(*s, "msg {:x}: recovered envelope differs{}", id, tainted ? " [tainted]" : "");
         if (v->body_bytes != m.body.size())
@@ -1025,7 +1067,8 @@ int main(int argc, char** argv) {
     app.add_option("--first-seed", o.first_seed, "first seed")->capture_default_str();
     app.add_option("--steps", o.steps, "workload operations per life (default: random per seed, 10-49)");
     app.add_option("--lives", o.lives, "crashes per seed (default: random per seed, 6-10)");
-    app.add_flag("-v,--verbose", o.verbose, "per-life lines; twice: faults, failed reads and spool logs");
+    app.add_flag("-v,--verbose", o.verbose,
+                 "per-life lines; -vv: faults, failed reads, spool logs; -vvv: every operation; -vvvv: every batch");
     CLI11_PARSE(app, argc, argv);
 
     set_log_level(o.verbose >= 2 ? log_level::info : log_level::off);
