@@ -100,7 +100,7 @@ CLI::Option* add_parsed(CLI::App& app, const std::string& name, T& out, std::str
         .add_option_function<std::string>(
             name,
             [&out, &text, parse, name](const std::string& v) {
-                auto r = parse(name.substr(0, name.find(',')), v);
+                auto r = parse(name.substr(name.find("--")), v);
                 if (!r)
                     throw CLI::ValidationError(r.error());
                 out = r.value();

@@ -22,7 +22,7 @@
 // bytes (unstuffed message bytes of received messages), faults (injections
 // by mode: rcpt-tempfail rcpt-permfail greylist data-tempfail data-permfail
 // disconnect garbage endless stall data-delay delay slow-read refuse-after
-// max-connections reply-421), fault_replies (4xx/5xx replies given by
+// max-connections reply-421 lose corrupt duplicate), fault_replies (4xx/5xx replies given by
 // faults), replies (every reply by class), peers (received per client IP),
 // corrupt_ids/missing_ids/duplicate_ids (first 20), seed, elapsed_s.
 //
@@ -148,6 +148,10 @@ int main(int argc, char** argv) {
     app.add_option("--refuse-after", refuse_after, "after N connections, 421 at the greeting");
     app.add_option("--max-connections", max_connections, "beyond N concurrent connections, 421 at the greeting");
     app.add_option("--reply-421", reply_421, "P: 421 4.3.2 to MAIL, then close");
+    std::string lose, corrupt, duplicate;
+    app.add_option("--lose", lose, "P: acknowledge a message, then forget it (shows as missing)");
+    app.add_option("--corrupt", corrupt, "P: verify a message as if one body byte had changed (shows as corrupt)");
+    app.add_option("--duplicate", duplicate, "P: count a message twice, as a double delivery (shows as duplicate)");
     app.set_version_flag("--version", "ringway-sink " RINGWAY_VERSION);
     CLI11_PARSE(app, argc, argv);
 
@@ -183,6 +187,9 @@ int main(int argc, char** argv) {
     o.endless = frac("--endless", endless);
     o.stall = frac("--stall", stall);
     o.reply_421 = frac("--reply-421", reply_421);
+    o.lose = frac("--lose", lose);
+    o.corrupt = frac("--corrupt", corrupt);
+    o.duplicate = frac("--duplicate", duplicate);
     if (!greylist.empty())
         o.greylist = check(bench::parse_duration("--greylist", greylist));
     if (!delay.empty())

@@ -740,19 +740,38 @@ void session::finish(outcome o) {
 
 void session::accept_message() {
     core_state& cs = *_cs;
+    const auto& o = g.opt;
+    // --lose: acknowledge and forget, as a server losing acknowledged mail
+    // would; the message then shows up as missing against --expect.
+    if (roll(cs, o.lose)) {
+        count_fault(cs, fault::lose);
+        uint64_t qid = ++cs.seq * o.cores + cs.index;
+        reply(fmt::format("250 2.0.0 Ok: queued as {}\r\n", qid));
+        return;
+    }
+    // --corrupt: as if one body byte had been altered on the way.
+    bool altered = false;
+    if (roll(cs, o.corrupt)) {
+        count_fault(cs, fault::corrupt);
+        _digest.update("x", 1);
+        altered = true;
+    }
+    const unsigned copies = roll(cs, o.duplicate) ? 2 : 1;
+    if (copies == 2)
+        count_fault(cs, fault::duplicate);
     std::optional<mark> m;
     if (!_hdr_overflow)
         m = find_mark(_hdr);
     if (!m) {
         bump(cs.unmarked);
-    } else if (_digest.length() == m->size && _digest.finish() == m->digest) {
+    } else if (!altered && _digest.length() == m->size && _digest.finish() == m->digest) {
         bump(cs.ok);
     } else {
         bump(cs.corrupt);
         if (cs.corrupt_ids.size() < k_max_listed_ids)
             cs.corrupt_ids.push_back(m->id);
     }
-    if (m) {
+    for (unsigned c = 0; m && c < copies; ++c) {
         for (const auto& r : _txn.rcpts) {
             std::string key;
             key.reserve(m->id.size() + 1 + r.size());
@@ -1124,6 +1143,9 @@ const char* fault_name(fault f) {
     case fault::refuse_after: return "refuse-after";
     case fault::max_connections: return "max-connections";
     case fault::reply_421: return "reply-421";
+    case fault::lose: return "lose";
+    case fault::corrupt: return "corrupt";
+    case fault::duplicate: return "duplicate";
     case fault::count_: break;
     }
     return "?";

@@ -40,6 +40,9 @@ enum class fault : unsigned {
     refuse_after,
     max_connections,
     reply_421,
+    lose,
+    corrupt,
+    duplicate,
     count_
 };
 constexpr size_t k_faults = size_t(fault::count_);
@@ -60,6 +63,8 @@ struct options {
     // Probabilities per event.
     double rcpt_tempfail = 0, rcpt_permfail = 0, data_tempfail = 0, data_permfail = 0;
     double disconnect_in_data = 0, garbage = 0, endless = 0, stall = 0, reply_421 = 0;
+    // A server that misbehaves after acknowledging: proves the verdicts.
+    double lose = 0, corrupt = 0, duplicate = 0;
     std::chrono::milliseconds greylist{0}, delay{0}, data_delay{0};
     uint64_t slow_read_bps = 0;
     std::optional<uint64_t> refuse_after, max_connections;
