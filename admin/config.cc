@@ -100,7 +100,7 @@ constexpr size_t k_max_socket_path = sizeof(sockaddr_un::sun_path) - 1;
 // The keys of each table, in the order the default configuration shows them
 // (and "allowed:" lists them).
 using key_list = std::span<const std::string_view>;
-constexpr std::string_view k_sections[] = {"runtime", "dns", "spool", "listener", "smtp", "control"};
+constexpr std::string_view k_sections[] = {"runtime", "dns", "spool", "listener", "smtp", "delivery", "route", "control"};
 constexpr std::string_view k_runtime_keys[] = {"cores", "pin", "log_level", "mail_log", "drain_timeout_ms"};
 constexpr std::string_view k_dns_keys[] = {"servers", "timeout_ms", "tries", "cache_entries"};
 constexpr std::string_view k_spool_keys[] = {"path", "size", "flush"};
@@ -110,6 +110,11 @@ constexpr std::string_view k_listener_keys[] = {
     "max_message_size", "max_errors", "greeting_timeout_s", "command_timeout_s",
     "data_block_timeout_s", "data_end_timeout_s", "idle_timeout_s", "greet_pause_ms"};
 constexpr std::string_view k_smtp_keys[] = {"hostname", "accepted_domains", "relay_networks", "credentials_file"};
+constexpr std::string_view k_delivery_keys[] = {
+    "smtp_port", "internal_hosts", "max_connections_per_destination", "max_messages_per_connection",
+    "max_messages_per_minute", "first_retry_ms", "max_retry_ms", "greylist_retry_ms", "max_queue_lifetime_s",
+    "destination_pause_ms", "connect_timeout_ms", "command_timeout_s", "data_timeout_s"};
+constexpr std::string_view k_route_keys[] = {"domain", "hosts"};
 constexpr std::string_view k_control_keys[] = {"socket"};
 
 key_list keys_of(std::string_view section) {
@@ -118,6 +123,8 @@ key_list keys_of(std::string_view section) {
     if (section == "spool") return k_spool_keys;
     if (section == "listener") return k_listener_keys;
     if (section == "smtp") return k_smtp_keys;
+    if (section == "delivery") return k_delivery_keys;
+    if (section == "route") return k_route_keys;
     if (section == "control") return k_control_keys;
     return {};
 }
@@ -476,6 +483,9 @@ private:
     void check_listeners(const config& c);
     void read_smtp(const section& s, smtp_config& out);
     void read_control(const section& s, control_config& out);
+    void read_delivery(const section& s, delivery_config& out);
+    void read_routes(const toml::table& root, config& c);
+    void check_hosts(const section& s, std::string_view k, std::vector<std::string>& out);
 
     std::string_view _source;
     std::vector<diagnostic> _errors;
@@ -502,7 +512,8 @@ section loader::open_table(const toml::table& root, std::string_view name) {
 }
 
 void loader::check_root_keys(const toml::table& root) {
-    static constexpr std::string_view allowed = "[runtime], [dns], [spool], [[listener]], [smtp], [control]";
+    static constexpr std::string_view allowed =
+        "[runtime], [dns], [spool], [[listener]], [smtp], [delivery], [[route]], [control]";
     for (auto&& [k, v] : root) {
         std::string_view name = k.str();
         if (contains(k_sections, name))
@@ -949,6 +960,129 @@ void loader::read_smtp(const section& s, smtp_config& out) {
     set_path(s, "credentials_file", false, "a file path", out.credentials_file);
 }
 
+std::optional<std::pair<std::string, uint16_t>> next_hop_of(std::string_view s, uint16_t default_port) {
+    if (s.empty() || s.size() > 300)
+        return std::nullopt;
+    if (auto a = net::address::parse_host_port(s)) {
+        if (a->port() == 0)
+            return std::nullopt;
+        return std::make_pair(a->ip_string(), a->port());
+    }
+    if (auto a = net::address::parse(s, default_port))
+        return std::make_pair(a->ip_string(), default_port);
+    std::string_view host = s;
+    uint16_t port = default_port;
+    size_t colon = s.rfind(':');
+    if (colon != std::string_view::npos) {
+        host = s.substr(0, colon);
+        std::string_view p = s.substr(colon + 1);
+        unsigned v = 0;
+        auto [e, ec] = std::from_chars(p.data(), p.data() + p.size(), v);
+        if (ec != std::errc() || e != p.data() + p.size() || v == 0 || v > 65535)
+            return std::nullopt;
+        port = uint16_t(v);
+    }
+    if (domain_problem(host))
+        return std::nullopt;
+    return std::make_pair(to_lower(host), port);
+}
+
+void loader::check_hosts(const section& s, std::string_view k, std::vector<std::string>& out) {
+    static constexpr std::string_view allowed =
+        "next hops as \"IP\", \"IP:port\", \"[IPv6]:port\", \"host\" or \"host:port\" (port 1..65535)";
+    if (!s.get(k))
+        return;
+    out.clear();
+    for_each_string(s, k, 64, allowed, [&](uint32_t line, const std::string& path, const std::string& v) {
+        if (next_hop_of(v, 25))
+            out.push_back(v);
+        else
+            error(line, path, fmt::format("{} is not a next hop", quote(v)), allowed);
+    });
+}
+
+void loader::read_delivery(const section& s, delivery_config& out) {
+    check_keys(s, k_delivery_keys);
+    set_int(s, "smtp_port", 1, 65535, "", out.smtp_port);
+    check_hosts(s, "internal_hosts", out.internal_hosts);
+    set_int(s, "max_connections_per_destination", 1, 10000, "", out.max_connections_per_destination);
+    set_int(s, "max_messages_per_connection", 1, 1000000, "", out.max_messages_per_connection);
+    set_int(s, "max_messages_per_minute", 0, 100000000, "0 (no limit)..100000000", out.max_messages_per_minute);
+    auto ms = [&](std::string_view k, int64_t lo, int64_t hi, std::chrono::milliseconds& v) {
+        int64_t x = v.count();
+        set_int(s, k, lo, hi, "", x);
+        v = std::chrono::milliseconds(x);
+    };
+    auto secs = [&](std::string_view k, int64_t lo, int64_t hi, std::chrono::seconds& v) {
+        int64_t x = v.count();
+        set_int(s, k, lo, hi, "", x);
+        v = std::chrono::seconds(x);
+    };
+    ms("first_retry_ms", 10, 86'400'000, out.first_retry_ms);
+    ms("max_retry_ms", 10, 86'400'000, out.max_retry_ms);
+    ms("greylist_retry_ms", 10, 86'400'000, out.greylist_retry_ms);
+    secs("max_queue_lifetime_s", 1, 30 * 86'400, out.max_queue_lifetime_s);
+    ms("destination_pause_ms", 10, 86'400'000, out.destination_pause_ms);
+    ms("connect_timeout_ms", 10, 600'000, out.connect_timeout_ms);
+    secs("command_timeout_s", 1, 3600, out.command_timeout_s);
+    secs("data_timeout_s", 1, 3600, out.data_timeout_s);
+    if (out.max_retry_ms < out.first_retry_ms)
+        error(s.get("max_retry_ms") ? line_of(*s.get("max_retry_ms"), s.line) : s.line, s.key("max_retry_ms"),
+              fmt::format("{} is below first_retry_ms ({})", out.max_retry_ms.count(), out.first_retry_ms.count()),
+              "at least delivery.first_retry_ms");
+}
+
+void loader::read_routes(const toml::table& root, config& c) {
+    static constexpr std::string_view allowed =
+        "[[route]] tables, each with domain (\"example.test\", \"*.example.test\" or \"*\") and hosts";
+    const toml::node* n = root.get("route");
+    if (!n)
+        return;
+    const toml::array* a = n->as_array();
+    if (!a) {
+        error(line_of(*n, 0), "route",
+              fmt::format("expected an array of tables ([[route]], with two brackets), got {}", describe(*n)),
+              allowed);
+        return;
+    }
+    for (size_t i = 0; i < a->size() && i < 100000; ++i) {
+        const toml::node& e = *a->get(i);
+        std::string path = fmt::format("route[{}]", i);
+        const toml::table* t = e.as_table();
+        if (!t) {
+            error(line_of(e, line_of(*n, 0)), path, fmt::format("expected a table, got {}", describe(e)), allowed);
+            continue;
+        }
+        section s{t, path, line_of(*t, line_of(*n, 0))};
+        check_keys(s, k_route_keys);
+        route_config r;
+        static constexpr std::string_view dom_allowed =
+            "a domain (\"example.test\"), a wildcard for its subdomains (\"*.example.test\") or \"*\" (every domain)";
+        missing(s, "domain", dom_allowed);
+        if (auto v = read_string(s, "domain", dom_allowed)) {
+            std::string d = to_lower(*v);
+            std::string_view bare = d;
+            if (bare.starts_with("*."))
+                bare.remove_prefix(2);
+            if (d == "*" || !domain_problem(bare)) {
+                for (const auto& other : c.routes)
+                    if (other.domain == d)
+                        error(line_of(*s.get("domain"), s.line), s.key("domain"),
+                              fmt::format("{} has a route already", quote(d)), "one route per domain");
+                r.domain = d;
+            } else {
+                error(line_of(*s.get("domain"), s.line), s.key("domain"), fmt::format("{} is not a domain", quote(*v)),
+                      dom_allowed);
+            }
+        }
+        missing(s, "hosts", "a non-empty list of next hops");
+        check_hosts(s, "hosts", r.hosts);
+        if (s.get("hosts") && r.hosts.empty() && s.get("hosts")->as_array() && s.get("hosts")->as_array()->empty())
+            error(line_of(*s.get("hosts"), s.line), s.key("hosts"), "empty list", "at least one next hop");
+        c.routes.push_back(std::move(r));
+    }
+}
+
 void loader::read_control(const section& s, control_config& out) {
     check_keys(s, k_control_keys);
     std::string allowed = fmt::format("a file path of 1..{} bytes (a Unix socket address)", k_max_socket_path);
@@ -970,6 +1104,8 @@ result<config, std::string> loader::run(const toml::table& root) {
     read_spool(open_table(root, "spool"), c.spool);
     read_listeners(root, c);
     read_smtp(open_table(root, "smtp"), c.smtp);
+    read_delivery(open_table(root, "delivery"), c.delivery);
+    read_routes(root, c);
     read_control(open_table(root, "control"), c.control);
     check_listeners(c);
 
@@ -1096,12 +1232,49 @@ relay_networks = ["127.0.0.0/8", "::1/128"]
 # Users and password hashes for SMTP AUTH.
 credentials_file = "./var/credentials"
 
+[delivery]
+# Port of next hops found through MX or A/AAAA records.
+smtp_port = 25
+# Next hops for mail to accepted_domains (an inbound gateway's internal
+# servers): "IP", "IP:port", "[IPv6]:port", "host" or "host:port", tried in
+# order. Empty: routed like any other mail ([[route]] tables, then MX).
+internal_hosts = []
+# Per destination (next hop): concurrent connections, messages per
+# connection, messages per minute (0 = no limit).
+max_connections_per_destination = 20
+max_messages_per_connection = 100
+max_messages_per_minute = 0
+# Retries: the first after first_retry_ms, then doubling up to
+# max_retry_ms (with 20 % jitter); a greylisting reply (450/451 at the first
+# attempt) is retried after greylist_retry_ms. Mail still undelivered after
+# max_queue_lifetime_s bounces.
+first_retry_ms = 60000
+max_retry_ms = 3600000
+greylist_retry_ms = 120000
+max_queue_lifetime_s = 432000
+# A destination that refuses connections or answers 421 rests this long.
+destination_pause_ms = 30000
+# Client deadlines (RFC 5321 4.5.3.2): connect, each command, DATA.
+connect_timeout_ms = 30000
+command_timeout_s = 300
+data_timeout_s = 600
+
+# Routes override DNS for a domain ("example.test"), its subdomains
+# ("*.example.test") or every domain ("*"), e.g. a smarthost:
+# [[route]]
+# domain = "*"
+# hosts = ["192.0.2.25:25"]
+
 [control]
 # Unix domain socket of the admin shell (ringway).
 socket = "./var/ringway.sock"
 )";
 
 }  // namespace
+
+std::optional<std::pair<std::string, uint16_t>> parse_next_hop(std::string_view s, uint16_t default_port) {
+    return next_hop_of(s, default_port);
+}
 
 std::string_view default_config_toml() {
     return k_default_toml;

@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -134,6 +135,41 @@ struct smtp_config {
     friend bool operator==(const smtp_config&, const smtp_config&) = default;
 };
 
+// [delivery]: the outbound queue and SMTP client.
+struct delivery_config {
+    uint16_t smtp_port = 25;  // port of next hops found by MX or A/AAAA
+    // Next hops for mail to smtp.accepted_domains (the inbound-gateway case):
+    // "IP", "IP:port", "[IPv6]:port", "host" or "host:port", tried in order.
+    // Empty: such mail is routed like any other (routes, then MX).
+    std::vector<std::string> internal_hosts;
+    unsigned max_connections_per_destination = 20;
+    unsigned max_messages_per_connection = 100;
+    unsigned max_messages_per_minute = 0;  // per destination; 0 = no limit
+    std::chrono::milliseconds first_retry_ms{60'000};
+    std::chrono::milliseconds max_retry_ms{3'600'000};
+    std::chrono::milliseconds greylist_retry_ms{120'000};
+    std::chrono::seconds max_queue_lifetime_s{432'000};  // 5 days
+    std::chrono::milliseconds destination_pause_ms{30'000};
+    std::chrono::milliseconds connect_timeout_ms{30'000};
+    std::chrono::seconds command_timeout_s{300};  // RFC 5321 4.5.3.2
+    std::chrono::seconds data_timeout_s{600};
+
+    friend bool operator==(const delivery_config&, const delivery_config&) = default;
+};
+
+// [[route]]: a configured next hop that overrides DNS. domain is exact
+// ("example.test"), a wildcard for subdomains ("*.example.test") or "*".
+struct route_config {
+    std::string domain;
+    std::vector<std::string> hosts;  // as in delivery.internal_hosts
+
+    friend bool operator==(const route_config&, const route_config&) = default;
+};
+
+// Splits "host", "host:port", "IP", "IP:port", "[IPv6]:port" into host and
+// port (default_port when absent). nullopt when malformed.
+std::optional<std::pair<std::string, uint16_t>> parse_next_hop(std::string_view s, uint16_t default_port);
+
 // [control]: the admin shell's Unix domain socket.
 struct control_config {
     std::string socket = "./var/ringway.sock";
@@ -149,6 +185,8 @@ struct config {
     spool_config spool;
     std::vector<listener_config> listeners;  // the [[listener]] tables, in file order
     smtp_config smtp;
+    delivery_config delivery;
+    std::vector<route_config> routes;  // the [[route]] tables, in file order
     control_config control;
 
     std::string source;  // the file name, or "<embedded default>"

@@ -14,9 +14,11 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <algorithm>
 #include <thread>
 
 #include "fs/spool.hh"
+#include "mta/delivery/delivery.hh"
 #include "mta/smtp/server.hh"
 #include "runtime/net/tls.hh"
 #include "runtime/base/journal.hh"
@@ -162,7 +164,64 @@ struct shared_state {
     std::unique_ptr<policy::relay_policy> relay;
     std::unique_ptr<policy::credentials> creds;
     std::vector<policy::cidr> trusted;
+    mta::delivery::options delivery;
+    net::resolver_options dns;
+    std::atomic<unsigned>* delivery_done = nullptr;  // cores whose delivery has stopped
 };
+
+// Configuration to the delivery layer's options. Hosts were validated by
+// the loader; IP literals are resolved here once, names at delivery time.
+mta::delivery::route_host to_route_host(const std::string& s, uint16_t default_port) {
+    mta::delivery::route_host h;
+    auto hp = parse_next_hop(s, default_port);
+    RW_ASSERT(hp.has_value(), "next hop {} passed validation", s);
+    h.name = hp->first;
+    h.port = hp->second;
+    if (auto a = net::address::parse(hp->first, hp->second)) {
+        h.addr = *a;
+        h.literal = true;
+    } else {
+        h.literal = false;
+    }
+    return h;
+}
+
+mta::delivery::options delivery_options(const config& cfg) {
+    mta::delivery::options o;
+    const auto& d = cfg.delivery;
+    o.hostname = cfg.smtp.hostname;
+    o.smtp_port = d.smtp_port;
+    o.first_retry = d.first_retry_ms;
+    o.max_retry = d.max_retry_ms;
+    o.greylist_retry = d.greylist_retry_ms;
+    o.max_queue_lifetime = d.max_queue_lifetime_s;
+    o.max_connections_per_destination = d.max_connections_per_destination;
+    o.max_messages_per_connection = d.max_messages_per_connection;
+    o.max_messages_per_minute = d.max_messages_per_minute;
+    o.destination_pause = d.destination_pause_ms;
+    o.connect_timeout = d.connect_timeout_ms;
+    o.command_timeout = d.command_timeout_s;
+    o.data_timeout = d.data_timeout_s;
+    for (const auto& r : cfg.routes) {
+        mta::delivery::route rt;
+        rt.domain = r.domain;
+        for (const auto& h : r.hosts)
+            rt.hosts.push_back(to_route_host(h, d.smtp_port));
+        o.routes.push_back(std::move(rt));
+    }
+    // The accepted domains go to the internal hosts, unless a route says otherwise.
+    if (!d.internal_hosts.empty())
+        for (const auto& dom : cfg.smtp.accepted_domains) {
+            if (std::any_of(o.routes.begin(), o.routes.end(), [&](const auto& r) { return r.domain == dom; }))
+                continue;
+            mta::delivery::route rt;
+            rt.domain = dom;
+            for (const auto& h : d.internal_hosts)
+                rt.hosts.push_back(to_route_host(h, d.smtp_port));
+            o.routes.push_back(std::move(rt));
+        }
+    return o;
+}
 
 task<void> accept_loop(int lfd, const mta::listener_options* lo, mta::server_env* env, mta::connection_limits* limits,
                        gate* sessions) {
@@ -248,6 +307,35 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
         }
         envs.push_back(std::move(env));
     }
+    // Delivery: one service per core over this core's shards.
+    std::unique_ptr<net::resolver> dns;
+    {
+        auto r = net::resolver::create(shared->dns);
+        if (r)
+            dns = std::move(r.value());
+        else
+            lg.error("no DNS resolver, delivery uses configured routes only: {}", r.error());
+    }
+    std::vector<fs::shard*> my_shards;
+    for (auto& sh : sp.shards)
+        my_shards.push_back(sh.get());
+    mta::delivery::service delivery(&shared->delivery, core, cores, my_shards, dns.get());
+    for (auto& env : envs)
+        env->delivery = &delivery;
+    gate delivery_gate;
+    if (!sp.shards.empty()) {
+        delivery.recover();
+        auto run_delivery = [](gate* g, mta::delivery::service* s) -> task<void> {
+            gate::holder h(*g);
+            co_await s->run();
+        };
+        spawn(run_delivery(&delivery_gate, &delivery));
+        auto stopper = [](mta::delivery::service* s) -> task<void> {
+            co_await reactor::local().stop_requested();
+            s->stop();
+        };
+        spawn(stopper(&delivery));
+    }
     gate sessions;
     gate loops;
     if (!sp.shards.empty()) {
@@ -262,6 +350,17 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     }
     co_await loops.wait_idle();
     co_await sessions.wait_idle();
+    delivery.stop();
+    co_await delivery_gate.wait_idle();
+    // Other cores' connections may still record outcomes in our shards:
+    // close them only once every core's delivery has stopped.
+    shared->delivery_done->fetch_add(1);
+    while (shared->delivery_done->load() < cores)
+        co_await io::sleep(std::chrono::milliseconds(10));
+    for (auto& env : envs)
+        env->delivery = nullptr;
+    if (dns)
+        co_await dns->close();
     for (auto& sh : sp.shards)
         co_await sh->close();
 }
@@ -390,6 +489,13 @@ int run_daemon(const config& cfg) {
     lg.info("ringwayd {} started config={} cores={} spool={}", RINGWAY_VERSION, cfg.source, cores, cfg.spool.path);
 
     shared_state shared;
+    std::atomic<unsigned> delivery_done{0};
+    shared.delivery_done = &delivery_done;
+    shared.delivery = delivery_options(cfg);
+    shared.dns.servers = cfg.dns.servers;
+    shared.dns.timeout = cfg.dns.timeout_ms;
+    shared.dns.tries = int(cfg.dns.tries);
+    shared.dns.cache_max_entries = cfg.dns.cache_entries;
     if (auto r = build_shared(cfg, shared); !r)
         lg.fatal("{}", r.error());
     std::atomic<int> spool_errors{0};

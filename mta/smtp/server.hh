@@ -20,6 +20,7 @@
 #include "policy/rate_limit.hh"
 #include "policy/relay.hh"
 #include "runtime/net/buf_ring.hh"
+#include "mta/delivery/delivery.hh"
 #include "runtime/net/tcp.hh"
 #include "runtime/net/tls.hh"
 
@@ -77,6 +78,7 @@ struct server_env {
     policy::rate_limiter* auth_fail_rate = nullptr;
     const std::vector<policy::cidr>* rate_exempt = nullptr;  // trusted networks skip the rate limits
     net::buf_ring* rx = nullptr;                  // receive buffers for plain sessions
+    delivery::service* delivery = nullptr;        // told about every message queued
     uint64_t icid_seq = 0;
     // Counters for tests and metrics.
     uint64_t sessions = 0, messages = 0, rejected = 0;

@@ -575,6 +575,8 @@ task<bool> session::do_data() {
         co_return true;
     }
     _env->messages++;
+    if (_env->delivery)
+        _env->delivery->queued(_env->spool, id.value());
     std::string mid = mid_string(id.value());
     journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
                                  {"from", std::string_view(_mail_from)}, {"rcpts", uint64_t(_rcpts.size())},
@@ -666,6 +668,8 @@ task<bool> session::do_bdat(const smtp::command& c) {
         co_return true;
     }
     _env->messages++;
+    if (_env->delivery)
+        _env->delivery->queued(_env->spool, id.value());
     std::string mid = mid_string(id.value());
     journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
                                  {"from", std::string_view(_mail_from)}, {"rcpts", uint64_t(_rcpts.size())},

@@ -1,0 +1,326 @@
+#include "mta/delivery/client.hh"
+
+#include <fmt/format.h>
+
+#include <cstring>
+
+namespace rw::mta::delivery {
+
+namespace {
+constexpr size_t k_max_line = 4096;
+constexpr size_t k_max_lines = 512;
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+std::string upper(std::string_view s) {
+    std::string o(s);
+    for (auto& c : o)
+        if (c >= 'a' && c <= 'z')
+            c = char(c - 32);
+    return o;
+}
+}  // namespace
+
+std::string smtp_reply::line() const { return code ? fmt::format("{} {}", code, text) : text; }
+
+void append_stuffed(std::string& out, std::string_view body) {
+    out.reserve(out.size() + body.size() + body.size() / 64 + 8);
+    bool bol = true;
+    size_t i = 0;
+    while (i < body.size()) {
+        if (bol && body[i] == '.')
+            out += '.';
+        size_t nl = body.find('\n', i);
+        size_t end = nl == std::string_view::npos ? body.size() : nl + 1;
+        out.append(body.data() + i, end - i);
+        bol = nl != std::string_view::npos;
+        i = end;
+    }
+    if (!body.empty() && !body.ends_with("\r\n"))
+        out += "\r\n";
+    out += ".\r\n";
+}
+
+task<bool> smtp_client::flush(std::chrono::milliseconds timeout) {
+    if (_out.empty())
+        co_return true;
+    int n = co_await _s.send_all(_out.data(), _out.size(), io_options{.timeout = timeout});
+    _out.clear();
+    if (n < 0) {
+        error = fmt::format("send failed: {}", std::strerror(-n));
+        co_return false;
+    }
+    co_return true;
+}
+
+// One reply: lines "ddd-..." then "ddd ..." with the same code.
+task<bool> smtp_client::read_reply(smtp_reply* r, std::chrono::milliseconds timeout) {
+    *r = smtp_reply{};
+    size_t lines = 0;
+    std::string text;
+    for (;;) {
+        size_t nl = _in.find('\n', _start);
+        if (nl == std::string::npos) {
+            if (_in.size() - _start > k_max_line) {
+                error = "reply line too long (no line end within 4096 bytes)";
+                co_return false;
+            }
+            if (_start > 0) {
+                _in.erase(0, _start);
+                _start = 0;
+            }
+            const size_t old = _in.size();
+            _in.resize(old + 8192);
+            int n = co_await _s.recv(_in.data() + old, 8192, io_options{.timeout = timeout});
+            _in.resize(old + size_t(std::max(n, 0)));
+            if (n == 0) {
+                error = "connection closed by the server";
+                co_return false;
+            }
+            if (n < 0) {
+                error = n == -ETIMEDOUT ? "timeout waiting for the server's reply"
+                                        : fmt::format("receive failed: {}", std::strerror(-n));
+                co_return false;
+            }
+            continue;
+        }
+        std::string_view line(_in.data() + _start, nl - _start);
+        _start = nl + 1;
+        if (!line.empty() && line.back() == '\r')
+            line.remove_suffix(1);
+        if (line.size() > k_max_line || ++lines > k_max_lines) {
+            error = "reply too long";
+            co_return false;
+        }
+        if (line.size() < 3 || !is_digit(line[0]) || !is_digit(line[1]) || !is_digit(line[2]) || line[0] < '2' ||
+            line[0] > '5' || (line.size() > 3 && line[3] != ' ' && line[3] != '-')) {
+            std::string shown(line.substr(0, 80));
+            for (auto& c : shown)
+                if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f)
+                    c = '?';
+            error = fmt::format("not an SMTP reply: \"{}\"", shown);
+            co_return false;
+        }
+        int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+        if (lines > 1 && code != r->code) {
+            error = "reply lines with different codes";
+            co_return false;
+        }
+        r->code = code;
+        std::string_view t = line.size() > 4 ? line.substr(4) : std::string_view();
+        if (lines == 1) {
+            // Enhanced status code (RFC 3463): class must match the reply.
+            size_t sp = t.find(' ');
+            std::string_view w = t.substr(0, sp);
+            if (w.size() >= 5 && w[0] == line[0] && w[1] == '.' && w.find('.', 2) != std::string_view::npos)
+                r->enhanced = std::string(w);
+        }
+        if (!text.empty())
+            text += "; ";
+        text += t;
+        if (line.size() == 3 || line[3] == ' ') {
+            r->text = std::move(text);
+            co_return true;
+        }
+    }
+}
+
+task<bool> smtp_client::hello(smtp_reply* out) {
+    bool ok = co_await read_reply(out, _o->command_timeout);
+    if (!ok)
+        co_return false;
+    if (out->code != 220) {
+        error = fmt::format("greeting: {}", out->line());
+        co_return false;
+    }
+    _out = fmt::format("EHLO {}\r\n", _o->hostname);
+    ok = co_await flush(_o->command_timeout);
+    if (!ok)
+        co_return false;
+    ok = co_await read_reply(out, _o->command_timeout);
+    if (!ok)
+        co_return false;
+    if (out->code / 100 != 2) {
+        // RFC 5321 3.2: an old server refuses EHLO; try HELO.
+        _out = fmt::format("HELO {}\r\n", _o->hostname);
+        ok = co_await flush(_o->command_timeout);
+        if (!ok)
+            co_return false;
+        ok = co_await read_reply(out, _o->command_timeout);
+        if (!ok)
+            co_return false;
+        if (out->code / 100 != 2) {
+            error = fmt::format("HELO: {}", out->line());
+            co_return false;
+        }
+        co_return true;
+    }
+    // Keywords: every line after the first ("; " joined).
+    std::string_view t = out->text;
+    size_t pos = t.find("; ");
+    while (pos != std::string_view::npos) {
+        size_t next = t.find("; ", pos + 2);
+        std::string kw = upper(t.substr(pos + 2, next == std::string_view::npos ? std::string_view::npos
+                                                                                  : next - pos - 2));
+        if (kw == "PIPELINING")
+            pipelining = true;
+        else if (kw == "8BITMIME")
+            eight_bit_mime = true;
+        else if (kw == "SMTPUTF8")
+            smtputf8 = true;
+        else if (kw == "CHUNKING")
+            chunking = true;
+        else if (kw == "STARTTLS")
+            starttls = true;
+        else if (kw.starts_with("SIZE")) {
+            max_size = 0;
+            for (size_t i = 5; i < kw.size() && is_digit(kw[i]); ++i)
+                max_size = max_size * 10 + uint64_t(kw[i] - '0');
+        }
+        pos = next;
+    }
+    co_return true;
+}
+
+task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, smtp_reply* mail_reply) {
+    res->assign(m->rcpts.size(), smtp_reply{});
+    std::string params;
+    if (max_size)
+        params += fmt::format(" SIZE={}", m->body.size());
+    if (m->eight_bit && eight_bit_mime)
+        params += " BODY=8BITMIME";
+    if (m->smtputf8 && smtputf8)
+        params += " SMTPUTF8";
+    _out += fmt::format("MAIL FROM:<{}>{}\r\n", m->from, params);
+    const auto cmd_t = _o->command_timeout;
+    std::vector<bool> rcpt_ok(m->rcpts.size(), false);
+    size_t accepted = 0;
+    smtp_reply r;
+    if (pipelining) {
+        for (auto& rc : m->rcpts)
+            _out += fmt::format("RCPT TO:<{}>\r\n", rc);
+        _out += "DATA\r\n";
+        bool ok = co_await flush(cmd_t);
+        if (!ok)
+            co_return false;
+        ok = co_await read_reply(mail_reply, cmd_t);
+        if (!ok)
+            co_return false;
+        for (size_t i = 0; i < m->rcpts.size(); ++i) {
+            ok = co_await read_reply(&(*res)[i], cmd_t);
+            if (!ok)
+                co_return false;
+            if (mail_reply->code / 100 != 2)
+                (*res)[i] = *mail_reply;
+            else if ((*res)[i].code / 100 == 2) {
+                rcpt_ok[i] = true;
+                ++accepted;
+                (*res)[i] = smtp_reply{};  // known only after the final dot
+            }
+        }
+        ok = co_await read_reply(&r, _o->data_timeout);
+        if (!ok)
+            co_return false;
+        if (r.code != 354) {
+            for (size_t i = 0; i < m->rcpts.size(); ++i)
+                if (rcpt_ok[i])
+                    (*res)[i] = r;
+            // The transaction is over either way: start the next one clean.
+            _out += "RSET\r\n";
+            ok = co_await flush(cmd_t);
+            if (!ok)
+                co_return false;
+            ok = co_await read_reply(&r, cmd_t);
+            co_return ok && r.code / 100 == 2;
+        }
+        if (accepted == 0) {
+            // A server that said 354 with no recipient: an empty message ends it.
+            _out += ".\r\n";
+            ok = co_await flush(cmd_t);
+            if (!ok)
+                co_return false;
+            ok = co_await read_reply(&r, _o->data_timeout);
+            co_return ok;
+        }
+    } else {
+        bool ok = co_await flush(cmd_t);
+        if (!ok)
+            co_return false;
+        ok = co_await read_reply(mail_reply, cmd_t);
+        if (!ok)
+            co_return false;
+        if (mail_reply->code / 100 != 2) {
+            for (auto& x : *res)
+                x = *mail_reply;
+            _out += "RSET\r\n";
+            ok = co_await flush(cmd_t);
+            if (!ok)
+                co_return false;
+            ok = co_await read_reply(&r, cmd_t);
+            co_return ok && r.code / 100 == 2;
+        }
+        for (size_t i = 0; i < m->rcpts.size(); ++i) {
+            _out += fmt::format("RCPT TO:<{}>\r\n", m->rcpts[i]);
+            ok = co_await flush(cmd_t);
+            if (!ok)
+                co_return false;
+            ok = co_await read_reply(&(*res)[i], cmd_t);
+            if (!ok)
+                co_return false;
+            if ((*res)[i].code / 100 == 2) {
+                rcpt_ok[i] = true;
+                ++accepted;
+                (*res)[i] = smtp_reply{};  // known only after the final dot
+            }
+        }
+        if (accepted == 0) {
+            _out += "RSET\r\n";
+            ok = co_await flush(cmd_t);
+            if (!ok)
+                co_return false;
+            ok = co_await read_reply(&r, cmd_t);
+            co_return ok && r.code / 100 == 2;
+        }
+        _out += "DATA\r\n";
+        ok = co_await flush(cmd_t);
+        if (!ok)
+            co_return false;
+        ok = co_await read_reply(&r, _o->data_timeout);
+        if (!ok)
+            co_return false;
+        if (r.code != 354) {
+            for (size_t i = 0; i < m->rcpts.size(); ++i)
+                if (rcpt_ok[i])
+                    (*res)[i] = r;
+            _out += "RSET\r\n";
+            ok = co_await flush(cmd_t);
+            if (!ok)
+                co_return false;
+            ok = co_await read_reply(&r, cmd_t);
+            co_return ok && r.code / 100 == 2;
+        }
+    }
+    append_stuffed(_out, m->body);
+    bool ok = co_await flush(_o->data_timeout);
+    if (!ok)
+        co_return false;
+    ok = co_await read_reply(&r, _o->data_timeout);
+    if (!ok)
+        co_return false;  // accepted recipients keep code 0: unknown
+    for (size_t i = 0; i < m->rcpts.size(); ++i)
+        if (rcpt_ok[i])
+            (*res)[i] = r;
+    co_return true;
+}
+
+task<void> smtp_client::quit() {
+    _out += "QUIT\r\n";
+    bool ok = co_await flush(std::chrono::seconds(5));
+    if (ok) {
+        smtp_reply r;
+        co_await read_reply(&r, std::chrono::seconds(5));
+    }
+    _s.close();
+}
+
+}  // namespace rw::mta::delivery

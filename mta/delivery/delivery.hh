@@ -1,0 +1,104 @@
+// Delivery: everything between "queued" and "delivered or bounced".
+//
+// Each core runs one delivery service. A message is queued by the core whose
+// spool shard holds it (after its commit, or at start-up from the recovered
+// shard); its recipients are grouped by destination (the next hop: a
+// configured route, or the recipient domain's MX set) and every destination
+// is owned by one core, chosen by hash, so its limits (concurrent
+// connections, messages per connection and per minute) are enforced there
+// without locks. Entries reach the owner by cross-core message and stay
+// compact (ids and recipient indices; bodies are read from the origin's
+// shard when a connection sends them).
+//
+// Every recipient's outcome is written to the spool (delivered, deferred
+// with its attempt count and next attempt, bounced) before it is acted on,
+// so after a crash delivered recipients are not sent again (except those of
+// the one transaction in flight) and pending ones are. A message whose
+// recipients are all final is removed. Permanent failures and expiry bounce
+// to the envelope sender with an RFC 3464 report (never for a null sender).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fs/spool.hh"
+#include "runtime/net/addr.hh"
+#include "runtime/net/dns.hh"
+#include "runtime/reactor/task.hh"
+
+namespace rw::mta::delivery {
+
+struct route_host {
+    std::string name;  // as configured (IP literal or host name)
+    net::address addr;  // resolved when the name is an IP literal; port set
+    bool literal = true;
+    uint16_t port = 25;
+};
+
+// domain: "example.test" (exactly), "*.example.test" (any subdomain) or "*".
+struct route {
+    std::string domain;
+    std::vector<route_host> hosts;  // tried in order
+};
+
+struct options {
+    std::string hostname = "localhost";  // EHLO name
+    std::vector<route> routes;
+    uint16_t smtp_port = 25;  // for MX and A/AAAA next hops
+    // Retry schedule: first retry after first_retry, then multiplied by
+    // backoff up to max_retry, with +-jitter. Greylisting (450/451 to RCPT)
+    // retries after greylist_retry.
+    std::chrono::milliseconds first_retry{std::chrono::minutes(1)};
+    std::chrono::milliseconds max_retry{std::chrono::hours(1)};
+    double backoff = 2.0;
+    double jitter = 0.2;
+    std::chrono::milliseconds greylist_retry{std::chrono::minutes(2)};
+    std::chrono::milliseconds max_queue_lifetime{std::chrono::hours(24 * 5)};
+    unsigned max_connections_per_destination = 20;
+    unsigned max_messages_per_connection = 100;
+    unsigned max_messages_per_minute = 0;  // per destination; 0 = no limit
+    std::chrono::milliseconds destination_pause{std::chrono::seconds(30)};  // after refusal or 421
+    // RFC 5321 4.5.3.2: greeting, MAIL, RCPT: 5 min; DATA: 2 min; each data
+    // block: 3 min; the final dot: 10 min.
+    std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
+    std::chrono::milliseconds command_timeout{std::chrono::minutes(5)};
+    std::chrono::milliseconds data_timeout{std::chrono::minutes(10)};
+};
+
+// A route table lookup: the most specific matching route, or null.
+const route* find_route(const std::vector<route>& routes, std::string_view domain);
+
+// The per-core delivery service.
+class service {
+public:
+    // Call on each core, before its shards accept mail. shards: this core's.
+    service(const options* o, unsigned core, unsigned cores, std::vector<fs::shard*> shards, net::resolver* dns);
+    ~service();
+    service(const service&) = delete;
+
+    // The service of the calling core (null before construction / after stop).
+    static service* local();
+
+    // A message was committed to one of this core's shards.
+    void queued(fs::shard* sh, uint64_t id);
+    // Queues everything the shards recovered.
+    void recover();
+    // Runs timers until stop(); then waits for connections to finish.
+    task<void> run();
+    void stop();
+
+    struct counters {
+        uint64_t delivered = 0, deferred = 0, bounced = 0, connections = 0, dsn = 0;
+    };
+    const counters& stats() const;
+
+    struct impl;
+
+private:
+    std::unique_ptr<impl> _i;
+};
+
+}  // namespace rw::mta::delivery

@@ -1,0 +1,172 @@
+#include "mta/delivery/dsn.hh"
+
+#include <fmt/format.h>
+
+#include <ctime>
+
+namespace rw::mta::delivery {
+
+namespace {
+std::string upper(std::string_view s) {
+    std::string o(s);
+    for (auto& c : o)
+        if (c >= 'a' && c <= 'z')
+            c = char(c - 32);
+    return o;
+}
+
+// RFC 3461 4: xtext "+HH" escapes.
+std::string xtext_decode(std::string_view s) {
+    auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; };
+    std::string o;
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '+' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+            o += char(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+            i += 2;
+            continue;
+        }
+        o += s[i];
+    }
+    return o;
+}
+
+std::string rfc5322_date(int64_t t) {
+    std::time_t tt = std::time_t(t);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    return buf;
+}
+
+// Each "KEY=VALUE" word of a line.
+template <typename F>
+void for_each_param(std::string_view line, F f) {
+    size_t pos = 0;
+    while (pos < line.size()) {
+        size_t sp = line.find(' ', pos);
+        std::string_view w = line.substr(pos, sp == std::string_view::npos ? std::string_view::npos : sp - pos);
+        pos = sp == std::string_view::npos ? line.size() : sp + 1;
+        size_t eq = w.find('=');
+        if (eq != std::string_view::npos)
+            f(upper(w.substr(0, eq)), w.substr(eq + 1));
+    }
+}
+}  // namespace
+
+dsn_params parse_dsn_params(std::string_view params, size_t rcpts) {
+    dsn_params p;
+    p.notify.resize(rcpts);
+    p.orcpt.resize(rcpts);
+    size_t nl = params.find('\n');
+    std::string_view mail = params.substr(0, nl);
+    for_each_param(mail, [&](const std::string& k, std::string_view v) {
+        if (k == "RET")
+            p.ret = upper(v);
+        else if (k == "ENVID")
+            p.envid = xtext_decode(v);
+    });
+    size_t i = 0;
+    while (nl != std::string_view::npos && i < rcpts) {
+        size_t next = params.find('\n', nl + 1);
+        std::string_view line = params.substr(nl + 1, next == std::string_view::npos ? std::string_view::npos
+                                                                                     : next - nl - 1);
+        for_each_param(line, [&](const std::string& k, std::string_view v) {
+            if (k == "NOTIFY")
+                p.notify[i] = upper(v);
+            else if (k == "ORCPT")
+                p.orcpt[i] = xtext_decode(v);
+        });
+        ++i;
+        nl = next;
+    }
+    return p;
+}
+
+bool notify_wants(std::string_view notify, std::string_view kind) {
+    if (notify.empty())
+        return kind == "FAILURE" || kind == "DELAY";
+    size_t pos = 0;
+    while (pos <= notify.size()) {
+        size_t c = notify.find(',', pos);
+        std::string_view w = notify.substr(pos, c == std::string_view::npos ? std::string_view::npos : c - pos);
+        if (w == kind)
+            return true;
+        if (c == std::string_view::npos)
+            break;
+        pos = c + 1;
+    }
+    return false;
+}
+
+std::string_view header_of(std::string_view m) {
+    size_t e = m.find("\r\n\r\n");
+    if (e != std::string_view::npos)
+        return m.substr(0, e + 4);
+    if (m.starts_with("\r\n"))
+        return m.substr(0, 2);
+    return m;
+}
+
+std::string build_dsn(const dsn_input& in) {
+    bool any_failed = false, any_delayed = false;
+    for (auto& r : in.rcpts) {
+        any_failed |= r.action == "failed";
+        any_delayed |= r.action == "delayed";
+    }
+    const std::string boundary = fmt::format("{}/{}", in.mid, in.reporting_mta);
+    std::string subject = any_failed    ? "Undelivered Mail Returned to Sender"
+                          : any_delayed ? "Delayed Mail (still being retried)"
+                                        : "Successful Mail Delivery Report";
+    std::string o;
+    o += fmt::format("From: Mail Delivery System <MAILER-DAEMON@{}>\r\n", in.reporting_mta);
+    o += fmt::format("To: <{}>\r\n", in.original_sender);
+    o += fmt::format("Subject: {}\r\n", subject);
+    o += fmt::format("Date: {}\r\n", rfc5322_date(in.now_unix));
+    o += fmt::format("Message-ID: <{}.dsn@{}>\r\n", in.mid, in.reporting_mta);
+    o += "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n";
+    o += fmt::format("Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{}\"\r\n", boundary);
+    o += "\r\nThis is a MIME-encapsulated message.\r\n\r\n";
+    o += fmt::format("--{}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n", boundary);
+    o += fmt::format("This is the mail system at host {}.\r\n\r\n", in.reporting_mta);
+    if (any_failed)
+        o += "I'm sorry to have to inform you that your message could not\r\nbe delivered to one or more "
+             "recipients. It's attached below.\r\n\r\n";
+    else if (any_delayed)
+        o += "Your message could not be delivered yet to one or more recipients;\r\nit is still being "
+             "retried. You do not need to resend it.\r\n\r\n";
+    else
+        o += "Your message was successfully delivered to the destination(s)\r\nlisted below.\r\n\r\n";
+    for (auto& r : in.rcpts)
+        o += fmt::format("<{}>: {}\r\n", r.address, r.diagnostic.empty() ? r.action : r.diagnostic);
+    o += "\r\n";
+    o += fmt::format("--{}\r\nContent-Type: message/delivery-status\r\n\r\n", boundary);
+    o += fmt::format("Reporting-MTA: dns; {}\r\n", in.reporting_mta);
+    if (!in.envid.empty())
+        o += fmt::format("Original-Envelope-Id: {}\r\n", in.envid);
+    o += fmt::format("X-Ringway-Queue-ID: {}\r\n", in.mid);
+    o += fmt::format("Arrival-Date: {}\r\n", rfc5322_date(in.arrival_unix));
+    for (auto& r : in.rcpts) {
+        o += "\r\n";
+        if (!r.orcpt.empty())
+            o += fmt::format("Original-Recipient: {}\r\n", r.orcpt);
+        o += fmt::format("Final-Recipient: rfc822; {}\r\n", r.address);
+        o += fmt::format("Action: {}\r\n", r.action);
+        o += fmt::format("Status: {}\r\n", r.status);
+        if (!r.remote_mta.empty())
+            o += fmt::format("Remote-MTA: dns; {}\r\n", r.remote_mta);
+        if (!r.diagnostic.empty())
+            o += fmt::format("Diagnostic-Code: {}\r\n", r.diagnostic);
+        o += fmt::format("Last-Attempt-Date: {}\r\n", rfc5322_date(in.now_unix));
+    }
+    o += "\r\n";
+    o += fmt::format("--{}\r\nContent-Type: {}\r\n\r\n", boundary,
+                     in.full ? "message/rfc822" : "text/rfc822-headers");
+    o += in.original;
+    if (!o.ends_with("\r\n"))
+        o += "\r\n";
+    o += fmt::format("\r\n--{}--\r\n", boundary);
+    return o;
+}
+
+}  // namespace rw::mta::delivery

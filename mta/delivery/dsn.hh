@@ -1,0 +1,55 @@
+// Delivery status notifications (RFC 3464 inside RFC 6522 multipart/report):
+// what the gateway sends the envelope sender when recipients fail for good,
+// when a message expires in the queue, or on success when NOTIFY=SUCCESS
+// asked for it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rw::mta::delivery {
+
+// The parameters kept with a message (fs::envelope::params): the MAIL
+// line's RET/ENVID/BODY/SMTPUTF8, then one line per recipient with its
+// NOTIFY/ORCPT.
+struct dsn_params {
+    std::string ret;    // "FULL", "HDRS" or ""
+    std::string envid;  // xtext-decoded
+    std::vector<std::string> notify;  // per recipient: "" (default), "NEVER", "SUCCESS,FAILURE", ...
+    std::vector<std::string> orcpt;   // per recipient: "rfc822;a@b" or ""
+};
+dsn_params parse_dsn_params(std::string_view params, size_t rcpts);
+// Whether NOTIFY asks for this kind of report ("FAILURE", "SUCCESS", "DELAY").
+// An empty NOTIFY means FAILURE (and DELAY at the server's choice).
+bool notify_wants(std::string_view notify, std::string_view kind);
+
+struct dsn_recipient {
+    std::string address;
+    std::string orcpt;
+    std::string action;   // "failed", "delivered", "delayed"
+    std::string status;   // "5.1.1"
+    std::string remote_mta;      // host name, may be empty
+    std::string diagnostic;      // the remote reply, "smtp; 550 5.1.1 ..."
+};
+
+struct dsn_input {
+    std::string reporting_mta;  // our host name
+    std::string original_sender;
+    std::string envid;
+    int64_t arrival_unix = 0;
+    int64_t now_unix = 0;
+    std::string mid;
+    std::vector<dsn_recipient> rcpts;
+    std::string original;  // the original message, or only its header (RET=HDRS)
+    bool full = false;     // original is the whole message
+};
+
+// The DSN message (header and body, CRLF line endings).
+std::string build_dsn(const dsn_input& in);
+
+// The header of a message: bytes up to and including the blank line.
+std::string_view header_of(std::string_view message);
+
+}  // namespace rw::mta::delivery

@@ -1,0 +1,776 @@
+// The queue manager: per-destination queues owned by one core each, the
+// connection workers that drain them, retries and bounces. See delivery.hh.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <map>
+#include <random>
+#include <unordered_map>
+
+#include "mta/delivery/client.hh"
+#include "mta/delivery/delivery.hh"
+#include "mta/delivery/dsn.hh"
+#include "runtime/base/journal.hh"
+#include "runtime/base/log.hh"
+#include "runtime/reactor/io.hh"
+#include "runtime/reactor/sync.hh"
+#include "runtime/smp/smp.hh"
+
+namespace rw::mta::delivery {
+
+namespace {
+
+logger lg("delivery");
+
+constexpr unsigned k_max_cores = 1024;
+std::atomic<service*> g_services[k_max_cores];
+
+int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string lower(std::string_view s) {
+    std::string o(s);
+    for (auto& c : o)
+        if (c >= 'A' && c <= 'Z')
+            c = char(c + 32);
+    return o;
+}
+
+std::string domain_of(std::string_view addr) {
+    size_t at = addr.rfind('@');
+    return at == std::string_view::npos ? std::string() : lower(addr.substr(at + 1));
+}
+
+std::string mid_string(uint64_t id) { return fmt::format("{:016X}", id); }
+
+// One destination's share of one message: the recipients (by index in the
+// envelope) that go to it.
+struct entry {
+    unsigned origin = 0;
+    fs::shard* shard = nullptr;  // valid on the origin core only
+    uint64_t id = 0;
+    std::vector<uint32_t> rcpts;
+    uint32_t attempts = 0;
+    int64_t received_unix = 0;
+    int64_t due_ms = 0;
+};
+
+struct destination {
+    std::string key;
+    std::string domain;  // for MX lookups (empty for routes)
+    const route* rt = nullptr;
+    std::deque<entry> ready;
+    unsigned active = 0;
+    int64_t paused_until_ms = 0;
+    std::deque<int64_t> sent_ms;  // sends in the last minute (rate limit)
+};
+
+// What a connection needs of a message, read on its origin core.
+struct loaded {
+    outgoing out;
+    std::vector<uint32_t> idx;  // envelope index of each out.rcpts[i]
+    std::vector<uint32_t> attempts;
+};
+
+// A recipient's outcome, applied on the origin core.
+struct outcome {
+    uint32_t idx = 0;
+    fs::rcpt_status status = fs::rcpt_status::pending;
+    uint32_t attempts = 0;
+    int64_t next_attempt_unix = 0;
+    std::string reply;     // "550 5.1.1 ..." or a local reason
+    std::string status_code;  // for a DSN: "5.1.1"
+    std::string remote;    // host name
+};
+
+std::string status_of(const smtp_reply& r, char cls) {
+    if (!r.enhanced.empty())
+        return r.enhanced;
+    return fmt::format("{}.0.0", cls);
+}
+
+}  // namespace
+
+const route* find_route(const std::vector<route>& routes, std::string_view domain) {
+    const route* best = nullptr;
+    size_t best_len = 0;
+    for (const auto& r : routes) {
+        if (r.domain == domain)
+            return &r;
+        if (r.domain == "*") {
+            if (!best)
+                best = &r;
+        } else if (r.domain.starts_with("*.")) {
+            std::string_view suffix = std::string_view(r.domain).substr(1);  // ".example.test"
+            if (domain.size() > suffix.size() && domain.ends_with(suffix) && suffix.size() + 1 > best_len) {
+                best = &r;
+                best_len = suffix.size() + 1;
+            }
+        }
+    }
+    return best;
+}
+
+struct service::impl {
+    const options* o;
+    unsigned core, cores;
+    std::vector<fs::shard*> shards;
+    net::resolver* dns;
+    std::unordered_map<std::string, std::unique_ptr<destination>> dests;
+    std::multimap<int64_t, std::pair<destination*, entry>> deferred;
+    gate workers;
+    gate posts;
+    bool stopping = false;
+    counters c;
+    std::mt19937_64 rng{std::random_device{}()};
+    uint64_t dcid_seq = 0;
+    event stopped;
+
+    // ---- origin side ----
+
+    std::string key_for(std::string_view domain) const {
+        if (const route* r = find_route(o->routes, domain))
+            return fmt::format("route:{}", r->domain);
+        return fmt::format("mx:{}", domain);
+    }
+    unsigned owner_of(const std::string& key) const { return unsigned(std::hash<std::string>{}(key) % cores); }
+
+    void queue_message(fs::shard* sh, uint64_t id) {
+        auto v = sh->find(id);
+        if (!v)
+            return;
+        std::map<std::string, entry> by_key;
+        const int64_t now = now_ms();
+        for (uint32_t i = 0; i < v->rcpts.size(); ++i) {
+            const auto& st = v->rcpts[i];
+            if (st.status == fs::rcpt_status::delivered || st.status == fs::rcpt_status::bounced)
+                continue;
+            std::string key = key_for(domain_of(v->env.rcpts[i]));
+            auto& e = by_key[key];
+            e.origin = core;
+            e.shard = sh;
+            e.id = id;
+            e.rcpts.push_back(i);
+            e.attempts = std::max(e.attempts, st.attempts);
+            e.received_unix = v->env.received_unix;
+            e.due_ms = std::max(e.due_ms, st.status == fs::rcpt_status::deferred ? st.next_attempt_unix * 1000 : now);
+        }
+        for (auto& [key, e] : by_key) {
+            const unsigned owner = owner_of(key);
+            if (owner == core)
+                accept(key, std::move(e));
+            else
+                spawn(post(this, owner, key, std::move(e)));
+        }
+    }
+
+    static task<void> post(impl* self, unsigned owner, std::string key, entry e) {
+        gate::holder h(self->posts);
+        // (The callable is bound to a local first: g++ 12 mishandles
+        // class-type temporaries in the operand of co_await.)
+        auto fn = [key = std::move(key), e = std::move(e)]() mutable {
+            if (service* s = service::local())
+                s->_i->accept(key, std::move(e));
+        };
+        auto t = submit_to(owner, std::move(fn));
+        co_await std::move(t);
+    }
+
+    // Reads what a connection needs; nullopt when the message is gone.
+    static task<std::optional<loaded>> load(fs::shard* sh, uint64_t id, std::vector<uint32_t> idx) {
+        loaded L;
+        uint64_t size = 0;
+        {
+            auto v = sh->find(id);
+            if (!v)
+                co_return std::nullopt;
+            L.out.from = v->env.mail_from;
+            for (uint32_t i : idx) {
+                if (i >= v->rcpts.size())
+                    continue;
+                auto s = v->rcpts[i].status;
+                if (s == fs::rcpt_status::delivered || s == fs::rcpt_status::bounced)
+                    continue;
+                L.out.rcpts.push_back(v->env.rcpts[i]);
+                L.idx.push_back(i);
+                L.attempts.push_back(v->rcpts[i].attempts);
+            }
+            std::string_view p = v->env.params;
+            std::string_view mail = p.substr(0, p.find('\n'));
+            L.out.eight_bit = mail.find("BODY=8BITMIME") != std::string_view::npos;
+            L.out.smtputf8 = mail.find("SMTPUTF8") != std::string_view::npos;
+            size = v->body_bytes;
+        }
+        if (L.idx.empty())
+            co_return std::nullopt;
+        L.out.body.resize(size);
+        uint64_t off = 0;
+        while (off < size) {
+            auto n = co_await sh->read_body(id, off, std::span<char>(L.out.body.data() + off, size - off));
+            if (!n || n.value() == 0) {
+                lg.error("mid={} cannot read the body at {}: {}", mid_string(id), off,
+                         n ? std::string("end of data") : n.error().detail);
+                co_return std::nullopt;
+            }
+            off += n.value();
+        }
+        co_return L;
+    }
+
+    // Writes the outcomes, sends DSNs, removes the message once every
+    // recipient is final. Runs on the origin core.
+    static task<void> apply_at_origin(fs::shard* sh, uint64_t id, std::vector<outcome> outs, std::string hostname) {
+        for (const auto& x : outs) {
+            fs::rcpt_state st;
+            st.status = x.status;
+            st.attempts = x.attempts;
+            st.next_attempt_unix = x.next_attempt_unix;
+            st.last_reply = x.reply.substr(0, 500);
+            auto ts = sh->set_rcpt_state(id, x.idx, std::move(st));
+            auto r = co_await std::move(ts);
+            if (!r && r.error().code != fs::spool_errc::not_found && r.error().code != fs::spool_errc::bad_state)
+                lg.error("mid={} rcpt={} cannot record its state: {}", mid_string(id), x.idx, r.error().detail);
+        }
+        // DSNs: failures (NOTIFY default or FAILURE), successes on request.
+        std::vector<dsn_recipient> fails, successes;
+        std::string sender, params;
+        int64_t arrival = 0;
+        std::vector<std::string> addrs;
+        {
+            auto v = sh->find(id);
+            if (!v)
+                co_return;
+            sender = v->env.mail_from;
+            params = v->env.params;
+            arrival = v->env.received_unix;
+            addrs = v->env.rcpts;
+        }
+        auto dp = parse_dsn_params(params, addrs.size());
+        for (const auto& x : outs) {
+            if (x.idx >= addrs.size())
+                continue;
+            dsn_recipient d{addrs[x.idx], dp.orcpt[x.idx], "", x.status_code, x.remote,
+                            x.reply.empty() ? std::string() : fmt::format("smtp; {}", x.reply)};
+            if (x.status == fs::rcpt_status::bounced && notify_wants(dp.notify[x.idx], "FAILURE")) {
+                d.action = "failed";
+                fails.push_back(std::move(d));
+            } else if (x.status == fs::rcpt_status::delivered && notify_wants(dp.notify[x.idx], "SUCCESS")) {
+                d.action = "delivered";
+                successes.push_back(std::move(d));
+            }
+        }
+        if (!sender.empty()) {
+            for (auto* list : {&fails, &successes}) {
+                if (list->empty())
+                    continue;
+                auto t = send_dsn(sh, id, sender, arrival, dp, std::move(*list), hostname);
+                co_await std::move(t);
+            }
+        }
+        bool all_final = true;
+        {
+            auto v = sh->find(id);
+            if (!v)
+                co_return;
+            for (const auto& s : v->rcpts)
+                if (s.status != fs::rcpt_status::delivered && s.status != fs::rcpt_status::bounced)
+                    all_final = false;
+        }
+        if (all_final) {
+            auto r = co_await sh->remove(id);
+            if (r)
+                journal::record("removed", {{"mid", std::string_view(mid_string(id))}});
+            else if (r.error().code != fs::spool_errc::not_found)
+                lg.error("mid={} cannot remove: {}", mid_string(id), r.error().detail);
+        }
+    }
+
+    static task<void> send_dsn(fs::shard* sh, uint64_t id, std::string sender, int64_t arrival, dsn_params dp,
+                               std::vector<dsn_recipient> rcpts, std::string hostname) {
+        // The original: its header, or the whole message with RET=FULL.
+        uint64_t size = 0;
+        {
+            auto v = sh->find(id);
+            if (!v)
+                co_return;
+            size = v->body_bytes;
+        }
+        const bool full = dp.ret == "FULL";
+        std::string orig(full ? size : std::min<uint64_t>(size, 64 * 1024), '\0');
+        uint64_t off = 0;
+        while (off < orig.size()) {
+            auto n = co_await sh->read_body(id, off, std::span<char>(orig.data() + off, orig.size() - off));
+            if (!n || n.value() == 0)
+                break;
+            off += n.value();
+        }
+        orig.resize(off);
+        if (!full)
+            orig = std::string(header_of(orig));
+        dsn_input in;
+        in.reporting_mta = hostname;
+        in.original_sender = sender;
+        in.envid = dp.envid;
+        in.arrival_unix = arrival;
+        in.now_unix = now_ms() / 1000;
+        in.mid = mid_string(id);
+        in.rcpts = std::move(rcpts);
+        in.original = std::move(orig);
+        in.full = full;
+        std::string msg = build_dsn(in);
+        fs::envelope env{"", {sender}, "\n", in.now_unix};
+        auto w = sh->begin(std::move(env));
+        if (!w) {
+            lg.error("mid={} cannot queue a DSN: {}", in.mid, w.error().detail);
+            co_return;
+        }
+        fs::message_writer mw = std::move(w.value());
+        auto a = co_await mw.append(std::span<const char>(msg.data(), msg.size()));
+        if (!a) {
+            lg.error("mid={} cannot queue a DSN: {}", in.mid, a.error().detail);
+            co_return;
+        }
+        auto c = co_await mw.commit();
+        if (!c) {
+            lg.error("mid={} cannot queue a DSN: {}", in.mid, c.error().detail);
+            co_return;
+        }
+        journal::record("dsn", {{"mid", std::string_view(in.mid)},
+                                {"dsn_mid", std::string_view(mid_string(c.value()))},
+                                {"to", std::string_view(sender)},
+                                {"action", std::string_view(in.rcpts.front().action)}});
+        if (service* s = service::local()) {
+            s->_i->c.dsn++;
+            s->queued(sh, c.value());
+        }
+    }
+
+    // ---- owner side ----
+
+    destination* dest_for(const std::string& key, const entry& e) {
+        auto it = dests.find(key);
+        if (it != dests.end())
+            return it->second.get();
+        auto d = std::make_unique<destination>();
+        d->key = key;
+        if (key.starts_with("route:")) {
+            std::string pattern = key.substr(6);
+            for (const auto& r : o->routes)
+                if (r.domain == pattern)
+                    d->rt = &r;
+        } else {
+            d->domain = key.substr(3);
+        }
+        (void)e;
+        auto* p = d.get();
+        dests.emplace(key, std::move(d));
+        return p;
+    }
+
+    void accept(const std::string& key, entry e) {
+        destination* d = dest_for(key, e);
+        if (e.due_ms > now_ms() + 50) {
+            deferred.emplace(e.due_ms, std::make_pair(d, std::move(e)));
+            return;
+        }
+        d->ready.push_back(std::move(e));
+        kick(d);
+    }
+
+    void kick(destination* d) {
+        const int64_t now = now_ms();
+        while (!stopping && !d->ready.empty() && d->active < o->max_connections_per_destination &&
+               now >= d->paused_until_ms && d->active < d->ready.size()) {
+            d->active++;
+            spawn(worker(this, d));
+        }
+    }
+
+    int64_t retry_delay_ms(uint32_t attempts, int code) {
+        double ms = double(o->first_retry.count());
+        for (uint32_t i = 1; i < attempts && ms < double(o->max_retry.count()); ++i)
+            ms *= o->backoff;
+        ms = std::min(ms, double(o->max_retry.count()));
+        if (attempts <= 1 && (code == 450 || code == 451))
+            ms = std::min(ms, double(o->greylist_retry.count()));  // greylisting: come back soon
+        std::uniform_real_distribution<double> j(1.0 - o->jitter, 1.0 + o->jitter);
+        return std::max<int64_t>(1, int64_t(ms * j(rng)));
+    }
+
+    // Turns a recipient's reply into its outcome; deferred recipients also
+    // go back into the queue here.
+    void settle(destination* d, const entry& e, const loaded& L, const std::vector<smtp_reply>& replies,
+                const std::string& host, const std::string& ip, uint64_t dcid, std::vector<outcome>& outs,
+                entry& retry) {
+        const int64_t now = now_ms();
+        const bool expired = now - e.received_unix * 1000 > o->max_queue_lifetime.count();
+        for (size_t i = 0; i < L.idx.size(); ++i) {
+            const smtp_reply& r = replies[i];
+            outcome x;
+            x.idx = L.idx[i];
+            x.attempts = L.attempts[i] + 1;
+            x.remote = host;
+            x.reply = r.code ? r.line() : r.text;
+            const char* disposition;
+            if (r.code / 100 == 2) {
+                x.status = fs::rcpt_status::delivered;
+                x.status_code = status_of(r, '2');
+                disposition = "delivered";
+                c.delivered++;
+            } else if (r.code / 100 == 5) {
+                x.status = fs::rcpt_status::bounced;
+                x.status_code = status_of(r, '5');
+                disposition = "bounced";
+                c.bounced++;
+            } else if (expired) {
+                x.status = fs::rcpt_status::bounced;
+                x.status_code = "4.4.7";
+                x.reply = fmt::format("{} (delivery time expired)", x.reply);
+                disposition = "expired";
+                c.bounced++;
+            } else {
+                x.status = fs::rcpt_status::deferred;
+                x.status_code = status_of(r, '4');
+                const int64_t delay = retry_delay_ms(x.attempts, r.code);
+                x.next_attempt_unix = (now + delay + 999) / 1000;
+                retry.rcpts.push_back(x.idx);
+                retry.due_ms = std::max(retry.due_ms, now + delay);
+                retry.attempts = std::max(retry.attempts, x.attempts);
+                disposition = "deferred";
+                c.deferred++;
+            }
+            journal::record("delivery", {{"mid", std::string_view(mid_string(e.id))},
+                                         {"dcid", dcid},
+                                         {"rcpt", std::string_view(L.out.rcpts[i])},
+                                         {"host", std::string_view(host)},
+                                         {"ip", std::string_view(ip)},
+                                         {"code", int64_t(r.code)},
+                                         {"reply", std::string_view(x.reply)},
+                                         {"attempt", uint64_t(x.attempts)},
+                                         {"disposition", std::string_view(disposition)}});
+            outs.push_back(std::move(x));
+        }
+        (void)d;
+    }
+
+    // Applies outcomes for one entry: state at the origin, retries here.
+    task<void> finish(destination* d, const entry& e, const loaded& L, std::vector<smtp_reply> replies,
+                      std::string host, std::string ip, uint64_t dcid) {
+        std::vector<outcome> outs;
+        entry retry{e.origin, e.shard, e.id, {}, 0, e.received_unix, 0};
+        settle(d, e, L, replies, host, ip, dcid, outs, retry);
+        fs::shard* sh = e.shard;
+        uint64_t id = e.id;
+        std::string hn = o->hostname;
+        auto fn = [sh, id, outs = std::move(outs), hn = std::move(hn)]() mutable {
+            return apply_at_origin(sh, id, std::move(outs), std::move(hn));
+        };
+        auto t = submit_to(e.origin, std::move(fn));
+        co_await std::move(t);
+        if (!retry.rcpts.empty())
+            deferred.emplace(retry.due_ms, std::make_pair(d, std::move(retry)));
+    }
+
+    // Fails every ready entry of d the same way (no connection, DNS).
+    task<void> fail_all(destination* d, smtp_reply r, std::string host) {
+        while (!d->ready.empty()) {
+            entry e = std::move(d->ready.front());
+            d->ready.pop_front();
+            fs::shard* sh = e.shard;
+            uint64_t id = e.id;
+            std::vector<uint32_t> idx = e.rcpts;
+            auto fn = [sh, id, idx]() { return load(sh, id, idx); };
+            auto tl = submit_to(e.origin, std::move(fn));
+            auto L = co_await std::move(tl);
+            if (!L)
+                continue;
+            std::vector<smtp_reply> replies(L->idx.size(), r);
+            auto t = finish(d, e, *L, std::move(replies), host, "", 0);
+            co_await std::move(t);
+        }
+    }
+
+    struct hop {
+        net::address addr;
+        std::string name;
+    };
+    struct hops_result {
+        std::vector<hop> hops;
+        smtp_reply error;  // code 4xx/5xx when hops is empty
+    };
+
+    task<hops_result> resolve_host(std::string name, uint16_t port) {
+        hops_result out;
+        if (!dns) {
+            out.error = {451, "4.4.3 no resolver for host " + name, "4.4.3"};
+            co_return out;
+        }
+        auto ta = dns->resolve_a(name);
+        auto a = co_await std::move(ta);
+        if (a)
+            for (auto ad : a.value()) {
+                ad.set_port(port);
+                out.hops.push_back({ad, name});
+            }
+        auto tq = dns->resolve_aaaa(name);
+        auto aaaa = co_await std::move(tq);
+        if (aaaa)
+            for (auto ad : aaaa.value()) {
+                ad.set_port(port);
+                out.hops.push_back({ad, name});
+            }
+        if (out.hops.empty()) {
+            bool perm = (!a && a.error().permanent()) && (!aaaa && aaaa.error().permanent());
+            out.error = perm ? smtp_reply{550, fmt::format("5.1.2 host {} has no address", name), "5.1.2"}
+                             : smtp_reply{451, fmt::format("4.4.3 cannot resolve {}: {}", name,
+                                                           !a ? a.error().describe() : std::string("no address")),
+                                          "4.4.3"};
+        }
+        co_return out;
+    }
+
+    task<hops_result> next_hops(destination* d) {
+        hops_result out;
+        if (d->rt) {
+            for (const auto& h : d->rt->hosts) {
+                if (h.literal) {
+                    out.hops.push_back({h.addr, h.name});
+                } else {
+                    auto t = resolve_host(h.name, h.port);
+                    auto r = co_await std::move(t);
+                    for (auto& x : r.hops)
+                        out.hops.push_back(std::move(x));
+                    if (out.hops.empty())
+                        out.error = r.error;
+                }
+            }
+            co_return out;
+        }
+        if (!dns) {
+            out.error = {451, "4.4.3 no route and no resolver", "4.4.3"};
+            co_return out;
+        }
+        std::string dom = d->domain;
+        auto tm = dns->resolve_mx(dom);
+        auto mx = co_await std::move(tm);
+        if (!mx) {
+            if (mx.error().code == net::dns_errc::nodata) {
+                // RFC 5321 5.1: no MX, the domain itself is the host.
+                auto t = resolve_host(dom, o->smtp_port);
+                auto r = co_await std::move(t);
+                co_return r;
+            }
+            if (mx.error().code == net::dns_errc::nxdomain) {
+                out.error = {550, fmt::format("5.1.2 domain {} does not exist", dom), "5.1.2"};
+                co_return out;
+            }
+            out.error = {451, fmt::format("4.4.3 MX lookup failed: {}", mx.error().describe()), "4.4.3"};
+            co_return out;
+        }
+        auto recs = mx.value();
+        if (recs.size() == 1 && (recs[0].host.empty() || recs[0].host == ".")) {
+            out.error = {556, fmt::format("5.1.10 domain {} does not accept mail (null MX)", dom), "5.1.10"};
+            co_return out;
+        }
+        // Ordered by preference, shuffled among equals (RFC 5321 5.1).
+        std::stable_sort(recs.begin(), recs.end(),
+                         [](const net::mx_record& a, const net::mx_record& b) { return a.preference < b.preference; });
+        for (size_t i = 0; i < recs.size();) {
+            size_t j = i;
+            while (j < recs.size() && recs[j].preference == recs[i].preference)
+                ++j;
+            std::shuffle(recs.begin() + long(i), recs.begin() + long(j), rng);
+            i = j;
+        }
+        smtp_reply last;
+        for (const auto& m : recs) {
+            if (m.host.empty() || m.host == ".")
+                continue;
+            auto t = resolve_host(m.host, o->smtp_port);
+            auto r = co_await std::move(t);
+            for (auto& x : r.hops)
+                out.hops.push_back(std::move(x));
+            if (r.hops.empty())
+                last = r.error;
+            if (out.hops.size() >= 10)
+                break;
+        }
+        if (out.hops.empty())
+            out.error = last.code ? smtp_reply{451, last.text, "4.4.3"}
+                                  : smtp_reply{451, "4.4.3 no usable MX host", "4.4.3"};
+        co_return out;
+    }
+
+    void pause(destination* d, const std::string& why) {
+        d->paused_until_ms = now_ms() + o->destination_pause.count();
+        lg.info("destination={} paused for {} ms: {}", d->key, o->destination_pause.count(), why);
+    }
+
+    static task<void> worker(impl* self, destination* d) {
+        gate::holder h(self->workers);
+        auto t = self->work(d);
+        co_await std::move(t);
+        d->active--;
+        if (!d->ready.empty())
+            self->kick(d);
+    }
+
+    task<void> work(destination* d) {
+        auto th = next_hops(d);
+        auto hr = co_await std::move(th);
+        if (hr.hops.empty()) {
+            if (hr.error.code / 100 == 4)
+                pause(d, hr.error.text);
+            auto t = fail_all(d, hr.error, "");
+            co_await std::move(t);
+            co_return;
+        }
+        std::optional<smtp_client> cl;
+        std::string host, ip, why;
+        for (const auto& hp : hr.hops) {
+            auto tc = net::connect_tcp(hp.addr, o->connect_timeout);
+            auto conn = co_await std::move(tc);
+            if (!conn) {
+                why = fmt::format("connect to {}[{}] failed: {}", hp.name, hp.addr.to_string(),
+                                  conn.error().message());
+                continue;
+            }
+            conn.value().set_nodelay(true);
+            cl.emplace(std::move(conn.value()), o);
+            smtp_reply r;
+            bool ok = co_await cl->hello(&r);
+            if (ok) {
+                host = hp.name;
+                ip = hp.addr.to_string();
+                break;
+            }
+            why = fmt::format("{}[{}]: {}", hp.name, hp.addr.to_string(), cl->error);
+            if (r.code == 421 || r.code / 100 == 4)
+                why = fmt::format("{}[{}]: {}", hp.name, hp.addr.to_string(), r.line());
+            cl.reset();
+        }
+        if (!cl) {
+            pause(d, why);
+            auto t = fail_all(d, smtp_reply{0, why, ""}, "");
+            co_await std::move(t);
+            co_return;
+        }
+        c.connections++;
+        const uint64_t dcid = (uint64_t(core) << 48) | ++dcid_seq;
+        journal::record("connection", {{"dcid", dcid}, {"destination", std::string_view(d->key)},
+                                       {"host", std::string_view(host)}, {"ip", std::string_view(ip)}});
+        unsigned sent = 0;
+        while (!stopping && !d->ready.empty() && sent < o->max_messages_per_connection) {
+            if (o->max_messages_per_minute) {
+                int64_t now = now_ms();
+                while (!d->sent_ms.empty() && d->sent_ms.front() <= now - 60'000)
+                    d->sent_ms.pop_front();
+                if (d->sent_ms.size() >= o->max_messages_per_minute) {
+                    const int64_t wait = d->sent_ms.front() + 60'000 - now;
+                    if (wait > 5'000)
+                        break;  // do not hold the connection open long; the timer kicks us again
+                    co_await io::sleep(std::chrono::milliseconds(wait));
+                    continue;
+                }
+            }
+            entry e = std::move(d->ready.front());
+            d->ready.pop_front();
+            fs::shard* sh = e.shard;
+            uint64_t id = e.id;
+            std::vector<uint32_t> idx = e.rcpts;
+            auto fn = [sh, id, idx]() { return load(sh, id, idx); };
+            auto tl = submit_to(e.origin, std::move(fn));
+            auto L = co_await std::move(tl);
+            if (!L)
+                continue;
+            d->sent_ms.push_back(now_ms());
+            ++sent;
+            std::vector<smtp_reply> replies;
+            smtp_reply mail_reply;
+            bool usable = true;
+            if (cl->max_size && L->out.body.size() > cl->max_size) {
+                replies.assign(L->idx.size(), smtp_reply{552, fmt::format("5.3.4 message size {} exceeds the "
+                                                                          "server's limit {}",
+                                                                          L->out.body.size(), cl->max_size),
+                                                          "5.3.4"});
+            } else if (L->out.smtputf8 && !cl->smtputf8) {
+                replies.assign(L->idx.size(),
+                               smtp_reply{553, "5.6.7 the message needs SMTPUTF8 and the server lacks it", "5.6.7"});
+            } else if (L->out.eight_bit && !cl->eight_bit_mime) {
+                replies.assign(L->idx.size(),
+                               smtp_reply{554, "5.6.3 the message needs 8BITMIME and the server lacks it", "5.6.3"});
+            } else {
+                usable = co_await cl->send(&L->out, &replies, &mail_reply);
+                if (!usable)
+                    for (auto& r : replies)
+                        if (r.code == 0)
+                            r.text = fmt::format("{}: {}", host, cl->error);
+            }
+            auto t = finish(d, e, *L, std::move(replies), host, ip, dcid);
+            co_await std::move(t);
+            if (!usable)
+                break;
+            if (mail_reply.code == 421) {
+                pause(d, mail_reply.line());
+                break;
+            }
+        }
+        co_await cl->quit();
+    }
+
+    task<void> timers() {
+        while (!stopping) {
+            const int64_t now = now_ms();
+            while (!deferred.empty() && deferred.begin()->first <= now) {
+                auto node = deferred.extract(deferred.begin());
+                destination* d = node.mapped().first;
+                d->ready.push_back(std::move(node.mapped().second));
+            }
+            for (auto& [k, d] : dests)
+                if (!d->ready.empty())
+                    kick(d.get());
+            co_await io::sleep(std::chrono::milliseconds(100));
+        }
+    }
+};
+
+service::service(const options* o, unsigned core, unsigned cores, std::vector<fs::shard*> shards, net::resolver* dns)
+    : _i(std::make_unique<impl>()) {
+    _i->o = o;
+    _i->core = core;
+    _i->cores = cores;
+    _i->shards = std::move(shards);
+    _i->dns = dns;
+    RW_ASSERT(core < k_max_cores);
+    g_services[core].store(this);
+}
+
+service::~service() {
+    g_services[_i->core].store(nullptr);
+}
+
+service* service::local() { return g_services[this_core()].load(std::memory_order_relaxed); }
+
+void service::queued(fs::shard* sh, uint64_t id) { _i->queue_message(sh, id); }
+
+void service::recover() {
+    for (fs::shard* sh : _i->shards)
+        for (uint64_t id : sh->live_ids())
+            _i->queue_message(sh, id);
+}
+
+task<void> service::run() {
+    co_await _i->timers();
+    co_await _i->workers.wait_idle();
+    co_await _i->posts.wait_idle();
+}
+
+void service::stop() { _i->stopping = true; }
+
+const service::counters& service::stats() const { return _i->c; }
+
+}  // namespace rw::mta::delivery
