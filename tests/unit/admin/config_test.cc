@@ -91,6 +91,8 @@ TEST_CASE("the embedded default's values are the struct defaults", "[config]") {
     CHECK(c.dns == dns_config{});
     CHECK(c.spool == spool_config{});
     CHECK(c.control == control_config{});
+    CHECK(c.delivery == delivery_config{});
+    CHECK(c.routes.empty());
 
     smtp_config smtp;
     smtp.hostname = local_hostname();
@@ -137,7 +139,10 @@ TEST_CASE("the embedded default comments every key", "[config]") {
                           "max_connections_per_ip", "max_recipients", "max_message_size", "max_errors",
                           "greeting_timeout_s", "command_timeout_s", "data_block_timeout_s", "data_end_timeout_s",
                           "idle_timeout_s", "greet_pause_ms", "hostname", "accepted_domains", "relay_networks", "credentials_file",
-                          "socket"})
+                          "smtp_port", "internal_hosts", "max_connections_per_destination",
+                          "max_messages_per_connection", "max_messages_per_minute", "first_retry_ms", "max_retry_ms",
+                          "greylist_retry_ms", "max_queue_lifetime_s", "destination_pause_ms", "connect_timeout_ms",
+                          "command_timeout_s", "data_timeout_s", "domain", "hosts", "socket"})
         CHECK_THAT(std::string(default_config_toml()), Contains(std::string("\n") + k + " = ") ||
                                                            Contains(std::string("\n# ") + k + " = "));
 }
@@ -314,13 +319,13 @@ TEST_CASE("error: unknown section lists the sections", "[config]") {
                                  "[smpt]\n"  // line 5
                                  "hostname = \"mx.example.test\"\n");
     CHECK(e == "t.toml:5: smpt: unknown section (did you mean [smtp]?); allowed: [runtime], [dns], [spool], "
-               "[[listener]], [smtp], [control]");
+               "[[listener]], [smtp], [delivery], [[route]], [control]");
 }
 
 TEST_CASE("error: key outside any section says where it belongs", "[config]") {
     std::string e = refused_once("hostname = \"mx.example.test\"\n" + std::string(k_listener));
     CHECK(e == "t.toml:1: hostname: key outside any section (it belongs in [smtp]); allowed: [runtime], [dns], "
-               "[spool], [[listener]], [smtp], [control]");
+               "[spool], [[listener]], [smtp], [delivery], [[route]], [control]");
 }
 
 TEST_CASE("error: unknown key lists the allowed keys of its table", "[config]") {
@@ -619,4 +624,74 @@ TEST_CASE("the loader never throws whatever the input", "[config]") {
     std::string e = refused("listener = [1, {name = \"a\", port = 25}, {name = \"a\", port = 26}]\n");
     CHECK_THAT(e, Contains("t.toml:1: listener[0]: expected a table, got an integer (1)"));
     CHECK_THAT(e, Contains("t.toml:1: listener[2].name: duplicate name \"a\" (also listener[1] on line 1)"));
+}
+
+// ---- delivery and routes ----
+
+TEST_CASE("delivery settings and routes load", "[config]") {
+    auto r = load_config_text(R"(
+[[listener]]
+name = "smtp"
+port = 2525
+[smtp]
+hostname = "mx.example.test"
+accepted_domains = ["example.test"]
+[delivery]
+smtp_port = 2626
+internal_hosts = ["10.0.0.5", "mail.internal.test:2525"]
+max_connections_per_destination = 3
+max_messages_per_minute = 60
+first_retry_ms = 500
+max_retry_ms = 4000
+[[route]]
+domain = "*"
+hosts = ["192.0.2.1:25", "[2001:db8::1]:587"]
+[[route]]
+domain = "*.Partner.test"
+hosts = ["smarthost.test"]
+)",
+                              "t.toml");
+    INFO((r ? std::string() : r.error()));
+    REQUIRE(r.has_value());
+    const auto& c = r.value();
+    CHECK(c.delivery.smtp_port == 2626);
+    CHECK(c.delivery.internal_hosts == std::vector<std::string>{"10.0.0.5", "mail.internal.test:2525"});
+    CHECK(c.delivery.max_connections_per_destination == 3);
+    CHECK(c.delivery.max_messages_per_minute == 60);
+    CHECK(c.delivery.first_retry_ms == std::chrono::milliseconds(500));
+    REQUIRE(c.routes.size() == 2);
+    CHECK(c.routes[0].domain == "*");
+    CHECK(c.routes[0].hosts.size() == 2);
+    CHECK(c.routes[1].domain == "*.partner.test");
+    auto hp = parse_next_hop("[2001:db8::1]:587", 25);
+    REQUIRE(hp);
+    CHECK(hp->first == "2001:db8::1");
+    CHECK(hp->second == 587);
+    hp = parse_next_hop("Mail.Internal.test", 25);
+    REQUIRE(hp);
+    CHECK(hp->first == "mail.internal.test");
+    CHECK(hp->second == 25);
+    CHECK_FALSE(parse_next_hop("host:0", 25));
+    CHECK_FALSE(parse_next_hop("bad host", 25));
+    CHECK_FALSE(parse_next_hop("", 25));
+}
+
+TEST_CASE("error: a malformed route says which line and why", "[config]") {
+    auto e = refused(R"([[listener]]
+name = "smtp"
+port = 2525
+[[route]]
+domain = "*"
+hosts = ["127.0.0.1:99999"]
+[[route]]
+domain = "not a domain"
+hosts = []
+[delivery]
+first_retry_ms = 5000
+max_retry_ms = 1000
+)");
+    CHECK_THAT(e, Contains("t.toml:6: route[0].hosts[0]: \"127.0.0.1:99999\" is not a next hop"));
+    CHECK_THAT(e, Contains("t.toml:8: route[1].domain: \"not a domain\" is not a domain"));
+    CHECK_THAT(e, Contains("t.toml:9: route[1].hosts: empty list"));
+    CHECK_THAT(e, Contains("t.toml:12: delivery.max_retry_ms: 1000 is below first_retry_ms (5000)"));
 }

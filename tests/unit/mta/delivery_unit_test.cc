@@ -1,0 +1,87 @@
+// Delivery's pure parts: route matching, dot-stuffing for the wire, DSN
+// parameters and the DSN message itself.
+#include <catch2/catch.hpp>
+
+#include "mta/delivery/client.hh"
+#include "mta/delivery/delivery.hh"
+#include "mta/delivery/dsn.hh"
+
+using namespace rw::mta::delivery;
+
+TEST_CASE("routes: exact beats wildcard, the longest wildcard wins, * is the fallback") {
+    std::vector<route> rs(4);
+    rs[0].domain = "*";
+    rs[1].domain = "*.example.test";
+    rs[2].domain = "*.eu.example.test";
+    rs[3].domain = "example.test";
+    CHECK(find_route(rs, "example.test") == &rs[3]);
+    CHECK(find_route(rs, "a.example.test") == &rs[1]);
+    CHECK(find_route(rs, "x.eu.example.test") == &rs[2]);
+    CHECK(find_route(rs, "eu.example.test") == &rs[1]);
+    CHECK(find_route(rs, "other.test") == &rs[0]);
+    CHECK(find_route(rs, "badexample.test") == &rs[0]);
+    rs.erase(rs.begin());
+    CHECK(find_route(rs, "other.test") == nullptr);
+}
+
+TEST_CASE("dot-stuffing for the wire") {
+    std::string out;
+    append_stuffed(out, "a\r\n.b\r\n.\r\n..\r\nc\r\n");
+    CHECK(out == "a\r\n..b\r\n..\r\n...\r\nc\r\n.\r\n");
+    out.clear();
+    append_stuffed(out, ".first\r\nno final newline");
+    CHECK(out == "..first\r\nno final newline\r\n.\r\n");
+    out.clear();
+    append_stuffed(out, "");
+    CHECK(out == ".\r\n");
+}
+
+TEST_CASE("DSN parameters: RET, ENVID (xtext), NOTIFY and ORCPT per recipient") {
+    auto p = parse_dsn_params("RET=FULL ENVID=QQ+2BZ BODY=8BITMIME\nNOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+40b\n\n"
+                              "NOTIFY=NEVER",
+                              3);
+    CHECK(p.ret == "FULL");
+    CHECK(p.envid == "QQ+Z");
+    REQUIRE(p.notify.size() == 3);
+    CHECK(p.notify[0] == "SUCCESS,FAILURE");
+    CHECK(p.orcpt[0] == "rfc822;a@b");
+    CHECK(p.notify[1].empty());
+    CHECK(p.notify[2] == "NEVER");
+    CHECK(notify_wants("", "FAILURE"));
+    CHECK_FALSE(notify_wants("", "SUCCESS"));
+    CHECK(notify_wants("SUCCESS,FAILURE", "SUCCESS"));
+    CHECK_FALSE(notify_wants("NEVER", "FAILURE"));
+    CHECK_FALSE(notify_wants("DELAY", "FAILURE"));
+    // Messages queued before any parameter (DSNs themselves): defaults.
+    auto q = parse_dsn_params("\n", 1);
+    CHECK(q.ret.empty());
+    CHECK(q.notify[0].empty());
+}
+
+TEST_CASE("a failure DSN has the three parts of RFC 3464") {
+    dsn_input in;
+    in.reporting_mta = "mx.ringway.test";
+    in.original_sender = "s@a.test";
+    in.envid = "E1";
+    in.arrival_unix = 1700000000;
+    in.now_unix = 1700000100;
+    in.mid = "0000000000000001";
+    in.rcpts.push_back({"r@b.test", "rfc822;r@b.test", "failed", "5.1.1", "mx.b.test", "smtp; 550 5.1.1 no such user"});
+    in.original = std::string(header_of("Subject: hi\r\nFrom: s@a.test\r\n\r\nbody\r\n"));
+    std::string m = build_dsn(in);
+    CHECK(in.original == "Subject: hi\r\nFrom: s@a.test\r\n\r\n");
+    CHECK(m.find("Content-Type: multipart/report; report-type=delivery-status;") != std::string::npos);
+    CHECK(m.find("Content-Type: message/delivery-status\r\n") != std::string::npos);
+    CHECK(m.find("Content-Type: text/rfc822-headers\r\n") != std::string::npos);
+    CHECK(m.find("Reporting-MTA: dns; mx.ringway.test\r\n") != std::string::npos);
+    CHECK(m.find("Original-Envelope-Id: E1\r\n") != std::string::npos);
+    CHECK(m.find("Original-Recipient: rfc822;r@b.test\r\nFinal-Recipient: rfc822; r@b.test\r\nAction: failed\r\n"
+                 "Status: 5.1.1\r\nRemote-MTA: dns; mx.b.test\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n") !=
+          std::string::npos);
+    CHECK(m.find("Subject: Undelivered Mail Returned to Sender\r\n") != std::string::npos);
+    CHECK(m.find("To: <s@a.test>\r\n") != std::string::npos);
+    CHECK(m.find("Auto-Submitted: auto-replied\r\n") != std::string::npos);
+    CHECK(m.find("Subject: hi\r\n") != std::string::npos);
+    CHECK(m.find("\r\nbody\r\n") == std::string::npos);  // headers only
+    CHECK(m.ends_with("--0000000000000001/mx.ringway.test--\r\n"));
+}
