@@ -111,7 +111,7 @@ constexpr std::string_view k_listener_keys[] = {
     "data_block_timeout_s", "data_end_timeout_s", "idle_timeout_s", "greet_pause_ms"};
 constexpr std::string_view k_smtp_keys[] = {"hostname", "accepted_domains", "relay_networks", "credentials_file"};
 constexpr std::string_view k_delivery_keys[] = {
-    "smtp_port", "internal_hosts", "max_connections_per_destination", "max_messages_per_connection",
+    "smtp_port", "internal_hosts", "starttls", "max_connections_per_destination", "max_messages_per_connection",
     "max_messages_per_minute", "first_retry_ms", "max_retry_ms", "greylist_retry_ms", "max_queue_lifetime_s",
     "destination_pause_ms", "connect_timeout_ms", "command_timeout_s", "data_timeout_s"};
 constexpr std::string_view k_route_keys[] = {"domain", "hosts"};
@@ -1005,6 +1005,7 @@ void loader::read_delivery(const section& s, delivery_config& out) {
     check_keys(s, k_delivery_keys);
     set_int(s, "smtp_port", 1, 65535, "", out.smtp_port);
     check_hosts(s, "internal_hosts", out.internal_hosts);
+    set_bool(s, "starttls", out.starttls);
     set_int(s, "max_connections_per_destination", 1, 10000, "", out.max_connections_per_destination);
     set_int(s, "max_messages_per_connection", 1, 1000000, "", out.max_messages_per_connection);
     set_int(s, "max_messages_per_minute", 0, 100000000, "0 (no limit)..100000000", out.max_messages_per_minute);
@@ -1239,6 +1240,9 @@ smtp_port = 25
 # servers): "IP", "IP:port", "[IPv6]:port", "host" or "host:port", tried in
 # order. Empty: routed like any other mail ([[route]] tables, then MX).
 internal_hosts = []
+# Use STARTTLS when the next hop offers it (opportunistic: the certificate
+# is not verified, and a failed handshake falls back to plaintext).
+starttls = true
 # Per destination (next hop): concurrent connections, messages per
 # connection, messages per minute (0 = no limit).
 max_connections_per_destination = 20

@@ -142,6 +142,7 @@ struct delivery_config {
     // "IP", "IP:port", "[IPv6]:port", "host" or "host:port", tried in order.
     // Empty: such mail is routed like any other (routes, then MX).
     std::vector<std::string> internal_hosts;
+    bool starttls = true;  // use STARTTLS when the next hop offers it (opportunistic)
     unsigned max_connections_per_destination = 20;
     unsigned max_messages_per_connection = 100;
     unsigned max_messages_per_minute = 0;  // per destination; 0 = no limit

@@ -191,6 +191,7 @@ mta::delivery::options delivery_options(const config& cfg) {
     const auto& d = cfg.delivery;
     o.hostname = cfg.smtp.hostname;
     o.smtp_port = d.smtp_port;
+    o.starttls = d.starttls;
     o.first_retry = d.first_retry_ms;
     o.max_retry = d.max_retry_ms;
     o.greylist_retry = d.greylist_retry_ms;

@@ -41,13 +41,46 @@ void append_stuffed(std::string& out, std::string_view body) {
     out += ".\r\n";
 }
 
+task<int> smtp_client::recv_some(char* p, size_t n, std::chrono::milliseconds timeout) {
+    if (!_tls) {
+        int r = co_await _s.recv(p, n, io_options{.timeout = timeout});
+        co_return r;
+    }
+    auto r = co_await _tls->read(p, n, io_options{.timeout = timeout});
+    if (!r) {
+        error = fmt::format("TLS: {}", r.error().message());
+        co_return r.error().sys ? -r.error().sys : -EPROTO;
+    }
+    co_return int(r.value());
+}
+
+task<int> smtp_client::send_all(const char* p, size_t n, std::chrono::milliseconds timeout) {
+    if (!_tls) {
+        int r = co_await _s.send_all(p, n, io_options{.timeout = timeout});
+        co_return r;
+    }
+    auto r = co_await _tls->write_all(p, n, io_options{.timeout = timeout});
+    if (!r) {
+        error = fmt::format("TLS: {}", r.error().message());
+        co_return r.error().sys ? -r.error().sys : -EPROTO;
+    }
+    co_return int(n);
+}
+
+std::string smtp_client::tls_description() const {
+    if (!_tls)
+        return {};
+    return fmt::format("{} {}", _tls->protocol(), _tls->cipher());
+}
+
 task<bool> smtp_client::flush(std::chrono::milliseconds timeout) {
     if (_out.empty())
         co_return true;
-    int n = co_await _s.send_all(_out.data(), _out.size(), io_options{.timeout = timeout});
+    int n = co_await send_all(_out.data(), _out.size(), timeout);
     _out.clear();
     if (n < 0) {
-        error = fmt::format("send failed: {}", std::strerror(-n));
+        if (n != -EPROTO)
+            error = fmt::format("send failed: {}", std::strerror(-n));
         co_return false;
     }
     co_return true;
@@ -71,15 +104,16 @@ task<bool> smtp_client::read_reply(smtp_reply* r, std::chrono::milliseconds time
             }
             const size_t old = _in.size();
             _in.resize(old + 8192);
-            int n = co_await _s.recv(_in.data() + old, 8192, io_options{.timeout = timeout});
+            int n = co_await recv_some(_in.data() + old, 8192, timeout);
             _in.resize(old + size_t(std::max(n, 0)));
             if (n == 0) {
                 error = "connection closed by the server";
                 co_return false;
             }
             if (n < 0) {
-                error = n == -ETIMEDOUT ? "timeout waiting for the server's reply"
-                                        : fmt::format("receive failed: {}", std::strerror(-n));
+                if (n != -EPROTO)
+                    error = n == -ETIMEDOUT ? "timeout waiting for the server's reply"
+                                            : fmt::format("receive failed: {}", std::strerror(-n));
                 co_return false;
             }
             continue;
@@ -133,8 +167,48 @@ task<bool> smtp_client::hello(smtp_reply* out) {
         error = fmt::format("greeting: {}", out->line());
         co_return false;
     }
+    ok = co_await ehlo(out);
+    co_return ok;
+}
+
+task<bool> smtp_client::start_tls(const net::tls_context* ctx, std::string sni, bool* refused) {
+    *refused = false;
+    _out = "STARTTLS\r\n";
+    bool ok = co_await flush(_o->command_timeout);
+    if (!ok)
+        co_return false;
+    smtp_reply r;
+    ok = co_await read_reply(&r, _o->command_timeout);
+    if (!ok)
+        co_return false;
+    if (r.code != 220) {
+        *refused = true;
+        co_return true;
+    }
+    if (_start != _in.size()) {
+        // RFC 3207 5: nothing may follow the 220 in plaintext.
+        error = "the server sent plaintext after its STARTTLS reply";
+        co_return false;
+    }
+    _in.clear();
+    _start = 0;
+    net::tls_stream::options to;
+    to.sni_host = std::move(sni);
+    _tls = std::make_unique<net::tls_stream>(std::move(_s), *ctx, std::move(to));
+    auto h = co_await _tls->handshake(io_options{.timeout = _o->command_timeout});
+    if (!h) {
+        error = fmt::format("TLS handshake: {}", h.error().message());
+        co_return false;
+    }
+    pipelining = eight_bit_mime = smtputf8 = chunking = starttls = false;
+    max_size = 0;
+    ok = co_await ehlo(&r);
+    co_return ok;
+}
+
+task<bool> smtp_client::ehlo(smtp_reply* out) {
     _out = fmt::format("EHLO {}\r\n", _o->hostname);
-    ok = co_await flush(_o->command_timeout);
+    bool ok = co_await flush(_o->command_timeout);
     if (!ok)
         co_return false;
     ok = co_await read_reply(out, _o->command_timeout);
@@ -319,6 +393,10 @@ task<void> smtp_client::quit() {
     if (ok) {
         smtp_reply r;
         co_await read_reply(&r, std::chrono::seconds(5));
+    }
+    if (_tls) {
+        _tls->tcp().close();
+        _tls.reset();
     }
     _s.close();
 }

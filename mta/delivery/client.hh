@@ -11,6 +11,7 @@
 
 #include "mta/delivery/delivery.hh"
 #include "runtime/net/tcp.hh"
+#include "runtime/net/tls.hh"
 #include "runtime/reactor/task.hh"
 
 namespace rw::mta::delivery {
@@ -36,6 +37,12 @@ public:
 
     // Greeting and EHLO/HELO. On failure: the reply (code 0 if none).
     task<bool> hello(smtp_reply* out);
+    // STARTTLS (RFC 3207) and EHLO again. false: the connection is no
+    // longer usable (error says why); a server that refuses STARTTLS with
+    // a reply leaves it usable in plaintext (refused is then set).
+    task<bool> start_tls(const net::tls_context* ctx, std::string sni, bool* refused);
+    bool tls_active() const { return bool(_tls); }
+    std::string tls_description() const;
     // One transaction. rcpt_replies gets one reply per recipient: the RCPT
     // reply when it failed, else the reply to the final dot. Returns false
     // when the connection is no longer usable (those without a final
@@ -48,9 +55,13 @@ public:
     std::string error;       // why the connection ended
 
 private:
+    task<bool> ehlo(smtp_reply* out);
+    task<int> recv_some(char* p, size_t n, std::chrono::milliseconds timeout);
+    task<int> send_all(const char* p, size_t n, std::chrono::milliseconds timeout);
     task<bool> read_reply(smtp_reply* r, std::chrono::milliseconds timeout);
     task<bool> flush(std::chrono::milliseconds timeout);
     net::tcp_stream _s;
+    std::unique_ptr<net::tls_stream> _tls;
     const options* _o;
     std::string _in, _out;
     size_t _start = 0;

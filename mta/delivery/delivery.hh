@@ -57,6 +57,7 @@ struct options {
     double jitter = 0.2;
     std::chrono::milliseconds greylist_retry{std::chrono::minutes(2)};
     std::chrono::milliseconds max_queue_lifetime{std::chrono::hours(24 * 5)};
+    bool starttls = true;  // opportunistic: used when offered, not verified
     unsigned max_connections_per_destination = 20;
     unsigned max_messages_per_connection = 100;
     unsigned max_messages_per_minute = 0;  // per destination; 0 = no limit

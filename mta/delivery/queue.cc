@@ -67,6 +67,7 @@ struct destination {
     unsigned active = 0;
     int64_t paused_until_ms = 0;
     std::deque<int64_t> sent_ms;  // sends in the last minute (rate limit)
+    int64_t no_tls_until_ms = 0;  // a failed TLS handshake: plaintext for a while
 };
 
 // What a connection needs of a message, read on its origin core.
@@ -129,6 +130,7 @@ struct service::impl {
     std::mt19937_64 rng{std::random_device{}()};
     uint64_t dcid_seq = 0;
     event stopped;
+    std::unique_ptr<net::tls_context> tls;  // client side, opportunistic (no verification)
 
     // ---- origin side ----
 
@@ -631,7 +633,8 @@ struct service::impl {
         }
         std::optional<smtp_client> cl;
         std::string host, ip, why;
-        for (const auto& hp : hr.hops) {
+        for (size_t hi = 0; hi < hr.hops.size(); ++hi) {
+            const auto& hp = hr.hops[hi];
             auto tc = net::connect_tcp(hp.addr, o->connect_timeout);
             auto conn = co_await std::move(tc);
             if (!conn) {
@@ -643,6 +646,21 @@ struct service::impl {
             cl.emplace(std::move(conn.value()), o);
             smtp_reply r;
             bool ok = co_await cl->hello(&r);
+            if (ok && cl->starttls && o->starttls && tls && now_ms() >= d->no_tls_until_ms) {
+                bool refused = false;
+                std::string sni = net::address::parse(hp.name, 0) ? std::string() : hp.name;
+                ok = co_await cl->start_tls(tls.get(), std::move(sni), &refused);
+                if (!ok) {
+                    // Opportunistic TLS that fails is not a reason to keep
+                    // the mail: the next connection goes in plaintext.
+                    d->no_tls_until_ms = now_ms() + 3'600'000;
+                    lg.info("destination={} host={}[{}] STARTTLS failed, plaintext for an hour: {}", d->key,
+                            hp.name, hp.addr.to_string(), cl->error);
+                    cl.reset();
+                    --hi;  // the same host again
+                    continue;
+                }
+            }
             if (ok) {
                 host = hp.name;
                 ip = hp.addr.to_string();
@@ -661,8 +679,10 @@ struct service::impl {
         }
         c.connections++;
         const uint64_t dcid = (uint64_t(core) << 48) | ++dcid_seq;
+        std::string tls_desc = cl->tls_description();
         journal::record("connection", {{"dcid", dcid}, {"destination", std::string_view(d->key)},
-                                       {"host", std::string_view(host)}, {"ip", std::string_view(ip)}});
+                                       {"host", std::string_view(host)}, {"ip", std::string_view(ip)},
+                                       {"tls", std::string_view(tls_desc)}});
         unsigned sent = 0;
         while (!stopping && !d->ready.empty() && sent < o->max_messages_per_connection) {
             if (o->max_messages_per_minute) {
@@ -745,6 +765,12 @@ service::service(const options* o, unsigned core, unsigned cores, std::vector<fs
     _i->cores = cores;
     _i->shards = std::move(shards);
     _i->dns = dns;
+    net::tls_context::client_config cc;
+    cc.verify_peer = false;
+    if (auto t = net::tls_context::client(cc))
+        _i->tls = std::make_unique<net::tls_context>(std::move(t.value()));
+    else
+        lg.warn("no TLS for delivery: {}", t.error());
     RW_ASSERT(core < k_max_cores);
     g_services[core].store(this);
 }

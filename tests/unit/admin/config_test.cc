@@ -139,7 +139,7 @@ TEST_CASE("the embedded default comments every key", "[config]") {
                           "max_connections_per_ip", "max_recipients", "max_message_size", "max_errors",
                           "greeting_timeout_s", "command_timeout_s", "data_block_timeout_s", "data_end_timeout_s",
                           "idle_timeout_s", "greet_pause_ms", "hostname", "accepted_domains", "relay_networks", "credentials_file",
-                          "smtp_port", "internal_hosts", "max_connections_per_destination",
+                          "smtp_port", "internal_hosts", "starttls", "max_connections_per_destination",
                           "max_messages_per_connection", "max_messages_per_minute", "first_retry_ms", "max_retry_ms",
                           "greylist_retry_ms", "max_queue_lifetime_s", "destination_pause_ms", "connect_timeout_ms",
                           "command_timeout_s", "data_timeout_s", "domain", "hosts", "socket"})
