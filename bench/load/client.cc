@@ -9,6 +9,8 @@
 #include <optional>
 #include <random>
 
+#include <sys/socket.h>
+
 #include "bench/lib/mark.hh"
 #include "bench/lib/smtp_reply.hh"
 #include "bench/load/load.hh"
@@ -654,7 +656,8 @@ private:
                 }
             }
             if (quitting) {
-                co_await read_reply("QUIT", r);
+                if (co_await read_reply("QUIT", r))
+                    abortive_close();
                 co_return outcome::ok;
             }
             if (next) {
@@ -741,9 +744,23 @@ private:
         _out += "QUIT\r\n";
         if (co_await flush("QUIT")) {
             bench::smtp_reply r;
-            co_await read_reply("QUIT", r);
+            if (co_await read_reply("QUIT", r))
+                abortive_close();
         }
         co_return outcome::ok;
+    }
+
+    // After the reply to QUIT everything sent has been answered: close with
+    // a reset instead of leaving a TIME_WAIT socket behind, which at tens of
+    // thousands of connections per second would exhaust the ephemeral
+    // ports and cost the kernel a timer each.
+    void abortive_close() {
+        int fd = _w.tls ? _w.tls->tcp().fd() : _w.tcp.fd();
+        if (fd < 0)
+            return;
+        linger l{1, 0};
+        ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+        _w = wire{};
     }
 
     shared_state* _s;
