@@ -226,6 +226,44 @@ struct service::impl {
     // Writes the outcomes, sends DSNs, removes the message once every
     // recipient is final. Runs on the origin core.
     static task<void> apply_at_origin(fs::shard* sh, uint64_t id, std::vector<outcome> outs, std::string hostname) {
+        // The common case: these outcomes finish the message and no DSN is
+        // due. One durable removal then says everything; recording each
+        // recipient's final state first would double the writes.
+        {
+            auto v = sh->find(id);
+            if (!v)
+                co_return;
+            bool all_final = true, dsn_due = false;
+            std::vector<bool> final(v->rcpts.size(), false);
+            for (size_t i = 0; i < v->rcpts.size(); ++i)
+                final[i] = v->rcpts[i].status == fs::rcpt_status::delivered ||
+                           v->rcpts[i].status == fs::rcpt_status::bounced;
+            const bool null_sender = v->env.mail_from.empty();
+            auto dp = parse_dsn_params(v->env.params, v->rcpts.size());
+            for (const auto& x : outs) {
+                if (x.idx >= final.size())
+                    continue;
+                if (x.status == fs::rcpt_status::delivered || x.status == fs::rcpt_status::bounced)
+                    final[x.idx] = true;
+                if (!null_sender && x.status == fs::rcpt_status::bounced && notify_wants(dp.notify[x.idx], "FAILURE"))
+                    dsn_due = true;
+                if (!null_sender && x.status == fs::rcpt_status::delivered && notify_wants(dp.notify[x.idx], "SUCCESS"))
+                    dsn_due = true;
+            }
+            for (bool f : final)
+                all_final = all_final && f;
+            if (all_final && !dsn_due) {
+                auto r = co_await sh->remove(id);
+                if (r) {
+                    journal::record("removed", {{"mid", std::string_view(mid_string(id))}});
+                    co_return;
+                }
+                if (r.error().code == fs::spool_errc::not_found)
+                    co_return;
+                lg.error("mid={} cannot remove: {}", mid_string(id), r.error().detail);
+                // Fall through: at least record the recipients' states.
+            }
+        }
         for (const auto& x : outs) {
             fs::rcpt_state st;
             st.status = x.status;
@@ -684,6 +722,7 @@ struct service::impl {
                                        {"host", std::string_view(host)}, {"ip", std::string_view(ip)},
                                        {"tls", std::string_view(tls_desc)}});
         unsigned sent = 0;
+        gate recording;
         while (!stopping && !d->ready.empty() && sent < o->max_messages_per_connection) {
             if (o->max_messages_per_minute) {
                 int64_t now = now_ms();
@@ -730,8 +769,11 @@ struct service::impl {
                         if (r.code == 0)
                             r.text = fmt::format("{}: {}", host, cl->error);
             }
-            auto t = finish(d, e, *L, std::move(replies), host, ip, dcid);
-            co_await std::move(t);
+            // The outcome is recorded while the next transaction runs; at
+            // most one is being recorded at a time per connection, so a
+            // crash repeats at most this transaction and the one before.
+            co_await recording.wait_idle();
+            spawn(finish_owned(this, d, std::move(e), std::move(*L), std::move(replies), host, ip, dcid, &recording));
             if (!usable)
                 break;
             if (mail_reply.code == 421) {
@@ -739,7 +781,15 @@ struct service::impl {
                 break;
             }
         }
+        co_await recording.wait_idle();
         co_await cl->quit();
+    }
+
+    static task<void> finish_owned(impl* self, destination* d, entry e, loaded L, std::vector<smtp_reply> replies,
+                                   std::string host, std::string ip, uint64_t dcid, gate* g) {
+        gate::holder h(*g);
+        auto t = self->finish(d, e, L, std::move(replies), std::move(host), std::move(ip), dcid);
+        co_await std::move(t);
     }
 
     task<void> timers() {
