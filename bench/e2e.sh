@@ -223,6 +223,8 @@ res = {
     "missing": sink["missing"], "duplicates": sink["duplicates"], "corrupt": sink["corrupt"],
     "unexpected": sink["unexpected"], "unmarked": sink["unmarked"], "sink_received": sink["received"],
     "missing_ids": sink["missing_ids"], "corrupt_ids": sink["corrupt_ids"],
+    "e2e_p50_ms": sink["latency_ms"]["p50"], "e2e_p99_ms": sink["latency_ms"]["p99"],
+    "e2e_max_ms": sink["latency_ms"]["max"],
 }
 open(out, "a").write(json.dumps(res) + "\n")
 w = len(name) + 12
@@ -237,6 +239,8 @@ if complete:
           f"{res['backlog_at_load_end']} recipients still to deliver when the load ended")
 else:
     print(f"{'':{w}}NOT DRAINED: {res['delivered_rcpts']} of {target} recipients arrived within the drain timeout")
+print(f"{'':{w}}end-to-end latency (send -> sink): p50 {res['e2e_p50_ms']:.1f} ms, "
+      f"p99 {res['e2e_p99_ms']:.1f} ms, max {res['e2e_max_ms']:.1f} ms")
 print(f"{'':{w}}sink: lost {sink['missing']}  duplicated {sink['duplicates']}  corrupt {sink['corrupt']}  "
       f"unexpected {sink['unexpected']}  unmarked {sink['unmarked']}  (received {sink['received']} messages, "
       f"{sink['recipients']} recipients)"
@@ -405,6 +409,7 @@ for n in names:
     und = sum(not r["complete"] for r in rows if r["name"] == n)
     dl_s = f"{dl:8.0f} msg/s = {dl * 3600:13,.0f} msg/h" if dl is not None else "     n/a (not drained)"
     print(f"  {n:9} accepted {a:8.0f} msg/s = {a * 3600:13,.0f} msg/h   delivered {dl_s}   "
+          f"e2e p50 {med(n, 'e2e_p50_ms'):.0f} ms p99 {med(n, 'e2e_p99_ms'):.0f} ms   "
           f"lost {lost}  duplicated {dup}  corrupt {cor}" + (f"  NOT DRAINED in {und} run(s)" if und else ""))
 if len(names) == 2 and all(m[n][0] for n in names):
     ra = m["ringwayd"][0] / m["postfix"][0]

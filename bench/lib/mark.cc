@@ -10,6 +10,9 @@
 namespace rw::bench {
 
 std::string format_mark(const mark& m) {
+    if (m.sent_us)
+        return fmt::format("{}: id={}; size={}; digest={}; sent={}\r\n", k_mark_header, m.id, m.size,
+                           to_hex(m.digest), m.sent_us);
     return fmt::format("{}: id={}; size={}; digest={}\r\n", k_mark_header, m.id, m.size, to_hex(m.digest));
 }
 
@@ -42,6 +45,10 @@ std::optional<mark> parse_value(std::string_view v) {
             if (ec != std::errc() || p != val.data() + val.size() || val.size() != 16)
                 return std::nullopt;
             have_digest = true;
+        } else if (key == "sent") {
+            auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), m.sent_us);
+            if (ec != std::errc() || p != val.data() + val.size() || m.sent_us < 0)
+                return std::nullopt;
         }
     }
     if (!have_id || !have_size || !have_digest)

@@ -348,7 +348,10 @@ private:
         std::string tail = fmt::format("id {}\r\n", p.id);
         bench::digest64 d = b.prefix;
         d.update(tail);
-        bench::mark m{p.id, b.raw.size() + tail.size(), d.finish()};
+        bench::mark m{p.id, b.raw.size() + tail.size(), d.finish(),
+                      std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count()};
         _out += fmt::format(
             "From: <{}>\r\nTo: <{}>\r\nSubject: ringway-load {}\r\nDate: {}\r\nMessage-ID: <{}@ringway-load>\r\n", _from,
             p.rcpts.front(), p.id, _s->date_header, p.id);

@@ -106,8 +106,10 @@ report make_report(std::vector<std::string>* expected, double elapsed_s) {
     std::map<std::string, uint64_t> peers;
     std::vector<uint64_t> per_second;
     std::vector<std::string> records, corrupt_ids;
+    histogram latency;
     for (auto& cp : g.cores) {
         core_state& c = *cp;
+        latency.merge(c.latency);
         received += c.received.load();
         recipients += c.recipients.load();
         ok += c.ok.load();
@@ -229,6 +231,13 @@ report make_report(std::vector<std::string>* expected, double elapsed_s) {
             w.value("", id);
         w.end_array();
     };
+    // End to end, from the generator's send to our acceptance (same clock).
+    w.begin_object("latency_ms");
+    w.value("count", latency.count());
+    for (auto [name, q] : {std::pair<const char*, double>{"p50", 50}, {"p90", 90}, {"p99", 99}, {"p99.9", 99.9}})
+        w.value(name, double(latency.percentile(q)) / 1e6);
+    w.value("max", double(latency.max()) / 1e6);
+    w.end_object();
     list("corrupt_ids", corrupt_ids);
     list("missing_ids", missing_ids);
     list("duplicate_ids", duplicate_ids);

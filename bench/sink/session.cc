@@ -766,6 +766,12 @@ void session::accept_message() {
         bump(cs.unmarked);
     } else if (!altered && _digest.length() == m->size && _digest.finish() == m->digest) {
         bump(cs.ok);
+        if (m->sent_us > 0) {
+            const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count();
+            cs.latency.record(uint64_t(std::max<int64_t>(0, now_us - m->sent_us)) * 1000);
+        }
     } else {
         bump(cs.corrupt);
         if (cs.corrupt_ids.size() < k_max_listed_ids)

@@ -17,6 +17,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "bench/lib/histogram.hh"
 #include "runtime/net/addr.hh"
 #include "runtime/net/tls.hh"
 
@@ -98,6 +99,7 @@ struct alignas(64) core_state {
     // "id\0recipient" of every accepted recipient of every acknowledged marked message.
     std::vector<std::string> records;
     std::vector<std::string> corrupt_ids;  // the first few
+    histogram latency;  // ns from the mark's sent time to acceptance (ok messages)
     uint64_t rng = 0;                      // splitmix64 state
 
     // Core 0 only: (ip, sender, recipient) -> first attempt.

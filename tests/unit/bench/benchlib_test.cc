@@ -210,6 +210,11 @@ TEST_CASE("mark: formats, and is found among other header lines") {
     REQUIRE(got->size == m.size);
     REQUIRE(got->digest == m.digest);
     REQUIRE(find_mark("x-ringway-load: id=a; size=1; digest=0000000000000001\n"));
+    REQUIRE(got->sent_us == 0);
+    mark t{"a-1", 5, 1, 1795000000123456};
+    REQUIRE(format_mark(t) == "X-Ringway-Load: id=a-1; size=5; digest=0000000000000001; sent=1795000000123456\r\n");
+    REQUIRE(find_mark(format_mark(t))->sent_us == 1795000000123456);
+    REQUIRE(!find_mark("X-Ringway-Load: id=a; size=1; digest=0000000000000001; sent=-5\r\n"));
     REQUIRE(!find_mark("From: a\r\n"));
     REQUIRE(!find_mark("X-Ringway-Load: id=a; size=x; digest=0000000000000001\r\n"));
     REQUIRE(!find_mark("X-Ringway-Load: id=a; size=1; digest=01\r\n"));
