@@ -270,6 +270,66 @@ task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, sm
     std::vector<bool> rcpt_ok(m->rcpts.size(), false);
     size_t accepted = 0;
     smtp_reply r;
+    // CHUNKING (RFC 3030) where it pays: a large body goes as one BDAT
+    // chunk, sent as stored (no dot-stuffing pass, no scan for the end
+    // marker on the other side), and only once a recipient was accepted.
+    if (pipelining && chunking && m->body.size() >= k_bdat_min_bytes) {
+        for (auto& rc : m->rcpts)
+            _out += fmt::format("RCPT TO:<{}>\r\n", rc);
+        bool ok = co_await flush(cmd_t);
+        if (!ok)
+            co_return false;
+        ok = co_await read_reply(mail_reply, cmd_t);
+        if (!ok)
+            co_return false;
+        for (size_t i = 0; i < m->rcpts.size(); ++i) {
+            ok = co_await read_reply(&(*res)[i], cmd_t);
+            if (!ok)
+                co_return false;
+            if (mail_reply->code / 100 != 2)
+                (*res)[i] = *mail_reply;
+            else if ((*res)[i].code / 100 == 2) {
+                rcpt_ok[i] = true;
+                ++accepted;
+                (*res)[i] = smtp_reply{};
+            }
+        }
+        if (accepted == 0) {
+            _out += "RSET\r\n";
+            ok = co_await flush(cmd_t);
+            if (!ok)
+                co_return false;
+            ok = co_await read_reply(&r, cmd_t);
+            co_return ok && r.code / 100 == 2;
+        }
+        _out += fmt::format("BDAT {} LAST\r\n", m->body.size());
+        ok = co_await flush(_o->data_timeout);
+        if (!ok)
+            co_return false;
+        int n = co_await send_all(m->body.data(), m->body.size(), _o->data_timeout);
+        if (n < 0) {
+            if (n != -EPROTO)
+                error = fmt::format("send failed: {}", std::strerror(-n));
+            co_return false;
+        }
+        ok = co_await read_reply(&r, _o->data_timeout);
+        if (!ok)
+            co_return false;
+        for (size_t i = 0; i < m->rcpts.size(); ++i)
+            if (rcpt_ok[i])
+                (*res)[i] = r;
+        if (r.code / 100 != 2) {
+            // A refused BDAT ends the transaction only with LAST accepted; be sure.
+            _out += "RSET\r\n";
+            ok = co_await flush(cmd_t);
+            if (!ok)
+                co_return false;
+            smtp_reply rr;
+            ok = co_await read_reply(&rr, cmd_t);
+            co_return ok && rr.code / 100 == 2;
+        }
+        co_return true;
+    }
     if (pipelining) {
         for (auto& rc : m->rcpts)
             _out += fmt::format("RCPT TO:<{}>\r\n", rc);

@@ -33,6 +33,9 @@ struct outgoing {
 
 class smtp_client {
 public:
+    // Bodies at least this large go with BDAT when the server offers CHUNKING.
+    static constexpr size_t k_bdat_min_bytes = 32 * 1024;
+
     smtp_client(net::tcp_stream s, const options* o) : _s(std::move(s)), _o(o) {}
 
     // Greeting and EHLO/HELO. On failure: the reply (code 0 if none).
