@@ -166,7 +166,8 @@ struct shared_state {
     std::vector<policy::cidr> trusted;
     mta::delivery::options delivery;
     net::resolver_options dns;
-    std::atomic<unsigned>* delivery_done = nullptr;  // cores whose delivery has stopped
+    std::atomic<unsigned>* delivery_ready = nullptr;  // cores whose delivery service exists
+    std::atomic<unsigned>* delivery_done = nullptr;   // cores whose delivery has stopped
 };
 
 // Configuration to the delivery layer's options. Hosts were validated by
@@ -324,6 +325,11 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     for (auto& env : envs)
         env->delivery = &delivery;
     gate delivery_gate;
+    // Recovered mail and new mail go to the core that owns their
+    // destination: start neither before every core's service is there.
+    shared->delivery_ready->fetch_add(1);
+    while (shared->delivery_ready->load() < cores && !reactor::local().stopping())
+        co_await io::sleep(std::chrono::milliseconds(1));
     if (!sp.shards.empty()) {
         delivery.recover();
         auto run_delivery = [](gate* g, mta::delivery::service* s) -> task<void> {
@@ -490,8 +496,9 @@ int run_daemon(const config& cfg) {
     lg.info("ringwayd {} started config={} cores={} spool={}", RINGWAY_VERSION, cfg.source, cores, cfg.spool.path);
 
     shared_state shared;
-    std::atomic<unsigned> delivery_done{0};
+    std::atomic<unsigned> delivery_done{0}, delivery_ready{0};
     shared.delivery_done = &delivery_done;
+    shared.delivery_ready = &delivery_ready;
     shared.delivery = delivery_options(cfg);
     shared.dns.servers = cfg.dns.servers;
     shared.dns.timeout = cfg.dns.timeout_ms;

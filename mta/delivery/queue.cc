@@ -421,8 +421,26 @@ struct service::impl {
         kick(d);
     }
 
+    // Milliseconds until the destination may send another message under
+    // max_messages_per_minute (0: now).
+    int64_t rate_wait_ms(destination* d, int64_t now) {
+        if (!o->max_messages_per_minute)
+            return 0;
+        while (!d->sent_ms.empty() && d->sent_ms.front() <= now - 60'000)
+            d->sent_ms.pop_front();
+        if (d->sent_ms.size() < o->max_messages_per_minute)
+            return 0;
+        return std::max<int64_t>(1, d->sent_ms.front() + 60'000 - now);
+    }
+
     void kick(destination* d) {
         const int64_t now = now_ms();
+        // No new connection while the rate limit holds the destination back:
+        // the timer loop kicks it again once a send is allowed.
+        if (rate_wait_ms(d, now) > 0 && d->active > 0)
+            return;
+        if (rate_wait_ms(d, now) > 5'000)
+            return;
         while (!stopping && !d->ready.empty() && d->active < o->max_connections_per_destination &&
                now >= d->paused_until_ms && d->active < d->ready.size()) {
             d->active++;
@@ -447,7 +465,9 @@ struct service::impl {
                 const std::string& host, const std::string& ip, uint64_t dcid, std::vector<outcome>& outs,
                 entry& retry) {
         const int64_t now = now_ms();
-        const bool expired = now - e.received_unix * 1000 > o->max_queue_lifetime.count();
+        // received_unix is whole seconds: count from the end of that second
+        // so that mail never expires early.
+        const bool expired = now - (e.received_unix + 1) * 1000 > o->max_queue_lifetime.count();
         for (size_t i = 0; i < L.idx.size(); ++i) {
             const smtp_reply& r = replies[i];
             outcome x;
@@ -701,7 +721,7 @@ struct service::impl {
             }
             if (ok) {
                 host = hp.name;
-                ip = hp.addr.to_string();
+                ip = hp.addr.ip_string();
                 break;
             }
             why = fmt::format("{}[{}]: {}", hp.name, hp.addr.to_string(), cl->error);
@@ -724,18 +744,17 @@ struct service::impl {
         unsigned sent = 0;
         gate recording;
         while (!stopping && !d->ready.empty() && sent < o->max_messages_per_connection) {
-            if (o->max_messages_per_minute) {
-                int64_t now = now_ms();
-                while (!d->sent_ms.empty() && d->sent_ms.front() <= now - 60'000)
-                    d->sent_ms.pop_front();
-                if (d->sent_ms.size() >= o->max_messages_per_minute) {
-                    const int64_t wait = d->sent_ms.front() + 60'000 - now;
-                    if (wait > 5'000)
-                        break;  // do not hold the connection open long; the timer kicks us again
-                    co_await io::sleep(std::chrono::milliseconds(wait));
-                    continue;
-                }
+            if (const int64_t wait = rate_wait_ms(d, now_ms()); wait > 0) {
+                if (wait > 5'000)
+                    break;  // do not hold the connection open long; the timer kicks us again
+                co_await io::sleep(std::chrono::milliseconds(wait));
+                continue;
             }
+            // Counted before the message is loaded: connections waiting for
+            // their loads must not all pass the check together.
+            const int64_t slot = now_ms();
+            if (o->max_messages_per_minute)
+                d->sent_ms.push_back(slot);
             entry e = std::move(d->ready.front());
             d->ready.pop_front();
             fs::shard* sh = e.shard;
@@ -744,9 +763,14 @@ struct service::impl {
             auto fn = [sh, id, idx]() { return load(sh, id, idx); };
             auto tl = submit_to(e.origin, std::move(fn));
             auto L = co_await std::move(tl);
-            if (!L)
+            if (!L) {
+                if (o->max_messages_per_minute) {
+                    auto it = std::find(d->sent_ms.begin(), d->sent_ms.end(), slot);
+                    if (it != d->sent_ms.end())
+                        d->sent_ms.erase(it);
+                }
                 continue;
-            d->sent_ms.push_back(now_ms());
+            }
             ++sent;
             std::vector<smtp_reply> replies;
             smtp_reply mail_reply;
