@@ -39,6 +39,14 @@ max_connections_per_ip = 10000
 hostname = "mx.bench.test"
 accepted_domains = ["local.test"]
 relay_networks = ["127.0.0.0/8"]
+# Accepting only, as Postfix with defer_transports: no route and a resolver
+# on a closed loopback port, so mail stays queued and no query leaves.
+[dns]
+servers = ["127.0.0.1:9"]
+tries = 1
+[delivery]
+first_retry_ms = 86400000
+max_retry_ms = 86400000
 EOT
 "$build/admin/ringwayd" --config "$work/ringway.toml" >"$work/ringwayd.log" 2>&1 &
 rw_pid=$!

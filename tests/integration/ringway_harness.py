@@ -46,6 +46,12 @@ class Ringwayd:
                 subprocess.run([os.path.join(build_dir, "admin", "ringway-passwd"), "--file", self.creds, user],
                                input=pw + "\n", text=True, check=True, capture_output=True)
         self.config = os.path.join(self.dir, "ringway.toml")
+        # Tests never let the gateway reach the real DNS: unless the test
+        # brings its own [dns], point the resolver at a closed loopback port
+        # (every lookup fails at once as temporary), so mail without a route
+        # stays queued for the test to inspect.
+        no_dns = "" if "[dns]" in tail + smtp_extra + listener_extra else \
+            '[dns]\nservers = ["127.0.0.1:9"]\ntimeout_ms = 200\ntries = 1\n'
         with open(self.config, "w") as f:
             f.write(f"""
 [runtime]
@@ -72,6 +78,7 @@ relay_networks = {relay_networks}
 credentials_file = "{self.creds}"
 {smtp_extra}
 {tail}
+{no_dns}
 """)
         self.log = open(os.path.join(self.dir, "ringwayd.log"), "w+")
         self.proc = subprocess.Popen([os.path.join(build_dir, "admin", "ringwayd"), "--config", self.config],
