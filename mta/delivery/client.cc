@@ -282,6 +282,13 @@ task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, sm
         ok = co_await read_reply(mail_reply, cmd_t);
         if (!ok)
             co_return false;
+        if (mail_reply->code == 421) {
+            // The server is closing the connection (RFC 5321 3.8).
+            for (auto& x : *res)
+                x = *mail_reply;
+            error = mail_reply->line();
+            co_return false;
+        }
         for (size_t i = 0; i < m->rcpts.size(); ++i) {
             ok = co_await read_reply(&(*res)[i], cmd_t);
             if (!ok)
@@ -340,6 +347,13 @@ task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, sm
         ok = co_await read_reply(mail_reply, cmd_t);
         if (!ok)
             co_return false;
+        if (mail_reply->code == 421) {
+            // The server is closing the connection (RFC 5321 3.8).
+            for (auto& x : *res)
+                x = *mail_reply;
+            error = mail_reply->line();
+            co_return false;
+        }
         for (size_t i = 0; i < m->rcpts.size(); ++i) {
             ok = co_await read_reply(&(*res)[i], cmd_t);
             if (!ok)

@@ -796,14 +796,16 @@ struct service::impl {
             // The outcome is recorded while the next transaction runs; at
             // most one is being recorded at a time per connection, so a
             // crash repeats at most this transaction and the one before.
+            const bool closing = mail_reply.code == 421 ||
+                                 std::any_of(replies.begin(), replies.end(), [](const smtp_reply& r) { return r.code == 421; });
             co_await recording.wait_idle();
             spawn(finish_owned(this, d, std::move(e), std::move(*L), std::move(replies), host, ip, dcid, &recording));
-            if (!usable)
-                break;
-            if (mail_reply.code == 421) {
-                pause(d, mail_reply.line());
+            if (closing) {
+                pause(d, fmt::format("{}: {}", host, cl->error.empty() ? mail_reply.line() : cl->error));
                 break;
             }
+            if (!usable)
+                break;
         }
         co_await recording.wait_idle();
         co_await cl->quit();

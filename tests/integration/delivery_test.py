@@ -647,6 +647,49 @@ class BadServers(DeliveryTest):
         self.assertEqual(s.stop()["received"], 1)
 
 
+    def test_421_to_mail_pauses_the_destination(self):
+        s = self.sink("--reply-421", "1")
+        pause_ms = 600
+        g = self.gateway(routes=route_all(s),
+                         delivery={"destination_pause_ms": pause_ms, "first_retry_ms": 100, "max_retry_ms": 100})
+        rcpt = "busy@dst.test"
+        mid = send(g.port, "busy@src.test", [rcpt], b"Subject: busy\r\n\r\nx\r\n")
+        wait_until(lambda: len(self.deliveries(g, mid, rcpt)) >= 3, timeout=10, what="three attempts")
+        lines = self.deliveries(g, mid, rcpt)
+        self.assertTrue(all(e["disposition"] == "deferred" and e["code"] == 421 for e in lines), lines)
+        gaps = [round((ts(b) - ts(a)) * 1000) for a, b in zip(lines, lines[1:])]
+        self.assertTrue(all(gap >= pause_ms * 0.9 for gap in gaps), f"attempt gaps {gaps} ms")
+        self.assertRegex(g.log_text(), r"paus")
+
+
+class Tls(DeliveryTest):
+    def test_starttls_is_used_when_offered(self):
+        d = self.tmpdir()
+        key, cert = os.path.join(d, "k.pem"), os.path.join(d, "c.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=sink.test"],
+                       check=True, capture_output=True)
+        s = self.sink("--tls-cert", cert, "--tls-key", key, save=True)
+        g = self.gateway(routes=route_all(s))
+        body = b"Subject: over tls\r\n\r\n.leading dot\r\nsecret\r\n"
+        mid = send(g.port, "tls@src.test", ["tls@dst.test"], body)
+        self.wait_disposition(g, mid, "tls@dst.test", {"delivered"})
+        conns = [e for e in g.journal() if e.get("event") == "connection"]
+        self.assertTrue(conns)
+        self.assertTrue(all(e["tls"].startswith("TLSv1.") for e in conns), conns)
+        (eml, sender, rcpts), = saved(s.save)
+        self.assertEqual((sender, rcpts), ("tls@src.test", ["tls@dst.test"]))
+        self.assertTrue(eml.endswith(body), eml[-200:])
+
+    def test_plaintext_when_not_offered(self):
+        s = self.sink()
+        g = self.gateway(routes=route_all(s))
+        mid = send(g.port, "plain@src.test", ["plain@dst.test"], b"Subject: plain\r\n\r\nx\r\n")
+        self.wait_disposition(g, mid, "plain@dst.test", {"delivered"})
+        conns = [e for e in g.journal() if e.get("event") == "connection"]
+        self.assertTrue(conns and all(e["tls"] == "" for e in conns), conns)
+
+
 # ---- 7. kill -9 under load ----
 
 class Crash(DeliveryTest):
