@@ -28,6 +28,17 @@
 # the first one that reaches it. The midpoint is used, its +- half-width
 # printed.
 #
+# CPU: each system runs in its own cgroup (cgroup v1 cpuacct under
+# /sys/fs/cgroup/cpuacct, else cgroup2), as do the sinks and the load
+# generator; the counter (cpuacct.usage, or cpu.stat usage_usec) includes
+# tasks that have exited, so for Postfix it covers master, smtpd, cleanup,
+# qmgr, trivial-rewrite, smtp and every process forked and gone during the
+# run. The CPU of a run is the counter's growth from just before the load
+# starts to the last delivery (the poller's end), divided by the accepted
+# messages: ms/msg. Kernel threads (jbd2, kworkers, ksoftirqd) are in no
+# such cgroup and are not counted. Without a writable cgroup hierarchy the
+# script prints "cpu n/a".
+#
 # The commit in the output is `git rev-parse --short HEAD`, or $RINGWAY_COMMIT
 # when set (for a tree without git).
 set -euo pipefail
@@ -106,6 +117,7 @@ cleanup() {
             sleep 0.05
         done
     fi
+    cg_remove
     if ((keep)); then echo "e2e: work directory kept: $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -115,16 +127,66 @@ port_free() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 now() { date +%s.%N; }
 
+# ---- CPU accounting: one cgroup per component under rwbench.$$ (see the top).
+cg_dir="" cg_kind=""
+cg_names="ringwayd postfix sink load"
+cg_setup() {
+    local base=/sys/fs/cgroup/cpuacct kind=v1 n
+    if [[ ! -f $base/cpuacct.usage ]]; then
+        base=/sys/fs/cgroup/unified kind=v2
+        [[ -f $base/cgroup.procs ]] || base=/sys/fs/cgroup
+        [[ $(stat -f -c %T "$base" 2>/dev/null) == cgroup2fs ]] || return 0
+    fi
+    mkdir "$base/rwbench.$$" 2>/dev/null || return 0
+    cg_dir=$base/rwbench.$$ cg_kind=$kind
+    for n in $cg_names; do
+        mkdir "$cg_dir/$n" 2>/dev/null || { cg_remove; return 0; }
+    done
+    # Can a process actually be moved in (not just the directory made)?
+    if ! (echo "$BASHPID" >"$cg_dir/load/cgroup.procs") 2>/dev/null || [[ -z $(cg_usage load) ]]; then
+        cg_remove
+    fi
+}
+cg_join() {  # name: move the calling (sub)shell into the cgroup; the exec'd program stays there
+    [[ -n $cg_dir ]] && { echo "$BASHPID" >"$cg_dir/$1/cgroup.procs"; } 2>/dev/null || true
+}
+cg_usage() {  # name -> CPU time in ns, tasks that have exited included; empty when n/a
+    [[ -n $cg_dir ]] || return 0
+    if [[ $cg_kind == v1 ]]; then
+        cat "$cg_dir/$1/cpuacct.usage" 2>/dev/null || true
+    else
+        # usec -> ns as text: mawk's printf %d stops at 2^31-1 (2.1 s)
+        awk '$1 == "usage_usec" {print $2 "000"}' "$cg_dir/$1/cpu.stat" 2>/dev/null || true
+    fi
+}
+cg_remove() {  # a cgroup still holding tasks (a straggler) cannot be removed: move them out first
+    [[ -n $cg_dir && -d $cg_dir ]] || { cg_dir=""; return 0; }
+    local n p parent
+    parent=$(dirname "$cg_dir")
+    for n in $cg_names; do
+        [[ -d $cg_dir/$n ]] || continue
+        for _ in 1 2 3 4 5; do
+            rmdir "$cg_dir/$n" 2>/dev/null && break
+            while read -r p; do echo "$p" >"$parent/cgroup.procs"; done <"$cg_dir/$n/cgroup.procs" 2>/dev/null || true
+            sleep 0.1
+        done
+    done
+    rmdir "$cg_dir" 2>/dev/null || echo "e2e: could not remove cgroup $cg_dir" >&2
+    cg_dir=""
+}
+
+cg_setup
 echo "machine: $(nproc) CPUs, kernel $(uname -r); commit $commit; $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "load: ringway-load, $count messages, mix $mix, $rcpts recipient(s) over $domains domain(s)," \
      "$conns connections, $per_conn messages per connection, $([[ -n $rate ]] && echo "open loop at $rate" || echo "closed loop");" \
      "$runs run(s)$( ((ringway && postfix)) && echo ', ringwayd and Postfix alternating')"
+echo "cpu: $([[ -n $cg_dir ]] && echo "cgroup $cg_kind $cg_dir (one per component; from the load's start to the last delivery, per accepted message)" || echo "n/a (no writable cgroup hierarchy)")"
 echo "cores: $( ((ringway)) && echo "ringwayd $( ((rw_cores == 0)) && echo "on every CPU" || echo "$rw_cores") (unpinned), ")ringway-load $load_cores, ringway-sink $sink_cores (unpinned)$( ((postfix)) && echo ", Postfix: default_process_limit 200, 50 connections to the sink")"
 
 # ---- ringway-sink: a fresh one per pipeline and run, on that pipeline's port.
 sink_start() {  # dir port
-    "$sink" --listen "127.0.0.1:$2" --cores "$sink_cores" --no-pin --hostname sink.bench.test \
-        --expect "$1/accepted.log" --report "$1/sink.json" --stats "$1/stats.json" 2>"$1/sink.err" &
+    (cg_join sink; exec "$sink" --listen "127.0.0.1:$2" --cores "$sink_cores" --no-pin --hostname sink.bench.test \
+        --expect "$1/accepted.log" --report "$1/sink.json" --stats "$1/stats.json") 2>"$1/sink.err" &
     sink_pid=$!
     wait_port "$2" || { cat "$1/sink.err" >&2; die "ringway-sink is not listening on $2"; }
 }
@@ -173,8 +235,11 @@ PY
         --domains "$domains" -n "$count" --cores "$load_cores" -q
         --accepted-log "$d/accepted.log" --json-file "$d/load.json")
     [[ -n $rate ]] && lopts+=(--rate "$rate")
+    # CPU counters (ns) of the system, its sink and the load before the load starts.
+    local cpu0
+    cpu0="$(cg_usage "$name") $(cg_usage sink) $(cg_usage load)"
     t0=$(now)
-    "$load" "${lopts[@]}" >"$d/load.txt" 2>"$d/load.err" &
+    (cg_join load; exec "$load" "${lopts[@]}") >"$d/load.txt" 2>"$d/load.err" &
     load_pid=$!
     wait "$load_pid" || rc=$?
     t1=$(now)
@@ -188,6 +253,8 @@ PY
     mv "$d/target.tmp" "$d/target"
     wait "$poll_pid" || true
     poll_pid=""
+    # ... and once the last delivery has arrived (or the drain timed out).
+    echo "$cpu0 $(cg_usage "$name") $(cg_usage sink) $(cg_usage load)" >"$d/cpu"
     sink_stop "$d"
     python3 - "$name" "$k" "$t0" "$t1" "$d" "$results" <<'PY'
 import json, sys
@@ -210,6 +277,12 @@ else:
     t_last, half, complete = (lo + hi) / 2, (hi - lo) / 2, True
 at_load_end = max([r for t, r in tl if t <= t1] or [0])
 delivered_rcpts = tl[-1][1] if tl else 0
+# CPU: "sys0 sink0 load0 sys1 sink1 load1" in ns (fewer fields when n/a).
+cpu = open(f"{d}/cpu").read().split()
+cpu_ms = {}
+if len(cpu) == 6 and acc:
+    for i, part in enumerate(("sys", "sink", "load")):
+        cpu_ms[part] = (int(cpu[i + 3]) - int(cpu[i])) / 1e6 / acc
 res = {
     "name": name, "run": k, "accepted": acc, "attempted": load["attempted"],
     "rejected": load["rejected"], "failed": load["failed"], "rcpt_accepted": target,
@@ -225,6 +298,9 @@ res = {
     "missing_ids": sink["missing_ids"], "corrupt_ids": sink["corrupt_ids"],
     "e2e_p50_ms": sink["latency_ms"]["p50"], "e2e_p99_ms": sink["latency_ms"]["p99"],
     "e2e_max_ms": sink["latency_ms"]["max"],
+    "cpu_ms_per_msg": cpu_ms.get("sys"), "sink_cpu_ms_per_msg": cpu_ms.get("sink"),
+    "load_cpu_ms_per_msg": cpu_ms.get("load"),
+    "sink_transactions": sink["transactions"], "sink_connections": sink["connections"],
 }
 open(out, "a").write(json.dumps(res) + "\n")
 w = len(name) + 12
@@ -241,9 +317,11 @@ else:
     print(f"{'':{w}}NOT DRAINED: {res['delivered_rcpts']} of {target} recipients arrived within the drain timeout")
 print(f"{'':{w}}end-to-end latency (send -> sink): p50 {res['e2e_p50_ms']:.1f} ms, "
       f"p99 {res['e2e_p99_ms']:.1f} ms, max {res['e2e_max_ms']:.1f} ms")
+print(f"{'':{w}}" + (f"cpu {cpu_ms['sys']:.3f} ms/msg ({name}; sink {cpu_ms['sink']:.3f}, "
+                      f"load {cpu_ms['load']:.3f} ms/msg)" if cpu_ms else "cpu n/a"))
 print(f"{'':{w}}sink: lost {sink['missing']}  duplicated {sink['duplicates']}  corrupt {sink['corrupt']}  "
       f"unexpected {sink['unexpected']}  unmarked {sink['unmarked']}  (received {sink['received']} messages, "
-      f"{sink['recipients']} recipients)"
+      f"{sink['recipients']} recipients in {sink['transactions']} transactions over {sink['connections']} connections)"
       + (f"; missing e.g. {sink['missing_ids'][:3]}" if sink["missing"] else "")
       + (f"; corrupt e.g. {sink['corrupt_ids'][:3]}" if sink["corrupt"] else ""))
 PY
@@ -295,7 +373,7 @@ run_ringway() {  # run
     port=$(port_free)
     ringway_config "$d" "$port" "$rw_sink_port" >"$d/ringway.toml"
     sink_start "$d" "$rw_sink_port"
-    (cd "$d" && exec "$rwd" --config "$d/ringway.toml") >"$d/ringwayd.log" 2>&1 &
+    (cg_join ringwayd; cd "$d" && exec "$rwd" --config "$d/ringway.toml") >"$d/ringwayd.log" 2>&1 &
     rw_pid=$!
     for _ in $(seq 1 600); do
         (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
@@ -370,7 +448,8 @@ smtp_connection_cache_on_demand = yes
 EOT
     postfix -c "$pf" check >/dev/null 2>&1 || true
     pf_started=1
-    postfix -c "$pf" start >/dev/null 2>&1 || { tail "$work/postfix.log" 2>/dev/null >&2; die "postfix failed to start"; }
+    # master daemonises from here; it and everything it forks stay in the cgroup.
+    (cg_join postfix; exec postfix -c "$pf" start) >/dev/null 2>&1 || { tail "$work/postfix.log" 2>/dev/null >&2; die "postfix failed to start"; }
     wait_port "$pf_port" || { tail "$work/postfix.log" 2>/dev/null >&2; die "postfix is not listening on $pf_port"; }
 }
 run_postfix() {  # run
@@ -411,10 +490,16 @@ for n in names:
     print(f"  {n:9} accepted {a:8.0f} msg/s = {a * 3600:13,.0f} msg/h   delivered {dl_s}   "
           f"e2e p50 {med(n, 'e2e_p50_ms'):.0f} ms p99 {med(n, 'e2e_p99_ms'):.0f} ms   "
           f"lost {lost}  duplicated {dup}  corrupt {cor}" + (f"  NOT DRAINED in {und} run(s)" if und else ""))
+    c = med(n, "cpu_ms_per_msg")
+    print(f"  {'':9} " + (f"cpu {c:.3f} ms/msg (sink {med(n, 'sink_cpu_ms_per_msg'):.3f}, "
+                          f"load {med(n, 'load_cpu_ms_per_msg'):.3f} ms/msg)" if c is not None else "cpu n/a")
+          + f"   sink: {med(n, 'sink_transactions') / max(1, med(n, 'sink_received')):.2f} transactions per message")
 if len(names) == 2 and all(m[n][0] for n in names):
     ra = m["ringwayd"][0] / m["postfix"][0]
     rd = (m["ringwayd"][1] / m["postfix"][1]) if m["ringwayd"][1] and m["postfix"][1] else None
-    print(f"  ringwayd / postfix: accepted {ra:.1f}x, delivered " + (f"{rd:.1f}x" if rd else "n/a"))
+    cr, cp = med("ringwayd", "cpu_ms_per_msg"), med("postfix", "cpu_ms_per_msg")
+    print(f"  ringwayd / postfix: accepted {ra:.1f}x, delivered " + (f"{rd:.1f}x" if rd else "n/a")
+          + (f", cpu per message {cr / cp:.3f}x (Postfix uses {cp / cr:.1f}x the CPU per message)" if cr and cp else ""))
 bad = any(r["missing"] or r["corrupt"] or not r["complete"] for r in rows)
 if bad:
     print("FAILED: mail was lost, corrupted or not delivered within the drain timeout", file=sys.stderr)
