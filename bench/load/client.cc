@@ -575,33 +575,9 @@ private:
         const auto& o = _s->opt;
         uint64_t sent_here = 0;
         auto more_allowed = [&] { return o.per_conn == 0 || sent_here < o.per_conn; };
-        std::optional<pending> cur;
-        {
-            auto t = co_await _d->take();
-            if (!t)
-                co_return co_await quit();
-            cur = make_message(*t);
-        }
-        append_envelope(*cur);
-        ++sent_here;
-        if (_pipelining) {
-            if (!co_await flush("MAIL")) {
-                done(*cur, false, false);
-                co_return outcome::reconnect;
-            }
-        }
+        std::optional<pending> cur;  // empty: start the next transaction
         for (;;) {
-            bool go_on = false;
-            if (_pipelining) {
-                if (!co_await read_envelope_replies(*cur, go_on))
-                    co_return outcome::reconnect;
-            } else {
-                if (!co_await serial_envelope(*cur, go_on))
-                    co_return outcome::reconnect;
-            }
-            if (!go_on) {
-                if (!co_await reset())
-                    co_return outcome::reconnect;
+            if (!cur) {
                 if (!more_allowed())
                     co_return co_await quit();
                 auto t = co_await _d->take();
@@ -617,6 +593,19 @@ private:
                         co_return outcome::reconnect;
                     }
                 }
+            }
+            bool go_on = false;
+            if (_pipelining) {
+                if (!co_await read_envelope_replies(*cur, go_on))
+                    co_return outcome::reconnect;
+            } else {
+                if (!co_await serial_envelope(*cur, go_on))
+                    co_return outcome::reconnect;
+            }
+            if (!go_on) {
+                if (!co_await reset())
+                    co_return outcome::reconnect;
+                cur.reset();
                 continue;
             }
             append_message(*cur);
@@ -663,25 +652,7 @@ private:
                     abortive_close();
                 co_return outcome::ok;
             }
-            if (next) {
-                cur = std::move(next);
-                continue;
-            }
-            if (!more_allowed())
-                co_return co_await quit();
-            auto t = co_await _d->take();
-            if (!t)
-                co_return co_await quit();
-            cur = make_message(*t);
-            append_envelope(*cur);
-            ++sent_here;
-            if (_pipelining) {
-                bool ok = co_await flush("MAIL");
-                if (!ok) {
-                    done(*cur, false, false);
-                    co_return outcome::reconnect;
-                }
-            }
+            cur = std::move(next);  // pipelined behind the dot, or empty
         }
     }
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace rw::mta::delivery {
@@ -174,11 +175,8 @@ task<bool> smtp_client::hello(smtp_reply* out) {
 task<bool> smtp_client::start_tls(const net::tls_context* ctx, std::string sni, bool* refused) {
     *refused = false;
     _out = "STARTTLS\r\n";
-    bool ok = co_await flush(_o->command_timeout);
-    if (!ok)
-        co_return false;
     smtp_reply r;
-    ok = co_await read_reply(&r, _o->command_timeout);
+    bool ok = co_await command(&r, _o->command_timeout);
     if (!ok)
         co_return false;
     if (r.code != 220) {
@@ -208,19 +206,13 @@ task<bool> smtp_client::start_tls(const net::tls_context* ctx, std::string sni, 
 
 task<bool> smtp_client::ehlo(smtp_reply* out) {
     _out = fmt::format("EHLO {}\r\n", _o->hostname);
-    bool ok = co_await flush(_o->command_timeout);
-    if (!ok)
-        co_return false;
-    ok = co_await read_reply(out, _o->command_timeout);
+    bool ok = co_await command(out, _o->command_timeout);
     if (!ok)
         co_return false;
     if (out->code / 100 != 2) {
         // RFC 5321 3.2: an old server refuses EHLO; try HELO.
         _out = fmt::format("HELO {}\r\n", _o->hostname);
-        ok = co_await flush(_o->command_timeout);
-        if (!ok)
-            co_return false;
-        ok = co_await read_reply(out, _o->command_timeout);
+        ok = co_await command(out, _o->command_timeout);
         if (!ok)
             co_return false;
         if (out->code / 100 != 2) {
@@ -256,6 +248,53 @@ task<bool> smtp_client::ehlo(smtp_reply* out) {
     co_return true;
 }
 
+// Sends what is queued and reads one reply.
+task<bool> smtp_client::command(smtp_reply* r, std::chrono::milliseconds timeout) {
+    bool ok = co_await flush(timeout);
+    if (!ok)
+        co_return false;
+    ok = co_await read_reply(r, timeout);
+    co_return ok;
+}
+
+// Ends a failed transaction so the next one starts clean. true: the
+// connection is still usable.
+task<bool> smtp_client::rset() {
+    _out += "RSET\r\n";
+    smtp_reply r;
+    bool ok = co_await command(&r, _o->command_timeout);
+    co_return ok && r.code / 100 == 2;
+}
+
+// The replies to a pipelined MAIL and its RCPTs. A recipient accepted by
+// RCPT gets code 0 in res: its outcome is known only after the data.
+task<bool> smtp_client::read_envelope(const outgoing* m, std::vector<smtp_reply>* res, smtp_reply* mail_reply,
+                                      std::vector<bool>* rcpt_ok) {
+    const auto t = _o->command_timeout;
+    bool ok = co_await read_reply(mail_reply, t);
+    if (!ok)
+        co_return false;
+    if (mail_reply->code == 421) {
+        // The server is closing the connection (RFC 5321 3.8).
+        for (auto& x : *res)
+            x = *mail_reply;
+        error = mail_reply->line();
+        co_return false;
+    }
+    for (size_t i = 0; i < m->rcpts.size(); ++i) {
+        ok = co_await read_reply(&(*res)[i], t);
+        if (!ok)
+            co_return false;
+        if (mail_reply->code / 100 != 2) {
+            (*res)[i] = *mail_reply;
+        } else if ((*res)[i].code / 100 == 2) {
+            (*rcpt_ok)[i] = true;
+            (*res)[i] = smtp_reply{};
+        }
+    }
+    co_return true;
+}
+
 task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, smtp_reply* mail_reply) {
     res->assign(m->rcpts.size(), smtp_reply{});
     std::string params;
@@ -267,197 +306,111 @@ task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, sm
         params += " SMTPUTF8";
     _out += fmt::format("MAIL FROM:<{}>{}\r\n", m->from, params);
     const auto cmd_t = _o->command_timeout;
+    const auto data_t = _o->data_timeout;
     std::vector<bool> rcpt_ok(m->rcpts.size(), false);
-    size_t accepted = 0;
-    smtp_reply r;
+    auto accepted = [&] { return size_t(std::count(rcpt_ok.begin(), rcpt_ok.end(), true)); };
+    // Gives every recipient accepted so far the reply that decides it.
+    auto settle = [&](const smtp_reply& r) {
+        for (size_t i = 0; i < rcpt_ok.size(); ++i)
+            if (rcpt_ok[i])
+                (*res)[i] = r;
+    };
     // CHUNKING (RFC 3030) where it pays: a large body goes as one BDAT
     // chunk, sent as stored (no dot-stuffing pass, no scan for the end
     // marker on the other side), and only once a recipient was accepted.
-    if (pipelining && chunking && m->body.size() >= k_bdat_min_bytes) {
-        for (auto& rc : m->rcpts)
-            _out += fmt::format("RCPT TO:<{}>\r\n", rc);
-        bool ok = co_await flush(cmd_t);
-        if (!ok)
-            co_return false;
-        ok = co_await read_reply(mail_reply, cmd_t);
-        if (!ok)
-            co_return false;
-        if (mail_reply->code == 421) {
-            // The server is closing the connection (RFC 5321 3.8).
-            for (auto& x : *res)
-                x = *mail_reply;
-            error = mail_reply->line();
-            co_return false;
-        }
-        for (size_t i = 0; i < m->rcpts.size(); ++i) {
-            ok = co_await read_reply(&(*res)[i], cmd_t);
-            if (!ok)
-                co_return false;
-            if (mail_reply->code / 100 != 2)
-                (*res)[i] = *mail_reply;
-            else if ((*res)[i].code / 100 == 2) {
-                rcpt_ok[i] = true;
-                ++accepted;
-                (*res)[i] = smtp_reply{};
-            }
-        }
-        if (accepted == 0) {
-            _out += "RSET\r\n";
-            ok = co_await flush(cmd_t);
-            if (!ok)
-                co_return false;
-            ok = co_await read_reply(&r, cmd_t);
-            co_return ok && r.code / 100 == 2;
-        }
-        _out += fmt::format("BDAT {} LAST\r\n", m->body.size());
-        ok = co_await flush(_o->data_timeout);
-        if (!ok)
-            co_return false;
-        int n = co_await send_all(m->body.data(), m->body.size(), _o->data_timeout);
-        if (n < 0) {
-            if (n != -EPROTO)
-                error = fmt::format("send failed: {}", std::strerror(-n));
-            co_return false;
-        }
-        ok = co_await read_reply(&r, _o->data_timeout);
-        if (!ok)
-            co_return false;
-        for (size_t i = 0; i < m->rcpts.size(); ++i)
-            if (rcpt_ok[i])
-                (*res)[i] = r;
-        if (r.code / 100 != 2) {
-            // A refused BDAT ends the transaction only with LAST accepted; be sure.
-            _out += "RSET\r\n";
-            ok = co_await flush(cmd_t);
-            if (!ok)
-                co_return false;
-            smtp_reply rr;
-            ok = co_await read_reply(&rr, cmd_t);
-            co_return ok && rr.code / 100 == 2;
-        }
-        co_return true;
-    }
+    const bool bdat = pipelining && chunking && m->body.size() >= k_bdat_min_bytes;
+    smtp_reply r;
+    bool ok = false;
     if (pipelining) {
         for (auto& rc : m->rcpts)
             _out += fmt::format("RCPT TO:<{}>\r\n", rc);
-        _out += "DATA\r\n";
-        bool ok = co_await flush(cmd_t);
+        if (!bdat)
+            _out += "DATA\r\n";
+        ok = co_await flush(cmd_t);
         if (!ok)
             co_return false;
-        ok = co_await read_reply(mail_reply, cmd_t);
+        ok = co_await read_envelope(m, res, mail_reply, &rcpt_ok);
         if (!ok)
             co_return false;
-        if (mail_reply->code == 421) {
-            // The server is closing the connection (RFC 5321 3.8).
-            for (auto& x : *res)
-                x = *mail_reply;
-            error = mail_reply->line();
-            co_return false;
-        }
-        for (size_t i = 0; i < m->rcpts.size(); ++i) {
-            ok = co_await read_reply(&(*res)[i], cmd_t);
+        if (bdat) {
+            if (accepted() == 0) {
+                ok = co_await rset();
+                co_return ok;
+            }
+            _out += fmt::format("BDAT {} LAST\r\n", m->body.size());
+            ok = co_await flush(data_t);
             if (!ok)
                 co_return false;
-            if (mail_reply->code / 100 != 2)
-                (*res)[i] = *mail_reply;
-            else if ((*res)[i].code / 100 == 2) {
-                rcpt_ok[i] = true;
-                ++accepted;
-                (*res)[i] = smtp_reply{};  // known only after the final dot
+            int n = co_await send_all(m->body.data(), m->body.size(), data_t);
+            if (n < 0) {
+                if (n != -EPROTO)
+                    error = fmt::format("send failed: {}", std::strerror(-n));
+                co_return false;
             }
+            ok = co_await read_reply(&r, data_t);
+            if (!ok)
+                co_return false;  // accepted recipients keep code 0: unknown
+            settle(r);
+            if (r.code / 100 != 2) {
+                // A refused BDAT LAST may leave the transaction open: be sure.
+                ok = co_await rset();
+                co_return ok;
+            }
+            co_return true;
         }
-        ok = co_await read_reply(&r, _o->data_timeout);
+        ok = co_await read_reply(&r, data_t);
         if (!ok)
             co_return false;
         if (r.code != 354) {
-            for (size_t i = 0; i < m->rcpts.size(); ++i)
-                if (rcpt_ok[i])
-                    (*res)[i] = r;
-            // The transaction is over either way: start the next one clean.
-            _out += "RSET\r\n";
-            ok = co_await flush(cmd_t);
-            if (!ok)
-                co_return false;
-            ok = co_await read_reply(&r, cmd_t);
-            co_return ok && r.code / 100 == 2;
+            settle(r);
+            ok = co_await rset();
+            co_return ok;
         }
-        if (accepted == 0) {
+        if (accepted() == 0) {
             // A server that said 354 with no recipient: an empty message ends it.
             _out += ".\r\n";
-            ok = co_await flush(cmd_t);
-            if (!ok)
-                co_return false;
-            ok = co_await read_reply(&r, _o->data_timeout);
+            ok = co_await command(&r, data_t);
             co_return ok;
         }
     } else {
-        bool ok = co_await flush(cmd_t);
-        if (!ok)
-            co_return false;
-        ok = co_await read_reply(mail_reply, cmd_t);
+        ok = co_await command(mail_reply, cmd_t);
         if (!ok)
             co_return false;
         if (mail_reply->code / 100 != 2) {
             for (auto& x : *res)
                 x = *mail_reply;
-            _out += "RSET\r\n";
-            ok = co_await flush(cmd_t);
-            if (!ok)
-                co_return false;
-            ok = co_await read_reply(&r, cmd_t);
-            co_return ok && r.code / 100 == 2;
+            ok = co_await rset();
+            co_return ok;
         }
         for (size_t i = 0; i < m->rcpts.size(); ++i) {
             _out += fmt::format("RCPT TO:<{}>\r\n", m->rcpts[i]);
-            ok = co_await flush(cmd_t);
-            if (!ok)
-                co_return false;
-            ok = co_await read_reply(&(*res)[i], cmd_t);
+            ok = co_await command(&(*res)[i], cmd_t);
             if (!ok)
                 co_return false;
             if ((*res)[i].code / 100 == 2) {
                 rcpt_ok[i] = true;
-                ++accepted;
                 (*res)[i] = smtp_reply{};  // known only after the final dot
             }
         }
-        if (accepted == 0) {
-            _out += "RSET\r\n";
-            ok = co_await flush(cmd_t);
-            if (!ok)
-                co_return false;
-            ok = co_await read_reply(&r, cmd_t);
-            co_return ok && r.code / 100 == 2;
+        if (accepted() == 0) {
+            ok = co_await rset();
+            co_return ok;
         }
         _out += "DATA\r\n";
-        ok = co_await flush(cmd_t);
-        if (!ok)
-            co_return false;
-        ok = co_await read_reply(&r, _o->data_timeout);
+        ok = co_await command(&r, data_t);
         if (!ok)
             co_return false;
         if (r.code != 354) {
-            for (size_t i = 0; i < m->rcpts.size(); ++i)
-                if (rcpt_ok[i])
-                    (*res)[i] = r;
-            _out += "RSET\r\n";
-            ok = co_await flush(cmd_t);
-            if (!ok)
-                co_return false;
-            ok = co_await read_reply(&r, cmd_t);
-            co_return ok && r.code / 100 == 2;
+            settle(r);
+            ok = co_await rset();
+            co_return ok;
         }
     }
     append_stuffed(_out, m->body);
-    bool ok = co_await flush(_o->data_timeout);
-    if (!ok)
-        co_return false;
-    ok = co_await read_reply(&r, _o->data_timeout);
+    ok = co_await command(&r, data_t);
     if (!ok)
         co_return false;  // accepted recipients keep code 0: unknown
-    for (size_t i = 0; i < m->rcpts.size(); ++i)
-        if (rcpt_ok[i])
-            (*res)[i] = r;
+    settle(r);
     co_return true;
 }
 

@@ -63,6 +63,10 @@ private:
     task<int> send_all(const char* p, size_t n, std::chrono::milliseconds timeout);
     task<bool> read_reply(smtp_reply* r, std::chrono::milliseconds timeout);
     task<bool> flush(std::chrono::milliseconds timeout);
+    task<bool> command(smtp_reply* r, std::chrono::milliseconds timeout);
+    task<bool> rset();
+    task<bool> read_envelope(const outgoing* m, std::vector<smtp_reply>* res, smtp_reply* mail_reply,
+                             std::vector<bool>* rcpt_ok);
     net::tcp_stream _s;
     std::unique_ptr<net::tls_stream> _tls;
     const options* _o;

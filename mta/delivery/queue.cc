@@ -223,6 +223,14 @@ struct service::impl {
         co_return L;
     }
 
+    // load() run on the message's origin core, from any core.
+    static task<std::optional<loaded>> load_from_origin(unsigned origin, fs::shard* sh, uint64_t id,
+                                                        std::vector<uint32_t> idx) {
+        auto fn = [sh, id, idx = std::move(idx)]() { return load(sh, id, idx); };
+        auto t = submit_to(origin, std::move(fn));
+        co_return co_await std::move(t);
+    }
+
     // Writes the outcomes, sends DSNs, removes the message once every
     // recipient is final. Runs on the origin core.
     static task<void> apply_at_origin(fs::shard* sh, uint64_t id, std::vector<outcome> outs, std::string hostname) {
@@ -540,11 +548,7 @@ struct service::impl {
         while (!d->ready.empty()) {
             entry e = std::move(d->ready.front());
             d->ready.pop_front();
-            fs::shard* sh = e.shard;
-            uint64_t id = e.id;
-            std::vector<uint32_t> idx = e.rcpts;
-            auto fn = [sh, id, idx]() { return load(sh, id, idx); };
-            auto tl = submit_to(e.origin, std::move(fn));
+            auto tl = load_from_origin(e.origin, e.shard, e.id, e.rcpts);
             auto L = co_await std::move(tl);
             if (!L)
                 continue;
@@ -757,11 +761,7 @@ struct service::impl {
                 d->sent_ms.push_back(slot);
             entry e = std::move(d->ready.front());
             d->ready.pop_front();
-            fs::shard* sh = e.shard;
-            uint64_t id = e.id;
-            std::vector<uint32_t> idx = e.rcpts;
-            auto fn = [sh, id, idx]() { return load(sh, id, idx); };
-            auto tl = submit_to(e.origin, std::move(fn));
+            auto tl = load_from_origin(e.origin, e.shard, e.id, e.rcpts);
             auto L = co_await std::move(tl);
             if (!L) {
                 if (o->max_messages_per_minute) {
