@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sink_test  # noqa: E402  (the Sink wrapper)
+from load_test import accepted_pairs  # noqa: E402
 from ringway_harness import Ringwayd, free_port, wait_until  # noqa: E402
 
 BUILD = None
@@ -75,15 +76,6 @@ def load(*args, timeout=120):
     p = retrying(lambda: subprocess.run(cmd, capture_output=True, text=True, timeout=timeout), exe)
     report = json.loads(p.stdout) if p.stdout.strip().startswith("{") else None
     return report, p.stderr, p.returncode
-
-
-def accepted_pairs(path):
-    pairs = []
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            pairs += [(parts[0], r) for r in parts[1:]]
-    return pairs
 
 
 # ---- configuration ----
