@@ -6,6 +6,9 @@
 
 namespace rw::bench {
 
+// Like journal::escape_json, except that bytes >= 0x7f are escaped too:
+// these reports quote replies from arbitrary servers, which need not be
+// UTF-8, and their readers (Python's json, jq) reject invalid UTF-8.
 void json_writer::escape(std::string& out, std::string_view s) {
     out += '"';
     for (char ch : s) {
