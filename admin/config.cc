@@ -113,6 +113,7 @@ constexpr std::string_view k_smtp_keys[] = {"hostname", "accepted_domains", "rel
 constexpr std::string_view k_delivery_keys[] = {
     "smtp_port", "internal_hosts", "starttls", "max_connections_per_destination", "max_messages_per_connection",
     "max_messages_per_minute", "first_retry_ms", "max_retry_ms", "greylist_retry_ms", "max_queue_lifetime_s",
+    "delay_notice_after_s",
     "destination_pause_ms", "connect_timeout_ms", "command_timeout_s", "data_timeout_s"};
 constexpr std::string_view k_route_keys[] = {"domain", "hosts"};
 constexpr std::string_view k_control_keys[] = {"socket"};
@@ -1023,6 +1024,11 @@ void loader::read_delivery(const section& s, delivery_config& out) {
     ms("max_retry_ms", 10, 86'400'000, out.max_retry_ms);
     ms("greylist_retry_ms", 10, 86'400'000, out.greylist_retry_ms);
     secs("max_queue_lifetime_s", 1, 30 * 86'400, out.max_queue_lifetime_s);
+    {
+        int64_t x = out.delay_notice_after_s.count();
+        set_int(s, "delay_notice_after_s", 0, 30 * 86'400, "0 (never)..2592000", x);
+        out.delay_notice_after_s = std::chrono::seconds(x);
+    }
     ms("destination_pause_ms", 10, 86'400'000, out.destination_pause_ms);
     ms("connect_timeout_ms", 10, 600'000, out.connect_timeout_ms);
     secs("command_timeout_s", 1, 3600, out.command_timeout_s);
@@ -1256,6 +1262,10 @@ first_retry_ms = 60000
 max_retry_ms = 3600000
 greylist_retry_ms = 120000
 max_queue_lifetime_s = 432000
+# A recipient still deferred this long after arrival gets its sender one
+# delay notice (RFC 3464 "Action: delayed"), unless its NOTIFY excludes
+# DELAY; 0 = never.
+delay_notice_after_s = 14400
 # A destination that refuses connections or answers 421 rests this long.
 destination_pause_ms = 30000
 # Client deadlines (RFC 5321 4.5.3.2): connect, each command, DATA.

@@ -150,6 +150,7 @@ struct delivery_config {
     std::chrono::milliseconds max_retry_ms{3'600'000};
     std::chrono::milliseconds greylist_retry_ms{120'000};
     std::chrono::seconds max_queue_lifetime_s{432'000};  // 5 days
+    std::chrono::seconds delay_notice_after_s{14'400};   // 4 hours; 0 = no delay notices
     std::chrono::milliseconds destination_pause_ms{30'000};
     std::chrono::milliseconds connect_timeout_ms{30'000};
     std::chrono::seconds command_timeout_s{300};  // RFC 5321 4.5.3.2

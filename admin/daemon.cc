@@ -197,6 +197,7 @@ mta::delivery::options delivery_options(const config& cfg) {
     o.max_retry = d.max_retry_ms;
     o.greylist_retry = d.greylist_retry_ms;
     o.max_queue_lifetime = d.max_queue_lifetime_s;
+    o.delay_notice_after = d.delay_notice_after_s;
     o.max_connections_per_destination = d.max_connections_per_destination;
     o.max_messages_per_connection = d.max_messages_per_connection;
     o.max_messages_per_minute = d.max_messages_per_minute;

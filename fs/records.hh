@@ -68,7 +68,7 @@ private:
 constexpr size_t k_max_rcpts = 100000;
 
 inline void encode_state(writer& w, const rcpt_state& s) {
-    w.u8(uint8_t(s.status));
+    w.u8(uint8_t(uint8_t(s.status) | uint8_t(s.flags << 2)));
     w.u32(s.attempts);
     w.i64(s.next_attempt_unix);
     w.u32(s.version);
@@ -77,9 +77,10 @@ inline void encode_state(writer& w, const rcpt_state& s) {
 
 inline bool decode_state(reader& r, rcpt_state& s) {
     uint8_t st;
-    if (!r.u8(st) || st > 3)
+    if (!r.u8(st))
         return false;
-    s.status = rcpt_status(st);
+    s.status = rcpt_status(st & 3);
+    s.flags = uint8_t(st >> 2);
     return r.u32(s.attempts) && r.i64(s.next_attempt_unix) && r.u32(s.version) && r.str(s.last_reply, 4096);
 }
 

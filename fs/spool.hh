@@ -87,6 +87,7 @@ struct rcpt_state {
     int64_t next_attempt_unix = 0;
     std::string last_reply;
     uint32_t version = 0;  // set by the spool: +1 per change, never goes back
+    uint8_t flags = 0;     // the delivery layer's own bits (6 of them), kept as given
     friend bool operator==(const rcpt_state&, const rcpt_state&) = default;
 };
 

@@ -57,6 +57,10 @@ struct options {
     double jitter = 0.2;
     std::chrono::milliseconds greylist_retry{std::chrono::minutes(2)};
     std::chrono::milliseconds max_queue_lifetime{std::chrono::hours(24 * 5)};
+    // One delay notice (RFC 3464, Action: delayed) per recipient still
+    // deferred this long after arrival, unless its NOTIFY excludes DELAY;
+    // 0 = never.
+    std::chrono::milliseconds delay_notice_after{std::chrono::hours(4)};
     bool starttls = true;  // opportunistic: used when offered, not verified
     unsigned max_connections_per_destination = 20;
     unsigned max_messages_per_connection = 100;

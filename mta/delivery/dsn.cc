@@ -158,6 +158,8 @@ std::string build_dsn(const dsn_input& in) {
         if (!r.diagnostic.empty())
             o += fmt::format("Diagnostic-Code: {}\r\n", r.diagnostic);
         o += fmt::format("Last-Attempt-Date: {}\r\n", rfc5322_date(in.now_unix));
+        if (r.will_retry_until_unix)
+            o += fmt::format("Will-Retry-Until: {}\r\n", rfc5322_date(r.will_retry_until_unix));
     }
     o += "\r\n";
     o += fmt::format("--{}\r\nContent-Type: {}\r\n\r\n", boundary,

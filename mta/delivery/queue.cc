@@ -86,7 +86,12 @@ struct outcome {
     std::string reply;     // "550 5.1.1 ..." or a local reason
     std::string status_code;  // for a DSN: "5.1.1"
     std::string remote;    // host name
+    uint8_t flags = 0;     // fs::rcpt_state::flags to keep (set at the origin)
+    bool delay_notice = false;  // a deferral that earns a delay notice (decided at the origin)
 };
+
+// fs::rcpt_state::flags bits of ours.
+constexpr uint8_t k_delay_notified = 1;
 
 std::string status_of(const smtp_reply& r, char cls) {
     if (!r.enhanced.empty())
@@ -161,6 +166,13 @@ struct service::impl {
             e.received_unix = v->env.received_unix;
             e.due_ms = std::max(e.due_ms, st.status == fs::rcpt_status::deferred ? st.next_attempt_unix * 1000 : now);
         }
+        // Every recipient final, yet the message is still here: a crash came
+        // after its last state and before its removal. Its reports were
+        // queued before those states, so all that is left is the removal.
+        if (by_key.empty()) {
+            spawn(remove_left_over(this, sh, id));
+            return;
+        }
         for (auto& [key, e] : by_key) {
             const unsigned owner = owner_of(key);
             if (owner == core)
@@ -168,6 +180,12 @@ struct service::impl {
             else
                 spawn(post(this, owner, key, std::move(e)));
         }
+    }
+
+    static task<void> remove_left_over(impl* self, fs::shard* sh, uint64_t id) {
+        gate::holder h(self->posts);
+        auto t = remove_finished(sh, id);
+        co_await std::move(t);
     }
 
     static task<void> post(impl* self, unsigned owner, std::string key, entry e) {
@@ -233,7 +251,7 @@ struct service::impl {
 
     // Writes the outcomes, sends DSNs, removes the message once every
     // recipient is final. Runs on the origin core.
-    static task<void> apply_at_origin(fs::shard* sh, uint64_t id, std::vector<outcome> outs, std::string hostname) {
+    static task<void> apply_at_origin(const options* o, fs::shard* sh, uint64_t id, std::vector<outcome> outs) {
         // The common case: these outcomes finish the message and no DSN is
         // due. One durable removal then says everything; recording each
         // recipient's final state first would double the writes.
@@ -248,9 +266,22 @@ struct service::impl {
                            v->rcpts[i].status == fs::rcpt_status::bounced;
             const bool null_sender = v->env.mail_from.empty();
             auto dp = parse_dsn_params(v->env.params, v->rcpts.size());
-            for (const auto& x : outs) {
+            // A delay notice (RFC 3461 4.1: NOTIFY=DELAY, or no NOTIFY at our
+            // choice) goes once per recipient, with the first deferral after
+            // delay_notice_after; the flag in its state keeps it once across
+            // restarts.
+            const int64_t now = now_ms();
+            const bool late = o->delay_notice_after.count() > 0 &&
+                              now - (v->env.received_unix + 1) * 1000 >= o->delay_notice_after.count();
+            for (auto& x : outs) {
                 if (x.idx >= final.size())
                     continue;
+                x.flags = v->rcpts[x.idx].flags;
+                if (x.status == fs::rcpt_status::deferred && late && !null_sender &&
+                    !(x.flags & k_delay_notified) && notify_wants(dp.notify[x.idx], "DELAY")) {
+                    x.delay_notice = true;
+                    x.flags |= k_delay_notified;
+                }
                 if (x.status == fs::rcpt_status::delivered || x.status == fs::rcpt_status::bounced)
                     final[x.idx] = true;
                 if (!null_sender && x.status == fs::rcpt_status::bounced && notify_wants(dp.notify[x.idx], "FAILURE"))
@@ -272,19 +303,11 @@ struct service::impl {
                 // Fall through: at least record the recipients' states.
             }
         }
-        for (const auto& x : outs) {
-            fs::rcpt_state st;
-            st.status = x.status;
-            st.attempts = x.attempts;
-            st.next_attempt_unix = x.next_attempt_unix;
-            st.last_reply = x.reply.substr(0, 500);
-            auto ts = sh->set_rcpt_state(id, x.idx, std::move(st));
-            auto r = co_await std::move(ts);
-            if (!r && r.error().code != fs::spool_errc::not_found && r.error().code != fs::spool_errc::bad_state)
-                lg.error("mid={} rcpt={} cannot record its state: {}", mid_string(id), x.idx, r.error().detail);
-        }
-        // DSNs: failures (NOTIFY default or FAILURE), successes on request.
-        std::vector<dsn_recipient> fails, successes;
+        // DSNs: failures (NOTIFY default or FAILURE), successes on request,
+        // delays as decided above. Each is queued durably before the states
+        // that caused it are written: a crash in between sends a report
+        // twice (the recipient is tried again), never not at all.
+        std::vector<dsn_recipient> fails, successes, delays;
         std::string sender, params;
         int64_t arrival = 0;
         std::vector<std::string> addrs;
@@ -309,15 +332,35 @@ struct service::impl {
             } else if (x.status == fs::rcpt_status::delivered && notify_wants(dp.notify[x.idx], "SUCCESS")) {
                 d.action = "delivered";
                 successes.push_back(std::move(d));
+            } else if (x.status == fs::rcpt_status::deferred && x.delay_notice) {
+                d.action = "delayed";
+                d.will_retry_until_unix =
+                    arrival + 1 + std::chrono::duration_cast<std::chrono::seconds>(o->max_queue_lifetime).count();
+                delays.push_back(std::move(d));
             }
         }
         if (!sender.empty()) {
-            for (auto* list : {&fails, &successes}) {
+            for (auto* list : {&fails, &successes, &delays}) {
                 if (list->empty())
                     continue;
-                auto t = send_dsn(sh, id, sender, arrival, dp, std::move(*list), hostname);
+                // RET=FULL asks for the whole message in a failure report
+                // only (RFC 3461 4.3); the others carry its header.
+                const bool full = list == &fails && dp.ret == "FULL";
+                auto t = send_dsn(sh, id, sender, arrival, dp, full, std::move(*list), o->hostname);
                 co_await std::move(t);
             }
+        }
+        for (const auto& x : outs) {
+            fs::rcpt_state st;
+            st.status = x.status;
+            st.attempts = x.attempts;
+            st.next_attempt_unix = x.next_attempt_unix;
+            st.last_reply = x.reply.substr(0, 500);
+            st.flags = x.flags;
+            auto ts = sh->set_rcpt_state(id, x.idx, std::move(st));
+            auto r = co_await std::move(ts);
+            if (!r && r.error().code != fs::spool_errc::not_found && r.error().code != fs::spool_errc::bad_state)
+                lg.error("mid={} rcpt={} cannot record its state: {}", mid_string(id), x.idx, r.error().detail);
         }
         bool all_final = true;
         {
@@ -329,16 +372,22 @@ struct service::impl {
                     all_final = false;
         }
         if (all_final) {
-            auto r = co_await sh->remove(id);
-            if (r)
-                journal::record("removed", {{"mid", std::string_view(mid_string(id))}});
-            else if (r.error().code != fs::spool_errc::not_found)
-                lg.error("mid={} cannot remove: {}", mid_string(id), r.error().detail);
+            auto t = remove_finished(sh, id);
+            co_await std::move(t);
         }
     }
 
+    // Removes a message whose recipients are all final.
+    static task<void> remove_finished(fs::shard* sh, uint64_t id) {
+        auto r = co_await sh->remove(id);
+        if (r)
+            journal::record("removed", {{"mid", std::string_view(mid_string(id))}});
+        else if (r.error().code != fs::spool_errc::not_found)
+            lg.error("mid={} cannot remove: {}", mid_string(id), r.error().detail);
+    }
+
     static task<void> send_dsn(fs::shard* sh, uint64_t id, std::string sender, int64_t arrival, dsn_params dp,
-                               std::vector<dsn_recipient> rcpts, std::string hostname) {
+                               bool full, std::vector<dsn_recipient> rcpts, std::string hostname) {
         // The original: its header, or the whole message with RET=FULL.
         uint64_t size = 0;
         {
@@ -347,7 +396,6 @@ struct service::impl {
                 co_return;
             size = v->body_bytes;
         }
-        const bool full = dp.ret == "FULL";
         std::string orig(full ? size : std::min<uint64_t>(size, 64 * 1024), '\0');
         uint64_t off = 0;
         while (off < orig.size()) {
@@ -533,10 +581,7 @@ struct service::impl {
         settle(d, e, L, replies, host, ip, dcid, outs, retry);
         fs::shard* sh = e.shard;
         uint64_t id = e.id;
-        std::string hn = o->hostname;
-        auto fn = [sh, id, outs = std::move(outs), hn = std::move(hn)]() mutable {
-            return apply_at_origin(sh, id, std::move(outs), std::move(hn));
-        };
+        auto fn = [o = o, sh, id, outs = std::move(outs)]() mutable { return apply_at_origin(o, sh, id, std::move(outs)); };
         auto t = submit_to(e.origin, std::move(fn));
         co_await std::move(t);
         if (!retry.rcpts.empty())

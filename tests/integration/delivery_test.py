@@ -10,6 +10,7 @@ lost across a kill -9.
     delivery_test.py BUILD_DIR [unittest args]
 """
 import email
+import email.utils
 import errno
 import json
 import os
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 from datetime import datetime, timezone
@@ -222,6 +224,29 @@ class DeliveryTest(unittest.TestCase):
         finally:
             g.cleanup()
 
+    def postfix_sink(self, *flags):
+        """Postfix's smtp-sink on a free port, dumping each message into a
+        directory; returns (port, directory)."""
+        exe = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+        self.assertTrue(os.access(exe, os.X_OK), "Postfix's smtp-sink is a test dependency (scripts/deps.sh test)")
+        dump = self.tmpdir()
+        os.chmod(dump, 0o777)  # smtp-sink writes as the postfix user
+        port = free_port()
+        p = subprocess.Popen([exe, "-u", "postfix", "-d", os.path.join(dump, "%H%M%S."), *flags,
+                              f"127.0.0.1:{port}", "100"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: (p.poll() is None and p.terminate(), p.wait(), p.stderr.close()))
+
+        def up():
+            if p.poll() is not None:
+                raise AssertionError(f"smtp-sink exited: {p.stderr.read()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+        wait_until(up, timeout=10, what="smtp-sink to listen")
+        return port, dump
+
     def deliveries(self, g, mid=None, rcpt=None):
         return [e for e in g.journal() if e.get("event") == "delivery" and (mid is None or e["mid"] == mid)
                 and (rcpt is None or e["rcpt"] == rcpt)]
@@ -311,23 +336,7 @@ class ByteExact(DeliveryTest):
         self.assertEqual(g.spool_messages(), [])
 
     def test_relay_to_postfix_smtp_sink(self):
-        exe = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None)
-        if not exe:
-            self.skipTest("no Postfix smtp-sink")
-        port = free_port()
-        p = subprocess.Popen([exe, "-c", "-u", "postfix", f"127.0.0.1:{port}", "100"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.addCleanup(lambda: (p.poll() is None and p.terminate(), p.wait(), p.stderr.close()))
-
-        def up():
-            if p.poll() is not None:
-                raise AssertionError(f"smtp-sink exited: {p.stderr.read()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
-        wait_until(up, timeout=10, what="smtp-sink to listen")
+        port, _ = self.postfix_sink("-c")
         g = self.gateway(routes=[("*", [f"127.0.0.1:{port}"])])
         mid = send(g.port, "pf@src.test", ["one@postfix.test", "two@postfix.test"],
                    b"Subject: to postfix\r\n\r\n.hello\r\n" + (b"x" * 76 + b"\r\n") * 64)
@@ -587,6 +596,51 @@ class Bounces(DeliveryTest):
         self.assertIn("451", per_rcpt[0]["Diagnostic-Code"] or "")
         self.wait_removed(g, mid)
 
+    def test_delay_notice_once_per_recipient_across_a_restart(self):
+        g = self.gw(delay_notice_after_s=1, max_retry_ms=300)
+        rcpt = "tempfail@dst.test"
+        m_default = send(g.port, "late@src.test", [rcpt, "ok@dst.test"],
+                         b"From: late@src.test\r\nSubject: slow one\r\n\r\nthe body stays home\r\n",
+                         mail_options=["RET=FULL", "ENVID=slow-1"])
+        m_asked = send(g.port, "asked@src.test", [rcpt], b"Subject: asked\r\n\r\nx\r\n",
+                       rcpt_options=[["NOTIFY=DELAY,FAILURE"]])
+        send(g.port, "failonly@src.test", [rcpt], b"Subject: f\r\n\r\nx\r\n", rcpt_options=[["NOTIFY=FAILURE"]])
+        send(g.port, "quiet@src.test", [rcpt], b"Subject: n\r\n\r\nx\r\n", rcpt_options=[["NOTIFY=NEVER"]])
+        received = {e["mid"]: ts(e) for e in g.journal() if e.get("event") == "received"}
+        d = self.wait_dsn(self.s, "late@src.test")[0]
+        self.wait_dsn(self.s, "asked@src.test")
+        self.assertEqual(d["Subject"], "Delayed Mail (still being retried)")
+        per_msg, per_rcpt, third = dsn_parts(self, d)
+        self.assertEqual(per_msg["Original-Envelope-Id"], "slow-1")
+        self.assertEqual(len(per_rcpt), 1, "ok@dst.test was delivered, not delayed")
+        self.assertEqual(nows(per_rcpt[0]["Final-Recipient"]), f"rfc822;{rcpt}")
+        self.assertEqual(per_rcpt[0]["Action"], "delayed")
+        self.assertRegex(per_rcpt[0]["Status"], r"^4\.\d+\.\d+$")
+        self.assertIn("451", per_rcpt[0]["Diagnostic-Code"])
+        until = email.utils.parsedate_to_datetime(per_rcpt[0]["Will-Retry-Until"]).timestamp()
+        self.assertAlmostEqual(until, received[m_default] + 432000, delta=2.5)  # the default 5-day lifetime
+        # A delay notice carries the header only, whatever RET says (RFC 3461 4.3).
+        self.assertEqual(third.get_content_type(), "text/rfc822-headers")
+        self.assertIn("Subject: slow one", third.get_payload())
+        self.assertNotIn("the body stays home", third.get_payload())
+        # It came with a deferral a second or more after arrival, not before.
+        notices = [e for e in g.journal() if e.get("event") == "dsn" and e["mid"] == m_default]
+        self.assertEqual([e["action"] for e in notices], ["delayed"])
+        self.assertGreaterEqual(ts(notices[0]) - received[m_default], 1.0)
+
+        def more_attempts(k):
+            n = {m: len(self.deliveries(g, m, rcpt)) for m in (m_default, m_asked)}
+            wait_until(lambda: all(len(self.deliveries(g, m, rcpt)) >= n[m] + k for m in n), timeout=10,
+                       what=f"{k} more attempts each")
+        # Later deferrals, and those after a kill -9 and a restart, send none.
+        more_attempts(3)
+        g.kill()
+        restart(g)
+        more_attempts(3)
+        for sender, n in (("late@src.test", 1), ("asked@src.test", 1), ("failonly@src.test", 0),
+                          ("quiet@src.test", 0)):
+            self.assertEqual(len(dsns_to(self.s.save, sender)), n, sender)
+
 
 # ---- 6. bad servers ----
 
@@ -756,11 +810,37 @@ class Restart(DeliveryTest):
             s.stop()
 
 
+    def test_a_finished_message_left_in_the_spool_is_removed_at_start(self):
+        # A crash between a message's last recipient state and its removal
+        # leaves it in the spool with nothing to do: the next start removes
+        # it and sends nothing.
+        dead = free_port()
+        g = self.gateway(routes=[("*", [f"127.0.0.1:{dead}"])], delivery={"destination_pause_ms": 600000})
+        mid = send(g.port, "left@src.test", ["a@dst.test", "b@dst.test"], b"Subject: left over\r\n\r\nx\r\n")
+        self.assertEqual(g.stop(), 0)
+        out = subprocess.run([os.path.join(BUILD, "tests", "tools", "spool_dump"), "--path", g.spool, "--finish"],
+                             capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual([(m["id"], m["states"]) for m in map(json.loads, out.stdout.splitlines())],
+                         [(mid, [2, 2])])
+        s = self.sink()
+        with open(g.config) as f:
+            text = f.read()
+        with open(g.config, "w") as f:
+            f.write(text.replace(f"127.0.0.1:{dead}", f"127.0.0.1:{s.port}"))
+        restart(g)
+        self.wait_removed(g, mid)
+        self.assertEqual(g.stop(), 0)
+        self.assertEqual(g.spool_messages(), [])
+        self.assertEqual(s.stop()["received"], 0)
+
+
 # ---- 8. MX routing through a real resolver ----
 
 class Dnsmasq:
     def __init__(self, *records):
         exe = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+        assert os.access(exe, os.X_OK), "dnsmasq is a test dependency (scripts/deps.sh test)"
         self.dir = tempfile.mkdtemp(prefix="rw_dns_", dir=os.environ.get("RINGWAY_TEST_TMP"))
         conf = os.path.join(self.dir, "empty.conf")  # not /dev/null: no dependence on the host's devices
         open(conf, "w").close()
@@ -804,8 +884,6 @@ class Dnsmasq:
 
 class MxRouting(DeliveryTest):
     def test_mx_a_fallback_cname_nxdomain_null_mx(self):
-        if not (shutil.which("dnsmasq") or os.path.exists("/usr/sbin/dnsmasq")):
-            self.skipTest("no dnsmasq")
         dns = Dnsmasq(
             "--mx-host=mx.test,mail.mx.test,10", "--host-record=mail.mx.test,127.0.0.1",
             "--host-record=aonly.test,127.0.0.1",                        # no MX: the A record
@@ -842,7 +920,135 @@ class MxRouting(DeliveryTest):
                 self.assertEqual(per_rcpt[0]["Action"], "failed")
 
 
-# ---- 9. SIZE ----
+    def test_aaaa_only_hosts_get_mail_over_ipv6(self):
+        dns = Dnsmasq("--mx-host=six.test,mail.six.test,10", "--host-record=mail.six.test,::1",
+                      "--host-record=aaaa.test,::1")  # no MX: its AAAA record
+        self.addCleanup(dns.stop)
+        s = self.sink(save=True, listen="[::1]:0")
+        g = self.gateway(delivery={"smtp_port": s.port, "first_retry_ms": 300},
+                         dns={"servers": [f"127.0.0.1:{dns.port}"], "timeout_ms": 500, "tries": 1})
+        for r in ("u@six.test", "u@aaaa.test"):
+            with self.subTest(rcpt=r):
+                mid = send(g.port, "v6@src.test", [r], b"Subject: over IPv6\r\n\r\nx\r\n")
+                e = self.wait_disposition(g, mid, r, {"delivered", "bounced"}, timeout=10)[0]
+                self.assertEqual(e["disposition"], "delivered", self.deliveries(g, mid))
+                self.assertIn("::1", e["ip"], e)
+        self.assertEqual(s.stop()["peers"], {"::1": 2})
+
+    def test_dns_that_is_silent_malformed_or_truncated_is_a_temporary_failure(self):
+        def silent(q):
+            return None
+
+        def malformed(q):  # our id, a response, five answers announced, none there
+            return q[:2] + b"\x81\x80\x00\x01\x00\x05\x00\x00\x00\x00" + q[12:]
+
+        def truncated(q):  # TC set over UDP, and nothing listening on TCP
+            return q[:2] + b"\x83\x80" + q[4:6] + b"\x00\x00\x00\x00\x00\x00" + q[12:]
+
+        for answer in (silent, malformed, truncated):
+            with self.subTest(answer.__name__):
+                server = BadDns(answer)
+                self.addCleanup(server.stop)
+                g = self.gateway(delivery={"first_retry_ms": 60000},
+                                 dns={"servers": [f"127.0.0.1:{server.port}"], "timeout_ms": 300, "tries": 1})
+                rcpt = f"u@{answer.__name__}.test"
+                mid = send(g.port, "dns@src.test", [rcpt], b"Subject: no answer\r\n\r\nx\r\n")
+                e = self.wait_disposition(g, mid, rcpt, {"deferred", "bounced", "delivered"}, timeout=10)[0]
+                self.assertEqual(e["disposition"], "deferred", e)
+                self.assertEqual(e["code"] // 100, 4, e)
+                self.assertIn("4.4.3", e["reply"])
+                self.assertGreater(server.queries, 0)
+                self.assertEqual(g.stop(), 0)
+
+
+class BadDns:
+    """A UDP 'DNS server' on loopback that answers every query with
+    answer(query) (None: no answer), counting the queries."""
+
+    def __init__(self, answer):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.queries = 0
+        self.done = False
+        self.thread = threading.Thread(target=self._run, args=(answer,), daemon=True)
+        self.thread.start()
+
+    def _run(self, answer):
+        deadline = time.monotonic() + 120
+        while not self.done and time.monotonic() < deadline:
+            try:
+                q, peer = self.sock.recvfrom(512)
+            except socket.timeout:
+                continue
+            self.queries += 1
+            a = answer(q)
+            if a is not None:
+                self.sock.sendto(a, peer)
+
+    def stop(self):
+        self.done = True
+        self.thread.join()
+        self.sock.close()
+
+
+# ---- 9. what the next hop can take: HELO, 8BITMIME, SMTPUTF8 ----
+
+class ServerCapabilities(DeliveryTest):
+    def dumped(self, dump, n=1):
+        """The messages Postfix's smtp-sink dumped (LF line ends), once there are n."""
+        def files():
+            names = sorted(os.listdir(dump))
+            return names if len(names) >= n else None
+        names = wait_until(files, timeout=10, what=f"{n} message(s) dumped by smtp-sink")
+        out = []
+        for name in names:
+            with open(os.path.join(dump, name), "rb") as f:
+                out.append(f.read())
+        return out
+
+    def test_helo_when_ehlo_is_refused(self):
+        port, dump = self.postfix_sink("-f", "EHLO")  # EHLO gets a 5xx: an SMTP-only server
+        g = self.gateway(routes=[("*", [f"127.0.0.1:{port}"])])
+        body = b"From: helo@src.test\r\nSubject: old server\r\n\r\n.leading dot\r\nline two\r\n"
+        mid = send(g.port, "helo@src.test", ["one@old.test", "two@old.test"], body)
+        for r in ("one@old.test", "two@old.test"):
+            self.assertEqual(self.wait_disposition(g, mid, r, {"delivered"})[0]["code"], 250)
+        self.wait_removed(g, mid)
+        [d] = self.dumped(dump)
+        self.assertIn(b"X-Client-Proto: SMTP\n", d)
+        self.assertIn(f"X-Helo-Args: {HOSTNAME}\n".encode(), d)
+        self.assertIn(b"X-Mail-Args: <helo@src.test>\n", d)  # no ESMTP parameters to an SMTP server
+        self.assertEqual(re.findall(rb"X-Rcpt-Args: (.*)\n", d), [b"<one@old.test>", b"<two@old.test>"])
+        self.assertIn(body.replace(b"\r\n", b"\n"), d)  # dot-stuffing undone by the server: the same bytes
+
+    def test_8bit_and_utf8_mail_bounce_when_the_server_lacks_the_extension(self):
+        port, dump = self.postfix_sink("-8")  # no 8BITMIME; smtp-sink never offers SMTPUTF8
+        dsn_sink = self.sink(save=True)
+        g = self.gateway(routes=[("src.test", [f"127.0.0.1:{dsn_sink.port}"]), ("*", [f"127.0.0.1:{port}"])])
+        cases = [  # sender, MAIL parameters, status
+            ("eight@src.test", ["BODY=8BITMIME"], "5.6.3"),
+            ("utf8@src.test", ["SMTPUTF8", "BODY=8BITMIME"], "5.6.7"),
+        ]
+        for sender, opts, status in cases:
+            with self.subTest(sender=sender):
+                mid = send(g.port, sender, ["r@seven.test"],
+                           b"Subject: Gr\xc3\xbc\xc3\x9fe\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+                           b"K\xc3\xb6ln\r\n", mail_options=opts)
+                e = self.wait_disposition(g, mid, "r@seven.test", {"bounced", "delivered", "deferred"})[0]
+                self.assertEqual((e["disposition"], e["code"] // 100), ("bounced", 5), e)
+                self.assertIn(status, e["reply"])
+                _, per_rcpt, _ = dsn_parts(self, self.wait_dsn(dsn_sink, sender)[0])
+                self.assertEqual((per_rcpt[0]["Action"], per_rcpt[0]["Status"]), ("failed", status))
+        # 7-bit mail still goes, and is all that reached the server.
+        mid = send(g.port, "seven@src.test", ["r@seven.test"], b"Subject: plain\r\n\r\nascii\r\n")
+        self.wait_disposition(g, mid, "r@seven.test", {"delivered"})
+        [d] = self.dumped(dump)
+        self.assertIn(b"X-Mail-Args: <seven@src.test>\n", d)
+
+
+# ---- 10. SIZE ----
 
 class Size(DeliveryTest):
     def test_too_big_for_the_server_bounces_without_sending(self):
@@ -863,7 +1069,7 @@ class Size(DeliveryTest):
         self.assertEqual([(frm, rs) for _, frm, rs in saved(s.save)], [("", [sender])])
 
 
-# ---- 10. configuration ----
+# ---- 11. configuration ----
 
 class Config(DeliveryTest):
     def test_bad_route_host_is_refused_with_its_line(self):

@@ -141,7 +141,7 @@ TEST_CASE("the embedded default comments every key", "[config]") {
                           "idle_timeout_s", "greet_pause_ms", "hostname", "accepted_domains", "relay_networks", "credentials_file",
                           "smtp_port", "internal_hosts", "starttls", "max_connections_per_destination",
                           "max_messages_per_connection", "max_messages_per_minute", "first_retry_ms", "max_retry_ms",
-                          "greylist_retry_ms", "max_queue_lifetime_s", "destination_pause_ms", "connect_timeout_ms",
+                          "greylist_retry_ms", "max_queue_lifetime_s", "delay_notice_after_s", "destination_pause_ms", "connect_timeout_ms",
                           "command_timeout_s", "data_timeout_s", "domain", "hosts", "socket"})
         CHECK_THAT(std::string(default_config_toml()), Contains(std::string("\n") + k + " = ") ||
                                                            Contains(std::string("\n# ") + k + " = "));
@@ -643,6 +643,7 @@ max_connections_per_destination = 3
 max_messages_per_minute = 60
 first_retry_ms = 500
 max_retry_ms = 4000
+delay_notice_after_s = 0
 [[route]]
 domain = "*"
 hosts = ["192.0.2.1:25", "[2001:db8::1]:587"]
@@ -659,6 +660,8 @@ hosts = ["smarthost.test"]
     CHECK(c.delivery.max_connections_per_destination == 3);
     CHECK(c.delivery.max_messages_per_minute == 60);
     CHECK(c.delivery.first_retry_ms == std::chrono::milliseconds(500));
+    CHECK(c.delivery.delay_notice_after_s == std::chrono::seconds(0));
+    CHECK(delivery_config{}.delay_notice_after_s == std::chrono::hours(4));
     REQUIRE(c.routes.size() == 2);
     CHECK(c.routes[0].domain == "*");
     CHECK(c.routes[0].hosts.size() == 2);
@@ -689,9 +692,11 @@ hosts = []
 [delivery]
 first_retry_ms = 5000
 max_retry_ms = 1000
+delay_notice_after_s = -1
 )");
     CHECK_THAT(e, Contains("t.toml:6: route[0].hosts[0]: \"127.0.0.1:99999\" is not a next hop"));
     CHECK_THAT(e, Contains("t.toml:8: route[1].domain: \"not a domain\" is not a domain"));
     CHECK_THAT(e, Contains("t.toml:9: route[1].hosts: empty list"));
     CHECK_THAT(e, Contains("t.toml:12: delivery.max_retry_ms: 1000 is below first_retry_ms (5000)"));
+    CHECK_THAT(e, Contains("t.toml:13: delivery.delay_notice_after_s: -1 is out of range; allowed: 0 (never)..2592000"));
 }

@@ -111,7 +111,7 @@ TEST_CASE("messages survive a reopen byte-exact with their recipient states", "[
             rcpt_state later{rcpt_status::deferred, 1, 12345, "451 later", 0};
             auto st2 = co_await s.set_rcpt_state(second, 0, later);
             REQUIRE(st2);
-            rcpt_state again{rcpt_status::deferred, 2, 23456, "451 again", 0};
+            rcpt_state again{rcpt_status::deferred, 2, 23456, "451 again", 0, 0x2a};
             auto st3 = co_await s.set_rcpt_state(second, 0, again);
             REQUIRE(st3);
             ++it;
@@ -151,6 +151,7 @@ TEST_CASE("messages survive a reopen byte-exact with their recipient states", "[
         REQUIRE(v2->rcpts[0].attempts == 2);
         REQUIRE(v2->rcpts[0].last_reply == "451 again");
         REQUIRE(v2->rcpts[0].next_attempt_unix == 23456);
+        REQUIRE(v2->rcpts[0].flags == 0x2a);  // the caller's bits, kept as given
         // A finished recipient's state is final.
         rcpt_state late{rcpt_status::deferred, 3, 1, "", 0};
         auto again = co_await s.set_rcpt_state(bodies.begin()->first, 1, late);

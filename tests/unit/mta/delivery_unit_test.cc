@@ -85,3 +85,22 @@ TEST_CASE("a failure DSN has the three parts of RFC 3464") {
     CHECK(m.find("\r\nbody\r\n") == std::string::npos);  // headers only
     CHECK(m.ends_with("--0000000000000001/mx.ringway.test--\r\n"));
 }
+
+TEST_CASE("a delay DSN says delayed, until when it is retried, and carries the header") {
+    dsn_input in;
+    in.reporting_mta = "mx.ringway.test";
+    in.original_sender = "s@a.test";
+    in.arrival_unix = 1700000000;
+    in.now_unix = 1700014400;
+    in.mid = "0000000000000002";
+    dsn_recipient r{"r@b.test", "", "delayed", "4.4.1", "mx.b.test", "smtp; 451 4.4.1 try later"};
+    r.will_retry_until_unix = 1700432000;
+    in.rcpts.push_back(r);
+    in.original = std::string(header_of("Subject: hi\r\n\r\nbody\r\n"));
+    std::string m = build_dsn(in);
+    CHECK(m.find("Subject: Delayed Mail (still being retried)\r\n") != std::string::npos);
+    CHECK(m.find("Final-Recipient: rfc822; r@b.test\r\nAction: delayed\r\nStatus: 4.4.1\r\n") != std::string::npos);
+    CHECK(m.find("Will-Retry-Until: Sun, 19 Nov 2023 22:13:20 +0000\r\n") != std::string::npos);
+    CHECK(m.find("Content-Type: text/rfc822-headers\r\n") != std::string::npos);
+    CHECK(m.find("\r\nbody\r\n") == std::string::npos);
+}
