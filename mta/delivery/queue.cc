@@ -201,7 +201,9 @@ struct service::impl {
     }
 
     // Reads what a connection needs; nullopt when the message is gone.
-    static task<std::optional<loaded>> load(fs::shard* sh, uint64_t id, std::vector<uint32_t> idx) {
+    // Without with_body only the envelope (for failing it unsent).
+    static task<std::optional<loaded>> load(fs::shard* sh, uint64_t id, std::vector<uint32_t> idx,
+                                            bool with_body = true) {
         loaded L;
         uint64_t size = 0;
         {
@@ -227,6 +229,8 @@ struct service::impl {
         }
         if (L.idx.empty())
             co_return std::nullopt;
+        if (!with_body)
+            co_return L;
         L.out.body.resize(size);
         uint64_t off = 0;
         while (off < size) {
@@ -243,8 +247,8 @@ struct service::impl {
 
     // load() run on the message's origin core, from any core.
     static task<std::optional<loaded>> load_from_origin(unsigned origin, fs::shard* sh, uint64_t id,
-                                                        std::vector<uint32_t> idx) {
-        auto fn = [sh, id, idx = std::move(idx)]() { return load(sh, id, idx); };
+                                                        std::vector<uint32_t> idx, bool with_body = true) {
+        auto fn = [sh, id, idx = std::move(idx), with_body]() { return load(sh, id, idx, with_body); };
         auto t = submit_to(origin, std::move(fn));
         co_return co_await std::move(t);
     }
@@ -588,12 +592,14 @@ struct service::impl {
             deferred.emplace(retry.due_ms, std::make_pair(d, std::move(retry)));
     }
 
-    // Fails every ready entry of d the same way (no connection, DNS).
+    // Fails every ready entry of d the same way (no connection, DNS): those
+    // queued when it starts; what arrives meanwhile waits for the next
+    // attempt (the destination is paused), and a stop ends it.
     task<void> fail_all(destination* d, smtp_reply r, std::string host) {
-        while (!d->ready.empty()) {
+        for (size_t n = d->ready.size(); n > 0 && !d->ready.empty() && !stopping; --n) {
             entry e = std::move(d->ready.front());
             d->ready.pop_front();
-            auto tl = load_from_origin(e.origin, e.shard, e.id, e.rcpts);
+            auto tl = load_from_origin(e.origin, e.shard, e.id, e.rcpts, false);  // nothing is sent
             auto L = co_await std::move(tl);
             if (!L)
                 continue;
