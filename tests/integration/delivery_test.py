@@ -335,6 +335,32 @@ class ByteExact(DeliveryTest):
         self.assertEqual(g.stop(), 0)
         self.assertEqual(g.spool_messages(), [])
 
+    def test_mail_log_traces_a_message_by_its_mid(self):
+        s = self.sink()
+        g = self.gateway(routes=route_all(s))
+        mid = send(g.port, "trace@src.test", ["t1@dst.test", "t2@dst.test"], b"Subject: trace me\r\n\r\nx\r\n")
+        for r in ("t1@dst.test", "t2@dst.test"):
+            self.wait_disposition(g, mid, r, {"delivered"})
+        self.wait_removed(g, mid)
+        j = g.journal()
+        [rcv] = [e for e in j if e.get("event") == "received" and e.get("mid") == mid]
+        self.assertEqual((rcv["from"], rcv["rcpts"]), ("trace@src.test", 2))
+        self.assertIn("icid", rcv)
+        lines = self.deliveries(g, mid)
+        self.assertEqual(sorted(e["rcpt"] for e in lines), ["t1@dst.test", "t2@dst.test"])
+        for e in lines:
+            self.assertEqual((e["host"], e["ip"], e["code"], e["attempt"], e["disposition"]),
+                             ("127.0.0.1", "127.0.0.1", 250, 1, "delivered"), e)
+            self.assertRegex(e["reply"], r"^250 ")
+        # One transaction: both recipients on the connection its dcid names.
+        self.assertEqual(len({e["dcid"] for e in lines}), 1)
+        conns = [e for e in j if e.get("event") == "connection" and e.get("dcid") == lines[0]["dcid"]]
+        self.assertEqual(len(conns), 1, conns)
+        self.assertEqual((conns[0]["destination"], conns[0]["ip"]), ("route:*", "127.0.0.1"))
+        # In order: received, the deliveries, removed.
+        order = [e["event"] for e in j if e.get("mid") == mid]
+        self.assertEqual(order, ["received", "delivery", "delivery", "removed"])
+
     def test_relay_to_postfix_smtp_sink(self):
         port, _ = self.postfix_sink("-c")
         g = self.gateway(routes=[("*", [f"127.0.0.1:{port}"])])
@@ -919,6 +945,28 @@ class MxRouting(DeliveryTest):
                 self.assertEqual(per_rcpt[0]["Status"], status)
                 self.assertEqual(per_rcpt[0]["Action"], "failed")
 
+
+    def test_equal_preference_hosts_share_the_mail(self):
+        # Two MX hosts at the same preference, on 127.0.0.1 and 127.0.0.2
+        # at one port: connections go to both (RFC 5321 5.1: randomised).
+        a = self.sink()
+        for _ in range(5):
+            try:
+                b = self.sink(listen=f"127.0.0.2:{a.port}")
+                break
+            except AssertionError:
+                a = self.sink()
+        dns = Dnsmasq("--mx-host=eq.test,a.eq.test,10", "--mx-host=eq.test,b.eq.test,10",
+                      "--host-record=a.eq.test,127.0.0.1", "--host-record=b.eq.test,127.0.0.2")
+        self.addCleanup(dns.stop)
+        g = self.gateway(delivery={"smtp_port": a.port},
+                         dns={"servers": [f"127.0.0.1:{dns.port}"], "timeout_ms": 500, "tries": 1})
+        ips = []
+        for i in range(16):  # one at a time: each is a new connection (the queue runs dry in between)
+            mid = send(g.port, "eq@src.test", [f"u{i}@eq.test"], b"Subject: equal\r\n\r\nx\r\n")
+            ips.append(self.wait_disposition(g, mid, f"u{i}@eq.test", {"delivered"})[0]["ip"])
+        self.assertEqual(set(ips), {"127.0.0.1", "127.0.0.2"}, ips)  # all on one: 2 * 2^-16
+        self.assertEqual(a.stop()["received"] + b.stop()["received"], 16)
 
     def test_aaaa_only_hosts_get_mail_over_ipv6(self):
         dns = Dnsmasq("--mx-host=six.test,mail.six.test,10", "--host-record=mail.six.test,::1",
