@@ -3,6 +3,8 @@
 # destination that is down (its route points at a closed port), so all of
 # them stay queued; the daemon's resident memory is read before and after,
 # and again after a restart that recovers the whole queue from the spool.
+# Then the destination comes back (the route points at a ringway-sink) and
+# a third start delivers the backlog: the drain rate.
 #
 #   bench/queue_memory.sh BUILD_DIR [--count N] [--mix M] [--rcpts R] [--connections C] [--spool-size SIZE] [--keep]
 #
@@ -31,15 +33,17 @@ while [[ $# -gt 0 ]]; do
 done
 rwd=$build/admin/ringwayd
 load=$build/bench/ringway-load
-[[ -x $rwd && -x $load ]] || { echo "queue_memory: build ringwayd and ringway-load first" >&2; exit 2; }
+sink=$build/bench/ringway-sink
+[[ -x $rwd && -x $load && -x $sink ]] || { echo "queue_memory: build ringwayd, ringway-load and ringway-sink first" >&2; exit 2; }
 # About 2.5 KiB of spool per 1 KiB message (body, envelope, one deferral
 # record, alignment), with room to spare.
 [[ -n $spool_size ]] || spool_size="$(((count * 3 + 1023) / 1024 + 512))M"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/rw_qmem.XXXXXX")
-rw_pid=""
+rw_pid="" sink_pid=""
 cleanup() {
     [[ -n $rw_pid ]] && kill -KILL "$rw_pid" 2>/dev/null
+    [[ -n $sink_pid ]] && kill -KILL "$sink_pid" 2>/dev/null
     if ((keep)); then echo "kept: $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -74,11 +78,12 @@ relay_networks = ["127.0.0.0/8"]
 socket = "$work/ringway.sock"
 
 [delivery]
-# The destination refuses the first connection and then rests for an hour;
-# what was queued by then waits for the first retry, an hour later.
+# The destination refuses the first connection and then rests for an hour:
+# everything waits for it in its queue (the retry schedule itself is short,
+# so once the destination is back nothing waits for a retry time).
 destination_pause_ms = 3600000
-first_retry_ms = 3600000
-max_retry_ms = 3600000
+first_retry_ms = 10
+max_retry_ms = 10
 
 [[route]]
 domain = "*"
@@ -142,15 +147,41 @@ rss2=$(rss_kib "$rw_pid")
 sleep 13
 rss3=$(rss_kib "$rw_pid")
 stop
+# The destination is back: a sink where the dead port was.
+sink_port=$(port_free)
+"$sink" --listen "127.0.0.1:$sink_port" --cores 1 --no-pin --stats "$work/sink.stats" 2>"$work/sink.err" &
+sink_pid=$!
+sed -i "s/127.0.0.1:$dead/127.0.0.1:$sink_port/" "$work/ringway.toml"
+t_drain=$(date +%s.%N)
+start third.log
+drain=$(python3 - "$work/sink.stats" "$accepted" "$t_drain" <<'PY'
+import json, sys, time
+stats, want, t0 = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+got = 0
+while time.time() - t0 < 900:
+    try:
+        got = json.load(open(stats))["received"]
+    except (OSError, ValueError, KeyError):
+        pass
+    if got >= want:
+        break
+    time.sleep(0.05)
+el = time.time() - t0
+print(f"{got} {el:.2f} {got / el:.0f}")
+PY
+)
+stop
+kill -INT "$sink_pid"; wait "$sink_pid" || true; sink_pid=""
 # Each shard says "shard=N recovered messages=M ... took_ms=T" at start.
 recovered=$(sed -n 's/.*recovered messages=\([0-9]*\).*/\1/p' "$work/second.log" | awk '{s += $1} END {print s + 0}')
 took_ms=$(sed -n 's/.*recovered messages=.*took_ms=\([0-9.]*\).*/\1/p' "$work/second.log" | sort -n | tail -n 1)
-python3 - "$count" "$accepted" "$rate" "$rss0" "$rss1" "$rss2" "$rss3" "$recover_s" "$recovered" "$took_ms" <<'PY'
+python3 - "$count" "$accepted" "$rate" "$rss0" "$rss1" "$rss2" "$rss3" "$recover_s" "$recovered" "$took_ms" $drain <<'PY'
 import sys
 count, accepted, rate, rss0, rss1, rss2, rss3 = map(int, sys.argv[1:8])
 recover_s = float(sys.argv[8])
 recovered = int(sys.argv[9])
 took_ms = float(sys.argv[10])
+drained, drain_s, drain_rate = int(sys.argv[11]), float(sys.argv[12]), int(sys.argv[13])
 print(f"accepted {accepted} of {count} at {rate} msg/s")
 print(f"RSS after start (empty queue):           {rss0 / 1024:8.1f} MiB")
 print(f"RSS with the {accepted} queued:        {rss1 / 1024:8.1f} MiB  = {(rss1 - rss0) * 1024 / max(1, accepted):6.0f} bytes per queued message")
@@ -158,5 +189,7 @@ print(f"RSS 2 s after a restart recovered them:  {rss2 / 1024:8.1f} MiB  = {(rss
 print(f"RSS 15 s after a restart recovered them: {rss3 / 1024:8.1f} MiB  = {(rss3 - rss0) * 1024 / max(1, accepted):6.0f} bytes per queued message")
 print(f"restart: {recovered} messages recovered (slowest shard {took_ms:.0f} ms), "
       f"first greeting {recover_s:.2f} s after the start")
-sys.exit(0 if accepted == count and recovered == accepted else 1)
+print(f"drain: {drained} of {accepted} delivered in {drain_s:.1f} s from the start with the destination back "
+      f"= {drain_rate} msg/s")
+sys.exit(0 if accepted == count and recovered == accepted and drained == accepted else 1)
 PY
