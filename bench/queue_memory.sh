@@ -149,7 +149,7 @@ rss3=$(rss_kib "$rw_pid")
 stop
 # The destination is back: a sink where the dead port was.
 sink_port=$(port_free)
-"$sink" --listen "127.0.0.1:$sink_port" --cores 1 --no-pin --stats "$work/sink.stats" 2>"$work/sink.err" &
+"$sink" --listen "127.0.0.1:$sink_port" --cores 1 --no-pin --stats "$work/sink.stats" >/dev/null 2>"$work/sink.err" &
 sink_pid=$!
 sed -i "s/127.0.0.1:$dead/127.0.0.1:$sink_port/" "$work/ringway.toml"
 t_drain=$(date +%s.%N)

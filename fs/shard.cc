@@ -162,6 +162,7 @@ void shard::apply_record(const record_header& h, const char* body, uint64_t dev_
             auto c = std::make_unique<copy>();
             c->begin_seg = seg_seq;
             it->second.relocating = std::move(c);
+            _unsettled.insert(h.msg_id);
             for (size_t i = 0; i < states.size() && i < it->second.rcpts.size(); ++i)
                 if (states[i].version > it->second.rcpts[i].version)
                     it->second.rcpts[i] = states[i];
@@ -177,6 +178,7 @@ void shard::apply_record(const record_header& h, const char* body, uint64_t dev_
         e.rcpts = std::move(states);
         e.cur.begin_seg = seg_seq;
         _msgs.emplace(h.msg_id, std::move(e));
+        _unsettled.insert(h.msg_id);
         return;
     }
     case record_type::msg_chunk: {
@@ -554,10 +556,26 @@ uint64_t shard::compute_tail() const {
     uint64_t t = _cur_seq;
     if (!_seg_refs.empty())
         t = std::min(t, _seg_refs.begin()->first);
-    // In-progress messages pin their segment too.
+    // In-progress messages (begun and not committed, or being relocated)
+    // pin the segment their current copy begins in.
+    for (auto it = _unsettled.begin(); it != _unsettled.end();) {
+        auto m = _msgs.find(*it);
+        if (m == _msgs.end() || (m->second.committed && !m->second.relocating)) {
+            it = _unsettled.erase(it);
+            continue;
+        }
+        t = std::min(t, m->second.cur.begin_seg);
+        ++it;
+    }
+#ifdef RINGWAY_SANITIZE
+    uint64_t full = _cur_seq;
+    if (!_seg_refs.empty())
+        full = std::min(full, _seg_refs.begin()->first);
     for (const auto& [id, e] : _msgs)
         if (!e.committed || e.relocating)
-            t = std::min(t, e.committed ? e.cur.begin_seg : e.cur.begin_seg);
+            full = std::min(full, e.cur.begin_seg);
+    RW_ASSERT(t == full, "tail {} from the messages in flight, {} from all of them", t, full);
+#endif
     return t;
 }
 
@@ -612,6 +630,11 @@ size_t shard::open_room() const { return _opt.batch_bytes - _open_fill; }
 task<result<uint64_t, spool_error>> shard::append_record(record_type t, uint16_t flags, uint64_t id,
                                                          std::span<const char> a, std::span<const char> b,
                                                          const fixup* fx) {
+    // Declared first, so it is left last: close() waits for every append to
+    // be out of this shard before the shard may go (an append still waiting
+    // for buffer space woke after its shard was freed: spool_sim --seed
+    // 30506).
+    gate::holder in_flight(_appends);
     size_t len = sizeof(record_header) + a.size() + b.size();
     RW_ASSERT(pad8(len) <= _opt.batch_bytes, "record of {} bytes cannot fit a batch", len);
     // Once close() has stopped the writer nothing appended would ever be
@@ -891,6 +914,7 @@ result<message_writer, spool_error> shard::begin(envelope env) {
     // wait for buffer space).
     e.pending_begin = rec::encode_begin(e.env, nullptr);
     _msgs.emplace(id, std::move(e));
+    _unsettled.insert(id);
     return message_writer(this, id);
 }
 
@@ -1149,6 +1173,7 @@ task<result<void, spool_error>> shard::relocate(uint64_t id) {
     auto nc = std::make_unique<copy>();
     nc->begin_seg = std::max<uint64_t>(_cur_seq, 1);
     e.relocating = std::move(nc);
+    _unsettled.insert(id);
     std::string begin = rec::encode_begin(e.env, &e.rcpts);
     auto r = co_await append_record(record_type::msg_begin, k_begin_relocated, id,
                                     std::span<const char>(begin.data(), begin.size()));
@@ -1265,6 +1290,8 @@ task<void> shard::close() {
     co_await _writer_done.wait();
     if (_cleaner_running)
         co_await _cleaner_done.wait();
+    _space.set();  // appends waiting for room see the writer gone and return
+    co_await _appends.wait_idle();
 }
 
 }  // namespace rw::fs

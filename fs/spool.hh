@@ -30,6 +30,7 @@
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "fs/block_device.hh"
@@ -255,6 +256,11 @@ private:
     recovery_report _report;
     std::unordered_map<uint64_t, entry> _msgs;
     std::map<uint64_t, uint32_t> _seg_refs;  // begin_seg -> live copies beginning there
+    // Messages that may be uncommitted or relocating, the ones that pin the
+    // tail beside _seg_refs: a superset (begin() and relocate() add, and
+    // compute_tail() drops those that have settled), so the tail costs the
+    // messages in flight, not every live one.
+    mutable std::unordered_set<uint64_t> _unsettled;
     std::vector<uint64_t> _slot_seq;         // seg_seq held by each slot, 0 = never used
     uint64_t _next_counter = 1;
 
@@ -281,6 +287,7 @@ private:
     event _writer_done;
     event _cleaner_kick;
     event _cleaner_done;
+    gate _appends;  // append_record() calls in progress: close() waits for them
     bool _closing = false;
     bool _failed = false;
     std::string _fail_reason;
