@@ -125,14 +125,16 @@ shard::~shard() {
 
 // ---------------------------------------------------------------- recovery
 
-void shard::seg_ref(uint64_t seg, int delta) {
-    auto& n = _seg_refs[seg];
+void shard::seg_ref(uint64_t seg, uint64_t id, int delta) {
     if (delta < 0) {
-        RW_ASSERT(n > 0, "segment reference count underflow seg={}", seg);
-        if (--n == 0)
-            _seg_refs.erase(seg);
+        auto it = _seg_refs.find(seg);
+        const size_t gone = it == _seg_refs.end() ? 0 : it->second.erase(id);
+        RW_ASSERT(gone == 1, "segment reference underflow seg={} msg={:x}", seg, id);
+        if (it->second.empty())
+            _seg_refs.erase(it);
     } else {
-        ++n;
+        const bool added = _seg_refs[seg].insert(id).second;
+        RW_ASSERT(added, "segment reference taken twice seg={} msg={:x}", seg, id);
     }
 }
 
@@ -170,7 +172,7 @@ void shard::apply_record(const record_header& h, const char* body, uint64_t dev_
         }
         if (it != _msgs.end()) {
             if (it->second.committed)
-                seg_ref(it->second.cur.begin_seg, -1);
+                seg_ref(it->second.cur.begin_seg, it->first, -1);
             _msgs.erase(it);
         }
         entry e;
@@ -230,12 +232,12 @@ void shard::apply_record(const record_header& h, const char* body, uint64_t dev_
             return;
         }
         if (e.relocating) {
-            seg_ref(e.cur.begin_seg, -1);
+            seg_ref(e.cur.begin_seg, it->first, -1);
             e.cur = std::move(*e.relocating);
             e.relocating.reset();
         }
         e.committed = true;
-        seg_ref(e.cur.begin_seg, +1);
+        seg_ref(e.cur.begin_seg, it->first, +1);
         return;
     }
     case record_type::msg_abort: {
@@ -264,7 +266,7 @@ void shard::apply_record(const record_header& h, const char* body, uint64_t dev_
         if (it == _msgs.end())
             return;
         if (it->second.committed)
-            seg_ref(it->second.cur.begin_seg, -1);
+            seg_ref(it->second.cur.begin_seg, it->first, -1);
         _msgs.erase(it);
         return;
     }
@@ -990,7 +992,7 @@ task<result<uint64_t, spool_error>> shard::commit_message(uint64_t id) {
         co_return unexpected(spool_error{spool_errc::failed, _fail_reason.empty() ? "write failed" : _fail_reason});
     }
     it2->second.committed = true;
-    seg_ref(it2->second.cur.begin_seg, +1);
+    seg_ref(it2->second.cur.begin_seg, it2->first, +1);
     co_return id;
 }
 
@@ -1055,7 +1057,7 @@ task<result<void, spool_error>> shard::remove(uint64_t id) {
     auto it2 = _msgs.find(id);
     if (it2 != _msgs.end()) {
         if (it2->second.committed)
-            seg_ref(it2->second.cur.begin_seg, -1);
+            seg_ref(it2->second.cur.begin_seg, it2->first, -1);
         if (it2->second.relocating)
             it2->second.relocating.reset();
         _msgs.erase(it2);
@@ -1174,11 +1176,20 @@ task<result<void, spool_error>> shard::relocate(uint64_t id) {
     nc->begin_seg = std::max<uint64_t>(_cur_seq, 1);
     e.relocating = std::move(nc);
     _unsettled.insert(id);
+    // A copy that cannot be finished is dropped, leaving the message as it
+    // was, so a later pass may move it (it stayed marked as relocating for
+    // good, never moved again, when an append found no room: the spool
+    // nearly full). Recovery ignores a copy without its commit.
+    auto abandon = [this, id](spool_error e) {
+        if (auto i = _msgs.find(id); i != _msgs.end())
+            i->second.relocating.reset();
+        return unexpected(std::move(e));
+    };
     std::string begin = rec::encode_begin(e.env, &e.rcpts);
     auto r = co_await append_record(record_type::msg_begin, k_begin_relocated, id,
                                     std::span<const char>(begin.data(), begin.size()));
     if (!r)
-        co_return unexpected(r.error());
+        co_return abandon(r.error());
     std::vector<char> buf(_opt.chunk_bytes);
     uint64_t off = 0;
     for (;;) {
@@ -1187,7 +1198,7 @@ task<result<void, spool_error>> shard::relocate(uint64_t id) {
         if (it2 == _msgs.end() || !it2->second.relocating)
             co_return result<void, spool_error>{};  // removed meanwhile
         if (!n)
-            co_return unexpected(n.error());
+            co_return abandon(n.error());
         if (n.value() == 0)
             break;
         copy& c = *it2->second.relocating;
@@ -1202,7 +1213,7 @@ task<result<void, spool_error>> shard::relocate(uint64_t id) {
                                         std::span<const char>(reinterpret_cast<const char*>(&off), 8),
                                         std::span<const char>(buf.data(), n.value()), &f);
         if (!a)
-            co_return unexpected(a.error());
+            co_return abandon(a.error());
         off += n.value();
     }
     auto it3 = _msgs.find(id);
@@ -1219,17 +1230,17 @@ task<result<void, spool_error>> shard::relocate(uint64_t id) {
     std::string cm = rec::encode_commit(it3->second.relocating->body_len, it3->second.relocating->body_crc);
     auto c = co_await append_record(record_type::msg_commit, 0, id, std::span<const char>(cm.data(), cm.size()));
     if (!c)
-        co_return unexpected(c.error());
+        co_return abandon(c.error());
     int s = co_await wait_durable(c.value());
     if (s != 0)
-        co_return unexpected(spool_error{spool_errc::failed, _fail_reason});
+        co_return abandon(spool_error{spool_errc::failed, _fail_reason});
     auto it4 = _msgs.find(id);
     if (it4 == _msgs.end() || !it4->second.relocating)
         co_return result<void, spool_error>{};
-    seg_ref(it4->second.cur.begin_seg, -1);
+    seg_ref(it4->second.cur.begin_seg, it4->first, -1);
     it4->second.cur = std::move(*it4->second.relocating);
     it4->second.relocating.reset();
-    seg_ref(it4->second.cur.begin_seg, +1);
+    seg_ref(it4->second.cur.begin_seg, it4->first, +1);
     _stats.relocated++;
     co_return result<void, spool_error>{};
 }
@@ -1253,11 +1264,28 @@ task<void> shard::cleaner_loop() {
         std::vector<uint64_t> victims;
         uint64_t live_bytes = 0;
         if (low && tail < _cur_seq) {
-            for (const auto& [id, e] : _msgs)
-                if (e.committed && !e.relocating && !e.deleting && e.cur.begin_seg == tail) {
-                    victims.push_back(id);
-                    live_bytes += e.cur.body_len;
+            // The messages whose copy begins in the tail segment, oldest
+            // first (not a scan of every live message per removal).
+            if (auto in_tail = _seg_refs.find(tail); in_tail != _seg_refs.end())
+                for (uint64_t id : in_tail->second) {
+                    auto m = _msgs.find(id);
+                    RW_ASSERT(m != _msgs.end() && m->second.cur.begin_seg == tail, "segment index out of step msg={:x}", id);
+                    const entry& e = m->second;
+                    if (e.committed && !e.relocating && !e.deleting) {
+                        victims.push_back(id);
+                        live_bytes += e.cur.body_len;
+                    }
                 }
+            std::sort(victims.begin(), victims.end());
+#ifdef RINGWAY_SANITIZE
+            std::vector<uint64_t> all;
+            for (const auto& [id, e] : _msgs)
+                if (e.committed && !e.relocating && !e.deleting && e.cur.begin_seg == tail)
+                    all.push_back(id);
+            std::sort(all.begin(), all.end());
+            RW_ASSERT(all == victims, "the tail segment's index lists {} movable messages, a scan {}", victims.size(),
+                      all.size());
+#endif
         }
         // Down to the reserve, move even a mostly live tail segment (any
         // that is not nearly full of live data still gains space): left
@@ -1272,13 +1300,19 @@ task<void> shard::cleaner_loop() {
                 co_await _cleaner_kick.wait();
             continue;
         }
+        bool stuck = false;
         for (uint64_t id : victims) {
             if (_closing || _failed)
                 break;
             auto r = co_await relocate(id);
-            if (!r)
+            if (!r) {
                 lg.warn("shard={} relocation of msg={:x} failed: {}", _opt.index, id, r.error().detail);
+                stuck = true;  // no room to copy into: wait until something changes
+                break;
+            }
         }
+        if (stuck && !_closing && !_failed)
+            co_await _cleaner_kick.wait();
     }
     _cleaner_done.set();
 }

@@ -246,7 +246,7 @@ private:
     uint64_t compute_tail() const;
     uint32_t free_slots() const;
     int pick_free_slot() const;
-    void seg_ref(uint64_t seg, int delta);
+    void seg_ref(uint64_t seg, uint64_t id, int delta);
     void fail(std::string why) noexcept;
     uint64_t next_id() { return (uint64_t(_opt.index) << 56) | _next_counter++; }
 
@@ -255,7 +255,9 @@ private:
     shard_options _opt;
     recovery_report _report;
     std::unordered_map<uint64_t, entry> _msgs;
-    std::map<uint64_t, uint32_t> _seg_refs;  // begin_seg -> live copies beginning there
+    // begin_seg -> the messages whose live (committed) copy begins there: the
+    // oldest one bounds the tail, and the cleaner's victims are the tail's.
+    std::map<uint64_t, std::unordered_set<uint64_t>> _seg_refs;
     // Messages that may be uncommitted or relocating, the ones that pin the
     // tail beside _seg_refs: a superset (begin() and relocate() add, and
     // compute_tail() drops those that have settled), so the tail costs the
