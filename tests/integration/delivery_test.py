@@ -71,6 +71,15 @@ def restart(g):
     wait_until(g._listening, timeout=30, what="ringwayd to listen again")
 
 
+def restart_rerouted(g, old_host, new_host):
+    """Starts the stopped g again with old_host replaced by new_host in its routes."""
+    with open(g.config) as f:
+        text = f.read()
+    with open(g.config, "w") as f:
+        f.write(text.replace(old_host, new_host))
+    restart(g)
+
+
 def load(*args, timeout=120):
     """ringway-load --json; returns (report, stderr, rc)."""
     exe = os.path.join(BUILD, "bench", "ringway-load")
@@ -820,11 +829,7 @@ class Restart(DeliveryTest):
             self.assertEqual((rc, rep and rep["accepted"]), (0, 1000), err)
             self.assertEqual(g.stop(), 0)
             s = self.sink()
-            with open(g.config) as f:
-                text = f.read()
-            with open(g.config, "w") as f:
-                f.write(text.replace(f"127.0.0.1:{dead}", f"127.0.0.1:{s.port}"))
-            restart(g)
+            restart_rerouted(g, f"127.0.0.1:{dead}", f"127.0.0.1:{s.port}")
             try:
                 wait_until(lambda: (s.stats() or {}).get("received", 0) >= 1000, timeout=5, what="1000")
             except AssertionError:
@@ -834,7 +839,6 @@ class Restart(DeliveryTest):
             self.assertEqual(g.stop(), 0)
             self.assertEqual(g.spool_messages(), [])
             s.stop()
-
 
     def test_a_finished_message_left_in_the_spool_is_removed_at_start(self):
         # A crash between a message's last recipient state and its removal
@@ -850,11 +854,7 @@ class Restart(DeliveryTest):
         self.assertEqual([(m["id"], m["states"]) for m in map(json.loads, out.stdout.splitlines())],
                          [(mid, [2, 2])])
         s = self.sink()
-        with open(g.config) as f:
-            text = f.read()
-        with open(g.config, "w") as f:
-            f.write(text.replace(f"127.0.0.1:{dead}", f"127.0.0.1:{s.port}"))
-        restart(g)
+        restart_rerouted(g, f"127.0.0.1:{dead}", f"127.0.0.1:{s.port}")
         self.wait_removed(g, mid)
         self.assertEqual(g.stop(), 0)
         self.assertEqual(g.spool_messages(), [])
