@@ -164,7 +164,6 @@ void shard::apply_record(const record_header& h, const char* body, uint64_t dev_
             auto c = std::make_unique<copy>();
             c->begin_seg = seg_seq;
             it->second.relocating = std::move(c);
-            _unsettled.insert(h.msg_id);
             for (size_t i = 0; i < states.size() && i < it->second.rcpts.size(); ++i)
                 if (states[i].version > it->second.rcpts[i].version)
                     it->second.rcpts[i] = states[i];
@@ -180,7 +179,6 @@ void shard::apply_record(const record_header& h, const char* body, uint64_t dev_
         e.rcpts = std::move(states);
         e.cur.begin_seg = seg_seq;
         _msgs.emplace(h.msg_id, std::move(e));
-        _unsettled.insert(h.msg_id);
         return;
     }
     case record_type::msg_chunk: {

@@ -261,7 +261,8 @@ private:
     // Messages that may be uncommitted or relocating, the ones that pin the
     // tail beside _seg_refs: a superset (begin() and relocate() add, and
     // compute_tail() drops those that have settled), so the tail costs the
-    // messages in flight, not every live one.
+    // messages in flight, not every live one. Empty after recovery, which
+    // drops unfinished messages and copies.
     mutable std::unordered_set<uint64_t> _unsettled;
     std::vector<uint64_t> _slot_seq;         // seg_seq held by each slot, 0 = never used
     uint64_t _next_counter = 1;

@@ -87,7 +87,6 @@ struct outcome {
     std::string status_code;  // for a DSN: "5.1.1"
     std::string remote;    // host name
     uint8_t flags = 0;     // fs::rcpt_state::flags to keep (set at the origin)
-    bool delay_notice = false;  // a deferral that earns a delay notice (decided at the origin)
 };
 
 // fs::rcpt_state::flags bits of ours.
@@ -256,46 +255,63 @@ struct service::impl {
     // Writes the outcomes, sends DSNs, removes the message once every
     // recipient is final. Runs on the origin core.
     static task<void> apply_at_origin(const options* o, fs::shard* sh, uint64_t id, std::vector<outcome> outs) {
-        // The common case: these outcomes finish the message and no DSN is
-        // due. One durable removal then says everything; recording each
-        // recipient's final state first would double the writes.
+        // Which recipients earn a report: failures (NOTIFY default or
+        // FAILURE), successes on request, and a delay notice (RFC 3461 4.1:
+        // NOTIFY=DELAY, or no NOTIFY at our choice) once per recipient, with
+        // the first deferral after delay_notice_after (the flag in its state
+        // keeps it once across restarts). Never to a null sender.
+        std::vector<dsn_recipient> fails, successes, delays;
+        std::string sender;
+        int64_t arrival = 0;
+        dsn_params dp;
         {
             auto v = sh->find(id);
             if (!v)
                 co_return;
-            bool all_final = true, dsn_due = false;
+            sender = v->env.mail_from;
+            arrival = v->env.received_unix;
+            dp = parse_dsn_params(v->env.params, v->rcpts.size());
             std::vector<bool> final(v->rcpts.size(), false);
             for (size_t i = 0; i < v->rcpts.size(); ++i)
                 final[i] = v->rcpts[i].status == fs::rcpt_status::delivered ||
                            v->rcpts[i].status == fs::rcpt_status::bounced;
-            const bool null_sender = v->env.mail_from.empty();
-            auto dp = parse_dsn_params(v->env.params, v->rcpts.size());
-            // A delay notice (RFC 3461 4.1: NOTIFY=DELAY, or no NOTIFY at our
-            // choice) goes once per recipient, with the first deferral after
-            // delay_notice_after; the flag in its state keeps it once across
-            // restarts.
-            const int64_t now = now_ms();
             const bool late = o->delay_notice_after.count() > 0 &&
-                              now - (v->env.received_unix + 1) * 1000 >= o->delay_notice_after.count();
+                              now_ms() - (arrival + 1) * 1000 >= o->delay_notice_after.count();
             for (auto& x : outs) {
                 if (x.idx >= final.size())
                     continue;
                 x.flags = v->rcpts[x.idx].flags;
-                if (x.status == fs::rcpt_status::deferred && late && !null_sender &&
-                    !(x.flags & k_delay_notified) && notify_wants(dp.notify[x.idx], "DELAY")) {
-                    x.delay_notice = true;
-                    x.flags |= k_delay_notified;
-                }
                 if (x.status == fs::rcpt_status::delivered || x.status == fs::rcpt_status::bounced)
                     final[x.idx] = true;
-                if (!null_sender && x.status == fs::rcpt_status::bounced && notify_wants(dp.notify[x.idx], "FAILURE"))
-                    dsn_due = true;
-                if (!null_sender && x.status == fs::rcpt_status::delivered && notify_wants(dp.notify[x.idx], "SUCCESS"))
-                    dsn_due = true;
+                if (sender.empty())
+                    continue;
+                const std::string& notify = dp.notify[x.idx];
+                std::vector<dsn_recipient>* list = nullptr;
+                const char* action = nullptr;
+                if (x.status == fs::rcpt_status::bounced && notify_wants(notify, "FAILURE")) {
+                    list = &fails, action = "failed";
+                } else if (x.status == fs::rcpt_status::delivered && notify_wants(notify, "SUCCESS")) {
+                    list = &successes, action = "delivered";
+                } else if (x.status == fs::rcpt_status::deferred && late && !(x.flags & k_delay_notified) &&
+                           notify_wants(notify, "DELAY")) {
+                    list = &delays, action = "delayed";
+                    x.flags |= k_delay_notified;
+                }
+                if (!list)
+                    continue;
+                dsn_recipient d{v->env.rcpts[x.idx], dp.orcpt[x.idx], action, x.status_code, x.remote,
+                                x.reply.empty() ? std::string() : fmt::format("smtp; {}", x.reply)};
+                if (list == &delays)
+                    d.will_retry_until_unix =
+                        arrival + 1 + std::chrono::duration_cast<std::chrono::seconds>(o->max_queue_lifetime).count();
+                list->push_back(std::move(d));
             }
-            for (bool f : final)
-                all_final = all_final && f;
-            if (all_final && !dsn_due) {
+            // The common case: these outcomes finish the message and no
+            // report is due. One durable removal then says everything;
+            // recording each recipient's final state first would double the
+            // writes.
+            const bool all_final = std::all_of(final.begin(), final.end(), [](bool f) { return f; });
+            if (all_final && fails.empty() && successes.empty()) {
                 auto r = co_await sh->remove(id);
                 if (r) {
                     journal::record("removed", {{"mid", std::string_view(mid_string(id))}});
@@ -307,52 +323,17 @@ struct service::impl {
                 // Fall through: at least record the recipients' states.
             }
         }
-        // DSNs: failures (NOTIFY default or FAILURE), successes on request,
-        // delays as decided above. Each is queued durably before the states
-        // that caused it are written: a crash in between sends a report
-        // twice (the recipient is tried again), never not at all.
-        std::vector<dsn_recipient> fails, successes, delays;
-        std::string sender, params;
-        int64_t arrival = 0;
-        std::vector<std::string> addrs;
-        {
-            auto v = sh->find(id);
-            if (!v)
-                co_return;
-            sender = v->env.mail_from;
-            params = v->env.params;
-            arrival = v->env.received_unix;
-            addrs = v->env.rcpts;
-        }
-        auto dp = parse_dsn_params(params, addrs.size());
-        for (const auto& x : outs) {
-            if (x.idx >= addrs.size())
+        // Each report is queued durably before the states that caused it are
+        // written: a crash in between sends it twice (the recipient is tried
+        // again), never not at all.
+        for (auto* list : {&fails, &successes, &delays}) {
+            if (list->empty())
                 continue;
-            dsn_recipient d{addrs[x.idx], dp.orcpt[x.idx], "", x.status_code, x.remote,
-                            x.reply.empty() ? std::string() : fmt::format("smtp; {}", x.reply)};
-            if (x.status == fs::rcpt_status::bounced && notify_wants(dp.notify[x.idx], "FAILURE")) {
-                d.action = "failed";
-                fails.push_back(std::move(d));
-            } else if (x.status == fs::rcpt_status::delivered && notify_wants(dp.notify[x.idx], "SUCCESS")) {
-                d.action = "delivered";
-                successes.push_back(std::move(d));
-            } else if (x.status == fs::rcpt_status::deferred && x.delay_notice) {
-                d.action = "delayed";
-                d.will_retry_until_unix =
-                    arrival + 1 + std::chrono::duration_cast<std::chrono::seconds>(o->max_queue_lifetime).count();
-                delays.push_back(std::move(d));
-            }
-        }
-        if (!sender.empty()) {
-            for (auto* list : {&fails, &successes, &delays}) {
-                if (list->empty())
-                    continue;
-                // RET=FULL asks for the whole message in a failure report
-                // only (RFC 3461 4.3); the others carry its header.
-                const bool full = list == &fails && dp.ret == "FULL";
-                auto t = send_dsn(sh, id, sender, arrival, dp, full, std::move(*list), o->hostname);
-                co_await std::move(t);
-            }
+            // RET=FULL asks for the whole message in a failure report only
+            // (RFC 3461 4.3); the others carry its header.
+            const bool full = list == &fails && dp.ret == "FULL";
+            auto t = send_dsn(sh, id, sender, arrival, dp, full, std::move(*list), o->hostname);
+            co_await std::move(t);
         }
         for (const auto& x : outs) {
             fs::rcpt_state st;

@@ -56,9 +56,10 @@ task<int> dump(std::string path, bool finish) {
             co_return 1;
         }
         for (uint64_t id : s.value()->live_ids()) {
-            for (uint32_t i = 0; finish && i < s.value()->find(id)->rcpts.size(); ++i) {
-                if (s.value()->find(id)->rcpts[i].status == fs::rcpt_status::delivered ||
-                    s.value()->find(id)->rcpts[i].status == fs::rcpt_status::bounced)
+            const size_t n = finish ? s.value()->find(id)->rcpts.size() : 0;
+            for (uint32_t i = 0; i < n; ++i) {
+                const auto st0 = s.value()->find(id)->rcpts[i].status;  // (re-found: the view may move meanwhile)
+                if (st0 == fs::rcpt_status::delivered || st0 == fs::rcpt_status::bounced)
                     continue;
                 // (A local, not a temporary in the co_await operand: g++ 12
                 // frees such temporaries twice.)
