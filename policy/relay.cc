@@ -242,6 +242,7 @@ relay_policy::relay_policy(relay_config cfg) {
             _exact.insert(std::move(*canon));
         }
     }
+    _allow_domain_literals = cfg.allow_domain_literals;
     for (const auto& net : cfg.relay_networks)
         if (!net.is_catch_all())
             _relay_networks.push_back(net);
@@ -312,15 +313,23 @@ verdict relay_policy::check_recipient(const connection_facts& conn, const sender
     if (rcpt.local.empty())
         return refuse(550, "5.1.3", fmt::format("{}: Recipient address rejected: empty local part", echo(rcpt)));
 
+    if (rcpt.had_source_route)
+        return refuse(550, "5.7.1",
+                      fmt::format("{}: Recipient address rejected: source routes are not accepted "
+                                  "(RFC 5321 Appendix C)",
+                                  echo(rcpt)));
     if (is_local_canonical(*domain)) {
         bool routing = rcpt.has_relay_chars || rcpt.local.find_first_of("%!@") != std::string::npos;
-        if (routing && !may_relay(conn))
+        if (routing)
             return refuse(550, "5.7.1",
                           fmt::format("{}: Recipient address rejected: routing characters ('%', '!', '@') "
                                       "in the local part are not accepted",
                                       echo(rcpt)));
         return ok(false);
     }
+    if (!_allow_domain_literals && domain->starts_with('['))
+        return refuse(550, "5.7.1",
+                      fmt::format("{}: Recipient address rejected: domain literals are not accepted", echo(rcpt)));
     if (may_relay(conn))
         return ok(true);
     return refuse(554, "5.7.1", fmt::format("{}: Relay access denied", echo(rcpt)));

@@ -7,17 +7,25 @@
 // off), in the order it is applied:
 //   1. the domain must be a domain name or an IPv4/IPv6 address literal,
 //      else 550 5.1.2; the local part must not be empty, else 550 5.1.3;
-//   2. a domain we accept -> accept, relay=false; but if the local part holds
+//   2. a source route (<@a,@b:user@c>) -> 550 5.7.1, whoever the client:
+//      RFC 5321 Appendix C lets a server decline them, and nothing
+//      legitimate has sent one in decades;
+//   3. a domain we accept -> accept, relay=false; but if the local part holds
 //      a routing character ('%', '!', or a quoted '@': the percent hack, a
-//      bang path, "user@other"@ours) and the client may not relay, 550 5.7.1,
-//      since the host behind us might route it onward;
-//   3. any other domain -> accept, relay=true, if the client may relay;
-//   4. otherwise 554 5.7.1 "<rcpt>: Relay access denied" (Postfix wording).
+//      bang path, "user@other"@ours) -> 550 5.7.1, whoever the client, since
+//      the host behind us might route it onward (a client that may relay
+//      can name the final domain itself);
+//   4. an address literal we do not accept -> 550 5.7.1, unless
+//      allow_domain_literals (RFC 5321 4.1.3 permits literals, but real mail
+//      does not use them and relay abuse does: user%other@[our.own.ip]);
+//   5. any other domain -> accept, relay=true, if the client may relay;
+//   6. otherwise 554 5.7.1 "<rcpt>: Relay access denied" (Postfix wording).
+// Nothing here is ever interpreted as routing: an accepted mailbox goes to
+// its own domain, its local part verbatim (RFC 5321 2.3.11: only that
+// domain's host interprets it).
 // A client may relay when its address is inside relay_networks or it has
 // authenticated (SMTP AUTH). Nothing else grants it: not the MAIL FROM
-// domain (a forged local sender gets nothing), not HELO, not TLS, and not a
-// source route, which is ignored (recipient_facts says so; the final
-// mailbox alone is judged, RFC 5321 Appendix C).
+// domain (a forged local sender gets nothing), not HELO, not TLS.
 //
 // Domains compare without case and with one trailing dot ignored. An
 // accepted domain "example.test" is that domain only; ".example.test" (or
@@ -43,6 +51,7 @@ namespace rw::policy {
 struct relay_config {
     std::vector<std::string> accepted_domains;  // "example.test", ".example.test", "[192.0.2.1]"
     std::vector<cidr> relay_networks;           // peers that may relay without authenticating
+    bool allow_domain_literals = false;         // accept literals not in accepted_domains (rule 4)
 };
 
 class relay_policy {
@@ -75,6 +84,7 @@ private:
     std::unordered_set<std::string> _exact;      // "example.test", "[192.0.2.1]", "[ipv6:2001:db8::1]"
     std::unordered_set<std::string> _wildcards;  // ".example.test": strict subdomains
     std::vector<cidr> _relay_networks;
+    bool _allow_domain_literals = false;
 };
 
 // A recipient domain in the form relay_policy compares: lower case, no

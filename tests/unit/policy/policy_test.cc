@@ -127,40 +127,48 @@ const std::vector<relay_case>& open_relay_table() {
         {"other domain", rcpt("user", "other.test"), from("a", "other.test"), relay_denied, relay_ok},
         {"null sender to other domain", rcpt("user", "other.test"), null_sender(), relay_denied, relay_ok},
         // Routing characters in a local part of our domain: the host behind
-        // us would relay them.
+        // us would relay them. Refused for every client: one that may relay
+        // can name the final domain itself.
         {"percent hack user%other.test@local.test", with_relay_chars(rcpt("user%other.test", "local.test")),
-         from("a", "other.test"), routing_denied, local_ok},
+         from("a", "other.test"), routing_denied, routing_denied},
         {"percent hack, parser flag not set", rcpt("user%other.test", "local.test"), from("a", "other.test"),
-         routing_denied, local_ok},
+         routing_denied, routing_denied},
         {"bang path other.test!user@local.test", with_relay_chars(rcpt("other.test!user", "local.test")),
-         from("a", "other.test"), routing_denied, local_ok},
+         from("a", "other.test"), routing_denied, routing_denied},
         {"quoted local \"user@other.test\"@local.test", with_relay_chars(rcpt("\"user@other.test\"", "local.test")),
-         from("a", "other.test"), routing_denied, local_ok},
+         from("a", "other.test"), routing_denied, routing_denied},
         {"quoted local, dequoted by the parser", with_relay_chars(rcpt("user@other.test", "local.test")),
-         from("a", "other.test"), routing_denied, local_ok},
+         from("a", "other.test"), routing_denied, routing_denied},
         {"parser flag alone (e.g. a quoted '@' it removed)", with_relay_chars(rcpt("user", "local.test")),
-         from("a", "other.test"), routing_denied, local_ok},
+         from("a", "other.test"), routing_denied, routing_denied},
         {"percent hack to an address literal", with_relay_chars(rcpt("user%other.test", "[192.0.2.1]")),
+         from("a", "other.test"), routing_denied, routing_denied},
+        {"percent hack to our own literal (victim%elsewhere@[ours])",
+         with_relay_chars(literal(rcpt("victim%elsewhere.example", "[192.0.2.99]"))), from("a", "other.test"),
+         routing_denied, routing_denied},
+        // Elsewhere the local part is the other domain's to interpret: it is
+        // relayed verbatim, to that domain, and never routed by us.
+        {"percent hack to another domain", with_relay_chars(rcpt("user%third.test", "other.test")),
          from("a", "other.test"), relay_denied, relay_ok},
-        // Source routes: the final mailbox alone is judged.
+        // Source routes are refused, whatever the final mailbox.
         {"source route @local.test:user@other.test", routed(rcpt("user", "other.test")), from("a", "other.test"),
-         relay_denied, relay_ok},
+         routing_denied, routing_denied},
         {"source route @other.test:user@local.test", routed(rcpt("user", "local.test")), from("a", "other.test"),
-         local_ok, local_ok},
-        // Address literals are not ours unless configured.
-        {"IP literal user@[192.0.2.1]", literal(rcpt("user", "[192.0.2.1]")), from("a", "other.test"), relay_denied,
-         relay_ok},
-        {"IP literal without brackets", literal(rcpt("user", "192.0.2.1")), from("a", "other.test"), relay_denied,
-         relay_ok},
-        {"IP literal, parser flag not set", rcpt("user", "[192.0.2.1]"), from("a", "other.test"), relay_denied,
-         relay_ok},
-        {"IPv6 literal", literal(rcpt("user", "[IPv6:2001:db8::1]")), from("a", "other.test"), relay_denied,
-         relay_ok},
+         routing_denied, routing_denied},
+        // Address literals are refused unless configured as ours.
+        {"IP literal user@[192.0.2.1]", literal(rcpt("user", "[192.0.2.1]")), from("a", "other.test"),
+         routing_denied, routing_denied},
+        {"IP literal without brackets", literal(rcpt("user", "192.0.2.1")), from("a", "other.test"), routing_denied,
+         routing_denied},
+        {"IP literal, parser flag not set", rcpt("user", "[192.0.2.1]"), from("a", "other.test"), routing_denied,
+         routing_denied},
+        {"IPv6 literal", literal(rcpt("user", "[IPv6:2001:db8::1]")), from("a", "other.test"), routing_denied,
+         routing_denied},
         {"configured IP literal", literal(rcpt("user", "[192.0.2.99]")), from("a", "other.test"), local_ok, local_ok},
         {"configured IPv6 literal, other spelling", literal(rcpt("user", "[ipv6:2001:DB8:0:0::99]")),
          from("a", "other.test"), local_ok, local_ok},
         {"IPv4-mapped spelling of a configured IPv4 literal is not it", literal(rcpt("user", "[IPv6:::ffff:192.0.2.99]")),
-         from("a", "other.test"), relay_denied, relay_ok},
+         from("a", "other.test"), routing_denied, routing_denied},
         // MAIL FROM grants nothing.
         {"forged local sender to other domain", rcpt("victim", "other.test"), from("postmaster", "local.test"),
          relay_denied, relay_ok},
@@ -249,6 +257,35 @@ TEST_CASE("open relay table: trusted network and authenticated clients", "[polic
             check(v, c.from_trusted);
         }
     }
+}
+
+TEST_CASE("allow_domain_literals: literals are relayed like domains", "[policy]") {
+    relay_config cfg;
+    cfg.accepted_domains = {"local.test"};
+    cfg.relay_networks = {net("10.0.0.0/8"), net("2001:db8:1::/48")};
+    cfg.allow_domain_literals = true;
+    relay_policy p(cfg);
+    check(p.check_recipient(untrusted(), from("a", "b.test"), literal(rcpt("user", "[192.0.2.1]"))), relay_denied);
+    for (const auto& [who, conn] : trusted_clients()) {
+        INFO("client: " << who);
+        check(p.check_recipient(conn, from("a", "b.test"), literal(rcpt("user", "[192.0.2.1]"))), relay_ok);
+        check(p.check_recipient(conn, from("a", "b.test"), literal(rcpt("user", "[IPv6:2001:db8::1]"))), relay_ok);
+        // The other rules stand.
+        check(p.check_recipient(conn, from("a", "b.test"), routed(literal(rcpt("user", "[192.0.2.1]")))),
+              routing_denied);
+    }
+}
+
+TEST_CASE("routing refusals name the rule", "[policy]") {
+    relay_policy p = test_policy();
+    connection_facts t = trusted_clients().front().second;
+    verdict v = p.check_recipient(t, from("a", "b.test"), literal(rcpt("victim%elsewhere.example", "[127.0.0.1]")));
+    CHECK(v.code == 550);
+    CHECK_THAT(v.reason, Contains("<victim%elsewhere.example@[127.0.0.1]>") && Contains("domain literals"));
+    v = p.check_recipient(t, from("a", "b.test"), routed(rcpt("user", "other.test")));
+    CHECK_THAT(v.reason, Contains("source routes are not accepted"));
+    v = p.check_recipient(t, from("a", "b.test"), rcpt("a!b", "local.test"));
+    CHECK_THAT(v.reason, Contains("routing characters"));
 }
 
 TEST_CASE("relay denial wording names the recipient", "[policy]") {
