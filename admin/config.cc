@@ -95,6 +95,8 @@ constexpr uint64_t k_min_spool_bytes = 64 * k_mib;
 constexpr uint64_t k_max_spool_bytes = 64 * k_tib;
 constexpr uint64_t k_min_message_bytes = 64 * k_kib;  // RFC 5321 4.5.3.1.7
 constexpr uint64_t k_max_message_bytes = 2 * k_gib;
+constexpr uint64_t k_min_line_bytes = 1000;      // RFC 5321 4.5.3.1.6
+constexpr uint64_t k_max_line_bytes = 64 * k_mib;  // streamed; this bounds what any later line consumer sees
 constexpr size_t k_max_socket_path = sizeof(sockaddr_un::sun_path) - 1;
 
 // The keys of each table, in the order the default configuration shows them
@@ -107,9 +109,13 @@ constexpr std::string_view k_spool_keys[] = {"path", "size", "flush"};
 constexpr std::string_view k_listener_keys[] = {
     "name", "address", "port", "tls_cert", "tls_key", "implicit_tls", "auth",
     "allow_auth_without_tls", "max_connections", "max_connections_per_ip", "max_recipients",
-    "max_message_size", "max_errors", "greeting_timeout_s", "command_timeout_s",
+    "max_message_size", "max_line_length", "max_errors", "greeting_timeout_s", "command_timeout_s",
     "data_block_timeout_s", "data_end_timeout_s", "idle_timeout_s", "greet_pause_ms"};
-constexpr std::string_view k_smtp_keys[] = {"hostname", "accepted_domains", "relay_networks", "credentials_file"};
+constexpr std::string_view k_smtp_keys[] = {
+    "hostname", "accepted_domains", "relay_networks", "credentials_file", "allow_domain_literals",
+    "max_received_headers", "client_connections_per_minute", "client_connection_burst",
+    "client_messages_per_minute", "client_message_burst", "client_auth_attempts_per_minute", "client_auth_burst",
+    "client_limit_exceptions"};
 constexpr std::string_view k_delivery_keys[] = {
     "smtp_port", "internal_hosts", "starttls", "max_connections_per_destination", "max_messages_per_connection",
     "max_messages_per_minute", "first_retry_ms", "max_retry_ms", "greylist_retry_ms", "max_queue_lifetime_s",
@@ -846,6 +852,7 @@ void loader::read_listener(const section& s, listener_config& out) {
     set_int(s, "max_connections_per_ip", 1, k_max_connections, "", out.max_connections_per_ip);
     set_int(s, "max_recipients", 1, k_max_recipients, "", out.max_recipients);
     set_size(s, "max_message_size", k_min_message_bytes, k_max_message_bytes, out.max_message_size_bytes);
+    set_size(s, "max_line_length", k_min_line_bytes, k_max_line_bytes, out.max_line_length_bytes);
     set_int(s, "max_errors", 1, k_max_errors, "", out.max_errors);
 
     auto seconds = [&](std::string_view k, std::chrono::seconds& d) {
@@ -957,8 +964,32 @@ void loader::read_smtp(const section& s, smtp_config& out) {
                                 error(line, path, fmt::format("{}: {}", quote(v), why), net_allowed);
                         });
     }
+    if (s.get("client_limit_exceptions")) {
+        static constexpr std::string_view exc_allowed =
+            "networks in CIDR form with no host bits set, e.g. \"10.0.0.0/8\", or single addresses";
+        out.client_limit_exceptions.emplace();
+        for_each_string(s, "client_limit_exceptions", k_max_list_entries, exc_allowed,
+                        [&](uint32_t line, const std::string& path, const std::string& v) {
+                            std::string why;
+                            if (auto net = parse_network(v, why))
+                                out.client_limit_exceptions->push_back(std::move(*net));
+                            else
+                                error(line, path, fmt::format("{}: {}", quote(v), why), exc_allowed);
+                        });
+    }
 
     set_path(s, "credentials_file", false, "a file path", out.credentials_file);
+    set_bool(s, "allow_domain_literals", out.allow_domain_literals);
+    set_int(s, "max_received_headers", 1, 1000, "", out.max_received_headers);
+    set_int(s, "client_connections_per_minute", 0, 100000000, "0 (no limit)..100000000",
+            out.client_connections_per_minute);
+    set_int(s, "client_connection_burst", 1, 100000000, "", out.client_connection_burst);
+    set_int(s, "client_messages_per_minute", 0, 100000000, "0 (no limit)..100000000",
+            out.client_messages_per_minute);
+    set_int(s, "client_message_burst", 1, 100000000, "", out.client_message_burst);
+    set_int(s, "client_auth_attempts_per_minute", 0, 100000000, "0 (no limit)..100000000",
+            out.client_auth_attempts_per_minute);
+    set_int(s, "client_auth_burst", 1, 100000000, "", out.client_auth_burst);
 }
 
 std::optional<std::pair<std::string, uint16_t>> next_hop_of(std::string_view s, uint16_t default_port) {
@@ -1206,6 +1237,10 @@ max_connections_per_ip = 100
 max_recipients = 1000
 # Largest message accepted, announced in EHLO SIZE (64K..2G).
 max_message_size = "50M"
+# Longest line of a message, CRLF included (1000..64M). RFC 5321 asks for
+# 1000, but newsletters and scripts send longer lines and other MTAs take
+# them; lines are streamed, never held whole. Longer: 552 5.3.4.
+max_line_length = "1M"
 # Bad commands in a session before it is closed (1..1000).
 max_errors = 10
 # Timeouts in seconds (1..86400); the defaults are RFC 5321 4.5.3.2's.
@@ -1238,6 +1273,25 @@ accepted_domains = []
 relay_networks = ["127.0.0.0/8", "::1/128"]
 # Users and password hashes for SMTP AUTH.
 credentials_file = "./var/credentials"
+# Accept recipients at address literals ("user@[192.0.2.1]") that are not in
+# accepted_domains; refused with 550 5.7.1 otherwise (RFC 5321 4.1.3 allows
+# either; literals are rare in real mail and common in abuse).
+allow_domain_literals = false
+# More Received: headers than this (1..1000) is a mail loop: the message is
+# refused with 554 5.4.6, or bounced if found in the queue (RFC 5321 6.3).
+max_received_headers = 50
+# Per-client-IP limits, as token buckets: so many a minute, with at most
+# `*_burst` at once (0 per minute = no limit): new connections, messages
+# (MAIL commands), AUTH attempts.
+client_connections_per_minute = 1200
+client_connection_burst = 60
+client_messages_per_minute = 3000
+client_message_burst = 200
+client_auth_attempts_per_minute = 12
+client_auth_burst = 10
+# Clients exempt from every per-client limit (these rates and listeners'
+# max_connections_per_ip), as CIDR networks. Default: relay_networks.
+# client_limit_exceptions = ["127.0.0.0/8", "::1/128"]
 
 [delivery]
 # Port of next hops found through MX or A/AAAA records.

@@ -97,6 +97,10 @@ struct listener_config {
     unsigned max_connections_per_ip = 100;
     unsigned max_recipients = 1000;                     // per message
     uint64_t max_message_size_bytes = uint64_t(50) << 20;  // key `max_message_size`; EHLO SIZE
+    // Longest line of a message, CRLF included (key `max_line_length`). RFC
+    // 5321 4.5.3.1.6 says 1000, but real senders exceed it and the body is
+    // streamed, so memory does not grow with it; a longer line gets 552 5.3.4.
+    uint64_t max_line_length_bytes = uint64_t(1) << 20;
     unsigned max_errors = 10;                           // bad commands before we hang up
     // Timeouts (RFC 5321 4.5.3.2 gives the defaults):
     std::chrono::seconds greeting_timeout_s{300};    // our 220 -> the client's first command (4.5.3.2.1)
@@ -131,6 +135,24 @@ struct smtp_config {
     std::vector<std::string> accepted_domains;  // lower case, no duplicates
     std::vector<ip_network> relay_networks = {{"127.0.0.0", 8}, {"::1", 128}};
     std::string credentials_file = "./var/credentials";  // AUTH users
+    // Recipients at an address literal ("user@[192.0.2.1]") are refused with
+    // 550 5.7.1 unless the literal is in accepted_domains or this is true.
+    bool allow_domain_literals = false;
+    // More Received: headers than this is a mail loop: 554 5.4.6 (RFC 5321 6.3).
+    unsigned max_received_headers = 50;
+    // Per-client-IP rate limits (token buckets: `*_per_minute` tokens come
+    // back a minute, at most `*_burst` saved up; 0 per minute = no limit),
+    // for clients outside client_limit_exceptions. listener
+    // max_connections_per_ip is exempt for them too.
+    unsigned client_connections_per_minute = 1200;
+    unsigned client_connection_burst = 60;
+    unsigned client_messages_per_minute = 3000;
+    unsigned client_message_burst = 200;
+    unsigned client_auth_attempts_per_minute = 12;
+    unsigned client_auth_burst = 10;
+    // Clients no per-client limit applies to. nullopt (key absent) = the
+    // relay_networks, like Postfix's smtpd_client_event_limit_exceptions.
+    std::optional<std::vector<ip_network>> client_limit_exceptions;
 
     friend bool operator==(const smtp_config&, const smtp_config&) = default;
 };

@@ -127,12 +127,17 @@ struct listener_fds {
 
 std::atomic<uint64_t> g_connections{0};
 
-// Per-client-IP rates for clients outside the relay networks (trusted
-// networks are the operator's own systems, load tests included).
-constexpr double k_conn_rate_per_s = 20, k_conn_burst = 60;
-constexpr double k_msg_rate_per_s = 50, k_msg_burst = 200;
-constexpr double k_auth_fail_per_s = 0.2, k_auth_fail_burst = 10;  // attempts
+// Client IPs each per-client rate limiter tracks per core (least recently
+// seen forgotten first).
 constexpr size_t k_rate_entries = 100000;
+
+// One core's share of a per-client rate (the kernel spreads a client's
+// connections over the cores); null when the rate is 0 (no limit).
+std::unique_ptr<policy::rate_limiter> client_rate(unsigned per_minute, unsigned burst, unsigned cores) {
+    if (per_minute == 0)
+        return nullptr;
+    return std::make_unique<policy::rate_limiter>(double(per_minute) / 60.0 / cores, double(burst), k_rate_entries);
+}
 
 mta::listener_options to_options(const listener_config& l) {
     mta::listener_options o;
@@ -146,6 +151,7 @@ mta::listener_options to_options(const listener_config& l) {
     o.max_connections_per_ip = l.max_connections_per_ip;
     o.max_recipients = l.max_recipients;
     o.max_message_size_bytes = l.max_message_size_bytes;
+    o.max_line_length_bytes = l.max_line_length_bytes;
     o.max_errors = l.max_errors;
     o.greeting_timeout = l.greeting_timeout_s;
     o.command_timeout = l.command_timeout_s;
@@ -163,7 +169,7 @@ struct shared_state {
     std::vector<std::pair<std::string, std::string>> tls_files;   // per listener: cert, key
     std::unique_ptr<policy::relay_policy> relay;
     std::unique_ptr<policy::credentials> creds;
-    std::vector<policy::cidr> trusted;
+    std::vector<policy::cidr> limit_exempt;  // smtp.client_limit_exceptions, or the relay networks
     mta::delivery::options delivery;
     net::resolver_options dns;
     std::atomic<unsigned>* delivery_ready = nullptr;  // cores whose delivery service exists
@@ -280,9 +286,10 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     }
     unsigned cores = engine::instance().cores();
     // Per-core state of the SMTP server.
-    policy::rate_limiter conn_rate(k_conn_rate_per_s / cores, k_conn_burst, k_rate_entries);
-    policy::rate_limiter msg_rate(k_msg_rate_per_s / cores, k_msg_burst, k_rate_entries);
-    policy::rate_limiter auth_rate(k_auth_fail_per_s / cores, k_auth_fail_burst, k_rate_entries);
+    const auto& sc = cfg->smtp;
+    auto conn_rate = client_rate(sc.client_connections_per_minute, sc.client_connection_burst, cores);
+    auto msg_rate = client_rate(sc.client_messages_per_minute, sc.client_message_burst, cores);
+    auto auth_rate = client_rate(sc.client_auth_attempts_per_minute, sc.client_auth_burst, cores);
     auto rx = net::buf_ring::create(1, 1024, 16 << 10);
     if (!rx)
         lg.warn("no provided receive buffers: {}", rx.error());
@@ -296,10 +303,11 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
         env->spool = sp.shards.empty() ? nullptr : sp.shards.front().get();
         env->relay = shared->relay.get();
         env->creds = shared->creds.get();
-        env->conn_rate = &conn_rate;
-        env->msg_rate = &msg_rate;
-        env->auth_fail_rate = &auth_rate;
-        env->rate_exempt = &shared->trusted;
+        env->conn_rate = conn_rate.get();
+        env->msg_rate = msg_rate.get();
+        env->auth_fail_rate = auth_rate.get();
+        env->limit_exempt = &shared->limit_exempt;
+        env->max_received_headers = cfg->smtp.max_received_headers;
         env->rx = rx ? rx.value().get() : nullptr;
         auto ctx = net::tls_context::server(shared->tls_files[i].first, shared->tls_files[i].second);
         if (ctx) {
@@ -375,12 +383,22 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
 result<void, std::string> build_shared(const config& cfg, shared_state& out) {
     policy::relay_config rc;
     rc.accepted_domains = cfg.smtp.accepted_domains;
+    rc.allow_domain_literals = cfg.smtp.allow_domain_literals;
     for (const auto& n : cfg.smtp.relay_networks) {
         auto c = policy::cidr::parse(n.to_string());
         if (!c)
             return unexpected(fmt::format("smtp.relay_networks: cannot use {}", n.to_string()));
         rc.relay_networks.push_back(*c);
-        out.trusted.push_back(*c);
+    }
+    if (cfg.smtp.client_limit_exceptions) {
+        for (const auto& n : *cfg.smtp.client_limit_exceptions) {
+            auto c = policy::cidr::parse(n.to_string());
+            if (!c)
+                return unexpected(fmt::format("smtp.client_limit_exceptions: cannot use {}", n.to_string()));
+            out.limit_exempt.push_back(*c);
+        }
+    } else {
+        out.limit_exempt = rc.relay_networks;
     }
     out.relay = std::make_unique<policy::relay_policy>(std::move(rc));
     struct stat st{};

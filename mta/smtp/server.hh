@@ -37,6 +37,7 @@ struct listener_options {
     unsigned max_connections_per_ip = 100;
     unsigned max_recipients = 1000;
     uint64_t max_message_size_bytes = 50 << 20;
+    uint64_t max_line_length_bytes = 1 << 20;  // message lines, CRLF included; at least 1000
     unsigned max_errors = 10;
     std::chrono::seconds greeting_timeout{300};
     std::chrono::seconds command_timeout{300};
@@ -54,8 +55,10 @@ class connection_limits {
 public:
     // Takes a slot for peer; false when a limit is reached (the caller
     // answers 421 and closes).
-    bool enter(const net::address& peer, unsigned max_total, unsigned max_per_ip);
-    void leave(const net::address& peer);
+    // An exempt peer (client_limit_exceptions) is counted in the total but
+    // has no per-IP limit.
+    bool enter(const net::address& peer, unsigned max_total, unsigned max_per_ip, bool exempt);
+    void leave(const net::address& peer, bool exempt);
     uint64_t total() const { return _total.load(std::memory_order_relaxed); }
 
 private:
@@ -76,13 +79,19 @@ struct server_env {
     policy::rate_limiter* conn_rate = nullptr;    // per client IP, this core's share
     policy::rate_limiter* msg_rate = nullptr;
     policy::rate_limiter* auth_fail_rate = nullptr;
-    const std::vector<policy::cidr>* rate_exempt = nullptr;  // trusted networks skip the rate limits
+    // Clients no per-client limit applies to (rates, connections per IP):
+    // smtp.client_limit_exceptions. Null: none is exempt.
+    const std::vector<policy::cidr>* limit_exempt = nullptr;
+    unsigned max_received_headers = 50;           // more is a mail loop (RFC 5321 6.3)
     net::buf_ring* rx = nullptr;                  // receive buffers for plain sessions
     delivery::service* delivery = nullptr;        // told about every message queued
     uint64_t icid_seq = 0;
     // Counters for tests and metrics.
     uint64_t sessions = 0, messages = 0, rejected = 0;
 };
+
+// Whether peer is in the exceptions list (null: no exceptions).
+bool limit_exempt(const server_env& env, const net::address& peer);
 
 // One SMTP connection, from greeting to close.
 task<void> run_session(net::accepted conn, const listener_options* lo, server_env* env, connection_limits* limits);

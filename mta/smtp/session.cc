@@ -16,6 +16,8 @@
 
 #include "mta/smtp/command.hh"
 #include "mta/smtp/data_decoder.hh"
+#include "mta/smtp/replies.hh"
+#include "mta/smtp/trace_counter.hh"
 #include "mta/smtp/server.hh"
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
@@ -152,16 +154,20 @@ private:
     task<bool> do_auth(const smtp::command& c);
     void reset_transaction();
     bool count_error();  // true = too many errors, close
-    bool exempt() const {
-        if (!_env->rate_exempt)
-            return false;
-        for (const auto& c : *_env->rate_exempt)
-            if (c.contains(_peer))
-                return true;
-        return false;
-    }
+    bool exempt() const { return limit_exempt(*_env, _peer); }
     std::string received_header(uint64_t id);
     void journal_reject(int code, std::string_view what);
+    // Sends a refusal and records it in the mail log with its cause.
+    void refuse(const smtp::refusal& r) {
+        queue(r.r);
+        journal_reject(r.r.code, r.cause);
+    }
+    // Ends a transaction whose message was not queued.
+    void refuse_message(const smtp::refusal& r) {
+        refuse(r);
+        reset_transaction();
+    }
+    void message_queued(uint64_t id, uint64_t size);
     task<result<uint64_t, fs::spool_error>> queue_message(std::string_view first_chunk);
 
     net::tcp_stream _tcp;
@@ -194,8 +200,8 @@ private:
     // BDAT in progress
     std::optional<fs::message_writer> _bdat_writer;
     uint64_t _bdat_bytes = 0;
-    bool _bdat_failed = false;
-    std::optional<reply> _bdat_error;
+    std::optional<smtp::refusal> _bdat_error;  // the chunks so far failed: why
+    smtp::trace_counter _bdat_hops;
 };
 
 task<int> session::read_more(std::chrono::nanoseconds timeout) {
@@ -305,8 +311,8 @@ void session::reset_transaction() {
     _rcpt_params.clear();
     _bdat_writer.reset();
     _bdat_bytes = 0;
-    _bdat_failed = false;
     _bdat_error.reset();
+    _bdat_hops.reset();
 }
 
 void session::do_ehlo(const smtp::command& c, bool extended) {
@@ -355,17 +361,9 @@ void session::do_mail(const smtp::command& c) {
         queue(530, "5.7.0", "Authentication required");
         return;
     }
-    switch (_env->spool->health()) {
-    case fs::spool_health::full:
-        queue(452, "4.3.1", "Insufficient system storage");
-        journal_reject(452, "spool full");
+    if (auto h = _env->spool->health(); h != fs::spool_health::ok) {
+        refuse(smtp::spool_unhealthy(h));
         return;
-    case fs::spool_health::failed:
-        queue(451, "4.3.0", "Temporary local problem: the queue is unavailable");
-        journal_reject(451, "spool failed");
-        return;
-    case fs::spool_health::ok:
-        break;
     }
     if (_env->msg_rate && !exempt() && !_env->msg_rate->allow(_peer, std::chrono::steady_clock::now())) {
         queue(450, "4.7.1", "Error: too many messages from your address; slow down");
@@ -379,7 +377,7 @@ void session::do_mail(const smtp::command& c) {
             for (char ch : p.value)
                 n = n * 10 + uint64_t(ch - '0');
             if (n > _lo->max_message_size_bytes) {
-                queue(552, "5.3.4", "Message size exceeds fixed maximum message size");
+                refuse(smtp::message_too_big());  // RFC 1870 6.1
                 return;
             }
             _declared_size = n;
@@ -471,6 +469,18 @@ static std::string pack_params(const std::string& mail, const std::vector<std::s
     return s;
 }
 
+void session::message_queued(uint64_t id, uint64_t size) {
+    _env->messages++;
+    if (_env->delivery)
+        _env->delivery->queued(_env->spool, id);
+    std::string mid = mid_string(id);
+    journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
+                                 {"from", std::string_view(_mail_from)}, {"rcpts", uint64_t(_rcpts.size())},
+                                 {"size", size}, {"tls", bool(_tls)}});
+    queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
+    reset_transaction();
+}
+
 task<bool> session::do_data() {
     if (!_have_mail) {
         queue(503, "5.5.1", "Error: need MAIL command");
@@ -483,12 +493,7 @@ task<bool> session::do_data() {
     fs::envelope env{_mail_from, _rcpts, pack_params(_mail_params, _rcpt_params), int64_t(std::time(nullptr))};
     auto w = _env->spool->begin(std::move(env));
     if (!w) {
-        if (w.error().code == fs::spool_errc::full)
-            queue(452, "4.3.1", "Insufficient system storage");
-        else
-            queue(451, "4.3.0", "Temporary local problem: the queue is unavailable");
-        journal_reject(w.error().code == fs::spool_errc::full ? 452 : 451, fs::to_string(w.error().code));
-        reset_transaction();
+        refuse_message(smtp::spool_failed(w.error()));
         co_return true;
     }
     fs::message_writer& mw = w.value();
@@ -496,10 +501,12 @@ task<bool> session::do_data() {
     if (!co_await flush())
         co_return false;
     std::string body = received_header(mw.id());
-    smtp::data_decoder dec(1000);
-    bool too_big = false;
-    bool spool_error = false;
-    std::optional<fs::spool_error> serr;
+    smtp::data_decoder dec(_lo->max_line_length_bytes);
+    smtp::trace_counter hops;
+    // The first reason the message is not queued, found while it streams
+    // in; the decoder's own (bare LF, line length) are in dec.error(). The
+    // rest of the data is read and dropped either way.
+    std::optional<smtp::refusal> failure;
     // The data block timeout (RFC 5321 4.5.3.2.5) runs per kilobyte, not per
     // recv: a client trickling a byte at a time is still cut off.
     auto deadline = std::chrono::steady_clock::now() + _lo->data_block_timeout;
@@ -510,19 +517,23 @@ task<bool> session::do_data() {
             deadline = std::chrono::steady_clock::now() + _lo->data_block_timeout;
         }
         if (buffered() > 0) {
+            const size_t before = body.size();
             auto st = dec.feed(std::string_view(_in).substr(_in_pos), body);
             _in_pos += st.consumed;
-            if (!too_big && !spool_error && dec.bytes_out() > _lo->max_message_size_bytes)
-                too_big = true;
-            if (too_big || spool_error || st.st == smtp::data_decoder::status::failed)
+            if (!failure && !hops.headers_done()) {
+                hops.feed(std::string_view(body).substr(before));
+                if (hops.received() > _env->max_received_headers)
+                    failure = smtp::too_many_hops(hops.received(), _env->max_received_headers);
+            }
+            if (!failure && dec.bytes_out() > _lo->max_message_size_bytes)
+                failure = smtp::message_too_big();
+            if (failure || st.st == smtp::data_decoder::status::failed)
                 body.clear();  // keep reading to the end, keep nothing
             if (body.size() >= k_spool_chunk || (st.st == smtp::data_decoder::status::done && !body.empty())) {
-                if (!too_big && !spool_error) {
+                if (!failure) {
                     auto a = co_await mw.append(std::span<const char>(body.data(), body.size()));
-                    if (!a) {
-                        spool_error = true;
-                        serr = a.error();
-                    }
+                    if (!a)
+                        failure = smtp::spool_failed(a.error());
                 }
                 body.clear();
             }
@@ -549,40 +560,18 @@ task<bool> session::do_data() {
         reset_transaction();
         co_return !count_error();
     }
-    if (too_big) {
+    if (failure) {
         mw.abort();
-        queue(552, "5.3.4", "Message size exceeds fixed maximum message size");
-        journal_reject(552, "too big");
-        reset_transaction();
-        co_return true;
-    }
-    if (spool_error) {
-        mw.abort();
-        if (serr->code == fs::spool_errc::full)
-            queue(452, "4.3.1", "Insufficient system storage");
-        else
-            queue(451, "4.3.0", "Temporary local problem: the queue is unavailable");
-        journal_reject(451, serr->detail);
-        reset_transaction();
+        refuse_message(*failure);
         co_return true;
     }
     uint64_t size = dec.bytes_out();
     auto id = co_await mw.commit();
     if (!id) {
-        queue(451, "4.3.0", "Temporary local problem: the message could not be queued");
-        journal_reject(451, id.error().detail);
-        reset_transaction();
+        refuse_message(smtp::spool_failed(id.error()));
         co_return true;
     }
-    _env->messages++;
-    if (_env->delivery)
-        _env->delivery->queued(_env->spool, id.value());
-    std::string mid = mid_string(id.value());
-    journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
-                                 {"from", std::string_view(_mail_from)}, {"rcpts", uint64_t(_rcpts.size())},
-                                 {"size", size}, {"tls", bool(_tls)}});
-    queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
-    reset_transaction();
+    message_queued(id.value(), size);
     co_return true;
 }
 
@@ -590,22 +579,18 @@ task<bool> session::do_bdat(const smtp::command& c) {
     // RFC 3030: the chunk is exactly bdat_size octets, taken verbatim.
     uint64_t left = c.bdat_size;
     bool usable = _have_mail && !_rcpts.empty();
-    if (usable && !_bdat_writer && !_bdat_failed) {
+    if (usable && !_bdat_writer && !_bdat_error) {
         fs::envelope env{_mail_from, _rcpts, pack_params(_mail_params, _rcpt_params), int64_t(std::time(nullptr))};
         auto w = _env->spool->begin(std::move(env));
         if (!w) {
-            _bdat_failed = true;
-            _bdat_error = w.error().code == fs::spool_errc::full
-                              ? reply{452, "4.3.1", "Insufficient system storage"}
-                              : reply{451, "4.3.0", "Temporary local problem: the queue is unavailable"};
+            _bdat_error = smtp::spool_failed(w.error());
         } else {
             _bdat_writer.emplace(std::move(w.value()));
+            _bdat_hops.reset();
             std::string h = received_header(_bdat_writer->id());
             auto a = co_await _bdat_writer->append(std::span<const char>(h.data(), h.size()));
-            if (!a) {
-                _bdat_failed = true;
-                _bdat_error = reply{451, "4.3.0", "Temporary local problem: the queue is unavailable"};
-            }
+            if (!a)
+                _bdat_error = smtp::spool_failed(a.error());
         }
     }
     auto deadline = std::chrono::steady_clock::now() + _lo->data_block_timeout;
@@ -625,18 +610,22 @@ task<bool> session::do_bdat(const smtp::command& c) {
         _in_pos += take;
         left -= take;
         _bdat_bytes += take;
-        if (!usable || _bdat_failed)
+        if (!usable || _bdat_error)
             continue;
         if (_bdat_bytes > _lo->max_message_size_bytes) {
-            _bdat_failed = true;
-            _bdat_error = reply{552, "5.3.4", "Message size exceeds fixed maximum message size"};
+            _bdat_error = smtp::message_too_big();
             continue;
         }
-        auto a = co_await _bdat_writer->append(std::span<const char>(piece.data(), piece.size()));
-        if (!a) {
-            _bdat_failed = true;
-            _bdat_error = reply{451, "4.3.0", "Temporary local problem: the queue is unavailable"};
+        if (!_bdat_hops.headers_done()) {
+            _bdat_hops.feed(piece);
+            if (_bdat_hops.received() > _env->max_received_headers) {
+                _bdat_error = smtp::too_many_hops(_bdat_hops.received(), _env->max_received_headers);
+                continue;
+            }
         }
+        auto a = co_await _bdat_writer->append(std::span<const char>(piece.data(), piece.size()));
+        if (!a)
+            _bdat_error = smtp::spool_failed(a.error());
         compact();
     }
     if (!_have_mail) {
@@ -648,34 +637,25 @@ task<bool> session::do_bdat(const smtp::command& c) {
         co_return true;
     }
     if (!c.bdat_last) {
-        if (_bdat_failed)
-            queue(*_bdat_error);
+        // RFC 3030 2: a chunk after a failed one still gets its reply; the
+        // transaction is over only at LAST or RSET.
+        if (_bdat_error)
+            queue(_bdat_error->r);
         else
             queue(250, "2.0.0", fmt::format("{} octets received", c.bdat_size));
         co_return true;
     }
-    if (_bdat_failed) {
-        queue(*_bdat_error);
-        journal_reject(_bdat_error->code, _bdat_error->text);
-        reset_transaction();
+    if (_bdat_error) {
+        refuse_message(*_bdat_error);
         co_return true;
     }
     uint64_t size = _bdat_bytes;
     auto id = co_await _bdat_writer->commit();
     if (!id) {
-        queue(451, "4.3.0", "Temporary local problem: the message could not be queued");
-        reset_transaction();
+        refuse_message(smtp::spool_failed(id.error()));
         co_return true;
     }
-    _env->messages++;
-    if (_env->delivery)
-        _env->delivery->queued(_env->spool, id.value());
-    std::string mid = mid_string(id.value());
-    journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
-                                 {"from", std::string_view(_mail_from)}, {"rcpts", uint64_t(_rcpts.size())},
-                                 {"size", size}, {"tls", bool(_tls)}});
-    queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
-    reset_transaction();
+    message_queued(id.value(), size);
     co_return true;
 }
 
@@ -970,11 +950,22 @@ task<void> session::run() {
 
 }  // namespace
 
-bool connection_limits::enter(const net::address& peer, unsigned max_total, unsigned max_per_ip) {
+bool limit_exempt(const server_env& env, const net::address& peer) {
+    if (!env.limit_exempt)
+        return false;
+    for (const auto& c : *env.limit_exempt)
+        if (c.contains(peer))
+            return true;
+    return false;
+}
+
+bool connection_limits::enter(const net::address& peer, unsigned max_total, unsigned max_per_ip, bool exempt) {
     if (_total.fetch_add(1, std::memory_order_relaxed) >= max_total) {
         _total.fetch_sub(1, std::memory_order_relaxed);
         return false;
     }
+    if (exempt)
+        return true;
     std::lock_guard g(_lock);
     unsigned& n = _per_ip[peer.ip_string()];
     if (n >= max_per_ip) {
@@ -985,8 +976,10 @@ bool connection_limits::enter(const net::address& peer, unsigned max_total, unsi
     return true;
 }
 
-void connection_limits::leave(const net::address& peer) {
+void connection_limits::leave(const net::address& peer, bool exempt) {
     _total.fetch_sub(1, std::memory_order_relaxed);
+    if (exempt)
+        return;
     std::lock_guard g(_lock);
     auto it = _per_ip.find(peer.ip_string());
     if (it != _per_ip.end() && --it->second == 0)
@@ -995,7 +988,8 @@ void connection_limits::leave(const net::address& peer) {
 
 task<void> run_session(net::accepted conn, const listener_options* lo, server_env* env, connection_limits* limits) {
     net::address peer = conn.peer;
-    if (!limits->enter(peer, lo->max_connections, lo->max_connections_per_ip)) {
+    const bool exempt = limit_exempt(*env, peer);
+    if (!limits->enter(peer, lo->max_connections, lo->max_connections_per_ip, exempt)) {
         // Over a limit: one line and close, without a session.
         net::tcp_stream s(conn.fd);
         std::string l = fmt::format("421 4.7.0 {} Error: too many connections; try again later\r\n", env->hostname);
@@ -1007,7 +1001,7 @@ task<void> run_session(net::accepted conn, const listener_options* lo, server_en
         session s(std::move(conn), lo, env);
         co_await s.run();
     }
-    limits->leave(peer);
+    limits->leave(peer, exempt);
 }
 
 }  // namespace rw::mta

@@ -413,6 +413,181 @@ class Spool(unittest.TestCase):
             d.cleanup()
 
 
+class Hardening(unittest.TestCase):
+    """Faults found with real clients: long lines, per-client limits for
+    trusted networks, routing in addresses, mail loops."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Ringwayd(BUILD, listener_extra='max_line_length = "8K"\n',
+                         smtp_extra="max_received_headers = 5\nclient_connection_burst = 1000\n")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+
+    def transaction(self, r, rcpt="b@local.test"):
+        r.send(f"EHLO hard.test\r\nMAIL FROM:<a@hard.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n")
+        codes = [r.reply()[0] for _ in range(4)]
+        self.assertEqual(codes, [250, 250, 250, 354])
+
+    def test_long_lines_are_accepted_and_stored_byte_exact(self):
+        body = ("Subject: long\r\n\r\n<html>" + "x" * 4000 + "</html>\r\n" + "y" * 8190 + "\r\n").encode()
+        with smtp(self.d.port) as s:
+            s.ehlo("long.test")
+            s.mail("a@long.test")
+            s.rcpt("b@local.test")
+            code, resp = s.data(body)
+            self.assertEqual(code, 250, resp)
+            mid = resp.decode().split()[-1]
+        d = Ringwayd(BUILD)  # the embedded default's limit: 1M
+        try:
+            with smtp(d.port) as s:
+                s.ehlo("long.test")
+                s.mail("a@long.test")
+                s.rcpt("b@local.test")
+                big = b"Subject: longer\r\n\r\n" + b"z" * 900_000 + b"\r\n"
+                code, resp = s.data(big)
+                self.assertEqual(code, 250, resp)
+            self.assertEqual(d.stop(), 0)
+            m = d.spool_messages()[0]
+            self.assertTrue(m["body"].endswith(big), "stored byte-exact")
+        finally:
+            d.cleanup()
+        self.assertTrue(mid)
+
+    def test_line_over_the_limit_gets_552_and_the_session_goes_on(self):
+        r = Raw(self.d.port, TRUSTED)
+        r.reply()
+        self.transaction(r)
+        r.send("Subject: too long\r\n\r\n" + "x" * 8191 + "\r\n.\r\n")
+        code, lines = r.reply()
+        self.assertEqual(code, 552, lines)
+        self.assertIn("5.3.4", lines[0])
+        self.assertIn("8192", lines[0])
+        r.send("NOOP\r\n")
+        self.assertEqual(r.reply()[0], 250)
+        self.transaction(r)
+        r.send("Subject: fine\r\n\r\n" + "x" * 8190 + "\r\n.\r\n")
+        self.assertEqual(r.reply()[0], 250)
+        r.close()
+        rej = [e for e in self.d.journal() if e["event"] == "reject" and e["code"] == 552]
+        self.assertTrue(rej, "the refusal is in the mail log")
+
+    def test_commands_keep_their_limit(self):
+        r = Raw(self.d.port, TRUSTED)
+        r.reply()
+        r.send("EHLO " + "a" * 5000 + ".test\r\n")
+        code, lines = r.reply()
+        self.assertEqual(code, 500, lines)
+        self.assertIn("5.5.6", lines[0])
+        r.close()
+
+    def test_trusted_networks_are_exempt_from_per_client_limits(self):
+        # 300 idle sessions from a relay network (max_connections_per_ip is
+        # 100 by default), then one more: greeted.
+        socks = []
+        try:
+            for _ in range(300):
+                socks.append(Raw(self.d.port, TRUSTED))
+            codes = [r.reply()[0] for r in socks]
+            self.assertEqual(codes, [220] * 300)
+            extra = Raw(self.d.port, TRUSTED)
+            self.assertEqual(extra.reply()[0], 220)
+            extra.close()
+        finally:
+            for r in socks:
+                r.close()
+        # Outside them the limit holds.
+        socks = []
+        try:
+            for _ in range(101):
+                socks.append(Raw(self.d.port, "127.0.0.7"))
+            codes = sorted(r.reply()[0] for r in socks)
+            self.assertEqual(codes, [220] * 100 + [421])
+        finally:
+            for r in socks:
+                r.close()
+
+    def test_routing_in_recipients_is_refused_naming_the_rule(self):
+        cases = {
+            "victim%elsewhere.example@[127.0.0.1]": "domain literals",
+            "user@[127.0.0.1]": "domain literals",
+            "user@[IPv6:::1]": "domain literals",
+            "@a.test,@b.test:user@other.test": "source routes",
+            "@relay.test:user@local.test": "source routes",
+            "user%other.test@local.test": "routing characters",
+            "other.test!user@local.test": "routing characters",
+            '"user@other.test"@local.test': "routing characters",
+        }
+        r = Raw(self.d.port, TRUSTED)  # may relay: still refused
+        r.reply()
+        r.send("EHLO route.test\r\nMAIL FROM:<a@route.test>\r\n")
+        r.reply()
+        self.assertEqual(r.reply()[0], 250)
+        for rc, rule in cases.items():
+            r.send(f"RCPT TO:<{rc}>\r\n")
+            code, lines = r.reply()
+            self.assertEqual(code, 550, (rc, lines))
+            self.assertIn("5.7.1", lines[0], rc)
+            self.assertIn(rule, lines[0], rc)
+        # A percent in a mailbox of another domain is that domain's business:
+        # relayed as it is, to that domain.
+        r.send("RCPT TO:<user%third.test@other.test>\r\n")
+        self.assertEqual(r.reply()[0], 250)
+        r.close()
+
+    def test_domain_literals_when_allowed(self):
+        d = Ringwayd(BUILD, smtp_extra="allow_domain_literals = true\n")
+        try:
+            with smtp(d.port) as s:
+                s.ehlo("lit.test")
+                s.mail("a@lit.test")
+                self.assertEqual(s.rcpt("user@[192.0.2.1]")[0], 250)
+                code, msg = s.rcpt("user%x.test@[192.0.2.1]")
+                self.assertEqual(code, 250, msg)  # not ours: relayed verbatim to the literal, never routed by '%'
+            r = Raw(d.port, TRUSTED)
+            r.reply()
+            r.send("EHLO lit.test\r\nMAIL FROM:<a@lit.test>\r\nRCPT TO:<@a.test:user@[192.0.2.1]>\r\n")
+            r.reply()
+            r.reply()
+            code, lines = r.reply()
+            self.assertEqual(code, 550, lines)
+            self.assertIn("source routes", lines[0])
+            r.close()
+        finally:
+            d.cleanup()
+
+    def hop_message(self, n):
+        h = "".join(f"Received: from h{i}.test by x.test; Thu, 3 Dec 2026 10:00:00 +0000\r\n" for i in range(n))
+        return h + "Subject: hops\r\n\r\nReceived: in the body, not counted\r\n" * 1
+
+    def test_mail_loop_is_refused_with_554_5_4_6(self):
+        r = Raw(self.d.port, TRUSTED)
+        r.reply()
+        self.transaction(r)
+        r.send(self.hop_message(6) + ".\r\n")
+        code, lines = r.reply()
+        self.assertEqual(code, 554, lines)
+        self.assertIn("5.4.6", lines[0])
+        self.transaction(r)
+        r.send(self.hop_message(5) + ".\r\n")  # at the limit: fine
+        self.assertEqual(r.reply()[0], 250)
+        # BDAT, the loop found in the second chunk.
+        m = self.hop_message(6).encode()
+        r.send(b"MAIL FROM:<a@hard.test>\r\nRCPT TO:<b@local.test>\r\n")
+        self.assertEqual([r.reply()[0], r.reply()[0]], [250, 250])
+        r.send(b"BDAT 100\r\n" + m[:100])
+        self.assertEqual(r.reply()[0], 250)
+        r.send(b"BDAT %d LAST\r\n" % (len(m) - 100) + m[100:])
+        code, lines = r.reply()
+        self.assertEqual(code, 554, lines)
+        self.assertIn("5.4.6", lines[0])
+        r.close()
+        rej = [e for e in self.d.journal() if e["event"] == "reject" and e["code"] == 554 and e["what"] == "mail loop"]
+        self.assertEqual(len(rej), 2, rej)
+
+
 if __name__ == "__main__":
     BUILD = os.path.abspath(sys.argv.pop(1))
     unittest.main(verbosity=2)

@@ -81,6 +81,8 @@ TEST_CASE("the embedded default configuration loads", "[config]") {
     REQUIRE(c.smtp.relay_networks.size() == 2);
     CHECK(c.smtp.relay_networks[0].to_string() == "127.0.0.0/8");
     CHECK(c.smtp.relay_networks[1].to_string() == "::1/128");
+    CHECK_FALSE(c.smtp.client_limit_exceptions.has_value());  // the relay networks
+    CHECK_FALSE(c.smtp.allow_domain_literals);
 }
 
 TEST_CASE("the embedded default's values are the struct defaults", "[config]") {
@@ -138,7 +140,11 @@ TEST_CASE("the embedded default comments every key", "[config]") {
                           "tls_key", "implicit_tls", "auth", "allow_auth_without_tls", "max_connections",
                           "max_connections_per_ip", "max_recipients", "max_message_size", "max_errors",
                           "greeting_timeout_s", "command_timeout_s", "data_block_timeout_s", "data_end_timeout_s",
-                          "idle_timeout_s", "greet_pause_ms", "hostname", "accepted_domains", "relay_networks", "credentials_file",
+                          "idle_timeout_s", "greet_pause_ms", "max_line_length", "hostname", "accepted_domains", "relay_networks",
+                          "credentials_file", "allow_domain_literals", "max_received_headers",
+                          "client_connections_per_minute", "client_connection_burst", "client_messages_per_minute",
+                          "client_message_burst", "client_auth_attempts_per_minute", "client_auth_burst",
+                          "client_limit_exceptions",
                           "smtp_port", "internal_hosts", "starttls", "max_connections_per_destination",
                           "max_messages_per_connection", "max_messages_per_minute", "first_retry_ms", "max_retry_ms",
                           "greylist_retry_ms", "max_queue_lifetime_s", "delay_notice_after_s", "destination_pause_ms", "connect_timeout_ms",
@@ -189,6 +195,7 @@ TEST_CASE("a sample file with every key loads into the expected values", "[confi
     CHECK(a.max_connections_per_ip == 50);
     CHECK(a.max_recipients == 100);
     CHECK(a.max_message_size_bytes == 20ull << 20);
+    CHECK(a.max_line_length_bytes == 4096);
     CHECK(a.max_errors == 5);
     CHECK(a.greeting_timeout_s == std::chrono::seconds(30));
     CHECK(a.command_timeout_s == std::chrono::seconds(60));
@@ -207,6 +214,7 @@ TEST_CASE("a sample file with every key loads into the expected values", "[confi
     CHECK(b.max_connections_per_ip == 10);
     CHECK(b.max_recipients == 500);
     CHECK(b.max_message_size_bytes == 1048576);
+    CHECK(b.max_line_length_bytes == 1ull << 20);  // the default
     CHECK(b.max_errors == 3);
     CHECK(b.greeting_timeout_s == std::chrono::seconds(10));
     CHECK(b.command_timeout_s == std::chrono::seconds(20));
@@ -222,6 +230,17 @@ TEST_CASE("a sample file with every key loads into the expected values", "[confi
     CHECK(c.smtp.relay_networks[1] == ip_network{"192.0.2.7", 32});
     CHECK(c.smtp.relay_networks[2] == ip_network{"2001:db8::", 32});
     CHECK(c.smtp.credentials_file == "/etc/ringway/credentials");
+    CHECK(c.smtp.allow_domain_literals);
+    CHECK(c.smtp.max_received_headers == 30);
+    CHECK(c.smtp.client_connections_per_minute == 600);
+    CHECK(c.smtp.client_connection_burst == 30);
+    CHECK(c.smtp.client_messages_per_minute == 0);
+    CHECK(c.smtp.client_message_burst == 5);
+    CHECK(c.smtp.client_auth_attempts_per_minute == 6);
+    CHECK(c.smtp.client_auth_burst == 3);
+    REQUIRE(c.smtp.client_limit_exceptions.has_value());
+    CHECK(*c.smtp.client_limit_exceptions ==
+          std::vector<ip_network>{ip_network{"10.1.0.0", 16}, ip_network{"2001:db8:5::1", 128}});
 
     CHECK(c.control.socket == "/run/ringway/ringway.sock");
 }
@@ -335,7 +354,8 @@ TEST_CASE("error: unknown key lists the allowed keys of its table", "[config]") 
                                  "port = 2525\n");
     CHECK(e == "t.toml:3: listener[0].prot: unknown key (did you mean \"port\"?); allowed: name, address, port, "
                "tls_cert, tls_key, implicit_tls, auth, allow_auth_without_tls, max_connections, "
-               "max_connections_per_ip, max_recipients, max_message_size, max_errors, greeting_timeout_s, "
+               "max_connections_per_ip, max_recipients, max_message_size, max_line_length, max_errors, "
+               "greeting_timeout_s, "
                "command_timeout_s, data_block_timeout_s, data_end_timeout_s, idle_timeout_s, greet_pause_ms");
 
     e = refused_once(std::string(k_listener) + "[spool]\nbogus = 1\n");

@@ -1,0 +1,34 @@
+// The SMTP server's refusals (see replies.hh).
+#include "mta/smtp/replies.hh"
+
+#include <fmt/format.h>
+
+namespace rw::mta::smtp {
+
+refusal spool_unhealthy(fs::spool_health h) {
+    if (h == fs::spool_health::full)
+        return {{452, "4.3.1", "Insufficient system storage"}, "spool full"};
+    return {{451, "4.3.0", "Temporary local problem: the queue is unavailable"}, "spool failed"};
+}
+
+refusal spool_failed(const fs::spool_error& e) {
+    switch (e.code) {
+    case fs::spool_errc::full: return {{452, "4.3.1", "Insufficient system storage"}, "spool full"};
+    case fs::spool_errc::too_large: return message_too_big();
+    case fs::spool_errc::failed:
+    case fs::spool_errc::not_found:
+    case fs::spool_errc::bad_state:
+    case fs::spool_errc::corrupt: break;
+    }
+    return {{451, "4.3.0", "Temporary local problem: the message could not be queued"}, "spool failed"};
+}
+
+refusal message_too_big() { return {{552, "5.3.4", "Message size exceeds fixed maximum message size"}, "too big"}; }
+
+refusal too_many_hops(unsigned count, unsigned limit) {
+    return {{554, "5.4.6",
+             fmt::format("Too many hops: {} Received headers, more than {} (mail loop?)", count, limit)},
+            "mail loop"};
+}
+
+}  // namespace rw::mta::smtp

@@ -1,0 +1,42 @@
+// Every reply the SMTP server gives for a refusal that is not a parse error:
+// spool trouble, limits, policy the session enforces itself. One function
+// per cause, so the code, the enhanced status code and the text are decided
+// in one place and two callers cannot drift apart. Each refusal also names
+// its cause (`refusal::cause`), the short key the mail log records in its
+// `reject` line, so the log says why without parsing the text.
+//
+// The parsers (mta/smtp/command.cc, mta/smtp/data_decoder.cc) and policy
+// (policy/relay.cc) build their own replies next to the rule that fails;
+// the session sends those as they are.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "fs/spool.hh"
+#include "mta/smtp/reply.hh"
+
+namespace rw::mta::smtp {
+
+struct refusal {
+    reply r;
+    std::string_view cause;  // for the mail log: "spool full", "too big", ...; a string literal
+};
+
+// A spool that is full or failed, asked before a transaction starts (MAIL).
+// nullopt-free: only call it for a health other than ok.
+refusal spool_unhealthy(fs::spool_health h);
+
+// A spool operation that failed: begin, append or commit of a message.
+// RFC 5321 4.5.3.1.10 / RFC 3463 3.4: full is 452 4.3.1 (try again later,
+// the client keeps the message); anything else is 451 4.3.0.
+refusal spool_failed(const fs::spool_error& e);
+
+// Body over listener.max_message_size (RFC 1870 6.1 and 6.3: 552 5.3.4).
+refusal message_too_big();
+
+// More Received: headers than smtp.max_received_headers: a mail loop
+// (RFC 5321 6.3; RFC 3463 3.5: X.4.6 "Routing loop detected").
+refusal too_many_hops(unsigned count, unsigned limit);
+
+}  // namespace rw::mta::smtp
