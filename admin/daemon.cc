@@ -19,6 +19,8 @@
 
 #include "fs/spool.hh"
 #include "mta/delivery/delivery.hh"
+#include "admin/descriptors.hh"
+#include "mta/smtp/replies.hh"
 #include "mta/smtp/server.hh"
 #include "runtime/net/tls.hh"
 #include "runtime/base/journal.hh"
@@ -233,7 +235,7 @@ mta::delivery::options delivery_options(const config& cfg) {
 }
 
 task<void> accept_loop(int lfd, const mta::listener_options* lo, mta::server_env* env, mta::connection_limits* limits,
-                       gate* sessions) {
+                       net::fd_reserve* reserve, gate* sessions) {
     net::acceptor acc(lfd);
     auto stopper = [](net::acceptor* a) -> task<void> {
         co_await reactor::local().stop_requested();
@@ -245,7 +247,24 @@ task<void> accept_loop(int lfd, const mta::listener_options* lo, mta::server_env
         if (!a) {
             if (a.error().code == ECANCELED)
                 break;
-            lg.warn("accept failed listener={} error={}", lo->name, a.error().message());
+            const int e = a.error().code;
+            if (e == EMFILE || e == ENFILE) {
+                // Out of descriptors: the waiting clients get a 421 and a
+                // mail-log line each, not a connection that is never greeted.
+                auto r = mta::smtp::out_of_descriptors(env->hostname);
+                auto turned = reserve->shed(lfd, mta::smtp::wire(r.r), 256);
+                for (const auto& p : turned)
+                    journal::record("reject", {{"peer", std::string_view(p.ip_string())},
+                                               {"listener", std::string_view(lo->name)},
+                                               {"code", int64_t(r.r.code)},
+                                               {"what", r.cause}});
+                env->rejected += turned.size();
+                lg.warn("out of file descriptors listener={} error={} turned_away={} (raise the open-files limit or "
+                        "lower max_connections)",
+                        lo->name, a.error().message(), turned.size());
+            } else {
+                lg.warn("accept failed listener={} error={}", lo->name, a.error().message());
+            }
             auto pause = io::sleep(std::chrono::milliseconds(100));
             co_await pause;  // EMFILE and friends: back off instead of spinning
             continue;
@@ -354,6 +373,7 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     }
     gate sessions;
     gate loops;
+    net::fd_reserve reserve;  // shared by this core's listeners
     if (!sp.shards.empty()) {
         for (size_t i = 0; i < fds->size(); ++i) {
             auto run = [](gate* g, task<void> t) -> task<void> {
@@ -361,7 +381,7 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
                 co_await std::move(t);
             };
             spawn(run(&loops, accept_loop((*fds)[i].per_core[core], &shared->options[i], envs[i].get(),
-                                          shared->limits[i].get(), &sessions)));
+                                          shared->limits[i].get(), &reserve, &sessions)));
         }
     }
     co_await loops.wait_idle();
@@ -451,6 +471,12 @@ int run_daemon(const config& cfg) {
         if (auto r = ensure_parent_dir(cfg.runtime.mail_log, "mail log"); !r)
             lg.fatal("{}", r.error());
     }
+    const nofile_limit nofile = raise_nofile_limit();
+    if (nofile.error)
+        lg.warn("open-files limit {} (hard {}): cannot raise it: {}", nofile.soft, nofile.hard,
+                std::strerror(nofile.error));
+    else if (nofile.soft != nofile.was)
+        lg.info("open-files limit raised from {} to {}", nofile.was, nofile.soft);
     int jerr = 0;
     if (!journal::open(cfg.runtime.mail_log, jerr))
         lg.fatal("cannot open the mail log {}: {}", cfg.runtime.mail_log, std::strerror(jerr));
@@ -525,6 +551,19 @@ int run_daemon(const config& cfg) {
     shared.dns.cache_max_entries = cfg.dns.cache_entries;
     if (auto r = build_shared(cfg, shared); !r)
         lg.fatal("{}", r.error());
+    {
+        std::vector<std::string> names;
+        std::vector<unsigned> maxes;
+        for (const auto& o : shared.options) {
+            names.push_back(o.name);
+            maxes.push_back(o.max_connections);
+        }
+        auto plan = plan_descriptors(nofile.soft, cores, names, maxes);
+        for (size_t i = 0; i < shared.options.size(); ++i)
+            shared.options[i].max_connections = plan.max_connections[i];
+        for (const auto& n : plan.notes)
+            lg.warn("{}", n);
+    }
     std::atomic<int> spool_errors{0};
     fs::geometry g = geo.value();
     auto r = e->run([&cfg, &fds, g, &spool_errors, &shared](unsigned core) {

@@ -31,4 +31,23 @@ refusal too_many_hops(unsigned count, unsigned limit) {
             "mail loop"};
 }
 
+refusal too_many_connections(std::string_view hostname) {
+    return {{421, "4.3.2", fmt::format("{} Error: too many connections; try again later", hostname)},
+            "connection limit"};
+}
+
+refusal too_many_from_address(std::string_view hostname) {
+    return {{421, "4.7.0", fmt::format("{} Error: too many connections from your address; try again later", hostname)},
+            "connections per address"};
+}
+
+refusal out_of_descriptors(std::string_view hostname) {
+    return {{421, "4.3.2", fmt::format("{} Error: out of resources; try again later", hostname)},
+            "out of file descriptors"};
+}
+
+std::string wire(const reply& r) {
+    return fmt::format("{} {}{}{}\r\n", r.code, r.enhanced, r.enhanced.empty() ? "" : " ", r.text);
+}
+
 }  // namespace rw::mta::smtp

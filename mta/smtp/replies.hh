@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "fs/spool.hh"
@@ -38,5 +39,16 @@ refusal message_too_big();
 // More Received: headers than smtp.max_received_headers: a mail loop
 // (RFC 5321 6.3; RFC 3463 3.5: X.4.6 "Routing loop detected").
 refusal too_many_hops(unsigned count, unsigned limit);
+
+// A connection over the listener's max_connections (RFC 3463 3.4: X.3.2
+// "System not accepting network messages"), or over max_connections_per_ip
+// (a policy limit: 4.7.0). Sent instead of the greeting.
+refusal too_many_connections(std::string_view hostname);
+refusal too_many_from_address(std::string_view hostname);
+// A connection the daemon has no file descriptor left to serve.
+refusal out_of_descriptors(std::string_view hostname);
+
+// One reply line as sent: "421 4.3.2 text\r\n".
+std::string wire(const reply& r);
 
 }  // namespace rw::mta::smtp

@@ -53,11 +53,11 @@ struct listener_options {
 // Connection counts shared by every core of one listener.
 class connection_limits {
 public:
-    // Takes a slot for peer; false when a limit is reached (the caller
-    // answers 421 and closes).
-    // An exempt peer (client_limit_exceptions) is counted in the total but
-    // has no per-IP limit.
-    bool enter(const net::address& peer, unsigned max_total, unsigned max_per_ip, bool exempt);
+    enum class verdict { ok, over_total, over_per_ip };
+    // Takes a slot for peer unless a limit is reached (then the caller
+    // answers 421 and closes). An exempt peer (client_limit_exceptions) is
+    // counted in the total but has no per-IP limit.
+    verdict enter(const net::address& peer, unsigned max_total, unsigned max_per_ip, bool exempt);
     void leave(const net::address& peer, bool exempt);
     uint64_t total() const { return _total.load(std::memory_order_relaxed); }
 

@@ -959,21 +959,22 @@ bool limit_exempt(const server_env& env, const net::address& peer) {
     return false;
 }
 
-bool connection_limits::enter(const net::address& peer, unsigned max_total, unsigned max_per_ip, bool exempt) {
+connection_limits::verdict connection_limits::enter(const net::address& peer, unsigned max_total, unsigned max_per_ip,
+                                                     bool exempt) {
     if (_total.fetch_add(1, std::memory_order_relaxed) >= max_total) {
         _total.fetch_sub(1, std::memory_order_relaxed);
-        return false;
+        return verdict::over_total;
     }
     if (exempt)
-        return true;
+        return verdict::ok;
     std::lock_guard g(_lock);
     unsigned& n = _per_ip[peer.ip_string()];
     if (n >= max_per_ip) {
         _total.fetch_sub(1, std::memory_order_relaxed);
-        return false;
+        return verdict::over_per_ip;
     }
     ++n;
-    return true;
+    return verdict::ok;
 }
 
 void connection_limits::leave(const net::address& peer, bool exempt) {
@@ -989,10 +990,19 @@ void connection_limits::leave(const net::address& peer, bool exempt) {
 task<void> run_session(net::accepted conn, const listener_options* lo, server_env* env, connection_limits* limits) {
     net::address peer = conn.peer;
     const bool exempt = limit_exempt(*env, peer);
-    if (!limits->enter(peer, lo->max_connections, lo->max_connections_per_ip, exempt)) {
-        // Over a limit: one line and close, without a session.
+    if (auto v = limits->enter(peer, lo->max_connections, lo->max_connections_per_ip, exempt);
+        v != connection_limits::verdict::ok) {
+        // Over a limit: one line, one mail-log record, and close, without a
+        // session.
+        const bool total = v == connection_limits::verdict::over_total;
+        auto r = total ? smtp::too_many_connections(env->hostname) : smtp::too_many_from_address(env->hostname);
+        env->rejected++;
+        journal::record("reject", {{"peer", std::string_view(peer.ip_string())},
+                                   {"listener", std::string_view(lo->name)},
+                                   {"code", int64_t(r.r.code)},
+                                   {"what", r.cause}});
         net::tcp_stream s(conn.fd);
-        std::string l = fmt::format("421 4.7.0 {} Error: too many connections; try again later\r\n", env->hostname);
+        std::string l = smtp::wire(r.r);
         auto w = s.send_all(l.data(), l.size(), {.timeout = std::chrono::seconds(5)});
         co_await w;
         co_return;

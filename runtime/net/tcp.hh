@@ -5,6 +5,8 @@
 
 #include <deque>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "runtime/base/result.hh"
 #include "runtime/net/addr.hh"
@@ -54,6 +56,26 @@ private:
     int _error = 0;
     std::coroutine_handle<> _waiter;
     std::coroutine_handle<> _stop_waiter;
+};
+
+// One descriptor held back for the day the process runs out of them
+// (EMFILE/ENFILE): connections then wait in the listen queue, and a client
+// would see a connection that is never greeted. shed() gives the reserve
+// up, accepts waiting connections one at a time, writes `line` to each
+// (a single non-blocking send: the socket's buffer is empty) and closes it,
+// then takes the reserve back. One per core.
+class fd_reserve {
+public:
+    fd_reserve();
+    ~fd_reserve();
+    fd_reserve(const fd_reserve&) = delete;
+    fd_reserve& operator=(const fd_reserve&) = delete;
+
+    // Peers turned away, at most max.
+    std::vector<address> shed(int listen_fd, std::string_view line, size_t max);
+
+private:
+    int _fd = -1;
 };
 
 // A connected TCP socket owned by one core.

@@ -813,7 +813,10 @@ class Crash(DeliveryTest):
         rep = s.stop()
         self.assertEqual(rep["missing"], 0, f"of {len(pairs)} accepted recipients, e.g. {rep['missing_ids']}")
         self.assertEqual(rep["corrupt"], 0, rep["corrupt_ids"])
-        self.assertLessEqual(rep["duplicates"], 20 * 2, rep["duplicate_ids"])
+        # A crash repeats at most a connection's transaction in flight and
+        # the one before it (whose outcome was not yet durable): 2 domains,
+        # 20 connections each, 2 transactions per connection.
+        self.assertLessEqual(rep["duplicates"], 2 * 20 * 2, rep["duplicate_ids"])
 
 
 class Restart(DeliveryTest):

@@ -329,6 +329,53 @@ class Basic(unittest.TestCase):
                 r.close()
 
 
+class OpenFiles(unittest.TestCase):
+    """The open-files limit against max_connections: every client gets a
+    reply, never a connection that is accepted and not greeted."""
+
+    def greet_all(self, d, n):
+        socks = [Raw(d.port, TRUSTED, timeout=15) for _ in range(n)]
+        try:
+            return [r.reply() for r in socks]
+        finally:
+            for r in socks:
+                r.close()
+
+    def test_soft_limit_is_raised_to_the_hard_one(self):
+        d = Ringwayd(BUILD, nofile=(256, 4096))
+        try:
+            replies = self.greet_all(d, 400)
+            self.assertEqual([c for c, _ in replies], [220] * 400)
+            self.assertIn("open-files limit raised from 256 to 4096", d.log_text())
+        finally:
+            d.cleanup()
+
+    def test_small_hard_limit_lowers_max_connections_and_answers_421(self):
+        # 256 descriptors, 2 cores, one listener: room for 119 clients.
+        d = Ringwayd(BUILD, nofile=(256, 256))
+        try:
+            self.assertIn("max_connections lowered from 10000 to 119", d.log_text())
+            replies = self.greet_all(d, 400)
+            codes = [c for c, _ in replies]
+            self.assertEqual(codes.count(220), 119, codes)
+            self.assertEqual(codes.count(421), 400 - 119, codes)
+            refused = [l for c, l in replies if c == 421]
+            self.assertTrue(all(l[0].startswith("421 4.3.2 ") for l in refused), refused[:3])
+            wait_until(lambda: len([e for e in d.journal() if e["event"] == "reject" and
+                                    e.get("what") == "connection limit"]) == 400 - 119,
+                       timeout=10, what="a mail-log line for every connection turned away")
+            # The slots come back: a client now is greeted.
+            def greeted():
+                r = Raw(d.port, TRUSTED)
+                try:
+                    return r.reply()[0] == 220
+                finally:
+                    r.close()
+            wait_until(greeted, timeout=10, what="a greeting once the others have gone")
+        finally:
+            d.cleanup()
+
+
 class ImplicitTLS(unittest.TestCase):
     """A second listener with TLS from the first byte (RFC 8314)."""
 

@@ -5,12 +5,14 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "runtime/disk/file.hh"
 #include "runtime/net/buf_ring.hh"
@@ -385,4 +387,51 @@ TEST_CASE("a write not aligned to sectors fails with EINVAL, not a crash", "[run
     }(path));
     REQUIRE(r == -EINVAL);
     ::unlink(path.c_str());
+}
+
+TEST_CASE("out of descriptors, waiting clients are answered and closed, not left unserved", "[runtime][net]") {
+    auto lfd = rw::net::listen_tcp(*rw::net::address::parse("127.0.0.1", 0));
+    REQUIRE(lfd);
+    const uint16_t port = rw::net::local_port(lfd.value());
+    rw::net::fd_reserve reserve;
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    std::vector<int> clients;
+    for (int i = 0; i < 3; ++i) {
+        int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        REQUIRE(::connect(c, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+        clients.push_back(c);
+    }
+    // Use up every descriptor left, so accept4 alone would fail with EMFILE.
+    std::vector<int> filler;
+    int open_errno = 0;
+    while (filler.size() < 1'000'000) {
+        int f = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (f < 0) {
+            open_errno = errno;
+            break;
+        }
+        filler.push_back(f);
+    }
+    REQUIRE(open_errno == EMFILE);
+    REQUIRE(::accept4(lfd.value(), nullptr, nullptr, SOCK_NONBLOCK) < 0);
+    REQUIRE(errno == EMFILE);
+    auto turned = reserve.shed(lfd.value(), "421 4.3.2 out of resources\r\n", 2);
+    CHECK(turned.size() == 2);  // bounded by max
+    turned = reserve.shed(lfd.value(), "421 4.3.2 out of resources\r\n", 10);
+    CHECK(turned.size() == 1);  // and stops when the queue is empty
+    for (int f : filler)
+        ::close(f);
+    for (int c : clients) {
+        char buf[64] = {};
+        ssize_t n = ::recv(c, buf, sizeof buf - 1, 0);
+        CHECK(std::string(buf, n > 0 ? size_t(n) : 0) == "421 4.3.2 out of resources\r\n");
+        CHECK(::recv(c, buf, sizeof buf, 0) == 0);  // then closed
+        ::close(c);
+    }
+    for (const auto& p : turned)
+        CHECK(p.ip_string() == "127.0.0.1");
+    ::close(lfd.value());
 }
