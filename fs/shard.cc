@@ -120,7 +120,9 @@ task<result<std::unique_ptr<shard>, std::string>> shard::open(block_device& dev,
 }
 
 shard::~shard() {
-    RW_ASSERT(_writer_done.is_set() || _failed || !_closing || true);
+    // The writer and cleaner coroutines point into this object.
+    RW_ASSERT(_writer_done.is_set(), "shard {} destroyed while its writer runs; await close() first", _opt.index);
+    RW_ASSERT(!_cleaner_running || _cleaner_done.is_set(), "shard {} destroyed while its cleaner runs", _opt.index);
 }
 
 // ---------------------------------------------------------------- recovery
@@ -541,6 +543,7 @@ task<result<void, std::string>> shard::recover() {
                 _report.recipients_pending++;
         ++it;
     }
+    check_recovered();
     _report.took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
     lg.info("shard={} recovered messages={} recipients_pending={} bytes={} segments={} batches={} incomplete={} "
             "quarantined_records={} quarantined_messages={} torn_batches={} took_ms={:.1f}",
@@ -548,6 +551,66 @@ task<result<void, std::string>> shard::recover() {
             _report.batches, _report.incomplete, _report.quarantined_records, _report.quarantined_messages,
             _report.torn_batches, double(_report.took.count()) / 1000.0);
     co_return result<void, std::string>{};
+}
+
+void shard::check_recovered() const {
+    size_t refs = 0;
+    for (const auto& [seg, ids] : _seg_refs) {
+        RW_ASSERT(seg <= _cur_seq, "shard {}: segment {} referenced, newest is {}", _opt.index, seg, _cur_seq);
+        refs += ids.size();
+    }
+    RW_ASSERT(refs == _msgs.size(), "shard {}: {} segment references for {} messages", _opt.index, refs,
+              _msgs.size());
+    RW_ASSERT(_durable_seq + 1 == _next_batch_seq, "shard {}: batch {} durable, next {}", _opt.index, _durable_seq,
+              _next_batch_seq);
+    for (const auto& [id, e] : _msgs) {
+        RW_ASSERT(e.committed && !e.relocating, "shard {}: message {:x} left uncommitted or relocating", _opt.index,
+                  id);
+        auto r = _seg_refs.find(e.cur.begin_seg);
+        RW_ASSERT(r != _seg_refs.end() && r->second.count(id) == 1,
+                  "shard {}: message {:x} not referenced by its segment {}", _opt.index, id, e.cur.begin_seg);
+        if ((id >> 56) == _opt.index)
+            RW_ASSERT((id & ((uint64_t(1) << 56) - 1)) < _next_counter,
+                      "shard {}: message {:x} at or above the next id {}", _opt.index, id, _next_counter);
+        uint64_t off = 0;
+        for (const auto& c : e.cur.chunks) {
+            RW_ASSERT(c.body_off == off, "shard {}: message {:x} chunk at {} after {} bytes", _opt.index, id,
+                      c.body_off, off);
+            off += c.data_len;
+        }
+        RW_ASSERT(off == e.cur.body_len, "shard {}: message {:x} chunks hold {} of {} bytes", _opt.index, id, off,
+                  e.cur.body_len);
+        RW_ASSERT(e.rcpts.size() == e.env.rcpts.size(), "shard {}: message {:x} has {} states for {} recipients",
+                  _opt.index, id, e.rcpts.size(), e.env.rcpts.size());
+    }
+}
+
+void shard::check_sealed(uint64_t seq, size_t length, size_t blocks_bytes, bool new_seg) const {
+    // Recovery replays batch numbers without a gap: one batch in flight at
+    // a time, so the one sealed now follows the last durable one.
+    RW_ASSERT(seq == _durable_seq + 1, "shard {}: sealing batch {} after durable {}", _opt.index, seq, _durable_seq);
+    RW_ASSERT(length >= k_hdr && length <= k_hdr + _opt.batch_bytes, "shard {}: batch {} of {} bytes", _opt.index,
+              seq, length);
+    // Recovery refuses a batch that runs past its segment.
+    const uint64_t off = new_seg ? k_block_bytes : _cur_off;
+    RW_ASSERT(off + blocks_bytes <= _g.segment_bytes, "shard {}: batch {} at {} + {} past the segment", _opt.index,
+              seq, off, blocks_bytes);
+#ifdef RINGWAY_SANITIZE
+    // Recovery walks records by their lengths; the walk must end exactly at
+    // the end of the batch and count every record.
+    const char* p = _open_buf.data() + k_block_bytes + k_hdr;
+    size_t q = 0, n = 0;
+    while (q < _open_fill) {
+        record_header rh;
+        std::memcpy(&rh, p + q, sizeof rh);
+        RW_ASSERT(rh.length >= sizeof rh && q + rh.length <= _open_fill, "shard {}: batch {} record at {} of length {}",
+                  _opt.index, seq, q, rh.length);
+        q += pad8(rh.length);
+        ++n;
+    }
+    RW_ASSERT(q == _open_fill && n == _open_records, "shard {}: batch {} walks {} records in {} bytes, holds {} in {}",
+              _opt.index, seq, n, q, _open_records, _open_fill);
+#endif
 }
 
 // ---------------------------------------------------------------- space
@@ -625,6 +688,13 @@ void shard::fail(std::string why) noexcept {
 
 // ---------------------------------------------------------------- write path
 
+uint64_t shard::landing_seg() const {
+    // Before the first segment, the one the writer will open (after any
+    // sequence numbers skipped at recovery); then the current one, which
+    // the tail never passes.
+    return _cur_slot < 0 ? _cur_seq + 1 + _seg_seq_gap : _cur_seq;
+}
+
 size_t shard::open_room() const { return _opt.batch_bytes - _open_fill; }
 
 task<result<uint64_t, spool_error>> shard::append_record(record_type t, uint16_t flags, uint64_t id,
@@ -695,6 +765,19 @@ task<result<uint64_t, spool_error>> shard::append_record(record_type t, uint16_t
     _open_fill += pad8(len);
     _open_records++;
     _stats.records++;
+    if (t == record_type::msg_begin) {
+        // The copy begins in the segment its begin record lands in (this
+        // one, or a later one when the batch opens a new segment), not the
+        // one current when begin() or relocate() ran: a message begun while
+        // segment 1 was current and written after the tail had moved to 2
+        // pinned segment 1, the tail went back to 1 in the next segment
+        // header, and recovery reported segment 1 (long reused) missing.
+        if (auto m = _msgs.find(id); m != _msgs.end()) {
+            copy* c = (flags & k_begin_relocated) ? m->second.relocating.get() : &m->second.cur;
+            if (c)
+                c->begin_seg = std::max(c->begin_seg, landing_seg());
+        }
+    }
     _work.set();
     co_return _next_batch_seq;
 }
@@ -763,6 +846,7 @@ task<void> shard::writer_loop() {
         size_t length = k_hdr + _open_fill;
         size_t blocks_bytes = pad_block(length);
         bool new_seg = _cur_slot < 0 || _cur_off + blocks_bytes > _g.segment_bytes;
+        check_sealed(seq, length, blocks_bytes, new_seg);
         segment_header sh{};
         if (new_seg) {
             int slot = pick_free_slot();
@@ -771,6 +855,7 @@ task<void> shard::writer_loop() {
                 break;
             }
             uint64_t tail = compute_tail();
+            const uint64_t prev_seq = _cur_seq;
             _cur_seq = _cur_seq + 1 + _seg_seq_gap;
             _seg_seq_gap = 0;
             if (tail > _cur_seq || tail == 0)
@@ -782,6 +867,11 @@ task<void> shard::writer_loop() {
             sh.seg_seq = _cur_seq;
             sh.tail_seq = std::min(tail, _cur_seq);
             sh.first_batch_seq = seq;
+            // What recovery takes for a valid header: newer than every
+            // other, its tail not ahead of itself.
+            RW_ASSERT(sh.seg_seq > prev_seq && sh.tail_seq <= sh.seg_seq && sh.tail_seq >= _recorded_tail,
+                      "shard {}: segment {} after {} with tail {} (recorded {})", _opt.index, sh.seg_seq, prev_seq,
+                      sh.tail_seq, _recorded_tail);
             sh.crc = segment_crc(sh);
             _cur_slot = slot;
             _cur_off = k_block_bytes;
@@ -878,6 +968,9 @@ task<void> shard::writer_loop() {
             }
         }
         _durable_seq = seq;
+        RW_DASSERT(std::is_sorted(_waiters.begin(), _waiters.end(),
+                                  [](const waiter& a, const waiter& b) { return a.batch_seq < b.batch_seq; }),
+                   "shard {}: durability waiters out of order", _opt.index);
         while (!_waiters.empty() && _waiters.front().batch_seq <= _durable_seq) {
             waiter w = _waiters.front();
             _waiters.pop_front();
@@ -907,7 +1000,7 @@ result<message_writer, spool_error> shard::begin(envelope env) {
     entry e;
     e.env = std::move(env);
     e.rcpts.assign(e.env.rcpts.size(), rcpt_state{});
-    e.cur.begin_seg = std::max<uint64_t>(_cur_seq, 1);
+    e.cur.begin_seg = landing_seg();
     // The begin record is written by the message's own first append or
     // commit, in the caller's coroutine, so it always precedes the chunks in
     // the log (a separately spawned append could be overtaken while both
@@ -1171,7 +1264,7 @@ task<result<void, spool_error>> shard::relocate(uint64_t id) {
         co_return result<void, spool_error>{};
     entry& e = it->second;
     auto nc = std::make_unique<copy>();
-    nc->begin_seg = std::max<uint64_t>(_cur_seq, 1);
+    nc->begin_seg = landing_seg();
     e.relocating = std::move(nc);
     _unsettled.insert(id);
     // A copy that cannot be finished is dropped, leaving the message as it

@@ -233,6 +233,16 @@ private:
     // replay
     task<result<void, std::string>> recover();
     void apply_record(const record_header& h, const char* body, uint64_t dev_off, uint64_t seg_seq, bool& bad);
+    // What recovery leaves behind (and the writer relies on): only committed
+    // messages, each referenced once by the segment its copy begins in, ids
+    // below the next counter, chunks covering each body without a gap.
+    void check_recovered() const;
+    // The oldest segment a record appended now can land in.
+    uint64_t landing_seg() const;
+    // The batch about to be written satisfies what recovery will check when
+    // it reads it back: consecutive batch numbers, bounds of the segment,
+    // a record walk that ends exactly at the batch's end.
+    void check_sealed(uint64_t seq, size_t length, size_t blocks_bytes, bool new_seg) const;
     // write path
     size_t open_room() const;
     task<result<uint64_t, spool_error>> append_record(record_type t, uint16_t flags, uint64_t id,

@@ -667,30 +667,53 @@ TEST_CASE("dns_wire: rdlength past the end and other lies are rejected", "[dns]"
 }
 
 TEST_CASE("dns_wire: random and mutated messages never read out of bounds", "[dns]") {
-    // Under ASan an out-of-bounds read here aborts the test.
+    // Under ASan an out-of-bounds read here aborts the test. Whatever is
+    // accepted must report its own header faithfully.
+    auto header_matches = [](const bytes& b, const wire::summary& s) {
+        auto u16 = [&](size_t o) { return uint16_t(b[o] << 8 | b[o + 1]); };
+        return s.id == u16(0) && s.rcode == (b[3] & 0x0F) && s.truncated == bool(b[2] & 0x02) &&
+               s.qdcount == u16(4) && s.ancount == u16(6) && s.nscount == u16(8) && s.arcount == u16(10);
+    };
     std::mt19937 rng(20261125);
     std::uniform_int_distribution<int> byte(0, 255);
-    int accepted = 0;
+    int accepted = 0, faithful = 0;
     for (int i = 0; i < 20000; ++i) {
         bytes b(size_t(byte(rng)) % 96, 0);
         for (auto& x : b)
             x = uint8_t(byte(rng));
         if (b.size() >= 3)
             b[2] |= 0x80;  // a response, so the walk goes further
-        if (summarize(b))
+        if (auto s = summarize(b)) {
             ++accepted;
+            faithful += header_matches(b, s.value());
+        }
     }
+    CHECK(faithful == accepted);
     const bytes seeds[] = {valid_a_answer(), cname_answer(), nxdomain_with_soa(60, 30)};
+    int rejected = 0;
     for (const bytes& seed : seeds) {
+        auto base = summarize(seed);
+        REQUIRE(base);
         for (size_t pos = 0; pos < seed.size(); ++pos) {
             for (int v : {0x00, 0x01, 0x3F, 0x40, 0x80, 0xC0, 0xC0 | 0x0C, 0xFF}) {
                 bytes b = seed;
                 b[pos] = uint8_t(v);
-                (void)summarize(b);
+                auto s = summarize(b);
+                if (!s) {
+                    ++rejected;
+                    continue;
+                }
+                CHECK(header_matches(b, s.value()));
+                if (pos < 2) {  // the ID says nothing about the rest
+                    CHECK(s.value().min_answer_ttl == base.value().min_answer_ttl);
+                    CHECK(s.value().negative_ttl == base.value().negative_ttl);
+                }
             }
         }
     }
-    CHECK(accepted >= 0);  // only the absence of crashes matters
+    // Lengths and pointers set to 0xFF or 0xC0 run past the end or forwards:
+    // some mutations must be refused, or the walk checks nothing.
+    CHECK(rejected > 0);
 }
 
 // ====================== the resolver against dnsmasq ======================
