@@ -7,29 +7,6 @@
 namespace rw::mta::delivery {
 
 namespace {
-std::string upper(std::string_view s) {
-    std::string o(s);
-    for (auto& c : o)
-        if (c >= 'a' && c <= 'z')
-            c = char(c - 32);
-    return o;
-}
-
-// RFC 3461 4: xtext "+HH" escapes.
-std::string xtext_decode(std::string_view s) {
-    auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; };
-    std::string o;
-    for (size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '+' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-            o += char(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-            i += 2;
-            continue;
-        }
-        o += s[i];
-    }
-    return o;
-}
-
 std::string rfc5322_date(int64_t t) {
     std::time_t tt = std::time_t(t);
     std::tm tm{};
@@ -39,65 +16,7 @@ std::string rfc5322_date(int64_t t) {
     return buf;
 }
 
-// Each "KEY=VALUE" word of a line.
-template <typename F>
-void for_each_param(std::string_view line, F f) {
-    size_t pos = 0;
-    while (pos < line.size()) {
-        size_t sp = line.find(' ', pos);
-        std::string_view w = line.substr(pos, sp == std::string_view::npos ? std::string_view::npos : sp - pos);
-        pos = sp == std::string_view::npos ? line.size() : sp + 1;
-        size_t eq = w.find('=');
-        if (eq != std::string_view::npos)
-            f(upper(w.substr(0, eq)), w.substr(eq + 1));
-    }
-}
 }  // namespace
-
-dsn_params parse_dsn_params(std::string_view params, size_t rcpts) {
-    dsn_params p;
-    p.notify.resize(rcpts);
-    p.orcpt.resize(rcpts);
-    size_t nl = params.find('\n');
-    std::string_view mail = params.substr(0, nl);
-    for_each_param(mail, [&](const std::string& k, std::string_view v) {
-        if (k == "RET")
-            p.ret = upper(v);
-        else if (k == "ENVID")
-            p.envid = xtext_decode(v);
-    });
-    size_t i = 0;
-    while (nl != std::string_view::npos && i < rcpts) {
-        size_t next = params.find('\n', nl + 1);
-        std::string_view line = params.substr(nl + 1, next == std::string_view::npos ? std::string_view::npos
-                                                                                     : next - nl - 1);
-        for_each_param(line, [&](const std::string& k, std::string_view v) {
-            if (k == "NOTIFY")
-                p.notify[i] = upper(v);
-            else if (k == "ORCPT")
-                p.orcpt[i] = xtext_decode(v);
-        });
-        ++i;
-        nl = next;
-    }
-    return p;
-}
-
-bool notify_wants(std::string_view notify, std::string_view kind) {
-    if (notify.empty())
-        return kind == "FAILURE" || kind == "DELAY";
-    size_t pos = 0;
-    while (pos <= notify.size()) {
-        size_t c = notify.find(',', pos);
-        std::string_view w = notify.substr(pos, c == std::string_view::npos ? std::string_view::npos : c - pos);
-        if (w == kind)
-            return true;
-        if (c == std::string_view::npos)
-            break;
-        pos = c + 1;
-    }
-    return false;
-}
 
 std::string_view header_of(std::string_view m) {
     size_t e = m.find("\r\n\r\n");

@@ -11,20 +11,6 @@
 
 namespace rw::mta::delivery {
 
-// The parameters kept with a message (fs::envelope::params): the MAIL
-// line's RET/ENVID/BODY/SMTPUTF8, then one line per recipient with its
-// NOTIFY/ORCPT.
-struct dsn_params {
-    std::string ret;    // "FULL", "HDRS" or ""
-    std::string envid;  // xtext-decoded
-    std::vector<std::string> notify;  // per recipient: "" (default), "NEVER", "SUCCESS,FAILURE", ...
-    std::vector<std::string> orcpt;   // per recipient: "rfc822;a@b" or ""
-};
-dsn_params parse_dsn_params(std::string_view params, size_t rcpts);
-// Whether NOTIFY asks for this kind of report ("FAILURE", "SUCCESS", "DELAY").
-// An empty NOTIFY means FAILURE (and DELAY at the server's choice).
-bool notify_wants(std::string_view notify, std::string_view kind);
-
 struct dsn_recipient {
     std::string address;
     std::string orcpt;

@@ -12,6 +12,7 @@
 #include "mta/delivery/client.hh"
 #include "mta/delivery/delivery.hh"
 #include "mta/delivery/dsn.hh"
+#include "mta/envelope_params.hh"
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
 #include "runtime/reactor/io.hh"
@@ -91,6 +92,20 @@ struct outcome {
 
 // fs::rcpt_state::flags bits of ours.
 constexpr uint8_t k_delay_notified = 1;
+
+// A message's parameters as the session stored them. Unreadable bytes (a
+// damaged record passes its CRC only by accident, so this is a bug or a
+// spool from elsewhere) are logged and read as defaults: the message is
+// still delivered, failures still reported.
+envelope_params read_params(uint64_t id, std::string_view bytes, size_t rcpts) {
+    if (auto p = decode_params(bytes, rcpts))
+        return std::move(*p);
+    lg.error("mid={} has unreadable envelope parameters ({} bytes); delivering with defaults", mid_string(id),
+             bytes.size());
+    envelope_params d;
+    d.rcpts.resize(rcpts);
+    return d;
+}
 
 std::string status_of(const smtp_reply& r, char cls) {
     if (!r.enhanced.empty())
@@ -220,10 +235,9 @@ struct service::impl {
                 L.idx.push_back(i);
                 L.attempts.push_back(v->rcpts[i].attempts);
             }
-            std::string_view p = v->env.params;
-            std::string_view mail = p.substr(0, p.find('\n'));
-            L.out.eight_bit = mail.find("BODY=8BITMIME") != std::string_view::npos;
-            L.out.smtputf8 = mail.find("SMTPUTF8") != std::string_view::npos;
+            const envelope_params p = read_params(id, v->env.params, v->rcpts.size());
+            L.out.eight_bit = p.body == body_type::eight_bit_mime;
+            L.out.smtputf8 = p.smtputf8;
             size = v->body_bytes;
         }
         if (L.idx.empty())
@@ -263,14 +277,14 @@ struct service::impl {
         std::vector<dsn_recipient> fails, successes, delays;
         std::string sender;
         int64_t arrival = 0;
-        dsn_params dp;
+        envelope_params dp;
         {
             auto v = sh->find(id);
             if (!v)
                 co_return;
             sender = v->env.mail_from;
             arrival = v->env.received_unix;
-            dp = parse_dsn_params(v->env.params, v->rcpts.size());
+            dp = read_params(id, v->env.params, v->rcpts.size());
             std::vector<bool> final(v->rcpts.size(), false);
             for (size_t i = 0; i < v->rcpts.size(); ++i)
                 final[i] = v->rcpts[i].status == fs::rcpt_status::delivered ||
@@ -285,21 +299,21 @@ struct service::impl {
                     final[x.idx] = true;
                 if (sender.empty())
                     continue;
-                const std::string& notify = dp.notify[x.idx];
+                const uint8_t notify = dp.rcpts[x.idx].notify;
                 std::vector<dsn_recipient>* list = nullptr;
                 const char* action = nullptr;
-                if (x.status == fs::rcpt_status::bounced && notify_wants(notify, "FAILURE")) {
+                if (x.status == fs::rcpt_status::bounced && notify_wants(notify, k_notify_failure)) {
                     list = &fails, action = "failed";
-                } else if (x.status == fs::rcpt_status::delivered && notify_wants(notify, "SUCCESS")) {
+                } else if (x.status == fs::rcpt_status::delivered && notify_wants(notify, k_notify_success)) {
                     list = &successes, action = "delivered";
                 } else if (x.status == fs::rcpt_status::deferred && late && !(x.flags & k_delay_notified) &&
-                           notify_wants(notify, "DELAY")) {
+                           notify_wants(notify, k_notify_delay)) {
                     list = &delays, action = "delayed";
                     x.flags |= k_delay_notified;
                 }
                 if (!list)
                     continue;
-                dsn_recipient d{v->env.rcpts[x.idx], dp.orcpt[x.idx], action, x.status_code, x.remote,
+                dsn_recipient d{v->env.rcpts[x.idx], dp.rcpts[x.idx].orcpt, action, x.status_code, x.remote,
                                 x.reply.empty() ? std::string() : fmt::format("smtp; {}", x.reply)};
                 if (list == &delays)
                     d.will_retry_until_unix =
@@ -331,7 +345,7 @@ struct service::impl {
                 continue;
             // RET=FULL asks for the whole message in a failure report only
             // (RFC 3461 4.3); the others carry its header.
-            const bool full = list == &fails && dp.ret == "FULL";
+            const bool full = list == &fails && dp.ret == dsn_ret::full;
             auto t = send_dsn(sh, id, sender, arrival, dp, full, std::move(*list), o->hostname);
             co_await std::move(t);
         }
@@ -371,7 +385,7 @@ struct service::impl {
             lg.error("mid={} cannot remove: {}", mid_string(id), r.error().detail);
     }
 
-    static task<void> send_dsn(fs::shard* sh, uint64_t id, std::string sender, int64_t arrival, dsn_params dp,
+    static task<void> send_dsn(fs::shard* sh, uint64_t id, std::string sender, int64_t arrival, envelope_params dp,
                                bool full, std::vector<dsn_recipient> rcpts, std::string hostname) {
         // The original: its header, or the whole message with RET=FULL.
         uint64_t size = 0;
@@ -403,7 +417,7 @@ struct service::impl {
         in.original = std::move(orig);
         in.full = full;
         std::string msg = build_dsn(in);
-        fs::envelope env{"", {sender}, "\n", in.now_unix};
+        fs::envelope env{"", {sender}, encode_params(envelope_params{.rcpts = {rcpt_params{}}}), in.now_unix};
         auto w = sh->begin(std::move(env));
         if (!w) {
             lg.error("mid={} cannot queue a DSN: {}", in.mid, w.error().detail);

@@ -28,6 +28,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mta/envelope_params.hh"
 #include "mta/smtp/reply.hh"
 #include "runtime/base/result.hh"
 
@@ -83,13 +84,12 @@ struct mailbox {
 
 // Values of the MAIL and RCPT parameters we know, already validated; the
 // raw forms stay in command::params.
-enum class body_type { unspecified, seven_bit, eight_bit_mime, binary_mime };  // RFC 6152, RFC 3030
-enum class dsn_ret { unspecified, full, hdrs };                                // RFC 3461 4.3
-// RFC 3461 4.1 NOTIFY bits; k_notify_never is never combined with the others.
-constexpr uint8_t k_notify_never = 1;
-constexpr uint8_t k_notify_success = 2;
-constexpr uint8_t k_notify_failure = 4;
-constexpr uint8_t k_notify_delay = 8;
+using mta::body_type;  // mta/envelope_params.hh
+using mta::dsn_ret;
+using mta::k_notify_delay;
+using mta::k_notify_failure;
+using mta::k_notify_never;
+using mta::k_notify_success;
 
 struct command {
     verb v = verb::unknown;

@@ -192,11 +192,10 @@ private:
     bool _have_mail = false;
     bool _null_sender = false;
     std::string _mail_from;
-    std::string _mail_params;  // RET/ENVID/BODY/SMTPUTF8 kept for DSNs
+    envelope_params _params;  // MAIL's BODY/SMTPUTF8/RET/ENVID, each RCPT's NOTIFY/ORCPT
     bool _smtputf8 = false;
     uint64_t _declared_size = 0;
     std::vector<std::string> _rcpts;
-    std::vector<std::string> _rcpt_params;
     // BDAT in progress
     std::optional<fs::message_writer> _bdat_writer;
     uint64_t _bdat_bytes = 0;
@@ -304,11 +303,10 @@ void session::reset_transaction() {
     _have_mail = false;
     _null_sender = false;
     _mail_from.clear();
-    _mail_params.clear();
+    _params = {};
     _smtputf8 = false;
     _declared_size = 0;
     _rcpts.clear();
-    _rcpt_params.clear();
     _bdat_writer.reset();
     _bdat_bytes = 0;
     _bdat_error.reset();
@@ -370,27 +368,22 @@ void session::do_mail(const smtp::command& c) {
         journal_reject(450, "message rate");
         return;
     }
-    std::string params;
-    for (const auto& p : c.params) {
-        if (p.key == "SIZE") {
-            uint64_t n = 0;
-            for (char ch : p.value)
-                n = n * 10 + uint64_t(ch - '0');
-            if (n > _lo->max_message_size_bytes) {
-                refuse(smtp::message_too_big());  // RFC 1870 6.1
-                return;
-            }
-            _declared_size = n;
-        } else if (p.key == "SMTPUTF8") {
-            _smtputf8 = true;
+    if (c.has_size) {
+        if (c.size > _lo->max_message_size_bytes) {
+            refuse(smtp::message_too_big());  // RFC 1870 6.1
+            return;
         }
-        if (p.key == "RET" || p.key == "ENVID" || p.key == "BODY" || p.key == "SMTPUTF8")
-            params += (params.empty() ? "" : " ") + p.key + (p.value.empty() ? "" : "=" + p.value);
+        _declared_size = c.size;
     }
+    _smtputf8 = c.smtputf8;
+    _params = {};
+    _params.body = c.body;
+    _params.smtputf8 = c.smtputf8;
+    _params.ret = c.ret;
+    _params.envid = xtext_decode(c.envid);
     _have_mail = true;
     _null_sender = c.null_path;
     _mail_from = c.null_path ? std::string() : smtp::to_string(c.path);
-    _mail_params = params;
     queue(250, "2.1.0", "Ok");
 }
 
@@ -430,12 +423,12 @@ void session::do_rcpt(const smtp::command& c) {
         journal_reject(v.code, smtp::to_string(c.path));
         return;
     }
-    std::string params;
-    for (const auto& p : c.params)
-        if (p.key == "NOTIFY" || p.key == "ORCPT")
-            params += (params.empty() ? "" : " ") + p.key + "=" + p.value;
+    rcpt_params rp;
+    rp.notify = c.notify;
+    if (size_t semi = c.orcpt.find(';'); semi != std::string::npos)  // addr-type ";" xtext (RFC 3461 4.2)
+        rp.orcpt = c.orcpt.substr(0, semi + 1) + xtext_decode(std::string_view(c.orcpt).substr(semi + 1));
     _rcpts.push_back(smtp::to_string(c.path));
-    _rcpt_params.push_back(params);
+    _params.rcpts.push_back(std::move(rp));
     queue(250, "2.1.5", "Ok");
 }
 
@@ -456,17 +449,6 @@ std::string session::received_header(uint64_t id) {
         h += fmt::format("\r\n\tfor <{}>", _rcpts.front());
     h += fmt::format("; {}\r\n", rfc5322_date());
     return h;
-}
-
-// Envelope parameters, one string for the spool: MAIL's line, then one line
-// per recipient with its DSN parameters (RFC 3461).
-static std::string pack_params(const std::string& mail, const std::vector<std::string>& rcpt) {
-    std::string s = mail;
-    for (const auto& r : rcpt) {
-        s += '\n';
-        s += r;
-    }
-    return s;
 }
 
 void session::message_queued(uint64_t id, uint64_t size) {
@@ -490,7 +472,7 @@ task<bool> session::do_data() {
         queue(554, "5.5.1", "Error: no valid recipients");
         co_return true;
     }
-    fs::envelope env{_mail_from, _rcpts, pack_params(_mail_params, _rcpt_params), int64_t(std::time(nullptr))};
+    fs::envelope env{_mail_from, _rcpts, encode_params(_params), int64_t(std::time(nullptr))};
     auto w = _env->spool->begin(std::move(env));
     if (!w) {
         refuse_message(smtp::spool_failed(w.error()));
@@ -580,7 +562,7 @@ task<bool> session::do_bdat(const smtp::command& c) {
     uint64_t left = c.bdat_size;
     bool usable = _have_mail && !_rcpts.empty();
     if (usable && !_bdat_writer && !_bdat_error) {
-        fs::envelope env{_mail_from, _rcpts, pack_params(_mail_params, _rcpt_params), int64_t(std::time(nullptr))};
+        fs::envelope env{_mail_from, _rcpts, encode_params(_params), int64_t(std::time(nullptr))};
         auto w = _env->spool->begin(std::move(env));
         if (!w) {
             _bdat_error = smtp::spool_failed(w.error());

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "fs/spool.hh"
+#include "mta/envelope_params.hh"
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
 
@@ -81,7 +82,10 @@ task<int> dump(std::string path, bool finish) {
             std::string line = fmt::format("{{\"id\":\"{:016X}\",\"from\":{},\"rcpts\":[", id, js(v->env.mail_from));
             for (size_t i = 0; i < v->env.rcpts.size(); ++i)
                 line += (i ? "," : "") + js(v->env.rcpts[i]);
-            line += "],\"params\":" + js(v->env.params) + ",\"states\":[";
+            // The parameters in their text form (mta/envelope_params.hh);
+            // "?" plus the raw bytes when they do not decode.
+            auto p = rw::mta::decode_params(v->env.params, v->env.rcpts.size());
+            line += "],\"params\":" + js(p ? rw::mta::describe_params(*p) : "?" + v->env.params) + ",\"states\":[";
             for (size_t i = 0; i < v->rcpts.size(); ++i)
                 line += fmt::format("{}{}", i ? "," : "", int(v->rcpts[i].status));
             line += "],\"body_b64\":\"" + b64(body) + "\"}\n";

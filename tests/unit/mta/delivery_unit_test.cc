@@ -36,28 +36,6 @@ TEST_CASE("dot-stuffing for the wire") {
     CHECK(out == ".\r\n");
 }
 
-TEST_CASE("DSN parameters: RET, ENVID (xtext), NOTIFY and ORCPT per recipient") {
-    auto p = parse_dsn_params("RET=FULL ENVID=QQ+2BZ BODY=8BITMIME\nNOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+40b\n\n"
-                              "NOTIFY=NEVER",
-                              3);
-    CHECK(p.ret == "FULL");
-    CHECK(p.envid == "QQ+Z");
-    REQUIRE(p.notify.size() == 3);
-    CHECK(p.notify[0] == "SUCCESS,FAILURE");
-    CHECK(p.orcpt[0] == "rfc822;a@b");
-    CHECK(p.notify[1].empty());
-    CHECK(p.notify[2] == "NEVER");
-    CHECK(notify_wants("", "FAILURE"));
-    CHECK_FALSE(notify_wants("", "SUCCESS"));
-    CHECK(notify_wants("SUCCESS,FAILURE", "SUCCESS"));
-    CHECK_FALSE(notify_wants("NEVER", "FAILURE"));
-    CHECK_FALSE(notify_wants("DELAY", "FAILURE"));
-    // Messages queued before any parameter (DSNs themselves): defaults.
-    auto q = parse_dsn_params("\n", 1);
-    CHECK(q.ret.empty());
-    CHECK(q.notify[0].empty());
-}
-
 TEST_CASE("a failure DSN has the three parts of RFC 3464") {
     dsn_input in;
     in.reporting_mta = "mx.ringway.test";

@@ -1,0 +1,274 @@
+// Envelope parameters: encoding, decoding, text form (envelope_params.hh).
+#include "mta/envelope_params.hh"
+
+#include <fmt/format.h>
+
+#include <cstring>
+
+namespace rw::mta {
+
+namespace {
+constexpr uint8_t k_version = 1;
+
+void put_u16(std::string& o, uint16_t v) {
+    o += char(v & 0xFF);
+    o += char(v >> 8);
+}
+void put_u32(std::string& o, uint32_t v) {
+    for (int i = 0; i < 4; ++i)
+        o += char((v >> (8 * i)) & 0xFF);
+}
+
+struct reader {
+    std::string_view s;
+    size_t pos = 0;
+    bool ok = true;
+    uint8_t u8() {
+        if (pos + 1 > s.size()) {
+            ok = false;
+            return 0;
+        }
+        return uint8_t(s[pos++]);
+    }
+    uint16_t u16() {
+        uint16_t lo = u8(), hi = u8();
+        return uint16_t(lo | hi << 8);
+    }
+    uint32_t u32() {
+        uint32_t v = 0;
+        for (int i = 0; i < 4; ++i)
+            v |= uint32_t(u8()) << (8 * i);
+        return v;
+    }
+    std::string bytes(size_t n) {
+        if (!ok || n > s.size() - pos) {
+            ok = false;
+            return {};
+        }
+        std::string out(s.substr(pos, n));
+        pos += n;
+        return out;
+    }
+};
+
+bool valid_notify(uint8_t n) {
+    if (n > (k_notify_never | k_notify_success | k_notify_failure | k_notify_delay))
+        return false;
+    return !(n & k_notify_never) || n == k_notify_never;
+}
+
+bool ieq(std::string_view a, std::string_view b) {
+    if (a.size() != b.size())
+        return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+        char x = a[i], y = b[i];
+        if (x >= 'a' && x <= 'z')
+            x = char(x - 32);
+        if (y >= 'a' && y <= 'z')
+            y = char(y - 32);
+        if (x != y)
+            return false;
+    }
+    return true;
+}
+
+// Each space-separated word of a line, split at its first '='.
+template <typename F>
+void for_each_word(std::string_view line, F f) {
+    size_t pos = 0;
+    while (pos < line.size()) {
+        size_t sp = line.find(' ', pos);
+        std::string_view w = line.substr(pos, sp == std::string_view::npos ? std::string_view::npos : sp - pos);
+        pos = sp == std::string_view::npos ? line.size() : sp + 1;
+        if (w.empty())
+            continue;
+        size_t eq = w.find('=');
+        f(w.substr(0, eq), eq == std::string_view::npos ? std::string_view() : w.substr(eq + 1));
+    }
+}
+
+uint8_t notify_bits(std::string_view v) {
+    uint8_t bits = 0;
+    size_t pos = 0;
+    while (pos <= v.size()) {
+        size_t c = v.find(',', pos);
+        std::string_view w = v.substr(pos, c == std::string_view::npos ? std::string_view::npos : c - pos);
+        if (ieq(w, "NEVER"))
+            bits |= k_notify_never;
+        else if (ieq(w, "SUCCESS"))
+            bits |= k_notify_success;
+        else if (ieq(w, "FAILURE"))
+            bits |= k_notify_failure;
+        else if (ieq(w, "DELAY"))
+            bits |= k_notify_delay;
+        if (c == std::string_view::npos)
+            break;
+        pos = c + 1;
+    }
+    return valid_notify(bits) ? bits : 0;  // unreadable: the default, so no report is suppressed
+}
+
+std::string decode_orcpt(std::string_view v) {
+    size_t semi = v.find(';');
+    if (semi == std::string_view::npos)
+        return xtext_decode(v);
+    return std::string(v.substr(0, semi + 1)) + xtext_decode(v.substr(semi + 1));
+}
+
+// The text form older spools hold; keywords match whole words only.
+envelope_params decode_text(std::string_view s, size_t rcpts) {
+    envelope_params p;
+    p.rcpts.resize(rcpts);
+    size_t nl = s.find('\n');
+    for_each_word(s.substr(0, nl), [&](std::string_view k, std::string_view v) {
+        if (ieq(k, "BODY"))
+            p.body = ieq(v, "8BITMIME")     ? body_type::eight_bit_mime
+                     : ieq(v, "BINARYMIME") ? body_type::binary_mime
+                     : ieq(v, "7BIT")       ? body_type::seven_bit
+                                            : body_type::unspecified;
+        else if (ieq(k, "SMTPUTF8"))
+            p.smtputf8 = true;
+        else if (ieq(k, "RET"))
+            p.ret = ieq(v, "FULL") ? dsn_ret::full : ieq(v, "HDRS") ? dsn_ret::hdrs : dsn_ret::unspecified;
+        else if (ieq(k, "ENVID"))
+            p.envid = xtext_decode(v);
+    });
+    for (size_t i = 0; nl != std::string_view::npos && i < rcpts; ++i) {
+        size_t next = s.find('\n', nl + 1);
+        std::string_view line =
+            s.substr(nl + 1, next == std::string_view::npos ? std::string_view::npos : next - nl - 1);
+        for_each_word(line, [&](std::string_view k, std::string_view v) {
+            if (ieq(k, "NOTIFY"))
+                p.rcpts[i].notify = notify_bits(v);
+            else if (ieq(k, "ORCPT"))
+                p.rcpts[i].orcpt = decode_orcpt(v);
+        });
+        nl = next;
+    }
+    return p;
+}
+}  // namespace
+
+std::string encode_params(const envelope_params& p) {
+    std::string o;
+    o += char(k_version);
+    o += char(uint8_t(p.body) | (p.smtputf8 ? 4 : 0) | uint8_t(p.ret) << 3);
+    const size_t envid = std::min(p.envid.size(), k_max_envid_bytes);
+    o += char(envid);
+    o.append(p.envid, 0, envid);
+    put_u32(o, uint32_t(p.rcpts.size()));
+    for (const auto& r : p.rcpts) {
+        o += char(r.notify);
+        const size_t n = std::min(r.orcpt.size(), k_max_orcpt_bytes);
+        put_u16(o, uint16_t(n));
+        o.append(r.orcpt, 0, n);
+    }
+    return o;
+}
+
+std::optional<envelope_params> decode_params(std::string_view bytes, size_t rcpts) {
+    if (bytes.empty() || uint8_t(bytes[0]) != k_version) {
+        if (!bytes.empty() && uint8_t(bytes[0]) < 0x20 && bytes[0] != '\n')
+            return std::nullopt;  // a version we do not know
+        return decode_text(bytes, rcpts);
+    }
+    reader r{bytes, 1};
+    envelope_params p;
+    const uint8_t flags = r.u8();
+    const uint8_t body = flags & 3, ret = (flags >> 3) & 3;
+    if ((flags & ~uint8_t(0x1F)) || ret > uint8_t(dsn_ret::hdrs))
+        return std::nullopt;
+    p.body = body_type(body);
+    p.smtputf8 = flags & 4;
+    p.ret = dsn_ret(ret);
+    const uint8_t envid = r.u8();
+    if (envid > k_max_envid_bytes)
+        return std::nullopt;
+    p.envid = r.bytes(envid);
+    const uint32_t n = r.u32();
+    if (!r.ok || n > rcpts)
+        return std::nullopt;
+    p.rcpts.resize(rcpts);
+    for (uint32_t i = 0; i < n; ++i) {
+        auto& rp = p.rcpts[i];
+        rp.notify = r.u8();
+        const uint16_t len = r.u16();
+        if (!r.ok || !valid_notify(rp.notify) || len > k_max_orcpt_bytes)
+            return std::nullopt;
+        rp.orcpt = r.bytes(len);
+    }
+    if (!r.ok || r.pos != bytes.size())
+        return std::nullopt;
+    return p;
+}
+
+std::string describe_params(const envelope_params& p) {
+    std::string o;
+    auto word = [&](std::string_view w) {
+        if (!o.empty() && o.back() != '\n')
+            o += ' ';
+        o += w;
+    };
+    if (p.body != body_type::unspecified)
+        word(p.body == body_type::seven_bit        ? "BODY=7BIT"
+             : p.body == body_type::eight_bit_mime ? "BODY=8BITMIME"
+                                                   : "BODY=BINARYMIME");
+    if (p.smtputf8)
+        word("SMTPUTF8");
+    if (p.ret != dsn_ret::unspecified)
+        word(p.ret == dsn_ret::full ? "RET=FULL" : "RET=HDRS");
+    if (!p.envid.empty())
+        word("ENVID=" + xtext_encode(p.envid));
+    for (const auto& r : p.rcpts) {
+        o += '\n';
+        if (r.notify) {
+            std::string n;
+            for (auto [bit, name] : {std::pair{k_notify_never, "NEVER"}, std::pair{k_notify_success, "SUCCESS"},
+                                     std::pair{k_notify_failure, "FAILURE"}, std::pair{k_notify_delay, "DELAY"}})
+                if (r.notify & bit)
+                    n += (n.empty() ? "" : ",") + std::string(name);
+            word("NOTIFY=" + n);
+        }
+        if (!r.orcpt.empty()) {
+            size_t semi = r.orcpt.find(';');
+            word(semi == std::string::npos ? "ORCPT=" + xtext_encode(r.orcpt)
+                                           : "ORCPT=" + r.orcpt.substr(0, semi + 1) +
+                                                 xtext_encode(std::string_view(r.orcpt).substr(semi + 1)));
+        }
+    }
+    return o;
+}
+
+bool notify_wants(uint8_t notify, uint8_t kind) {
+    if (notify == 0)
+        return kind == k_notify_failure || kind == k_notify_delay;
+    return (notify & kind) != 0;
+}
+
+std::string xtext_decode(std::string_view s) {
+    auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; };
+    std::string o;
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '+' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+            o += char(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+            i += 2;
+            continue;
+        }
+        o += s[i];
+    }
+    return o;
+}
+
+std::string xtext_encode(std::string_view s) {
+    // xchar = "!" .. "~" except "+" and "="; everything else is "+HH".
+    std::string o;
+    for (unsigned char c : s) {
+        if (c >= 33 && c <= 126 && c != '+' && c != '=')
+            o += char(c);
+        else
+            o += fmt::format("+{:02X}", c);
+    }
+    return o;
+}
+
+}  // namespace rw::mta
