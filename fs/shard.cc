@@ -688,6 +688,13 @@ void shard::fail(std::string why) noexcept {
 
 // ---------------------------------------------------------------- write path
 
+void shard::record_tail_if_short() {
+    if (_cur_slot >= 0 && free_slots() <= _opt.reserve_segments + 1 && compute_tail() > _recorded_tail) {
+        _tail_wanted = true;
+        _work.set();
+    }
+}
+
 uint64_t shard::landing_seg() const {
     // Before the first segment, the one the writer will open (after any
     // sequence numbers skipped at recovery); then the current one, which
@@ -804,12 +811,13 @@ task<void> shard::writer_loop() {
     reactor& r = reactor::local();
     (void)r;
     for (;;) {
-        while (_open_fill == 0 && !_closing && !_failed) {
+        while (_open_fill == 0 && !_closing && !_failed && !_tail_wanted) {
             _work.reset();
             co_await _work.wait();
         }
         if (_failed || (_open_fill == 0 && _closing))
             break;
+        const bool tail_wanted = std::exchange(_tail_wanted, false);
         // No slot is free by the tail the current segment's header records,
         // but the live data has moved on (removals, relocations): record the
         // newer tail by rewriting that header in place, so the slots behind
@@ -818,7 +826,12 @@ task<void> shard::writer_loop() {
         // segment" and, after a restart, again on its first state change
         // (spool_sim --seed 1173). A rewritten header is as safe as a new
         // one carrying the same tail; the 56-byte header sits in one sector.
-        if (_cur_slot >= 0 && pick_free_slot() < 0) {
+        // Also when space is short and the tail has moved with nothing to
+        // write (record_tail_if_short): the recorded tail is what frees
+        // slots, so a spool drained down to a message that pinned the
+        // tail stayed full until something else was written, and nothing
+        // else could be (a report waiting for room never got it).
+        if (_cur_slot >= 0 && (pick_free_slot() < 0 || tail_wanted)) {
             uint64_t t = compute_tail();
             if (t > _recorded_tail && t <= _cur_seq) {
                 segment_header sh{};
@@ -839,8 +852,11 @@ task<void> shard::writer_loop() {
                     break;
                 }
                 _recorded_tail = t;
+                _space.set();
             }
         }
+        if (_open_fill == 0)
+            continue;  // only the tail to record
         // Seal the open batch.
         uint64_t seq = _next_batch_seq++;
         size_t length = k_hdr + _open_fill;
@@ -1111,7 +1127,10 @@ task<result<void, spool_error>> shard::set_rcpt_state(uint64_t id, uint32_t rcpt
     if (rcpt >= it->second.rcpts.size())
         co_return unexpected(spool_error{spool_errc::bad_state, "no such recipient"});
     rcpt_state& cur = it->second.rcpts[rcpt];
-    if (cur.status == rcpt_status::delivered || cur.status == rcpt_status::bounced)
+    // A finished recipient stays finished; only the delivery layer's own
+    // flags may still change (a report queued late clears its flag).
+    if ((cur.status == rcpt_status::delivered || cur.status == rcpt_status::bounced) &&
+        (st.status != cur.status || st.attempts != cur.attempts || st.last_reply != cur.last_reply))
         co_return unexpected(spool_error{spool_errc::bad_state, "recipient already finished"});
     st.version = cur.version + 1;
     std::string body = rec::encode_rcpt_state(rcpt, st);
@@ -1153,6 +1172,7 @@ task<result<void, spool_error>> shard::remove(uint64_t id) {
             it2->second.relocating.reset();
         _msgs.erase(it2);
         _cleaner_kick.set();
+        record_tail_if_short();
     }
     co_return result<void, spool_error>{};
 }
@@ -1333,6 +1353,7 @@ task<result<void, spool_error>> shard::relocate(uint64_t id) {
     it4->second.relocating.reset();
     seg_ref(it4->second.cur.begin_seg, it4->first, +1);
     _stats.relocated++;
+    record_tail_if_short();
     co_return result<void, spool_error>{};
 }
 

@@ -163,6 +163,8 @@ public:
 
     // Records one recipient's new state durably. The version is assigned
     // here; states of finished recipients (delivered/bounced) are final.
+    // A delivered or bounced recipient is final: bad_state, unless only
+    // its flags change.
     task<result<void, spool_error>> set_rcpt_state(uint64_t id, uint32_t rcpt, rcpt_state st);
     // Forgets a finished message durably.
     task<result<void, spool_error>> remove(uint64_t id);
@@ -237,6 +239,10 @@ private:
     // messages, each referenced once by the segment its copy begins in, ids
     // below the next counter, chunks covering each body without a gap.
     void check_recovered() const;
+    // Space is short and the tail has moved past the recorded one: has the
+    // writer record it (rewriting the current segment's header), which
+    // frees the slots behind it.
+    void record_tail_if_short();
     // The oldest segment a record appended now can land in.
     uint64_t landing_seg() const;
     // The batch about to be written satisfies what recovery will check when
@@ -293,7 +299,8 @@ private:
     std::vector<fixup> _open_fixups, _flight_fixups;
     std::deque<waiter> _waiters;
     uint64_t _durable_seq = 0;
-    event _work;         // the open batch has records
+    event _work;         // the open batch has records, or the tail is to be recorded
+    bool _tail_wanted = false;  // record_tail_if_short() asked the writer to record the tail
     event _space;        // the open batch was taken by the writer, or a turn ended
     uint64_t _ticket_next = 0;     // append_record's order of arrival
     uint64_t _ticket_serving = 0;  // the ticket whose record goes in next
