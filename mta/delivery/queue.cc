@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <random>
+#include <set>
 #include <unordered_map>
 
 #include "mta/delivery/client.hh"
@@ -92,6 +93,21 @@ struct outcome {
 
 // fs::rcpt_state::flags bits of ours.
 constexpr uint8_t k_delay_notified = 1;
+// Final (delivered or bounced), but the report it earned could not be
+// queued (the spool was full): the message stays until it is.
+constexpr uint8_t k_report_due = 2;
+
+bool is_final(fs::rcpt_status s) { return s == fs::rcpt_status::delivered || s == fs::rcpt_status::bounced; }
+
+// "550 5.1.1 text" -> "5.1.1"; the class alone when the reply has none.
+std::string enhanced_of(std::string_view reply, bool success) {
+    if (reply.size() >= 9 && reply[3] == ' ' && (reply[4] == '2' || reply[4] == '4' || reply[4] == '5') &&
+        reply[5] == '.') {
+        size_t end = reply.find(' ', 4);
+        return std::string(reply.substr(4, end == std::string_view::npos ? std::string_view::npos : end - 4));
+    }
+    return success ? "2.0.0" : "5.0.0";
+}
 
 // A message's parameters as the session stored them. Unreadable bytes (a
 // damaged record passes its CRC only by accident, so this is a bug or a
@@ -145,6 +161,7 @@ struct service::impl {
     gate workers;
     gate posts;
     bool stopping = false;
+    std::set<std::pair<fs::shard*, uint64_t>> reports_retrying;  // retry_reports() running
     counters c;
     std::mt19937_64 rng{std::random_device{}()};
     uint64_t dcid_seq = 0;
@@ -166,10 +183,13 @@ struct service::impl {
             return;
         std::map<std::string, entry> by_key;
         const int64_t now = now_ms();
+        bool reports_due = false;
         for (uint32_t i = 0; i < v->rcpts.size(); ++i) {
             const auto& st = v->rcpts[i];
-            if (st.status == fs::rcpt_status::delivered || st.status == fs::rcpt_status::bounced)
+            if (is_final(st.status)) {
+                reports_due |= (st.flags & k_report_due) != 0;
                 continue;
+            }
             std::string key = key_for(domain_of(v->env.rcpts[i]));
             auto& e = by_key[key];
             e.origin = core;
@@ -183,8 +203,11 @@ struct service::impl {
         // Every recipient final, yet the message is still here: a crash came
         // after its last state and before its removal. Its reports were
         // queued before those states, so all that is left is the removal.
+        if (reports_due)
+            spawn(retry_reports(this, sh, id));
         if (by_key.empty()) {
-            spawn(remove_left_over(this, sh, id));
+            if (!reports_due)
+                spawn(remove_left_over(this, sh, id));
             return;
         }
         for (auto& [key, e] : by_key) {
@@ -275,6 +298,7 @@ struct service::impl {
         // the first deferral after delay_notice_after (the flag in its state
         // keeps it once across restarts). Never to a null sender.
         std::vector<dsn_recipient> fails, successes, delays;
+        std::vector<size_t> fails_of, successes_of, delays_of;  // indexes into outs
         std::string sender;
         int64_t arrival = 0;
         envelope_params dp;
@@ -285,13 +309,15 @@ struct service::impl {
             sender = v->env.mail_from;
             arrival = v->env.received_unix;
             dp = read_params(id, v->env.params, v->rcpts.size());
+            // Final and done with: a recipient whose report is still due
+            // keeps the message.
             std::vector<bool> final(v->rcpts.size(), false);
             for (size_t i = 0; i < v->rcpts.size(); ++i)
-                final[i] = v->rcpts[i].status == fs::rcpt_status::delivered ||
-                           v->rcpts[i].status == fs::rcpt_status::bounced;
+                final[i] = is_final(v->rcpts[i].status) && !(v->rcpts[i].flags & k_report_due);
             const bool late = o->delay_notice_after.count() > 0 &&
                               now_ms() - (arrival + 1) * 1000 >= o->delay_notice_after.count();
-            for (auto& x : outs) {
+            for (size_t xi = 0; xi < outs.size(); ++xi) {
+                auto& x = outs[xi];
                 if (x.idx >= final.size())
                     continue;
                 x.flags = v->rcpts[x.idx].flags;
@@ -319,6 +345,7 @@ struct service::impl {
                     d.will_retry_until_unix =
                         arrival + 1 + std::chrono::duration_cast<std::chrono::seconds>(o->max_queue_lifetime).count();
                 list->push_back(std::move(d));
+                (list == &fails ? fails_of : list == &successes ? successes_of : delays_of).push_back(xi);
             }
             // The common case: these outcomes finish the message and no
             // report is due. One durable removal then says everything;
@@ -340,6 +367,10 @@ struct service::impl {
         // Each report is queued durably before the states that caused it are
         // written: a crash in between sends it twice (the recipient is tried
         // again), never not at all.
+        // A report that cannot be queued is not lost: its recipients are
+        // recorded with k_report_due and the report is tried again until it
+        // is queued (a delay notice simply waits for the next deferral).
+        bool reports_due = false;
         for (auto* list : {&fails, &successes, &delays}) {
             if (list->empty())
                 continue;
@@ -347,7 +378,16 @@ struct service::impl {
             // (RFC 3461 4.3); the others carry its header.
             const bool full = list == &fails && dp.ret == dsn_ret::full;
             auto t = send_dsn(sh, id, sender, arrival, dp, full, std::move(*list), o->hostname);
-            co_await std::move(t);
+            if (co_await std::move(t))
+                continue;
+            for (size_t xi : list == &fails ? fails_of : list == &successes ? successes_of : delays_of) {
+                if (list == &delays) {
+                    outs[xi].flags &= uint8_t(~k_delay_notified);
+                } else {
+                    outs[xi].flags |= k_report_due;
+                    reports_due = true;
+                }
+            }
         }
         for (const auto& x : outs) {
             fs::rcpt_state st;
@@ -361,13 +401,101 @@ struct service::impl {
             if (!r && r.error().code != fs::spool_errc::not_found && r.error().code != fs::spool_errc::bad_state)
                 lg.error("mid={} rcpt={} cannot record its state: {}", mid_string(id), x.idx, r.error().detail);
         }
+        if (reports_due) {
+            if (service* s = service::local())
+                spawn(retry_reports(s->_i.get(), sh, id));
+            co_return;
+        }
         bool all_final = true;
         {
             auto v = sh->find(id);
             if (!v)
                 co_return;
             for (const auto& s : v->rcpts)
-                if (s.status != fs::rcpt_status::delivered && s.status != fs::rcpt_status::bounced)
+                if (!is_final(s.status) || (s.flags & k_report_due))
+                    all_final = false;
+        }
+        if (all_final) {
+            auto t = remove_finished(sh, id);
+            co_await std::move(t);
+        }
+    }
+
+    // Queues the reports of recipients marked k_report_due, with back-off
+    // (first_retry, doubling up to max_retry), until every one is queued;
+    // then removes the message if nothing else keeps it. One per message
+    // at a time; at shutdown it stops and recovery starts it again.
+    static task<void> retry_reports(impl* self, fs::shard* sh, uint64_t id) {
+        if (!self->reports_retrying.insert({sh, id}).second)
+            co_return;
+        gate::holder h(self->posts);
+        const options* o = self->o;
+        int64_t wait = std::max<int64_t>(o->first_retry.count(), 100);
+        bool done = false;
+        while (!self->stopping && !done) {
+            for (int64_t slept = 0; slept < wait && !self->stopping; slept += 100)
+                co_await io::sleep(std::chrono::milliseconds(100));
+            if (self->stopping)
+                break;
+            wait = std::min<int64_t>(wait * 2, std::max<int64_t>(o->max_retry.count(), 100));
+            std::vector<dsn_recipient> fails, successes;
+            std::vector<uint32_t> fails_of, successes_of;
+            std::string sender;
+            int64_t arrival = 0;
+            envelope_params dp;
+            {
+                auto v = sh->find(id);
+                if (!v)
+                    break;
+                sender = v->env.mail_from;
+                arrival = v->env.received_unix;
+                dp = read_params(id, v->env.params, v->rcpts.size());
+                for (uint32_t i = 0; i < v->rcpts.size(); ++i) {
+                    const auto& st = v->rcpts[i];
+                    if (!(st.flags & k_report_due) || !is_final(st.status))
+                        continue;
+                    const bool ok = st.status == fs::rcpt_status::delivered;
+                    dsn_recipient d{v->env.rcpts[i], dp.rcpts[i].orcpt, ok ? "delivered" : "failed",
+                                    enhanced_of(st.last_reply, ok), "",
+                                    st.last_reply.empty() ? std::string() : fmt::format("smtp; {}", st.last_reply)};
+                    (ok ? successes : fails).push_back(std::move(d));
+                    (ok ? successes_of : fails_of).push_back(i);
+                }
+            }
+            done = true;
+            for (auto* list : {&fails, &successes}) {
+                if (list->empty())
+                    continue;
+                const bool full = list == &fails && dp.ret == dsn_ret::full;
+                const auto& idx = list == &fails ? fails_of : successes_of;
+                auto t = send_dsn(sh, id, sender, arrival, dp, full, std::move(*list), o->hostname);
+                if (!co_await std::move(t)) {
+                    done = false;
+                    continue;
+                }
+                for (uint32_t i : idx) {
+                    auto v = sh->find(id);
+                    if (!v || i >= v->rcpts.size())
+                        break;
+                    fs::rcpt_state st = v->rcpts[i];
+                    st.flags &= uint8_t(~k_report_due);
+                    auto ts = sh->set_rcpt_state(id, i, std::move(st));
+                    auto r = co_await std::move(ts);
+                    if (!r && r.error().code != fs::spool_errc::not_found)
+                        lg.error("mid={} rcpt={} cannot record its report: {}", mid_string(id), i, r.error().detail);
+                }
+            }
+        }
+        self->reports_retrying.erase({sh, id});
+        if (!done)
+            co_return;
+        bool all_final = true;
+        {
+            auto v = sh->find(id);
+            if (!v)
+                co_return;
+            for (const auto& st : v->rcpts)
+                if (!is_final(st.status) || (st.flags & k_report_due))
                     all_final = false;
         }
         if (all_final) {
@@ -385,14 +513,16 @@ struct service::impl {
             lg.error("mid={} cannot remove: {}", mid_string(id), r.error().detail);
     }
 
-    static task<void> send_dsn(fs::shard* sh, uint64_t id, std::string sender, int64_t arrival, envelope_params dp,
+    // Queues one report; false when it could not be (the spool full or
+    // failing), so the caller keeps what earned it.
+    static task<bool> send_dsn(fs::shard* sh, uint64_t id, std::string sender, int64_t arrival, envelope_params dp,
                                bool full, std::vector<dsn_recipient> rcpts, std::string hostname) {
         // The original: its header, or the whole message with RET=FULL.
         uint64_t size = 0;
         {
             auto v = sh->find(id);
             if (!v)
-                co_return;
+                co_return true;  // gone: nothing left to report on
             size = v->body_bytes;
         }
         std::string orig(full ? size : std::min<uint64_t>(size, 64 * 1024), '\0');
@@ -420,19 +550,19 @@ struct service::impl {
         fs::envelope env{"", {sender}, encode_params(envelope_params{.rcpts = {rcpt_params{}}}), in.now_unix};
         auto w = sh->begin(std::move(env));
         if (!w) {
-            lg.error("mid={} cannot queue a DSN: {}", in.mid, w.error().detail);
-            co_return;
+            lg.error("mid={} cannot queue a DSN: {}; will try again", in.mid, w.error().detail);
+            co_return false;
         }
         fs::message_writer mw = std::move(w.value());
         auto a = co_await mw.append(std::span<const char>(msg.data(), msg.size()));
         if (!a) {
-            lg.error("mid={} cannot queue a DSN: {}", in.mid, a.error().detail);
-            co_return;
+            lg.error("mid={} cannot queue a DSN: {}; will try again", in.mid, a.error().detail);
+            co_return false;
         }
         auto c = co_await mw.commit();
         if (!c) {
-            lg.error("mid={} cannot queue a DSN: {}", in.mid, c.error().detail);
-            co_return;
+            lg.error("mid={} cannot queue a DSN: {}; will try again", in.mid, c.error().detail);
+            co_return false;
         }
         journal::record("dsn", {{"mid", std::string_view(in.mid)},
                                 {"dsn_mid", std::string_view(mid_string(c.value()))},
@@ -442,6 +572,7 @@ struct service::impl {
             s->_i->c.dsn++;
             s->queued(sh, c.value());
         }
+        co_return true;
     }
 
     // ---- owner side ----

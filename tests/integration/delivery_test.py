@@ -1105,6 +1105,63 @@ class ServerCapabilities(DeliveryTest):
         self.assertTrue(any(b"X-Mail-Args: <envid@src.test>" in x for x in d), d)
 
 
+# ---- 9b. a report the full spool cannot take ----
+
+class ReportWhenFull(DeliveryTest):
+    def test_report_refused_by_a_full_spool_is_queued_once_there_is_room(self):
+        bounce_port, fill_port = free_port(), free_port()
+        dsn_sink = self.sink(save=True)
+        # The filler mail sits in connections that never get a reply to
+        # their final dot (no state changes while the spool is full).
+        staller = sink_test.Sink("--stall", "1", listen=f"127.0.0.1:{fill_port}")
+        g = self.gateway(routes=[("src.test", [f"127.0.0.1:{dsn_sink.port}"]),
+                                 ("bounce.test", [f"127.0.0.1:{bounce_port}"]),
+                                 ("fill.test", [f"127.0.0.1:{fill_port}"])],
+                         delivery={"first_retry_ms": 300, "max_retry_ms": 1000, "destination_pause_ms": 300})
+        sender = "report@src.test"
+        # 1. The message that will bounce waits for its next hop.
+        mid = send(g.port, sender, ["gone@bounce.test"], b"Subject: to bounce\r\n\r\nbody\r\n")
+        self.wait_disposition(g, mid, "gone@bounce.test", {"deferred"})
+        # 2. Fill the spool until every shard answers 452 (ten refusals in a
+        #    row, over new connections the kernel spreads over the cores).
+        big = b"Subject: filler\r\n\r\n" + (b"f" * 998 + b"\r\n") * 2048
+        refused_in_a_row = accepted = 0
+        for _ in range(400):
+            try:
+                send(g.port, "fill@src.test", ["x@fill.test"], big)
+                accepted += 1
+                refused_in_a_row = 0
+            except (AssertionError, smtplib.SMTPException) as e:
+                self.assertIn("452", str(e))
+                refused_in_a_row += 1
+                if refused_in_a_row == 10:
+                    break
+        self.assertEqual(refused_in_a_row, 10, f"the spool never filled ({accepted} accepted)")
+        # 3. The next hop now refuses the recipient: a bounce whose report
+        #    the spool has no room for.
+        rejecting = self.sink("--rcpt-permfail", "1", listen=f"127.0.0.1:{bounce_port}")
+        self.wait_disposition(g, mid, "gone@bounce.test", {"bounced"}, timeout=20)
+        wait_until(lambda: "cannot queue a DSN" in g.log_text(), timeout=10, what="the refused report in the log")
+        self.assertEqual(dsns_to(dsn_sink.save, sender), [])
+        self.assertNotIn(mid, {e["mid"] for e in g.journal() if e.get("event") == "removed"},
+                         "the message went before its report")
+        # 4. Room again: the fillers are delivered, and the report goes out.
+        staller.proc.kill()
+        staller.proc.wait()
+        shutil.rmtree(staller.dir, ignore_errors=True)
+        self.sink(listen=f"127.0.0.1:{fill_port}")
+        wait_until(lambda: len([e for e in g.journal() if e.get("event") == "removed"]) >= accepted, timeout=60,
+                   what=f"the {accepted} fillers delivered")
+        [report] = self.wait_dsn(dsn_sink, sender, timeout=30)
+        _, per_rcpt, _ = dsn_parts(self, report)
+        self.assertEqual((per_rcpt[0]["Action"], per_rcpt[0]["Status"]), ("failed", "5.1.1"))
+        self.assertIn("gone@bounce.test", per_rcpt[0]["Final-Recipient"])
+        self.wait_removed(g, mid, timeout=20)
+        time.sleep(1)
+        self.assertEqual(len(dsns_to(dsn_sink.save, sender)), 1, "one report, not one per retry")
+        rejecting.stop()
+
+
 # ---- 10. SIZE ----
 
 class Size(DeliveryTest):
