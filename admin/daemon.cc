@@ -174,7 +174,6 @@ struct shared_state {
     std::vector<policy::cidr> limit_exempt;  // smtp.client_limit_exceptions, or the relay networks
     mta::delivery::options delivery;
     net::resolver_options dns;
-    std::atomic<unsigned>* delivery_ready = nullptr;  // cores whose delivery service exists
     std::atomic<unsigned>* delivery_done = nullptr;   // cores whose delivery has stopped
 };
 
@@ -353,13 +352,14 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     for (auto& env : envs)
         env->delivery = &delivery;
     gate delivery_gate;
-    // Recovered mail and new mail go to the core that owns their
-    // destination: start neither before every core's service is there.
-    shared->delivery_ready->fetch_add(1);
-    while (shared->delivery_ready->load() < cores && !reactor::local().stopping())
-        co_await io::sleep(std::chrono::milliseconds(1));
-    if (!sp.shards.empty()) {
+    // Delivery starts as soon as this core's own shards are recovered:
+    // entries for destinations owned by a core still recovering wait in
+    // that core's queue until its service exists (early_posts).
+    // A core without a shard (fewer shards than cores) still owns
+    // destinations, so its service runs too.
+    if (!sp.shards.empty())
         delivery.recover();
+    {
         auto run_delivery = [](gate* g, mta::delivery::service* s) -> task<void> {
             gate::holder h(*g);
             co_await s->run();
@@ -499,11 +499,21 @@ int run_daemon(const config& cfg) {
             geo.value().uuid_string(), geo.value().shard_count, geo.value().segment_bytes,
             geo.value().slots_per_shard);
 
+    if (geo.value().shard_count < cores)
+        lg.warn("the spool has {} shards for {} cores: cores {}..{} receive no mail (reformat with --shards {} to "
+                "use them)",
+                geo.value().shard_count, cores, geo.value().shard_count, cores - 1, cores);
     // Bind everything before starting: a port in use is one clear line.
     std::vector<listener_fds> fds;
     for (const auto& l : cfg.listeners) {
         listener_fds lf{&l, {}};
         for (unsigned c = 0; c < cores; ++c) {
+            // A core without a spool shard takes no mail: no socket, so the
+            // kernel sends its share of connections to the other cores.
+            if (c >= geo.value().shard_count) {
+                lf.per_core.push_back(-1);
+                continue;
+            }
             auto fd = net::listen_tcp(l.endpoint(), 4096, true);
             if (!fd)
                 lg.fatal("listener {}: {}", l.name, fd.error());
@@ -541,9 +551,8 @@ int run_daemon(const config& cfg) {
     lg.info("ringwayd {} started config={} cores={} spool={}", RINGWAY_VERSION, cfg.source, cores, cfg.spool.path);
 
     shared_state shared;
-    std::atomic<unsigned> delivery_done{0}, delivery_ready{0};
+    std::atomic<unsigned> delivery_done{0};
     shared.delivery_done = &delivery_done;
-    shared.delivery_ready = &delivery_ready;
     shared.delivery = delivery_options(cfg);
     shared.dns.servers = cfg.dns.servers;
     shared.dns.timeout = cfg.dns.timeout_ms;
@@ -573,7 +582,8 @@ int run_daemon(const config& cfg) {
     sig.join();
     for (auto& l : fds)
         for (int fd : l.per_core)
-            ::close(fd);
+            if (fd >= 0)
+                ::close(fd);
     ::close(spool.value().lock_fd);
     if (!r)
         lg.fatal("{}", r.error());

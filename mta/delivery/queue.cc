@@ -61,6 +61,14 @@ struct entry {
     int64_t due_ms = 0;
 };
 
+// Entries posted to a core before its service exists (it starts as soon as
+// its own shard is recovered; other cores may be faster). Touched only on
+// that core.
+std::vector<std::pair<std::string, entry>>& early_posts() {
+    thread_local std::vector<std::pair<std::string, entry>> v;
+    return v;
+}
+
 struct destination {
     std::string key;
     std::string domain;  // for MX lookups (empty for routes)
@@ -232,6 +240,8 @@ struct service::impl {
         auto fn = [key = std::move(key), e = std::move(e)]() mutable {
             if (service* s = service::local())
                 s->_i->accept(key, std::move(e));
+            else
+                early_posts().emplace_back(std::move(key), std::move(e));  // this core is still recovering
         };
         auto t = submit_to(owner, std::move(fn));
         co_await std::move(t);
@@ -1026,6 +1036,10 @@ service::service(const options* o, unsigned core, unsigned cores, std::vector<fs
         lg.warn("no TLS for delivery: {}", t.error());
     RW_ASSERT(core < k_max_cores);
     g_services[core].store(this);
+    // What other cores sent for our destinations while our shard was
+    // still being recovered.
+    for (auto& [key, e] : std::exchange(early_posts(), {}))
+        _i->accept(key, std::move(e));
 }
 
 service::~service() {

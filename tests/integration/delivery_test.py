@@ -1162,6 +1162,28 @@ class ReportWhenFull(DeliveryTest):
         rejecting.stop()
 
 
+# ---- 9c. fewer spool shards than cores ----
+
+class FewerShards(DeliveryTest):
+    def test_a_core_without_a_shard_still_serves_its_destinations(self):
+        # One shard, two cores: core 1 takes no connections (no listening
+        # socket) but owns half the destinations, and must retry them.
+        port = free_port()
+        g = self.gateway(routes=[("*", [f"127.0.0.1:{port}"])], shards=1,
+                         delivery={"first_retry_ms": 200, "max_retry_ms": 400, "destination_pause_ms": 200})
+        wait_until(lambda: "cores 1..1 receive no mail" in g.log_text(), timeout=10, what="the shard warning")
+        mids = {}
+        for i in range(12):  # new connections each: none may hang on core 1
+            rcpt = f"r@d{i}.test"
+            mids[rcpt] = send(g.port, "s@src.test", [rcpt], b"Subject: x\r\n\r\nbody\r\n")
+        for rcpt, mid in mids.items():
+            self.wait_disposition(g, mid, rcpt, {"deferred"})
+        s = self.sink(listen=f"127.0.0.1:{port}")
+        for rcpt, mid in mids.items():
+            self.wait_disposition(g, mid, rcpt, {"delivered"}, timeout=20)
+        self.assertEqual(s.stop()["received"], 12)
+
+
 # ---- 10. SIZE ----
 
 class Size(DeliveryTest):

@@ -35,7 +35,7 @@ def wait_until(pred, timeout=10.0, step=0.02, what="condition"):
 
 class Ringwayd:
     def __init__(self, build_dir, listener_extra="", smtp_extra="", cores=2, users=None,
-                 relay_networks='["127.0.0.2/32"]', tail="", nofile=None):
+                 relay_networks='["127.0.0.2/32"]', tail="", nofile=None, shards=None):
         self.build = build_dir
         self.dir = tempfile.mkdtemp(prefix="rw_it_", dir=os.environ.get("RINGWAY_TEST_TMP", os.getcwd()))
         self.port = free_port()
@@ -82,6 +82,9 @@ credentials_file = "{self.creds}"
 {no_dns}
 """)
         self.log = open(os.path.join(self.dir, "ringwayd.log"), "w+")
+        if shards:  # a spool formatted with this many shards (default: one per core)
+            subprocess.run([os.path.join(build_dir, "admin", "ringwayd"), "--format-spool", self.spool,
+                            "--size", "128M", "--shards", str(shards)], check=True, capture_output=True)
         # nofile: (soft, hard) open-files limit to start ringwayd with.
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
         self.proc = subprocess.Popen([os.path.join(build_dir, "admin", "ringwayd"), "--config", self.config],
