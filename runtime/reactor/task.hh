@@ -2,7 +2,7 @@
 // its first real suspension the awaiter simply continues, otherwise it
 // resumes its awaiter by symmetric transfer when it finishes. Either way a
 // loop of awaits runs in constant stack, also under ASan where symmetric
-// transfer is not a tail call (STYLE.md, g++ 12 notes). Exceptions are kept
+// transfer is not a tail call (a g++ 12 limitation). Exceptions are kept
 // and rethrown in the awaiter (tests and config code may throw; the data path
 // does not). spawn() runs a task<void> detached: its frame frees itself.
 //

@@ -1,5 +1,5 @@
-// The simulated block device of the spool's crash tests (STYLE.md section 8,
-// after TigerBeetle's src/testing/storage.zig). Owned by one simulation run
+// The simulated block device of the spool's crash tests (after
+// TigerBeetle's src/testing/storage.zig). Owned by one simulation run
 // (tests/sim/spool_sim.cc), used from one reactor; it outlives every spool
 // shard opened on it, across simulated power losses.
 //

@@ -1,5 +1,5 @@
 // spool_sim: the spool's deterministic crash-consistency simulation
-// (STYLE.md section 8; after TigerBeetle's VOPR). One seed is one run:
+// (after TigerBeetle's VOPR). One seed is one run:
 //
 //   format a small simulated device (tests/sim/sim_device.hh), then for each
 //   "life": open shard 0 (recovery), check what was recovered against the
