@@ -1278,7 +1278,8 @@ credentials_file = "./var/credentials"
 # either; literals are rare in real mail and common in abuse).
 allow_domain_literals = false
 # More Received: headers than this (1..1000) is a mail loop: the message is
-# refused with 554 5.4.6 at the end of the headers (RFC 5321 6.3).
+# refused with 554 5.4.6 at the end of the headers, and a queued one found
+# over the limit (ours aside) is bounced the same way (RFC 5321 6.3).
 max_received_headers = 50
 # Per-client-IP limits, as token buckets: so many a minute, with at most
 # `*_burst` at once (0 per minute = no limit): new connections, messages

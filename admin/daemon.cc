@@ -207,6 +207,7 @@ mta::delivery::options delivery_options(const config& cfg) {
     o.delay_notice_after = d.delay_notice_after_s;
     o.max_connections_per_destination = d.max_connections_per_destination;
     o.max_messages_per_connection = d.max_messages_per_connection;
+    o.max_received_headers = cfg.smtp.max_received_headers;
     o.max_messages_per_minute = d.max_messages_per_minute;
     o.destination_pause = d.destination_pause_ms;
     o.connect_timeout = d.connect_timeout_ms;

@@ -64,6 +64,9 @@ struct options {
     bool starttls = true;  // opportunistic: used when offered, not verified
     unsigned max_connections_per_destination = 20;
     unsigned max_messages_per_connection = 100;
+    // More Received: headers than this in a queued message (besides our
+    // own) is a mail loop: bounced with 554 5.4.6 (smtp.max_received_headers).
+    unsigned max_received_headers = 50;
     unsigned max_messages_per_minute = 0;  // per destination; 0 = no limit
     std::chrono::milliseconds destination_pause{std::chrono::seconds(30)};  // after refusal or 421
     // RFC 5321 4.5.3.2: greeting, MAIL, RCPT: 5 min; DATA: 2 min; each data

@@ -14,6 +14,7 @@
 #include "mta/delivery/delivery.hh"
 #include "mta/delivery/dsn.hh"
 #include "mta/envelope_params.hh"
+#include "mta/smtp/trace_counter.hh"
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
 #include "runtime/reactor/io.hh"
@@ -129,6 +130,14 @@ envelope_params read_params(uint64_t id, std::string_view bytes, size_t rcpts) {
     envelope_params d;
     d.rcpts.resize(rcpts);
     return d;
+}
+
+// Received: headers in a stored message's header section (ours included).
+unsigned received_headers(std::string_view message) {
+    smtp::trace_counter tc;
+    size_t end = message.find("\r\n\r\n");
+    tc.feed(message.substr(0, end == std::string_view::npos ? message.size() : end + 4));
+    return tc.received();
 }
 
 std::string status_of(const smtp_reply& r, char cls) {
@@ -962,7 +971,18 @@ struct service::impl {
             std::vector<smtp_reply> replies;
             smtp_reply mail_reply;
             bool usable = true;
-            if (cl->max_size && L->out.body.size() > cl->max_size) {
+            const unsigned hops = received_headers(L->out.body);
+            if (hops > o->max_received_headers + 1) {
+                // Counted at reception too (without our own header); found
+                // here, the limit was lowered or the message came in some
+                // other way: RFC 5321 6.3, bounce it rather than pass it on.
+                replies.assign(L->idx.size(),
+                               smtp_reply{554,
+                                          fmt::format("5.4.6 too many hops: {} Received headers, more than {} "
+                                                      "(mail loop?)",
+                                                      hops - 1, o->max_received_headers),
+                                          "5.4.6"});
+            } else if (cl->max_size && L->out.body.size() > cl->max_size) {
                 replies.assign(L->idx.size(), smtp_reply{552, fmt::format("5.3.4 message size {} exceeds the "
                                                                           "server's limit {}",
                                                                           L->out.body.size(), cl->max_size),

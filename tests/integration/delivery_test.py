@@ -1184,6 +1184,36 @@ class FewerShards(DeliveryTest):
         self.assertEqual(s.stop()["received"], 12)
 
 
+# ---- 9d. a mail loop found in the queue ----
+
+class LoopInQueue(DeliveryTest):
+    def test_message_over_a_lowered_hop_limit_bounces_with_5_4_6(self):
+        down = free_port()
+        dsn_sink = self.sink(save=True)
+        g = self.gateway(routes=[("src.test", [f"127.0.0.1:{dsn_sink.port}"]), ("*", [f"127.0.0.1:{down}"])],
+                         smtp_extra="max_received_headers = 10\n",
+                         delivery={"first_retry_ms": 200, "max_retry_ms": 400, "destination_pause_ms": 200})
+        hops = "".join(f"Received: from h{i}.test by h{i + 1}.test; Fri, 4 Dec 2026 12:00:0{i} +0000\r\n"
+                       for i in range(5))
+        sender = "loop@src.test"
+        mid = send(g.port, sender, ["r@far.test"], (hops + "Subject: hops\r\n\r\nbody\r\n").encode())
+        self.wait_disposition(g, mid, "r@far.test", {"deferred"})
+        self.assertEqual(g.stop(), 0)
+        with open(g.config) as f:
+            text = f.read()
+        with open(g.config, "w") as f:
+            f.write(text.replace("max_received_headers = 10", "max_received_headers = 3"))
+        s = self.sink()
+        restart_rerouted(g, f"127.0.0.1:{down}", f"127.0.0.1:{s.port}")
+        e = self.wait_disposition(g, mid, "r@far.test", {"bounced", "delivered"}, timeout=20)[0]
+        self.assertEqual(e["disposition"], "bounced", e)
+        self.assertIn("5.4.6", e["reply"])
+        self.assertIn("5 Received headers", e["reply"])
+        _, per_rcpt, _ = dsn_parts(self, self.wait_dsn(dsn_sink, sender)[0])
+        self.assertEqual((per_rcpt[0]["Action"], per_rcpt[0]["Status"]), ("failed", "5.4.6"))
+        self.assertEqual(s.stop()["received"], 0, "the looping message was passed on")
+
+
 # ---- 10. SIZE ----
 
 class Size(DeliveryTest):
