@@ -368,25 +368,33 @@ class OpenFiles(unittest.TestCase):
         try:
             wait_until(lambda: "max_connections lowered from 10000 to 119" in d.log_text(), timeout=10,
                        what="the warning that max_connections was lowered")
+            # The harness's probe that the port is open holds a slot until
+            # its session ends: wait for that first.
+            wait_until(lambda: sum(e["event"] == "connect" for e in d.journal()) ==
+                       sum(e["event"] == "disconnect" for e in d.journal()), timeout=10,
+                       what="the start-up probe's session to end")
             replies = self.greet_all(d, n)
             codes = [c for c, _ in replies]
-            self.assertEqual(codes.count(220), 119, codes)
-            self.assertEqual(codes.count(421), n - 119, codes)
+            # 119 slots; the probe's slot is released just after its
+            # disconnect line, so one may still be held for a moment.
+            greeted = codes.count(220)
+            self.assertIn(greeted, (118, 119), codes)
+            self.assertEqual(codes.count(421), n - greeted, codes)
             refused = [l for c, l in replies if c == 421]
             self.assertTrue(all(l[0].startswith("421 4.3.2 ") for l in refused), refused[:3])
             # One mail-log line for each client turned away (421 4.3.2 in
             # both cases, should a burst ever reach the last descriptors).
             wait_until(lambda: len([e for e in d.journal() if e["event"] == "reject" and e["code"] == 421 and
-                                    e.get("what") in ("connection limit", "out of file descriptors")]) == n - 119,
+                                    e.get("what") in ("connection limit", "out of file descriptors")]) == n - greeted,
                        timeout=10, what="a mail-log line for every connection turned away")
             # The slots come back: a client now is greeted.
-            def greeted():
+            def greets():
                 r = Raw(d.port, TRUSTED)
                 try:
                     return r.reply()[0] == 220
                 finally:
                     r.close()
-            wait_until(greeted, timeout=10, what="a greeting once the others have gone")
+            wait_until(greets, timeout=10, what="a greeting once the others have gone")
         finally:
             d.cleanup()
 
