@@ -120,7 +120,7 @@ constexpr std::string_view k_delivery_keys[] = {
     "smtp_port", "internal_hosts", "starttls", "max_connections_per_destination", "max_messages_per_connection",
     "max_messages_per_minute", "first_retry_ms", "max_retry_ms", "greylist_retry_ms", "max_queue_lifetime_s",
     "delay_notice_after_s",
-    "destination_pause_ms", "connect_timeout_ms", "command_timeout_s", "data_timeout_s"};
+    "destination_pause_ms", "connection_cache_time_ms", "connect_timeout_ms", "command_timeout_s", "data_timeout_s"};
 constexpr std::string_view k_route_keys[] = {"domain", "hosts"};
 constexpr std::string_view k_control_keys[] = {"socket"};
 
@@ -1061,6 +1061,11 @@ void loader::read_delivery(const section& s, delivery_config& out) {
         out.delay_notice_after_s = std::chrono::seconds(x);
     }
     ms("destination_pause_ms", 10, 86'400'000, out.destination_pause_ms);
+    {
+        int64_t x = out.connection_cache_time_ms.count();
+        set_int(s, "connection_cache_time_ms", 0, 300'000, "0 (no cache)..300000", x);
+        out.connection_cache_time_ms = std::chrono::milliseconds(x);
+    }
     ms("connect_timeout_ms", 10, 600'000, out.connect_timeout_ms);
     secs("command_timeout_s", 1, 3600, out.command_timeout_s);
     secs("data_timeout_s", 1, 3600, out.data_timeout_s);
@@ -1309,6 +1314,10 @@ starttls = true
 max_connections_per_destination = 20
 max_messages_per_connection = 100
 max_messages_per_minute = 0
+# A connection whose destination has run dry stays open this long for the
+# next message, then QUITs (0 = QUIT at once). Closed sooner when the
+# destination's limits or a shutdown say so.
+connection_cache_time_ms = 2000
 # Retries: the first after first_retry_ms, then doubling up to
 # max_retry_ms (with 20 % jitter); a greylisting reply (450/451 at the first
 # attempt) is retried after greylist_retry_ms. Mail still undelivered after

@@ -168,6 +168,10 @@ struct delivery_config {
     unsigned max_connections_per_destination = 20;
     unsigned max_messages_per_connection = 100;
     unsigned max_messages_per_minute = 0;  // per destination; 0 = no limit
+    // A connection whose destination has nothing more to send stays open
+    // this long for the next message (Postfix: smtp_connection_cache_time_limit).
+    // 0: QUIT at once.
+    std::chrono::milliseconds connection_cache_time_ms{2'000};
     std::chrono::milliseconds first_retry_ms{60'000};
     std::chrono::milliseconds max_retry_ms{3'600'000};
     std::chrono::milliseconds greylist_retry_ms{120'000};

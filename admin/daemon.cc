@@ -210,6 +210,7 @@ mta::delivery::options delivery_options(const config& cfg) {
     o.max_received_headers = cfg.smtp.max_received_headers;
     o.max_messages_per_minute = d.max_messages_per_minute;
     o.destination_pause = d.destination_pause_ms;
+    o.connection_cache_time = d.connection_cache_time_ms;
     o.connect_timeout = d.connect_timeout_ms;
     o.command_timeout = d.command_timeout_s;
     o.data_timeout = d.data_timeout_s;

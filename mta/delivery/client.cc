@@ -1,5 +1,7 @@
 #include "mta/delivery/client.hh"
 
+#include <poll.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -412,6 +414,16 @@ task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, sm
         co_return false;  // accepted recipients keep code 0: unknown
     settle(r);
     co_return true;
+}
+
+bool smtp_client::still_open() const {
+    if (_start < _in.size())
+        return false;  // bytes nobody asked for
+    const int fd = _tls ? _tls->tcp().fd() : _s.fd();
+    if (fd < 0)
+        return false;
+    pollfd p{fd, POLLIN | POLLRDHUP, 0};
+    return ::poll(&p, 1, 0) == 0;
 }
 
 task<void> smtp_client::quit() {

@@ -52,6 +52,10 @@ public:
     // answer have code 0).
     task<bool> send(const outgoing* m, std::vector<smtp_reply>* rcpt_replies, smtp_reply* mail_reply);
     task<void> quit();
+    // After an idle wait: false when the server has spoken (a 421, a TLS
+    // alert) or closed since the last reply, so the connection must not be
+    // reused. One poll(2), no round trip.
+    bool still_open() const;
 
     bool pipelining = false, eight_bit_mime = false, smtputf8 = false, chunking = false, starttls = false;
     uint64_t max_size = 0;  // 0: not announced

@@ -69,6 +69,9 @@ struct options {
     unsigned max_received_headers = 50;
     unsigned max_messages_per_minute = 0;  // per destination; 0 = no limit
     std::chrono::milliseconds destination_pause{std::chrono::seconds(30)};  // after refusal or 421
+    // How long a connection with nothing more to send waits for the next
+    // message of its destination before QUIT; 0: QUIT at once.
+    std::chrono::milliseconds connection_cache_time{std::chrono::seconds(2)};
     // RFC 5321 4.5.3.2: greeting, MAIL, RCPT: 5 min; DATA: 2 min; each data
     // block: 3 min; the final dot: 10 min.
     std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};

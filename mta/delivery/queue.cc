@@ -79,6 +79,9 @@ struct destination {
     int64_t paused_until_ms = 0;
     std::deque<int64_t> sent_ms;  // sends in the last minute (rate limit)
     int64_t no_tls_until_ms = 0;  // a failed TLS handshake: plaintext for a while
+    // Connections waiting for the next message (connection_cache_time);
+    // kick() wakes them before it opens new ones.
+    std::vector<cancel_token*> idle;
 };
 
 // What a connection needs of a message, read on its origin core.
@@ -646,6 +649,13 @@ struct service::impl {
             return;
         if (rate_wait_ms(d, now) > 5'000)
             return;
+        // An idle connection takes the next message before any new one is
+        // opened. (It counts in active, so the spawning below allows for it.)
+        for (size_t woken = 0; !d->idle.empty() && woken < d->ready.size(); ++woken) {
+            cancel_token* t = d->idle.back();
+            d->idle.pop_back();
+            t->cancel();
+        }
         while (!stopping && !d->ready.empty() && d->active < o->max_connections_per_destination &&
                now >= d->paused_until_ms && d->active < d->ready.size()) {
             d->active++;
@@ -943,7 +953,26 @@ struct service::impl {
                                        {"tls", std::string_view(tls_desc)}});
         unsigned sent = 0;
         gate recording;
-        while (!stopping && !d->ready.empty() && sent < o->max_messages_per_connection) {
+        for (;;) {
+            if (d->ready.empty()) {
+                // The destination ran dry: keep the connection for the next
+                // message a while (a trickle would otherwise connect for
+                // every few messages), unless its limits or a shutdown say
+                // it is done.
+                if (stopping || sent >= o->max_messages_per_connection ||
+                    now_ms() < d->paused_until_ms)
+                    break;
+                auto t = idle_wait(d);
+                if (!co_await std::move(t))
+                    break;
+                if (!cl->still_open()) {
+                    lg.info("destination={} host={}[{}] closed the idle connection", d->key, host, ip);
+                    break;  // worker() kicks a new connection for what is ready
+                }
+                continue;
+            }
+            if (stopping || sent >= o->max_messages_per_connection)
+                break;
             if (const int64_t wait = rate_wait_ms(d, now_ms()); wait > 0) {
                 if (wait > 5'000)
                     break;  // do not hold the connection open long; the timer kicks us again
@@ -1018,6 +1047,23 @@ struct service::impl {
         co_await cl->quit();
     }
 
+    // Waits up to connection_cache_time for kick() to hand this connection
+    // a message. true: something is ready (or may be: check again).
+    task<bool> idle_wait(destination* d) {
+        const int64_t deadline = now_ms() + o->connection_cache_time.count();
+        while (d->ready.empty()) {
+            const int64_t left = deadline - now_ms();
+            if (left <= 0 || stopping)
+                co_return false;
+            cancel_token tok;
+            d->idle.push_back(&tok);
+            int r = co_await io::sleep(std::chrono::milliseconds(left), &tok);
+            if (r != -ECANCELED)  // timed out: take ourselves off the list
+                std::erase(d->idle, &tok);
+        }
+        co_return !stopping;
+    }
+
     static task<void> finish_owned(impl* self, destination* d, entry e, loaded L, std::vector<smtp_reply> replies,
                                    std::string host, std::string ip, uint64_t dcid, gate* g) {
         gate::holder h(*g);
@@ -1082,7 +1128,13 @@ task<void> service::run() {
     co_await _i->posts.wait_idle();
 }
 
-void service::stop() { _i->stopping = true; }
+void service::stop() {
+    _i->stopping = true;
+    // Idle connections QUIT now rather than at the end of their wait.
+    for (auto& [k, d] : _i->dests)
+        for (cancel_token* t : std::exchange(d->idle, {}))
+            t->cancel();
+}
 
 const service::counters& service::stats() const { return _i->c; }
 

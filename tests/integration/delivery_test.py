@@ -476,6 +476,81 @@ class Limits(DeliveryTest):
         self.assertLessEqual(n_log, 3, f"{n_log} connection lines in the mail log in 2 s")
 
 
+
+class ConnectionCache(DeliveryTest):
+    """A destination that runs dry keeps its connection a while
+    (delivery.connection_cache_time_ms), so a trickle is not a connection
+    per message."""
+
+    def trickle(self, g, n, gap):
+        mids = []
+        for i in range(n):
+            mids.append(send(g.port, "trickle@src.test", [f"r{i}@dst.test"], b"Subject: %d\r\n\r\nx\r\n" % i))
+            time.sleep(gap)
+        for i, m in enumerate(mids):
+            self.wait_disposition(g, m, f"r{i}@dst.test", {"delivered"})
+        return mids
+
+    def connection_lines(self, g):
+        return sum(1 for e in g.journal() if e.get("event") == "connection")
+
+    def test_a_trickle_reuses_one_connection(self):
+        s = self.sink()
+        g = self.gateway(routes=route_all(s), delivery={"connection_cache_time_ms": 3000})
+        self.trickle(g, 6, 0.3)
+        time.sleep(0.5)  # the stats file is rewritten every 200 ms
+        st = s.stats()
+        self.assertEqual(st["received"], 6)
+        self.assertEqual(st["connections"], 1, st)
+        self.assertEqual(self.connection_lines(g), 1)
+
+    def test_zero_quits_at_once(self):
+        s = self.sink()
+        g = self.gateway(routes=route_all(s), delivery={"connection_cache_time_ms": 0})
+        self.trickle(g, 4, 0.3)
+        wait_until(lambda: s.stats()["received"] == 4, timeout=2, what="the sink's stats")
+        wait_until(lambda: s.stats()["current_connections"] == 0, timeout=5, what="the connection to close")
+        self.assertEqual(s.stats()["connections"], 4)
+
+    def test_idle_connection_quits_after_the_cache_time(self):
+        s = self.sink()
+        g = self.gateway(routes=route_all(s), delivery={"connection_cache_time_ms": 800})
+        self.trickle(g, 1, 0)
+        t0 = time.monotonic()
+        wait_until(lambda: s.stats()["connections"] == 1, timeout=2, what="the sink's stats")
+        self.assertEqual(s.stats()["current_connections"], 1)
+        wait_until(lambda: s.stats()["current_connections"] == 0, timeout=5, what="the idle connection to close")
+        self.assertGreater(time.monotonic() - t0, 0.4)  # kept, not closed at once
+        self.trickle(g, 1, 0)  # and the next message opens a new one
+        wait_until(lambda: s.stats()["connections"] == 2, timeout=2, what=f"a second connection: {s.stats()}")
+
+    def test_shutdown_closes_idle_connections_at_once(self):
+        s = self.sink()
+        g = self.gateway(routes=route_all(s), delivery={"connection_cache_time_ms": 120000})
+        self.trickle(g, 1, 0)
+        time.sleep(0.5)  # the stats file is rewritten every 200 ms
+        self.assertEqual(s.stats()["current_connections"], 1)
+        t0 = time.monotonic()
+        self.assertEqual(g.stop(), 0)
+        self.assertLess(time.monotonic() - t0, 5)
+        wait_until(lambda: s.stats()["current_connections"] == 0, timeout=5, what="the sink to see the close")
+
+    def test_a_connection_the_server_closed_while_idle_is_not_reused(self):
+        # The sink times idle connections out after 1 s with 421; the
+        # gateway would keep them 10 s. The next message must not fail on
+        # the dead connection: it goes on a new one, delivered first time.
+        s = self.sink("--timeout", "1s")
+        g = self.gateway(routes=route_all(s), delivery={"connection_cache_time_ms": 10000})
+        self.trickle(g, 1, 0)
+        wait_until(lambda: s.stats()["connections"] == 1, timeout=2, what="the sink's stats")
+        wait_until(lambda: s.stats()["current_connections"] == 0, timeout=5, what="the sink's idle timeout")
+        time.sleep(0.3)
+        mid = self.trickle(g, 1, 0)[0]
+        ds = self.deliveries(g, mid)
+        self.assertEqual([d["disposition"] for d in ds], ["delivered"], ds)
+        wait_until(lambda: s.stats()["received"] == 2, timeout=2, what=f"the sink's stats: {s.stats()}")
+        self.assertEqual(s.stats()["connections"], 2)
+
 # ---- 4. retries ----
 
 class Retries(DeliveryTest):
@@ -962,10 +1037,10 @@ class MxRouting(DeliveryTest):
         dns = Dnsmasq("--mx-host=eq.test,a.eq.test,10", "--mx-host=eq.test,b.eq.test,10",
                       "--host-record=a.eq.test,127.0.0.1", "--host-record=b.eq.test,127.0.0.2")
         self.addCleanup(dns.stop)
-        g = self.gateway(delivery={"smtp_port": a.port},
+        g = self.gateway(delivery={"smtp_port": a.port, "connection_cache_time_ms": 0},
                          dns={"servers": [f"127.0.0.1:{dns.port}"], "timeout_ms": 500, "tries": 1})
         ips = []
-        for i in range(16):  # one at a time: each is a new connection (the queue runs dry in between)
+        for i in range(16):  # one at a time, no connection kept: each is a new connection
             mid = send(g.port, "eq@src.test", [f"u{i}@eq.test"], b"Subject: equal\r\n\r\nx\r\n")
             ips.append(self.wait_disposition(g, mid, f"u{i}@eq.test", {"delivered"})[0]["ip"])
         self.assertEqual(set(ips), {"127.0.0.1", "127.0.0.2"}, ips)  # all on one: 2 * 2^-16
