@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "runtime/base/assert.hh"
+
 namespace rw::mta::delivery {
 
 namespace {
@@ -26,22 +28,40 @@ std::string upper(std::string_view s) {
 
 std::string smtp_reply::line() const { return code ? fmt::format("{} {}", code, text) : text; }
 
-void append_stuffed(std::string& out, std::string_view body) {
+void dot_stuffer::feed(std::string& out, std::string_view body) {
+    if (body.empty())
+        return;
     out.reserve(out.size() + body.size() + body.size() / 64 + 8);
-    bool bol = true;
     size_t i = 0;
     while (i < body.size()) {
-        if (bol && body[i] == '.')
+        if (_bol && body[i] == '.')
             out += '.';
         size_t nl = body.find('\n', i);
         size_t end = nl == std::string_view::npos ? body.size() : nl + 1;
         out.append(body.data() + i, end - i);
-        bol = nl != std::string_view::npos;
+        _bol = nl != std::string_view::npos;
         i = end;
     }
-    if (!body.empty() && !body.ends_with("\r\n"))
+    if (body.size() >= 2) {
+        _tail[0] = body[body.size() - 2];
+        _tail[1] = body.back();
+    } else {
+        _tail[0] = _tail[1];
+        _tail[1] = body.back();
+    }
+    _fed += body.size();
+}
+
+void dot_stuffer::finish(std::string& out) {
+    if (_fed > 0 && !(_fed >= 2 && _tail[0] == '\r' && _tail[1] == '\n'))
         out += "\r\n";
     out += ".\r\n";
+}
+
+void append_stuffed(std::string& out, std::string_view body) {
+    dot_stuffer d;
+    d.feed(out, body);
+    d.finish(out);
 }
 
 task<int> smtp_client::recv_some(char* p, size_t n, std::chrono::milliseconds timeout) {
@@ -301,7 +321,7 @@ task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, sm
     res->assign(m->rcpts.size(), smtp_reply{});
     std::string params;
     if (max_size)
-        params += fmt::format(" SIZE={}", m->body.size());
+        params += fmt::format(" SIZE={}", m->size);
     if (m->eight_bit && eight_bit_mime)
         params += " BODY=8BITMIME";
     if (m->smtputf8 && smtputf8)
@@ -320,7 +340,7 @@ task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, sm
     // CHUNKING (RFC 3030) where it pays: a large body goes as one BDAT
     // chunk, sent as stored (no dot-stuffing pass, no scan for the end
     // marker on the other side), and only once a recipient was accepted.
-    const bool bdat = pipelining && chunking && m->body.size() >= k_bdat_min_bytes;
+    const bool bdat = pipelining && chunking && m->size >= k_bdat_min_bytes;
     smtp_reply r;
     bool ok = false;
     if (pipelining) {
@@ -339,16 +359,10 @@ task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, sm
                 ok = co_await rset();
                 co_return ok;
             }
-            _out += fmt::format("BDAT {} LAST\r\n", m->body.size());
-            ok = co_await flush(data_t);
+            _out += fmt::format("BDAT {} LAST\r\n", m->size);
+            ok = co_await send_body(m, false);
             if (!ok)
                 co_return false;
-            int n = co_await send_all(m->body.data(), m->body.size(), data_t);
-            if (n < 0) {
-                if (n != -EPROTO)
-                    error = fmt::format("send failed: {}", std::strerror(-n));
-                co_return false;
-            }
             ok = co_await read_reply(&r, data_t);
             if (!ok)
                 co_return false;  // accepted recipients keep code 0: unknown
@@ -408,12 +422,68 @@ task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, sm
             co_return ok;
         }
     }
-    append_stuffed(_out, m->body);
-    ok = co_await command(&r, data_t);
+    ok = co_await send_body(m, true);
+    if (!ok)
+        co_return false;
+    ok = co_await read_reply(&r, data_t);
     if (!ok)
         co_return false;  // accepted recipients keep code 0: unknown
     settle(r);
     co_return true;
+}
+
+task<bool> smtp_client::send_body(const outgoing* m, bool stuffed) {
+    const auto t = _o->data_timeout;
+    dot_stuffer ds;
+    RW_ASSERT(m->head.size() <= m->size);
+    std::string_view piece = m->head;
+    uint64_t off = 0;
+    for (;;) {
+        if (stuffed) {
+            ds.feed(_out, piece);
+        } else if (_out.size() + piece.size() <= k_chunk_bytes) {
+            _out.append(piece);  // a small body goes with its command
+        } else {
+            bool ok = co_await flush(t);
+            if (!ok)
+                co_return false;
+            int n = co_await send_all(piece.data(), piece.size(), t);
+            if (n < 0) {
+                if (n != -EPROTO)
+                    error = fmt::format("send failed: {}", std::strerror(-n));
+                co_return false;
+            }
+        }
+        off += piece.size();
+        if (off >= m->size)
+            break;
+        // What is stuffed goes to the socket before the next chunk is
+        // read: a connection holds one chunk of a body at a time.
+        if (!_out.empty()) {
+            bool ok = co_await flush(t);
+            if (!ok)
+                co_return false;
+        }
+        if (!m->read_rest) {
+            error = "the message's body is not readable";
+            co_return false;
+        }
+        _chunk.resize(std::min<uint64_t>(k_chunk_bytes, m->size - off));
+        auto tr = m->read_rest(off, std::span<char>(_chunk.data(), _chunk.size()));
+        auto n = co_await std::move(tr);
+        if (!n || n.value() == 0) {
+            // Never end a transaction whose body is incomplete: dropping the
+            // connection makes the server discard it.
+            error = fmt::format("cannot read the message at byte {}: {}", off,
+                                n ? std::string("it ended early") : n.error());
+            co_return false;
+        }
+        piece = std::string_view(_chunk.data(), n.value());
+    }
+    if (stuffed)
+        ds.finish(_out);
+    bool ok = co_await flush(t);
+    co_return ok;
 }
 
 bool smtp_client::still_open() const {

@@ -6,10 +6,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "mta/delivery/delivery.hh"
+#include "runtime/base/result.hh"
 #include "runtime/net/tcp.hh"
 #include "runtime/net/tls.hh"
 #include "runtime/reactor/task.hh"
@@ -23,18 +26,44 @@ struct smtp_reply {
     std::string line() const;  // "550 5.1.1 text"
 };
 
+// Reads the message's bytes from off into out (from the spool, on the
+// core that holds it); returns how many (0: the message ended early) or why not.
+using body_reader = std::function<task<result<size_t, std::string>>(uint64_t off, std::span<char> out)>;
+
+// A message to send. Its body (CRLF lines as stored, not dot-stuffed) is
+// size bytes: head holds the first of them (all of a small message), and
+// read_rest fetches the others chunk by chunk as the socket drains, so a
+// connection holds one chunk of a large message, never all of it.
 struct outgoing {
     std::string from;
     std::vector<std::string> rcpts;
-    std::string body;  // the message as stored: CRLF lines, not dot-stuffed
+    uint64_t size = 0;
+    std::string head;
+    body_reader read_rest;  // needed when head.size() < size
     bool eight_bit = false;  // BODY=8BITMIME, or 8-bit bytes found
     bool smtputf8 = false;
+};
+
+// Dot-stuffing (RFC 5321 4.5.2) over a body fed in pieces that may split
+// lines anywhere; finish() ends it with CRLF.CRLF (adding the CRLF a body
+// without a final line end lacks).
+class dot_stuffer {
+public:
+    void feed(std::string& out, std::string_view piece);
+    void finish(std::string& out);
+
+private:
+    bool _bol = true;     // the next byte starts a line
+    char _tail[2] = {};   // the last two bytes fed
+    uint64_t _fed = 0;
 };
 
 class smtp_client {
 public:
     // Bodies at least this large go with BDAT when the server offers CHUNKING.
     static constexpr size_t k_bdat_min_bytes = 32 * 1024;
+    // Bytes of a body read from the spool at a time.
+    static constexpr size_t k_chunk_bytes = 128 * 1024;
 
     smtp_client(net::tcp_stream s, const options* o) : _s(std::move(s)), _o(o) {}
 
@@ -69,12 +98,16 @@ private:
     task<bool> flush(std::chrono::milliseconds timeout);
     task<bool> command(smtp_reply* r, std::chrono::milliseconds timeout);
     task<bool> rset();
+    // The body after the DATA command's 354 (stuffed) or a BDAT command
+    // (as is). false: the connection is unusable (error says why).
+    task<bool> send_body(const outgoing* m, bool stuffed);
     task<bool> read_envelope(const outgoing* m, std::vector<smtp_reply>* res, smtp_reply* mail_reply,
                              std::vector<bool>* rcpt_ok);
     net::tcp_stream _s;
     std::unique_ptr<net::tls_stream> _tls;
     const options* _o;
     std::string _in, _out;
+    std::string _chunk;  // one chunk of a body read from the spool
     size_t _start = 0;
 };
 

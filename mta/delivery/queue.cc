@@ -103,6 +103,11 @@ struct outcome {
     uint8_t flags = 0;     // fs::rcpt_state::flags to keep (set at the origin)
 };
 
+// The first bytes of a body, read with its envelope: all of a typical
+// message, and the trace headers that the hop count reads (a header
+// section longer than this is counted over this much).
+constexpr size_t k_head_bytes = 64 * 1024;
+
 // fs::rcpt_state::flags bits of ours.
 constexpr uint8_t k_delay_notified = 1;
 // Final (delivered or bounced), but the report it earned could not be
@@ -289,10 +294,13 @@ struct service::impl {
             co_return std::nullopt;
         if (!with_body)
             co_return L;
-        L.out.body.resize(size);
+        // The head (all of a small message) now, with the connection's
+        // other work; the rest as the connection sends it.
+        L.out.size = size;
+        L.out.head.resize(std::min<uint64_t>(size, k_head_bytes));
         uint64_t off = 0;
-        while (off < size) {
-            auto n = co_await sh->read_body(id, off, std::span<char>(L.out.body.data() + off, size - off));
+        while (off < L.out.head.size()) {
+            auto n = co_await sh->read_body(id, off, std::span<char>(L.out.head.data() + off, L.out.head.size() - off));
             if (!n || n.value() == 0) {
                 lg.error("mid={} cannot read the body at {}: {}", mid_string(id), off,
                          n ? std::string("end of data") : n.error().detail);
@@ -300,7 +308,30 @@ struct service::impl {
             }
             off += n.value();
         }
+        if (size > L.out.head.size()) {
+            const unsigned origin = this_core();
+            L.out.read_rest = [origin, sh, id](uint64_t at, std::span<char> out) {
+                return read_from_origin(origin, sh, id, at, out);
+            };
+        }
         co_return L;
+    }
+
+    // Body bytes of a message being sent, read on its origin core.
+    static task<result<size_t, std::string>> read_body_here(fs::shard* sh, uint64_t id, uint64_t off,
+                                                           std::span<char> out) {
+        auto n = co_await sh->read_body(id, off, out);
+        if (!n) {
+            lg.error("mid={} cannot read the body at {}: {}", mid_string(id), off, n.error().detail);
+            co_return unexpected(n.error().detail);
+        }
+        co_return n.value();
+    }
+    static task<result<size_t, std::string>> read_from_origin(unsigned origin, fs::shard* sh, uint64_t id,
+                                                             uint64_t off, std::span<char> out) {
+        auto fn = [sh, id, off, out]() { return read_body_here(sh, id, off, out); };
+        auto t = submit_to(origin, std::move(fn));
+        co_return co_await std::move(t);
     }
 
     // load() run on the message's origin core, from any core.
@@ -1000,7 +1031,7 @@ struct service::impl {
             std::vector<smtp_reply> replies;
             smtp_reply mail_reply;
             bool usable = true;
-            const unsigned hops = received_headers(L->out.body);
+            const unsigned hops = received_headers(L->out.head);
             if (hops > o->max_received_headers + 1) {
                 // Counted at reception too (without our own header); found
                 // here, the limit was lowered or the message came in some
@@ -1011,10 +1042,10 @@ struct service::impl {
                                                       "(mail loop?)",
                                                       hops - 1, o->max_received_headers),
                                           "5.4.6"});
-            } else if (cl->max_size && L->out.body.size() > cl->max_size) {
+            } else if (cl->max_size && L->out.size > cl->max_size) {
                 replies.assign(L->idx.size(), smtp_reply{552, fmt::format("5.3.4 message size {} exceeds the "
                                                                           "server's limit {}",
-                                                                          L->out.body.size(), cl->max_size),
+                                                                          L->out.size, cl->max_size),
                                                           "5.3.4"});
             } else if (L->out.smtputf8 && !cl->smtputf8) {
                 replies.assign(L->idx.size(),

@@ -167,7 +167,8 @@ private:
         refuse(r);
         reset_transaction();
     }
-    void message_queued(uint64_t id, uint64_t size);
+    // by: "DATA" or "BDAT", the command that carried the body.
+    void message_queued(uint64_t id, uint64_t size, std::string_view by);
     task<result<uint64_t, fs::spool_error>> queue_message(std::string_view first_chunk);
 
     net::tcp_stream _tcp;
@@ -451,14 +452,14 @@ std::string session::received_header(uint64_t id) {
     return h;
 }
 
-void session::message_queued(uint64_t id, uint64_t size) {
+void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
     _env->messages++;
     if (_env->delivery)
         _env->delivery->queued(_env->spool, id);
     std::string mid = mid_string(id);
     journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
                                  {"from", std::string_view(_mail_from)}, {"rcpts", uint64_t(_rcpts.size())},
-                                 {"size", size}, {"tls", bool(_tls)}});
+                                 {"size", size}, {"body", by}, {"tls", bool(_tls)}});
     queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
     reset_transaction();
 }
@@ -553,7 +554,7 @@ task<bool> session::do_data() {
         refuse_message(smtp::spool_failed(id.error()));
         co_return true;
     }
-    message_queued(id.value(), size);
+    message_queued(id.value(), size, "DATA");
     co_return true;
 }
 
@@ -637,7 +638,7 @@ task<bool> session::do_bdat(const smtp::command& c) {
         refuse_message(smtp::spool_failed(id.error()));
         co_return true;
     }
-    message_queued(id.value(), size);
+    message_queued(id.value(), size, "BDAT");
     co_return true;
 }
 

@@ -344,6 +344,28 @@ class ByteExact(DeliveryTest):
         self.assertEqual(g.stop(), 0)
         self.assertEqual(g.spool_messages(), [])
 
+    def test_a_large_body_goes_by_bdat_in_chunks_byte_exact(self):
+        # A second ringwayd is the next hop: it offers CHUNKING, so a body
+        # of 32 KiB or more goes as BDAT, streamed from the spool chunk by
+        # chunk without stuffing, and arrives (through the second gateway's
+        # own DATA relay to the sink) as it was sent.
+        s = self.sink(save=True)
+        hop = self.gateway(routes=route_all(s))
+        g = self.gateway(routes=[("*", [f"127.0.0.1:{hop.port}"])])
+        body = b"From: big@src.test\r\nSubject: large by BDAT\r\n\r\n" + big_body(700 * 1024)
+        mid = send(g.port, "big@src.test", ["one@big.test"], body)
+        self.assertEqual(self.wait_disposition(g, mid, "one@big.test", {"delivered"})[0]["code"], 250)
+        got = wait_until(lambda: saved(s.save) or None, timeout=10, what="the message at the sink")
+        [(eml, sender, rcpts)] = got
+        self.assertEqual((sender, rcpts), ("big@src.test", ["one@big.test"]))
+        hop_received, rest = split_received(eml)
+        first_received, rest = split_received(rest)
+        self.assertIn(mid.encode(), first_received)
+        self.assertEqual(rest, body)  # both Received headers, then the bytes sent
+        [rec] = [e for e in hop.journal() if e.get("event") == "received"]
+        self.assertEqual(rec["body"], "BDAT")
+        self.assertEqual(rec["size"], len(first_received) + len(body))
+
     def test_mail_log_traces_a_message_by_its_mid(self):
         s = self.sink()
         g = self.gateway(routes=route_all(s))
@@ -1148,6 +1170,18 @@ class ServerCapabilities(DeliveryTest):
         self.assertIn(b"X-Mail-Args: <helo@src.test>\n", d)  # no ESMTP parameters to an SMTP server
         self.assertEqual(re.findall(rb"X-Rcpt-Args: (.*)\n", d), [b"<one@old.test>", b"<two@old.test>"])
         self.assertIn(body.replace(b"\r\n", b"\n"), d)  # dot-stuffing undone by the server: the same bytes
+
+    def test_a_large_body_goes_by_data_in_chunks_byte_exact(self):
+        # smtp-sink offers no CHUNKING: the body is read from the spool and
+        # dot-stuffed chunk by chunk, with lines (some all dots) split
+        # across the chunks' edges, and must arrive as it was sent.
+        port, dump = self.postfix_sink()
+        g = self.gateway(routes=[("*", [f"127.0.0.1:{port}"])])
+        body = b"From: big@src.test\r\nSubject: large by DATA\r\n\r\n" + big_body(700 * 1024)
+        mid = send(g.port, "big@src.test", ["one@big.test"], body)
+        self.assertEqual(self.wait_disposition(g, mid, "one@big.test", {"delivered"})[0]["code"], 250)
+        [d] = self.dumped(dump)
+        self.assertIn(body.replace(b"\r\n", b"\n"), d)
 
     def test_8bit_and_utf8_mail_bounce_when_the_server_lacks_the_extension(self):
         port, dump = self.postfix_sink("-8")  # no 8BITMIME; smtp-sink never offers SMTPUTF8

@@ -36,6 +36,30 @@ TEST_CASE("dot-stuffing for the wire") {
     CHECK(out == ".\r\n");
 }
 
+TEST_CASE("dot-stuffing a body fed in pieces is the same wherever the pieces split") {
+    // Lines starting with dots, a lone CR, a body ending in CR only, in LF
+    // only, in CRLF: split at every one and two places.
+    const std::string bodies[] = {".a\r\n..\r\nb.\r\n.\r\n.", "x\r\n.\r", "\r\n.\n.", ".\r\n", "ab", "."};
+    for (const std::string& body : bodies) {
+        std::string whole;
+        append_stuffed(whole, body);
+        for (size_t i = 0; i <= body.size(); ++i)
+            for (size_t j = i; j <= body.size(); ++j) {
+                dot_stuffer d;
+                std::string out;
+                d.feed(out, std::string_view(body).substr(0, i));
+                d.feed(out, std::string_view(body).substr(i, j - i));
+                d.feed(out, std::string_view(body).substr(j));
+                d.finish(out);
+                INFO("body " << body.size() << " bytes split at " << i << " and " << j);
+                CHECK(out == whole);
+            }
+    }
+    std::string out;
+    append_stuffed(out, "x\r\n.\r");
+    CHECK(out == "x\r\n..\r\r\n.\r\n");
+}
+
 TEST_CASE("a failure DSN has the three parts of RFC 3464") {
     dsn_input in;
     in.reporting_mta = "mx.ringway.test";
