@@ -1,8 +1,11 @@
-// Template parts of reactor.hh.
+// Template parts of reactor.hh (which includes this at its end; included
+// first, this brings reactor.hh in).
 #pragma once
 
 #include <optional>
 #include <stdexcept>
+
+#include "runtime/reactor/reactor.hh"
 
 namespace rw {
 
