@@ -5,6 +5,7 @@
 #include "mta/delivery/client.hh"
 #include "mta/delivery/delivery.hh"
 #include "mta/delivery/dsn.hh"
+#include "mta/delivery/retry.hh"
 
 using namespace rw::mta::delivery;
 
@@ -22,6 +23,39 @@ TEST_CASE("routes: exact beats wildcard, the longest wildcard wins, * is the fal
     CHECK(find_route(rs, "badexample.test") == &rs[0]);
     rs.erase(rs.begin());
     CHECK(find_route(rs, "other.test") == nullptr);
+}
+
+TEST_CASE("retry schedule: doubling from first_retry up to max_retry, jittered, greylisting sooner") {
+    options o;
+    o.first_retry = std::chrono::minutes(1);
+    o.max_retry = std::chrono::hours(1);
+    o.greylist_retry = std::chrono::minutes(2);
+    o.backoff = 2.0;
+    o.jitter = 0.0;
+    std::mt19937_64 rng(1);
+    CHECK(retry_delay_ms(o, 1, 421, rng) == 60'000);
+    CHECK(retry_delay_ms(o, 2, 421, rng) == 120'000);
+    CHECK(retry_delay_ms(o, 3, 0, rng) == 240'000);
+    CHECK(retry_delay_ms(o, 7, 0, rng) == 3'600'000);  // 64 min, capped at the hour
+    CHECK(retry_delay_ms(o, 1000, 0, rng) == 3'600'000);
+    o.first_retry = std::chrono::minutes(5);
+    CHECK(retry_delay_ms(o, 1, 450, rng) == 120'000);  // greylisting at the first attempt
+    CHECK(retry_delay_ms(o, 1, 451, rng) == 120'000);
+    CHECK(retry_delay_ms(o, 1, 452, rng) == 300'000);  // out of room is not greylisting
+    CHECK(retry_delay_ms(o, 2, 450, rng) == 600'000);  // only the first attempt
+    o.jitter = 0.2;
+    int64_t lo = INT64_MAX, hi = 0;
+    for (int i = 0; i < 2000; ++i) {
+        int64_t d = retry_delay_ms(o, 2, 0, rng);
+        lo = std::min(lo, d);
+        hi = std::max(hi, d);
+    }
+    CHECK(lo >= 480'000);
+    CHECK(hi <= 720'000);
+    CHECK(hi - lo > 200'000);  // the jitter spreads retries
+    o.first_retry = std::chrono::milliseconds(0);
+    o.jitter = 0.0;
+    CHECK(retry_delay_ms(o, 1, 0, rng) == 1);  // never "now"
 }
 
 TEST_CASE("dot-stuffing for the wire") {

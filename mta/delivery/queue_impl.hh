@@ -1,0 +1,256 @@
+// The delivery service's inside, shared by its parts (not for use outside
+// mta/delivery): queue.cc (the service, per-destination queues, handing
+// mail between cores), load.cc (reading messages on their origin core),
+// worker.cc (connections), next_hop.cc (routes and MX), outcomes.cc
+// (recording results, reports), retry.cc (the retry schedule).
+#pragma once
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "fs/spool.hh"
+#include "mta/delivery/client.hh"
+#include "mta/delivery/delivery.hh"
+#include "mta/delivery/dsn.hh"
+#include "mta/envelope_params.hh"
+#include "runtime/base/result.hh"
+#include "runtime/net/tls.hh"
+#include "runtime/reactor/io.hh"
+#include "runtime/reactor/sync.hh"
+#include "runtime/reactor/task.hh"
+
+namespace rw::mta::delivery {
+namespace detail {
+
+inline int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+inline std::string lower(std::string_view s) {
+    std::string o(s);
+    for (auto& c : o)
+        if (c >= 'A' && c <= 'Z')
+            c = char(c + 32);
+    return o;
+}
+
+inline std::string domain_of(std::string_view addr) {
+    size_t at = addr.rfind('@');
+    return at == std::string_view::npos ? std::string() : lower(addr.substr(at + 1));
+}
+
+inline std::string mid_string(uint64_t id) { return fmt::format("{:016X}", id); }
+
+// One destination's share of one message: the recipients (by index in the
+// envelope) that go to it.
+struct entry {
+    unsigned origin = 0;
+    fs::shard* shard = nullptr;  // valid on the origin core only
+    uint64_t id = 0;
+    std::vector<uint32_t> rcpts;
+    uint32_t attempts = 0;
+    int64_t received_unix = 0;
+    int64_t due_ms = 0;
+};
+
+// Entries posted to a core before its service exists (it starts as soon as
+// its own shard is recovered; other cores may be faster). Touched only on
+// that core.
+std::vector<std::pair<std::string, entry>>& early_posts();
+
+struct destination {
+    std::string key;
+    std::string domain;  // for MX lookups (empty for routes)
+    const route* rt = nullptr;
+    std::deque<entry> ready;
+    unsigned active = 0;
+    int64_t paused_until_ms = 0;
+    std::deque<int64_t> sent_ms;  // sends in the last minute (rate limit)
+    int64_t no_tls_until_ms = 0;  // a failed TLS handshake: plaintext for a while
+    // Connections waiting for the next message (connection_cache_time);
+    // kick() wakes them before it opens new ones.
+    std::vector<cancel_token*> idle;
+};
+
+// What a connection needs of a message, read on its origin core.
+struct loaded {
+    outgoing out;
+    std::vector<uint32_t> idx;  // envelope index of each out.rcpts[i]
+    std::vector<uint32_t> attempts;
+};
+
+// A recipient's outcome, applied on the origin core.
+struct outcome {
+    uint32_t idx = 0;
+    fs::rcpt_status status = fs::rcpt_status::pending;
+    uint32_t attempts = 0;
+    int64_t next_attempt_unix = 0;
+    std::string reply;     // "550 5.1.1 ..." or a local reason
+    std::string status_code;  // for a DSN: "5.1.1"
+    std::string remote;    // host name
+    uint8_t flags = 0;     // fs::rcpt_state::flags to keep (set at the origin)
+};
+
+// The first bytes of a body, read with its envelope: all of a typical
+// message, and the trace headers that the hop count reads (a header
+// section longer than this is counted over this much).
+constexpr size_t k_head_bytes = 64 * 1024;
+
+// fs::rcpt_state::flags bits of ours.
+constexpr uint8_t k_delay_notified = 1;
+// Final (delivered or bounced), but the report it earned could not be
+// queued (the spool was full): the message stays until it is.
+constexpr uint8_t k_report_due = 2;
+
+inline bool is_final(fs::rcpt_status s) { return s == fs::rcpt_status::delivered || s == fs::rcpt_status::bounced; }
+
+// "550 5.1.1 text" -> "5.1.1"; the class alone when the reply has none.
+inline std::string enhanced_of(std::string_view reply, bool success) {
+    if (reply.size() >= 9 && reply[3] == ' ' && (reply[4] == '2' || reply[4] == '4' || reply[4] == '5') &&
+        reply[5] == '.') {
+        size_t end = reply.find(' ', 4);
+        return std::string(reply.substr(4, end == std::string_view::npos ? std::string_view::npos : end - 4));
+    }
+    return success ? "2.0.0" : "5.0.0";
+}
+
+// A message's parameters as the session stored them. Unreadable bytes (a
+// damaged record passes its CRC only by accident, so this is a bug or a
+// spool from elsewhere) are logged and read as defaults: the message is
+// still delivered, failures still reported.
+envelope_params read_params(uint64_t id, std::string_view bytes, size_t rcpts);
+
+}  // namespace detail
+
+using namespace detail;
+
+struct service::impl {
+    const options* o;
+    unsigned core, cores;
+    std::vector<fs::shard*> shards;
+    net::resolver* dns;
+    std::unordered_map<std::string, std::unique_ptr<destination>> dests;
+    std::multimap<int64_t, std::pair<destination*, entry>> deferred;
+    gate workers;
+    gate posts;
+    bool stopping = false;
+    std::set<std::pair<fs::shard*, uint64_t>> reports_retrying;  // retry_reports() running
+    counters c;
+    std::mt19937_64 rng{std::random_device{}()};
+    uint64_t dcid_seq = 0;
+    event stopped;
+    std::unique_ptr<net::tls_context> tls;  // client side, opportunistic (no verification)
+
+    // ---- origin side ----
+
+    std::string key_for(std::string_view domain) const;
+    unsigned owner_of(const std::string& key) const { return unsigned(std::hash<std::string>{}(key) % cores); }
+
+    void queue_message(fs::shard* sh, uint64_t id);
+
+    static task<void> remove_left_over(impl* self, fs::shard* sh, uint64_t id);
+
+    static task<void> post(impl* self, unsigned owner, std::string key, entry e);
+
+    // Reads what a connection needs; nullopt when the message is gone.
+    // Without with_body only the envelope (for failing it unsent).
+    static task<std::optional<loaded>> load(fs::shard* sh, uint64_t id, std::vector<uint32_t> idx,
+                                            bool with_body = true);
+
+    // Body bytes of a message being sent, read on its origin core.
+    static task<result<size_t, std::string>> read_body_here(fs::shard* sh, uint64_t id, uint64_t off,
+                                                           std::span<char> out);
+    static task<result<size_t, std::string>> read_from_origin(unsigned origin, fs::shard* sh, uint64_t id,
+                                                             uint64_t off, std::span<char> out);
+
+    // load() run on the message's origin core, from any core.
+    static task<std::optional<loaded>> load_from_origin(unsigned origin, fs::shard* sh, uint64_t id,
+                                                        std::vector<uint32_t> idx, bool with_body = true);
+
+    // Writes the outcomes, sends DSNs, removes the message once every
+    // recipient is final. Runs on the origin core.
+    static task<void> apply_at_origin(const options* o, fs::shard* sh, uint64_t id, std::vector<outcome> outs);
+
+    // Queues the reports of recipients marked k_report_due, with back-off
+    // (first_retry, doubling up to max_retry), until every one is queued;
+    // then removes the message if nothing else keeps it. One per message
+    // at a time; at shutdown it stops and recovery starts it again.
+    static task<void> retry_reports(impl* self, fs::shard* sh, uint64_t id);
+
+    // Removes a message whose recipients are all final.
+    static task<void> remove_finished(fs::shard* sh, uint64_t id);
+
+    // Queues one report; false when it could not be (the spool full or
+    // failing), so the caller keeps what earned it.
+    static task<bool> send_dsn(fs::shard* sh, uint64_t id, std::string sender, int64_t arrival, envelope_params dp,
+                               bool full, std::vector<dsn_recipient> rcpts, std::string hostname);
+
+    // ---- owner side ----
+
+    destination* dest_for(const std::string& key, const entry& e);
+
+    void accept(const std::string& key, entry e);
+
+    // Milliseconds until the destination may send another message under
+    // max_messages_per_minute (0: now).
+    int64_t rate_wait_ms(destination* d, int64_t now);
+
+    void kick(destination* d);
+
+    // Turns a recipient's reply into its outcome; deferred recipients also
+    // go back into the queue here.
+    void settle(destination* d, const entry& e, const loaded& L, const std::vector<smtp_reply>& replies,
+                const std::string& host, const std::string& ip, uint64_t dcid, std::vector<outcome>& outs,
+                entry& retry);
+
+    // Applies outcomes for one entry: state at the origin, retries here.
+    task<void> finish(destination* d, const entry& e, const loaded& L, std::vector<smtp_reply> replies,
+                      std::string host, std::string ip, uint64_t dcid);
+
+    // Fails every ready entry of d the same way (no connection, DNS): those
+    // queued when it starts; what arrives meanwhile waits for the next
+    // attempt (the destination is paused), and a stop ends it.
+    task<void> fail_all(destination* d, smtp_reply r, std::string host);
+
+    struct hop {
+        net::address addr;
+        std::string name;
+    };
+    struct hops_result {
+        std::vector<hop> hops;
+        smtp_reply error;  // code 4xx/5xx when hops is empty
+    };
+
+    task<hops_result> resolve_host(std::string name, uint16_t port);
+
+    task<hops_result> next_hops(destination* d);
+
+    void pause(destination* d, const std::string& why);
+
+    static task<void> worker(impl* self, destination* d);
+
+    task<void> work(destination* d);
+
+    // Waits up to connection_cache_time for kick() to hand this connection
+    // a message. true: something is ready (or may be: check again).
+    task<bool> idle_wait(destination* d);
+
+    static task<void> finish_owned(impl* self, destination* d, entry e, loaded L, std::vector<smtp_reply> replies,
+                                   std::string host, std::string ip, uint64_t dcid, gate* g);
+
+    task<void> timers();
+};
+
+}  // namespace rw::mta::delivery

@@ -1,0 +1,222 @@
+// Connection workers: one connection to a destination's next hop carries
+// its ready mail, keeps idle a while when the queue runs dry, and hands
+// each transaction's replies to the outcomes.
+#include "mta/delivery/queue_impl.hh"
+
+#include <algorithm>
+
+#include "runtime/base/journal.hh"
+#include "runtime/base/log.hh"
+#include "runtime/smp/smp.hh"
+#include "mta/smtp/trace_counter.hh"
+
+namespace rw::mta::delivery {
+
+namespace {
+logger lg("delivery");
+
+// Received: headers in a stored message's header section (ours included).
+unsigned received_headers(std::string_view message) {
+    smtp::trace_counter tc;
+    size_t end = message.find("\r\n\r\n");
+    tc.feed(message.substr(0, end == std::string_view::npos ? message.size() : end + 4));
+    return tc.received();
+}
+
+}  // namespace
+
+void service::impl::pause(destination* d, const std::string& why) {
+    d->paused_until_ms = now_ms() + o->destination_pause.count();
+    lg.info("destination={} paused for {} ms: {}", d->key, o->destination_pause.count(), why);
+}
+
+task<void> service::impl::worker(impl* self, destination* d) {
+    gate::holder h(self->workers);
+    auto t = self->work(d);
+    co_await std::move(t);
+    d->active--;
+    if (!d->ready.empty())
+        self->kick(d);
+}
+
+task<void> service::impl::work(destination* d) {
+    auto th = next_hops(d);
+    auto hr = co_await std::move(th);
+    if (hr.hops.empty()) {
+        if (hr.error.code / 100 == 4)
+            pause(d, hr.error.text);
+        auto t = fail_all(d, hr.error, "");
+        co_await std::move(t);
+        co_return;
+    }
+    std::optional<smtp_client> cl;
+    std::string host, ip, why;
+    for (size_t hi = 0; hi < hr.hops.size(); ++hi) {
+        const auto& hp = hr.hops[hi];
+        auto tc = net::connect_tcp(hp.addr, o->connect_timeout);
+        auto conn = co_await std::move(tc);
+        if (!conn) {
+            why = fmt::format("connect to {}[{}] failed: {}", hp.name, hp.addr.to_string(),
+                              conn.error().message());
+            continue;
+        }
+        conn.value().set_nodelay(true);
+        cl.emplace(std::move(conn.value()), o);
+        smtp_reply r;
+        bool ok = co_await cl->hello(&r);
+        if (ok && cl->starttls && o->starttls && tls && now_ms() >= d->no_tls_until_ms) {
+            bool refused = false;
+            std::string sni = net::address::parse(hp.name, 0) ? std::string() : hp.name;
+            ok = co_await cl->start_tls(tls.get(), std::move(sni), &refused);
+            if (!ok) {
+                // Opportunistic TLS that fails is not a reason to keep
+                // the mail: the next connection goes in plaintext.
+                d->no_tls_until_ms = now_ms() + 3'600'000;
+                lg.info("destination={} host={}[{}] STARTTLS failed, plaintext for an hour: {}", d->key,
+                        hp.name, hp.addr.to_string(), cl->error);
+                cl.reset();
+                --hi;  // the same host again
+                continue;
+            }
+        }
+        if (ok) {
+            host = hp.name;
+            ip = hp.addr.ip_string();
+            break;
+        }
+        why = fmt::format("{}[{}]: {}", hp.name, hp.addr.to_string(), cl->error);
+        if (r.code == 421 || r.code / 100 == 4)
+            why = fmt::format("{}[{}]: {}", hp.name, hp.addr.to_string(), r.line());
+        cl.reset();
+    }
+    if (!cl) {
+        pause(d, why);
+        auto t = fail_all(d, smtp_reply{0, why, ""}, "");
+        co_await std::move(t);
+        co_return;
+    }
+    c.connections++;
+    const uint64_t dcid = (uint64_t(core) << 48) | ++dcid_seq;
+    std::string tls_desc = cl->tls_description();
+    journal::record("connection", {{"dcid", dcid}, {"destination", std::string_view(d->key)},
+                                   {"host", std::string_view(host)}, {"ip", std::string_view(ip)},
+                                   {"tls", std::string_view(tls_desc)}});
+    unsigned sent = 0;
+    gate recording;
+    for (;;) {
+        if (d->ready.empty()) {
+            // The destination ran dry: keep the connection for the next
+            // message a while (a trickle would otherwise connect for
+            // every few messages), unless its limits or a shutdown say
+            // it is done.
+            if (stopping || sent >= o->max_messages_per_connection ||
+                now_ms() < d->paused_until_ms)
+                break;
+            auto t = idle_wait(d);
+            if (!co_await std::move(t))
+                break;
+            if (!cl->still_open()) {
+                lg.info("destination={} host={}[{}] closed the idle connection", d->key, host, ip);
+                break;  // worker() kicks a new connection for what is ready
+            }
+            continue;
+        }
+        if (stopping || sent >= o->max_messages_per_connection)
+            break;
+        if (const int64_t wait = rate_wait_ms(d, now_ms()); wait > 0) {
+            if (wait > 5'000)
+                break;  // do not hold the connection open long; the timer kicks us again
+            co_await io::sleep(std::chrono::milliseconds(wait));
+            continue;
+        }
+        // Counted before the message is loaded: connections waiting for
+        // their loads must not all pass the check together.
+        const int64_t slot = now_ms();
+        if (o->max_messages_per_minute)
+            d->sent_ms.push_back(slot);
+        entry e = std::move(d->ready.front());
+        d->ready.pop_front();
+        auto tl = load_from_origin(e.origin, e.shard, e.id, e.rcpts);
+        auto L = co_await std::move(tl);
+        if (!L) {
+            if (o->max_messages_per_minute) {
+                auto it = std::find(d->sent_ms.begin(), d->sent_ms.end(), slot);
+                if (it != d->sent_ms.end())
+                    d->sent_ms.erase(it);
+            }
+            continue;
+        }
+        ++sent;
+        std::vector<smtp_reply> replies;
+        smtp_reply mail_reply;
+        bool usable = true;
+        const unsigned hops = received_headers(L->out.head);
+        if (hops > o->max_received_headers + 1) {
+            // Counted at reception too (without our own header); found
+            // here, the limit was lowered or the message came in some
+            // other way: RFC 5321 6.3, bounce it rather than pass it on.
+            replies.assign(L->idx.size(),
+                           smtp_reply{554,
+                                      fmt::format("5.4.6 too many hops: {} Received headers, more than {} "
+                                                  "(mail loop?)",
+                                                  hops - 1, o->max_received_headers),
+                                      "5.4.6"});
+        } else if (cl->max_size && L->out.size > cl->max_size) {
+            replies.assign(L->idx.size(), smtp_reply{552, fmt::format("5.3.4 message size {} exceeds the "
+                                                                      "server's limit {}",
+                                                                      L->out.size, cl->max_size),
+                                                      "5.3.4"});
+        } else if (L->out.smtputf8 && !cl->smtputf8) {
+            replies.assign(L->idx.size(),
+                           smtp_reply{553, "5.6.7 the message needs SMTPUTF8 and the server lacks it", "5.6.7"});
+        } else if (L->out.eight_bit && !cl->eight_bit_mime) {
+            replies.assign(L->idx.size(),
+                           smtp_reply{554, "5.6.3 the message needs 8BITMIME and the server lacks it", "5.6.3"});
+        } else {
+            usable = co_await cl->send(&L->out, &replies, &mail_reply);
+            if (!usable)
+                for (auto& r : replies)
+                    if (r.code == 0)
+                        r.text = fmt::format("{}: {}", host, cl->error);
+        }
+        // The outcome is recorded while the next transaction runs; at
+        // most one is being recorded at a time per connection, so a
+        // crash repeats at most this transaction and the one before.
+        const bool closing = mail_reply.code == 421 ||
+                             std::any_of(replies.begin(), replies.end(), [](const smtp_reply& r) { return r.code == 421; });
+        co_await recording.wait_idle();
+        spawn(finish_owned(this, d, std::move(e), std::move(*L), std::move(replies), host, ip, dcid, &recording));
+        if (closing) {
+            pause(d, fmt::format("{}: {}", host, cl->error.empty() ? mail_reply.line() : cl->error));
+            break;
+        }
+        if (!usable)
+            break;
+    }
+    co_await recording.wait_idle();
+    co_await cl->quit();
+}
+
+task<bool> service::impl::idle_wait(destination* d) {
+    const int64_t deadline = now_ms() + o->connection_cache_time.count();
+    while (d->ready.empty()) {
+        const int64_t left = deadline - now_ms();
+        if (left <= 0 || stopping)
+            co_return false;
+        cancel_token tok;
+        d->idle.push_back(&tok);
+        int r = co_await io::sleep(std::chrono::milliseconds(left), &tok);
+        if (r != -ECANCELED)  // timed out: take ourselves off the list
+            std::erase(d->idle, &tok);
+    }
+    co_return !stopping;
+}
+
+task<void> service::impl::finish_owned(impl* self, destination* d, entry e, loaded L, std::vector<smtp_reply> replies,
+                                       std::string host, std::string ip, uint64_t dcid, gate* g) {
+    gate::holder h(*g);
+    auto t = self->finish(d, e, L, std::move(replies), std::move(host), std::move(ip), dcid);
+    co_await std::move(t);
+}
+
+}  // namespace rw::mta::delivery
