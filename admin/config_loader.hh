@@ -1,0 +1,231 @@
+// The configuration loader's walk over a parsed TOML tree (config_walk.cc:
+// tables, keys and typed values with their diagnostics) and its section
+// readers (config_sections.cc). Included only by the loader's files: toml++
+// is header-heavy. Not for use outside admin/.
+#pragma once
+
+#include <sys/un.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+// The tomlplusplus CMake target links Debian's shared libtomlplusplus
+// (TOML_HEADER_ONLY=0), so only declarations are compiled here. Its
+// configuration macros must match the library's, so none are set here.
+#include <toml++/toml.h>
+
+#include "admin/config.hh"
+#include "admin/config_values.hh"
+
+namespace rw::admin::detail {
+
+// The keys of each table, in the order the default configuration shows them
+// (and "allowed:" lists them).
+constexpr std::string_view k_sections[] = {"runtime", "dns", "spool", "listener", "smtp", "delivery", "route", "control"};
+constexpr std::string_view k_runtime_keys[] = {"cores", "pin", "log_level", "mail_log", "drain_timeout_ms"};
+constexpr std::string_view k_dns_keys[] = {"servers", "timeout_ms", "tries", "cache_entries"};
+constexpr std::string_view k_spool_keys[] = {"path", "size", "flush"};
+constexpr std::string_view k_listener_keys[] = {
+    "name", "address", "port", "tls_cert", "tls_key", "implicit_tls", "auth",
+    "allow_auth_without_tls", "max_connections", "max_connections_per_ip", "max_recipients",
+    "max_message_size", "max_line_length", "max_errors", "greeting_timeout_s", "command_timeout_s",
+    "data_block_timeout_s", "data_end_timeout_s", "idle_timeout_s", "greet_pause_ms"};
+constexpr std::string_view k_smtp_keys[] = {
+    "hostname", "accepted_domains", "relay_networks", "credentials_file", "allow_domain_literals",
+    "max_received_headers", "client_connections_per_minute", "client_connection_burst",
+    "client_messages_per_minute", "client_message_burst", "client_auth_attempts_per_minute", "client_auth_burst",
+    "client_limit_exceptions"};
+constexpr std::string_view k_delivery_keys[] = {
+    "smtp_port", "internal_hosts", "starttls", "max_connections_per_destination", "max_messages_per_connection",
+    "max_messages_per_minute", "first_retry_ms", "max_retry_ms", "greylist_retry_ms", "max_queue_lifetime_s",
+    "delay_notice_after_s",
+    "destination_pause_ms", "connection_cache_time_ms", "connect_timeout_ms", "command_timeout_s", "data_timeout_s"};
+constexpr std::string_view k_route_keys[] = {"domain", "hosts"};
+constexpr std::string_view k_control_keys[] = {"socket"};
+
+inline key_list keys_of(std::string_view section) {
+    if (section == "runtime") return k_runtime_keys;
+    if (section == "dns") return k_dns_keys;
+    if (section == "spool") return k_spool_keys;
+    if (section == "listener") return k_listener_keys;
+    if (section == "smtp") return k_smtp_keys;
+    if (section == "delivery") return k_delivery_keys;
+    if (section == "route") return k_route_keys;
+    if (section == "control") return k_control_keys;
+    return {};
+}
+
+inline bool contains(key_list l, std::string_view k) {
+    return std::find(l.begin(), l.end(), k) != l.end();
+}
+
+// What a TOML node is, for "expected X, got Y".
+std::string describe(const toml::node& n);
+
+inline uint32_t line_of(const toml::node& n, uint32_t fallback) {
+    uint32_t l = n.source().begin.line;
+    return l != 0 ? l : fallback;
+}
+
+// A table being read: where it is and how to name its keys.
+struct section {
+    const toml::table* t = nullptr;  // null: absent (defaults apply)
+    std::string path;                // "runtime", "listener[1]"
+    uint32_t line = 0;               // of its header; 0 if absent
+
+    std::string key(std::string_view k) const { return fmt::format("{}.{}", path, k); }
+    const toml::node* get(std::string_view k) const { return t ? t->get(k) : nullptr; }
+};
+
+struct diagnostic {
+    uint32_t line;  // 0: about the file as a whole
+    std::string text;
+};
+
+// Walks a parsed document and fills a config, collecting diagnostics.
+class loader {
+public:
+    explicit loader(std::string_view source) : _source(source) {}
+
+    result<config, std::string> run(const toml::table& root);
+
+private:
+    // -- diagnostics --
+    std::string format(uint32_t line, std::string_view key, std::string_view what, std::string_view allowed) const {
+        std::string s(_source);
+        if (line != 0)
+            s += fmt::format(":{}", line);
+        s += ": ";
+        if (!key.empty()) {
+            s += key;
+            s += ": ";
+        }
+        s += what;
+        if (!allowed.empty()) {
+            s += "; allowed: ";
+            s += allowed;
+        }
+        return s;
+    }
+    void error(uint32_t line, std::string_view key, std::string_view what, std::string_view allowed) {
+        _errors.push_back({line, format(line, key, what, allowed)});
+    }
+    void note(uint32_t line, std::string_view key, std::string_view what) {
+        _notes.push_back({line, format(line, key, what, {})});
+    }
+    void type_error(const section& s, std::string_view k, const toml::node& n, std::string_view expected,
+                    std::string_view allowed) {
+        error(line_of(n, s.line), s.key(k), fmt::format("expected {}, got {}", expected, describe(n)), allowed);
+    }
+    void missing(const section& s, std::string_view k, std::string_view allowed) {
+        if (s.t && !s.get(k))
+            error(s.line, s.key(k), "missing (required)", allowed);
+    }
+
+    // -- tables --
+    section open_table(const toml::table& root, std::string_view name);
+    void check_root_keys(const toml::table& root);
+    void check_keys(const section& s, key_list allowed);
+
+    // -- values; each leaves `out` alone when the key is absent or bad --
+    std::optional<int64_t> read_int(const section& s, std::string_view k, int64_t lo, int64_t hi,
+                                    std::string_view allowed);
+    template <typename T>
+    void set_int(const section& s, std::string_view k, int64_t lo, int64_t hi, std::string_view allowed, T& out) {
+        if (auto v = read_int(s, k, lo, hi, allowed))
+            out = T(*v);
+    }
+    void set_bool(const section& s, std::string_view k, bool& out);
+    std::optional<std::string> read_string(const section& s, std::string_view k, std::string_view allowed);
+    void set_path(const section& s, std::string_view k, bool allow_empty, std::string_view allowed,
+                  std::string& out);
+    void set_size(const section& s, std::string_view k, uint64_t lo, uint64_t hi, uint64_t& out);
+    template <typename E>
+    void set_enum(const section& s, std::string_view k, std::initializer_list<std::pair<std::string_view, E>> choices,
+                  E& out);
+    // Calls each(line, key path, value) for every string in an array; reports
+    // the elements that are not strings.
+    template <typename F>
+    void for_each_string(const section& s, std::string_view k, size_t max, std::string_view allowed, F each);
+
+    // -- sections --
+    void read_runtime(const section& s, runtime_config& out);
+    void read_dns(const section& s, dns_config& out);
+    void read_spool(const section& s, spool_config& out);
+    void read_listeners(const toml::table& root, config& c);
+    void read_listener(const section& s, listener_config& out);
+    void check_listeners(const config& c);
+    void read_smtp(const section& s, smtp_config& out);
+    void read_control(const section& s, control_config& out);
+    void read_delivery(const section& s, delivery_config& out);
+    void read_routes(const toml::table& root, config& c);
+    void check_hosts(const section& s, std::string_view k, std::vector<std::string>& out);
+
+    std::string_view _source;
+    std::vector<diagnostic> _errors;
+    std::vector<diagnostic> _notes;
+    // Lines of each listener's table and keys, for cross-listener checks.
+    struct listener_lines {
+        size_t index = 0;  // in the [[listener]] array (elements that are not tables are skipped)
+        uint32_t table = 0, name = 0, port = 0, max_message_size = 0;
+    };
+    std::vector<listener_lines> _listener_lines;
+};
+
+template <typename E>
+void loader::set_enum(const section& s, std::string_view k,
+                      std::initializer_list<std::pair<std::string_view, E>> choices, E& out) {
+    std::vector<std::string_view> names;
+    for (const auto& c : choices)
+        names.push_back(c.first);
+    key_list name_list(names);
+    std::string allowed = quote_list(name_list);
+    auto v = read_string(s, k, allowed);
+    if (!v)
+        return;
+    for (const auto& c : choices)
+        if (*v == c.first) {
+            out = c.second;
+            return;
+        }
+    std::string what = fmt::format("unknown value {}", quote(*v));
+    if (auto m = closest(to_lower(*v), name_list))
+        what += fmt::format(" (did you mean \"{}\"?)", *m);
+    error(line_of(*s.get(k), s.line), s.key(k), what, allowed);
+}
+
+template <typename F>
+void loader::for_each_string(const section& s, std::string_view k, size_t max, std::string_view allowed, F each) {
+    const toml::node* n = s.get(k);
+    if (!n)
+        return;
+    const toml::array* a = n->as_array();
+    std::string list_allowed = fmt::format("an array of up to {} strings, each {}", max, allowed);
+    if (!a) {
+        type_error(s, k, *n, "an array of strings", list_allowed);
+        return;
+    }
+    if (a->size() > max) {
+        error(line_of(*n, s.line), s.key(k), fmt::format("{} entries", a->size()), list_allowed);
+        return;
+    }
+    for (size_t i = 0; i < a->size(); ++i) {
+        const toml::node& e = *a->get(i);
+        std::string path = fmt::format("{}.{}[{}]", s.path, k, i);
+        uint32_t line = line_of(e, line_of(*n, s.line));
+        if (const auto* str = e.as_string())
+            each(line, path, str->get());
+        else
+            error(line, path, fmt::format("expected a string, got {}", describe(e)), allowed);
+    }
+}
+
+}  // namespace rw::admin::detail

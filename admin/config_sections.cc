@@ -1,0 +1,461 @@
+// The loader's section readers: [runtime], [dns], [spool], [[listener]],
+// [smtp], [delivery], [[route]], [control], and the checks across them.
+#include "admin/config_loader.hh"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <limits>
+
+namespace rw::admin::detail {
+
+void loader::read_runtime(const section& s, runtime_config& out) {
+    check_keys(s, k_runtime_keys);
+    set_int(s, "cores", 0, k_max_cores, fmt::format("0 (every CPU) or 1..{}", k_max_cores), out.cores);
+    set_bool(s, "pin", out.pin);
+    set_enum<rw::log_level>(s, "log_level",
+                            {{"trace", log_level::trace},
+                             {"debug", log_level::debug},
+                             {"info", log_level::info},
+                             {"warn", log_level::warn},
+                             {"error", log_level::error}},
+                            out.log_level);
+    set_path(s, "mail_log", true, "a file path, \"-\" (stdout) or \"\" (off)", out.mail_log);
+    std::chrono::milliseconds::rep drain = out.drain_timeout_ms.count();
+    set_int(s, "drain_timeout_ms", 0, k_max_drain_timeout_ms, "", drain);
+    out.drain_timeout_ms = std::chrono::milliseconds(drain);
+}
+
+void loader::read_dns(const section& s, dns_config& out) {
+    check_keys(s, k_dns_keys);
+    if (s.get("servers")) {
+        out.servers.clear();
+        for_each_string(s, "servers", k_max_dns_servers,
+                        "an IP address with an optional port: \"192.0.2.53\", \"192.0.2.53:5353\", "
+                        "\"2001:db8::53\", \"[2001:db8::53]:5353\"",
+                        [&](uint32_t line, const std::string& path, const std::string& v) {
+                            if (auto srv = parse_dns_server(v))
+                                out.servers.push_back(std::move(*srv));
+                            else
+                                error(line, path, fmt::format("{} is not an IP address or IP:port", quote(v)),
+                                      "an IP address with an optional port 1..65535: \"192.0.2.53\", "
+                                      "\"192.0.2.53:5353\", \"2001:db8::53\", \"[2001:db8::53]:5353\"");
+                        });
+    }
+    auto timeout = out.timeout_ms.count();
+    set_int(s, "timeout_ms", 1, k_max_dns_timeout_ms, "", timeout);
+    out.timeout_ms = std::chrono::milliseconds(timeout);
+    set_int(s, "tries", 1, k_max_dns_tries, "", out.tries);
+    set_int(s, "cache_entries", 0, k_max_dns_cache_entries, fmt::format("0 (no cache)..{}", k_max_dns_cache_entries),
+            out.cache_entries);
+}
+
+void loader::read_spool(const section& s, spool_config& out) {
+    check_keys(s, k_spool_keys);
+    set_path(s, "path", false, "the path of a block device or of a file", out.path);
+    set_size(s, "size", k_min_spool_bytes, k_max_spool_bytes, out.size_bytes);
+    set_enum<spool_flush>(
+        s, "flush",
+        {{"auto", spool_flush::automatic}, {"fdatasync", spool_flush::fdatasync}, {"dsync", spool_flush::dsync}},
+        out.flush);
+}
+
+void loader::read_listeners(const toml::table& root, config& c) {
+    static constexpr std::string_view allowed =
+        "one or more [[listener]] tables, each with at least a name and a port";
+    const toml::node* n = root.get("listener");
+    if (!n) {
+        error(0, "listener", "missing: no [[listener]] table", allowed);
+        return;
+    }
+    const toml::array* a = n->as_array();
+    if (!a) {
+        error(line_of(*n, 0), "listener",
+              fmt::format("expected an array of tables ([[listener]], with two brackets), got {}", describe(*n)),
+              allowed);
+        return;
+    }
+    if (a->empty()) {
+        error(line_of(*n, 0), "listener", "empty array", allowed);
+        return;
+    }
+    if (a->size() > k_max_listeners) {
+        error(line_of(*n, 0), "listener", fmt::format("{} listeners", a->size()),
+              fmt::format("at most {}", k_max_listeners));
+        return;
+    }
+    for (size_t i = 0; i < a->size(); ++i) {
+        const toml::node& e = *a->get(i);
+        std::string path = fmt::format("listener[{}]", i);
+        const toml::table* t = e.as_table();
+        if (!t) {
+            error(line_of(e, line_of(*n, 0)), path, fmt::format("expected a table, got {}", describe(e)), allowed);
+            continue;
+        }
+        section s{t, path, line_of(*t, line_of(*n, 0))};
+        listener_config l;
+        read_listener(s, l);
+        auto line = [&](std::string_view k) { return s.get(k) ? line_of(*s.get(k), s.line) : s.line; };
+        _listener_lines.push_back({i, s.line, line("name"), line("port"), line("max_message_size")});
+        c.listeners.push_back(std::move(l));
+    }
+}
+
+void loader::read_listener(const section& s, listener_config& out) {
+    check_keys(s, k_listener_keys);
+
+    std::string name_allowed = fmt::format(
+        "1..{} letters, digits, \"-\", \"_\" or \".\", unique among listeners", k_max_listener_name);
+    missing(s, "name", name_allowed);
+    if (auto v = read_string(s, "name", name_allowed)) {
+        bool ok = !v->empty() && v->size() <= k_max_listener_name &&
+                  std::all_of(v->begin(), v->end(), [](char c) {
+                      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                             c == '-' || c == '_' || c == '.';
+                  });
+        if (ok)
+            out.name = std::move(*v);
+        else
+            error(line_of(*s.get("name"), s.line), s.key("name"), fmt::format("{} is not a valid name", quote(*v)),
+                  name_allowed);
+    }
+
+    static constexpr std::string_view addr_allowed =
+        "an IPv4 or IPv6 address (not a host name), e.g. \"127.0.0.1\", \"::1\", \"0.0.0.0\" (every IPv4 "
+        "address), \"::\" (every IPv6 address)";
+    if (auto v = read_string(s, "address", addr_allowed)) {
+        if (auto a = net::address::parse(*v, 0))
+            out.address = a->ip_string();
+        else
+            error(line_of(*s.get("address"), s.line), s.key("address"),
+                  fmt::format("{} is not an IP address", quote(*v)), addr_allowed);
+    }
+
+    missing(s, "port", "an integer 1..65535");
+    set_int(s, "port", 1, 65535, "", out.port);
+
+    static constexpr std::string_view pem_allowed = "the path of a PEM file; tls_cert and tls_key go together";
+    set_path(s, "tls_cert", false, pem_allowed, out.tls_cert);
+    set_path(s, "tls_key", false, pem_allowed, out.tls_key);
+    static constexpr std::string_view pair_allowed =
+        "tls_cert and tls_key together, or neither (a self-signed certificate is then generated)";
+    if (s.get("tls_cert") && !s.get("tls_key"))
+        error(line_of(*s.get("tls_cert"), s.line), s.key("tls_key"), "missing: tls_cert is set without it",
+              pair_allowed);
+    if (s.get("tls_key") && !s.get("tls_cert"))
+        error(line_of(*s.get("tls_key"), s.line), s.key("tls_cert"), "missing: tls_key is set without it",
+              pair_allowed);
+
+    set_bool(s, "implicit_tls", out.implicit_tls);
+    if (out.implicit_tls && !s.get("tls_cert") && !s.get("tls_key"))
+        note(line_of(*s.get("implicit_tls"), s.line), s.key("implicit_tls"),
+             "no tls_cert/tls_key: a self-signed certificate will be generated at start-up, which clients "
+             "that verify certificates will refuse");
+
+    set_enum<auth_mode>(
+        s, "auth",
+        {{"none", auth_mode::none}, {"optional", auth_mode::optional}, {"required", auth_mode::required}},
+        out.auth);
+    set_bool(s, "allow_auth_without_tls", out.allow_auth_without_tls);
+    if (out.auth == auth_mode::none && out.allow_auth_without_tls && s.get("allow_auth_without_tls"))
+        note(line_of(*s.get("allow_auth_without_tls"), s.line), s.key("allow_auth_without_tls"),
+             "has no effect: auth is \"none\"");
+
+    set_int(s, "max_connections", 1, k_max_connections, "", out.max_connections);
+    set_int(s, "max_connections_per_ip", 1, k_max_connections, "", out.max_connections_per_ip);
+    set_int(s, "max_recipients", 1, k_max_recipients, "", out.max_recipients);
+    set_size(s, "max_message_size", k_min_message_bytes, k_max_message_bytes, out.max_message_size_bytes);
+    set_size(s, "max_line_length", k_min_line_bytes, k_max_line_bytes, out.max_line_length_bytes);
+    set_int(s, "max_errors", 1, k_max_errors, "", out.max_errors);
+
+    auto seconds = [&](std::string_view k, std::chrono::seconds& d) {
+        auto v = d.count();
+        set_int(s, k, 1, k_max_timeout_s, "", v);
+        d = std::chrono::seconds(v);
+    };
+    seconds("greeting_timeout_s", out.greeting_timeout_s);
+    seconds("command_timeout_s", out.command_timeout_s);
+    seconds("data_block_timeout_s", out.data_block_timeout_s);
+    seconds("data_end_timeout_s", out.data_end_timeout_s);
+    seconds("idle_timeout_s", out.idle_timeout_s);
+    auto gp = out.greet_pause_ms.count();
+    set_int(s, "greet_pause_ms", 0, 60000, "", gp);
+    out.greet_pause_ms = std::chrono::milliseconds(gp);
+}
+
+// Checks between listeners, and between listeners and other sections. Runs
+// on whatever was read; values that were bad kept their defaults, so the
+// check against spool.size is only made when nothing else was wrong.
+void loader::check_listeners(const config& c) {
+    const auto& ls = c.listeners;
+    const auto& lines = _listener_lines;
+    auto key = [&](size_t j, std::string_view k) { return fmt::format("listener[{}].{}", lines[j].index, k); };
+    for (size_t j = 0; j < ls.size(); ++j) {
+        for (size_t i = 0; i < j; ++i) {
+            if (!ls[j].name.empty() && ls[i].name == ls[j].name) {
+                error(lines[j].name, key(j, "name"),
+                      fmt::format("duplicate name {} (also listener[{}] on line {})", quote(ls[j].name),
+                                  lines[i].index, lines[i].name),
+                      "a name unique among listeners");
+                break;
+            }
+        }
+        if (ls[j].port == 0)
+            continue;  // missing or bad: already reported
+        for (size_t i = 0; i < j; ++i) {
+            if (ls[i].port != ls[j].port)
+                continue;
+            bool same_family = (ls[i].address.find(':') == std::string::npos) ==
+                               (ls[j].address.find(':') == std::string::npos);
+            bool overlap = ls[i].address == ls[j].address ||
+                           (same_family && (is_wildcard(ls[i].address) || is_wildcard(ls[j].address)));
+            if (!overlap)
+                continue;
+            error(lines[j].port, key(j, "port"),
+                  fmt::format("{} overlaps {} of listener[{}] {} on line {}", ls[j].endpoint().to_string(),
+                              ls[i].endpoint().to_string(), lines[i].index, quote(ls[i].name), lines[i].table),
+                  "one listener per address and port (\"0.0.0.0\" and \"::\" take the port on every "
+                  "address of their family)");
+            break;
+        }
+    }
+    if (!_errors.empty())
+        return;
+    for (size_t j = 0; j < ls.size(); ++j)
+        if (ls[j].max_message_size_bytes > c.spool.size_bytes)
+            error(lines[j].max_message_size, key(j, "max_message_size"),
+                  fmt::format("{} is larger than the spool ({})", format_size(ls[j].max_message_size_bytes),
+                              format_size(c.spool.size_bytes)),
+                  "at most spool.size");
+}
+
+void loader::read_smtp(const section& s, smtp_config& out) {
+    check_keys(s, k_smtp_keys);
+    static constexpr std::string_view domain_allowed =
+        "a domain name such as \"mx.example.com\": dot-separated labels of 1..63 letters, digits and \"-\"";
+    if (auto v = read_string(s, "hostname", domain_allowed)) {
+        if (auto why = domain_problem(*v))
+            error(line_of(*s.get("hostname"), s.line), s.key("hostname"), fmt::format("{} {}", quote(*v), *why),
+                  domain_allowed);
+        else
+            out.hostname = std::move(*v);
+    } else if (!s.get("hostname")) {
+        out.hostname = system_hostname();
+        if (out.hostname.find('.') == std::string::npos)
+            note(s.line, s.key("hostname"),
+                 fmt::format("not set, and the system host name {} is not fully qualified; receivers may "
+                             "refuse it in EHLO, so set smtp.hostname",
+                             quote(out.hostname)));
+    }
+
+    if (s.get("accepted_domains")) {
+        out.accepted_domains.clear();
+        for_each_string(s, "accepted_domains", k_max_list_entries, domain_allowed,
+                        [&](uint32_t line, const std::string& path, const std::string& v) {
+                            if (auto why = domain_problem(v)) {
+                                error(line, path, fmt::format("{} {}", quote(v), *why), domain_allowed);
+                                return;
+                            }
+                            std::string d = to_lower(v);
+                            auto& ds = out.accepted_domains;
+                            if (std::find(ds.begin(), ds.end(), d) == ds.end())
+                                ds.push_back(std::move(d));
+                        });
+    }
+
+    if (s.get("relay_networks")) {
+        out.relay_networks.clear();
+        static constexpr std::string_view net_allowed =
+            "a network in CIDR form with no host bits set, e.g. \"10.0.0.0/8\", \"2001:db8::/32\", or one "
+            "address; prefix length 1..32 for IPv4, 1..128 for IPv6";
+        for_each_string(s, "relay_networks", k_max_list_entries, net_allowed,
+                        [&](uint32_t line, const std::string& path, const std::string& v) {
+                            std::string why;
+                            if (auto net = parse_network(v, why))
+                                out.relay_networks.push_back(std::move(*net));
+                            else
+                                error(line, path, fmt::format("{}: {}", quote(v), why), net_allowed);
+                        });
+    }
+    if (s.get("client_limit_exceptions")) {
+        static constexpr std::string_view exc_allowed =
+            "networks in CIDR form with no host bits set, e.g. \"10.0.0.0/8\", or single addresses";
+        out.client_limit_exceptions.emplace();
+        for_each_string(s, "client_limit_exceptions", k_max_list_entries, exc_allowed,
+                        [&](uint32_t line, const std::string& path, const std::string& v) {
+                            std::string why;
+                            if (auto net = parse_network(v, why))
+                                out.client_limit_exceptions->push_back(std::move(*net));
+                            else
+                                error(line, path, fmt::format("{}: {}", quote(v), why), exc_allowed);
+                        });
+    }
+
+    set_path(s, "credentials_file", false, "a file path", out.credentials_file);
+    set_bool(s, "allow_domain_literals", out.allow_domain_literals);
+    set_int(s, "max_received_headers", 1, 1000, "", out.max_received_headers);
+    set_int(s, "client_connections_per_minute", 0, 100000000, "0 (no limit)..100000000",
+            out.client_connections_per_minute);
+    set_int(s, "client_connection_burst", 1, 100000000, "", out.client_connection_burst);
+    set_int(s, "client_messages_per_minute", 0, 100000000, "0 (no limit)..100000000",
+            out.client_messages_per_minute);
+    set_int(s, "client_message_burst", 1, 100000000, "", out.client_message_burst);
+    set_int(s, "client_auth_attempts_per_minute", 0, 100000000, "0 (no limit)..100000000",
+            out.client_auth_attempts_per_minute);
+    set_int(s, "client_auth_burst", 1, 100000000, "", out.client_auth_burst);
+}
+
+void loader::check_hosts(const section& s, std::string_view k, std::vector<std::string>& out) {
+    static constexpr std::string_view allowed =
+        "next hops as \"IP\", \"IP:port\", \"[IPv6]:port\", \"host\" or \"host:port\" (port 1..65535)";
+    if (!s.get(k))
+        return;
+    out.clear();
+    for_each_string(s, k, 64, allowed, [&](uint32_t line, const std::string& path, const std::string& v) {
+        if (next_hop_of(v, 25))
+            out.push_back(v);
+        else
+            error(line, path, fmt::format("{} is not a next hop", quote(v)), allowed);
+    });
+}
+
+void loader::read_delivery(const section& s, delivery_config& out) {
+    check_keys(s, k_delivery_keys);
+    set_int(s, "smtp_port", 1, 65535, "", out.smtp_port);
+    check_hosts(s, "internal_hosts", out.internal_hosts);
+    set_bool(s, "starttls", out.starttls);
+    set_int(s, "max_connections_per_destination", 1, 10000, "", out.max_connections_per_destination);
+    set_int(s, "max_messages_per_connection", 1, 1000000, "", out.max_messages_per_connection);
+    set_int(s, "max_messages_per_minute", 0, 100000000, "0 (no limit)..100000000", out.max_messages_per_minute);
+    auto ms = [&](std::string_view k, int64_t lo, int64_t hi, std::chrono::milliseconds& v) {
+        int64_t x = v.count();
+        set_int(s, k, lo, hi, "", x);
+        v = std::chrono::milliseconds(x);
+    };
+    auto secs = [&](std::string_view k, int64_t lo, int64_t hi, std::chrono::seconds& v) {
+        int64_t x = v.count();
+        set_int(s, k, lo, hi, "", x);
+        v = std::chrono::seconds(x);
+    };
+    ms("first_retry_ms", 10, 86'400'000, out.first_retry_ms);
+    ms("max_retry_ms", 10, 86'400'000, out.max_retry_ms);
+    ms("greylist_retry_ms", 10, 86'400'000, out.greylist_retry_ms);
+    secs("max_queue_lifetime_s", 1, 30 * 86'400, out.max_queue_lifetime_s);
+    {
+        int64_t x = out.delay_notice_after_s.count();
+        set_int(s, "delay_notice_after_s", 0, 30 * 86'400, "0 (never)..2592000", x);
+        out.delay_notice_after_s = std::chrono::seconds(x);
+    }
+    ms("destination_pause_ms", 10, 86'400'000, out.destination_pause_ms);
+    {
+        int64_t x = out.connection_cache_time_ms.count();
+        set_int(s, "connection_cache_time_ms", 0, 300'000, "0 (no cache)..300000", x);
+        out.connection_cache_time_ms = std::chrono::milliseconds(x);
+    }
+    ms("connect_timeout_ms", 10, 600'000, out.connect_timeout_ms);
+    secs("command_timeout_s", 1, 3600, out.command_timeout_s);
+    secs("data_timeout_s", 1, 3600, out.data_timeout_s);
+    if (out.max_retry_ms < out.first_retry_ms)
+        error(s.get("max_retry_ms") ? line_of(*s.get("max_retry_ms"), s.line) : s.line, s.key("max_retry_ms"),
+              fmt::format("{} is below first_retry_ms ({})", out.max_retry_ms.count(), out.first_retry_ms.count()),
+              "at least delivery.first_retry_ms");
+}
+
+void loader::read_routes(const toml::table& root, config& c) {
+    static constexpr std::string_view allowed =
+        "[[route]] tables, each with domain (\"example.test\", \"*.example.test\" or \"*\") and hosts";
+    const toml::node* n = root.get("route");
+    if (!n)
+        return;
+    const toml::array* a = n->as_array();
+    if (!a) {
+        error(line_of(*n, 0), "route",
+              fmt::format("expected an array of tables ([[route]], with two brackets), got {}", describe(*n)),
+              allowed);
+        return;
+    }
+    for (size_t i = 0; i < a->size() && i < 100000; ++i) {
+        const toml::node& e = *a->get(i);
+        std::string path = fmt::format("route[{}]", i);
+        const toml::table* t = e.as_table();
+        if (!t) {
+            error(line_of(e, line_of(*n, 0)), path, fmt::format("expected a table, got {}", describe(e)), allowed);
+            continue;
+        }
+        section s{t, path, line_of(*t, line_of(*n, 0))};
+        check_keys(s, k_route_keys);
+        route_config r;
+        static constexpr std::string_view dom_allowed =
+            "a domain (\"example.test\"), a wildcard for its subdomains (\"*.example.test\") or \"*\" (every domain)";
+        missing(s, "domain", dom_allowed);
+        if (auto v = read_string(s, "domain", dom_allowed)) {
+            std::string d = to_lower(*v);
+            std::string_view bare = d;
+            if (bare.starts_with("*."))
+                bare.remove_prefix(2);
+            if (d == "*" || !domain_problem(bare)) {
+                for (const auto& other : c.routes)
+                    if (other.domain == d)
+                        error(line_of(*s.get("domain"), s.line), s.key("domain"),
+                              fmt::format("{} has a route already", quote(d)), "one route per domain");
+                r.domain = d;
+            } else {
+                error(line_of(*s.get("domain"), s.line), s.key("domain"), fmt::format("{} is not a domain", quote(*v)),
+                      dom_allowed);
+            }
+        }
+        missing(s, "hosts", "a non-empty list of next hops");
+        check_hosts(s, "hosts", r.hosts);
+        if (s.get("hosts") && r.hosts.empty() && s.get("hosts")->as_array() && s.get("hosts")->as_array()->empty())
+            error(line_of(*s.get("hosts"), s.line), s.key("hosts"), "empty list", "at least one next hop");
+        c.routes.push_back(std::move(r));
+    }
+}
+
+void loader::read_control(const section& s, control_config& out) {
+    check_keys(s, k_control_keys);
+    std::string allowed = fmt::format("a file path of 1..{} bytes (a Unix socket address)", k_max_socket_path);
+    std::string before = out.socket;
+    set_path(s, "socket", false, allowed, out.socket);
+    if (out.socket.size() > k_max_socket_path) {
+        error(line_of(*s.get("socket"), s.line), s.key("socket"),
+              fmt::format("{} bytes long, too long for a Unix socket", out.socket.size()), allowed);
+        out.socket = before;
+    }
+}
+
+result<config, std::string> loader::run(const toml::table& root) {
+    config c;
+    c.source = std::string(_source);
+    check_root_keys(root);
+    read_runtime(open_table(root, "runtime"), c.runtime);
+    read_dns(open_table(root, "dns"), c.dns);
+    read_spool(open_table(root, "spool"), c.spool);
+    read_listeners(root, c);
+    read_smtp(open_table(root, "smtp"), c.smtp);
+    read_delivery(open_table(root, "delivery"), c.delivery);
+    read_routes(root, c);
+    read_control(open_table(root, "control"), c.control);
+    check_listeners(c);
+
+    auto by_line = [](const diagnostic& a, const diagnostic& b) { return a.line < b.line; };
+    std::stable_sort(_errors.begin(), _errors.end(), by_line);
+    std::stable_sort(_notes.begin(), _notes.end(), by_line);
+    if (!_errors.empty()) {
+        std::string out;
+        size_t shown = std::min(_errors.size(), k_max_reported_errors);
+        for (size_t i = 0; i < shown; ++i) {
+            if (i)
+                out += '\n';
+            out += _errors[i].text;
+        }
+        if (_errors.size() > shown)
+            out += fmt::format("\n{}: ... and {} more errors", _source, _errors.size() - shown);
+        return unexpected(std::move(out));
+    }
+    for (auto& n : _notes)
+        c.notes.push_back(std::move(n.text));
+    return c;
+}
+
+}  // namespace rw::admin::detail
