@@ -13,6 +13,9 @@
 #include "mta/smtp/data_decoder.hh"
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <cstring>
 
 #include "runtime/base/assert.hh"
 
@@ -59,6 +62,32 @@ void data_decoder::fail_line_too_long() {
                                  " octets including CRLF)"});
 }
 
+namespace {
+// The first CR, LF or NUL in [p, end), or end. Eight octets at a time: a
+// byte of w is zero exactly where w has that octet, and the lowest flagged
+// byte of the classic "has a zero byte" test is always a true one (its
+// false positives lie only above a true zero), so the count of trailing
+// zero bits finds the first. This loop was the largest item of ringwayd's
+// profile at 100 KB messages.
+const char* find_special(const char* p, const char* end) {
+    constexpr uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    auto zero_bytes = [](uint64_t v) { return (v - ones) & ~v & highs; };
+    while (end - p >= 8) {
+        uint64_t w;
+        std::memcpy(&w, p, 8);
+        const uint64_t m = zero_bytes(w ^ (ones * '\r')) | zero_bytes(w ^ (ones * '\n')) | zero_bytes(w);
+        if (m) {
+            static_assert(std::endian::native == std::endian::little);
+            return p + __builtin_ctzll(m) / 8;
+        }
+        p += 8;
+    }
+    while (p < end && *p != '\r' && *p != '\n' && *p != '\0')
+        ++p;
+    return p;
+}
+}  // namespace
+
 // A run of ordinary content octets: appended up to the line limit.
 void data_decoder::text_run(const char* p, size_t n, std::string& out) {
     const size_t room = _line_len < _max_text ? _max_text - _line_len : 0;
@@ -87,9 +116,7 @@ data_decoder::step data_decoder::feed(std::string_view in, std::string& out) {
         switch (_st) {
         case state::text: {
             // The hot loop: find the next CR, LF or NUL and append the run before it.
-            const char* q = p;
-            while (q < end && *q != '\r' && *q != '\n' && *q != '\0')
-                ++q;
+            const char* q = find_special(p, end);
             if (q != p)
                 text_run(p, size_t(q - p), out);
             p = q;

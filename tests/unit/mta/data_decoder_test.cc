@@ -407,3 +407,32 @@ TEST_CASE("a large message decodes in one pass", "[smtp]") {
     CHECK_FALSE(d.error());
     CHECK(out.size() == in.size() - 3 - (20000 + 6) / 7);
 }
+
+TEST_CASE("CR, LF and NUL are found at every offset of the eight-octet scan", "[smtp]") {
+    // The text scan reads eight octets at a time: put each special octet at
+    // every position of a line (and lines of every length around the word
+    // size) and check what comes out, against the octet-by-octet meaning.
+    for (size_t len = 0; len <= 40; ++len) {
+        std::string line;
+        for (size_t i = 0; i < len; ++i)
+            line += char('a' + i % 26 + (i % 3 == 0 ? 0x80 - 'a' : 0));  // 8-bit octets too
+        std::string msg = line + "\r\n" + line + "\r\n.\r\n";
+        auto o = run(msg, {});
+        CHECK(o.status == st::done);
+        CHECK(o.out == line + "\r\n" + line + "\r\n");
+        for (size_t at = 0; at < len; ++at)
+            for (char c : {'\n', '\0', '\r'}) {
+                std::string bad = line;
+                bad[at] = c;
+                if (c == '\r' && at + 1 < len)
+                    bad[at + 1] = 'x';  // a bare CR, not a line end
+                auto b = run(bad + "\r\n.\r\n", {});
+                INFO("line length " << len << ", octet " << int(c) << " at " << at);
+                CHECK(b.status == st::done);  // the data still ends at CRLF.CRLF, failed
+                REQUIRE(b.error);
+                CHECK(b.error->code == 554);
+                CHECK(b.error->enhanced == "5.6.0");
+                CHECK(b.consumed == bad.size() + 5);
+            }
+    }
+}
