@@ -441,8 +441,8 @@ task<bool> smtp_client::send_body(const outgoing* m, bool stuffed) {
     for (;;) {
         if (stuffed) {
             ds.feed(_out, piece);
-        } else if (_out.size() + piece.size() <= k_chunk_bytes) {
-            _out.append(piece);  // a small body goes with its command
+        } else if (off == 0 && _out.size() + piece.size() <= k_chunk_bytes) {
+            _out.append(piece);  // the head goes with its command, in one send
         } else {
             bool ok = co_await flush(t);
             if (!ok)
