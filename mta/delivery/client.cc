@@ -433,6 +433,13 @@ task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, sm
 }
 
 task<bool> smtp_client::send_body(const outgoing* m, bool stuffed) {
+    bool ok = co_await send_body_parts(m, stuffed);
+    if (!ok)
+        _broken = true;
+    co_return ok;
+}
+
+task<bool> smtp_client::send_body_parts(const outgoing* m, bool stuffed) {
     const auto t = _o->data_timeout;
     dot_stuffer ds;
     RW_ASSERT(m->head.size() <= m->size);
@@ -497,8 +504,11 @@ bool smtp_client::still_open() const {
 }
 
 task<void> smtp_client::quit() {
-    _out += "QUIT\r\n";
-    bool ok = co_await flush(std::chrono::seconds(5));
+    bool ok = false;
+    if (!_broken) {
+        _out += "QUIT\r\n";
+        ok = co_await flush(std::chrono::seconds(5));
+    }
     if (ok) {
         smtp_reply r;
         co_await read_reply(&r, std::chrono::seconds(5));

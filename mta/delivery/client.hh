@@ -101,6 +101,7 @@ private:
     // The body after the DATA command's 354 (stuffed) or a BDAT command
     // (as is). false: the connection is unusable (error says why).
     task<bool> send_body(const outgoing* m, bool stuffed);
+    task<bool> send_body_parts(const outgoing* m, bool stuffed);
     task<bool> read_envelope(const outgoing* m, std::vector<smtp_reply>* res, smtp_reply* mail_reply,
                              std::vector<bool>* rcpt_ok);
     net::tcp_stream _s;
@@ -108,6 +109,10 @@ private:
     const options* _o;
     std::string _in, _out;
     std::string _chunk;  // one chunk of a body read from the spool
+    // A body was cut short on the wire: nothing more may be sent (after
+    // "BDAT n LAST" the server would take a QUIT's bytes as the missing
+    // end of the message).
+    bool _broken = false;
     size_t _start = 0;
 };
 

@@ -183,8 +183,9 @@ void service::impl::kick(destination* d) {
     if (rate_wait_ms(d, now) > 5'000)
         return;
     // An idle connection takes the next message before any new one is
-    // opened. (It counts in active, so the spawning below allows for it.)
-    for (size_t woken = 0; !d->idle.empty() && woken < d->ready.size(); ++woken) {
+    // opened (it counts in active, so the spawning below allows for it);
+    // none is woken while the destination is paused.
+    for (size_t woken = 0; now >= d->paused_until_ms && !d->idle.empty() && woken < d->ready.size(); ++woken) {
         cancel_token* t = d->idle.back();
         d->idle.pop_back();
         t->cancel();

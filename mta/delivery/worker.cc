@@ -28,6 +28,9 @@ unsigned received_headers(std::string_view message) {
 void service::impl::pause(destination* d, const std::string& why) {
     d->paused_until_ms = now_ms() + o->destination_pause.count();
     lg.info("destination={} paused for {} ms: {}", d->key, o->destination_pause.count(), why);
+    // Idle connections to it QUIT now rather than send once woken.
+    for (cancel_token* t : std::exchange(d->idle, {}))
+        t->cancel();
 }
 
 task<void> service::impl::worker(impl* self, destination* d) {
@@ -198,18 +201,21 @@ task<void> service::impl::work(destination* d) {
 }
 
 task<bool> service::impl::idle_wait(destination* d) {
-    const int64_t deadline = now_ms() + o->connection_cache_time.count();
+    // The monotonic clock: a wall-clock step must not stretch the wait.
+    using clock = std::chrono::steady_clock;
+    const auto deadline = clock::now() + o->connection_cache_time;
+    auto usable = [&] { return !stopping && now_ms() >= d->paused_until_ms; };
     while (d->ready.empty()) {
-        const int64_t left = deadline - now_ms();
-        if (left <= 0 || stopping)
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+        if (left.count() <= 0 || !usable())
             co_return false;
         cancel_token tok;
         d->idle.push_back(&tok);
-        int r = co_await io::sleep(std::chrono::milliseconds(left), &tok);
+        int r = co_await io::sleep(left, &tok);
         if (r != -ECANCELED)  // timed out: take ourselves off the list
             std::erase(d->idle, &tok);
     }
-    co_return !stopping;
+    co_return usable();
 }
 
 task<void> service::impl::finish_owned(impl* self, destination* d, entry e, loaded L, std::vector<smtp_reply> replies,
