@@ -11,10 +11,6 @@ namespace rw::fs {
 
 using namespace detail;
 
-namespace {
-const logger lg{"spool"};
-}  // namespace
-
 // ---------------------------------------------------------------- writer API
 
 message_writer::message_writer(message_writer&& o) noexcept : _s(o._s), _id(o._id), _done(o._done) { o._done = true; }

@@ -11,11 +11,6 @@
 
 namespace rw::mta::delivery {
 
-namespace {
-logger lg("delivery");
-
-}  // namespace
-
 task<service::impl::hops_result> service::impl::resolve_host(std::string name, uint16_t port) {
     hops_result out;
     if (!dns) {
