@@ -35,7 +35,7 @@ def wait_until(pred, timeout=10.0, step=0.02, what="condition"):
 
 class Ringwayd:
     def __init__(self, build_dir, listener_extra="", smtp_extra="", cores=2, users=None,
-                 relay_networks='["127.0.0.2/32"]', tail="", nofile=None, shards=None):
+                 relay_networks='["127.0.0.2/32"]', tail="", nofile=None, shards=None, env=None):
         self.build = build_dir
         self.dir = tempfile.mkdtemp(prefix="rw_it_", dir=os.environ.get("RINGWAY_TEST_TMP", os.getcwd()))
         self.port = free_port()
@@ -88,7 +88,8 @@ credentials_file = "{self.creds}"
         # nofile: (soft, hard) open-files limit to start ringwayd with.
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
         self.proc = subprocess.Popen([os.path.join(build_dir, "admin", "ringwayd"), "--config", self.config],
-                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir, preexec_fn=limit)
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir, preexec_fn=limit,
+                                     env={**os.environ, **(env or {})})
         wait_until(self._listening, timeout=30, what="ringwayd to listen")
 
     def _listening(self):
