@@ -201,6 +201,9 @@ std::optional<std::pair<std::string, uint16_t>> parse_next_hop(std::string_view 
 // [control]: the admin shell's Unix domain socket.
 struct control_config {
     std::string socket = "./var/ringway.sock";
+    // Members of this group may use the socket too (mode 0660); empty:
+    // only the daemon's own user and root (mode 0600).
+    std::string group;
 
     friend bool operator==(const control_config&, const control_config&) = default;
 };

@@ -179,8 +179,11 @@ data_timeout_s = 600
 # hosts = ["192.0.2.25:25"]
 
 [control]
-# Unix domain socket of the admin shell (ringway).
+# Unix domain socket of the admin shell (ringway), mode 0600: only this
+# daemon's user and root may use it.
 socket = "./var/ringway.sock"
+# A group whose members may use it too (the socket becomes mode 0660).
+# group = "ringway-admin"
 )";
 
 }  // namespace

@@ -49,7 +49,7 @@ constexpr std::string_view k_delivery_keys[] = {
     "delay_notice_after_s",
     "destination_pause_ms", "connection_cache_time_ms", "connect_timeout_ms", "command_timeout_s", "data_timeout_s"};
 constexpr std::string_view k_route_keys[] = {"domain", "hosts"};
-constexpr std::string_view k_control_keys[] = {"socket"};
+constexpr std::string_view k_control_keys[] = {"socket", "group"};
 
 inline key_list keys_of(std::string_view section) {
     if (section == "runtime") return k_runtime_keys;

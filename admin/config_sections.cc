@@ -422,6 +422,18 @@ void loader::read_control(const section& s, control_config& out) {
               fmt::format("{} bytes long, too long for a Unix socket", out.socket.size()), allowed);
         out.socket = before;
     }
+    const std::string_view group_allowed = "a Unix group name (letters, digits, '_', '-', '.'; 1..32 bytes), or "
+                                           "empty for the daemon's own user only";
+    if (auto v = read_string(s, "group", group_allowed)) {
+        const bool ok = v->size() <= 32 && std::all_of(v->begin(), v->end(), [](char ch) {
+            return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+                   ch == '-' || ch == '.';
+        });
+        if (ok)
+            out.group = std::move(*v);
+        else
+            error(line_of(*s.get("group"), s.line), s.key("group"), quote(*v), group_allowed);
+    }
 }
 
 result<config, std::string> loader::run(const toml::table& root) {

@@ -19,7 +19,9 @@
 
 #include "fs/spool.hh"
 #include "mta/delivery/delivery.hh"
+#include "admin/control.hh"
 #include "admin/descriptors.hh"
+#include "admin/registry.hh"
 #include "mta/smtp/replies.hh"
 #include "mta/smtp/server.hh"
 #include "runtime/net/tls.hh"
@@ -174,7 +176,8 @@ struct shared_state {
     std::vector<policy::cidr> limit_exempt;  // smtp.client_limit_exceptions, or the relay networks
     mta::delivery::options delivery;
     net::resolver_options dns;
-    std::atomic<unsigned>* delivery_done = nullptr;   // cores whose delivery has stopped
+    registry* reg = nullptr;
+    control_server* control = nullptr;  // runs on core 0; null: no control socket
 };
 
 // Configuration to the delivery layer's options. Hosts were validated by
@@ -353,10 +356,29 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     mta::delivery::service delivery(&shared->delivery, core, cores, my_shards, dns.get());
     for (auto& env : envs)
         env->delivery = &delivery;
+    // Register, then wait for every core: from here on any core may post
+    // mail to any other core's service, and the control socket may ask
+    // any core anything.
+    {
+        core_slot& me = shared->reg->mine();
+        me.shards = my_shards;
+        me.delivery = &delivery;
+        for (size_t i = 0; i < envs.size(); ++i) {
+            me.listeners.push_back(envs[i].get());
+            me.listener_limits.push_back(shared->limits[i].get());
+        }
+        me.dns = dns.get();
+    }
+    co_await shared->reg->started.arrive_and_wait();
+    gate control_gate;
+    if (core == 0 && shared->control) {
+        auto run_control = [](gate* g, control_server* c) -> task<void> {
+            gate::holder h(*g);
+            co_await c->run();
+        };
+        spawn(run_control(&control_gate, shared->control));
+    }
     gate delivery_gate;
-    // Delivery starts as soon as this core's own shards are recovered:
-    // entries for destinations owned by a core still recovering wait in
-    // that core's queue until its service exists (early_posts).
     // A core without a shard (fewer shards than cores) still owns
     // destinations, so its service runs too.
     if (!sp.shards.empty())
@@ -390,11 +412,12 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     co_await sessions.wait_idle();
     delivery.stop();
     co_await delivery_gate.wait_idle();
+    // The control socket calls into every core's slot: it ends before the
+    // barrier after which slots go away.
+    co_await control_gate.wait_idle();
     // Other cores' connections may still record outcomes in our shards:
     // close them only once every core's delivery has stopped.
-    shared->delivery_done->fetch_add(1);
-    while (shared->delivery_done->load() < cores)
-        co_await io::sleep(std::chrono::milliseconds(10));
+    co_await shared->reg->delivery_stopped.arrive_and_wait();
     for (auto& env : envs)
         env->delivery = nullptr;
     if (dns)
@@ -552,9 +575,19 @@ int run_daemon(const config& cfg) {
         lg.info("listening listener={} address={} cores={}", l.name, l.endpoint().to_string(), cores);
     lg.info("ringwayd {} started config={} cores={} spool={}", RINGWAY_VERSION, cfg.source, cores, cfg.spool.path);
 
+    registry reg(cores);
+    reg.spool = geo.value();
     shared_state shared;
-    std::atomic<unsigned> delivery_done{0};
-    shared.delivery_done = &delivery_done;
+    shared.reg = &reg;
+    std::unique_ptr<control_server> control;
+    if (!cfg.control.socket.empty()) {
+        auto c = control_server::open(cfg, &reg);
+        if (!c)
+            lg.fatal("{}", c.error());
+        control = std::move(c.value());
+        shared.control = control.get();
+        lg.info("control socket path={}", cfg.control.socket);
+    }
     shared.delivery = delivery_options(cfg);
     shared.dns.servers = cfg.dns.servers;
     shared.dns.timeout = cfg.dns.timeout_ms;

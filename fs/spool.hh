@@ -155,6 +155,9 @@ public:
     ~shard();
 
     const recovery_report& recovered() const { return _report; }
+    uint32_t index() const { return _opt.index; }
+    // The shard a message ID was issued by (its top 8 bits).
+    static uint32_t index_of(uint64_t id) { return uint32_t(id >> 56); }
     spool_health health() const noexcept;
 
     // Starts a message; fails at once (full / failed) before anything is

@@ -6,9 +6,10 @@ set -euo pipefail
 what=${1:-build}
 pkgs=(cmake make g++ pkg-config ccache git
       liburing-dev libssl-dev libjemalloc-dev libc-ares-dev libfmt-dev libcrypt-dev
-      libtomlplusplus-dev libcli11-dev catch2 python3 openssl util-linux clang-14 libclang-rt-14-dev)
+      libtomlplusplus-dev libcli11-dev catch2 nlohmann-json3-dev libedit-dev python3 openssl util-linux
+      clang-14 libclang-rt-14-dev)
 if [[ $what == test ]]; then
-    pkgs+=(dnsmasq-base iproute2 procps mount swaks libnet-ssleay-perl postfix)
+    pkgs+=(dnsmasq-base iproute2 procps mount swaks libnet-ssleay-perl postfix python3-pexpect)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -82,6 +82,24 @@ struct options {
 // A route table lookup: the most specific matching route, or null.
 const route* find_route(const std::vector<route>& routes, std::string_view domain);
 
+// One destination as the admin shell shows it (service::destinations).
+struct destination_view {
+    std::string key;  // "mx:example.test" or "route:*.example.test"
+    unsigned core = 0;  // its owner
+    uint64_t ready_rcpts = 0, ready_messages = 0;  // waiting for a connection now
+    uint64_t deferred_rcpts = 0;                   // waiting for their retry time
+    uint64_t in_flight_rcpts = 0, in_flight_messages = 0;
+    int64_t oldest_received_unix = 0;  // of what is queued; 0 when nothing is
+    unsigned connections = 0, idle_connections = 0;
+    int64_t paused_until_ms = 0;  // Unix ms
+    bool suspended = false;
+    std::string last_error;
+    int64_t last_error_ms = 0, last_connection_ms = 0;
+    std::string last_host, last_ip, last_tls;
+    uint64_t delivered = 0, deferred = 0, bounced = 0, connections_made = 0;  // recipients; connections
+    uint64_t mean_latency_ms = 0;  // connection taking a message to its outcome
+};
+
 // The per-core delivery service.
 class service {
 public:
@@ -105,6 +123,19 @@ public:
         uint64_t delivered = 0, deferred = 0, bounced = 0, connections = 0, dsn = 0;
     };
     const counters& stats() const;
+
+    // ---- the admin plane (call on this service's core) ----
+    // The destinations this core owns.
+    std::vector<destination_view> destinations() const;
+    // Holds delivery to destinations matching domain ("" = every one, also
+    // those created later): no new connection, idle ones QUIT, open ones
+    // finish their current message. Returns how many were held.
+    size_t suspend(std::string_view domain);
+    // Lifts a suspend(domain) ("" lifts all); returns how many resumed.
+    size_t resume(std::string_view domain);
+    // Deferred mail of matching destinations is due now and their pause
+    // after a failure is lifted; returns how many entries were released.
+    size_t deliver_now(std::string_view domain);
 
     struct impl;
 

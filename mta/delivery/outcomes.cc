@@ -321,17 +321,20 @@ void service::impl::settle(destination* d, const entry& e, const loaded& L, cons
             x.status_code = status_of(r, '2');
             disposition = "delivered";
             c.delivered++;
+            d->delivered++;
         } else if (r.code / 100 == 5) {
             x.status = fs::rcpt_status::bounced;
             x.status_code = status_of(r, '5');
             disposition = "bounced";
             c.bounced++;
+            d->bounced++;
         } else if (expired) {
             x.status = fs::rcpt_status::bounced;
             x.status_code = "4.4.7";
             x.reply = fmt::format("{} (delivery time expired)", x.reply);
             disposition = "expired";
             c.bounced++;
+            d->bounced++;
         } else {
             x.status = fs::rcpt_status::deferred;
             x.status_code = status_of(r, '4');
@@ -342,7 +345,14 @@ void service::impl::settle(destination* d, const entry& e, const loaded& L, cons
             retry.attempts = std::max(retry.attempts, x.attempts);
             disposition = "deferred";
             c.deferred++;
+            d->deferred++;
         }
+        if (r.code / 100 != 2) {
+            d->last_error = x.reply;
+            d->last_error_ms = now;
+        }
+        if (e.taken_ms)
+            d->latency_ms_total += uint64_t(std::max<int64_t>(0, now - e.taken_ms));
         journal::record("delivery", {{"mid", std::string_view(mid_string(e.id))},
                                      {"dcid", dcid},
                                      {"rcpt", std::string_view(L.out.rcpts[i])},
@@ -354,7 +364,6 @@ void service::impl::settle(destination* d, const entry& e, const loaded& L, cons
                                      {"disposition", std::string_view(disposition)}});
         outs.push_back(std::move(x));
     }
-    (void)d;
 }
 
 task<void> service::impl::finish(destination* d, const entry& e, const loaded& L, std::vector<smtp_reply> replies,
@@ -362,6 +371,7 @@ task<void> service::impl::finish(destination* d, const entry& e, const loaded& L
     std::vector<outcome> outs;
     entry retry{e.origin, e.shard, e.id, {}, 0, e.received_unix, 0};
     settle(d, e, L, replies, host, ip, dcid, outs, retry);
+    untake(d, e);
     fs::shard* sh = e.shard;
     uint64_t id = e.id;
     auto fn = [o = o, sh, id, outs = std::move(outs)]() mutable { return apply_at_origin(o, sh, id, std::move(outs)); };
@@ -373,12 +383,13 @@ task<void> service::impl::finish(destination* d, const entry& e, const loaded& L
 
 task<void> service::impl::fail_all(destination* d, smtp_reply r, std::string host) {
     for (size_t n = d->ready.size(); n > 0 && !d->ready.empty() && !stopping; --n) {
-        entry e = std::move(d->ready.front());
-        d->ready.pop_front();
+        entry e = take(d);
         auto tl = load_from_origin(e.origin, e.shard, e.id, e.rcpts, false);  // nothing is sent
         auto L = co_await std::move(tl);
-        if (!L)
+        if (!L) {
+            untake(d, e);
             continue;
+        }
         std::vector<smtp_reply> replies(L->idx.size(), r);
         auto t = finish(d, e, *L, std::move(replies), host, "", 0);
         co_await std::move(t);

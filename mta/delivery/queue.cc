@@ -16,19 +16,13 @@ namespace rw::mta::delivery {
 namespace {
 logger lg("delivery");
 
-constexpr unsigned k_max_cores = 1024;
-std::atomic<service*> g_services[k_max_cores];
+// The calling core's service. Every core constructs its service before any
+// core queues mail (the daemon's start-up barrier), so a post always finds
+// its owner's.
+thread_local service* t_service = nullptr;
 }  // namespace
 
 namespace detail {
-
-// Entries posted to a core before its service exists (it starts as soon as
-// its own shard is recovered; other cores may be faster). Touched only on
-// that core.
-std::vector<std::pair<std::string, entry>>& early_posts() {
-    thread_local std::vector<std::pair<std::string, entry>> v;
-    return v;
-}
 
 // A message's parameters as the session stored them. Unreadable bytes (a
 // damaged record passes its CRC only by accident, so this is a bug or a
@@ -125,10 +119,9 @@ task<void> service::impl::post(impl* self, unsigned owner, std::string key, entr
     // (The callable is bound to a local first: g++ 12 mishandles
     // class-type temporaries in the operand of co_await.)
     auto fn = [key = std::move(key), e = std::move(e)]() mutable {
-        if (service* s = service::local())
-            s->_i->accept(key, std::move(e));
-        else
-            early_posts().emplace_back(std::move(key), std::move(e));  // this core is still recovering
+        service* s = service::local();
+        RW_ASSERT(s, "delivery entry posted to core {} before its service exists", this_core());
+        s->_i->accept(key, std::move(e));
     };
     auto t = submit_to(owner, std::move(fn));
     co_await std::move(t);
@@ -148,6 +141,8 @@ destination* service::impl::dest_for(const std::string& key, const entry& e) {
     } else {
         d->domain = key.substr(3);
     }
+    d->suspended = suspended_domains.contains("") || std::any_of(suspended_domains.begin(), suspended_domains.end(),
+                                                                  [&](const std::string& s) { return matches(d.get(), s); });
     (void)e;
     auto* p = d.get();
     dests.emplace(key, std::move(d));
@@ -185,16 +180,30 @@ void service::impl::kick(destination* d) {
     // An idle connection takes the next message before any new one is
     // opened (it counts in active, so the spawning below allows for it);
     // none is woken while the destination is paused.
-    for (size_t woken = 0; now >= d->paused_until_ms && !d->idle.empty() && woken < d->ready.size(); ++woken) {
+    for (size_t woken = 0; !held(d, now) && !d->idle.empty() && woken < d->ready.size(); ++woken) {
         cancel_token* t = d->idle.back();
         d->idle.pop_back();
         t->cancel();
     }
     while (!stopping && !d->ready.empty() && d->active < o->max_connections_per_destination &&
-           now >= d->paused_until_ms && d->active < d->ready.size()) {
+           !held(d, now) && d->active < d->ready.size()) {
         d->active++;
         spawn(worker(this, d));
     }
+}
+
+entry service::impl::take(destination* d) {
+    entry e = std::move(d->ready.front());
+    d->ready.pop_front();
+    e.taken_ms = now_ms();
+    d->in_flight_rcpts += e.rcpts.size();
+    d->in_flight_msgs++;
+    return e;
+}
+
+void service::impl::untake(destination* d, const entry& e) {
+    d->in_flight_rcpts -= std::min<uint64_t>(d->in_flight_rcpts, e.rcpts.size());
+    d->in_flight_msgs -= std::min<uint64_t>(d->in_flight_msgs, 1);
 }
 
 task<void> service::impl::timers() {
@@ -226,19 +235,15 @@ service::service(const options* o, unsigned core, unsigned cores, std::vector<fs
         _i->tls = std::make_unique<net::tls_context>(std::move(t.value()));
     else
         lg.warn("no TLS for delivery: {}", t.error());
-    RW_ASSERT(core < k_max_cores);
-    g_services[core].store(this);
-    // What other cores sent for our destinations while our shard was
-    // still being recovered.
-    for (auto& [key, e] : std::exchange(early_posts(), {}))
-        _i->accept(key, std::move(e));
+    RW_ASSERT(!t_service, "one delivery service per core");
+    t_service = this;
 }
 
 service::~service() {
-    g_services[_i->core].store(nullptr);
+    t_service = nullptr;
 }
 
-service* service::local() { return g_services[this_core()].load(std::memory_order_relaxed); }
+service* service::local() { return t_service; }
 
 void service::queued(fs::shard* sh, uint64_t id) { _i->queue_message(sh, id); }
 
@@ -263,5 +268,116 @@ void service::stop() {
 }
 
 const service::counters& service::stats() const { return _i->c; }
+
+bool service::impl::matches(const destination* d, std::string_view domain) {
+    if (domain.empty())
+        return true;
+    std::string_view k = d->key;
+    size_t colon = k.find(':');
+    return lower(k.substr(colon + 1)) == lower(domain);
+}
+
+std::vector<destination_view> service::destinations() const {
+    std::unordered_map<const destination*, std::pair<uint64_t, int64_t>> waiting;  // rcpts, oldest
+    for (const auto& [due, de] : _i->deferred) {
+        auto& w = waiting[de.first];
+        w.first += de.second.rcpts.size();
+        if (!w.second || de.second.received_unix < w.second)
+            w.second = de.second.received_unix;
+    }
+    std::vector<destination_view> out;
+    out.reserve(_i->dests.size());
+    for (const auto& [key, d] : _i->dests) {
+        destination_view v;
+        v.key = key;
+        v.core = _i->core;
+        for (const auto& e : d->ready) {
+            v.ready_rcpts += e.rcpts.size();
+            ++v.ready_messages;
+            if (!v.oldest_received_unix || e.received_unix < v.oldest_received_unix)
+                v.oldest_received_unix = e.received_unix;
+        }
+        if (auto it = waiting.find(d.get()); it != waiting.end()) {
+            v.deferred_rcpts = it->second.first;
+            if (!v.oldest_received_unix || it->second.second < v.oldest_received_unix)
+                v.oldest_received_unix = it->second.second;
+        }
+        v.in_flight_rcpts = d->in_flight_rcpts;
+        v.in_flight_messages = d->in_flight_msgs;
+        v.connections = d->active;
+        v.idle_connections = unsigned(d->idle.size());
+        v.paused_until_ms = d->paused_until_ms;
+        v.suspended = d->suspended;
+        v.last_error = d->last_error;
+        v.last_error_ms = d->last_error_ms;
+        v.last_connection_ms = d->last_connection_ms;
+        v.last_host = d->last_host;
+        v.last_ip = d->last_ip;
+        v.last_tls = d->last_tls;
+        v.delivered = d->delivered;
+        v.deferred = d->deferred;
+        v.bounced = d->bounced;
+        v.connections_made = d->connections;
+        const uint64_t settled = d->delivered + d->deferred + d->bounced;
+        v.mean_latency_ms = settled ? d->latency_ms_total / settled : 0;
+        out.push_back(std::move(v));
+    }
+    return out;
+}
+
+size_t service::suspend(std::string_view domain) {
+    _i->suspended_domains.insert(lower(domain));
+    size_t n = 0;
+    for (auto& [k, d] : _i->dests)
+        if (impl::matches(d.get(), domain) && !d->suspended) {
+            d->suspended = true;
+            ++n;
+            for (cancel_token* t : std::exchange(d->idle, {}))
+                t->cancel();  // idle connections QUIT
+        }
+    return n;
+}
+
+size_t service::resume(std::string_view domain) {
+    if (domain.empty())
+        _i->suspended_domains.clear();
+    else
+        _i->suspended_domains.erase(lower(domain));
+    const bool all = _i->suspended_domains.contains("");
+    size_t n = 0;
+    for (auto& [k, d] : _i->dests) {
+        if (!d->suspended || all)
+            continue;
+        if (std::any_of(_i->suspended_domains.begin(), _i->suspended_domains.end(),
+                        [&](const std::string& s) { return impl::matches(d.get(), s); }))
+            continue;
+        d->suspended = false;
+        ++n;
+        if (!d->ready.empty())
+            _i->kick(d.get());
+    }
+    return n;
+}
+
+size_t service::deliver_now(std::string_view domain) {
+    size_t n = 0;
+    for (auto it = _i->deferred.begin(); it != _i->deferred.end();) {
+        destination* d = it->second.first;
+        if (!impl::matches(d, domain)) {
+            ++it;
+            continue;
+        }
+        auto node = _i->deferred.extract(it++);
+        d->ready.push_back(std::move(node.mapped().second));
+        ++n;
+    }
+    for (auto& [k, d] : _i->dests)
+        if (impl::matches(d.get(), domain)) {
+            d->paused_until_ms = 0;
+            if (!d->ready.empty())
+                _i->kick(d.get());
+        }
+    return n;
+}
 
 }  // namespace rw::mta::delivery

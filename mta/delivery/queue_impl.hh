@@ -63,12 +63,8 @@ struct entry {
     uint32_t attempts = 0;
     int64_t received_unix = 0;
     int64_t due_ms = 0;
+    int64_t taken_ms = 0;  // when a connection took it (latency)
 };
-
-// Entries posted to a core before its service exists (it starts as soon as
-// its own shard is recovered; other cores may be faster). Touched only on
-// that core.
-std::vector<std::pair<std::string, entry>>& early_posts();
 
 struct destination {
     std::string key;
@@ -82,6 +78,16 @@ struct destination {
     // Connections waiting for the next message (connection_cache_time);
     // kick() wakes them before it opens new ones.
     std::vector<cancel_token*> idle;
+    bool suspended = false;      // by the operator (service::suspend)
+    uint64_t in_flight_rcpts = 0;  // taken by a connection, outcome not yet settled
+    uint64_t in_flight_msgs = 0;
+    // For the admin shell: the last failure and what came of each recipient.
+    std::string last_error;
+    int64_t last_error_ms = 0;
+    int64_t last_connection_ms = 0;
+    std::string last_host, last_ip, last_tls;
+    uint64_t delivered = 0, deferred = 0, bounced = 0, connections = 0;
+    uint64_t latency_ms_total = 0;  // load to settle, over `delivered + deferred + bounced` messages' recipients
 };
 
 // What a connection needs of a message, read on its origin core.
@@ -209,6 +215,10 @@ struct service::impl {
 
     void kick(destination* d);
 
+    // Takes the next ready entry for sending; finish() (or untake()) ends it.
+    entry take(destination* d);
+    void untake(destination* d, const entry& e);
+
     // Turns a recipient's reply into its outcome; deferred recipients also
     // go back into the queue here.
     void settle(destination* d, const entry& e, const loaded& L, const std::vector<smtp_reply>& replies,
@@ -238,6 +248,11 @@ struct service::impl {
     task<hops_result> next_hops(destination* d);
 
     void pause(destination* d, const std::string& why);
+    // Paused after a failure or suspended by the operator: no new connection.
+    bool held(const destination* d, int64_t now) const { return d->suspended || now < d->paused_until_ms; }
+    // "mx:example.test" and "route:example.test" match "example.test"; "" matches all.
+    static bool matches(const destination* d, std::string_view domain);
+    std::set<std::string> suspended_domains;  // "" = all
 
     static task<void> worker(impl* self, destination* d);
 

@@ -27,6 +27,8 @@ unsigned received_headers(std::string_view message) {
 
 void service::impl::pause(destination* d, const std::string& why) {
     d->paused_until_ms = now_ms() + o->destination_pause.count();
+    d->last_error = why;
+    d->last_error_ms = now_ms();
     lg.info("destination={} paused for {} ms: {}", d->key, o->destination_pause.count(), why);
     // Idle connections to it QUIT now rather than send once woken.
     for (cancel_token* t : std::exchange(d->idle, {}))
@@ -99,6 +101,11 @@ task<void> service::impl::work(destination* d) {
         co_return;
     }
     c.connections++;
+    d->connections++;
+    d->last_connection_ms = now_ms();
+    d->last_host = host;
+    d->last_ip = ip;
+    d->last_tls = cl->tls_description();
     const uint64_t dcid = (uint64_t(core) << 48) | ++dcid_seq;
     std::string tls_desc = cl->tls_description();
     journal::record("connection", {{"dcid", dcid}, {"destination", std::string_view(d->key)},
@@ -112,8 +119,7 @@ task<void> service::impl::work(destination* d) {
             // message a while (a trickle would otherwise connect for
             // every few messages), unless its limits or a shutdown say
             // it is done.
-            if (stopping || sent >= o->max_messages_per_connection ||
-                now_ms() < d->paused_until_ms)
+            if (stopping || sent >= o->max_messages_per_connection || held(d, now_ms()))
                 break;
             auto t = idle_wait(d);
             if (!co_await std::move(t))
@@ -124,7 +130,7 @@ task<void> service::impl::work(destination* d) {
             }
             continue;
         }
-        if (stopping || sent >= o->max_messages_per_connection)
+        if (stopping || sent >= o->max_messages_per_connection || d->suspended)
             break;
         if (const int64_t wait = rate_wait_ms(d, now_ms()); wait > 0) {
             if (wait > 5'000)
@@ -137,11 +143,11 @@ task<void> service::impl::work(destination* d) {
         const int64_t slot = now_ms();
         if (o->max_messages_per_minute)
             d->sent_ms.push_back(slot);
-        entry e = std::move(d->ready.front());
-        d->ready.pop_front();
+        entry e = take(d);
         auto tl = load_from_origin(e.origin, e.shard, e.id, e.rcpts);
         auto L = co_await std::move(tl);
         if (!L) {
+            untake(d, e);
             if (o->max_messages_per_minute) {
                 auto it = std::find(d->sent_ms.begin(), d->sent_ms.end(), slot);
                 if (it != d->sent_ms.end())
@@ -204,7 +210,7 @@ task<bool> service::impl::idle_wait(destination* d) {
     // The monotonic clock: a wall-clock step must not stretch the wait.
     using clock = std::chrono::steady_clock;
     const auto deadline = clock::now() + o->connection_cache_time;
-    auto usable = [&] { return !stopping && now_ms() >= d->paused_until_ms; };
+    auto usable = [&] { return !stopping && !held(d, now_ms()); };
     while (d->ready.empty()) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
         if (left.count() <= 0 || !usable())

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -86,8 +87,10 @@ struct server_env {
     net::buf_ring* rx = nullptr;                  // receive buffers for plain sessions
     delivery::service* delivery = nullptr;        // told about every message queued
     uint64_t icid_seq = 0;
-    // Counters for tests and metrics.
-    uint64_t sessions = 0, messages = 0, rejected = 0;
+    // Counters for the admin plane: sessions started, messages and their
+    // recipients queued, replies refusing something (by code).
+    uint64_t sessions = 0, messages = 0, recipients = 0, rejected = 0;
+    std::map<int, uint64_t> rejected_by_code;
 };
 
 // Whether peer is in the exceptions list (null: no exceptions).

@@ -296,6 +296,7 @@ bool session::count_error() {
 
 void session::journal_reject(int code, std::string_view what) {
     _env->rejected++;
+    _env->rejected_by_code[code]++;
     journal::record("reject", {{"icid", _icid}, {"peer", std::string_view(_peer.ip_string())},
                                {"code", int64_t(code)}, {"what", what}});
 }
@@ -454,6 +455,7 @@ std::string session::received_header(uint64_t id) {
 
 void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
     _env->messages++;
+    _env->recipients += _rcpts.size();
     if (_env->delivery)
         _env->delivery->queued(_env->spool, id);
     std::string mid = mid_string(id);
@@ -980,6 +982,7 @@ task<void> run_session(net::accepted conn, const listener_options* lo, server_en
         const bool total = v == connection_limits::verdict::over_total;
         auto r = total ? smtp::too_many_connections(env->hostname) : smtp::too_many_from_address(env->hostname);
         env->rejected++;
+        env->rejected_by_code[r.r.code]++;
         journal::record("reject", {{"peer", std::string_view(peer.ip_string())},
                                    {"listener", std::string_view(lo->name)},
                                    {"code", int64_t(r.r.code)},

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "runtime/reactor/sync.hh"
+#include "runtime/smp/barrier.hh"
 #include "runtime/smp/smp.hh"
 
 using namespace std::chrono_literals;
@@ -147,4 +148,41 @@ TEST_CASE("engine refuses an impossible core count with a clear message", "[smp]
     auto e = rw::engine::create(o);
     REQUIRE(!e);
     REQUIRE_THAT(e.error(), Catch::Contains("runtime.cores"));
+}
+
+TEST_CASE("core_barrier releases every core only once all have arrived", "[smp]") {
+    // Three cores arrive at different times (core c after c * 60 ms). Each
+    // records how many had arrived when it passed: every one must see all
+    // three, so no core passes early, and the last one does not wait.
+    rw::engine_options o;
+    o.cores = 3;
+    o.pin = false;
+    auto e = rw::engine::create(o);
+    REQUIRE(e);
+    rw::core_barrier b(3);
+    std::atomic<int> arrived{0};
+    std::atomic<int> passed_early{0};
+    std::atomic<int> passed{0};
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = e.value()->run([&](unsigned core) -> task<void> {
+        struct ctx {
+            rw::core_barrier* b;
+            std::atomic<int>*arrived, *early, *passed;
+        };
+        auto body = [](ctx c, unsigned core) -> task<void> {
+            co_await rw::io::sleep(std::chrono::milliseconds(60 * core));
+            c.arrived->fetch_add(1);
+            co_await c.b->arrive_and_wait();
+            if (c.arrived->load() != 3)
+                c.early->fetch_add(1);
+            c.passed->fetch_add(1);
+        };
+        return body(ctx{&b, &arrived, &passed_early, &passed}, core);
+    });
+    REQUIRE(r);
+    REQUIRE(passed.load() == 3);
+    REQUIRE(passed_early.load() == 0);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    REQUIRE(took >= 120ms);  // nobody finished before the last arrival
+    REQUIRE(took < 5s);
 }

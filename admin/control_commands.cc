@@ -1,0 +1,666 @@
+// The control socket's commands. Each gathers what it needs from every
+// core through the registry (one cross-core call per core, in turn) and
+// answers with plain JSON that the shell formats; nothing here touches
+// another core's objects directly.
+#include "admin/control_commands.hh"
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "admin/control.hh"
+#include "runtime/base/journal.hh"
+#include "runtime/base/log.hh"
+#include "runtime/smp/offload.hh"
+
+namespace rw::admin::control_detail {
+
+namespace {
+const logger lg{"control"};
+using json = nlohmann::json;
+using steady = std::chrono::steady_clock;
+
+constexpr std::chrono::seconds k_sample_period{5};
+constexpr std::chrono::minutes k_sample_keep{16};
+
+int64_t unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string str_arg(const json& args, const char* key, bool required = false) {
+    if (!args.contains(key)) {
+        if (required)
+            throw command_error(fmt::format("missing argument {}", key));
+        return {};
+    }
+    if (!args[key].is_string())
+        throw command_error(fmt::format("argument {} must be a string", key));
+    return args[key].get<std::string>();
+}
+
+bool bool_arg(const json& args, const char* key) {
+    if (!args.contains(key))
+        return false;
+    if (!args[key].is_boolean())
+        throw command_error(fmt::format("argument {} must be true or false", key));
+    return args[key].get<bool>();
+}
+
+// "Example.COM" -> "example.com"; refuses what cannot be a domain.
+std::string domain_arg(const json& args, const char* key, bool required) {
+    std::string d = str_arg(args, key, required);
+    for (auto& ch : d) {
+        if (ch >= 'A' && ch <= 'Z')
+            ch = char(ch + 32);
+        const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
+                        ch == '*' || ch == '[' || ch == ']' || ch == ':' || ch == '_';
+        if (!ok)
+            throw command_error(fmt::format("{}: {} is not a domain", key, d));
+    }
+    if (d.size() > 255)
+        throw command_error(fmt::format("{}: longer than 255 characters", key));
+    return d;
+}
+
+uint64_t mid_arg(const json& args) {
+    std::string m = str_arg(args, "mid", true);
+    if (m.empty() || m.size() > 16 || !std::all_of(m.begin(), m.end(), [](char ch) { return std::isxdigit(uint8_t(ch)); }))
+        throw command_error(fmt::format("mid: {} is not a message ID (16 hexadecimal digits, as in the mail log)", m));
+    return std::stoull(m, nullptr, 16);
+}
+
+// An object from alternating keys and values. The commands are coroutines,
+// and g++ 12 mishandles nlohmann::json's initializer lists inside them: in
+// a coroutine, build JSON with this or in a plain function.
+inline void put(json&) {}
+template <typename V, typename... R>
+void put(json& j, const char* k, V&& v, R&&... rest) {
+    j[k] = std::forward<V>(v);
+    put(j, std::forward<R>(rest)...);
+}
+template <typename... A>
+json obj(A&&... kv) {
+    json j = json::object();
+    put(j, std::forward<A>(kv)...);
+    return j;
+}
+
+std::string mid_string(uint64_t id) { return fmt::format("{:016X}", id); }
+
+task<totals> collect(context& c) {
+    totals t;
+    for (unsigned core = 0; core < c.reg->cores(); ++core) {
+        auto part = co_await c.reg->call(core, [](core_slot& s) {
+            totals x;
+            for (const auto* env : s.listeners) {
+                x.sessions += env->sessions;
+                x.messages += env->messages;
+                x.recipients += env->recipients;
+                x.rejected += env->rejected;
+                for (const auto& [code, n] : env->rejected_by_code)
+                    x.rejected_by_code[code] += n;
+            }
+            if (s.delivery) {
+                const auto& d = s.delivery->stats();
+                x.delivered = d.delivered;
+                x.deferred = d.deferred;
+                x.bounced = d.bounced;
+                x.dsn = d.dsn;
+                x.connections_out = d.connections;
+            }
+            return x;
+        });
+        t.sessions += part.sessions;
+        t.messages += part.messages;
+        t.recipients += part.recipients;
+        t.rejected += part.rejected;
+        t.delivered += part.delivered;
+        t.deferred += part.deferred;
+        t.bounced += part.bounced;
+        t.dsn += part.dsn;
+        t.connections_out += part.connections_out;
+        for (const auto& [code, n] : part.rejected_by_code)
+            t.rejected_by_code[code] += n;
+    }
+    co_return t;
+}
+
+json counters_json(const totals& t, const totals& base) {
+    json by_code = json::object();
+    for (const auto& [code, n] : t.rejected_by_code) {
+        auto it = base.rejected_by_code.find(code);
+        uint64_t b = it == base.rejected_by_code.end() ? 0 : it->second;
+        if (n > b)
+            by_code[std::to_string(code)] = n - b;
+    }
+    return {{"connections_in", t.sessions - base.sessions},
+            {"messages_received", t.messages - base.messages},
+            {"recipients_received", t.recipients - base.recipients},
+            {"recipients_delivered", t.delivered - base.delivered},
+            {"recipients_deferred", t.deferred - base.deferred},
+            {"recipients_bounced", t.bounced - base.bounced},
+            {"reports_sent", t.dsn - base.dsn},
+            {"connections_out", t.connections_out - base.connections_out},
+            {"rejected", t.rejected - base.rejected},
+            {"rejected_by_code", std::move(by_code)}};
+}
+
+// Per minute over the last `window` (or since start, if shorter).
+json rates_json(const context& c, const totals& now, std::chrono::minutes window) {
+    const auto t_now = steady::now();
+    const std::pair<steady::time_point, totals>* from = nullptr;
+    for (const auto& s : c.samples) {
+        if (t_now - s.first <= window) {
+            from = &s;
+            break;
+        }
+    }
+    json out = json::object();
+    if (!from || t_now - from->first < std::chrono::seconds(1)) {
+        for (const char* k : {"messages_received", "recipients_received", "recipients_delivered",
+                              "recipients_deferred", "recipients_bounced", "rejected"})
+            out[k] = 0.0;
+        out["over_seconds"] = 0;
+        return out;
+    }
+    const double minutes = std::chrono::duration<double>(t_now - from->first).count() / 60.0;
+    auto per = [&](uint64_t a, uint64_t b) { return double(a >= b ? a - b : 0) / minutes; };
+    const totals& f = from->second;
+    out["messages_received"] = per(now.messages, f.messages);
+    out["recipients_received"] = per(now.recipients, f.recipients);
+    out["recipients_delivered"] = per(now.delivered, f.delivered);
+    out["recipients_deferred"] = per(now.deferred, f.deferred);
+    out["recipients_bounced"] = per(now.bounced, f.bounced);
+    out["rejected"] = per(now.rejected, f.rejected);
+    out["over_seconds"] = int64_t(minutes * 60.0 + 0.5);
+    return out;
+}
+
+uint64_t rss_bytes() {
+    // /proc is memory, not disk: reading it does not block.
+    std::FILE* f = std::fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    unsigned long size = 0, rss = 0;
+    int n = std::fscanf(f, "%lu %lu", &size, &rss);
+    std::fclose(f);
+    return n == 2 ? uint64_t(rss) * uint64_t(::sysconf(_SC_PAGESIZE)) : 0;
+}
+
+struct core_gauges {
+    uint64_t connections_in = 0;  // this core's sessions: limits are shared, so from core 0 only
+    uint64_t connections_out = 0, queued_messages = 0;
+    uint64_t rcpts_active = 0, rcpts_retry = 0, rcpts_never_attempted = 0;
+    uint64_t spool_slots_free = 0, spool_slots = 0;
+    uint64_t dns_hits = 0, dns_misses = 0, dns_queries = 0;
+    double cpu_seconds = 0;
+    uint64_t loop_iterations = 0;
+};
+
+core_gauges gauges_here(core_slot& s) {
+    core_gauges g;
+    for (fs::shard* sh : s.shards) {
+        g.queued_messages += sh->live_count();
+        auto st = sh->get_stats();
+        g.spool_slots_free += st.free_slots;
+        for (uint64_t id : sh->live_ids()) {
+            auto v = sh->find(id);
+            if (!v)
+                continue;
+            for (const auto& r : v->rcpts)
+                if (r.status == fs::rcpt_status::pending && r.attempts == 0)
+                    ++g.rcpts_never_attempted;
+        }
+    }
+    if (s.delivery)
+        for (const auto& d : s.delivery->destinations()) {
+            g.connections_out += d.connections;
+            g.rcpts_active += d.ready_rcpts + d.in_flight_rcpts;
+            g.rcpts_retry += d.deferred_rcpts;
+        }
+    if (s.dns) {
+        const auto& st = s.dns->stats();
+        g.dns_hits = st.cache_hits;
+        g.dns_misses = st.cache_misses;
+    }
+    timespec ts{};
+    if (::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+        g.cpu_seconds = double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
+    g.loop_iterations = reactor::local().loop_iterations();
+    return g;
+}
+
+json status_json(const context& c, const totals& now, const core_gauges& sum, uint64_t connections_in);
+
+task<json> cmd_status(context& c, const json& args) {
+    const bool detail = bool_arg(args, "detail");
+    totals now = co_await collect(c);
+    json per_core = json::array();
+    core_gauges sum;
+    uint64_t connections_in = 0;
+    for (unsigned core = 0; core < c.reg->cores(); ++core) {
+        auto g = co_await c.reg->call(core, [](core_slot& s) { return gauges_here(s); });
+        if (core == 0)
+            co_await c.reg->call(0, [&connections_in](core_slot& s) {
+                for (const auto* l : s.listener_limits)
+                    connections_in += l->total();
+            });
+        sum.connections_out += g.connections_out;
+        sum.queued_messages += g.queued_messages;
+        sum.rcpts_active += g.rcpts_active;
+        sum.rcpts_retry += g.rcpts_retry;
+        sum.rcpts_never_attempted += g.rcpts_never_attempted;
+        sum.spool_slots_free += g.spool_slots_free;
+        sum.dns_hits += g.dns_hits;
+        sum.dns_misses += g.dns_misses;
+        per_core.push_back(obj("core", core, "cpu_seconds", g.cpu_seconds, "loop_iterations", g.loop_iterations,
+                               "queued_messages", g.queued_messages, "connections_out", g.connections_out));
+    }
+    json out = status_json(c, now, sum, connections_in);
+    if (detail)
+        out["per_core"] = std::move(per_core);
+    co_return out;
+}
+
+json status_json(const context& c, const totals& now, const core_gauges& sum, uint64_t connections_in) {
+    const auto& geo = c.reg->geometry();
+    const uint64_t seg = geo.segment_bytes;
+    const uint64_t total_bytes = uint64_t(geo.slots_per_shard) * geo.shard_count * seg;
+    return {
+        {"version", RINGWAY_VERSION},
+        {"hostname", c.cfg->smtp.hostname},
+        {"uptime_seconds", std::chrono::duration_cast<std::chrono::seconds>(steady::now() - c.reg->start_time).count()},
+        {"started_unix", c.reg->start_unix},
+        {"cores", c.reg->cores()},
+        {"counters", counters_json(now, c.base)},
+        {"rates_per_minute",
+         {{"1m", rates_json(c, now, std::chrono::minutes(1))},
+          {"5m", rates_json(c, now, std::chrono::minutes(5))},
+          {"15m", rates_json(c, now, std::chrono::minutes(15))}}},
+        {"gauges",
+         {{"connections_in", connections_in},
+          {"connections_out", sum.connections_out},
+          {"queued_messages", sum.queued_messages},
+          {"queued_recipients",
+           {{"active", sum.rcpts_active}, {"retry", sum.rcpts_retry}, {"never_attempted", sum.rcpts_never_attempted}}},
+          {"spool", {{"bytes_total", total_bytes}, {"bytes_free", sum.spool_slots_free * seg}}},
+          {"memory_rss_bytes", rss_bytes()},
+          {"dns", {{"cache_hits", sum.dns_hits}, {"cache_misses", sum.dns_misses}}},
+          {"delivery_suspended", json(std::vector<std::string>(c.suspended_delivery.begin(),
+                                                               c.suspended_delivery.end()))},
+          {"conservation_level", 0}}},
+    };
+}
+
+task<std::vector<mta::delivery::destination_view>> all_destinations(context& c) {
+    std::vector<mta::delivery::destination_view> all;
+    for (unsigned core = 0; core < c.reg->cores(); ++core) {
+        auto v = co_await c.reg->call(core, [](core_slot& s) {
+            return s.delivery ? s.delivery->destinations() : std::vector<mta::delivery::destination_view>{};
+        });
+        for (auto& d : v)
+            all.push_back(std::move(d));
+    }
+    co_return all;
+}
+
+json destination_json(const mta::delivery::destination_view& d, int64_t now_unix) {
+    const int64_t now_ms = now_unix * 1000;
+    return {{"destination", d.key},
+            {"core", d.core},
+            {"queued_recipients", d.ready_rcpts + d.deferred_rcpts + d.in_flight_rcpts},
+            {"ready_recipients", d.ready_rcpts},
+            {"retry_recipients", d.deferred_rcpts},
+            {"in_flight_recipients", d.in_flight_rcpts},
+            {"in_flight_messages", d.in_flight_messages},
+            {"oldest_age_seconds", d.oldest_received_unix ? std::max<int64_t>(0, now_unix - d.oldest_received_unix) : 0},
+            {"connections", d.connections},
+            {"idle_connections", d.idle_connections},
+            {"paused_until_unix_ms", d.paused_until_ms > now_ms ? d.paused_until_ms : 0},
+            {"suspended", d.suspended},
+            {"last_error", d.last_error},
+            {"last_error_unix_ms", d.last_error_ms},
+            {"last_connection_unix_ms", d.last_connection_ms},
+            {"last_host", d.last_host},
+            {"last_ip", d.last_ip},
+            {"last_tls", d.last_tls},
+            {"delivered", d.delivered},
+            {"deferred", d.deferred},
+            {"bounced", d.bounced},
+            {"connections_made", d.connections_made},
+            {"mean_latency_ms", d.mean_latency_ms}};
+}
+
+task<json> cmd_workqueue(context& c, const json& args) {
+    (void)args;
+    auto all = co_await all_destinations(c);
+    const int64_t now = unix_now();
+    std::erase_if(all, [](const auto& d) {
+        return d.ready_rcpts + d.deferred_rcpts + d.in_flight_rcpts == 0 && d.connections == 0;
+    });
+    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+        auto qa = a.ready_rcpts + a.deferred_rcpts + a.in_flight_rcpts;
+        auto qb = b.ready_rcpts + b.deferred_rcpts + b.in_flight_rcpts;
+        return qa != qb ? qa > qb : a.key < b.key;
+    });
+    json rows = json::array();
+    for (const auto& d : all)
+        rows.push_back(destination_json(d, now));
+    co_return obj("destinations", std::move(rows));
+}
+
+task<json> cmd_tophosts(context& c, const json& args) {
+    std::string sort = str_arg(args, "sort");
+    if (sort.empty())
+        sort = "active";
+    static const std::vector<std::string> k_sorts = {"active", "connections", "delivered", "soft", "hard"};
+    if (std::find(k_sorts.begin(), k_sorts.end(), sort) == k_sorts.end())
+        throw command_error(fmt::format("sort: {} is not one of active, connections, delivered, soft, hard", sort));
+    auto all = co_await all_destinations(c);
+    auto key = [&](const mta::delivery::destination_view& d) -> uint64_t {
+        if (sort == "active")
+            return d.ready_rcpts + d.deferred_rcpts + d.in_flight_rcpts;
+        if (sort == "connections")
+            return d.connections;
+        if (sort == "delivered")
+            return d.delivered;
+        if (sort == "soft")
+            return d.deferred;
+        return d.bounced;
+    };
+    std::stable_sort(all.begin(), all.end(), [&](const auto& a, const auto& b) {
+        return key(a) != key(b) ? key(a) > key(b) : a.key < b.key;
+    });
+    if (all.size() > 50)
+        all.resize(50);
+    json rows = json::array();
+    const int64_t now = unix_now();
+    for (const auto& d : all)
+        rows.push_back(destination_json(d, now));
+    co_return obj("sort", sort, "destinations", std::move(rows));
+}
+
+task<json> cmd_hoststatus(context& c, const json& args) {
+    const std::string domain = domain_arg(args, "domain", true);
+    auto all = co_await all_destinations(c);
+    const int64_t now = unix_now();
+    json rows = json::array();
+    for (const auto& d : all) {
+        std::string_view k = d.key;
+        if (k.substr(k.find(':') + 1) == domain)
+            rows.push_back(destination_json(d, now));
+    }
+    if (rows.empty())
+        throw command_error(fmt::format("no destination {} (nothing queued or sent for it since start)", domain));
+    co_return obj("domain", domain, "destinations", std::move(rows));
+}
+
+// Suspensions survive a restart: written beside the spool.
+task<void> save_suspensions(context& c) {
+    std::string path = fmt::format("{}/suspensions.json", c.state_dir);
+    json j = obj("v", 1, "delivery", std::vector<std::string>(c.suspended_delivery.begin(), c.suspended_delivery.end()));
+    std::string text = j.dump(2) + "\n";
+    auto ok = co_await offload([path, text]() -> std::string {
+        std::string tmp = path + ".tmp";
+        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return std::strerror(errno);
+        bool good = ::write(fd, text.data(), text.size()) == ssize_t(text.size()) && ::fsync(fd) == 0;
+        int e = errno;
+        ::close(fd);
+        if (!good || ::rename(tmp.c_str(), path.c_str()) != 0)
+            return std::strerror(good ? errno : e);
+        return {};
+    });
+    if (!ok.empty())
+        throw command_error(fmt::format("cannot save {}: {} (the change holds until restart)", path, ok));
+}
+
+task<size_t> for_each_delivery(context& c, std::function<size_t(mta::delivery::service&)> fn) {
+    size_t n = 0;
+    for (unsigned core = 0; core < c.reg->cores(); ++core)
+        n += co_await c.reg->call(core, [&fn](core_slot& s) -> size_t { return s.delivery ? fn(*s.delivery) : 0; });
+    co_return n;
+}
+
+std::string target_arg(const json& args) {
+    std::string t = str_arg(args, "target");
+    if (t.empty())
+        t = "delivery";
+    if (t != "delivery")
+        throw command_error(fmt::format("target: {} is not delivery", t));
+    return t;
+}
+
+task<json> cmd_suspend(context& c, const peer_cred& who, const json& args) {
+    target_arg(args);
+    const std::string domain = domain_arg(args, "domain", false);
+    size_t n = co_await for_each_delivery(c, [&domain](mta::delivery::service& s) { return s.suspend(domain); });
+    c.suspended_delivery.insert(domain);
+    lg.info("delivery suspended domain={} destinations={} by {}", domain.empty() ? "*" : domain, n, who.describe());
+    journal::record("admin", {{"action", std::string_view("suspend")},
+                              {"domain", std::string_view(domain.empty() ? "*" : domain)},
+                              {"uid", uint64_t(who.uid)}});
+    co_await save_suspensions(c);
+    co_return obj("suspended", domain.empty() ? std::string("*") : domain, "destinations", n);
+}
+
+task<json> cmd_resume(context& c, const peer_cred& who, const json& args) {
+    target_arg(args);
+    const std::string domain = domain_arg(args, "domain", false);
+    if (!domain.empty() && !c.suspended_delivery.contains(domain))
+        throw command_error(fmt::format("delivery to {} is not suspended{}", domain,
+                                        c.suspended_delivery.contains("") ? " (all delivery is: resume with no domain)"
+                                                                         : ""));
+    size_t n = co_await for_each_delivery(c, [&domain](mta::delivery::service& s) { return s.resume(domain); });
+    if (domain.empty())
+        c.suspended_delivery.clear();
+    else
+        c.suspended_delivery.erase(domain);
+    lg.info("delivery resumed domain={} destinations={} by {}", domain.empty() ? "*" : domain, n, who.describe());
+    journal::record("admin", {{"action", std::string_view("resume")},
+                              {"domain", std::string_view(domain.empty() ? "*" : domain)},
+                              {"uid", uint64_t(who.uid)}});
+    co_await save_suspensions(c);
+    co_return obj("resumed", domain.empty() ? std::string("*") : domain, "destinations", n);
+}
+
+task<json> cmd_delivernow(context& c, const peer_cred& who, const json& args) {
+    const std::string domain = domain_arg(args, "domain", false);
+    size_t n = co_await for_each_delivery(c, [&domain](mta::delivery::service& s) { return s.deliver_now(domain); });
+    lg.info("deliver now domain={} released={} by {}", domain.empty() ? "*" : domain, n, who.describe());
+    co_return obj("domain", domain.empty() ? std::string("*") : domain, "released", n);
+}
+
+const char* status_name(fs::rcpt_status s) {
+    switch (s) {
+    case fs::rcpt_status::pending: return "pending";
+    case fs::rcpt_status::deferred: return "deferred";
+    case fs::rcpt_status::delivered: return "delivered";
+    case fs::rcpt_status::bounced: return "bounced";
+    }
+    return "?";
+}
+
+json message_json(const fs::shard::message_view& v, unsigned core, uint32_t shard) {
+    json rcpts = json::array();
+    for (size_t i = 0; i < v.env.rcpts.size(); ++i) {
+        const auto& st = v.rcpts[i];
+        rcpts.push_back({{"rcpt", v.env.rcpts[i]},
+                         {"state", status_name(st.status)},
+                         {"attempts", st.attempts},
+                         {"next_attempt_unix", st.next_attempt_unix},
+                         {"last_reply", st.last_reply}});
+    }
+    return {{"mid", mid_string(v.id)},
+            {"core", core},
+            {"shard", shard},
+            {"mail_from", v.env.mail_from},
+            {"received_unix", v.env.received_unix},
+            {"body_bytes", v.body_bytes},
+            {"recipients", std::move(rcpts)}};
+}
+
+// The message's envelope, states and header section, from the core whose
+// shard holds it; null when no shard does.
+task<json> cmd_showmessage(context& c, const json& args) {
+    const uint64_t id = mid_arg(args);
+    {
+        const unsigned core = c.reg->core_of_message(id);
+        auto t = c.reg->call(core, [id](core_slot& s) -> task<json> {
+            for (fs::shard* sh : s.shards) {
+                auto v = sh->find(id);
+                if (!v)
+                    continue;
+                json m = message_json(*v, s.core, sh->index());
+                const uint64_t body = v->body_bytes;
+                // The header section: up to the first empty line, at most 64 KiB.
+                std::string head(std::min<uint64_t>(body, 64 * 1024), '\0');
+                size_t got = 0;
+                while (got < head.size()) {
+                    auto r = co_await sh->read_body(id, got, std::span<char>(head.data() + got, head.size() - got));
+                    if (!r || r.value() == 0)
+                        break;
+                    got += r.value();
+                }
+                head.resize(got);
+                size_t end = head.find("\r\n\r\n");
+                m["headers_truncated"] = end == std::string::npos && got < body;
+                if (end != std::string::npos)
+                    head.resize(end + 2);
+                m["headers"] = std::move(head);
+                co_return m;
+            }
+            co_return json();
+        });
+        json m = co_await std::move(t);
+        if (!m.is_null())
+            co_return m;
+    }
+    throw command_error(fmt::format("no message {} in the spool (delivered, bounced or deleted?)", mid_string(id)));
+}
+
+task<json> cmd_deletemessage(context& c, const peer_cred& who, const json& args) {
+    const uint64_t id = mid_arg(args);
+    {
+        const unsigned core = c.reg->core_of_message(id);
+        auto t = c.reg->call(core, [id](core_slot& s) -> task<int> {
+            for (fs::shard* sh : s.shards) {
+                if (!sh->find(id))
+                    continue;
+                auto r = co_await sh->remove(id);
+                co_return r ? 1 : -1;
+            }
+            co_return 0;
+        });
+        int r = co_await std::move(t);
+        if (r < 0)
+            throw command_error(fmt::format("cannot delete {}: the spool refused (see the daemon's log)", mid_string(id)));
+        if (r > 0) {
+            lg.info("message deleted mid={} by {}", mid_string(id), who.describe());
+            journal::record("admin", {{"action", std::string_view("deletemessage")},
+                                      {"mid", std::string_view(mid_string(id))},
+                                      {"uid", uint64_t(who.uid)}});
+            co_return obj("deleted", mid_string(id));
+        }
+    }
+    throw command_error(fmt::format("no message {} in the spool", mid_string(id)));
+}
+
+task<json> cmd_counters_reset(context& c, const peer_cred& who) {
+    c.base = co_await collect(c);
+    c.samples.clear();
+    lg.info("counters reset by {}", who.describe());
+    co_return obj("reset", true);
+}
+
+task<void> sampler(context* c) {
+    gate::holder h(c->tasks);
+    while (!c->stopping) {
+        totals t = co_await collect(*c);
+        const auto now = steady::now();
+        c->samples.emplace_back(now, std::move(t));
+        while (!c->samples.empty() && now - c->samples.front().first > k_sample_keep)
+            c->samples.pop_front();
+        co_await io::sleep(k_sample_period, &c->sampler_stop);
+    }
+}
+}  // namespace
+
+task<void> start(context& c) {
+    std::string path = fmt::format("{}/suspensions.json", c.state_dir);
+    std::ifstream in(path);  // at start-up only, a small file
+    if (in) {
+        std::stringstream ss;
+        ss << in.rdbuf();
+        json j = json::parse(ss.str(), nullptr, false);
+        if (j.is_discarded() || !j.is_object() || !j.contains("delivery") || !j["delivery"].is_array()) {
+            lg.error("{} is not a suspensions file; ignoring it (delivery is not suspended)", path);
+        } else {
+            for (const auto& d : j["delivery"])
+                if (d.is_string())
+                    c.suspended_delivery.insert(d.get<std::string>());
+        }
+    }
+    for (const auto& d : c.suspended_delivery) {
+        co_await for_each_delivery(c, [&d](mta::delivery::service& s) { return s.suspend(d); });
+        lg.warn("delivery suspended domain={} (from {}; lift with: ringway resume delivery{}{})", d.empty() ? "*" : d,
+                path, d.empty() ? "" : " ", d);
+    }
+    spawn(sampler(&c));
+}
+
+void stop(context& c) {
+    c.stopping = true;
+    c.sampler_stop.cancel();
+}
+
+task<void> stopped(context& c) { co_await c.tasks.wait_idle(); }
+
+task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, const json& args) {
+    if (cmd == "version")
+        co_return obj("version", RINGWAY_VERSION, "protocol", k_control_version);
+    if (cmd == "uptime")
+        co_return obj("uptime_seconds",
+                      std::chrono::duration_cast<std::chrono::seconds>(steady::now() - c.reg->start_time).count(),
+                      "started_unix", c.reg->start_unix);
+    if (cmd == "status")
+        co_return co_await cmd_status(c, args);
+    if (cmd == "workqueue")
+        co_return co_await cmd_workqueue(c, args);
+    if (cmd == "tophosts")
+        co_return co_await cmd_tophosts(c, args);
+    if (cmd == "hoststatus")
+        co_return co_await cmd_hoststatus(c, args);
+    if (cmd == "suspend")
+        co_return co_await cmd_suspend(c, who, args);
+    if (cmd == "resume")
+        co_return co_await cmd_resume(c, who, args);
+    if (cmd == "delivernow")
+        co_return co_await cmd_delivernow(c, who, args);
+    if (cmd == "showmessage")
+        co_return co_await cmd_showmessage(c, args);
+    if (cmd == "deletemessage")
+        co_return co_await cmd_deletemessage(c, who, args);
+    if (cmd == "counters_reset")
+        co_return co_await cmd_counters_reset(c, who);
+    if (cmd == "destinations") {  // for the shell's completion
+        auto all = co_await all_destinations(c);
+        json names = json::array();
+        for (const auto& d : all)
+            names.push_back(d.key.substr(d.key.find(':') + 1));
+        co_return names;
+    }
+    throw command_error(fmt::format("unknown command {}", cmd));
+}
+
+}  // namespace rw::admin::control_detail

@@ -1,0 +1,61 @@
+// The control socket's commands (not for use outside admin/control*.cc):
+// each takes the request's "args" object and returns its "result", or
+// throws command_error with a one-line reason.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <set>
+#include <nlohmann/json_fwd.hpp>
+#include <stdexcept>
+#include <string>
+
+#include "admin/config.hh"
+#include "admin/registry.hh"
+#include "runtime/reactor/io.hh"
+#include "runtime/reactor/sync.hh"
+#include "runtime/reactor/task.hh"
+
+namespace rw::admin {
+struct peer_cred;
+}
+
+namespace rw::admin::control_detail {
+
+struct command_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Counters summed over every core at one moment.
+struct totals {
+    uint64_t sessions = 0, messages = 0, recipients = 0, rejected = 0;
+    uint64_t delivered = 0, deferred = 0, bounced = 0, dsn = 0, connections_out = 0;
+    std::map<int, uint64_t> rejected_by_code;
+};
+
+struct context {
+    registry* reg = nullptr;
+    const config* cfg = nullptr;
+    std::string state_dir;  // suspensions.json lives here (beside the spool)
+    // The persistent suspensions.
+    std::set<std::string> suspended_delivery;  // "" = all
+    // Samples for the 1/5/15-minute rates, every k_sample_period, newest last.
+    std::deque<std::pair<std::chrono::steady_clock::time_point, totals>> samples;
+    totals base;  // `counters reset` subtracts this
+    bool stopping = false;
+    cancel_token sampler_stop;
+    gate tasks;
+};
+
+// Loads the persisted suspensions and applies them; starts the sampler.
+task<void> start(context& c);
+// Ends the sampler (the reactor is stopping).
+void stop(context& c);
+// Waits for what start() spawned.
+task<void> stopped(context& c);
+
+task<nlohmann::json> dispatch(context& c, const peer_cred& who, const std::string& cmd, const nlohmann::json& args);
+
+}  // namespace rw::admin::control_detail

@@ -1,0 +1,76 @@
+// The per-core registry: what each core runs (its spool shards, delivery
+// service, SMTP listeners' environments, resolver), reachable from any core
+// by cross-core call. Each core fills its own slot before the start-up
+// barrier and clears nothing until after the shutdown barrier, so between
+// the two every pointer is valid; a slot is only dereferenced on its own
+// core (call()).
+//
+//   auto views = co_await reg.call(c, [](core_slot& s) { return s.delivery->destinations(); });
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "fs/spool.hh"
+#include "mta/delivery/delivery.hh"
+#include "mta/smtp/server.hh"
+#include "runtime/net/dns.hh"
+#include "runtime/smp/barrier.hh"
+#include "runtime/smp/smp.hh"
+
+namespace rw::admin {
+
+struct core_slot {
+    unsigned core = 0;
+    std::vector<fs::shard*> shards;
+    mta::delivery::service* delivery = nullptr;
+    std::vector<mta::server_env*> listeners;                 // per listener, in configuration order
+    std::vector<mta::connection_limits*> listener_limits;    // shared by every core; same order
+    net::resolver* dns = nullptr;
+};
+
+class registry {
+    std::vector<core_slot> _slots;
+
+public:
+    explicit registry(unsigned cores) : _slots(cores), started(cores), delivery_stopped(cores) {
+        for (unsigned c = 0; c < cores; ++c)
+            _slots[c].core = c;
+    }
+    registry(const registry&) = delete;
+
+    unsigned cores() const { return unsigned(_slots.size()); }
+    // The calling core's own slot (to fill it before `started`).
+    core_slot& mine() { return _slots[this_core()]; }
+
+    // Runs fn(slot) on `core` and returns its result here. fn may return a
+    // value or a task.
+    template <typename F>
+    auto call(unsigned core, F fn) {
+        core_slot* s = &_slots[core];
+        return submit_to(core, [s, fn = std::move(fn)]() mutable { return fn(*s); });
+    }
+
+    // Every core has filled its slot (after this, call() may be used).
+    core_barrier started;
+    // Every core's delivery has stopped: connections on one core record
+    // outcomes in other cores' shards, so shards close only after this.
+    core_barrier delivery_stopped;
+
+    // The spool's geometry (set before the engine runs).
+    fs::geometry spool;
+    const fs::geometry& geometry() const { return spool; }
+    // The core whose shards include the one that issued message `id`.
+    unsigned core_of_message(uint64_t id) const { return fs::shard::index_of(id) % cores(); }
+
+    const std::chrono::steady_clock::time_point start_time = std::chrono::steady_clock::now();
+    const int64_t start_unix = std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+};
+
+}  // namespace rw::admin
