@@ -236,15 +236,15 @@ task<void> control_server::impl::client(impl* self, int cfd, peer_cred who) {
         int r = co_await s.send_all(line.data(), line.size(), {.timeout = k_send_timeout, .cancel = &tok});
         co_return r >= 0;
     };
-    auto fail = [&](std::string why) -> task<void> {
-        json e = error_reply(why);
-        co_await send_line(e);
-    };
+    // A request that ends the connection: its reason, sent after the loop.
+    // (Reasons are locals, not arguments of a co_await'ed call: g++ 12
+    // mishandles class-type temporaries in the operand of co_await.)
+    std::string fatal;
     for (;;) {
         size_t nl = buf.find('\n');
         if (nl == std::string::npos) {
             if (buf.size() > k_max_request) {
-                co_await fail(fmt::format("request longer than {} bytes; closing", k_max_request));
+                fatal = (fmt::format("request longer than {} bytes; closing", k_max_request));
                 break;
             }
             int n = co_await s.recv(in.data(), in.size(), {.timeout = k_idle_timeout, .cancel = &tok});
@@ -254,7 +254,7 @@ task<void> control_server::impl::client(impl* self, int cfd, peer_cred who) {
             continue;
         }
         if (nl > k_max_request) {
-            co_await fail(fmt::format("request longer than {} bytes; closing", k_max_request));
+            fatal = (fmt::format("request longer than {} bytes; closing", k_max_request));
             break;
         }
         std::string line = buf.substr(0, nl);
@@ -265,22 +265,22 @@ task<void> control_server::impl::client(impl* self, int cfd, peer_cred who) {
             continue;
         json req = json::parse(line, nullptr, false);
         if (req.is_discarded() || !req.is_object()) {
-            co_await fail("not a JSON object; closing (protocol: one JSON object per line)");
+            fatal = ("not a JSON object; closing (protocol: one JSON object per line)");
             break;
         }
         if (!req.contains("v") || !req["v"].is_number_integer() || req["v"].get<int64_t>() != k_control_version) {
-            co_await fail(fmt::format("unsupported protocol version (this daemon speaks {}); closing",
+            fatal = (fmt::format("unsupported protocol version (this daemon speaks {}); closing",
                                       k_control_version));
             break;
         }
         if (!req.contains("cmd") || !req["cmd"].is_string()) {
-            co_await fail("no \"cmd\" string in the request; closing");
+            fatal = ("no \"cmd\" string in the request; closing");
             break;
         }
         const std::string cmd = req["cmd"].get<std::string>();
         json args = req.contains("args") ? req["args"] : json::object();
         if (!args.is_object()) {
-            co_await fail("\"args\" is not an object; closing");
+            fatal = ("\"args\" is not an object; closing");
             break;
         }
         json reply;
@@ -296,6 +296,26 @@ task<void> control_server::impl::client(impl* self, int cfd, peer_cred who) {
         }
         if (!co_await send_line(reply))
             break;  // not reading its replies: cut off
+    }
+    if (!fatal.empty()) {
+        json e = error_reply(fatal);
+        if (co_await send_line(e)) {
+            // Closing with the client's input unread would reset the
+            // connection before it reads why: stop writing, drop what it
+            // still sends (bounded), then close.
+            ::shutdown(cfd, SHUT_WR);
+            const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+            size_t dropped = 0;
+            while (dropped < 4 * k_max_request) {
+                auto left = until - std::chrono::steady_clock::now();
+                if (left <= std::chrono::nanoseconds(0))
+                    break;
+                int n = co_await s.recv(in.data(), in.size(), {.timeout = left, .cancel = &tok});
+                if (n <= 0)
+                    break;
+                dropped += size_t(n);
+            }
+        }
     }
 }
 

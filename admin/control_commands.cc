@@ -409,7 +409,7 @@ task<void> save_suspensions(context& c) {
     std::string path = fmt::format("{}/suspensions.json", c.state_dir);
     json j = obj("v", 1, "delivery", std::vector<std::string>(c.suspended_delivery.begin(), c.suspended_delivery.end()));
     std::string text = j.dump(2) + "\n";
-    auto ok = co_await offload([path, text]() -> std::string {
+    auto write = [path, text]() -> std::string {
         std::string tmp = path + ".tmp";
         int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0)
@@ -420,7 +420,10 @@ task<void> save_suspensions(context& c) {
         if (!good || ::rename(tmp.c_str(), path.c_str()) != 0)
             return std::strerror(good ? errno : e);
         return {};
-    });
+    };
+    // (Bound first: g++ 12 mishandles class-type temporaries in the operand of co_await.)
+    auto job = offload(std::move(write));
+    auto ok = co_await std::move(job);
     if (!ok.empty())
         throw command_error(fmt::format("cannot save {}: {} (the change holds until restart)", path, ok));
 }
@@ -444,7 +447,9 @@ std::string target_arg(const json& args) {
 task<json> cmd_suspend(context& c, const peer_cred& who, const json& args) {
     target_arg(args);
     const std::string domain = domain_arg(args, "domain", false);
-    size_t n = co_await for_each_delivery(c, [&domain](mta::delivery::service& s) { return s.suspend(domain); });
+    std::function<size_t(mta::delivery::service&)> fn = [&domain](mta::delivery::service& s) { return s.suspend(domain); };
+    auto t = for_each_delivery(c, std::move(fn));
+    size_t n = co_await std::move(t);
     c.suspended_delivery.insert(domain);
     lg.info("delivery suspended domain={} destinations={} by {}", domain.empty() ? "*" : domain, n, who.describe());
     journal::record("admin", {{"action", std::string_view("suspend")},
@@ -461,7 +466,9 @@ task<json> cmd_resume(context& c, const peer_cred& who, const json& args) {
         throw command_error(fmt::format("delivery to {} is not suspended{}", domain,
                                         c.suspended_delivery.contains("") ? " (all delivery is: resume with no domain)"
                                                                          : ""));
-    size_t n = co_await for_each_delivery(c, [&domain](mta::delivery::service& s) { return s.resume(domain); });
+    std::function<size_t(mta::delivery::service&)> fn = [&domain](mta::delivery::service& s) { return s.resume(domain); };
+    auto t = for_each_delivery(c, std::move(fn));
+    size_t n = co_await std::move(t);
     if (domain.empty())
         c.suspended_delivery.clear();
     else
@@ -476,7 +483,9 @@ task<json> cmd_resume(context& c, const peer_cred& who, const json& args) {
 
 task<json> cmd_delivernow(context& c, const peer_cred& who, const json& args) {
     const std::string domain = domain_arg(args, "domain", false);
-    size_t n = co_await for_each_delivery(c, [&domain](mta::delivery::service& s) { return s.deliver_now(domain); });
+    std::function<size_t(mta::delivery::service&)> fn = [&domain](mta::delivery::service& s) { return s.deliver_now(domain); };
+    auto t = for_each_delivery(c, std::move(fn));
+    size_t n = co_await std::move(t);
     lg.info("deliver now domain={} released={} by {}", domain.empty() ? "*" : domain, n, who.describe());
     co_return obj("domain", domain.empty() ? std::string("*") : domain, "released", n);
 }
@@ -612,7 +621,9 @@ task<void> start(context& c) {
         }
     }
     for (const auto& d : c.suspended_delivery) {
-        co_await for_each_delivery(c, [&d](mta::delivery::service& s) { return s.suspend(d); });
+        std::function<size_t(mta::delivery::service&)> fn = [&d](mta::delivery::service& s) { return s.suspend(d); };
+        auto t = for_each_delivery(c, std::move(fn));
+        co_await std::move(t);
         lg.warn("delivery suspended domain={} (from {}; lift with: ringway resume delivery{}{})", d.empty() ? "*" : d,
                 path, d.empty() ? "" : " ", d);
     }

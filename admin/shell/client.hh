@@ -1,0 +1,36 @@
+// The shell's side of the control socket (admin/control.hh): a blocking
+// client, one request and one reply at a time. The shell is a separate
+// process, so blocking here is fine.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "runtime/base/result.hh"
+
+namespace rw::admin::shell {
+
+class client {
+public:
+    // Connects; the error says what to check ("is ringwayd running?").
+    static result<client, std::string> connect(const std::string& path);
+    client(client&& o) noexcept
+        : _fd(std::exchange(o._fd, -1)), _path(std::move(o._path)), _buf(std::move(o._buf)), _broken(o._broken) {}
+    client& operator=(client&&) = delete;
+    ~client();
+
+    // Sends {"v":1,"cmd":cmd,"args":args} and returns the result, or the
+    // daemon's error (or a transport error) as one line.
+    result<nlohmann::json, std::string> call(const std::string& cmd, const nlohmann::json& args);
+    // The connection failed (not the command): reconnect to go on.
+    bool broken() const { return _broken; }
+
+private:
+    client(int fd, std::string path) : _fd(fd), _path(std::move(path)) {}
+    int _fd = -1;
+    std::string _path;
+    std::string _buf;
+    bool _broken = false;
+};
+
+}  // namespace rw::admin::shell

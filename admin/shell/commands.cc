@@ -1,0 +1,547 @@
+#include "admin/shell/commands.hh"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+
+#include "admin/shell/client.hh"
+
+namespace rw::admin::shell {
+
+namespace {
+using json = nlohmann::json;
+
+// ---- formatting helpers ----
+
+std::string human_age(int64_t s) {
+    if (s < 0)
+        s = 0;
+    if (s < 60)
+        return fmt::format("{}s", s);
+    if (s < 3600)
+        return fmt::format("{}m{:02}s", s / 60, s % 60);
+    if (s < 86400)
+        return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+    return fmt::format("{}d{:02}h", s / 86400, (s % 86400) / 3600);
+}
+
+std::string human_bytes(uint64_t b) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = double(b);
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        ++u;
+    }
+    return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
+}
+
+std::string unix_time(int64_t t) {
+    if (t <= 0)
+        return "-";
+    std::time_t tt = std::time_t(t);
+    std::tm tm{};
+    ::gmtime_r(&tt, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
+    return buf;
+}
+
+int64_t now_unix() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+uint64_t u(const json& j, const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<uint64_t>() : 0; }
+int64_t i(const json& j, const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<int64_t>() : 0; }
+double d(const json& j, const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<double>() : 0.0; }
+std::string s(const json& j, const char* k) {
+    return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string();
+}
+
+// A table: the first row is the header; columns padded to their widest.
+std::string table(const std::vector<std::vector<std::string>>& rows) {
+    if (rows.empty())
+        return {};
+    std::vector<size_t> w(rows.front().size(), 0);
+    for (const auto& r : rows)
+        for (size_t c = 0; c < r.size() && c < w.size(); ++c)
+            w[c] = std::max(w[c], r[c].size());
+    std::string out;
+    for (const auto& r : rows) {
+        std::string line;
+        for (size_t c = 0; c < r.size(); ++c) {
+            if (c + 1 == r.size())
+                line += r[c];
+            else
+                line += fmt::format("{:<{}}  ", r[c], w[c]);
+        }
+        while (!line.empty() && line.back() == ' ')
+            line.pop_back();
+        out += line + "\n";
+    }
+    return out;
+}
+
+std::string paused_text(const json& x) {
+    std::string p;
+    if (x.contains("suspended") && x["suspended"].is_boolean() && x["suspended"].get<bool>())
+        p = "suspended";
+    else if (int64_t until = i(x, "paused_until_unix_ms"); until > 0)
+        p = fmt::format("paused {}", human_age((until + 999) / 1000 - now_unix()));
+    return p.empty() ? "-" : p;
+}
+
+std::string destination_name(const json& x) {
+    std::string k = s(x, "destination");
+    if (k.starts_with("mx:"))
+        return k.substr(3);
+    return k;  // route:PATTERN stays marked as a route
+}
+
+// ---- formatters ----
+
+std::string fmt_status(const json& r) {
+    const json& c = r["counters"];
+    const json& g = r["gauges"];
+    const json& rates = r["rates_per_minute"];
+    std::string o;
+    o += fmt::format("Ringway {} on {}, up {} ({} cores)\n", s(r, "version"), s(r, "hostname"),
+                     human_age(i(r, "uptime_seconds")), u(r, "cores"));
+    o += "\nCounters (since start)        total      1m/min    5m/min   15m/min\n";
+    auto row = [&](const char* label, const char* key) {
+        o += fmt::format("  {:<24}{:>10} {:>11.1f} {:>9.1f} {:>9.1f}\n", label, u(c, key), d(rates["1m"], key),
+                         d(rates["5m"], key), d(rates["15m"], key));
+    };
+    row("messages received", "messages_received");
+    row("recipients received", "recipients_received");
+    row("recipients delivered", "recipients_delivered");
+    row("recipients deferred", "recipients_deferred");
+    row("recipients bounced", "recipients_bounced");
+    row("rejected", "rejected");
+    if (c.contains("rejected_by_code") && !c["rejected_by_code"].empty()) {
+        std::string codes;
+        for (auto it = c["rejected_by_code"].begin(); it != c["rejected_by_code"].end(); ++it)
+            codes += fmt::format("{}{}: {}", codes.empty() ? "" : ", ", it.key(), it.value().get<uint64_t>());
+        o += fmt::format("    by code: {}\n", codes);
+    }
+    o += fmt::format("  {:<24}{:>10}\n", "connections in", u(c, "connections_in"));
+    o += fmt::format("  {:<24}{:>10}\n", "connections out", u(c, "connections_out"));
+    o += fmt::format("  {:<24}{:>10}\n", "reports (DSN) sent", u(c, "reports_sent"));
+    o += "\nGauges\n";
+    o += fmt::format("  {:<24}{:>10} in, {} out\n", "connections open", u(g, "connections_in"),
+                     u(g, "connections_out"));
+    o += fmt::format("  {:<24}{:>10}\n", "messages queued", u(g, "queued_messages"));
+    const json& q = g["queued_recipients"];
+    o += fmt::format("  {:<24}{:>10} active, {} waiting for retry, {} never attempted\n", "recipients queued",
+                     u(q, "active"), u(q, "retry"), u(q, "never_attempted"));
+    const json& sp = g["spool"];
+    const uint64_t total = u(sp, "bytes_total"), free = u(sp, "bytes_free");
+    o += fmt::format("  {:<24}{:>10} used of {} ({} free)\n", "spool", human_bytes(total - std::min(total, free)),
+                     human_bytes(total), human_bytes(free));
+    o += fmt::format("  {:<24}{:>10}\n", "memory (RSS)", human_bytes(u(g, "memory_rss_bytes")));
+    o += fmt::format("  {:<24}{:>10} hits, {} misses\n", "DNS cache", u(g["dns"], "cache_hits"),
+                     u(g["dns"], "cache_misses"));
+    o += fmt::format("  {:<24}{:>10}\n", "resource conservation", u(g, "conservation_level"));
+    if (g.contains("delivery_suspended") && !g["delivery_suspended"].empty()) {
+        std::string list;
+        for (const auto& x : g["delivery_suspended"]) {
+            std::string n = x.get<std::string>();
+            list += fmt::format("{}{}", list.empty() ? "" : ", ", n.empty() ? "all" : n);
+        }
+        o += fmt::format("  {:<24}{:>10}\n", "delivery suspended", list);
+    }
+    if (r.contains("per_core")) {
+        o += "\nPer core\n";
+        std::vector<std::vector<std::string>> rows{{"  core", "cpu", "loop iterations", "queued", "conn out"}};
+        for (const auto& pc : r["per_core"])
+            rows.push_back({fmt::format("  {}", u(pc, "core")), fmt::format("{:.2f}s", d(pc, "cpu_seconds")),
+                            std::to_string(u(pc, "loop_iterations")), std::to_string(u(pc, "queued_messages")),
+                            std::to_string(u(pc, "connections_out"))});
+        o += table(rows);
+    }
+    return o;
+}
+
+std::string fmt_workqueue(const json& r) {
+    const json& ds = r["destinations"];
+    if (ds.empty())
+        return "The queue is empty.\n";
+    std::vector<std::vector<std::string>> rows{
+        {"DESTINATION", "QUEUED", "RETRY", "OLDEST", "CONN", "IN FLIGHT", "HELD", "LAST ERROR"}};
+    for (const auto& x : ds)
+        rows.push_back({destination_name(x), std::to_string(u(x, "queued_recipients")),
+                        std::to_string(u(x, "retry_recipients")), human_age(i(x, "oldest_age_seconds")),
+                        std::to_string(u(x, "connections")), std::to_string(u(x, "in_flight_messages")),
+                        paused_text(x), s(x, "last_error").empty() ? "-" : s(x, "last_error")});
+    return table(rows);
+}
+
+std::string fmt_tophosts(const json& r) {
+    const json& ds = r["destinations"];
+    if (ds.empty())
+        return "No destinations yet.\n";
+    std::vector<std::vector<std::string>> rows{
+        {"DESTINATION", "ACTIVE", "CONN", "DELIVERED", "SOFT", "HARD", "LATENCY"}};
+    for (const auto& x : ds)
+        rows.push_back({destination_name(x), std::to_string(u(x, "queued_recipients")),
+                        std::to_string(u(x, "connections")), std::to_string(u(x, "delivered")),
+                        std::to_string(u(x, "deferred")), std::to_string(u(x, "bounced")),
+                        fmt::format("{} ms", u(x, "mean_latency_ms"))});
+    return fmt::format("Sorted by {}\n", s(r, "sort")) + table(rows);
+}
+
+std::string fmt_hoststatus(const json& r) {
+    std::string o;
+    for (const auto& x : r["destinations"]) {
+        o += fmt::format("{}\n", s(x, "destination"));
+        auto line = [&](const char* label, const std::string& v) { o += fmt::format("  {:<22}{}\n", label, v); };
+        line("owner core", std::to_string(u(x, "core")));
+        line("queued recipients", fmt::format("{} ({} ready, {} waiting for retry, {} in flight)",
+                                              u(x, "queued_recipients"), u(x, "ready_recipients"),
+                                              u(x, "retry_recipients"), u(x, "in_flight_recipients")));
+        line("oldest", i(x, "oldest_age_seconds") ? human_age(i(x, "oldest_age_seconds")) : "-");
+        line("connections", fmt::format("{} open ({} idle), {} made", u(x, "connections"), u(x, "idle_connections"),
+                                        u(x, "connections_made")));
+        line("state", paused_text(x) == "-" ? "delivering" : paused_text(x));
+        std::string host = s(x, "last_host");
+        line("last connection", host.empty() ? "-"
+                                             : fmt::format("{} [{}] at {}, TLS {}", host, s(x, "last_ip"),
+                                                           unix_time(i(x, "last_connection_unix_ms") / 1000),
+                                                           s(x, "last_tls").empty() ? "none" : s(x, "last_tls")));
+        line("recipients", fmt::format("{} delivered, {} deferred, {} bounced", u(x, "delivered"), u(x, "deferred"),
+                                       u(x, "bounced")));
+        line("mean latency", fmt::format("{} ms", u(x, "mean_latency_ms")));
+        line("last error", s(x, "last_error").empty()
+                               ? "-"
+                               : fmt::format("{} ({})", s(x, "last_error"), unix_time(i(x, "last_error_unix_ms") / 1000)));
+    }
+    return o;
+}
+
+std::string fmt_showmessage(const json& r) {
+    std::string o;
+    o += fmt::format("Message {}  (core {}, shard {})\n", s(r, "mid"), u(r, "core"), u(r, "shard"));
+    o += fmt::format("  received   {}\n", unix_time(i(r, "received_unix")));
+    o += fmt::format("  from       <{}>\n", s(r, "mail_from"));
+    o += fmt::format("  size       {} bytes\n", u(r, "body_bytes"));
+    o += "  recipients\n";
+    std::vector<std::vector<std::string>> rows{{"    RECIPIENT", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "LAST REPLY"}};
+    for (const auto& x : r["recipients"])
+        rows.push_back({fmt::format("    <{}>", s(x, "rcpt")), s(x, "state"), std::to_string(u(x, "attempts")),
+                        s(x, "state") == "deferred" ? unix_time(i(x, "next_attempt_unix")) : "-",
+                        s(x, "last_reply").empty() ? "-" : s(x, "last_reply")});
+    o += table(rows);
+    o += "  headers\n";
+    std::string h = s(r, "headers");
+    size_t pos = 0;
+    while (pos < h.size()) {
+        size_t e = h.find("\r\n", pos);
+        if (e == std::string::npos)
+            e = h.size();
+        o += fmt::format("    {}\n", h.substr(pos, e - pos));
+        pos = e + 2;
+    }
+    if (r.contains("headers_truncated") && r["headers_truncated"].get<bool>())
+        o += "    (header section longer than 64 KiB: cut here)\n";
+    return o;
+}
+
+std::string fmt_simple(const json& r) {
+    if (r.contains("suspended"))
+        return fmt::format("Delivery suspended for {} ({} destinations held now).\n",
+                           s(r, "suspended") == "*" ? "every domain" : s(r, "suspended"), u(r, "destinations"));
+    if (r.contains("resumed"))
+        return fmt::format("Delivery resumed for {} ({} destinations released).\n",
+                           s(r, "resumed") == "*" ? "every domain" : s(r, "resumed"), u(r, "destinations"));
+    if (r.contains("released"))
+        return fmt::format("{} queue entries due now ({}).\n", u(r, "released"),
+                           s(r, "domain") == "*" ? "every domain" : s(r, "domain"));
+    if (r.contains("deleted"))
+        return fmt::format("Message {} deleted.\n", s(r, "deleted"));
+    if (r.contains("reset"))
+        return "Counters reset.\n";
+    return r.dump(2) + "\n";
+}
+
+std::vector<command> make_commands() {
+    using a = arg_spec;
+    std::vector<command> v;
+    v.push_back({"help", "", {a{"COMMAND", a::word, {}, true}}, "list the commands, or explain one",
+                 "help lists every command; help COMMAND shows its arguments and what it does.", nullptr});
+    v.push_back({"status", "status", {a{"detail", a::choice, {"detail"}, true, true}},
+                 "counters, rates and gauges of the whole gateway",
+                 "Counters since start (or since `counters reset`) with rates per minute over the last 1, 5 and 15\n"
+                 "minutes; gauges: open connections, queued messages and recipients (active, waiting for retry,\n"
+                 "never attempted), spool use, memory, DNS cache, resource conservation level, suspensions.\n"
+                 "`status detail` adds CPU time and loop iterations per core.",
+                 fmt_status});
+    v.push_back({"workqueue", "workqueue", {}, "what is queued, per destination",
+                 "One line per destination with mail queued or connections open: recipients queued and waiting\n"
+                 "for retry, age of the oldest, connections open, messages in flight, whether it is paused\n"
+                 "(after failures) or suspended, and its last error. Largest queue first.",
+                 fmt_workqueue});
+    v.push_back({"tophosts", "tophosts", {a{"sort", a::choice, {"active", "connections", "delivered", "soft", "hard"}, true}},
+                 "the busiest destinations",
+                 "The top 50 destinations by recipients queued (active, the default), open connections,\n"
+                 "recipients delivered, soft (4xx) or hard (5xx) failures since start.",
+                 fmt_tophosts});
+    v.push_back({"hoststatus", "hoststatus", {a{"domain", a::domain, {}, false}}, "one destination in detail",
+                 "For DOMAIN (a recipient domain, or a route's pattern): its queue, connections, the last host\n"
+                 "and IP address used with its TLS, counts, mean delivery latency and the last error.",
+                 fmt_hoststatus});
+    v.push_back({"showmessage", "showmessage", {a{"mid", a::mid, {}, false}}, "one queued message",
+                 "MID is the message ID of the mail log (16 hexadecimal digits): envelope, per-recipient state,\n"
+                 "attempts and last reply, and the message's header section.",
+                 fmt_showmessage});
+    v.push_back({"deletemessage", "deletemessage", {a{"mid", a::mid, {}, false}}, "remove a queued message, no report",
+                 "Removes MID from the spool at once. No delivery status notification is sent; the removal is\n"
+                 "in the mail log with who did it.",
+                 fmt_simple});
+    v.push_back({"delivernow", "delivernow", {a{"domain", a::domain, {}, true}}, "retry deferred mail now",
+                 "Makes every deferred recipient (of DOMAIN, or of every domain) due now and lifts the pause\n"
+                 "that failures put on its destination.",
+                 fmt_simple});
+    v.push_back({"suspend", "suspend",
+                 {a{"target", a::choice, {"delivery"}, false}, a{"domain", a::domain, {}, true}},
+                 "hold delivery (all, or one domain)",
+                 "suspend delivery [DOMAIN]: no new connections for DOMAIN (or every domain); idle connections\n"
+                 "close; a message being sent finishes. Mail keeps arriving and queues. The suspension\n"
+                 "survives a restart; `resume delivery [DOMAIN]` lifts it.",
+                 fmt_simple});
+    v.push_back({"resume", "resume", {a{"target", a::choice, {"delivery"}, false}, a{"domain", a::domain, {}, true}},
+                 "lift a suspension",
+                 "resume delivery [DOMAIN]: lifts `suspend delivery DOMAIN`; without DOMAIN lifts every\n"
+                 "delivery suspension.",
+                 fmt_simple});
+    v.push_back({"counters", "counters_reset", {a{"reset", a::choice, {"reset"}, false}},
+                 "counters reset: start the counters of status from zero",
+                 "counters reset: the counters and rates of `status` count from now. Gauges are not affected.",
+                 fmt_simple});
+    v.push_back({"version", "version", {}, "the daemon's version", "The version of the running ringwayd.",
+                 [](const json& r) { return fmt::format("ringwayd {} (control protocol {})\n", s(r, "version"),
+                                                        u(r, "protocol")); }});
+    v.push_back({"uptime", "uptime", {}, "how long the daemon has run", "Time since ringwayd started.",
+                 [](const json& r) {
+                     return fmt::format("up {} (since {})\n", human_age(i(r, "uptime_seconds")),
+                                        unix_time(i(r, "started_unix")));
+                 }});
+    v.push_back({"quit", "", {}, "leave the shell", "Leaves the shell (so does exit, or Ctrl-D).", nullptr});
+    v.push_back({"exit", "", {}, "leave the shell", "Leaves the shell (so does quit, or Ctrl-D).", nullptr});
+    return v;
+}
+}  // namespace
+
+std::string command::usage() const {
+    std::string u = name;
+    for (const auto& a : args) {
+        std::string w;
+        if (a.kind == arg_spec::choice) {
+            for (const auto& c : a.choices)
+                w += (w.empty() ? "" : "|") + c;
+        } else {
+            w = a.name;
+            for (auto& ch : w)
+                ch = char(std::toupper(uint8_t(ch)));
+        }
+        u += a.optional ? fmt::format(" [{}]", w) : fmt::format(" {}", w);
+    }
+    return u;
+}
+
+const std::vector<command>& commands() {
+    static const std::vector<command> v = make_commands();
+    return v;
+}
+
+const command* find_command(std::string_view name) {
+    for (const auto& c : commands())
+        if (c.name == name)
+            return &c;
+    return nullptr;
+}
+
+std::vector<std::string> split_words(std::string_view line) {
+    std::vector<std::string> out;
+    std::string cur;
+    bool in_word = false, quoted = false;
+    for (char ch : line) {
+        if (quoted) {
+            if (ch == '"')
+                quoted = false;
+            else
+                cur += ch;
+        } else if (ch == '"') {
+            quoted = in_word = true;
+        } else if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+            if (in_word)
+                out.push_back(std::exchange(cur, {}));
+            in_word = false;
+        } else {
+            cur += ch;
+            in_word = true;
+        }
+    }
+    if (in_word)
+        out.push_back(cur);
+    return out;
+}
+
+namespace {
+std::string help_text(const std::vector<std::string>& words) {
+    if (words.size() >= 2) {
+        const command* c = find_command(words[1]);
+        if (!c)
+            return {};
+        return fmt::format("usage: {}\n{}\n", c->usage(), c->help);
+    }
+    std::string o = "Commands (help COMMAND for more):\n";
+    for (const auto& c : commands())
+        o += fmt::format("  {:<44}{}\n", c.usage(), c.summary);
+    return o;
+}
+
+bool is_mid(const std::string& w) {
+    return !w.empty() && w.size() <= 16 && std::all_of(w.begin(), w.end(), [](char ch) { return std::isxdigit(uint8_t(ch)); });
+}
+}  // namespace
+
+outcome run_words(client* cl, const std::vector<std::string>& words, bool json_out) {
+    outcome r;
+    if (words.empty())
+        return r;
+    const command* c = find_command(words[0]);
+    if (!c) {
+        r.status = 2;
+        r.err = fmt::format("unknown command {}; type help for the list", words[0]);
+        return r;
+    }
+    auto usage_error = [&](std::string what) {
+        r.status = 2;
+        r.err = fmt::format("{}; usage: {} (help {} for more)", what, c->usage(), c->name);
+        return r;
+    };
+    if (c->name == "quit" || c->name == "exit") {
+        r.quit = true;
+        return r;
+    }
+    if (c->name == "help") {
+        if (words.size() > 2)
+            return usage_error("too many arguments");
+        std::string h = help_text(words);
+        if (h.empty())
+            return usage_error(fmt::format("no command {}", words[1]));
+        if (json_out) {
+            json j = json::array();
+            for (const auto& x : commands())
+                if (words.size() < 2 || x.name == words[1])
+                    j.push_back({{"command", x.name}, {"usage", x.usage()}, {"summary", x.summary}, {"help", x.help}});
+            r.out = j.dump(2) + "\n";
+        } else {
+            r.out = h;
+        }
+        return r;
+    }
+    json args = json::object();
+    size_t wi = 1;
+    for (const auto& a : c->args) {
+        if (wi >= words.size()) {
+            if (!a.optional)
+                return usage_error(fmt::format("missing {}", c->usage().substr(c->name.size() + 1)));
+            continue;
+        }
+        const std::string& w = words[wi];
+        switch (a.kind) {
+        case arg_spec::choice:
+            if (std::find(a.choices.begin(), a.choices.end(), w) == a.choices.end()) {
+                if (a.optional && &a != &c->args.back())
+                    continue;  // an optional word left out; this word is for the next argument
+                return usage_error(fmt::format("{} is not {}", w, fmt::join(a.choices, " or ")));
+            }
+            if (a.as_flag)
+                args[a.name] = true;
+            else
+                args[a.name] = w;
+            break;
+        case arg_spec::mid:
+            if (!is_mid(w))
+                return usage_error(fmt::format("{} is not a message ID (16 hexadecimal digits)", w));
+            args[a.name] = w;
+            break;
+        case arg_spec::domain:
+        case arg_spec::word:
+            args[a.name] = w;
+            break;
+        }
+        ++wi;
+    }
+    if (wi < words.size())
+        return usage_error(fmt::format("unexpected {}", words[wi]));
+    if (!cl) {
+        r.status = 1;
+        r.err = "not connected to ringwayd";
+        return r;
+    }
+    auto res = cl->call(c->request, args);
+    if (!res) {
+        r.status = 1;
+        r.err = res.error();
+        return r;
+    }
+    r.out = json_out || !c->format ? res.value().dump(2) + "\n" : c->format(res.value());
+    return r;
+}
+
+std::vector<std::string> complete(const std::vector<std::string>& before, std::string_view prefix,
+                                  const std::function<std::vector<std::string>()>& fetch_domains) {
+    std::vector<std::string> out;
+    auto offer = [&](const std::string& w) {
+        if (w.starts_with(prefix) && std::find(out.begin(), out.end(), w) == out.end())
+            out.push_back(w);
+    };
+    if (before.empty()) {
+        for (const auto& c : commands())
+            offer(c.name);
+        return out;
+    }
+    const command* c = find_command(before[0]);
+    if (!c)
+        return out;
+    if (c->name == "help") {
+        if (before.size() == 1)
+            for (const auto& x : commands())
+                offer(x.name);
+        return out;
+    }
+    // Which argument is being typed: skip optional choices the typed words
+    // did not use (as run_words does).
+    size_t wi = 1, ai = 0;
+    while (ai < c->args.size() && wi < before.size()) {
+        const auto& a = c->args[ai];
+        if (a.kind == arg_spec::choice && a.optional &&
+            std::find(a.choices.begin(), a.choices.end(), before[wi]) == a.choices.end()) {
+            ++ai;
+            continue;
+        }
+        ++ai;
+        ++wi;
+    }
+    if (wi < before.size())
+        return out;
+    for (; ai < c->args.size(); ++ai) {
+        const auto& a = c->args[ai];
+        if (a.kind == arg_spec::choice)
+            for (const auto& ch : a.choices)
+                offer(ch);
+        else if (a.kind == arg_spec::domain)
+            for (const auto& dname : fetch_domains())
+                offer(dname);
+        if (!a.optional)
+            break;
+    }
+    return out;
+}
+
+}  // namespace rw::admin::shell

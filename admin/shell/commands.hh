@@ -1,0 +1,58 @@
+// The shell's commands: names, arguments, help, how each becomes a control
+// request and how its result is printed. One table drives parsing, `help`,
+// tab completion and the usage line of every error.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rw::admin::shell {
+
+class client;
+
+struct arg_spec {
+    enum kind_t { choice, domain, mid, word };
+    std::string name;  // shown in usage (DOMAIN, MID) and the request key
+    kind_t kind = word;
+    std::vector<std::string> choices;  // for choice
+    bool optional = false;
+    bool as_flag = false;  // a one-choice word sent as "name": true
+};
+
+struct command {
+    std::string name;
+    std::string request;  // the control command ("" = handled by the shell)
+    std::vector<arg_spec> args;
+    std::string summary;  // one line, for `help`
+    std::string help;     // more, for `help NAME`
+    std::function<std::string(const nlohmann::json& result)> format;
+    std::string usage() const;
+};
+
+const std::vector<command>& commands();
+const command* find_command(std::string_view name);
+
+// Splits a line into words (double quotes group; no other expansion).
+std::vector<std::string> split_words(std::string_view line);
+
+// The outcome of one command line.
+struct outcome {
+    int status = 0;   // 0 ok, 1 refused or failed, 2 usage
+    std::string out;  // for stdout
+    std::string err;  // for stderr (one line)
+    bool quit = false;
+};
+
+// Runs words[0] with its arguments: help and quit here, the rest through
+// the daemon (c may be null when there is no daemon: those say so).
+outcome run_words(client* c, const std::vector<std::string>& words, bool json_out);
+
+// Completion candidates for the word being typed, given the words before
+// it. Domains come from the daemon (fetch may return an empty list).
+std::vector<std::string> complete(const std::vector<std::string>& before, std::string_view prefix,
+                                  const std::function<std::vector<std::string>()>& fetch_domains);
+
+}  // namespace rw::admin::shell
