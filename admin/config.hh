@@ -208,6 +208,13 @@ struct control_config {
     friend bool operator==(const control_config&, const control_config&) = default;
 };
 
+// [metrics]: the Prometheus endpoint (HTTP GET /metrics).
+struct metrics_config {
+    std::string listen = "127.0.0.1:9425";  // "IP:port"; empty: no endpoint
+
+    friend bool operator==(const metrics_config&, const metrics_config&) = default;
+};
+
 // A whole configuration. A default-constructed `config` has no listener and
 // no hostname; a loaded one always has both.
 struct config {
@@ -219,6 +226,7 @@ struct config {
     delivery_config delivery;
     std::vector<route_config> routes;  // the [[route]] tables, in file order
     control_config control;
+    metrics_config metrics;
 
     std::string source;  // the file name, or "<embedded default>"
     // Things the operator should know that are not errors, one line each in

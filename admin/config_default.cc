@@ -184,6 +184,10 @@ data_timeout_s = 600
 socket = "./var/ringway.sock"
 # A group whose members may use it too (the socket becomes mode 0660).
 # group = "ringway-admin"
+
+[metrics]
+# Prometheus text format over HTTP: GET /metrics on this address ("" for none).
+listen = "127.0.0.1:9425"
 )";
 
 }  // namespace

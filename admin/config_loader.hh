@@ -29,7 +29,8 @@ namespace rw::admin::detail {
 
 // The keys of each table, in the order the default configuration shows them
 // (and "allowed:" lists them).
-constexpr std::string_view k_sections[] = {"runtime", "dns", "spool", "listener", "smtp", "delivery", "route", "control"};
+constexpr std::string_view k_sections[] = {"runtime", "dns", "spool", "listener", "smtp", "delivery", "route", "control",
+                                           "metrics"};
 constexpr std::string_view k_runtime_keys[] = {"cores", "pin", "log_level", "mail_log", "drain_timeout_ms"};
 constexpr std::string_view k_dns_keys[] = {"servers", "timeout_ms", "tries", "cache_entries"};
 constexpr std::string_view k_spool_keys[] = {"path", "size", "flush"};
@@ -50,6 +51,7 @@ constexpr std::string_view k_delivery_keys[] = {
     "destination_pause_ms", "connection_cache_time_ms", "connect_timeout_ms", "command_timeout_s", "data_timeout_s"};
 constexpr std::string_view k_route_keys[] = {"domain", "hosts"};
 constexpr std::string_view k_control_keys[] = {"socket", "group"};
+constexpr std::string_view k_metrics_keys[] = {"listen"};
 
 inline key_list keys_of(std::string_view section) {
     if (section == "runtime") return k_runtime_keys;
@@ -60,6 +62,7 @@ inline key_list keys_of(std::string_view section) {
     if (section == "delivery") return k_delivery_keys;
     if (section == "route") return k_route_keys;
     if (section == "control") return k_control_keys;
+    if (section == "metrics") return k_metrics_keys;
     return {};
 }
 
@@ -165,6 +168,7 @@ private:
     void check_listeners(const config& c);
     void read_smtp(const section& s, smtp_config& out);
     void read_control(const section& s, control_config& out);
+    void read_metrics(const section& s, metrics_config& out);
     void read_delivery(const section& s, delivery_config& out);
     void read_routes(const toml::table& root, config& c);
     void check_hosts(const section& s, std::string_view k, std::vector<std::string>& out);

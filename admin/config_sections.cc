@@ -436,6 +436,24 @@ void loader::read_control(const section& s, control_config& out) {
     }
 }
 
+void loader::read_metrics(const section& s, metrics_config& out) {
+    check_keys(s, k_metrics_keys);
+    const std::string_view allowed = "an IP address and port to serve /metrics on, like 127.0.0.1:9425, or empty "
+                                     "for no endpoint";
+    auto v = read_string(s, "listen", allowed);
+    if (!v)
+        return;
+    if (v->empty()) {
+        out.listen.clear();
+        return;
+    }
+    auto hp = parse_next_hop(*v, 9425);
+    if (!hp || !net::address::parse(hp->first, hp->second) || hp->second == 0)
+        error(line_of(*s.get("listen"), s.line), s.key("listen"), quote(*v), allowed);
+    else
+        out.listen = std::move(*v);
+}
+
 result<config, std::string> loader::run(const toml::table& root) {
     config c;
     c.source = std::string(_source);
@@ -448,6 +466,7 @@ result<config, std::string> loader::run(const toml::table& root) {
     read_delivery(open_table(root, "delivery"), c.delivery);
     read_routes(root, c);
     read_control(open_table(root, "control"), c.control);
+    read_metrics(open_table(root, "metrics"), c.metrics);
     check_listeners(c);
 
     auto by_line = [](const diagnostic& a, const diagnostic& b) { return a.line < b.line; };

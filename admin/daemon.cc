@@ -21,6 +21,7 @@
 #include "mta/delivery/delivery.hh"
 #include "admin/control.hh"
 #include "admin/descriptors.hh"
+#include "admin/metrics.hh"
 #include "admin/registry.hh"
 #include "mta/smtp/replies.hh"
 #include "mta/smtp/server.hh"
@@ -178,6 +179,7 @@ struct shared_state {
     net::resolver_options dns;
     registry* reg = nullptr;
     control_server* control = nullptr;  // runs on core 0; null: no control socket
+    metrics_server* metrics = nullptr;  // runs on core 0; null: no endpoint
 };
 
 // Configuration to the delivery layer's options. Hosts were validated by
@@ -377,6 +379,13 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
             co_await c->run();
         };
         spawn(run_control(&control_gate, shared->control));
+    }
+    if (core == 0 && shared->metrics) {
+        auto run_metrics = [](gate* g, metrics_server* m) -> task<void> {
+            gate::holder h(*g);
+            co_await m->run();
+        };
+        spawn(run_metrics(&control_gate, shared->metrics));
     }
     gate delivery_gate;
     // A core without a shard (fewer shards than cores) still owns
@@ -587,6 +596,19 @@ int run_daemon(const config& cfg) {
         control = std::move(c.value());
         shared.control = control.get();
         lg.info("control socket path={}", cfg.control.socket);
+    }
+    std::unique_ptr<metrics_server> metrics;
+    if (!cfg.metrics.listen.empty()) {
+        // Mail matters more than its figures: a busy metrics port is a
+        // warning, not a reason to stay down.
+        auto m = metrics_server::open(cfg, &reg);
+        if (m) {
+            metrics = std::move(m.value());
+            shared.metrics = metrics.get();
+            lg.info("metrics endpoint http://{}/metrics", cfg.metrics.listen);
+        } else {
+            lg.warn("{}; running without the metrics endpoint", m.error());
+        }
     }
     shared.delivery = delivery_options(cfg);
     shared.dns.servers = cfg.dns.servers;

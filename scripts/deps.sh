@@ -9,7 +9,7 @@ pkgs=(cmake make g++ pkg-config ccache git
       libtomlplusplus-dev libcli11-dev catch2 nlohmann-json3-dev libedit-dev python3 openssl util-linux
       clang-14 libclang-rt-14-dev)
 if [[ $what == test ]]; then
-    pkgs+=(dnsmasq-base iproute2 procps mount swaks libnet-ssleay-perl postfix python3-pexpect)
+    pkgs+=(dnsmasq-base iproute2 procps mount swaks libnet-ssleay-perl postfix python3-pexpect prometheus)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -21,10 +21,11 @@ if ((${#missing[@]})); then
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     # Postfix is installed for its smtp-source/smtp-sink tools and for the
-    # benchmarks, which run it in a private configuration: the system's own
-    # Postfix is left unconfigured and not started.
+    # benchmarks, which run it in a private configuration, and Prometheus
+    # for the tests, which start their own: the system's services are left
+    # unconfigured and not started.
     guard=""
-    if [[ " ${missing[*]} " == *" postfix "* && ! -e /usr/sbin/policy-rc.d ]]; then
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
         printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
         $sudo chmod +x /usr/sbin/policy-rc.d

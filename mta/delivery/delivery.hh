@@ -18,6 +18,7 @@
 // to the envelope sender with an RFC 3464 report (never for a null sender).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -82,6 +83,24 @@ struct options {
 // A route table lookup: the most specific matching route, or null.
 const route* find_route(const std::vector<route>& routes, std::string_view domain);
 
+// Delivery latency (a connection taking a message to its outcome), per
+// recipient: counts per bucket of k_latency_bounds seconds (the last one
+// is everything above), for the metrics' histogram.
+inline constexpr double k_latency_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+struct latency_histogram {
+    std::array<uint64_t, std::size(k_latency_bounds) + 1> counts{};
+    double sum_seconds = 0;
+    uint64_t count = 0;
+    void add(double seconds) {
+        size_t i = 0;
+        while (i < std::size(k_latency_bounds) && seconds > k_latency_bounds[i])
+            ++i;
+        ++counts[i];
+        sum_seconds += seconds;
+        ++count;
+    }
+};
+
 // One destination as the admin shell shows it (service::destinations).
 struct destination_view {
     std::string key;  // "mx:example.test" or "route:*.example.test"
@@ -98,6 +117,7 @@ struct destination_view {
     std::string last_host, last_ip, last_tls;
     uint64_t delivered = 0, deferred = 0, bounced = 0, connections_made = 0;  // recipients; connections
     uint64_t mean_latency_ms = 0;  // connection taking a message to its outcome
+    latency_histogram latency;
 };
 
 // The per-core delivery service.

@@ -352,7 +352,7 @@ void service::impl::settle(destination* d, const entry& e, const loaded& L, cons
             d->last_error_ms = now;
         }
         if (e.taken_ms)
-            d->latency_ms_total += uint64_t(std::max<int64_t>(0, now - e.taken_ms));
+            d->latency.add(double(std::max<int64_t>(0, now - e.taken_ms)) / 1000.0);
         journal::record("delivery", {{"mid", std::string_view(mid_string(e.id))},
                                      {"dcid", dcid},
                                      {"rcpt", std::string_view(L.out.rcpts[i])},

@@ -318,8 +318,8 @@ std::vector<destination_view> service::destinations() const {
         v.deferred = d->deferred;
         v.bounced = d->bounced;
         v.connections_made = d->connections;
-        const uint64_t settled = d->delivered + d->deferred + d->bounced;
-        v.mean_latency_ms = settled ? d->latency_ms_total / settled : 0;
+        v.latency = d->latency;
+        v.mean_latency_ms = d->latency.count ? uint64_t(d->latency.sum_seconds * 1000.0 / double(d->latency.count)) : 0;
         out.push_back(std::move(v));
     }
     return out;

@@ -87,7 +87,7 @@ struct destination {
     int64_t last_connection_ms = 0;
     std::string last_host, last_ip, last_tls;
     uint64_t delivered = 0, deferred = 0, bounced = 0, connections = 0;
-    uint64_t latency_ms_total = 0;  // load to settle, over `delivered + deferred + bounced` messages' recipients
+    latency_histogram latency;  // per recipient settled
 };
 
 // What a connection needs of a message, read on its origin core.

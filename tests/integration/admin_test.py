@@ -19,6 +19,9 @@ import subprocess
 import sys
 import time
 import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import pexpect
 
@@ -341,6 +344,71 @@ class ControlSocket(AdminTest):
         self.assertEqual(self.json_of("version")["protocol"], 1)
         self.assertLess(time.monotonic() - t0, 5)
         self.assertIsNone(self.g.proc.poll())
+
+
+class Metrics(DeliveryTest):
+    """The /metrics endpoint, checked by promtool and scraped by a real
+    Prometheus on loopback."""
+
+    def test_prometheus_scrapes_the_endpoint(self):
+        sink = self.sink()
+        mport = free_port()
+        g = self.gateway(routes=[("sink.test", [f"127.0.0.1:{sink.port}"])],
+                         tail_extra=f'[metrics]\nlisten = "127.0.0.1:{mport}"\n')
+        for _ in range(3):
+            send(g.port, "s@client.test", ["u1@sink.test", "u2@sink.test"], MSG)
+        wait_until(lambda: sum(1 for e in g.journal() if e.get("disposition") == "delivered") == 6, timeout=20,
+                   what="six deliveries")
+        url = f"http://127.0.0.1:{mport}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        self.assertIn('ringway_listener_messages_total{listener="test"} 3', text)
+        self.assertIn('ringway_listener_recipients_total{listener="test"} 6', text)
+        self.assertIn('ringway_destination_deliveries_total{destination="route:sink.test"} 6', text)
+        self.assertIn('ringway_destination_delivery_seconds_count{destination="route:sink.test"} 6', text)
+        self.assertIn('ringway_delivery_recipients_total{outcome="delivered"} 6', text)
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                               timeout=30)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        # Not /metrics, not GET: the right status, and the daemon goes on.
+        for path, method, code in (("/", "GET", 404), ("/metrics", "POST", 405)):
+            with self.assertRaises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{mport}{path}", method=method,
+                                                              data=b"x" if method == "POST" else None), timeout=10)
+            self.assertEqual(e.exception.code, code)
+        # A real Prometheus scraping every second.
+        d = self.tmpdir()
+        with open(os.path.join(d, "prometheus.yml"), "w") as f:
+            f.write(f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ringway\n"
+                    f"    static_configs:\n      - targets: ['127.0.0.1:{mport}']\n")
+        pport = free_port()
+        log = open(os.path.join(d, "prometheus.log"), "w+")
+        prom = subprocess.Popen(["prometheus", f"--config.file={d}/prometheus.yml", f"--storage.tsdb.path={d}/data",
+                                 f"--web.listen-address=127.0.0.1:{pport}"], stdout=log, stderr=subprocess.STDOUT)
+
+        def end():
+            prom.terminate()
+            try:
+                prom.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                prom.kill()
+                prom.wait()
+            log.close()
+        self.addCleanup(end)
+
+        def query(q):
+            try:
+                r = json.loads(urllib.request.urlopen(
+                    f"http://127.0.0.1:{pport}/api/v1/query?" + urllib.parse.urlencode({"query": q}), timeout=5).read())
+            except OSError:
+                return None
+            res = r.get("data", {}).get("result", [])
+            return res[0]["value"][1] if res else None
+        wait_until(lambda: query("up{job='ringway'}") == "1", timeout=60, step=0.5, what="Prometheus to scrape ringway")
+        self.assertEqual(query('ringway_listener_messages_total{listener="test"}'), "3")
+        self.assertEqual(query('ringway_destination_deliveries_total{destination="route:sink.test"}'), "6")
+        send(g.port, "s@client.test", ["u3@sink.test"], MSG)
+        wait_until(lambda: query('ringway_listener_messages_total{listener="test"}') == "4", timeout=30, step=0.5,
+                   what="the next scrape to see the fourth message")
 
 
 if __name__ == "__main__":

@@ -212,9 +212,9 @@ class DeliveryTest(unittest.TestCase):
         self.addCleanup(s.cleanup)
         return s
 
-    def gateway(self, routes=(), delivery=None, dns=None, **kw):
+    def gateway(self, routes=(), delivery=None, dns=None, tail_extra="", **kw):
         kw.setdefault("relay_networks", '["127.0.0.0/8"]')
-        tail = config_tail(routes, delivery, dns)
+        tail = config_tail(routes, delivery, dns) + tail_extra
         g = retrying(lambda: Ringwayd(BUILD, tail=tail, **kw), ringwayd_bin())
         self.addCleanup(self._end_gateway, g)
         return g

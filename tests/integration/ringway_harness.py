@@ -53,6 +53,9 @@ class Ringwayd:
         # stays queued for the test to inspect.
         no_dns = "" if "[dns]" in tail + smtp_extra + listener_extra else \
             '[dns]\nservers = ["127.0.0.1:9"]\ntimeout_ms = 200\ntries = 1\n'
+        # Many daemons run at once in the tests: no shared metrics port
+        # unless the test asks for one.
+        no_metrics = "" if "[metrics]" in tail else '[metrics]\nlisten = ""\n'
         with open(self.config, "w") as f:
             f.write(f"""
 [runtime]
@@ -80,6 +83,7 @@ credentials_file = "{self.creds}"
 {smtp_extra}
 {tail}
 {no_dns}
+{no_metrics}
 """)
         self.log = open(os.path.join(self.dir, "ringwayd.log"), "w+")
         if shards:  # a spool formatted with this many shards (default: one per core)
