@@ -284,6 +284,31 @@ task<void> control_server::impl::client(impl* self, int cfd, peer_cred who) {
             break;
         }
         json reply;
+        if (cmd == "tail") {
+            // Streams {"v":1,"ok":true,"event":{...}} lines, then the result.
+            control_detail::event_sink sink = [&](const json& e) -> task<bool> {
+                json line = json::object();
+                line["v"] = k_control_version;
+                line["ok"] = true;
+                line["event"] = e;
+                co_return co_await send_line(line);
+            };
+            std::function<bool()> gone = [cfd] {
+                char b;
+                ssize_t n = ::recv(cfd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+                return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) || n > 0;  // closed, or said more
+            };
+            try {
+                auto t = control_detail::tail(self->ctx, args, std::move(sink), std::move(gone), &tok);
+                json result = co_await std::move(t);
+                reply = ok_reply(std::move(result));
+            } catch (const control_detail::command_error& e) {
+                reply = error_reply(e.what());
+            }
+            if (!co_await send_line(reply))
+                break;
+            continue;
+        }
         try {
             auto t = control_detail::dispatch(self->ctx, who, cmd, args);
             json result = co_await std::move(t);

@@ -96,6 +96,11 @@ json obj(A&&... kv) {
 
 std::string mid_string(uint64_t id) { return fmt::format("{:016X}", id); }
 
+std::string s_of(const json& e, const char* k) {
+    auto it = e.find(k);
+    return it != e.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 task<totals> collect(context& c) {
     totals t;
     for (unsigned core = 0; core < c.reg->cores(); ++core) {
@@ -592,6 +597,154 @@ task<json> cmd_counters_reset(context& c, const peer_cred& who) {
     co_return obj("reset", true);
 }
 
+// ---- the mail log: findevent and tail ----
+
+struct event_filter {
+    std::string mid, from, rcpt, event;
+    int64_t since = 0, until = 0;  // Unix seconds; 0: open
+
+    static event_filter from_args(const json& args) {
+        event_filter f;
+        f.mid = str_arg(args, "mid");
+        for (auto& ch : f.mid)
+            ch = char(std::toupper(uint8_t(ch)));
+        f.from = str_arg(args, "from");
+        f.rcpt = str_arg(args, "rcpt");
+        f.event = str_arg(args, "event");
+        for (const char* k : {"since", "until"})
+            if (args.contains(k)) {
+                if (!args[k].is_number_integer())
+                    throw command_error(fmt::format("argument {} must be Unix seconds", k));
+                (std::string_view(k) == "since" ? f.since : f.until) = args[k].get<int64_t>();
+            }
+        return f;
+    }
+    bool any_address() const { return !from.empty() || !rcpt.empty(); }
+};
+
+bool iequals_in(std::string_view hay, std::string_view needle) {
+    if (needle.empty())
+        return true;
+    auto low = [](char ch) { return char(std::tolower(uint8_t(ch))); };
+    for (size_t i = 0; i + needle.size() <= hay.size(); ++i) {
+        size_t j = 0;
+        while (j < needle.size() && low(hay[i + j]) == low(needle[j]))
+            ++j;
+        if (j == needle.size())
+            return true;
+    }
+    return false;
+}
+
+// "2026-12-04T21:21:26.123456Z" -> Unix seconds (0 when unreadable).
+int64_t ts_unix(const json& e) {
+    if (!e.contains("ts") || !e["ts"].is_string())
+        return 0;
+    std::tm tm{};
+    const std::string t = e["ts"].get<std::string>();
+    if (!::strptime(t.c_str(), "%Y-%m-%dT%H:%M:%S", &tm))
+        return 0;
+    return int64_t(::timegm(&tm));
+}
+
+bool in_time(const event_filter& f, const json& e) {
+    const int64_t t = ts_unix(e);
+    return (!f.since || t >= f.since) && (!f.until || t <= f.until);
+}
+
+bool matches(const event_filter& f, const json& e) {
+    if (!f.event.empty() && s_of(e, "event") != f.event)
+        return false;
+    if (!f.mid.empty() && s_of(e, "mid") != f.mid && s_of(e, "dsn_mid") != f.mid)
+        return false;
+    if (!f.from.empty() && !iequals_in(s_of(e, "from"), f.from))
+        return false;
+    if (!f.rcpt.empty() && !iequals_in(s_of(e, "rcpt"), f.rcpt) && !iequals_in(s_of(e, "to"), f.rcpt))
+        return false;
+    return in_time(f, e);
+}
+
+std::string mail_log_path(const context& c) {
+    const std::string& p = c.cfg->runtime.mail_log;
+    if (p.empty() || p == "-")
+        throw command_error("the mail log is not a file (runtime.mail_log is empty or \"-\"), so there is nothing "
+                            "to read");
+    return p;
+}
+
+// Reads up to max bytes of path from off (a helper thread: files block).
+task<std::pair<std::string, uint64_t>> read_log(std::string path, uint64_t off, size_t max) {
+    auto job = [path, off, max]() -> std::pair<std::string, uint64_t> {
+        std::pair<std::string, uint64_t> out{std::string(), 0};
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return out;
+        struct stat st{};
+        if (::fstat(fd, &st) == 0)
+            out.second = uint64_t(st.st_size);
+        if (off < out.second) {
+            out.first.resize(std::min<uint64_t>(max, out.second - off));
+            ssize_t n = ::pread(fd, out.first.data(), out.first.size(), off_t(off));
+            out.first.resize(n > 0 ? size_t(n) : 0);
+        }
+        ::close(fd);
+        return out;
+    };
+    auto t = offload(std::move(job));
+    co_return co_await std::move(t);
+}
+
+constexpr size_t k_max_events = 2000;
+constexpr size_t k_log_chunk = 4 << 20;
+
+task<json> cmd_findevent(context& c, const json& args) {
+    event_filter f = event_filter::from_args(args);
+    if (f.mid.empty() && !f.any_address())
+        throw command_error("say what to find: mid, from or rcpt");
+    const std::string path = mail_log_path(c);
+    // Pass 1: the messages that match (by MID, sender or recipient, in
+    // the time range). Pass 2: every record of those messages.
+    std::set<std::string> mids;
+    if (!f.mid.empty())
+        mids.insert(f.mid);
+    std::vector<json> events;
+    bool truncated = false;
+    for (int pass = f.any_address() ? 1 : 2; pass <= 2; ++pass) {
+        uint64_t off = 0;
+        std::string carry;
+        for (;;) {
+            auto t = read_log(path, off, k_log_chunk);
+            auto [chunk, size] = co_await std::move(t);
+            if (chunk.empty())
+                break;
+            off += chunk.size();
+            carry += chunk;
+            size_t start = 0;
+            for (size_t nl; (nl = carry.find('\n', start)) != std::string::npos; start = nl + 1) {
+                std::string_view line(carry.data() + start, nl - start);
+                if (pass == 1 && !iequals_in(line, f.from) && !iequals_in(line, f.rcpt))
+                    continue;  // cheap test before parsing
+                json e = json::parse(line, nullptr, false);
+                if (e.is_discarded() || !e.is_object())
+                    continue;
+                if (pass == 1) {
+                    if (matches(f, e) && !s_of(e, "mid").empty())
+                        mids.insert(s_of(e, "mid"));
+                } else if (mids.contains(s_of(e, "mid")) || mids.contains(s_of(e, "dsn_mid"))) {
+                    if (events.size() >= k_max_events) {
+                        truncated = true;
+                        continue;
+                    }
+                    events.push_back(std::move(e));
+                }
+            }
+            carry.erase(0, start);
+        }
+    }
+    co_return obj("messages", std::vector<std::string>(mids.begin(), mids.end()), "events", std::move(events),
+                  "truncated", truncated);
+}
+
 task<void> sampler(context* c) {
     gate::holder h(c->tasks);
     while (!c->stopping) {
@@ -664,6 +817,8 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
         co_return co_await cmd_deletemessage(c, who, args);
     if (cmd == "counters_reset")
         co_return co_await cmd_counters_reset(c, who);
+    if (cmd == "findevent")
+        co_return co_await cmd_findevent(c, args);
     if (cmd == "destinations") {  // for the shell's completion
         auto all = co_await all_destinations(c);
         json names = json::array();
@@ -672,6 +827,91 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
         co_return names;
     }
     throw command_error(fmt::format("unknown command {}", cmd));
+}
+
+}  // namespace rw::admin::control_detail
+
+namespace rw::admin::control_detail {
+
+task<json> tail(context& c, const json& args, event_sink send, std::function<bool()> gone, cancel_token* stop) {
+    event_filter f = event_filter::from_args(args);
+    const bool follow = bool_arg(args, "follow");
+    int64_t lines = 20;
+    if (args.contains("lines")) {
+        if (!args["lines"].is_number_integer() || args["lines"].get<int64_t>() < 0 ||
+            args["lines"].get<int64_t>() > int64_t(k_max_events))
+            throw command_error(fmt::format("lines must be 0..{}", k_max_events));
+        lines = args["lines"].get<int64_t>();
+    }
+    const std::string path = mail_log_path(c);
+    // The last `lines` matches: read back from the end in chunks.
+    uint64_t size = 0;
+    {
+        auto t = read_log(path, 0, 0);
+        size = (co_await std::move(t)).second;
+    }
+    std::deque<json> last;
+    uint64_t back = size;
+    std::string tail_text;  // complete lines at the end of the file, newest last
+    while (back > 0 && int64_t(last.size()) < lines) {
+        const uint64_t from = back > k_log_chunk ? back - k_log_chunk : 0;
+        auto t = read_log(path, from, back - from);
+        std::string chunk = (co_await std::move(t)).first;
+        tail_text = chunk + tail_text;
+        back = from;
+        last.clear();
+        size_t start = 0;
+        if (back > 0) {  // the first line may be cut
+            size_t nl = tail_text.find('\n');
+            start = nl == std::string::npos ? tail_text.size() : nl + 1;
+        }
+        for (size_t nl; (nl = tail_text.find('\n', start)) != std::string::npos; start = nl + 1) {
+            json e = json::parse(std::string_view(tail_text).substr(start, nl - start), nullptr, false);
+            if (e.is_object() && matches(f, e)) {
+                last.push_back(std::move(e));
+                if (int64_t(last.size()) > lines)
+                    last.pop_front();
+            }
+        }
+        if (tail_text.size() > 64 * k_log_chunk)
+            break;  // a filter that matches little: do not read the whole log
+    }
+    uint64_t sent = 0;
+    for (const auto& e : last) {
+        if (!co_await send(e))
+            co_return obj("end", true, "events", sent);
+        ++sent;
+    }
+    if (!follow)
+        co_return obj("end", true, "events", sent);
+    uint64_t off = size;
+    std::string carry;
+    while (!c.stopping && !gone() && !stop->cancelled()) {
+        auto t = read_log(path, off, k_log_chunk);
+        auto [chunk, now_size] = co_await std::move(t);
+        if (now_size < off) {  // rotated or truncated: start over
+            off = 0;
+            carry.clear();
+            continue;
+        }
+        if (chunk.empty()) {
+            co_await io::sleep(std::chrono::milliseconds(250), stop);
+            continue;
+        }
+        off += chunk.size();
+        carry += chunk;
+        size_t start = 0;
+        for (size_t nl; (nl = carry.find('\n', start)) != std::string::npos; start = nl + 1) {
+            json e = json::parse(std::string_view(carry).substr(start, nl - start), nullptr, false);
+            if (!e.is_object() || !matches(f, e))
+                continue;
+            if (!co_await send(e))
+                co_return obj("end", true, "events", sent);
+            ++sent;
+        }
+        carry.erase(0, start);
+    }
+    co_return obj("end", true, "events", sent);
 }
 
 }  // namespace rw::admin::control_detail

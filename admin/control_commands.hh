@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <set>
 #include <nlohmann/json_fwd.hpp>
@@ -57,5 +58,13 @@ void stop(context& c);
 task<void> stopped(context& c);
 
 task<nlohmann::json> dispatch(context& c, const peer_cred& who, const std::string& cmd, const nlohmann::json& args);
+
+// `tail`: the last `lines` records of the mail log matching the filters,
+// each passed to send(); with follow, then every new one until gone()
+// says the client left, send() fails or the daemon stops. Returns the
+// closing result.
+using event_sink = std::function<task<bool>(const nlohmann::json& event)>;
+task<nlohmann::json> tail(context& c, const nlohmann::json& args, event_sink send, std::function<bool()> gone,
+                          cancel_token* stop);
 
 }  // namespace rw::admin::control_detail

@@ -42,7 +42,7 @@ client::~client() {
         ::close(_fd);
 }
 
-result<nlohmann::json, std::string> client::call(const std::string& cmd, const nlohmann::json& args) {
+result<void, std::string> client::send_request(const std::string& cmd, const nlohmann::json& args) {
     nlohmann::json req = nlohmann::json::object();
     req["v"] = 1;
     req["cmd"] = cmd;
@@ -59,31 +59,41 @@ result<nlohmann::json, std::string> client::call(const std::string& cmd, const n
         }
         off += size_t(n);
     }
+    return {};
+}
+
+result<std::string, std::string> client::next_line(int wait_ms, const std::function<bool()>* interrupted) {
     for (;;) {
         size_t nl = _buf.find('\n');
         if (nl != std::string::npos) {
-            std::string reply = _buf.substr(0, nl);
+            std::string line = _buf.substr(0, nl);
             _buf.erase(0, nl + 1);
-            auto j = nlohmann::json::parse(reply, nullptr, false);
-            if (j.is_discarded() || !j.is_object() || !j.contains("ok"))
-                return unexpected(std::string("the daemon sent a reply that is not JSON"));
-            if (j["ok"].is_boolean() && j["ok"].get<bool>())
-                return j.contains("result") ? j["result"] : nlohmann::json();
-            if (j.contains("error") && j["error"].is_string())
-                return unexpected(j["error"].get<std::string>());
-            return unexpected(std::string("the daemon refused the request"));
+            return line;
         }
-        pollfd p{_fd, POLLIN, 0};
-        int r = ::poll(&p, 1, k_reply_timeout_ms);
+        pollfd p[2] = {{_fd, POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
+        // While streaming on a terminal, a line typed on stdin also ends it.
+        const int n_fds = interrupted && ::isatty(STDIN_FILENO) ? 2 : 1;
+        int r = ::poll(p, nfds_t(n_fds), interrupted ? 200 : wait_ms);
+        if (interrupted && ((*interrupted)() || (n_fds == 2 && (p[1].revents & POLLIN)))) {
+            if (n_fds == 2 && (p[1].revents & POLLIN)) {
+                char junk[256];
+                (void)!::read(STDIN_FILENO, junk, sizeof junk);
+            }
+            return unexpected(std::string());  // interrupted: not an error
+        }
         if (r == 0) {
+            if (interrupted)
+                continue;
             _broken = true;
-            return unexpected(fmt::format("no reply from {} in {} s", _path, k_reply_timeout_ms / 1000));
+            return unexpected(fmt::format("no reply from {} in {} s", _path, wait_ms / 1000));
         }
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             return unexpected(fmt::format("poll: {}", std::strerror(errno)));
         }
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
         char buf[65536];
         ssize_t n = ::recv(_fd, buf, sizeof buf, 0);
         if (n < 0 && errno == EINTR)
@@ -94,6 +104,57 @@ result<nlohmann::json, std::string> client::call(const std::string& cmd, const n
                                           n < 0 ? std::strerror(errno) : ""));
         }
         _buf.append(buf, size_t(n));
+    }
+}
+
+namespace {
+// {"ok":true,"result":R} -> R; {"ok":false,"error":E} -> E.
+result<nlohmann::json, std::string> reply_of(const nlohmann::json& j) {
+    if (j["ok"].is_boolean() && j["ok"].get<bool>())
+        return j.contains("result") ? j["result"] : nlohmann::json();
+    if (j.contains("error") && j["error"].is_string())
+        return unexpected(j["error"].get<std::string>());
+    return unexpected(std::string("the daemon refused the request"));
+}
+}  // namespace
+
+result<nlohmann::json, std::string> client::call(const std::string& cmd, const nlohmann::json& args) {
+    if (auto r = send_request(cmd, args); !r)
+        return unexpected(r.error());
+    auto line = next_line(k_reply_timeout_ms, nullptr);
+    if (!line)
+        return unexpected(line.error());
+    auto j = nlohmann::json::parse(line.value(), nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("ok"))
+        return unexpected(std::string("the daemon sent a reply that is not JSON"));
+    return reply_of(j);
+}
+
+result<nlohmann::json, std::string> client::stream(const std::string& cmd, const nlohmann::json& args,
+                                                   const std::function<bool(const nlohmann::json&)>& on_event,
+                                                   const std::function<bool()>& interrupted) {
+    if (auto r = send_request(cmd, args); !r)
+        return unexpected(r.error());
+    for (;;) {
+        auto line = next_line(-1, &interrupted);
+        if (!line) {
+            if (line.error().empty()) {  // interrupted: this connection is done
+                _broken = true;
+                return nlohmann::json::object();
+            }
+            return unexpected(line.error());
+        }
+        auto j = nlohmann::json::parse(line.value(), nullptr, false);
+        if (j.is_discarded() || !j.is_object() || !j.contains("ok"))
+            return unexpected(std::string("the daemon sent a reply that is not JSON"));
+        if (j.contains("event")) {
+            if (!on_event(j["event"])) {
+                _broken = true;
+                return nlohmann::json::object();
+            }
+            continue;
+        }
+        return reply_of(j);
     }
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <functional>
 #include <string>
 
 #include "runtime/base/result.hh"
@@ -22,10 +23,20 @@ public:
     // Sends {"v":1,"cmd":cmd,"args":args} and returns the result, or the
     // daemon's error (or a transport error) as one line.
     result<nlohmann::json, std::string> call(const std::string& cmd, const nlohmann::json& args);
+    // A streaming command: on_event for each {"event":...} line until the
+    // closing result, which is returned. on_event returning false, or
+    // interrupted() turning true while waiting, closes the connection
+    // (the daemon then stops the stream) and returns an empty object.
+    result<nlohmann::json, std::string> stream(const std::string& cmd, const nlohmann::json& args,
+                                               const std::function<bool(const nlohmann::json&)>& on_event,
+                                               const std::function<bool()>& interrupted);
     // The connection failed (not the command): reconnect to go on.
     bool broken() const { return _broken; }
 
 private:
+    result<void, std::string> send_request(const std::string& cmd, const nlohmann::json& args);
+    // The next line; "" with the error set on failure. wait_ms: -1 forever.
+    result<std::string, std::string> next_line(int wait_ms, const std::function<bool()>* interrupted);
     client(int fd, std::string path) : _fd(fd), _path(std::move(path)) {}
     int _fd = -1;
     std::string _path;

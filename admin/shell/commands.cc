@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 
 #include "admin/shell/client.hh"
@@ -92,6 +93,11 @@ std::string paused_text(const json& x) {
     else if (int64_t until = i(x, "paused_until_unix_ms"); until > 0)
         p = fmt::format("paused {}", human_age((until + 999) / 1000 - now_unix()));
     return p.empty() ? "-" : p;
+}
+
+bool is_mid(const std::string& w) {
+    return !w.empty() && w.size() <= 16 &&
+           std::all_of(w.begin(), w.end(), [](char ch) { return std::isxdigit(uint8_t(ch)); });
 }
 
 std::string destination_name(const json& x) {
@@ -266,6 +272,32 @@ std::string fmt_simple(const json& r) {
     return r.dump(2) + "\n";
 }
 
+// One mail-log record as a line: time, event, then the other fields.
+std::string event_line(const json& e) {
+    std::string o = fmt::format("{} {:<10}", s(e, "ts"), s(e, "event"));
+    for (auto it = e.begin(); it != e.end(); ++it) {
+        if (it.key() == "ts" || it.key() == "event")
+            continue;
+        std::string v = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
+        if (v.find(' ') != std::string::npos)
+            v = json(v).dump();
+        o += fmt::format(" {}={}", it.key(), v);
+    }
+    return o + "\n";
+}
+
+std::string fmt_findevent(const json& r) {
+    std::string o;
+    if (r["messages"].empty())
+        return "No message matches.\n";
+    o += fmt::format("{} message(s): {}\n", r["messages"].size(), fmt::join(r["messages"].get<std::vector<std::string>>(), " "));
+    for (const auto& e : r["events"])
+        o += event_line(e);
+    if (r.contains("truncated") && r["truncated"].get<bool>())
+        o += "(more events than shown: narrow the search)\n";
+    return o;
+}
+
 std::vector<command> make_commands() {
     using a = arg_spec;
     std::vector<command> v;
@@ -320,6 +352,25 @@ std::vector<command> make_commands() {
                  "counters reset: start the counters of status from zero",
                  "counters reset: the counters and rates of `status` count from now. Gauges are not affected.",
                  fmt_simple});
+    const std::vector<arg_spec> filters = {
+        a{"mid", a::keyword}, a{"from", a::keyword}, a{"rcpt", a::keyword}, a{"since", a::keyword},
+        a{"until", a::keyword}};
+    {
+        std::vector<arg_spec> t = {a{"follow", a::flag}, a{"lines", a::keyword}, a{"event", a::keyword}};
+        t.insert(t.end(), filters.begin(), filters.end());
+        command c{"tail", "tail", t, "the mail log: the last records, or follow it",
+                  "tail [follow] [lines N] [event NAME] [mid MID] [from ADDR] [rcpt ADDR] [since TIME] [until TIME]\n"
+                  "prints the last N (20) mail-log records that match; with follow, then every new one until\n"
+                  "Ctrl-C or Enter. from and rcpt match part of an address; TIME is 30m, 2h, 1d (ago), Unix\n"
+                  "seconds, or 2026-12-04T21:00:00Z.",
+                  nullptr};
+        c.streams = true;
+        v.push_back(std::move(c));
+    }
+    v.push_back({"findevent", "findevent", filters, "a message's whole history in the mail log",
+                 "findevent mid MID | from ADDR | rcpt ADDR [since TIME] [until TIME]: the messages that match\n"
+                 "and every mail-log record of each (received, each delivery attempt, reports, removal).",
+                 fmt_findevent});
     v.push_back({"version", "version", {}, "the daemon's version", "The version of the running ringwayd.",
                  [](const json& r) { return fmt::format("ringwayd {} (control protocol {})\n", s(r, "version"),
                                                         u(r, "protocol")); }});
@@ -337,6 +388,17 @@ std::vector<command> make_commands() {
 std::string command::usage() const {
     std::string u = name;
     for (const auto& a : args) {
+        if (a.kind == arg_spec::flag) {
+            u += fmt::format(" [{}]", a.name);
+            continue;
+        }
+        if (a.kind == arg_spec::keyword) {
+            std::string v = a.name;
+            for (auto& ch : v)
+                ch = char(std::toupper(uint8_t(ch)));
+            u += fmt::format(" [{} {}]", a.name, a.name == "lines" ? "N" : a.name == "since" || a.name == "until" ? "TIME" : v);
+            continue;
+        }
         std::string w;
         if (a.kind == arg_spec::choice) {
             for (const auto& c : a.choices)
@@ -403,12 +465,37 @@ std::string help_text(const std::vector<std::string>& words) {
     return o;
 }
 
-bool is_mid(const std::string& w) {
-    return !w.empty() && w.size() <= 16 && std::all_of(w.begin(), w.end(), [](char ch) { return std::isxdigit(uint8_t(ch)); });
-}
 }  // namespace
 
-outcome run_words(client* cl, const std::vector<std::string>& words, bool json_out) {
+std::optional<int64_t> parse_time(std::string_view t, int64_t now) {
+    if (t.empty())
+        return std::nullopt;
+    const char unit = t.back();
+    std::string_view digits = t;
+    int64_t mult = 0;
+    if (unit == 's' || unit == 'm' || unit == 'h' || unit == 'd') {
+        mult = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : 86400;
+        digits = t.substr(0, t.size() - 1);
+    }
+    if (!digits.empty() && std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+        digits.size() <= 12) {
+        int64_t n = std::stoll(std::string(digits));
+        return mult ? now - n * mult : n;
+    }
+    std::tm tm{};
+    std::string str(t);
+    for (const char* f : {"%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M",
+                          "%Y-%m-%d"}) {
+        tm = {};
+        const char* end = ::strptime(str.c_str(), f, &tm);
+        if (end && *end == '\0')
+            return int64_t(::timegm(&tm));
+    }
+    return std::nullopt;
+}
+
+outcome run_words(client* cl, const std::vector<std::string>& words, bool json_out,
+                  const std::function<bool()>& interrupted) {
     outcome r;
     if (words.empty())
         return r;
@@ -446,7 +533,39 @@ outcome run_words(client* cl, const std::vector<std::string>& words, bool json_o
     }
     json args = json::object();
     size_t wi = 1;
+    const bool keywords = std::any_of(c->args.begin(), c->args.end(), [](const arg_spec& a) {
+        return a.kind == arg_spec::flag || a.kind == arg_spec::keyword;
+    });
+    for (; keywords && wi < words.size(); ++wi) {
+        const std::string& w = words[wi];
+        auto it = std::find_if(c->args.begin(), c->args.end(), [&](const arg_spec& a) { return a.name == w; });
+        if (it == c->args.end())
+            return usage_error(fmt::format("unexpected {}", w));
+        if (it->kind == arg_spec::flag) {
+            args[w] = true;
+            continue;
+        }
+        if (wi + 1 >= words.size())
+            return usage_error(fmt::format("{} needs a value", w));
+        const std::string& v = words[++wi];
+        if (w == "lines") {
+            if (v.empty() || v.size() > 6 || !std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+                return usage_error(fmt::format("lines {} is not a number", v));
+            args[w] = std::stoll(v);
+        } else if (w == "since" || w == "until") {
+            auto t = parse_time(v, now_unix());
+            if (!t)
+                return usage_error(fmt::format("{} {} is not a time (30m, 2h, 1d, Unix seconds, 2026-12-04T21:00:00Z)", w, v));
+            args[w] = *t;
+        } else if (w == "mid" && !is_mid(v)) {
+            return usage_error(fmt::format("{} is not a message ID (16 hexadecimal digits)", v));
+        } else {
+            args[w] = v;
+        }
+    }
     for (const auto& a : c->args) {
+        if (keywords)
+            break;
         if (wi >= words.size()) {
             if (!a.optional)
                 return usage_error(fmt::format("missing {}", c->usage().substr(c->name.size() + 1)));
@@ -472,6 +591,8 @@ outcome run_words(client* cl, const std::vector<std::string>& words, bool json_o
             break;
         case arg_spec::domain:
         case arg_spec::word:
+        case arg_spec::flag:     // (commands with these take the keyword loop above)
+        case arg_spec::keyword:
             args[a.name] = w;
             break;
         }
@@ -482,6 +603,22 @@ outcome run_words(client* cl, const std::vector<std::string>& words, bool json_o
     if (!cl) {
         r.status = 1;
         r.err = "not connected to ringwayd";
+        return r;
+    }
+    if (c->streams) {
+        auto res = cl->stream(
+            c->request, args,
+            [&](const json& e) {
+                std::string line = json_out ? e.dump() + "\n" : event_line(e);
+                std::fwrite(line.data(), 1, line.size(), stdout);
+                std::fflush(stdout);
+                return true;
+            },
+            interrupted);
+        if (!res) {
+            r.status = 1;
+            r.err = res.error();
+        }
         return r;
     }
     auto res = cl->call(c->request, args);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -14,7 +15,9 @@ namespace rw::admin::shell {
 class client;
 
 struct arg_spec {
-    enum kind_t { choice, domain, mid, word };
+    // choice, domain, mid, word: positional. flag and keyword: in any order
+    // after the command ("follow", "mid MID"), for commands with filters.
+    enum kind_t { choice, domain, mid, word, flag, keyword };
     std::string name;  // shown in usage (DOMAIN, MID) and the request key
     kind_t kind = word;
     std::vector<std::string> choices;  // for choice
@@ -29,6 +32,7 @@ struct command {
     std::string summary;  // one line, for `help`
     std::string help;     // more, for `help NAME`
     std::function<std::string(const nlohmann::json& result)> format;
+    bool streams = false;  // events are printed as they come (tail)
     std::string usage() const;
 };
 
@@ -48,7 +52,14 @@ struct outcome {
 
 // Runs words[0] with its arguments: help and quit here, the rest through
 // the daemon (c may be null when there is no daemon: those say so).
-outcome run_words(client* c, const std::vector<std::string>& words, bool json_out);
+// A streaming command prints its events to stdout as they come, until
+// interrupted() (Ctrl-C while following) or the daemon ends it.
+outcome run_words(client* c, const std::vector<std::string>& words, bool json_out,
+                  const std::function<bool()>& interrupted = [] { return false; });
+
+// "30m", "2h", "1d" (ago), Unix seconds, or "2026-12-04T21:00:00Z" /
+// "2026-12-04 21:00" (UTC) -> Unix seconds; nullopt when unreadable.
+std::optional<int64_t> parse_time(std::string_view s, int64_t now);
 
 // Completion candidates for the word being typed, given the words before
 // it. Domains come from the daemon (fetch may return an empty list).

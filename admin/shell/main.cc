@@ -27,6 +27,9 @@ using namespace rw::admin::shell;
 
 namespace {
 
+volatile sig_atomic_t g_interrupted = 0;
+void on_interrupt(int) { g_interrupted = 1; }
+
 struct session {
     std::string path;
     std::optional<client> cl;
@@ -49,9 +52,12 @@ struct session {
     outcome run(const std::vector<std::string>& words) {
         if (!cl)
             connect(true);
-        outcome r = run_words(cl ? &*cl : nullptr, words, json_out);
-        if (cl && cl->broken() && connect(true))
-            r = run_words(&*cl, words, json_out);
+        g_interrupted = 0;
+        outcome r = run_words(cl ? &*cl : nullptr, words, json_out, [] { return g_interrupted != 0; });
+        if (cl && cl->broken() && r.status != 0 && connect(true))
+            r = run_words(&*cl, words, json_out, [] { return g_interrupted != 0; });
+        else if (cl && cl->broken())
+            cl.reset();  // a stream the user ended: a new connection next time
         if (!cl && r.status == 1 && r.err == "not connected to ringwayd") {
             auto c = client::connect(path);
             r.err = c ? r.err : c.error();
@@ -107,6 +113,7 @@ std::string history_path() {
 }
 
 int interactive(session& s) {
+    // Ctrl-C does nothing at the prompt and ends a `tail follow`.
     ::signal(SIGINT, SIG_IGN);
     ::signal(SIGQUIT, SIG_IGN);
     ::signal(SIGTSTP, SIG_IGN);
@@ -136,7 +143,12 @@ int interactive(session& s) {
         add_history(text.c_str());
         if (!hist.empty())
             write_history(hist.c_str());
+        struct sigaction sa{}, ign{};
+        sa.sa_handler = on_interrupt;
+        ign.sa_handler = SIG_IGN;
+        ::sigaction(SIGINT, &sa, nullptr);
         outcome r = s.run(words);
+        ::sigaction(SIGINT, &ign, nullptr);
         print(r);
         if (r.quit)
             break;

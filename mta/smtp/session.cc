@@ -459,8 +459,16 @@ void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
     if (_env->delivery)
         _env->delivery->queued(_env->spool, id);
     std::string mid = mid_string(id);
+    // The recipients, for finding a message by any of them (the first 100).
+    std::string to;
+    for (size_t i = 0; i < _rcpts.size() && i < 100; ++i) {
+        if (i)
+            to += ',';
+        to += _rcpts[i];
+    }
     journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
-                                 {"from", std::string_view(_mail_from)}, {"rcpts", uint64_t(_rcpts.size())},
+                                 {"from", std::string_view(_mail_from)}, {"to", std::string_view(to)},
+                                 {"rcpts", uint64_t(_rcpts.size())},
                                  {"size", size}, {"body", by}, {"tls", bool(_tls)}});
     queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
     reset_transaction();

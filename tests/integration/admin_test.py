@@ -253,6 +253,44 @@ class Shell(AdminTest):
         with open(hist) as f:
             self.assertIn("workqueue", f.read())
 
+    def test_findevent_and_tail(self):
+        mids = self.queue_mail()
+        r = self.json_of("findevent", "mid", mids["down.test"])
+        self.assertEqual(r["messages"], [mids["down.test"]])
+        kinds = [e["event"] for e in r["events"]]
+        self.assertEqual(kinds[0], "received")
+        self.assertIn("delivery", kinds)
+        self.assertTrue(all(e.get("mid") == mids["down.test"] for e in r["events"]))
+        r = self.json_of("findevent", "rcpt", "u@SINK.test")  # part of an address, any case
+        self.assertEqual(r["messages"], [mids["sink.test"]])
+        self.assertIn("delivered", [e.get("disposition") for e in r["events"]])
+        r = self.json_of("findevent", "from", "s@client.test", "since", "1h")
+        self.assertEqual(sorted(r["messages"]), sorted(mids.values()))
+        self.assertEqual(self.json_of("findevent", "from", "s@client.test", "until", "1d")["messages"], [])
+        text = self.run_shell("findevent", "mid", mids["held.test"]).stdout
+        self.assertIn(f"received   ", text)
+        self.assertIn("to=u@held.test", text)
+        r = self.run_shell("findevent", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("say what to find", r.stderr)
+        # tail: the last N records; filtered by event.
+        out = self.run_shell("--json", "tail", "lines", "2", "event", "received").stdout.splitlines()
+        self.assertEqual(len(out), 2)
+        self.assertTrue(all(json.loads(l)["event"] == "received" for l in out))
+        self.assertEqual(json.loads(out[-1])["mid"], mids["held.test"])
+        # tail follow in the shell: a new message shows up; Ctrl-C ends it.
+        p = self.spawn_shell()
+        p.sendline("tail follow lines 0 event received")
+        time.sleep(0.5)
+        mid = send(self.g.port, "late@client.test", ["v@down.test"], MSG)
+        p.expect(rf"received\s.*from=late@client\.test.*mid={mid}")
+        p.sendcontrol("c")
+        p.expect_exact("ringway> ")
+        p.sendline("version")
+        p.expect(r"control protocol 1")
+        p.expect_exact("ringway> ")
+        self.assertTrue(p.isalive())
+
     def test_one_shot_errors_and_exit_codes(self):
         r = self.run_shell("nosuch", check=False)
         self.assertEqual(r.returncode, 2)
