@@ -215,6 +215,22 @@ struct metrics_config {
     friend bool operator==(const metrics_config&, const metrics_config&) = default;
 };
 
+// [conservation]: graded back-pressure. Each resource has two thresholds:
+// at the first, every SMTP reply is delayed by tarpit_ms (level 1); at the
+// second, new connections get 421 4.3.2 and MAIL gets 452 4.3.1 (level 2).
+// A level is left only once use falls hysteresis_percent below its
+// threshold. A threshold of 0 turns that check off.
+struct conservation_config {
+    uint64_t memory_limit_bytes = 0;  // 0: the machine's memory (MemTotal)
+    unsigned memory_tarpit_percent = 80, memory_refuse_percent = 90;  // of the limit, resident
+    unsigned spool_tarpit_percent = 85, spool_refuse_percent = 95;    // of the spool, used
+    uint64_t queue_tarpit_messages = 0, queue_refuse_messages = 0;    // messages in the spool
+    unsigned hysteresis_percent = 5;
+    std::chrono::milliseconds tarpit_ms{1000};
+
+    friend bool operator==(const conservation_config&, const conservation_config&) = default;
+};
+
 // A whole configuration. A default-constructed `config` has no listener and
 // no hostname; a loaded one always has both.
 struct config {
@@ -227,6 +243,7 @@ struct config {
     std::vector<route_config> routes;  // the [[route]] tables, in file order
     control_config control;
     metrics_config metrics;
+    conservation_config conservation;
 
     std::string source;  // the file name, or "<embedded default>"
     // Things the operator should know that are not errors, one line each in

@@ -188,6 +188,21 @@ socket = "./var/ringway.sock"
 [metrics]
 # Prometheus text format over HTTP: GET /metrics on this address ("" for none).
 listen = "127.0.0.1:9425"
+
+[conservation]
+# Graded back-pressure. At a resource's first threshold every SMTP reply is
+# delayed by tarpit_ms; at the second, new connections get 421 4.3.2 and
+# MAIL gets 452 4.3.1. A level ends once use is hysteresis_percent below
+# its threshold. 0 turns a check off.
+memory_limit = 0                 # resident memory allowed; 0: the machine's memory
+memory_tarpit_percent = 80
+memory_refuse_percent = 90
+spool_tarpit_percent = 85        # of the spool in use
+spool_refuse_percent = 95
+queue_tarpit_messages = 0        # messages queued
+queue_refuse_messages = 0
+hysteresis_percent = 5
+tarpit_ms = 1000
 )";
 
 }  // namespace

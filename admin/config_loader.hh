@@ -30,7 +30,7 @@ namespace rw::admin::detail {
 // The keys of each table, in the order the default configuration shows them
 // (and "allowed:" lists them).
 constexpr std::string_view k_sections[] = {"runtime", "dns", "spool", "listener", "smtp", "delivery", "route", "control",
-                                           "metrics"};
+                                           "metrics", "conservation"};
 constexpr std::string_view k_runtime_keys[] = {"cores", "pin", "log_level", "mail_log", "drain_timeout_ms"};
 constexpr std::string_view k_dns_keys[] = {"servers", "timeout_ms", "tries", "cache_entries"};
 constexpr std::string_view k_spool_keys[] = {"path", "size", "flush"};
@@ -52,6 +52,9 @@ constexpr std::string_view k_delivery_keys[] = {
 constexpr std::string_view k_route_keys[] = {"domain", "hosts"};
 constexpr std::string_view k_control_keys[] = {"socket", "group"};
 constexpr std::string_view k_metrics_keys[] = {"listen"};
+constexpr std::string_view k_conservation_keys[] = {
+    "memory_limit", "memory_tarpit_percent", "memory_refuse_percent", "spool_tarpit_percent", "spool_refuse_percent",
+    "queue_tarpit_messages", "queue_refuse_messages", "hysteresis_percent", "tarpit_ms"};
 
 inline key_list keys_of(std::string_view section) {
     if (section == "runtime") return k_runtime_keys;
@@ -63,6 +66,7 @@ inline key_list keys_of(std::string_view section) {
     if (section == "route") return k_route_keys;
     if (section == "control") return k_control_keys;
     if (section == "metrics") return k_metrics_keys;
+    if (section == "conservation") return k_conservation_keys;
     return {};
 }
 
@@ -169,6 +173,7 @@ private:
     void read_smtp(const section& s, smtp_config& out);
     void read_control(const section& s, control_config& out);
     void read_metrics(const section& s, metrics_config& out);
+    void read_conservation(const section& s, conservation_config& out);
     void read_delivery(const section& s, delivery_config& out);
     void read_routes(const toml::table& root, config& c);
     void check_hosts(const section& s, std::string_view k, std::vector<std::string>& out);

@@ -454,6 +454,30 @@ void loader::read_metrics(const section& s, metrics_config& out) {
         out.listen = std::move(*v);
 }
 
+void loader::read_conservation(const section& s, conservation_config& out) {
+    check_keys(s, k_conservation_keys);
+    set_size(s, "memory_limit", 0, uint64_t(1) << 50, out.memory_limit_bytes);
+    const std::string_view pct = "0 (off)..100";
+    set_int(s, "memory_tarpit_percent", 0, 100, pct, out.memory_tarpit_percent);
+    set_int(s, "memory_refuse_percent", 0, 100, pct, out.memory_refuse_percent);
+    set_int(s, "spool_tarpit_percent", 0, 100, pct, out.spool_tarpit_percent);
+    set_int(s, "spool_refuse_percent", 0, 100, pct, out.spool_refuse_percent);
+    set_int(s, "queue_tarpit_messages", 0, int64_t(1) << 40, "0 (off) or a message count", out.queue_tarpit_messages);
+    set_int(s, "queue_refuse_messages", 0, int64_t(1) << 40, "0 (off) or a message count", out.queue_refuse_messages);
+    set_int(s, "hysteresis_percent", 0, 50, "", out.hysteresis_percent);
+    int64_t t = out.tarpit_ms.count();
+    set_int(s, "tarpit_ms", 0, 30000, "", t);
+    out.tarpit_ms = std::chrono::milliseconds(t);
+    auto order = [&](const char* lo_key, uint64_t lo, const char* hi_key, uint64_t hi) {
+        if (lo && hi && lo > hi)
+            error(s.line, s.key(lo_key), fmt::format("{} is above {} ({})", lo, hi_key, hi),
+                  fmt::format("at most {}", hi_key));
+    };
+    order("memory_tarpit_percent", out.memory_tarpit_percent, "memory_refuse_percent", out.memory_refuse_percent);
+    order("spool_tarpit_percent", out.spool_tarpit_percent, "spool_refuse_percent", out.spool_refuse_percent);
+    order("queue_tarpit_messages", out.queue_tarpit_messages, "queue_refuse_messages", out.queue_refuse_messages);
+}
+
 result<config, std::string> loader::run(const toml::table& root) {
     config c;
     c.source = std::string(_source);
@@ -467,6 +491,7 @@ result<config, std::string> loader::run(const toml::table& root) {
     read_routes(root, c);
     read_control(open_table(root, "control"), c.control);
     read_metrics(open_table(root, "metrics"), c.metrics);
+    read_conservation(open_table(root, "conservation"), c.conservation);
     check_listeners(c);
 
     auto by_line = [](const diagnostic& a, const diagnostic& b) { return a.line < b.line; };

@@ -302,7 +302,8 @@ json status_json(const context& c, const totals& now, const core_gauges& sum, ui
           {"dns", {{"cache_hits", sum.dns_hits}, {"cache_misses", sum.dns_misses}}},
           {"delivery_suspended", json(std::vector<std::string>(c.suspended_delivery.begin(),
                                                                c.suspended_delivery.end()))},
-          {"conservation_level", 0}}},
+          {"conservation_level", c.reg->conservation_level},
+          {"conservation_reason", c.reg->conservation_reason}}},
     };
 }
 

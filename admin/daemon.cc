@@ -19,6 +19,7 @@
 
 #include "fs/spool.hh"
 #include "mta/delivery/delivery.hh"
+#include "admin/conservation.hh"
 #include "admin/control.hh"
 #include "admin/descriptors.hh"
 #include "admin/metrics.hh"
@@ -379,6 +380,19 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
             co_await c->run();
         };
         spawn(run_control(&control_gate, shared->control));
+    }
+    cancel_token conservation_stop;
+    if (core == 0) {
+        auto run_cons = [](gate* g, registry* r, const conservation_config* c, cancel_token* t) -> task<void> {
+            gate::holder h(*g);
+            co_await run_conservation(r, c, t);
+        };
+        spawn(run_cons(&control_gate, shared->reg, &cfg->conservation, &conservation_stop));
+        auto stopper = [](cancel_token* t) -> task<void> {
+            co_await reactor::local().stop_requested();
+            t->cancel();
+        };
+        spawn(stopper(&conservation_stop));
     }
     if (core == 0 && shared->metrics) {
         auto run_metrics = [](gate* g, metrics_server* m) -> task<void> {

@@ -273,6 +273,8 @@ std::string format(const config& cfg, const registry& reg, const std::vector<cor
             rss = uint64_t(pages) * uint64_t(::sysconf(_SC_PAGESIZE));
         std::fclose(f);
     }
+    x.family("ringway_conservation_level", "gauge", "Resource conservation: 0 normal, 1 tarpit, 2 refuse.");
+    x.sample("ringway_conservation_level", "", reg.conservation_level);
     x.family("ringway_resident_memory_bytes", "gauge", "Resident set size of the daemon.");
     x.sample("ringway_resident_memory_bytes", "", rss);
     return x.take();

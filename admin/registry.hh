@@ -67,6 +67,11 @@ public:
     // The core whose shards include the one that issued message `id`.
     unsigned core_of_message(uint64_t id) const { return fs::shard::index_of(id) % cores(); }
 
+    // Resource conservation's level and why (admin/conservation.hh);
+    // written and read on core 0 only.
+    unsigned conservation_level = 0;
+    std::string conservation_reason;
+
     const std::chrono::steady_clock::time_point start_time = std::chrono::steady_clock::now();
     const int64_t start_unix = std::chrono::duration_cast<std::chrono::seconds>(
                                    std::chrono::system_clock::now().time_since_epoch())

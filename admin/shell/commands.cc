@@ -150,7 +150,12 @@ std::string fmt_status(const json& r) {
     o += fmt::format("  {:<24}{:>10}\n", "memory (RSS)", human_bytes(u(g, "memory_rss_bytes")));
     o += fmt::format("  {:<24}{:>10} hits, {} misses\n", "DNS cache", u(g["dns"], "cache_hits"),
                      u(g["dns"], "cache_misses"));
-    o += fmt::format("  {:<24}{:>10}\n", "resource conservation", u(g, "conservation_level"));
+    {
+        static const char* names[] = {"normal", "tarpit", "refuse"};
+        const uint64_t lvl = std::min<uint64_t>(u(g, "conservation_level"), 2);
+        o += fmt::format("  {:<24}{:>10} ({}{}{})\n", "resource conservation", lvl, names[lvl],
+                         lvl ? ": " : "", lvl ? s(g, "conservation_reason") : "");
+    }
     if (g.contains("delivery_suspended") && !g["delivery_suspended"].empty()) {
         std::string list;
         for (const auto& x : g["delivery_suspended"]) {

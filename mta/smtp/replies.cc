@@ -31,6 +31,15 @@ refusal too_many_hops(unsigned count, unsigned limit) {
             "mail loop"};
 }
 
+refusal conserving_connect(std::string_view hostname) {
+    return {{421, "4.3.2", fmt::format("{} Service not available: system resources low, try again later", hostname)},
+            "resource conservation"};
+}
+
+refusal conserving_mail() {
+    return {{452, "4.3.1", "Insufficient system resources, try again later"}, "resource conservation"};
+}
+
 refusal too_many_connections(std::string_view hostname) {
     return {{421, "4.3.2", fmt::format("{} Error: too many connections; try again later", hostname)},
             "connection limit"};

@@ -48,6 +48,12 @@ refusal too_many_from_address(std::string_view hostname);
 // A connection the daemon has no file descriptor left to serve.
 refusal out_of_descriptors(std::string_view hostname);
 
+// Resource conservation at its refusing level (RFC 3463 3.4): a new
+// connection gets 421 4.3.2 "System not accepting network messages"
+// instead of the greeting; MAIL gets 452 4.3.1 "Mail system full".
+refusal conserving_connect(std::string_view hostname);
+refusal conserving_mail();
+
 // One reply line as sent: "421 4.3.2 text\r\n".
 std::string wire(const reply& r);
 

@@ -87,6 +87,10 @@ struct server_env {
     net::buf_ring* rx = nullptr;                  // receive buffers for plain sessions
     delivery::service* delivery = nullptr;        // told about every message queued
     uint64_t icid_seq = 0;
+    // Resource conservation (set by the admin plane): 1 delays every reply
+    // by tarpit, 2 refuses new connections and transactions.
+    unsigned conservation_level = 0;
+    std::chrono::milliseconds tarpit{0};
     // Counters for the admin plane: sessions started, messages and their
     // recipients queued, replies refusing something (by code).
     uint64_t sessions = 0, messages = 0, recipients = 0, rejected = 0;

@@ -241,6 +241,8 @@ task<int> session::read_more(std::chrono::nanoseconds timeout) {
 task<bool> session::flush() {
     if (_out.empty())
         co_return true;
+    if (_env->conservation_level >= 1 && _env->tarpit.count() > 0)
+        co_await io::sleep(_env->tarpit);  // resource conservation: slow every client down
     io_options o{.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(_lo->command_timeout)};
     bool ok;
     if (_tls) {
@@ -355,6 +357,12 @@ void session::do_mail(const smtp::command& c) {
     if (_have_mail) {
         queue(503, "5.5.1", "Error: nested MAIL command");
         (void)count_error();
+        return;
+    }
+    if (_env->conservation_level >= 2) {
+        auto r = smtp::conserving_mail();
+        queue(r.r.code, r.r.enhanced, r.r.text);
+        journal_reject(r.r.code, r.cause);
         return;
     }
     if (_lo->auth == auth_mode::required && !_authenticated) {
@@ -983,6 +991,20 @@ void connection_limits::leave(const net::address& peer, bool exempt) {
 task<void> run_session(net::accepted conn, const listener_options* lo, server_env* env, connection_limits* limits) {
     net::address peer = conn.peer;
     const bool exempt = limit_exempt(*env, peer);
+    if (env->conservation_level >= 2) {
+        auto r = smtp::conserving_connect(env->hostname);
+        env->rejected++;
+        env->rejected_by_code[r.r.code]++;
+        journal::record("reject", {{"peer", std::string_view(peer.ip_string())},
+                                   {"listener", std::string_view(lo->name)},
+                                   {"code", int64_t(r.r.code)},
+                                   {"what", r.cause}});
+        net::tcp_stream s(conn.fd);
+        std::string l = smtp::wire(r.r);
+        auto w = s.send_all(l.data(), l.size(), {.timeout = std::chrono::seconds(5)});
+        co_await w;
+        co_return;
+    }
     if (auto v = limits->enter(peer, lo->max_connections, lo->max_connections_per_ip, exempt);
         v != connection_limits::verdict::ok) {
         // Over a limit: one line, one mail-log record, and close, without a

@@ -384,6 +384,48 @@ class ControlSocket(AdminTest):
         self.assertIsNone(self.g.proc.poll())
 
 
+class Conservation(DeliveryTest):
+    def test_queue_depth_tarpits_then_refuses_and_recovers(self):
+        down = free_port()
+        g = self.gateway(routes=[("down.test", [f"127.0.0.1:{down}"])],
+                         delivery={"first_retry_ms": 3_600_000, "destination_pause_ms": 3_600_000},
+                         tail_extra="[conservation]\nqueue_tarpit_messages = 2\nqueue_refuse_messages = 4\n"
+                                    "tarpit_ms = 400\nhysteresis_percent = 0\n")
+        sock = os.path.join(g.dir, "var", "ringway.sock")
+        wait_until(lambda: os.path.exists(sock), timeout=10, what="the control socket")
+
+        def level():
+            r = subprocess.run([shell_bin(), "--socket", sock, "--json", "status"], capture_output=True, text=True,
+                               timeout=30)
+            return json.loads(r.stdout)["gauges"]["conservation_level"]
+        mids = [send(g.port, "s@client.test", ["u@down.test"], MSG) for _ in range(2)]
+        wait_until(lambda: level() == 1, timeout=10, what="the tarpit level")
+        t0 = time.monotonic()
+        mids.append(send(g.port, "s@client.test", ["u@down.test"], MSG))
+        self.assertGreater(time.monotonic() - t0, 5 * 0.4, "replies were not delayed")  # greeting, EHLO, MAIL, RCPT, DATA, dot
+        mids.append(send(g.port, "s@client.test", ["u@down.test"], MSG))
+        wait_until(lambda: level() == 2, timeout=10, what="the refusing level")
+        # New connections: 421 4.3.2 instead of the greeting.
+        with socket.create_connection(("127.0.0.1", g.port), timeout=10) as c:
+            greeting = c.recv(512)
+        self.assertTrue(greeting.startswith(b"421 4.3.2 "), greeting)
+        self.assertIn(b"system resources low", greeting)
+        log = g.log_text()
+        self.assertIn("resource conservation level 1 (tarpit) from 0: queue 2 messages", log)
+        self.assertIn("resource conservation level 2 (refuse) from 1: queue 4 messages", log)
+        self.assertTrue(any(e.get("event") == "conservation" and e.get("level") == 2 for e in g.journal()))
+        self.assertTrue(any(e.get("event") == "reject" and e.get("code") == 421 for e in g.journal()))
+        # Draining the queue lowers the level again and mail is accepted.
+        for mid in mids[:3]:
+            subprocess.run([shell_bin(), "--socket", sock, "deletemessage", mid], check=True, capture_output=True,
+                           timeout=30)
+        wait_until(lambda: level() == 0, timeout=10, what="the normal level")
+        t0 = time.monotonic()
+        send(g.port, "s@client.test", ["u@down.test"], MSG)
+        self.assertLess(time.monotonic() - t0, 2.0)
+        self.assertIn("resource conservation level 0 (normal)", g.log_text())
+
+
 class Metrics(DeliveryTest):
     """The /metrics endpoint, checked by promtool and scraped by a real
     Prometheus on loopback."""
