@@ -289,7 +289,6 @@ task<void> serve(metrics_server* m, int fd) {
     net::tcp_stream s(fd);
     std::string req;
     char buf[2048];
-    cancel_token tok;
     const auto deadline = std::chrono::steady_clock::now() + k_request_timeout;
     while (req.find("\r\n\r\n") == std::string::npos && req.find("\n\n") == std::string::npos) {
         auto left = deadline - std::chrono::steady_clock::now();

@@ -345,16 +345,17 @@ size_t service::resume(std::string_view domain) {
         _i->suspended_domains.erase(lower(domain));
     const bool all = _i->suspended_domains.contains("");
     size_t n = 0;
-    for (auto& [k, d] : _i->dests) {
+    for (auto& entry : _i->dests) {
+        destination* d = entry.second.get();  // (clang 14 cannot capture a structured binding)
         if (!d->suspended || all)
             continue;
         if (std::any_of(_i->suspended_domains.begin(), _i->suspended_domains.end(),
-                        [&](const std::string& s) { return impl::matches(d.get(), s); }))
+                        [&](const std::string& s) { return impl::matches(d, s); }))
             continue;
         d->suspended = false;
         ++n;
         if (!d->ready.empty())
-            _i->kick(d.get());
+            _i->kick(d);
     }
     return n;
 }

@@ -56,6 +56,10 @@ class Ringwayd:
         # Many daemons run at once in the tests: no shared metrics port
         # unless the test asks for one.
         no_metrics = "" if "[metrics]" in tail else '[metrics]\nlisten = ""\n'
+        # Tests that fill the small spool check its own 452 when full, so
+        # resource conservation's spool levels stay off unless asked for.
+        if "[conservation]" not in tail:
+            no_metrics += "[conservation]\nspool_tarpit_percent = 0\nspool_refuse_percent = 0\n"
         with open(self.config, "w") as f:
             f.write(f"""
 [runtime]
