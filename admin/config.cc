@@ -9,8 +9,8 @@
 // for something missing, the line of the table that should have held it.
 // Its parts: config_values.cc (value parsers, without toml++),
 // config_walk.cc (tables, keys, typed values), config_sections.cc (each
-// section and the checks across them), config_default.cc (the embedded
-// default). toml++ is header-heavy: only the loader's files include it.
+// section and the checks across them), config_schema.cc (every key's
+// type, range and documentation, and the embedded default made from them). toml++ is header-heavy: only the loader's files include it.
 #include "admin/config.hh"
 
 #include <fcntl.h>

@@ -204,6 +204,9 @@ struct control_config {
     // Members of this group may use the socket too (mode 0660); empty:
     // only the daemon's own user and root (mode 0600).
     std::string group;
+    // Committed configuration versions: N.toml and N.json each.
+    std::string config_dir = "./var/config";
+    unsigned history_versions = 100;  // kept; older ones are deleted at commit
 
     friend bool operator==(const control_config&, const control_config&) = default;
 };

@@ -7,6 +7,7 @@
 #include <sys/un.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
@@ -23,52 +24,17 @@
 #include <toml++/toml.h>
 
 #include "admin/config.hh"
+#include "admin/config_schema.hh"
 #include "admin/config_values.hh"
 
 namespace rw::admin::detail {
 
-// The keys of each table, in the order the default configuration shows them
-// (and "allowed:" lists them).
-constexpr std::string_view k_sections[] = {"runtime", "dns", "spool", "listener", "smtp", "delivery", "route", "control",
-                                           "metrics", "conservation"};
-constexpr std::string_view k_runtime_keys[] = {"cores", "pin", "log_level", "mail_log", "drain_timeout_ms"};
-constexpr std::string_view k_dns_keys[] = {"servers", "timeout_ms", "tries", "cache_entries"};
-constexpr std::string_view k_spool_keys[] = {"path", "size", "flush"};
-constexpr std::string_view k_listener_keys[] = {
-    "name", "address", "port", "tls_cert", "tls_key", "implicit_tls", "auth",
-    "allow_auth_without_tls", "max_connections", "max_connections_per_ip", "max_recipients",
-    "max_message_size", "max_line_length", "max_errors", "greeting_timeout_s", "command_timeout_s",
-    "data_block_timeout_s", "data_end_timeout_s", "idle_timeout_s", "greet_pause_ms"};
-constexpr std::string_view k_smtp_keys[] = {
-    "hostname", "accepted_domains", "relay_networks", "credentials_file", "allow_domain_literals",
-    "max_received_headers", "client_connections_per_minute", "client_connection_burst",
-    "client_messages_per_minute", "client_message_burst", "client_auth_attempts_per_minute", "client_auth_burst",
-    "client_limit_exceptions"};
-constexpr std::string_view k_delivery_keys[] = {
-    "smtp_port", "internal_hosts", "starttls", "max_connections_per_destination", "max_messages_per_connection",
-    "max_messages_per_minute", "first_retry_ms", "max_retry_ms", "greylist_retry_ms", "max_queue_lifetime_s",
-    "delay_notice_after_s",
-    "destination_pause_ms", "connection_cache_time_ms", "connect_timeout_ms", "command_timeout_s", "data_timeout_s"};
-constexpr std::string_view k_route_keys[] = {"domain", "hosts"};
-constexpr std::string_view k_control_keys[] = {"socket", "group"};
-constexpr std::string_view k_metrics_keys[] = {"listen"};
-constexpr std::string_view k_conservation_keys[] = {
-    "memory_limit", "memory_tarpit_percent", "memory_refuse_percent", "spool_tarpit_percent", "spool_refuse_percent",
-    "queue_tarpit_messages", "queue_refuse_messages", "hysteresis_percent", "tarpit_ms"};
-
-inline key_list keys_of(std::string_view section) {
-    if (section == "runtime") return k_runtime_keys;
-    if (section == "dns") return k_dns_keys;
-    if (section == "spool") return k_spool_keys;
-    if (section == "listener") return k_listener_keys;
-    if (section == "smtp") return k_smtp_keys;
-    if (section == "delivery") return k_delivery_keys;
-    if (section == "route") return k_route_keys;
-    if (section == "control") return k_control_keys;
-    if (section == "metrics") return k_metrics_keys;
-    if (section == "conservation") return k_conservation_keys;
-    return {};
-}
+// The sections and the keys of each table, in schema order (and "allowed:"
+// lists them in that order).
+key_list section_names();
+key_list keys_of(std::string_view section);
+// "[runtime], [dns], ..., [[listener]], ..."
+const std::string& sections_allowed();
 
 inline bool contains(key_list l, std::string_view k) {
     return std::find(l.begin(), l.end(), k) != l.end();
@@ -87,6 +53,11 @@ struct section {
     const toml::table* t = nullptr;  // null: absent (defaults apply)
     std::string path;                // "runtime", "listener[1]"
     uint32_t line = 0;               // of its header; 0 if absent
+
+    std::string_view name() const {  // "listener" for "listener[1]"
+        std::string_view p = path;
+        return p.substr(0, p.find('['));
+    }
 
     std::string key(std::string_view k) const { return fmt::format("{}.{}", path, k); }
     const toml::node* get(std::string_view k) const { return t ? t->get(k) : nullptr; }
@@ -149,6 +120,24 @@ private:
     void set_int(const section& s, std::string_view k, int64_t lo, int64_t hi, std::string_view allowed, T& out) {
         if (auto v = read_int(s, k, lo, hi, allowed))
             out = T(*v);
+    }
+    // An integer key with the range and "allowed" of its schema entry.
+    const key_spec& spec(const section& s, std::string_view k) const;
+    template <typename T>
+    void set_int(const section& s, std::string_view k, T& out) {
+        const key_spec& ks = spec(s, k);
+        if (auto v = read_int(s, k, ks.lo, ks.hi, ks.allowed))
+            out = T(*v);
+    }
+    template <typename R, typename P>
+    void set_int(const section& s, std::string_view k, std::chrono::duration<R, P>& out) {
+        const key_spec& ks = spec(s, k);
+        if (auto v = read_int(s, k, ks.lo, ks.hi, ks.allowed))
+            out = std::chrono::duration<R, P>(*v);
+    }
+    void set_size(const section& s, std::string_view k, uint64_t& out) {
+        const key_spec& ks = spec(s, k);
+        set_size(s, k, uint64_t(ks.lo), uint64_t(ks.hi), out);
     }
     void set_bool(const section& s, std::string_view k, bool& out);
     std::optional<std::string> read_string(const section& s, std::string_view k, std::string_view allowed);

@@ -10,8 +10,8 @@
 namespace rw::admin::detail {
 
 void loader::read_runtime(const section& s, runtime_config& out) {
-    check_keys(s, k_runtime_keys);
-    set_int(s, "cores", 0, k_max_cores, fmt::format("0 (every CPU) or 1..{}", k_max_cores), out.cores);
+    check_keys(s, keys_of(s.name()));
+    set_int(s, "cores", out.cores);
     set_bool(s, "pin", out.pin);
     set_enum<rw::log_level>(s, "log_level",
                             {{"trace", log_level::trace},
@@ -21,13 +21,11 @@ void loader::read_runtime(const section& s, runtime_config& out) {
                              {"error", log_level::error}},
                             out.log_level);
     set_path(s, "mail_log", true, "a file path, \"-\" (stdout) or \"\" (off)", out.mail_log);
-    std::chrono::milliseconds::rep drain = out.drain_timeout_ms.count();
-    set_int(s, "drain_timeout_ms", 0, k_max_drain_timeout_ms, "", drain);
-    out.drain_timeout_ms = std::chrono::milliseconds(drain);
+    set_int(s, "drain_timeout_ms", out.drain_timeout_ms);
 }
 
 void loader::read_dns(const section& s, dns_config& out) {
-    check_keys(s, k_dns_keys);
+    check_keys(s, keys_of(s.name()));
     if (s.get("servers")) {
         out.servers.clear();
         for_each_string(s, "servers", k_max_dns_servers,
@@ -42,18 +40,15 @@ void loader::read_dns(const section& s, dns_config& out) {
                                       "\"192.0.2.53:5353\", \"2001:db8::53\", \"[2001:db8::53]:5353\"");
                         });
     }
-    auto timeout = out.timeout_ms.count();
-    set_int(s, "timeout_ms", 1, k_max_dns_timeout_ms, "", timeout);
-    out.timeout_ms = std::chrono::milliseconds(timeout);
-    set_int(s, "tries", 1, k_max_dns_tries, "", out.tries);
-    set_int(s, "cache_entries", 0, k_max_dns_cache_entries, fmt::format("0 (no cache)..{}", k_max_dns_cache_entries),
-            out.cache_entries);
+    set_int(s, "timeout_ms", out.timeout_ms);
+    set_int(s, "tries", out.tries);
+    set_int(s, "cache_entries", out.cache_entries);
 }
 
 void loader::read_spool(const section& s, spool_config& out) {
-    check_keys(s, k_spool_keys);
+    check_keys(s, keys_of(s.name()));
     set_path(s, "path", false, "the path of a block device or of a file", out.path);
-    set_size(s, "size", k_min_spool_bytes, k_max_spool_bytes, out.size_bytes);
+    set_size(s, "size", out.size_bytes);
     set_enum<spool_flush>(
         s, "flush",
         {{"auto", spool_flush::automatic}, {"fdatasync", spool_flush::fdatasync}, {"dsync", spool_flush::dsync}},
@@ -102,7 +97,7 @@ void loader::read_listeners(const toml::table& root, config& c) {
 }
 
 void loader::read_listener(const section& s, listener_config& out) {
-    check_keys(s, k_listener_keys);
+    check_keys(s, keys_of(s.name()));
 
     std::string name_allowed = fmt::format(
         "1..{} letters, digits, \"-\", \"_\" or \".\", unique among listeners", k_max_listener_name);
@@ -132,7 +127,7 @@ void loader::read_listener(const section& s, listener_config& out) {
     }
 
     missing(s, "port", "an integer 1..65535");
-    set_int(s, "port", 1, 65535, "", out.port);
+    set_int(s, "port", out.port);
 
     static constexpr std::string_view pem_allowed = "the path of a PEM file; tls_cert and tls_key go together";
     set_path(s, "tls_cert", false, pem_allowed, out.tls_cert);
@@ -161,26 +156,18 @@ void loader::read_listener(const section& s, listener_config& out) {
         note(line_of(*s.get("allow_auth_without_tls"), s.line), s.key("allow_auth_without_tls"),
              "has no effect: auth is \"none\"");
 
-    set_int(s, "max_connections", 1, k_max_connections, "", out.max_connections);
-    set_int(s, "max_connections_per_ip", 1, k_max_connections, "", out.max_connections_per_ip);
-    set_int(s, "max_recipients", 1, k_max_recipients, "", out.max_recipients);
-    set_size(s, "max_message_size", k_min_message_bytes, k_max_message_bytes, out.max_message_size_bytes);
-    set_size(s, "max_line_length", k_min_line_bytes, k_max_line_bytes, out.max_line_length_bytes);
-    set_int(s, "max_errors", 1, k_max_errors, "", out.max_errors);
-
-    auto seconds = [&](std::string_view k, std::chrono::seconds& d) {
-        auto v = d.count();
-        set_int(s, k, 1, k_max_timeout_s, "", v);
-        d = std::chrono::seconds(v);
-    };
-    seconds("greeting_timeout_s", out.greeting_timeout_s);
-    seconds("command_timeout_s", out.command_timeout_s);
-    seconds("data_block_timeout_s", out.data_block_timeout_s);
-    seconds("data_end_timeout_s", out.data_end_timeout_s);
-    seconds("idle_timeout_s", out.idle_timeout_s);
-    auto gp = out.greet_pause_ms.count();
-    set_int(s, "greet_pause_ms", 0, 60000, "", gp);
-    out.greet_pause_ms = std::chrono::milliseconds(gp);
+    set_int(s, "max_connections", out.max_connections);
+    set_int(s, "max_connections_per_ip", out.max_connections_per_ip);
+    set_int(s, "max_recipients", out.max_recipients);
+    set_size(s, "max_message_size", out.max_message_size_bytes);
+    set_size(s, "max_line_length", out.max_line_length_bytes);
+    set_int(s, "max_errors", out.max_errors);
+    set_int(s, "greeting_timeout_s", out.greeting_timeout_s);
+    set_int(s, "command_timeout_s", out.command_timeout_s);
+    set_int(s, "data_block_timeout_s", out.data_block_timeout_s);
+    set_int(s, "data_end_timeout_s", out.data_end_timeout_s);
+    set_int(s, "idle_timeout_s", out.idle_timeout_s);
+    set_int(s, "greet_pause_ms", out.greet_pause_ms);
 }
 
 // Checks between listeners, and between listeners and other sections. Runs
@@ -230,7 +217,7 @@ void loader::check_listeners(const config& c) {
 }
 
 void loader::read_smtp(const section& s, smtp_config& out) {
-    check_keys(s, k_smtp_keys);
+    check_keys(s, keys_of(s.name()));
     static constexpr std::string_view domain_allowed =
         "a domain name such as \"mx.example.com\": dot-separated labels of 1..63 letters, digits and \"-\"";
     if (auto v = read_string(s, "hostname", domain_allowed)) {
@@ -293,16 +280,16 @@ void loader::read_smtp(const section& s, smtp_config& out) {
 
     set_path(s, "credentials_file", false, "a file path", out.credentials_file);
     set_bool(s, "allow_domain_literals", out.allow_domain_literals);
-    set_int(s, "max_received_headers", 1, 1000, "", out.max_received_headers);
-    set_int(s, "client_connections_per_minute", 0, 100000000, "0 (no limit)..100000000",
-            out.client_connections_per_minute);
-    set_int(s, "client_connection_burst", 1, 100000000, "", out.client_connection_burst);
-    set_int(s, "client_messages_per_minute", 0, 100000000, "0 (no limit)..100000000",
-            out.client_messages_per_minute);
-    set_int(s, "client_message_burst", 1, 100000000, "", out.client_message_burst);
-    set_int(s, "client_auth_attempts_per_minute", 0, 100000000, "0 (no limit)..100000000",
-            out.client_auth_attempts_per_minute);
-    set_int(s, "client_auth_burst", 1, 100000000, "", out.client_auth_burst);
+    const std::pair<std::string_view, unsigned*> ints[] = {
+        {"max_received_headers", &out.max_received_headers},
+        {"client_connections_per_minute", &out.client_connections_per_minute},
+        {"client_connection_burst", &out.client_connection_burst},
+        {"client_messages_per_minute", &out.client_messages_per_minute},
+        {"client_message_burst", &out.client_message_burst},
+        {"client_auth_attempts_per_minute", &out.client_auth_attempts_per_minute},
+        {"client_auth_burst", &out.client_auth_burst}};
+    for (auto [k, field] : ints)
+        set_int(s, k, *field);
 }
 
 void loader::check_hosts(const section& s, std::string_view k, std::vector<std::string>& out) {
@@ -320,41 +307,23 @@ void loader::check_hosts(const section& s, std::string_view k, std::vector<std::
 }
 
 void loader::read_delivery(const section& s, delivery_config& out) {
-    check_keys(s, k_delivery_keys);
-    set_int(s, "smtp_port", 1, 65535, "", out.smtp_port);
+    check_keys(s, keys_of(s.name()));
+    set_int(s, "smtp_port", out.smtp_port);
     check_hosts(s, "internal_hosts", out.internal_hosts);
     set_bool(s, "starttls", out.starttls);
-    set_int(s, "max_connections_per_destination", 1, 10000, "", out.max_connections_per_destination);
-    set_int(s, "max_messages_per_connection", 1, 1000000, "", out.max_messages_per_connection);
-    set_int(s, "max_messages_per_minute", 0, 100000000, "0 (no limit)..100000000", out.max_messages_per_minute);
-    auto ms = [&](std::string_view k, int64_t lo, int64_t hi, std::chrono::milliseconds& v) {
-        int64_t x = v.count();
-        set_int(s, k, lo, hi, "", x);
-        v = std::chrono::milliseconds(x);
-    };
-    auto secs = [&](std::string_view k, int64_t lo, int64_t hi, std::chrono::seconds& v) {
-        int64_t x = v.count();
-        set_int(s, k, lo, hi, "", x);
-        v = std::chrono::seconds(x);
-    };
-    ms("first_retry_ms", 10, 86'400'000, out.first_retry_ms);
-    ms("max_retry_ms", 10, 86'400'000, out.max_retry_ms);
-    ms("greylist_retry_ms", 10, 86'400'000, out.greylist_retry_ms);
-    secs("max_queue_lifetime_s", 1, 30 * 86'400, out.max_queue_lifetime_s);
-    {
-        int64_t x = out.delay_notice_after_s.count();
-        set_int(s, "delay_notice_after_s", 0, 30 * 86'400, "0 (never)..2592000", x);
-        out.delay_notice_after_s = std::chrono::seconds(x);
-    }
-    ms("destination_pause_ms", 10, 86'400'000, out.destination_pause_ms);
-    {
-        int64_t x = out.connection_cache_time_ms.count();
-        set_int(s, "connection_cache_time_ms", 0, 300'000, "0 (no cache)..300000", x);
-        out.connection_cache_time_ms = std::chrono::milliseconds(x);
-    }
-    ms("connect_timeout_ms", 10, 600'000, out.connect_timeout_ms);
-    secs("command_timeout_s", 1, 3600, out.command_timeout_s);
-    secs("data_timeout_s", 1, 3600, out.data_timeout_s);
+    set_int(s, "max_connections_per_destination", out.max_connections_per_destination);
+    set_int(s, "max_messages_per_connection", out.max_messages_per_connection);
+    set_int(s, "max_messages_per_minute", out.max_messages_per_minute);
+    set_int(s, "first_retry_ms", out.first_retry_ms);
+    set_int(s, "max_retry_ms", out.max_retry_ms);
+    set_int(s, "greylist_retry_ms", out.greylist_retry_ms);
+    set_int(s, "max_queue_lifetime_s", out.max_queue_lifetime_s);
+    set_int(s, "delay_notice_after_s", out.delay_notice_after_s);
+    set_int(s, "destination_pause_ms", out.destination_pause_ms);
+    set_int(s, "connection_cache_time_ms", out.connection_cache_time_ms);
+    set_int(s, "connect_timeout_ms", out.connect_timeout_ms);
+    set_int(s, "command_timeout_s", out.command_timeout_s);
+    set_int(s, "data_timeout_s", out.data_timeout_s);
     if (out.max_retry_ms < out.first_retry_ms)
         error(s.get("max_retry_ms") ? line_of(*s.get("max_retry_ms"), s.line) : s.line, s.key("max_retry_ms"),
               fmt::format("{} is below first_retry_ms ({})", out.max_retry_ms.count(), out.first_retry_ms.count()),
@@ -383,7 +352,7 @@ void loader::read_routes(const toml::table& root, config& c) {
             continue;
         }
         section s{t, path, line_of(*t, line_of(*n, 0))};
-        check_keys(s, k_route_keys);
+        check_keys(s, keys_of(s.name()));
         route_config r;
         static constexpr std::string_view dom_allowed =
             "a domain (\"example.test\"), a wildcard for its subdomains (\"*.example.test\") or \"*\" (every domain)";
@@ -413,7 +382,7 @@ void loader::read_routes(const toml::table& root, config& c) {
 }
 
 void loader::read_control(const section& s, control_config& out) {
-    check_keys(s, k_control_keys);
+    check_keys(s, keys_of(s.name()));
     std::string allowed = fmt::format("a file path of 1..{} bytes (a Unix socket address)", k_max_socket_path);
     std::string before = out.socket;
     set_path(s, "socket", false, allowed, out.socket);
@@ -422,6 +391,8 @@ void loader::read_control(const section& s, control_config& out) {
               fmt::format("{} bytes long, too long for a Unix socket", out.socket.size()), allowed);
         out.socket = before;
     }
+    set_path(s, "config_dir", false, "a directory path", out.config_dir);
+    set_int(s, "history_versions", out.history_versions);
     const std::string_view group_allowed = "a Unix group name (letters, digits, '_', '-', '.'; 1..32 bytes), or "
                                            "empty for the daemon's own user only";
     if (auto v = read_string(s, "group", group_allowed)) {
@@ -437,7 +408,7 @@ void loader::read_control(const section& s, control_config& out) {
 }
 
 void loader::read_metrics(const section& s, metrics_config& out) {
-    check_keys(s, k_metrics_keys);
+    check_keys(s, keys_of(s.name()));
     const std::string_view allowed = "an IP address and port to serve /metrics on, like 127.0.0.1:9425, or empty "
                                      "for no endpoint";
     auto v = read_string(s, "listen", allowed);
@@ -455,19 +426,16 @@ void loader::read_metrics(const section& s, metrics_config& out) {
 }
 
 void loader::read_conservation(const section& s, conservation_config& out) {
-    check_keys(s, k_conservation_keys);
-    set_size(s, "memory_limit", 0, uint64_t(1) << 50, out.memory_limit_bytes);
-    const std::string_view pct = "0 (off)..100";
-    set_int(s, "memory_tarpit_percent", 0, 100, pct, out.memory_tarpit_percent);
-    set_int(s, "memory_refuse_percent", 0, 100, pct, out.memory_refuse_percent);
-    set_int(s, "spool_tarpit_percent", 0, 100, pct, out.spool_tarpit_percent);
-    set_int(s, "spool_refuse_percent", 0, 100, pct, out.spool_refuse_percent);
-    set_int(s, "queue_tarpit_messages", 0, int64_t(1) << 40, "0 (off) or a message count", out.queue_tarpit_messages);
-    set_int(s, "queue_refuse_messages", 0, int64_t(1) << 40, "0 (off) or a message count", out.queue_refuse_messages);
-    set_int(s, "hysteresis_percent", 0, 50, "", out.hysteresis_percent);
-    int64_t t = out.tarpit_ms.count();
-    set_int(s, "tarpit_ms", 0, 30000, "", t);
-    out.tarpit_ms = std::chrono::milliseconds(t);
+    check_keys(s, keys_of(s.name()));
+    set_size(s, "memory_limit", out.memory_limit_bytes);
+    set_int(s, "memory_tarpit_percent", out.memory_tarpit_percent);
+    set_int(s, "memory_refuse_percent", out.memory_refuse_percent);
+    set_int(s, "spool_tarpit_percent", out.spool_tarpit_percent);
+    set_int(s, "spool_refuse_percent", out.spool_refuse_percent);
+    set_int(s, "queue_tarpit_messages", out.queue_tarpit_messages);
+    set_int(s, "queue_refuse_messages", out.queue_refuse_messages);
+    set_int(s, "hysteresis_percent", out.hysteresis_percent);
+    set_int(s, "tarpit_ms", out.tarpit_ms);
     auto order = [&](const char* lo_key, uint64_t lo, const char* hi_key, uint64_t hi) {
         if (lo && hi && lo > hi)
             error(s.line, s.key(lo_key), fmt::format("{} is above {} ({})", lo, hi_key, hi),

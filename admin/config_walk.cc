@@ -29,6 +29,50 @@ std::string describe(const toml::node& n) {
 }
 
 // "512M" for whole multiples of a unit, else a number of bytes.
+key_list section_names() {
+    static const std::vector<std::string_view> names = [] {
+        std::vector<std::string_view> v;
+        for (const auto& s : config_sections())
+            v.push_back(s.name);
+        return v;
+    }();
+    return names;
+}
+
+key_list keys_of(std::string_view section) {
+    static const std::vector<std::pair<std::string_view, std::vector<std::string_view>>> table = [] {
+        std::vector<std::pair<std::string_view, std::vector<std::string_view>>> t;
+        for (const auto& s : config_sections()) {
+            std::vector<std::string_view> ks;
+            for (const key_spec* k : section_keys(s.name))
+                ks.push_back(k->name);
+            t.emplace_back(s.name, std::move(ks));
+        }
+        return t;
+    }();
+    for (const auto& [name, ks] : table)
+        if (name == section)
+            return ks;
+    return {};
+}
+
+const std::string& sections_allowed() {
+    static const std::string text = [] {
+        std::string t;
+        for (const auto& s : config_sections())
+            t += fmt::format("{}{}", t.empty() ? "" : ", ",
+                             s.array ? fmt::format("[[{}]]", s.name) : fmt::format("[{}]", s.name));
+        return t;
+    }();
+    return text;
+}
+
+const key_spec& loader::spec(const section& s, std::string_view k) const {
+    const key_spec* ks = find_key(s.name(), k);
+    RW_ASSERT(ks != nullptr, "no schema entry for {}.{}", s.name(), k);
+    return *ks;
+}
+
 section loader::open_table(const toml::table& root, std::string_view name) {
     const toml::node* n = root.get(name);
     if (!n)
@@ -43,23 +87,22 @@ section loader::open_table(const toml::table& root, std::string_view name) {
 }
 
 void loader::check_root_keys(const toml::table& root) {
-    static constexpr std::string_view allowed =
-        "[runtime], [dns], [spool], [[listener]], [smtp], [delivery], [[route]], [control]";
+    const std::string& allowed = sections_allowed();
     for (auto&& [k, v] : root) {
         std::string_view name = k.str();
-        if (contains(k_sections, name))
+        if (contains(section_names(), name))
             continue;
         uint32_t line = line_of(v, 0);
         if (v.is_table() || v.is_array_of_tables()) {
             std::string what = "unknown section";
-            if (auto m = closest(name, k_sections))
+            if (auto m = closest(name, section_names()))
                 what += fmt::format(" (did you mean [{}]?)", *m);
             error(line, name, what, allowed);
             continue;
         }
         // A key outside any section: say which section it belongs in.
         std::string what = "key outside any section";
-        for (auto sec : k_sections)
+        for (auto sec : section_names())
             if (contains(keys_of(sec), name)) {
                 what += fmt::format(" (it belongs in [{}])", sec);
                 break;

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "admin/config.hh"
+#include "admin/config_schema.hh"
 #include "fs/spool.hh"
 #include "runtime/reactor/reactor.hh"
 #include "admin/daemon.hh"
@@ -21,10 +22,12 @@ int main(int argc, char** argv) {
                  "configuration (see --print-default-config)."};
     app.name("ringwayd");
     std::string config_path, check_path;
-    bool print_default = false;
+    bool print_default = false, print_reference = false;
     app.add_option("--config", config_path, "TOML configuration file")->check(CLI::ExistingFile);
     app.add_option("--check-config", check_path, "validate a configuration file and exit (0 = valid)");
     app.add_flag("--print-default-config", print_default, "print the embedded default configuration and exit");
+    app.add_flag("--print-config-reference", print_reference,
+                 "print the reference of every configuration key (docs/config.md, Markdown) and exit");
     std::string format_path, format_size;
     unsigned format_shards = 0;
     bool force = false;
@@ -92,6 +95,11 @@ int main(int argc, char** argv) {
     }
     if (print_default) {
         auto t = rw::admin::default_config_toml();
+        std::fwrite(t.data(), 1, t.size(), stdout);
+        return 0;
+    }
+    if (print_reference) {
+        auto t = rw::admin::render_reference_markdown();
         std::fwrite(t.data(), 1, t.size(), stdout);
         return 0;
     }

@@ -3,6 +3,7 @@
 // that the message names the file, the line, the key and what is allowed.
 // Sample files live in tests/data/config/.
 #include "admin/config.hh"
+#include "admin/config_schema.hh"
 
 #include <unistd.h>
 
@@ -338,13 +339,13 @@ TEST_CASE("error: unknown section lists the sections", "[config]") {
                                  "[smpt]\n"  // line 5
                                  "hostname = \"mx.example.test\"\n");
     CHECK(e == "t.toml:5: smpt: unknown section (did you mean [smtp]?); allowed: [runtime], [dns], [spool], "
-               "[[listener]], [smtp], [delivery], [[route]], [control]");
+               "[[listener]], [smtp], [delivery], [[route]], [control], [metrics], [conservation]");
 }
 
 TEST_CASE("error: key outside any section says where it belongs", "[config]") {
     std::string e = refused_once("hostname = \"mx.example.test\"\n" + std::string(k_listener));
     CHECK(e == "t.toml:1: hostname: key outside any section (it belongs in [smtp]); allowed: [runtime], [dns], "
-               "[spool], [[listener]], [smtp], [delivery], [[route]], [control]");
+               "[spool], [[listener]], [smtp], [delivery], [[route]], [control], [metrics], [conservation]");
 }
 
 TEST_CASE("error: unknown key lists the allowed keys of its table", "[config]") {
@@ -719,4 +720,88 @@ delay_notice_after_s = -1
     CHECK_THAT(e, Contains("t.toml:9: route[1].hosts: empty list"));
     CHECK_THAT(e, Contains("t.toml:12: delivery.max_retry_ms: 1000 is below first_retry_ms (5000)"));
     CHECK_THAT(e, Contains("t.toml:13: delivery.delay_notice_after_s: -1 is out of range; allowed: 0 (never)..2592000"));
+}
+
+// ---- the schema ----
+
+TEST_CASE("schema: every key is documented, typed and readable from a loaded config", "[config][schema]") {
+    auto c = load_config_file(data_dir() + "/full.toml");
+    REQUIRE(c);
+    for (const auto& k : config_keys()) {
+        INFO(k.path());
+        CHECK(!k.doc.empty());
+        CHECK(k.get != nullptr);
+        if (k.type == key_type::integer)
+            CHECK(k.lo <= k.hi);
+        if (k.type == key_type::enumeration)
+            CHECK(!k.choices.empty());
+        bool found = false;
+        for (const auto& s : config_sections())
+            found |= s.name == k.section;
+        CHECK(found);
+    }
+}
+
+TEST_CASE("schema: the canonical TOML of a configuration loads into the same configuration", "[config][schema]") {
+    auto c = load_config_file(data_dir() + "/full.toml");
+    REQUIRE(c);
+    std::string text = to_toml(c.value());
+    auto again = load_config_text(text, "canonical.toml");
+    INFO(text);
+    REQUIRE(again);
+    CHECK(flatten(again.value()) == flatten(c.value()));
+    CHECK(diff(c.value(), again.value()).empty());
+    // One section alone.
+    std::string smtp = to_toml(c.value(), "smtp");
+    CHECK_THAT(smtp, StartsWith("[smtp]\n"));
+    CHECK_THAT(smtp, Contains("\nhostname = \"mx1.example.test\"\n"));
+    CHECK(smtp.find("[delivery]") == std::string::npos);
+}
+
+TEST_CASE("schema: diff names each changed key, its values and when it applies", "[config][schema]") {
+    auto a = load_config_text("[[listener]]\nname = \"in\"\nport = 25\n[delivery]\nmax_messages_per_connection = 7\n",
+                              "a.toml");
+    auto b = load_config_text("[runtime]\ncores = 2\n[[listener]]\nname = \"in\"\nport = 25\nmax_connections = 5\n"
+                              "[smtp]\naccepted_domains = [\"example.test\"]\n",
+                              "b.toml");
+    REQUIRE(a);
+    REQUIRE(b);
+    a.value().smtp.hostname = b.value().smtp.hostname;  // both the system's name
+    auto d = diff(a.value(), b.value());
+    REQUIRE(d.size() == 4);
+    CHECK(d[0].key == "runtime.cores");
+    CHECK(d[0].before == "0");
+    CHECK(d[0].after == "2");
+    CHECK(d[0].apply == apply_mode::restart);
+    CHECK(d[1].key == "listener[0].max_connections");
+    CHECK(d[1].after == "5");
+    CHECK(d[1].apply == apply_mode::live);
+    CHECK(d[2].key == "smtp.accepted_domains");
+    CHECK(d[2].before == "[]");
+    CHECK(d[2].after == "[\"example.test\"]");
+    CHECK(d[3].key == "delivery.max_messages_per_connection");
+    CHECK(d[3].before == "7");
+    CHECK(d[3].after == "100");
+    CHECK(format_diff(d) ==
+          "~ runtime.cores: 0 -> 2  (at restart)\n"
+          "~ listener[0].max_connections: 10000 -> 5\n"
+          "~ smtp.accepted_domains: [] -> [\"example.test\"]\n"
+          "~ delivery.max_messages_per_connection: 7 -> 100\n");
+}
+
+TEST_CASE("schema: a listener added or removed is a change at restart", "[config][schema]") {
+    auto a = load_config_text("[[listener]]\nname = \"in\"\nport = 25\n", "a.toml");
+    auto b = load_config_text("[[listener]]\nname = \"in\"\nport = 25\n[[listener]]\nname = \"sub\"\nport = 587\n",
+                              "b.toml");
+    REQUIRE(a);
+    REQUIRE(b);
+    a.value().smtp.hostname = b.value().smtp.hostname;
+    auto d = diff(a.value(), b.value());
+    REQUIRE(!d.empty());
+    for (const auto& ch : d) {
+        INFO(ch.key);
+        CHECK(ch.key.starts_with("listener[1]."));
+        CHECK(ch.before.empty());
+        CHECK(ch.apply == apply_mode::restart);
+    }
 }

@@ -1,0 +1,698 @@
+// The schema's table: every key of every section, in the order the default
+// configuration and the reference show them.
+#include "admin/config_schema.hh"
+
+#include <chrono>
+#include <concepts>
+
+#include "admin/config_values.hh"
+
+namespace rw::admin {
+
+using detail::format_size;
+
+namespace {
+
+// -- a member's value as a key_value --
+key_value val(bool b) { return b; }
+template <std::integral T>
+    requires(!std::same_as<T, bool>)
+key_value val(T v) {
+    return int64_t(v);
+}
+template <typename R, typename P>
+key_value val(std::chrono::duration<R, P> d) {
+    return int64_t(d.count());
+}
+key_value val(const std::string& s) { return s; }
+key_value val(const std::vector<std::string>& l) { return l; }
+key_value val(const std::vector<ip_network>& l) {
+    std::vector<std::string> out;
+    for (const auto& n : l)
+        out.push_back(n.to_string());
+    return out;
+}
+key_value val(const std::optional<std::vector<ip_network>>& l) {
+    if (!l)
+        return std::monostate{};
+    return val(*l);
+}
+key_value val(rw::log_level l) { return std::string(rw::to_string(l)); }
+key_value val(spool_flush f) { return std::string(to_string(f)); }
+key_value val(auth_mode a) { return std::string(to_string(a)); }
+// Sizes print with their unit; empty strings are absent.
+key_value size_val(uint64_t b) { return format_size(b); }
+key_value opt_val(const std::string& s) {
+    if (s.empty())
+        return std::monostate{};
+    return s;
+}
+
+#define RW_GET(expr) [](const config& c, size_t i) -> key_value { (void)c; (void)i; return val(expr); }
+#define RW_GET_SIZE(expr) [](const config& c, size_t i) -> key_value { (void)c; (void)i; return size_val(expr); }
+#define RW_GET_OPT(expr) [](const config& c, size_t i) -> key_value { (void)c; (void)i; return opt_val(expr); }
+
+constexpr std::string_view k_log_levels[] = {"trace", "debug", "info", "warn", "error"};
+constexpr std::string_view k_flush_modes[] = {"auto", "fdatasync", "dsync"};
+constexpr std::string_view k_auth_modes[] = {"none", "optional", "required"};
+
+constexpr auto live = apply_mode::live;
+constexpr auto restart = apply_mode::restart;
+using T = key_type;
+
+const section_spec k_sections[] = {
+    {"runtime", false, "Reactor threads and process-wide logging."},
+    {"dns", false, "The resolver (c-ares on every reactor) and its cache."},
+    {"spool", false, "The spool: Ringway's own log-structured store on a raw block device."},
+    {"listener", true,
+     "One [[listener]] table per SMTP listening socket; at least one is required. Listeners are counted "
+     "from 0 in file order (listener[0])."},
+    {"smtp", false, "Identity, relay control and per-client limits shared by every listener."},
+    {"delivery", false, "The outbound queue and SMTP client."},
+    {"route", true,
+     "Routes override DNS for a domain (\"example.test\"), its subdomains (\"*.example.test\") or every "
+     "domain (\"*\"), e.g. a smarthost: [[route]] with domain = \"*\" and hosts = [\"192.0.2.25:25\"]."},
+    {"control", false, "The admin shell's Unix domain socket and the store of configuration versions."},
+    {"metrics", false, "The Prometheus endpoint."},
+    {"conservation", false,
+     "Graded back-pressure. At a resource's first threshold every SMTP reply is delayed by tarpit_ms; at the "
+     "second, new connections get 421 4.3.2 and MAIL gets 452 4.3.1. A level ends once use is "
+     "hysteresis_percent below its threshold. 0 turns a check off."},
+};
+
+const key_spec k_keys[] = {
+    // [runtime]
+    {"runtime", "cores", T::integer, 0, 256, "0 (every CPU) or 1..256", "threads", restart,
+     "Reactor threads, one per core: 0 = every CPU ringwayd may run on.", false, {}, {}, RW_GET(c.runtime.cores)},
+    {"runtime", "pin", T::boolean, 0, 0, {}, {}, restart, "Pin reactor thread i to the i-th allowed CPU.", false, {},
+     {}, RW_GET(c.runtime.pin)},
+    {"runtime", "log_level", T::enumeration, 0, 0, {}, {}, live, "Diagnostic log level (standard error).", false, {},
+     k_log_levels, RW_GET(c.runtime.log_level)},
+    {"runtime", "mail_log", T::path, 0, 0, "a file path, \"-\" (stdout) or \"\" (off)", {}, restart,
+     "Mail log, one JSON line per reception and delivery event: a file path, \"-\" for standard output, \"\" for "
+     "none.",
+     false, {}, {}, RW_GET(c.runtime.mail_log)},
+    {"runtime", "drain_timeout_ms", T::integer, 0, 3'600'000, {}, "ms", restart,
+     "On shutdown, how long open sessions get to finish before they are closed.", false, {}, {},
+     RW_GET(c.runtime.drain_timeout_ms)},
+
+    // [dns]
+    {"dns", "servers", T::string_list, 0, 8, "at most 8", {}, restart,
+     "Resolvers as \"IP\" (port 53) or \"IP:port\" (\"[IPv6]:port\"). Empty: the system's resolvers from "
+     "/etc/resolv.conf.",
+     false, {}, {}, RW_GET(c.dns.servers)},
+    {"dns", "timeout_ms", T::integer, 1, 60'000, {}, "ms", restart, "How long to wait for an answer, per try.", false,
+     {}, {}, RW_GET(c.dns.timeout_ms)},
+    {"dns", "tries", T::integer, 1, 10, {}, "attempts", restart, "Attempts per query.", false, {}, {},
+     RW_GET(c.dns.tries)},
+    {"dns", "cache_entries", T::integer, 0, 10'000'000, "0 (no cache)..10000000", "answers", restart,
+     "Cached answers, each kept for its TTL.", false, {}, {}, RW_GET(c.dns.cache_entries)},
+
+    // [spool]
+    {"spool", "path", T::path, 0, 0, "the path of a block device or of a file", {}, restart,
+     "The spool: a raw block device (e.g. \"/dev/sdb\"), or a file standing in for one.", false, {}, {},
+     RW_GET(c.spool.path)},
+    {"spool", "size", T::size, int64_t(64) << 20, int64_t(64) << 40, {}, "bytes", restart,
+     "Size of the spool: a spool file is pre-sized to this.", false, {}, {}, RW_GET_SIZE(c.spool.size_bytes)},
+    {"spool", "flush", T::enumeration, 0, 0, {}, {}, restart,
+     "How a write batch is made durable before mail is acknowledged: \"auto\" (the spool picks for the device), "
+     "\"fdatasync\" (write, then fdatasync) or \"dsync\" (O_DSYNC writes).",
+     false, {}, k_flush_modes, RW_GET(c.spool.flush)},
+
+    // [[listener]]
+    {"listener", "name", T::string, 0, 0, {}, {}, restart,
+     "Unique name, used by the admin shell and in logs: 1..32 letters, digits, \"-\", \"_\" or \".\".", true, {}, {},
+     RW_GET(c.listeners[i].name)},
+    {"listener", "address", T::string, 0, 0, {}, {}, restart,
+     "IP address to bind, IPv4 or IPv6: \"0.0.0.0\" is every IPv4 address, \"::\" every IPv6 address.", false, {},
+     {}, RW_GET(c.listeners[i].address)},
+    {"listener", "port", T::integer, 1, 65535, {}, {}, restart, "TCP port.", true, {}, {},
+     RW_GET(c.listeners[i].port)},
+    {"listener", "tls_cert", T::path, 0, 0, {}, {}, restart,
+     "Certificate chain, a PEM file; tls_cert and tls_key go together. With neither, a self-signed certificate is "
+     "generated at start-up for STARTTLS.",
+     false, "\"/etc/ringway/tls/cert.pem\"", {}, RW_GET_OPT(c.listeners[i].tls_cert)},
+    {"listener", "tls_key", T::path, 0, 0, {}, {}, restart, "Private key of tls_cert, a PEM file.", false,
+     "\"/etc/ringway/tls/key.pem\"", {}, RW_GET_OPT(c.listeners[i].tls_key)},
+    {"listener", "implicit_tls", T::boolean, 0, 0, {}, {}, restart,
+     "TLS from the first byte (port 465 style, RFC 8314) instead of STARTTLS.", false, {}, {},
+     RW_GET(c.listeners[i].implicit_tls)},
+    {"listener", "auth", T::enumeration, 0, 0, {}, {}, live,
+     "SMTP AUTH: \"none\" (not offered), \"optional\" or \"required\".", false, {}, k_auth_modes,
+     RW_GET(c.listeners[i].auth)},
+    {"listener", "allow_auth_without_tls", T::boolean, 0, 0, {}, {}, live,
+     "Offer AUTH before TLS is up (passwords in clear text).", false, {}, {},
+     RW_GET(c.listeners[i].allow_auth_without_tls)},
+    {"listener", "max_connections", T::integer, 1, 1'000'000, {}, "connections", live,
+     "Concurrent connections to this listener, on all cores together.", false, {}, {},
+     RW_GET(c.listeners[i].max_connections)},
+    {"listener", "max_connections_per_ip", T::integer, 1, 1'000'000, {}, "connections", live,
+     "Concurrent connections from one client IP address (smtp.client_limit_exceptions are exempt).", false, {}, {},
+     RW_GET(c.listeners[i].max_connections_per_ip)},
+    {"listener", "max_recipients", T::integer, 1, 100'000, {}, "recipients", live,
+     "Recipients per message (RFC 5321 4.5.3.1.8 asks for at least 100).", false, {}, {},
+     RW_GET(c.listeners[i].max_recipients)},
+    {"listener", "max_message_size", T::size, int64_t(64) << 10, int64_t(2) << 30, {}, "bytes", live,
+     "Largest message accepted, announced in EHLO SIZE; at most spool.size.", false, {}, {},
+     RW_GET_SIZE(c.listeners[i].max_message_size_bytes)},
+    {"listener", "max_line_length", T::size, 1000, int64_t(64) << 20, {}, "bytes", live,
+     "Longest line of a message, CRLF included. RFC 5321 asks for 1000, but newsletters and scripts send longer "
+     "lines and other MTAs take them; lines are streamed, never held whole. Longer: 552 5.3.4.",
+     false, {}, {}, RW_GET_SIZE(c.listeners[i].max_line_length_bytes)},
+    {"listener", "max_errors", T::integer, 1, 1000, {}, "commands", live,
+     "Bad commands in a session before it is closed.", false, {}, {}, RW_GET(c.listeners[i].max_errors)},
+    {"listener", "greeting_timeout_s", T::integer, 1, 86'400, {}, "s", live,
+     "From our 220 greeting to the client's first command (RFC 5321 4.5.3.2.1).", false, {}, {},
+     RW_GET(c.listeners[i].greeting_timeout_s)},
+    {"listener", "command_timeout_s", T::integer, 1, 86'400, {}, "s", live,
+     "Waiting for the next command (RFC 5321 4.5.3.2.7).", false, {}, {}, RW_GET(c.listeners[i].command_timeout_s)},
+    {"listener", "data_block_timeout_s", T::integer, 1, 86'400, {}, "s", live,
+     "Waiting for each piece of a message during DATA or BDAT (RFC 5321 4.5.3.2.5).", false, {}, {},
+     RW_GET(c.listeners[i].data_block_timeout_s)},
+    {"listener", "data_end_timeout_s", T::integer, 1, 86'400, {}, "s", live,
+     "Our deadline to answer the final \".\" (queueing, checks): a client waits 10 minutes (RFC 5321 4.5.3.2.6), "
+     "then gives up and sends the message again later.",
+     false, {}, {}, RW_GET(c.listeners[i].data_end_timeout_s)},
+    {"listener", "idle_timeout_s", T::integer, 1, 86'400, {}, "s", live, "A session idle between transactions.", false,
+     {}, {}, RW_GET(c.listeners[i].idle_timeout_s)},
+    {"listener", "greet_pause_ms", T::integer, 0, 60'000, {}, "ms", live,
+     "Wait before the 220 greeting; a client that talks in that time is an early talker (RFC 5321 4.3.1) and is "
+     "refused. 0: only bytes already there when we greet are caught.",
+     false, {}, {}, RW_GET(c.listeners[i].greet_pause_ms)},
+
+    // [smtp]
+    {"smtp", "hostname", T::string, 0, 0, {}, {}, restart,
+     "Our name in EHLO, in replies and in Received: headers. Default: the system's host name; set a fully "
+     "qualified one.",
+     false, "\"mx.example.test\"", {}, RW_GET_OPT(c.smtp.hostname)},
+    {"smtp", "accepted_domains", T::string_list, 0, 100'000, {}, {}, live,
+     "Domains we accept mail for from anyone, e.g. [\"example.test\"]. Mail for other domains is relayed only for "
+     "clients in relay_networks or authenticated clients.",
+     false, {}, {}, RW_GET(c.smtp.accepted_domains)},
+    {"smtp", "relay_networks", T::string_list, 0, 100'000, {}, {}, live,
+     "Networks allowed to relay to any domain: CIDR (\"10.0.0.0/8\") or single addresses. A /0 is refused: that "
+     "would be an open relay.",
+     false, {}, {}, RW_GET(c.smtp.relay_networks)},
+    {"smtp", "credentials_file", T::path, 0, 0, "a file path", {}, live,
+     "Users and password hashes for SMTP AUTH (ringway-passwd); read again at every commit.", false, {}, {},
+     RW_GET(c.smtp.credentials_file)},
+    {"smtp", "allow_domain_literals", T::boolean, 0, 0, {}, {}, live,
+     "Accept recipients at address literals (\"user@[192.0.2.1]\") that are not in accepted_domains; refused with "
+     "550 5.7.1 otherwise (RFC 5321 4.1.3 allows either; literals are rare in real mail and common in abuse).",
+     false, {}, {}, RW_GET(c.smtp.allow_domain_literals)},
+    {"smtp", "max_received_headers", T::integer, 1, 1000, {}, "headers", live,
+     "More Received: headers than this is a mail loop: the message is refused with 554 5.4.6 at the end of the "
+     "headers, and a queued one found over the limit (ours aside) is bounced the same way (RFC 5321 6.3).",
+     false, {}, {}, RW_GET(c.smtp.max_received_headers)},
+    {"smtp", "client_connections_per_minute", T::integer, 0, 100'000'000, "0 (no limit)..100000000", "per minute",
+     live, "New connections per client IP address, as a token bucket (0 = no limit).", false, {}, {},
+     RW_GET(c.smtp.client_connections_per_minute)},
+    {"smtp", "client_connection_burst", T::integer, 1, 100'000'000, {}, "connections", live,
+     "New connections one client may make at once before client_connections_per_minute applies.", false, {}, {},
+     RW_GET(c.smtp.client_connection_burst)},
+    {"smtp", "client_messages_per_minute", T::integer, 0, 100'000'000, "0 (no limit)..100000000", "per minute", live,
+     "Messages (MAIL commands) per client IP address (0 = no limit).", false, {}, {},
+     RW_GET(c.smtp.client_messages_per_minute)},
+    {"smtp", "client_message_burst", T::integer, 1, 100'000'000, {}, "messages", live,
+     "Messages one client may send at once before client_messages_per_minute applies.", false, {}, {},
+     RW_GET(c.smtp.client_message_burst)},
+    {"smtp", "client_auth_attempts_per_minute", T::integer, 0, 100'000'000, "0 (no limit)..100000000", "per minute",
+     live, "AUTH attempts per client IP address (0 = no limit).", false, {}, {},
+     RW_GET(c.smtp.client_auth_attempts_per_minute)},
+    {"smtp", "client_auth_burst", T::integer, 1, 100'000'000, {}, "attempts", live,
+     "AUTH attempts one client may make at once before client_auth_attempts_per_minute applies.", false, {}, {},
+     RW_GET(c.smtp.client_auth_burst)},
+    {"smtp", "client_limit_exceptions", T::string_list, 0, 100'000, {}, {}, live,
+     "Clients exempt from every per-client limit (these rates and listeners' max_connections_per_ip), as CIDR "
+     "networks. Default: relay_networks.",
+     false, "[\"127.0.0.0/8\", \"::1/128\"]", {}, RW_GET(c.smtp.client_limit_exceptions)},
+
+    // [delivery]
+    {"delivery", "smtp_port", T::integer, 1, 65535, {}, {}, live, "Port of next hops found through MX or A/AAAA records.",
+     false, {}, {}, RW_GET(c.delivery.smtp_port)},
+    {"delivery", "internal_hosts", T::string_list, 0, 64, {}, {}, live,
+     "Next hops for mail to smtp.accepted_domains (an inbound gateway's internal servers): \"IP\", \"IP:port\", "
+     "\"[IPv6]:port\", \"host\" or \"host:port\", tried in order. Empty: routed like any other mail ([[route]] "
+     "tables, then MX).",
+     false, {}, {}, RW_GET(c.delivery.internal_hosts)},
+    {"delivery", "starttls", T::boolean, 0, 0, {}, {}, live,
+     "Use STARTTLS when the next hop offers it (opportunistic: the certificate is not verified, and a failed "
+     "handshake falls back to plaintext).",
+     false, {}, {}, RW_GET(c.delivery.starttls)},
+    {"delivery", "max_connections_per_destination", T::integer, 1, 10'000, {}, "connections", live,
+     "Concurrent connections to one destination (next hop).", false, {}, {},
+     RW_GET(c.delivery.max_connections_per_destination)},
+    {"delivery", "max_messages_per_connection", T::integer, 1, 1'000'000, {}, "messages", live,
+     "Messages sent over one connection before it is closed.", false, {}, {},
+     RW_GET(c.delivery.max_messages_per_connection)},
+    {"delivery", "max_messages_per_minute", T::integer, 0, 100'000'000, "0 (no limit)..100000000", "per minute", live,
+     "Messages per minute to one destination (0 = no limit).", false, {}, {},
+     RW_GET(c.delivery.max_messages_per_minute)},
+    {"delivery", "connection_cache_time_ms", T::integer, 0, 300'000, "0 (no cache)..300000", "ms", live,
+     "A connection whose destination has run dry stays open this long for the next message, then QUITs (0 = QUIT "
+     "at once). Closed sooner when the destination's limits or a shutdown say so.",
+     false, {}, {}, RW_GET(c.delivery.connection_cache_time_ms)},
+    {"delivery", "first_retry_ms", T::integer, 10, 86'400'000, {}, "ms", live,
+     "The first retry of a deferred recipient comes after this; later ones double up to max_retry_ms (with 20 % "
+     "jitter).",
+     false, {}, {}, RW_GET(c.delivery.first_retry_ms)},
+    {"delivery", "max_retry_ms", T::integer, 10, 86'400'000, {}, "ms", live,
+     "The longest wait between retries; at least first_retry_ms.", false, {}, {}, RW_GET(c.delivery.max_retry_ms)},
+    {"delivery", "greylist_retry_ms", T::integer, 10, 86'400'000, {}, "ms", live,
+     "A greylisting reply (450/451 at the first attempt) is retried after this.", false, {}, {},
+     RW_GET(c.delivery.greylist_retry_ms)},
+    {"delivery", "max_queue_lifetime_s", T::integer, 1, 30 * 86'400, {}, "s", live,
+     "Mail still undelivered this long after arrival bounces.", false, {}, {},
+     RW_GET(c.delivery.max_queue_lifetime_s)},
+    {"delivery", "delay_notice_after_s", T::integer, 0, 30 * 86'400, "0 (never)..2592000", "s", live,
+     "A recipient still deferred this long after arrival gets its sender one delay notice (RFC 3464 \"Action: "
+     "delayed\"), unless its NOTIFY excludes DELAY; 0 = never.",
+     false, {}, {}, RW_GET(c.delivery.delay_notice_after_s)},
+    {"delivery", "destination_pause_ms", T::integer, 10, 86'400'000, {}, "ms", live,
+     "A destination that refuses connections or answers 421 rests this long.", false, {}, {},
+     RW_GET(c.delivery.destination_pause_ms)},
+    {"delivery", "connect_timeout_ms", T::integer, 10, 600'000, {}, "ms", live,
+     "Client deadline to connect (RFC 5321 4.5.3.2).", false, {}, {}, RW_GET(c.delivery.connect_timeout_ms)},
+    {"delivery", "command_timeout_s", T::integer, 1, 3600, {}, "s", live,
+     "Client deadline for each command's reply (RFC 5321 4.5.3.2).", false, {}, {},
+     RW_GET(c.delivery.command_timeout_s)},
+    {"delivery", "data_timeout_s", T::integer, 1, 3600, {}, "s", live,
+     "Client deadline for the reply to the end of a message (RFC 5321 4.5.3.2.6).", false, {}, {},
+     RW_GET(c.delivery.data_timeout_s)},
+
+    // [[route]]
+    {"route", "domain", T::string, 0, 0, {}, {}, live,
+     "A domain (\"example.test\"), a wildcard for its subdomains (\"*.example.test\") or \"*\" (every domain); one "
+     "route per domain.",
+     true, {}, {}, RW_GET(c.routes[i].domain)},
+    {"route", "hosts", T::string_list, 1, 64, {}, {}, live,
+     "Next hops, tried in order, as in delivery.internal_hosts.", true, {}, {}, RW_GET(c.routes[i].hosts)},
+
+    // [control]
+    {"control", "socket", T::path, 0, 0, {}, {}, restart,
+     "Unix domain socket of the admin shell (ringway), mode 0600: only this daemon's user and root may use it.",
+     false, {}, {}, RW_GET(c.control.socket)},
+    {"control", "group", T::string, 0, 0, {}, {}, restart,
+     "A group whose members may use the socket too (it becomes mode 0660); empty: the daemon's own user only.", false,
+     "\"ringway-admin\"", {}, RW_GET_OPT(c.control.group)},
+    {"control", "config_dir", T::path, 0, 0, {}, {}, restart,
+     "Where committed configuration versions are kept (one TOML file and one JSON record each, the last "
+     "history_versions of them). ringwayd starts on the newest version unless the file given with --config has "
+     "changed since it was last loaded.",
+     false, {}, {}, RW_GET(c.control.config_dir)},
+    {"control", "history_versions", T::integer, 100, 100'000, {}, "versions", live,
+     "Configuration versions kept; older ones are deleted at commit.", false, {}, {},
+     RW_GET(c.control.history_versions)},
+
+    // [metrics]
+    {"metrics", "listen", T::string, 0, 0, {}, {}, restart,
+     "Prometheus text format over HTTP: GET /metrics on this \"IP:port\" (\"\" for none).", false, {}, {},
+     RW_GET(c.metrics.listen)},
+
+    // [conservation]
+    {"conservation", "memory_limit", T::size, 0, int64_t(1) << 50, {}, "bytes", live,
+     "Resident memory allowed; 0: the machine's memory.", false, {}, {},
+     RW_GET_SIZE(c.conservation.memory_limit_bytes)},
+    {"conservation", "memory_tarpit_percent", T::integer, 0, 100, "0 (off)..100", "%", live,
+     "Resident memory, in percent of memory_limit, at which replies are tarpitted.", false, {}, {},
+     RW_GET(c.conservation.memory_tarpit_percent)},
+    {"conservation", "memory_refuse_percent", T::integer, 0, 100, "0 (off)..100", "%", live,
+     "Resident memory, in percent of memory_limit, at which new mail is refused.", false, {}, {},
+     RW_GET(c.conservation.memory_refuse_percent)},
+    {"conservation", "spool_tarpit_percent", T::integer, 0, 100, "0 (off)..100", "%", live,
+     "Spool in use, in percent, at which replies are tarpitted.", false, {}, {},
+     RW_GET(c.conservation.spool_tarpit_percent)},
+    {"conservation", "spool_refuse_percent", T::integer, 0, 100, "0 (off)..100", "%", live,
+     "Spool in use, in percent, at which new mail is refused.", false, {}, {},
+     RW_GET(c.conservation.spool_refuse_percent)},
+    {"conservation", "queue_tarpit_messages", T::integer, 0, int64_t(1) << 40, "0 (off) or a message count",
+     "messages", live, "Messages in the spool at which replies are tarpitted.", false, {}, {},
+     RW_GET(c.conservation.queue_tarpit_messages)},
+    {"conservation", "queue_refuse_messages", T::integer, 0, int64_t(1) << 40, "0 (off) or a message count",
+     "messages", live, "Messages in the spool at which new mail is refused.", false, {}, {},
+     RW_GET(c.conservation.queue_refuse_messages)},
+    {"conservation", "hysteresis_percent", T::integer, 0, 50, {}, "%", live,
+     "A level is left only once use falls this far below its threshold.", false, {}, {},
+     RW_GET(c.conservation.hysteresis_percent)},
+    {"conservation", "tarpit_ms", T::integer, 0, 30'000, {}, "ms", live,
+     "How long each SMTP reply waits at the tarpit level.", false, {}, {}, RW_GET(c.conservation.tarpit_ms)},
+};
+
+#undef RW_GET
+#undef RW_GET_SIZE
+#undef RW_GET_OPT
+
+}  // namespace
+
+std::string_view to_string(key_type t) {
+    switch (t) {
+    case key_type::integer: return "integer";
+    case key_type::boolean: return "boolean";
+    case key_type::string: return "string";
+    case key_type::path: return "path";
+    case key_type::size: return "size";
+    case key_type::enumeration: return "one of";
+    case key_type::string_list: return "array of strings";
+    }
+    return "?";
+}
+
+std::string_view to_string(apply_mode a) {
+    return a == apply_mode::live ? "live" : "restart";
+}
+
+std::string key_spec::path() const {
+    return fmt::format("{}.{}", section, name);
+}
+
+std::span<const section_spec> config_sections() { return k_sections; }
+std::span<const key_spec> config_keys() { return k_keys; }
+
+std::vector<const key_spec*> section_keys(std::string_view section) {
+    std::vector<const key_spec*> out;
+    for (const auto& k : k_keys)
+        if (k.section == section)
+            out.push_back(&k);
+    return out;
+}
+
+const key_spec* find_key(std::string_view section, std::string_view name) {
+    for (const auto& k : k_keys)
+        if (k.section == section && k.name == name)
+            return &k;
+    return nullptr;
+}
+
+namespace {
+
+std::string toml_string(std::string_view s) {
+    std::string out = "\"";
+    for (char ch : s) {
+        switch (ch) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\t': out += "\\t"; break;
+        case '\r': out += "\\r"; break;
+        default:
+            if (uint8_t(ch) < 0x20 || ch == 0x7f)
+                out += fmt::format("\\u{:04X}", unsigned(uint8_t(ch)));
+            else
+                out += ch;
+        }
+    }
+    out += '"';
+    return out;
+}
+
+size_t count_of(const config& c, const section_spec& s) {
+    if (!s.array)
+        return 1;
+    return s.name == "listener" ? c.listeners.size() : c.routes.size();
+}
+
+std::string prefix_of(const section_spec& s, size_t i) {
+    return s.array ? fmt::format("{}[{}]", s.name, i) : std::string(s.name);
+}
+
+// Wraps text into "# " comment lines of at most `width` columns.
+std::string comment(std::string_view text, size_t width = 78) {
+    std::string out, line;
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t sp = text.find(' ', pos);
+        std::string_view word = text.substr(pos, sp == std::string_view::npos ? std::string_view::npos : sp - pos);
+        if (!line.empty() && line.size() + 1 + word.size() + 2 > width) {
+            out += fmt::format("# {}\n", line);
+            line.clear();
+        }
+        if (!line.empty())
+            line += ' ';
+        line += word;
+        if (sp == std::string_view::npos)
+            break;
+        pos = sp + 1;
+    }
+    if (!line.empty())
+        out += fmt::format("# {}\n", line);
+    return out;
+}
+
+std::string allowed_text(const key_spec& k) {
+    if (!k.allowed.empty())
+        return std::string(k.allowed);
+    switch (k.type) {
+    case key_type::integer: return fmt::format("{}..{}", k.lo, k.hi);
+    case key_type::size: return fmt::format("{}..{}", format_size(uint64_t(k.lo)), format_size(uint64_t(k.hi)));
+    case key_type::boolean: return "true, false";
+    case key_type::enumeration: {
+        std::string s;
+        for (auto c : k.choices)
+            s += fmt::format("{}\"{}\"", s.empty() ? "" : ", ", c);
+        return s;
+    }
+    case key_type::string_list: return k.hi ? fmt::format("up to {} entries", k.hi) : std::string();
+    default: return {};
+    }
+}
+
+// The configuration the embedded default describes: every struct's own
+// defaults and the one listener the default runs.
+config default_shape() {
+    config c;
+    listener_config l;
+    l.name = "smtp";
+    l.port = 2525;
+    c.listeners.push_back(l);
+    return c;
+}
+
+}  // namespace
+
+std::string toml_text(const key_value& v) {
+    return std::visit(
+        [](const auto& x) -> std::string {
+            using X = std::decay_t<decltype(x)>;
+            if constexpr (std::is_same_v<X, std::monostate>)
+                return {};
+            else if constexpr (std::is_same_v<X, bool>)
+                return x ? "true" : "false";
+            else if constexpr (std::is_same_v<X, int64_t>)
+                return fmt::format("{}", x);
+            else if constexpr (std::is_same_v<X, std::string>)
+                return toml_string(x);
+            else {
+                std::string s = "[";
+                for (size_t i = 0; i < x.size(); ++i)
+                    s += fmt::format("{}{}", i ? ", " : "", toml_string(x[i]));
+                return s + "]";
+            }
+        },
+        v);
+}
+
+flat_config flatten(const config& c) {
+    flat_config out;
+    for (const auto& s : k_sections) {
+        size_t n = count_of(c, s);
+        for (size_t i = 0; i < n; ++i)
+            for (const auto& k : k_keys) {
+                if (k.section != s.name)
+                    continue;
+                key_value v = k.get(c, i);
+                if (std::holds_alternative<std::monostate>(v))
+                    continue;
+                out.emplace_back(fmt::format("{}.{}", prefix_of(s, i), k.name), toml_text(v));
+            }
+    }
+    return out;
+}
+
+std::string to_toml(const config& c, std::string_view section) {
+    std::string out;
+    for (const auto& s : k_sections) {
+        if (!section.empty() && s.name != section)
+            continue;
+        size_t n = count_of(c, s);
+        for (size_t i = 0; i < n; ++i) {
+            if (!out.empty())
+                out += '\n';
+            out += s.array ? fmt::format("[[{}]]\n", s.name) : fmt::format("[{}]\n", s.name);
+            for (const auto& k : k_keys) {
+                if (k.section != s.name)
+                    continue;
+                key_value v = k.get(c, i);
+                if (!std::holds_alternative<std::monostate>(v))
+                    out += fmt::format("{} = {}\n", k.name, toml_text(v));
+            }
+        }
+    }
+    return out;
+}
+
+std::string to_toml(const config& c) { return to_toml(c, {}); }
+
+namespace {
+// "listener[2].port" -> its spec.
+const key_spec* spec_of_path(std::string_view path) {
+    size_t dot = path.rfind('.');
+    if (dot == std::string_view::npos)
+        return nullptr;
+    std::string_view sec = path.substr(0, dot);
+    if (size_t b = sec.find('['); b != std::string_view::npos)
+        sec = sec.substr(0, b);
+    return find_key(sec, path.substr(dot + 1));
+}
+}  // namespace
+
+std::vector<key_change> diff(const config& before, const config& after) {
+    flat_config a = flatten(before), b = flatten(after);
+    std::vector<key_change> out;
+    auto mode = [](const std::string& key) {
+        // Adding or removing a listener needs its sockets: a restart.
+        if (key.starts_with("listener["))
+            if (const key_spec* k = spec_of_path(key))
+                return k->apply;
+        const key_spec* k = spec_of_path(key);
+        return k ? k->apply : apply_mode::restart;
+    };
+    // Both lists are in schema order; keys only on one side are kept in order.
+    auto find = [](const flat_config& f, const std::string& key) -> const std::string* {
+        for (const auto& [k, v] : f)
+            if (k == key)
+                return &v;
+        return nullptr;
+    };
+    for (const auto& [k, v] : a) {
+        const std::string* other = find(b, k);
+        if (!other)
+            out.push_back({k, v, {}, mode(k)});
+        else if (*other != v)
+            out.push_back({k, v, *other, mode(k)});
+    }
+    for (const auto& [k, v] : b)
+        if (!find(a, k))
+            out.push_back({k, {}, v, mode(k)});
+    // A listener added or removed changes sockets: restart.
+    if (before.listeners.size() != after.listeners.size())
+        for (auto& ch : out)
+            if (ch.key.starts_with("listener["))
+                ch.apply = apply_mode::restart;
+    return out;
+}
+
+std::string format_diff(const std::vector<key_change>& changes) {
+    std::string out;
+    for (const auto& ch : changes) {
+        std::string when = ch.apply == apply_mode::restart ? "  (at restart)" : "";
+        if (ch.before.empty())
+            out += fmt::format("+ {} = {}{}\n", ch.key, ch.after, when);
+        else if (ch.after.empty())
+            out += fmt::format("- {} = {}{}\n", ch.key, ch.before, when);
+        else
+            out += fmt::format("~ {}: {} -> {}{}\n", ch.key, ch.before, ch.after, when);
+    }
+    return out;
+}
+
+std::string render_default_toml() {
+    const config c = default_shape();
+    std::string out =
+        "# Ringway configuration: the embedded default.\n"
+        "#\n"
+        "# ringwayd runs with this when started without --config, and prints it with\n"
+        "# --print-default-config. Every key is shown with its default value, so a\n"
+        "# key left out of a configuration file means what it says here. Relative\n"
+        "# paths are relative to ringwayd's working directory. Sizes are an integer\n"
+        "# number of bytes or a string with a unit K, M, G or T (powers of 1024):\n"
+        "# \"64K\", \"512M\", \"1G\". docs/config.md is the reference of every key.\n";
+    for (const auto& s : k_sections) {
+        out += '\n';
+        if (s.array)
+            out += comment(s.doc);
+        size_t n = count_of(c, s);
+        if (n == 0) {
+            // An array of tables with no default entry: show its keys commented out.
+            out += fmt::format("# [[{}]]\n", s.name);
+            for (const auto& k : k_keys)
+                if (k.section == s.name)
+                    out += fmt::format("# {} = ...\n", k.name);
+            continue;
+        }
+        for (size_t i = 0; i < n; ++i) {
+            out += s.array ? fmt::format("[[{}]]\n", s.name) : fmt::format("[{}]\n", s.name);
+            if (!s.array)
+                out += comment(s.doc);
+            for (const auto& k : k_keys) {
+                if (k.section != s.name)
+                    continue;
+                std::string doc(k.doc);
+                std::string allowed = allowed_text(k);
+                if (!allowed.empty() && k.type != key_type::boolean)
+                    doc += fmt::format(" Allowed: {}{}.", allowed,
+                                       k.unit.empty() || k.unit == "bytes" ? "" : fmt::format(" ({})", k.unit));
+                if (k.required)
+                    doc += " Required.";
+                out += comment(doc);
+                key_value v = k.get(c, i);
+                if (std::holds_alternative<std::monostate>(v))
+                    out += fmt::format("# {} = {}\n", k.name, k.example);
+                else
+                    out += fmt::format("{} = {}\n", k.name, toml_text(v));
+            }
+        }
+    }
+    return out;
+}
+
+std::string_view default_config_toml() {
+    static const std::string text = render_default_toml();
+    return text;
+}
+
+std::string render_reference_markdown() {
+    const config c = default_shape();
+    std::string out =
+        "# Configuration reference\n\n"
+        "Generated from the schema (`admin/config_schema.cc`) by `ringwayd --print-config-reference`; the test "
+        "`config_reference` fails when this file is not current.\n\n"
+        "One TOML file (`ringwayd --config FILE`), or the embedded default (`ringwayd --print-default-config`). "
+        "Sizes are an integer number of bytes or a string with a unit K, M, G or T (powers of 1024). Durations are "
+        "integers in the unit their name ends with (`_ms`, `_s`).\n\n"
+        "**Applies** says what `ringway commit` does with a changed key: *live* keys take effect on every core at "
+        "once (new sessions and deliveries use them; open sessions finish on the values they started with); "
+        "*restart* keys are kept with the committed version and take effect when ringwayd next starts "
+        "(`ringway status` lists them until then).\n";
+    for (const auto& s : k_sections) {
+        out += fmt::format("\n## `{}`\n\n{}\n\n", s.array ? fmt::format("[[{}]]", s.name) : fmt::format("[{}]", s.name),
+                           s.doc);
+        out += "| key | type | default | allowed | applies | meaning |\n|---|---|---|---|---|---|\n";
+        for (const auto& k : k_keys) {
+            if (k.section != s.name)
+                continue;
+            std::string def;
+            if (count_of(c, s) > 0) {
+                key_value v = k.get(c, 0);
+                def = std::holds_alternative<std::monostate>(v) ? std::string("(none)") : toml_text(v);
+            } else {
+                def = "(none)";
+            }
+            if (k.required)
+                def = "required";
+            std::string type(to_string(k.type));
+            if (!k.unit.empty() && k.unit != "bytes")
+                type += fmt::format(" ({})", k.unit);
+            auto cell = [](std::string t) {
+                std::string r;
+                for (char ch : t)
+                    r += ch == '|' ? std::string("\\|") : std::string(1, ch);
+                return r;
+            };
+            out += fmt::format("| `{}` | {} | `{}` | {} | {} | {} |\n", k.name, type, cell(def), cell(allowed_text(k)),
+                               to_string(k.apply), cell(std::string(k.doc)));
+        }
+    }
+    return out;
+}
+
+}  // namespace rw::admin
