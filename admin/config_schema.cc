@@ -595,6 +595,36 @@ std::string format_diff(const std::vector<key_change>& changes) {
     return out;
 }
 
+config effective_config(const config& running, const config& committed) {
+    config e = committed;
+    // Sections that only apply at start, but for their live keys.
+    e.runtime = running.runtime;
+    e.runtime.log_level = committed.runtime.log_level;
+    e.dns = running.dns;
+    e.spool = running.spool;
+    e.control = running.control;
+    e.control.history_versions = committed.control.history_versions;
+    e.metrics = running.metrics;
+    e.smtp.hostname = running.smtp.hostname;
+    if (running.listeners.size() != committed.listeners.size()) {
+        e.listeners = running.listeners;
+    } else {
+        for (size_t i = 0; i < e.listeners.size(); ++i) {
+            auto& l = e.listeners[i];
+            const auto& r = running.listeners[i];
+            l.name = r.name;
+            l.address = r.address;
+            l.port = r.port;
+            l.tls_cert = r.tls_cert;
+            l.tls_key = r.tls_key;
+            l.implicit_tls = r.implicit_tls;
+        }
+    }
+    e.source = committed.source;
+    e.notes = committed.notes;
+    return e;
+}
+
 std::string render_default_toml() {
     const config c = default_shape();
     std::string out =

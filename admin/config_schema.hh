@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "admin/config.hh"
+#include "runtime/base/result.hh"
 
 namespace rw::admin {
 
@@ -92,6 +93,23 @@ struct key_change {
 std::vector<key_change> diff(const config& before, const config& after);
 // "  delivery.max_connections_per_destination: 20 -> 5" lines.
 std::string format_diff(const std::vector<key_change>& changes);
+
+// What a commit of `committed` makes of the running configuration: its
+// live keys, with every restart key kept as `running` has it (and the
+// listeners as they are, when the commit adds or removes one). A unit test
+// holds this to the schema's apply flags.
+config effective_config(const config& running, const config& committed);
+
+// Sets one key in a configuration's TOML text and returns the new text (as
+// toml++ writes it: comments are not kept). KEY is "section.key",
+// "listener[N].key" / "route[N].key", or by name: "listener[smtp].key",
+// "route[example.test].hosts". VALUE is read by the key's type: an
+// integer, true/false, a size ("50M" or bytes), a string as it is, or a
+// list of strings separated by commas or spaces ("a.test, b.test";
+// brackets and double quotes are optional; "" or [] is the empty list).
+// The result is not validated: load it to see its problems.
+result<std::string, std::string> set_config_key(const std::string& text, std::string_view key,
+                                                std::string_view value);
 
 // The embedded default (every key, documented), generated from the schema.
 std::string render_default_toml();

@@ -74,12 +74,17 @@ uint64_t resident_bytes() {
     return n == 2 ? uint64_t(pages) * uint64_t(::sysconf(_SC_PAGESIZE)) : 0;
 }
 
-task<void> run_conservation(registry* reg, const conservation_config* c, cancel_token* stop) {
-    conservation state(*c);
-    const uint64_t limit = c->memory_limit_bytes ? c->memory_limit_bytes : machine_memory_bytes();
+task<void> run_conservation(registry* reg, cancel_token* stop) {
+    conservation state(reg->running->conservation);
+    const uint64_t machine = machine_memory_bytes();
     const auto& geo = reg->geometry();
     const uint64_t total = uint64_t(geo.slots_per_shard) * geo.shard_count * geo.segment_bytes;
+    std::chrono::milliseconds applied_tarpit{-1};
     while (!stop->cancelled()) {
+        if (!(reg->running->conservation == state.config()))
+            state.set_config(reg->running->conservation);
+        const conservation_config* c = &state.config();
+        const uint64_t limit = c->memory_limit_bytes ? c->memory_limit_bytes : machine;
         conservation_reading r;
         r.rss_bytes = resident_bytes();
         r.memory_limit_bytes = limit;
@@ -103,16 +108,9 @@ task<void> run_conservation(registry* reg, const conservation_config* c, cancel_
         std::string why;
         const unsigned before = state.level();
         const unsigned now = state.update(r, why);
-        if (now != before) {
-            static constexpr const char* names[] = {"normal", "tarpit", "refuse"};
-            if (now > before)
-                lg.warn("resource conservation level {} ({}) from {}: {}", now, names[now], before, why);
-            else
-                lg.info("resource conservation level {} ({}) from {}: {}", now, names[now], before, why);
-            journal::record("conservation", {{"level", uint64_t(now)},
-                                             {"was", uint64_t(before)},
-                                             {"why", std::string_view(why)}});
-            const auto tarpit = c->tarpit_ms;
+        const auto tarpit = c->tarpit_ms;
+        if (now != before || tarpit != applied_tarpit) {
+            applied_tarpit = tarpit;
             for (unsigned core = 0; core < reg->cores(); ++core) {
                 auto t = reg->call(core, [now, tarpit](core_slot& s) {
                     for (auto* env : s.listeners) {
@@ -122,6 +120,16 @@ task<void> run_conservation(registry* reg, const conservation_config* c, cancel_
                 });
                 co_await std::move(t);
             }
+        }
+        if (now != before) {
+            static constexpr const char* names[] = {"normal", "tarpit", "refuse"};
+            if (now > before)
+                lg.warn("resource conservation level {} ({}) from {}: {}", now, names[now], before, why);
+            else
+                lg.info("resource conservation level {} ({}) from {}: {}", now, names[now], before, why);
+            journal::record("conservation", {{"level", uint64_t(now)},
+                                             {"was", uint64_t(before)},
+                                             {"why", std::string_view(why)}});
             reg->conservation_level = now;
             reg->conservation_reason = why;
         }

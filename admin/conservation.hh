@@ -29,12 +29,15 @@ struct conservation_reading {
 class conservation {
 public:
     explicit conservation(const conservation_config& c) : _c(c) {}
+    // New thresholds (a configuration commit); levels are re-judged at the next update.
+    void set_config(const conservation_config& c) { _c = c; }
+    const conservation_config& config() const { return _c; }
     // The new overall level; `why` says which resource holds it there.
     unsigned update(const conservation_reading& r, std::string& why);
     unsigned level() const { return _level; }
 
 private:
-    const conservation_config& _c;
+    conservation_config _c;
     unsigned _memory = 0, _spool = 0, _queue = 0, _level = 0;
 };
 
@@ -42,7 +45,9 @@ private:
 uint64_t machine_memory_bytes();
 uint64_t resident_bytes();
 
-// Runs on core 0 after the start-up barrier until stop is cancelled.
-task<void> run_conservation(registry* reg, const conservation_config* c, cancel_token* stop);
+// Runs on core 0 after the start-up barrier until stop is cancelled, on
+// the thresholds of reg->running (read again every second, so a commit
+// applies within one).
+task<void> run_conservation(registry* reg, cancel_token* stop);
 
 }  // namespace rw::admin

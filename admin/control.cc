@@ -165,6 +165,11 @@ result<std::unique_ptr<control_server>, std::string> control_server::open(const 
     i->ctx.cfg = &cfg;
     std::filesystem::path state = std::filesystem::path(cfg.spool.path).parent_path();
     i->ctx.state_dir = state.empty() ? std::string(".") : state.string();
+    auto store = std::make_unique<config_store>(cfg.control.config_dir, cfg.control.history_versions);
+    if (store->open()) {
+        i->ctx.version = store->latest();
+        i->ctx.store = std::move(store);
+    }
     return std::unique_ptr<control_server>(new control_server(std::move(i)));
 }
 

@@ -283,6 +283,8 @@ json status_json(const context& c, const totals& now, const core_gauges& sum, ui
     return {
         {"version", RINGWAY_VERSION},
         {"hostname", c.cfg->smtp.hostname},
+        {"config_version", c.version},
+        {"pending_restart", pending_restart(c)},
         {"uptime_seconds", std::chrono::duration_cast<std::chrono::seconds>(steady::now() - c.reg->start_time).count()},
         {"started_unix", c.reg->start_unix},
         {"cores", c.reg->cores()},
@@ -820,6 +822,8 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
         co_return co_await cmd_counters_reset(c, who);
     if (cmd == "findevent")
         co_return co_await cmd_findevent(c, args);
+    if (is_config_command(cmd))
+        co_return co_await config_command(c, who, cmd, args);
     if (cmd == "destinations") {  // for the shell's completion
         auto all = co_await all_destinations(c);
         json names = json::array();

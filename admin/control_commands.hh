@@ -8,12 +8,15 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <nlohmann/json_fwd.hpp>
 #include <stdexcept>
 #include <string>
 
 #include "admin/config.hh"
+#include "admin/config_store.hh"
 #include "admin/registry.hh"
 #include "runtime/reactor/io.hh"
 #include "runtime/reactor/sync.hh"
@@ -45,6 +48,13 @@ struct context {
     // Samples for the 1/5/15-minute rates, every k_sample_period, newest last.
     std::deque<std::pair<std::chrono::steady_clock::time_point, totals>> samples;
     totals base;  // `counters reset` subtracts this
+    // Configuration: the candidate every shell shares (TOML text; none
+    // until a set or load), the version store and the version in force.
+    std::optional<std::string> candidate;
+    std::string candidate_by;  // who changed it last
+    std::unique_ptr<config_store> store;  // null: no version history
+    uint64_t version = 0;
+    bool committing = false;  // commits are applied one at a time
     bool stopping = false;
     cancel_token sampler_stop;
     gate tasks;
@@ -56,6 +66,14 @@ task<void> start(context& c);
 void stop(context& c);
 // Waits for what start() spawned.
 task<void> stopped(context& c);
+
+// The configuration commands (control_config.cc): showconfig, set, load,
+// diff, commit, abandon, history, rollback. is_config_command says which.
+bool is_config_command(const std::string& cmd);
+task<nlohmann::json> config_command(context& c, const peer_cred& who, const std::string& cmd,
+                                    const nlohmann::json& args);
+// "pending_restart": the committed keys that wait for a restart.
+nlohmann::json pending_restart(const context& c);
 
 task<nlohmann::json> dispatch(context& c, const peer_cred& who, const std::string& cmd, const nlohmann::json& args);
 

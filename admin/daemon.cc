@@ -19,6 +19,7 @@
 
 #include "fs/spool.hh"
 #include "mta/delivery/delivery.hh"
+#include "admin/config_schema.hh"
 #include "admin/conservation.hh"
 #include "admin/control.hh"
 #include "admin/descriptors.hh"
@@ -31,6 +32,7 @@
 #include "runtime/base/log.hh"
 #include "runtime/net/tcp.hh"
 #include "runtime/reactor/sync.hh"
+#include "runtime/smp/offload.hh"
 #include "runtime/smp/smp.hh"
 
 namespace rw::admin {
@@ -168,19 +170,32 @@ mta::listener_options to_options(const listener_config& l) {
     return o;
 }
 
-// What every core shares read-only, built on the main thread.
-struct shared_state {
-    std::vector<mta::listener_options> options;               // per listener
-    std::vector<std::unique_ptr<mta::connection_limits>> limits;  // per listener
-    std::vector<std::pair<std::string, std::string>> tls_files;   // per listener: cert, key
+// One committed configuration's objects, shared read-only by every core.
+// Each is kept for the daemon's life: sessions and deliveries that began
+// under it may still hold its options, relay policy or credentials.
+struct generation {
+    config cfg;  // in force: its restart keys as at start-up
+    std::vector<mta::listener_options> options;  // per listener
     std::unique_ptr<policy::relay_policy> relay;
     std::unique_ptr<policy::credentials> creds;
     std::vector<policy::cidr> limit_exempt;  // smtp.client_limit_exceptions, or the relay networks
     mta::delivery::options delivery;
+};
+
+// What every core shares, built on the main thread.
+struct shared_state {
+    std::vector<std::unique_ptr<mta::connection_limits>> limits;  // per listener
+    std::vector<std::pair<std::string, std::string>> tls_files;   // per listener: cert, key
     net::resolver_options dns;
     registry* reg = nullptr;
     control_server* control = nullptr;  // runs on core 0; null: no control socket
     metrics_server* metrics = nullptr;  // runs on core 0; null: no endpoint
+    unsigned nofile = 0;                // the open-files limit, for each generation's plan
+    unsigned cores = 1;
+    // Every generation, the one in force last; and every committed
+    // configuration (restart keys included), newest last. Touched on core 0.
+    std::vector<std::unique_ptr<generation>> generations;
+    std::vector<std::unique_ptr<config>> committed;
 };
 
 // Configuration to the delivery layer's options. Hosts were validated by
@@ -241,8 +256,11 @@ mta::delivery::options delivery_options(const config& cfg) {
     return o;
 }
 
-task<void> accept_loop(int lfd, const mta::listener_options* lo, mta::server_env* env, mta::connection_limits* limits,
-                       net::fd_reserve* reserve, gate* sessions) {
+void apply_on_core(core_slot& s, const generation& g, const generation* before, unsigned cores);
+
+// `current` holds the options new sessions start with (a commit replaces them).
+task<void> accept_loop(int lfd, const mta::listener_options* const* current, mta::server_env* env,
+                       mta::connection_limits* limits, net::fd_reserve* reserve, gate* sessions) {
     net::acceptor acc(lfd);
     auto stopper = [](net::acceptor* a) -> task<void> {
         co_await reactor::local().stop_requested();
@@ -251,6 +269,7 @@ task<void> accept_loop(int lfd, const mta::listener_options* lo, mta::server_env
     spawn(stopper(&acc));
     for (;;) {
         auto a = co_await acc.accept();
+        const mta::listener_options* lo = *current;
         if (!a) {
             if (a.error().code == ECANCELED)
                 break;
@@ -287,7 +306,7 @@ task<void> accept_loop(int lfd, const mta::listener_options* lo, mta::server_env
 }
 
 task<void> core_main(unsigned core, const config* cfg, const std::vector<listener_fds>* fds, fs::geometry geo,
-                     std::atomic<int>* spool_errors, const shared_state* shared) {
+                     std::atomic<int>* spool_errors, const shared_state* shared, const generation* first) {
     core_spool sp;
     auto dev = fs::file_device::open_shared(cfg->spool.path, to_flush(cfg->spool.flush));
     if (!dev) {
@@ -311,11 +330,8 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
         }
     }
     unsigned cores = engine::instance().cores();
-    // Per-core state of the SMTP server.
-    const auto& sc = cfg->smtp;
-    auto conn_rate = client_rate(sc.client_connections_per_minute, sc.client_connection_burst, cores);
-    auto msg_rate = client_rate(sc.client_messages_per_minute, sc.client_message_burst, cores);
-    auto auth_rate = client_rate(sc.client_auth_attempts_per_minute, sc.client_auth_burst, cores);
+    // Per-core state of the SMTP server (policy, limits and options come
+    // from the generation in force: apply_on_core).
     auto rx = net::buf_ring::create(1, 1024, 16 << 10);
     if (!rx)
         lg.warn("no provided receive buffers: {}", rx.error());
@@ -327,20 +343,13 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
         env->core = core;
         env->cores = cores;
         env->spool = sp.shards.empty() ? nullptr : sp.shards.front().get();
-        env->relay = shared->relay.get();
-        env->creds = shared->creds.get();
-        env->conn_rate = conn_rate.get();
-        env->msg_rate = msg_rate.get();
-        env->auth_fail_rate = auth_rate.get();
-        env->limit_exempt = &shared->limit_exempt;
-        env->max_received_headers = cfg->smtp.max_received_headers;
         env->rx = rx ? rx.value().get() : nullptr;
         auto ctx = net::tls_context::server(shared->tls_files[i].first, shared->tls_files[i].second);
         if (ctx) {
             tls.push_back(std::make_unique<net::tls_context>(std::move(ctx.value())));
             env->tls = tls.back().get();
         } else {
-            lg.error("listener={} TLS disabled: {}", shared->options[i].name, ctx.error());
+            lg.error("listener={} TLS disabled: {}", cfg->listeners[i].name, ctx.error());
         }
         envs.push_back(std::move(env));
     }
@@ -356,7 +365,7 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     std::vector<fs::shard*> my_shards;
     for (auto& sh : sp.shards)
         my_shards.push_back(sh.get());
-    mta::delivery::service delivery(&shared->delivery, core, cores, my_shards, dns.get());
+    mta::delivery::service delivery(&first->delivery, core, cores, my_shards, dns.get());
     for (auto& env : envs)
         env->delivery = &delivery;
     // Register, then wait for every core: from here on any core may post
@@ -371,6 +380,8 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
             me.listener_limits.push_back(shared->limits[i].get());
         }
         me.dns = dns.get();
+        me.listener_options.resize(envs.size());
+        apply_on_core(me, *first, nullptr, cores);
     }
     co_await shared->reg->started.arrive_and_wait();
     gate control_gate;
@@ -383,11 +394,11 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     }
     cancel_token conservation_stop;
     if (core == 0) {
-        auto run_cons = [](gate* g, registry* r, const conservation_config* c, cancel_token* t) -> task<void> {
+        auto run_cons = [](gate* g, registry* r, cancel_token* t) -> task<void> {
             gate::holder h(*g);
-            co_await run_conservation(r, c, t);
+            co_await run_conservation(r, t);
         };
-        spawn(run_cons(&control_gate, shared->reg, &cfg->conservation, &conservation_stop));
+        spawn(run_cons(&control_gate, shared->reg, &conservation_stop));
         auto stopper = [](cancel_token* t) -> task<void> {
             co_await reactor::local().stop_requested();
             t->cancel();
@@ -427,8 +438,8 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
                 gate::holder h(*g);
                 co_await std::move(t);
             };
-            spawn(run(&loops, accept_loop((*fds)[i].per_core[core], &shared->options[i], envs[i].get(),
-                                          shared->limits[i].get(), &reserve, &sessions)));
+            spawn(run(&loops, accept_loop((*fds)[i].per_core[core], &shared->reg->mine().listener_options[i],
+                                          envs[i].get(), shared->limits[i].get(), &reserve, &sessions)));
         }
     }
     co_await loops.wait_idle();
@@ -448,7 +459,12 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     for (auto& sh : sp.shards)
         co_await sh->close();
 }
-result<void, std::string> build_shared(const config& cfg, shared_state& out) {
+// The objects of one configuration. Reads the credentials file: call on
+// the main thread at start, through offload() after.
+result<std::unique_ptr<generation>, std::string> build_generation(const config& cfg, unsigned nofile,
+                                                                   unsigned cores) {
+    auto g = std::make_unique<generation>();
+    g->cfg = cfg;
     policy::relay_config rc;
     rc.accepted_domains = cfg.smtp.accepted_domains;
     rc.allow_domain_literals = cfg.smtp.allow_domain_literals;
@@ -463,23 +479,42 @@ result<void, std::string> build_shared(const config& cfg, shared_state& out) {
             auto c = policy::cidr::parse(n.to_string());
             if (!c)
                 return unexpected(fmt::format("smtp.client_limit_exceptions: cannot use {}", n.to_string()));
-            out.limit_exempt.push_back(*c);
+            g->limit_exempt.push_back(*c);
         }
     } else {
-        out.limit_exempt = rc.relay_networks;
+        g->limit_exempt = rc.relay_networks;
     }
-    out.relay = std::make_unique<policy::relay_policy>(std::move(rc));
+    g->relay = std::make_unique<policy::relay_policy>(std::move(rc));
     struct stat st{};
     if (::stat(cfg.smtp.credentials_file.c_str(), &st) == 0) {
         auto c = policy::credentials::load(cfg.smtp.credentials_file);
         if (!c)
             return unexpected(c.error());
-        out.creds = std::make_unique<policy::credentials>(std::move(c.value()));
-        lg.info("credentials file={} users={}", cfg.smtp.credentials_file, out.creds->size());
+        g->creds = std::make_unique<policy::credentials>(std::move(c.value()));
+        lg.info("credentials file={} users={}", cfg.smtp.credentials_file, g->creds->size());
     } else {
         lg.info("no credentials file {}: AUTH is not offered (add users with ringway-passwd)",
                 cfg.smtp.credentials_file);
     }
+    std::vector<std::string> names;
+    std::vector<unsigned> maxes;
+    for (const auto& l : cfg.listeners) {
+        g->options.push_back(to_options(l));
+        names.push_back(l.name);
+        maxes.push_back(l.max_connections);
+    }
+    auto plan = plan_descriptors(nofile, cores, names, maxes);
+    for (size_t i = 0; i < g->options.size(); ++i)
+        g->options[i].max_connections = plan.max_connections[i];
+    for (const auto& n : plan.notes)
+        lg.warn("{}", n);
+    g->delivery = delivery_options(cfg);
+    return g;
+}
+
+// What stays for the daemon's life: certificates and connection counts.
+result<void, std::string> build_listeners(const config& cfg, shared_state& out) {
+    struct stat st{};
     // Listeners without a certificate share a self-signed one, made once.
     std::filesystem::path dirp = std::filesystem::path(cfg.spool.path).parent_path();
     if (dirp.empty())
@@ -499,7 +534,6 @@ result<void, std::string> build_shared(const config& cfg, shared_state& out) {
         lg.info("generated a self-signed certificate for {} in {}", cfg.smtp.hostname, ss_cert);
     }
     for (const auto& l : cfg.listeners) {
-        out.options.push_back(to_options(l));
         out.limits.push_back(std::make_unique<mta::connection_limits>());
         if (l.tls_cert.empty())
             out.tls_files.emplace_back(ss_cert, ss_key);
@@ -508,10 +542,84 @@ result<void, std::string> build_shared(const config& cfg, shared_state& out) {
     }
     return {};
 }
+
+bool same_rates(const smtp_config& a, const smtp_config& b) {
+    return a.client_connections_per_minute == b.client_connections_per_minute &&
+           a.client_connection_burst == b.client_connection_burst &&
+           a.client_messages_per_minute == b.client_messages_per_minute &&
+           a.client_message_burst == b.client_message_burst &&
+           a.client_auth_attempts_per_minute == b.client_auth_attempts_per_minute &&
+           a.client_auth_burst == b.client_auth_burst;
+}
+
+// Puts generation g in force on the calling core: new sessions start with
+// its listener options; every session's next decision uses its relay
+// policy, credentials and limits; delivery its options. Rate limiters are
+// made anew only when their rates changed (their buckets would reset).
+void apply_on_core(core_slot& s, const generation& g, const generation* before, unsigned cores) {
+    const auto& sc = g.cfg.smtp;
+    const bool new_rates = !before || !same_rates(before->cfg.smtp, sc);
+    policy::rate_limiter* rates[3] = {nullptr, nullptr, nullptr};
+    if (new_rates) {
+        const std::pair<unsigned, unsigned> spec[3] = {{sc.client_connections_per_minute, sc.client_connection_burst},
+                                                       {sc.client_messages_per_minute, sc.client_message_burst},
+                                                       {sc.client_auth_attempts_per_minute, sc.client_auth_burst}};
+        for (int k = 0; k < 3; ++k)
+            if (auto r = client_rate(spec[k].first, spec[k].second, cores)) {
+                rates[k] = r.get();
+                s.rate_limiters.push_back(std::move(r));
+            }
+    }
+    for (size_t i = 0; i < s.listeners.size(); ++i) {
+        mta::server_env* env = s.listeners[i];
+        env->relay = g.relay.get();
+        env->creds = g.creds.get();
+        env->limit_exempt = &g.limit_exempt;
+        env->max_received_headers = sc.max_received_headers;
+        if (new_rates) {
+            env->conn_rate = rates[0];
+            env->msg_rate = rates[1];
+            env->auth_fail_rate = rates[2];
+        }
+        s.listener_options[i] = &g.options[i];
+    }
+    if (before && s.delivery)
+        s.delivery->set_options(&g.delivery);
+}
+
+// A commit: builds the committed configuration's generation off the
+// reactor, puts it in force on every core in turn, and records it.
+task<std::string> apply_commit(shared_state* sh, config committed) {
+    const generation* before = sh->generations.back().get();
+    config eff = effective_config(before->cfg, committed);
+    auto build = [eff, nofile = sh->nofile, cores = sh->cores]() { return build_generation(eff, nofile, cores); };
+    // (Bound first: g++ 12 mishandles class-type temporaries in the operand of co_await.)
+    auto job = offload(std::move(build));
+    auto built = co_await std::move(job);
+    if (!built)
+        co_return built.error();
+    sh->generations.push_back(std::move(built.value()));
+    const generation* g = sh->generations.back().get();
+    const unsigned cores = sh->cores;
+    for (unsigned core = 0; core < sh->reg->cores(); ++core) {
+        auto t = sh->reg->call(core, [g, before, cores](core_slot& s) {
+            apply_on_core(s, *g, before, cores);
+            return 0;
+        });
+        co_await std::move(t);
+    }
+    set_log_level(g->cfg.runtime.log_level);
+    sh->committed.push_back(std::make_unique<config>(std::move(committed)));
+    sh->reg->running = &g->cfg;
+    sh->reg->committed = sh->committed.back().get();
+    co_return std::string();
+}
 }  // namespace
 
-int run_daemon(const config& cfg) {
+int run_daemon(const config& cfg, const std::string& start_note) {
     set_log_level(cfg.runtime.log_level);
+    if (!start_note.empty())
+        lg.info("{}", start_note);
     for (const auto& n : cfg.notes)
         lg.warn("{}", n);
 
@@ -624,30 +732,29 @@ int run_daemon(const config& cfg) {
             lg.warn("{}; running without the metrics endpoint", m.error());
         }
     }
-    shared.delivery = delivery_options(cfg);
     shared.dns.servers = cfg.dns.servers;
     shared.dns.timeout = cfg.dns.timeout_ms;
     shared.dns.tries = int(cfg.dns.tries);
     shared.dns.cache_max_entries = cfg.dns.cache_entries;
-    if (auto r = build_shared(cfg, shared); !r)
+    shared.nofile = unsigned(std::min<uint64_t>(nofile.soft, UINT32_MAX));
+    shared.cores = cores;
+    if (auto r = build_listeners(cfg, shared); !r)
         lg.fatal("{}", r.error());
     {
-        std::vector<std::string> names;
-        std::vector<unsigned> maxes;
-        for (const auto& o : shared.options) {
-            names.push_back(o.name);
-            maxes.push_back(o.max_connections);
-        }
-        auto plan = plan_descriptors(nofile.soft, cores, names, maxes);
-        for (size_t i = 0; i < shared.options.size(); ++i)
-            shared.options[i].max_connections = plan.max_connections[i];
-        for (const auto& n : plan.notes)
-            lg.warn("{}", n);
+        auto g = build_generation(cfg, shared.nofile, cores);
+        if (!g)
+            lg.fatal("{}", g.error());
+        shared.generations.push_back(std::move(g.value()));
+        shared.committed.push_back(std::make_unique<config>(cfg));
     }
+    const generation* first = shared.generations.front().get();
+    reg.running = &first->cfg;
+    reg.committed = shared.committed.front().get();
+    reg.apply = [sh = &shared](config committed) { return apply_commit(sh, std::move(committed)); };
     std::atomic<int> spool_errors{0};
     fs::geometry g = geo.value();
-    auto r = e->run([&cfg, &fds, g, &spool_errors, &shared](unsigned core) {
-        return core_main(core, &cfg, &fds, g, &spool_errors, &shared);
+    auto r = e->run([&cfg, &fds, g, &spool_errors, &shared, first](unsigned core) {
+        return core_main(core, &cfg, &fds, g, &spool_errors, &shared, first);
     });
     done = true;
     sig.join();

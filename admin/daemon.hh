@@ -11,6 +11,7 @@ namespace rw::admin {
 
 // Runs the daemon until a stop signal. Returns the process exit status;
 // start-up problems are logged as one clear line and give status 1.
-int run_daemon(const config& cfg);
+// start_note (which configuration version runs, and why) is logged first.
+int run_daemon(const config& cfg, const std::string& start_note = {});
 
 }  // namespace rw::admin

@@ -10,14 +10,18 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include "admin/config.hh"
 #include "fs/spool.hh"
 #include "mta/delivery/delivery.hh"
 #include "mta/smtp/server.hh"
+#include "policy/rate_limit.hh"
+#include "runtime/reactor/task.hh"
 #include "runtime/net/dns.hh"
 #include "runtime/smp/barrier.hh"
 #include "runtime/smp/smp.hh"
@@ -30,6 +34,12 @@ struct core_slot {
     mta::delivery::service* delivery = nullptr;
     std::vector<mta::server_env*> listeners;                 // per listener, in configuration order
     std::vector<mta::connection_limits*> listener_limits;    // shared by every core; same order
+    // The options new sessions of each listener start with (a commit
+    // replaces them; open sessions keep theirs). Sized before `started`.
+    std::vector<const mta::listener_options*> listener_options;
+    // Per-client rate limiters of this core, every set made (sessions may
+    // hold the older ones); the newest are in the listeners' environments.
+    std::vector<std::unique_ptr<policy::rate_limiter>> rate_limiters;
     net::resolver* dns = nullptr;
 };
 
@@ -66,6 +76,14 @@ public:
     const fs::geometry& geometry() const { return spool; }
     // The core whose shards include the one that issued message `id`.
     unsigned core_of_message(uint64_t id) const { return fs::shard::index_of(id) % cores(); }
+
+    // The configuration in force (its restart keys as at start-up) and the
+    // newest committed one; set on core 0 and read there only.
+    const config* running = nullptr;
+    const config* committed = nullptr;
+    // Applies a committed configuration on every core (set by ringwayd;
+    // call on core 0, one at a time). Returns "" or why it could not.
+    std::function<task<std::string>(config committed)> apply;
 
     // Resource conservation's level and why (admin/conservation.hh);
     // written and read on core 0 only.

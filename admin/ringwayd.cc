@@ -9,9 +9,12 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "admin/config.hh"
 #include "admin/config_schema.hh"
+#include "admin/config_store.hh"
 #include "fs/spool.hh"
 #include "runtime/reactor/reactor.hh"
 #include "admin/daemon.hh"
@@ -119,5 +122,15 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "ringwayd: invalid configuration:\n%s\n", c.error().c_str());
         return 2;
     }
-    return rw::admin::run_daemon(c.value());
+    // The store of committed versions decides: the newest one, unless the
+    // file (or the embedded default) changed since the last start.
+    std::string text;
+    if (config_path.empty()) {
+        text = std::string(rw::admin::default_config_toml());
+    } else {
+        std::ifstream in(config_path, std::ios::binary);
+        text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    auto start = rw::admin::choose_start_config(std::move(c.value()), text);
+    return rw::admin::run_daemon(start.cfg, start.note);
 }

@@ -3,10 +3,15 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
+#include <fstream>
+#include <iterator>
 
+#include "admin/config_schema.hh"
 #include "admin/shell/client.hh"
 
 namespace rw::admin::shell {
@@ -109,6 +114,24 @@ std::string destination_name(const json& x) {
 
 // ---- formatters ----
 
+std::string change_line(const json& ch) {
+    const std::string when = s(ch, "apply") == "restart" ? "  (at restart)" : "";
+    if (s(ch, "before").empty())
+        return fmt::format("  + {} = {}{}\n", s(ch, "key"), s(ch, "after"), when);
+    if (s(ch, "after").empty())
+        return fmt::format("  - {} = {}{}\n", s(ch, "key"), s(ch, "before"), when);
+    return fmt::format("  ~ {}: {} -> {}{}\n", s(ch, "key"), s(ch, "before"), s(ch, "after"), when);
+}
+
+std::string pending_text(const json& r) {
+    if (!r.contains("pending_restart") || r["pending_restart"].empty())
+        return {};
+    std::vector<std::string> keys;
+    for (const auto& k : r["pending_restart"])
+        keys.push_back(k.get<std::string>());
+    return fmt::format("waiting for a restart of ringwayd: {}\n", fmt::join(keys, ", "));
+}
+
 std::string fmt_status(const json& r) {
     const json& c = r["counters"];
     const json& g = r["gauges"];
@@ -116,6 +139,8 @@ std::string fmt_status(const json& r) {
     std::string o;
     o += fmt::format("Ringway {} on {}, up {} ({} cores)\n", s(r, "version"), s(r, "hostname"),
                      human_age(i(r, "uptime_seconds")), u(r, "cores"));
+    o += fmt::format("configuration version {}\n", u(r, "config_version"));
+    o += pending_text(r);
     o += "\nCounters (since start)        total      1m/min    5m/min   15m/min\n";
     auto row = [&](const char* label, const char* key) {
         o += fmt::format("  {:<24}{:>10} {:>11.1f} {:>9.1f} {:>9.1f}\n", label, u(c, key), d(rates["1m"], key),
@@ -303,6 +328,72 @@ std::string fmt_findevent(const json& r) {
     return o;
 }
 
+std::string fmt_showconfig(const json& r) {
+    std::string o = fmt::format("# {} configuration, version {}\n", r.value("candidate", false) ? "candidate" : "committed",
+                                u(r, "version"));
+    o += s(r, "toml");
+    if (std::string p = pending_text(r); !p.empty())
+        o += "# " + p;
+    return o;
+}
+
+std::string fmt_staged(const json& r) {
+    if (!r.value("candidate", false))
+        return "no candidate: set KEY VALUE or load FILE makes one\n";
+    std::string o;
+    if (r["changes"].empty() && r["problems"].empty())
+        o += "the candidate changes nothing\n";
+    else
+        o += fmt::format("the candidate changes {} key{}:\n", r["changes"].size(), r["changes"].size() == 1 ? "" : "s");
+    for (const auto& ch : r["changes"])
+        o += change_line(ch);
+    if (!r["problems"].empty()) {
+        o += "problems (commit refuses the candidate until they are fixed):\n";
+        for (const auto& p : r["problems"])
+            o += fmt::format("  {}\n", p.get<std::string>());
+    }
+    return o;
+}
+
+std::string fmt_commit(const json& r) {
+    if (r.value("unchanged", false))
+        return fmt::format("nothing changed: version {} stays in force\n", u(r, "version"));
+    std::string o;
+    if (r.contains("rolled_back_to"))
+        o += fmt::format("rolled back to version {}: ", u(r, "rolled_back_to"));
+    o += fmt::format("committed version {} ({} change{})\n", u(r, "version"), r["changes"].size(),
+                     r["changes"].size() == 1 ? "" : "s");
+    for (const auto& ch : r["changes"])
+        o += change_line(ch);
+    o += pending_text(r);
+    return o;
+}
+
+std::string fmt_history(const json& r) {
+    std::string o;
+    for (const auto& v : r["versions"]) {
+        const bool running = u(v, "version") == u(r, "running");
+        o += fmt::format("{}{:>5}  {}  {}  {}\n", running ? "*" : " ", u(v, "version"), unix_time(i(v, "time")),
+                         s(v, "who"), s(v, "comment"));
+        std::string d = s(v, "diff");
+        size_t pos = 0;
+        while (pos < d.size()) {
+            size_t nl = d.find('\n', pos);
+            o += fmt::format("         {}\n", d.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos));
+            if (nl == std::string::npos)
+                break;
+            pos = nl + 1;
+        }
+    }
+    if (o.empty())
+        o = "no versions recorded\n";
+    return o;
+}
+
+std::string fmt_abandon(const json& r) {
+    return r.value("abandoned", false) ? "candidate abandoned\n" : "there was no candidate\n";
+}
+
 std::vector<command> make_commands() {
     using a = arg_spec;
     std::vector<command> v;
@@ -376,6 +467,49 @@ std::vector<command> make_commands() {
                  "findevent mid MID | from ADDR | rcpt ADDR [since TIME] [until TIME]: the messages that match\n"
                  "and every mail-log record of each (received, each delivery attempt, reports, removal).",
                  fmt_findevent});
+    std::vector<std::string> sections;
+    for (const auto& sec : config_sections())
+        sections.push_back(std::string(sec.name));
+    v.push_back({"showconfig", "showconfig",
+                 {a{"section", a::choice, sections, true}, a{"candidate", a::choice, {"candidate"}, true, true}},
+                 "the configuration in force, or the candidate",
+                 "showconfig [SECTION] [candidate]: the committed configuration as TOML (every key with its\n"
+                 "value), or one section of it; with `candidate`, the candidate instead. Keys committed but\n"
+                 "waiting for a restart of ringwayd are listed at the end. docs/config.md explains each key.",
+                 fmt_showconfig});
+    v.push_back({"set", "set", {a{"key", a::key, {}, false}, a{"value", a::rest, {}, false}},
+                 "change one key in the candidate",
+                 "set KEY VALUE: changes KEY in the candidate (made from the committed configuration if there\n"
+                 "is none); nothing changes until `commit`. KEY is section.key, or listener[N].key /\n"
+                 "route[N].key (N a number, a listener's name or a route's domain). VALUE is read by the key's\n"
+                 "type: 25, true, 50M, mx.example.test, or a list: a.test, b.test ([] is empty). Prints what\n"
+                 "the candidate changes and any problem it has.",
+                 fmt_staged});
+    v.push_back({"load", "load", {a{"file", a::file, {}, false}}, "make a whole file the candidate",
+                 "load FILE: reads FILE (TOML, as for ringwayd --config) and makes it the candidate, replacing\n"
+                 "any other. Prints what it changes and its problems; `commit` puts it in force.",
+                 fmt_staged});
+    v.push_back({"diff", "diff", {}, "what the candidate changes",
+                 "Each key the candidate changes, its committed value and its new one, and whether a commit\n"
+                 "applies it at once or at the next restart; then the candidate's problems, if any.",
+                 fmt_staged});
+    v.push_back({"commit", "commit", {a{"comment", a::rest, {}, true}}, "validate the candidate and put it in force",
+                 "commit [COMMENT]: validates the candidate (every problem is listed, and nothing changes if\n"
+                 "there is one), puts it in force on every core without dropping a connection (open sessions\n"
+                 "finish on the values they started with), and records it as a new version with who made it,\n"
+                 "when, COMMENT and the changes. Keys marked (at restart) wait for the next start of\n"
+                 "ringwayd. Two commits at once are applied one after the other.",
+                 fmt_commit});
+    v.push_back({"abandon", "abandon", {}, "throw the candidate away",
+                 "Discards the candidate; the committed configuration is untouched.", fmt_abandon});
+    v.push_back({"history", "history", {a{"count", a::number, {}, true}}, "the committed versions",
+                 "history [N]: the last N (20) committed versions, newest first: number, time, who, comment\n"
+                 "and changes. The version in force is marked with *.",
+                 fmt_history});
+    v.push_back({"rollback", "rollback", {a{"version", a::word, {}, true}}, "put an earlier version back in force",
+                 "rollback [VERSION]: commits the configuration of VERSION (default: the one before the version\n"
+                 "in force) as a new version, the same way as `commit`. The candidate is discarded.",
+                 fmt_commit});
     v.push_back({"version", "version", {}, "the daemon's version", "The version of the running ringwayd.",
                  [](const json& r) { return fmt::format("ringwayd {} (control protocol {})\n", s(r, "version"),
                                                         u(r, "protocol")); }});
@@ -594,8 +728,39 @@ outcome run_words(client* cl, const std::vector<std::string>& words, bool json_o
                 return usage_error(fmt::format("{} is not a message ID (16 hexadecimal digits)", w));
             args[a.name] = w;
             break;
+        case arg_spec::number:
+            if (w.empty() || w.size() > 9 || !std::all_of(w.begin(), w.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) ||
+                std::stoll(w) < 1)
+                return usage_error(fmt::format("{} is not a positive number", w));
+            args[a.name] = std::stoll(w);
+            break;
+        case arg_spec::file: {
+            std::ifstream in(w, std::ios::binary);
+            if (!in) {
+                r.status = 1;
+                r.err = fmt::format("cannot read {}: {}", w, std::strerror(errno));
+                return r;
+            }
+            std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            if (text.size() > (1u << 20)) {
+                r.status = 1;
+                r.err = fmt::format("{} is larger than 1 MiB; is it a configuration file?", w);
+                return r;
+            }
+            args["text"] = std::move(text);
+            args["name"] = w;
+            break;
+        }
+        case arg_spec::rest: {
+            std::string all = w;
+            while (wi + 1 < words.size())
+                all += " " + words[++wi];
+            args[a.name] = std::move(all);
+            break;
+        }
         case arg_spec::domain:
         case arg_spec::word:
+        case arg_spec::key:
         case arg_spec::flag:     // (commands with these take the keyword loop above)
         case arg_spec::keyword:
             args[a.name] = w;
@@ -680,6 +845,13 @@ std::vector<std::string> complete(const std::vector<std::string>& before, std::s
         else if (a.kind == arg_spec::domain)
             for (const auto& dname : fetch_domains())
                 offer(dname);
+        else if (a.kind == arg_spec::key)
+            for (const auto& k : config_keys()) {
+                bool array = false;
+                for (const auto& sec : config_sections())
+                    array |= sec.name == k.section && sec.array;
+                offer(array ? fmt::format("{}[0].{}", k.section, k.name) : k.path());
+            }
         if (!a.optional)
             break;
     }

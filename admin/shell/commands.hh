@@ -17,7 +17,10 @@ class client;
 struct arg_spec {
     // choice, domain, mid, word: positional. flag and keyword: in any order
     // after the command ("follow", "mid MID"), for commands with filters.
-    enum kind_t { choice, domain, mid, word, flag, keyword };
+    // key: a configuration key (completed from the schema); number: a
+    // positive integer; file: a file the shell reads and sends as "text";
+    // rest: every remaining word, joined by spaces (last only).
+    enum kind_t { choice, domain, mid, word, flag, keyword, key, number, file, rest };
     std::string name;  // shown in usage (DOMAIN, MID) and the request key
     kind_t kind = word;
     std::vector<std::string> choices;  // for choice

@@ -153,6 +153,11 @@ public:
     size_t suspend(std::string_view domain);
     // Lifts a suspend(domain) ("" lifts all); returns how many resumed.
     size_t resume(std::string_view domain);
+    // New options (a configuration commit): limits, retries, timeouts and
+    // routes apply from now on; what is in flight finishes as it started.
+    // `o` must outlive every task that may still hold the old options,
+    // so callers keep each set for the daemon's life.
+    void set_options(const options* o);
     // Deferred mail of matching destinations is due now and their pause
     // after a failure is lifted; returns how many entries were released.
     size_t deliver_now(std::string_view domain);

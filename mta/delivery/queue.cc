@@ -338,6 +338,21 @@ size_t service::suspend(std::string_view domain) {
     return n;
 }
 
+void service::set_options(const options* o) {
+    _i->o = o;
+    for (auto& entry : _i->dests) {
+        destination* d = entry.second.get();
+        if (d->key.starts_with("route:")) {
+            std::string_view pattern = std::string_view(d->key).substr(6);
+            for (const auto& r : o->routes)
+                if (r.domain == pattern)
+                    d->rt = &r;
+        }
+        // A raised connection limit opens connections now, not at the next message.
+        _i->kick(d);
+    }
+}
+
 size_t service::resume(std::string_view domain) {
     if (domain.empty())
         _i->suspended_domains.clear();

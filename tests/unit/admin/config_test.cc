@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 using namespace rw::admin;
 using Catch::Matchers::Contains;
@@ -804,4 +805,96 @@ TEST_CASE("schema: a listener added or removed is a change at restart", "[config
         CHECK(ch.before.empty());
         CHECK(ch.apply == apply_mode::restart);
     }
+}
+
+TEST_CASE("schema: a commit applies live keys and keeps restart keys until restart", "[config][schema]") {
+    auto running = load_config_file(data_dir() + "/full.toml");
+    REQUIRE(running);
+    // The same listeners (count), every other key as the default has it.
+    std::string text = std::string(default_config_toml());
+    std::string more;
+    for (size_t i = 1; i < running.value().listeners.size(); ++i)
+        more += fmt::format("[[listener]]\nname = \"l{}\"\nport = {}\n", i, 3000 + i);
+    auto committed = load_config_text(text + more, "c.toml");
+    REQUIRE(committed);
+    const config e = effective_config(running.value(), committed.value());
+    auto changes = diff(running.value(), committed.value());
+    REQUIRE(changes.size() > 20);
+    flat_config fe = flatten(e), fr = flatten(running.value()), fc = flatten(committed.value());
+    auto value = [](const flat_config& f, const std::string& k) {
+        for (const auto& [key, v] : f)
+            if (key == k)
+                return v;
+        return std::string();
+    };
+    size_t live = 0, restart = 0;
+    for (const auto& ch : changes) {
+        INFO(ch.key);
+        if (ch.apply == apply_mode::live) {
+            CHECK(value(fe, ch.key) == value(fc, ch.key));
+            ++live;
+        } else {
+            CHECK(value(fe, ch.key) == value(fr, ch.key));
+            ++restart;
+        }
+    }
+    CHECK(live > 0);
+    CHECK(restart > 0);
+}
+
+TEST_CASE("set_config_key: typed by the schema, by index or by name", "[config][edit]") {
+    const std::string base = "[[listener]]\nname = \"in\"\nport = 25\n[[route]]\ndomain = \"example.test\"\nhosts = [\"192.0.2.1\"]\n";
+    auto t = set_config_key(base, "delivery.max_connections_per_destination", "5");
+    REQUIRE(t);
+    t = set_config_key(t.value(), "listener[0].max_connections", "7");
+    REQUIRE(t);
+    t = set_config_key(t.value(), "listener[in].auth", "required");
+    REQUIRE(t);
+    t = set_config_key(t.value(), "smtp.accepted_domains", "[\"a.test\", b.test]");
+    REQUIRE(t);
+    t = set_config_key(t.value(), "route[example.test].hosts", "192.0.2.2:2525, 192.0.2.3");
+    REQUIRE(t);
+    t = set_config_key(t.value(), "listener[0].max_message_size", "10M");
+    REQUIRE(t);
+    t = set_config_key(t.value(), "delivery.starttls", "off");
+    REQUIRE(t);
+    auto c = load_config_text(t.value(), "candidate");
+    INFO(t.value());
+    REQUIRE(c);
+    CHECK(c.value().delivery.max_connections_per_destination == 5);
+    CHECK(c.value().listeners[0].max_connections == 7);
+    CHECK(c.value().listeners[0].auth == auth_mode::required);
+    CHECK(c.value().smtp.accepted_domains == std::vector<std::string>{"a.test", "b.test"});
+    CHECK(c.value().routes[0].hosts == std::vector<std::string>{"192.0.2.2:2525", "192.0.2.3"});
+    CHECK(c.value().listeners[0].max_message_size_bytes == 10u << 20);
+    CHECK(!c.value().delivery.starttls);
+    // The empty list.
+    auto e = set_config_key(t.value(), "smtp.accepted_domains", "[]");
+    REQUIRE(e);
+    CHECK(load_config_text(e.value(), "c").value().smtp.accepted_domains.empty());
+}
+
+TEST_CASE("set_config_key: bad keys and values get one line saying why", "[config][edit]") {
+    const std::string base = "[[listener]]\nname = \"in\"\nport = 25\n";
+    auto err = [&](std::string_view k, std::string_view v) {
+        auto r = set_config_key(base, k, v);
+        REQUIRE(!r);
+        return r.error();
+    };
+    CHECK_THAT(err("delivery.max_conections_per_destination", "5"),
+               Contains("unknown key \"max_conections_per_destination\" in [delivery] (did you mean "
+                        "max_connections_per_destination?)"));
+    CHECK_THAT(err("delivry.starttls", "true"), Contains("unknown section \"delivry\" (did you mean delivery?)"));
+    CHECK_THAT(err("delivery.max_messages_per_minute", "many"), Contains("expected an integer, got \"many\""));
+    CHECK_THAT(err("delivery.starttls", "perhaps"), Contains("expected true or false"));
+    CHECK_THAT(err("listener.port", "26"), Contains("is a list: say which"));
+    CHECK_THAT(err("listener[3].port", "26"), Contains("there is no listener[3] (the candidate has 1)"));
+    CHECK_THAT(err("listener[out].port", "26"), Contains("no [[listener]] with name = \"out\""));
+    CHECK_THAT(err("cores", "2"), Contains("not a key"));
+    // A value in range for its type but not for the key is the loader's to refuse.
+    auto r = set_config_key(base, "listener[0].port", "70000");
+    REQUIRE(r);
+    auto c = load_config_text(r.value(), "candidate");
+    REQUIRE(!c);
+    CHECK_THAT(c.error(), Contains("listener[0].port: 70000 is out of range; allowed: 1..65535"));
 }
