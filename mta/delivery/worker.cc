@@ -119,7 +119,8 @@ task<void> service::impl::work(destination* d) {
             // message a while (a trickle would otherwise connect for
             // every few messages), unless its limits or a shutdown say
             // it is done.
-            if (stopping || sent >= o->max_messages_per_connection || held(d, now_ms()))
+            if (stopping || sent >= o->max_messages_per_connection || held(d, now_ms()) ||
+                d->active > o->max_connections_per_destination)
                 break;
             auto t = idle_wait(d);
             if (!co_await std::move(t))
@@ -130,7 +131,10 @@ task<void> service::impl::work(destination* d) {
             }
             continue;
         }
-        if (stopping || sent >= o->max_messages_per_connection || d->suspended)
+        // Over the destination's connection limit (lowered by a commit):
+        // this connection ends after the message it sent.
+        if (stopping || sent >= o->max_messages_per_connection || d->suspended ||
+            d->active > o->max_connections_per_destination)
             break;
         if (const int64_t wait = rate_wait_ms(d, now_ms()); wait > 0) {
             if (wait > 5'000)

@@ -215,6 +215,15 @@ class Shell(AdminTest):
         p.sendline("help")
         p.expect(r"workqueue\s+what is queued, per destination")
         p.expect_exact("ringway> ")
+        p.send("showconfig deliv\t\r")
+        p.expect_exact("[delivery]")
+        p.expect_exact("ringway> ")
+        p.send("set delivery.max_messages_per_m\t 7\r")
+        p.expect_exact("~ delivery.max_messages_per_minute: 0 -> 7")
+        p.expect_exact("ringway> ")
+        p.sendline("abandon")
+        p.expect_exact("candidate abandoned")
+        p.expect_exact("ringway> ")
         p.sendline("help suspend")
         p.expect_exact("usage: suspend delivery [DOMAIN]")
         p.expect_exact("survives a restart")
@@ -489,6 +498,176 @@ class Metrics(DeliveryTest):
         send(g.port, "s@client.test", ["u3@sink.test"], MSG)
         wait_until(lambda: query('ringway_listener_messages_total{listener="test"}') == "4", timeout=30, step=0.5,
                    what="the next scrape to see the fourth message")
+
+
+class Configuration(AdminTest):
+    """set, diff, commit, history, rollback and showconfig against a
+    running daemon; the version store on disk and across a restart."""
+
+    def test_set_diff_commit_history_rollback(self):
+        before = self.json_of("showconfig", "delivery")
+        self.assertIn("max_connections_per_destination = 20\n", before["toml"])
+        self.assertEqual(self.json_of("diff")["candidate"], False)
+        r = self.json_of("set", "delivery.max_connections_per_destination", "4")
+        self.assertEqual(r["changes"], [{"key": "delivery.max_connections_per_destination", "before": "20",
+                                         "after": "4", "apply": "live"}])
+        self.json_of("set", "runtime.cores", "1")
+        self.json_of("set", "smtp.accepted_domains", "a.test, b.test")
+        text = self.run_shell("diff").stdout
+        self.assertIn("~ runtime.cores: 2 -> 1  (at restart)", text)
+        self.assertIn('~ smtp.accepted_domains: ["local.test"] -> ["a.test", "b.test"]', text)
+        # Nothing is in force before the commit.
+        self.assertIn("max_connections_per_destination = 20\n", self.json_of("showconfig", "delivery")["toml"])
+        c = self.json_of("commit", "fewer", "connections")
+        self.assertEqual(c["version"], 2)
+        self.assertEqual(len(c["changes"]), 3)
+        self.assertEqual(c["pending_restart"], ["runtime.cores"])
+        self.assertIn("max_connections_per_destination = 4\n", self.json_of("showconfig", "delivery")["toml"])
+        st = self.json_of("status")
+        self.assertEqual((st["config_version"], st["pending_restart"]), (2, ["runtime.cores"]))
+        self.assertIn("waiting for a restart of ringwayd: runtime.cores", self.run_shell("status").stdout)
+        # The version is on disk, with who made it and why.
+        store = os.path.join(self.g.dir, "var", "config")
+        with open(os.path.join(store, "2.json")) as f:
+            rec = json.load(f)
+        self.assertEqual(rec["comment"], "fewer connections")
+        self.assertRegex(rec["who"], r"^uid=\d+\(\w+\) pid=\d+$")
+        self.assertIn("delivery.max_connections_per_destination: 20 -> 4", rec["diff"])
+        with open(os.path.join(store, "2.toml")) as f:
+            self.assertIn("max_connections_per_destination = 4", f.read())
+        self.assertIn("configuration version 2 committed by uid=", self.g.log_text())
+        hist = self.json_of("history")
+        self.assertEqual([v["version"] for v in hist["versions"]], [2, 1])
+        self.assertEqual(hist["running"], 2)
+        self.assertRegex(self.run_shell("history").stdout, r"\*\s+2 .* fewer connections")
+        # Rollback commits version 1's text as version 3.
+        rb = self.json_of("rollback")
+        self.assertEqual((rb["version"], rb["rolled_back_to"]), (3, 1))
+        self.assertIn("max_connections_per_destination = 20\n", self.json_of("showconfig", "delivery")["toml"])
+        self.assertEqual(self.json_of("status")["pending_restart"], [])
+        self.assertEqual(self.json_of("history", "1")["versions"][0]["comment"], "rollback to version 1")
+        # A rollback to a version that is not there.
+        r = self.run_shell("rollback", "99", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no version 99", r.stderr)
+
+    def test_an_invalid_candidate_is_refused_with_every_problem(self):
+        self.json_of("set", "listener[0].port", "70000")
+        self.json_of("set", "delivery.max_retry_ms", "20")
+        d = self.json_of("diff")
+        self.assertFalse(d["valid"])
+        self.assertEqual(len(d["problems"]), 2, d["problems"])
+        r = self.run_shell("commit", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("the candidate is invalid; nothing was changed", r.stderr)
+        self.assertIn("listener[0].port: 70000 is out of range; allowed: 1..65535", r.stderr)
+        self.assertIn("delivery.max_retry_ms: 20 is below first_retry_ms", r.stderr)
+        self.assertEqual(self.json_of("status")["config_version"], 1)
+        self.assertEqual(len(self.json_of("history")["versions"]), 1)
+        # abandon throws it away; commit then has nothing to do.
+        self.assertEqual(self.json_of("abandon")["abandoned"], True)
+        r = self.run_shell("commit", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("nothing to commit", r.stderr)
+        # Bad keys and values at set.
+        for args, why in ((("set", "delivery.max_conections_per_destination", "3"), "did you mean"),
+                          (("set", "delivery.starttls", "perhaps"), "expected true or false"),
+                          (("set", "listener[9].port", "25"), "there is no listener[9]"),
+                          (("set", "delivery.starttls"), "missing KEY VALUE; usage: set KEY VALUE")):
+            r = self.run_shell(*args, check=False)
+            self.assertNotEqual(r.returncode, 0, args)
+            self.assertIn(why, r.stderr, args)
+
+    def test_load_a_file_and_restart_on_the_committed_version(self):
+        path = os.path.join(self.tmpdir(), "candidate.toml")
+        with open(self.g.config) as f:
+            text = f.read().replace("[delivery]", "[delivery]\nmax_messages_per_connection = 3", 1)
+        with open(path, "w") as f:
+            f.write(text)
+        r = self.json_of("load", path)
+        self.assertTrue(r["valid"], r)
+        self.assertEqual([c["key"] for c in r["changes"]], ["delivery.max_messages_per_connection"])
+        self.assertEqual(self.json_of("commit", "from a file")["version"], 2)
+        # A restart with the same --config file runs the newest version ...
+        self.g.stop()
+        delivery_test.restart(self.g)
+        wait_until(lambda: os.path.exists(self.sock), timeout=10, what="the control socket")
+        wait_until(lambda: self.run_shell("status", check=False).returncode == 0, timeout=10, what="the shell")
+        self.assertEqual(self.json_of("status")["config_version"], 2)
+        self.assertIn("max_messages_per_connection = 3\n", self.json_of("showconfig", "delivery")["toml"])
+        self.assertIn("running configuration version 2", self.g.log_text())
+
+    def test_a_session_keeps_its_limits_new_sessions_get_the_new_ones(self):
+        import smtplib
+        old = smtplib.SMTP("127.0.0.1", self.g.port, timeout=20)
+        old.ehlo("old.client.test")
+        self.json_of("set", "listener[0].max_recipients", "2")
+        self.json_of("commit")
+        new = smtplib.SMTP("127.0.0.1", self.g.port, timeout=20)
+        new.ehlo("new.client.test")
+        for conn in (old, new):
+            conn.mail("s@client.test")
+            for n in (1, 2):
+                self.assertEqual(conn.rcpt(f"u{n}@sink.test")[0], 250)
+        code, msg = new.rcpt("u3@sink.test")
+        self.assertEqual(code, 452, msg)
+        self.assertEqual(old.rcpt("u3@sink.test")[0], 250)  # the session began under the old limit
+        for conn in (old, new):
+            conn.rset()
+            conn.quit()
+
+
+class CommitUnderLoad(DeliveryTest):
+    """A commit and a rollback while ringway-load is sending: no message
+    lost, no connection dropped, and the sink sees the new limit."""
+
+    def test_commit_and_rollback_under_load(self):
+        log = os.path.join(self.tmpdir(), "accepted.log")
+        s = self.sink("--expect", log, "--data-delay", "40")
+        g = self.gateway(routes=delivery_test.route_all(s), delivery={"max_connections_per_destination": 8})
+        sock = os.path.join(g.dir, "var", "ringway.sock")
+        wait_until(lambda: os.path.exists(sock), timeout=10, what="the control socket")
+
+        def shell(*args):
+            r = subprocess.run([shell_bin(), "--socket", sock, "--json", *args], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, f"{args}: {r.stderr}")
+            return json.loads(r.stdout)
+
+        n = 1200
+        exe = os.path.join(BUILD, "bench", "ringway-load")
+        load = subprocess.Popen([exe, "--json", "-q", "--seed", "5", "-s", f"127.0.0.1:{g.port}", "-c", "8",
+                                 "--per-conn", "25", "-n", str(n), "--mix", "1k:70,4k:30", "--accepted-log", log],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: load.poll() is None and load.kill())
+
+        def current():
+            return (s.stats() or {}).get("current_connections", 0)
+
+        wait_until(lambda: current() >= 5, timeout=30, what="delivery to reach several connections")
+        shell("set", "delivery.max_connections_per_destination", "2")
+        self.assertEqual(shell("commit", "throttle")["version"], 2)
+        # Connections over the new limit end after their message.
+        time.sleep(1.0)
+        seen = []
+        for _ in range(20):
+            seen.append(current())
+            time.sleep(0.1)
+        self.assertLessEqual(max(seen), 2, f"connections after the commit: {seen}")
+        self.assertLess((s.stats() or {}).get("received", 0), n, "the load ended before the check")
+        self.assertEqual(shell("rollback")["rolled_back_to"], 1)
+        wait_until(lambda: current() >= 4, timeout=20, what="the rolled-back limit to allow more connections")
+        out, err = load.communicate(timeout=180)
+        self.assertEqual(load.returncode, 0, err)
+        rep = json.loads(out)
+        self.assertEqual(rep["accepted"], n, rep)
+        self.wait_received(s, n, 120)
+        sink = s.stop()
+        self.assertEqual((sink["missing"], sink["corrupt"], sink["duplicates"]), (0, 0, 0))
+
+    def wait_received(self, s, n, timeout):
+        return wait_until(lambda: (s.stats() or {}).get("received", 0) >= n, timeout=timeout,
+                          what=f"{n} messages at the sink (have {(s.stats() or {}).get('received')})")
 
 
 if __name__ == "__main__":
