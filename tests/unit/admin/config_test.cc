@@ -4,10 +4,12 @@
 // Sample files live in tests/data/config/.
 #include "admin/config.hh"
 #include "admin/config_schema.hh"
+#include "admin/config_store.hh"
 
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -897,4 +899,84 @@ TEST_CASE("set_config_key: bad keys and values get one line saying why", "[confi
     auto c = load_config_text(r.value(), "candidate");
     REQUIRE(!c);
     CHECK_THAT(c.error(), Contains("listener[0].port: 70000 is out of range; allowed: 1..65535"));
+}
+
+// ---- the version store ----
+
+namespace {
+std::string fresh_dir(const char* name) {
+    auto d = std::filesystem::temp_directory_path() / fmt::format("rw_store_{}_{}", name, ::getpid());
+    std::filesystem::remove_all(d);
+    return d.string();
+}
+}  // namespace
+
+TEST_CASE("config_store: versions are numbered, recorded and pruned to the newest", "[config][store]") {
+    const std::string dir = fresh_dir("prune");
+    config_store st(dir + "/nested/config", 3);
+    REQUIRE(st.open());
+    CHECK(st.latest() == 0);
+    CHECK(st.history(10).empty());
+    for (int i = 1; i <= 5; ++i) {
+        version_info v;
+        v.time = 1000 + i;
+        v.who = "uid=0(root) pid=1";
+        v.comment = fmt::format("change {}", i);
+        v.diff = "~ a: 1 -> 2\n";
+        auto n = st.commit(fmt::format("# v{}\n", i), v);
+        REQUIRE(n);
+        CHECK(n.value() == uint64_t(i));
+    }
+    CHECK(st.latest() == 5);
+    auto h = st.history(10);
+    REQUIRE(h.size() == 3);  // only the newest `keep`
+    CHECK(h[0].number == 5);
+    CHECK(h[0].comment == "change 5");
+    CHECK(h[0].time == 1005);
+    CHECK(h[2].number == 3);
+    CHECK(st.text(4).value() == "# v4\n");
+    CHECK(!st.text(1));  // pruned
+    CHECK(!std::filesystem::exists(dir + "/nested/config/1.toml"));
+    // A configuration without its record (a crash between the two) is not a version.
+    { std::ofstream(dir + "/nested/config/6.toml") << "# half\n"; }
+    CHECK(st.latest() == 5);
+    version_info v;
+    auto n = st.commit("# v6\n", v);
+    REQUIRE(n);
+    CHECK(n.value() == 6);
+    CHECK(st.text(6).value() == "# v6\n");
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("choose_start_config: the newest version unless the given text changed", "[config][store]") {
+    const std::string dir = fresh_dir("start");
+    const std::string base = fmt::format("[[listener]]\nname = \"in\"\nport = 25\n[control]\nconfig_dir = \"{}\"\n", dir);
+    auto first = load_config_text(base, "f.toml");
+    REQUIRE(first);
+    auto s1 = choose_start_config(first.value(), base);
+    CHECK(s1.version == 1);
+    CHECK_THAT(s1.note, Contains("running f.toml as configuration version 1"));
+    // A commit from the shell: version 2 ...
+    config_store st(dir, 100);
+    version_info v;
+    REQUIRE(st.commit(base + "[delivery]\nstarttls = false\n", v));
+    // ... is what the next start runs, the file being unchanged.
+    auto s2 = choose_start_config(first.value(), base);
+    CHECK(s2.version == 2);
+    CHECK(!s2.cfg.delivery.starttls);
+    CHECK_THAT(s2.note, Contains("running configuration version 2"));
+    // The file changed: it wins, as version 3, with its diff recorded.
+    const std::string edited = base + "[delivery]\nsmtp_port = 2525\n";
+    auto changed = load_config_text(edited, "f.toml");
+    REQUIRE(changed);
+    auto s3 = choose_start_config(changed.value(), edited);
+    CHECK(s3.version == 3);
+    CHECK(s3.cfg.delivery.starttls);
+    CHECK(s3.cfg.delivery.smtp_port == 2525);
+    CHECK_THAT(s3.note, Contains("it changed since the last start"));
+    auto info = st.info(3);
+    REQUIRE(info);
+    CHECK_THAT(info.value().diff, Contains("delivery.starttls: false -> true"));
+    CHECK_THAT(info.value().diff, Contains("delivery.smtp_port: 25 -> 2525"));
+    std::filesystem::remove_all(dir);
 }
