@@ -276,6 +276,13 @@ task<json> cmd_status(context& c, const json& args) {
     co_return out;
 }
 
+std::vector<std::string> listener_names(const context& c) {
+    std::vector<std::string> out;
+    for (const auto& [name, token] : c.suspended_listeners)
+        out.push_back(name);
+    return out;
+}
+
 json status_json(const context& c, const totals& now, const core_gauges& sum, uint64_t connections_in) {
     const auto& geo = c.reg->geometry();
     const uint64_t seg = geo.segment_bytes;
@@ -304,6 +311,7 @@ json status_json(const context& c, const totals& now, const core_gauges& sum, ui
           {"dns", {{"cache_hits", sum.dns_hits}, {"cache_misses", sum.dns_misses}}},
           {"delivery_suspended", json(std::vector<std::string>(c.suspended_delivery.begin(),
                                                                c.suspended_delivery.end()))},
+          {"listeners_suspended", json(listener_names(c))},
           {"conservation_level", c.reg->conservation_level},
           {"conservation_reason", c.reg->conservation_reason}}},
     };
@@ -415,7 +423,11 @@ task<json> cmd_hoststatus(context& c, const json& args) {
 // Suspensions survive a restart: written beside the spool.
 task<void> save_suspensions(context& c) {
     std::string path = fmt::format("{}/suspensions.json", c.state_dir);
-    json j = obj("v", 1, "delivery", std::vector<std::string>(c.suspended_delivery.begin(), c.suspended_delivery.end()));
+    std::vector<std::string> listeners;
+    for (const auto& [name, token] : c.suspended_listeners)
+        listeners.push_back(name);
+    json j = obj("v", 1, "delivery", std::vector<std::string>(c.suspended_delivery.begin(), c.suspended_delivery.end()),
+                 "listeners", listeners);
     std::string text = j.dump(2) + "\n";
     auto write = [path, text]() -> std::string {
         std::string tmp = path + ".tmp";
@@ -447,14 +459,110 @@ std::string target_arg(const json& args) {
     std::string t = str_arg(args, "target");
     if (t.empty())
         t = "delivery";
-    if (t != "delivery")
-        throw command_error(fmt::format("target: {} is not delivery", t));
+    if (t != "delivery" && t != "listener")
+        throw command_error(fmt::format("target: {} is not delivery or listener", t));
     return t;
 }
 
+// The index of listener `name`, or an error naming the listeners there are.
+size_t listener_arg(const context& c, const json& args) {
+    std::string name = str_arg(args, "name");
+    if (name.empty())
+        name = str_arg(args, "domain");
+    const auto& ls = c.reg->running->listeners;
+    std::string names;
+    for (size_t i = 0; i < ls.size(); ++i) {
+        if (ls[i].name == name)
+            return i;
+        names += fmt::format("{}{}", names.empty() ? "" : ", ", ls[i].name);
+    }
+    throw command_error(name.empty() ? fmt::format("which listener? ({})", names)
+                                     : fmt::format("no listener {} (listeners: {})", name, names));
+}
+
+// Sets listener i's suspension on every core; with `close`, ends its open
+// sessions too. Returns the open sessions found.
+task<size_t> set_listener(context& c, size_t i, bool suspended, bool close) {
+    size_t n = 0;
+    for (unsigned core = 0; core < c.reg->cores(); ++core)
+        n += co_await c.reg->call(core, [i, suspended, close](core_slot& s) -> size_t {
+            if (i >= s.listeners.size())
+                return 0;
+            mta::server_env* env = s.listeners[i];
+            env->suspended = suspended;
+            if (!suspended)
+                env->closing = false;
+            return close ? mta::close_sessions(*env) : env->session_fds.size();
+        });
+    co_return n;
+}
+
+// After a suspension's delay, the listener's open sessions are closed,
+// unless it was resumed (or suspended again) meanwhile.
+task<void> close_after(context* c, size_t i, std::string name, uint64_t token, std::chrono::seconds delay) {
+    gate::holder h(c->tasks);
+    // In steps, so a shutdown or a resume ends the wait soon.
+    const auto until = steady::now() + delay;
+    for (;;) {
+        auto it = c->suspended_listeners.find(name);
+        if (c->stopping || it == c->suspended_listeners.end() || it->second != token)
+            co_return;
+        const auto left = until - steady::now();
+        if (left <= steady::duration::zero())
+            break;
+        auto pause = io::sleep(std::min<std::chrono::milliseconds>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(left), std::chrono::milliseconds(200)));
+        co_await pause;
+    }
+    auto it = c->suspended_listeners.find(name);
+    if (c->stopping || it == c->suspended_listeners.end() || it->second != token)
+        co_return;
+    size_t n = co_await set_listener(*c, i, true, true);
+    lg.info("listener suspended name={}: closed {} open sessions after {} s", name, n, delay.count());
+}
+
+task<json> cmd_suspend_listener(context& c, const peer_cred& who, const json& args) {
+    const size_t i = listener_arg(c, args);
+    const std::string name = c.reg->running->listeners[i].name;
+    int64_t delay = 30;
+    if (args.contains("delay")) {
+        if (!args["delay"].is_number_integer() || args["delay"].get<int64_t>() < 0 ||
+            args["delay"].get<int64_t>() > 86400)
+            throw command_error("delay must be a number of seconds, 0..86400");
+        delay = args["delay"].get<int64_t>();
+    }
+    const uint64_t token = ++c.suspension_seq;
+    c.suspended_listeners[name] = token;
+    size_t open = co_await set_listener(c, i, true, false);
+    lg.info("listener suspended name={} open_sessions={} closing them in {} s, by {}", name, open, delay,
+            who.describe());
+    journal::record("admin", {{"action", std::string_view("suspend")},
+                              {"listener", std::string_view(name)},
+                              {"uid", uint64_t(who.uid)}});
+    spawn(close_after(&c, i, name, token, std::chrono::seconds(delay)));
+    co_await save_suspensions(c);
+    co_return obj("suspended", name, "listener", true, "open_sessions", open, "delay_seconds", delay);
+}
+
+task<json> cmd_resume_listener(context& c, const peer_cred& who, const json& args) {
+    const size_t i = listener_arg(c, args);
+    const std::string name = c.reg->running->listeners[i].name;
+    if (!c.suspended_listeners.contains(name))
+        throw command_error(fmt::format("listener {} is not suspended", name));
+    c.suspended_listeners.erase(name);
+    co_await set_listener(c, i, false, false);
+    lg.info("listener resumed name={} by {}", name, who.describe());
+    journal::record("admin", {{"action", std::string_view("resume")},
+                              {"listener", std::string_view(name)},
+                              {"uid", uint64_t(who.uid)}});
+    co_await save_suspensions(c);
+    co_return obj("resumed", name, "listener", true);
+}
+
 task<json> cmd_suspend(context& c, const peer_cred& who, const json& args) {
-    target_arg(args);
-    const std::string domain = domain_arg(args, "domain", false);
+    if (target_arg(args) == "listener")
+        co_return co_await cmd_suspend_listener(c, who, args);
+    const std::string domain = domain_arg(args, args.contains("name") ? "name" : "domain", false);
     std::function<size_t(mta::delivery::service&)> fn = [&domain](mta::delivery::service& s) { return s.suspend(domain); };
     auto t = for_each_delivery(c, std::move(fn));
     size_t n = co_await std::move(t);
@@ -468,8 +576,9 @@ task<json> cmd_suspend(context& c, const peer_cred& who, const json& args) {
 }
 
 task<json> cmd_resume(context& c, const peer_cred& who, const json& args) {
-    target_arg(args);
-    const std::string domain = domain_arg(args, "domain", false);
+    if (target_arg(args) == "listener")
+        co_return co_await cmd_resume_listener(c, who, args);
+    const std::string domain = domain_arg(args, args.contains("name") ? "name" : "domain", false);
     if (!domain.empty() && !c.suspended_delivery.contains(domain))
         throw command_error(fmt::format("delivery to {} is not suspended{}", domain,
                                         c.suspended_delivery.contains("") ? " (all delivery is: resume with no domain)"
@@ -774,6 +883,11 @@ task<void> start(context& c) {
             for (const auto& d : j["delivery"])
                 if (d.is_string())
                     c.suspended_delivery.insert(d.get<std::string>());
+            // (ringwayd applied these before its listeners opened.)
+            if (j.contains("listeners") && j["listeners"].is_array())
+                for (const auto& l : j["listeners"])
+                    if (l.is_string())
+                        c.suspended_listeners[l.get<std::string>()] = ++c.suspension_seq;
         }
     }
     for (const auto& d : c.suspended_delivery) {

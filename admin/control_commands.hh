@@ -45,6 +45,10 @@ struct context {
     std::string state_dir;  // suspensions.json lives here (beside the spool)
     // The persistent suspensions.
     std::set<std::string> suspended_delivery;  // "" = all
+    // Suspended listeners by name, each with the token of its pending
+    // close of open sessions (a resume or a new suspend makes it stale).
+    std::map<std::string, uint64_t> suspended_listeners;
+    uint64_t suspension_seq = 0;
     // Samples for the 1/5/15-minute rates, every k_sample_period, newest last.
     std::deque<std::pair<std::chrono::steady_clock::time_point, totals>> samples;
     totals base;  // `counters reset` subtracts this

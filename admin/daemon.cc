@@ -15,6 +15,10 @@
 #include <cstring>
 #include <filesystem>
 #include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "fs/spool.hh"
@@ -191,6 +195,7 @@ struct shared_state {
     control_server* control = nullptr;  // runs on core 0; null: no control socket
     metrics_server* metrics = nullptr;  // runs on core 0; null: no endpoint
     unsigned nofile = 0;                // the open-files limit, for each generation's plan
+    std::set<std::string> suspended_listeners;  // from suspensions.json: suspended from the start
     unsigned cores = 1;
     // Every generation, the one in force last; and every committed
     // configuration (restart keys included), newest last. Touched on core 0.
@@ -351,6 +356,7 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
         } else {
             lg.error("listener={} TLS disabled: {}", cfg->listeners[i].name, ctx.error());
         }
+        env->suspended = shared->suspended_listeners.contains(cfg->listeners[i].name);
         envs.push_back(std::move(env));
     }
     // Delivery: one service per core over this core's shards.
@@ -541,6 +547,29 @@ result<void, std::string> build_listeners(const config& cfg, shared_state& out) 
             out.tls_files.emplace_back(l.tls_cert, l.tls_key);
     }
     return {};
+}
+
+// The listeners suspensions.json (beside the spool, written by the
+// control socket) says are suspended: they take no mail from the start.
+std::set<std::string> read_suspended_listeners(const config& cfg) {
+    std::set<std::string> out;
+    std::filesystem::path dir = std::filesystem::path(cfg.spool.path).parent_path();
+    std::string path = fmt::format("{}/suspensions.json", dir.empty() ? std::string(".") : dir.string());
+    std::ifstream in(path);
+    if (!in)
+        return out;
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto j = nlohmann::json::parse(ss.str(), nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("listeners") || !j["listeners"].is_array())
+        return out;
+    for (const auto& l : j["listeners"])
+        if (l.is_string()) {
+            out.insert(l.get<std::string>());
+            lg.warn("listener {} is suspended (from {}; lift with: ringway resume listener {})", l.get<std::string>(),
+                    path, l.get<std::string>());
+        }
+    return out;
 }
 
 bool same_rates(const smtp_config& a, const smtp_config& b) {
@@ -740,6 +769,7 @@ int run_daemon(const config& cfg, const std::string& start_note) {
     shared.cores = cores;
     if (auto r = build_listeners(cfg, shared); !r)
         lg.fatal("{}", r.error());
+    shared.suspended_listeners = read_suspended_listeners(cfg);
     {
         auto g = build_generation(cfg, shared.nofile, cores);
         if (!g)

@@ -181,6 +181,12 @@ std::string fmt_status(const json& r) {
         o += fmt::format("  {:<24}{:>10} ({}{}{})\n", "resource conservation", lvl, names[lvl],
                          lvl ? ": " : "", lvl ? s(g, "conservation_reason") : "");
     }
+    if (g.contains("listeners_suspended") && !g["listeners_suspended"].empty()) {
+        std::vector<std::string> names;
+        for (const auto& x : g["listeners_suspended"])
+            names.push_back(x.get<std::string>());
+        o += fmt::format("  {:<24}{:>10}\n", "listeners suspended", fmt::join(names, ", "));
+    }
     if (g.contains("delivery_suspended") && !g["delivery_suspended"].empty()) {
         std::string list;
         for (const auto& x : g["delivery_suspended"]) {
@@ -286,6 +292,11 @@ std::string fmt_showmessage(const json& r) {
 }
 
 std::string fmt_simple(const json& r) {
+    if (r.value("listener", false) && r.contains("suspended"))
+        return fmt::format("Listener {} suspended: new connections get 421; its {} open sessions are closed in {} s.\n",
+                           s(r, "suspended"), u(r, "open_sessions"), u(r, "delay_seconds"));
+    if (r.value("listener", false) && r.contains("resumed"))
+        return fmt::format("Listener {} resumed.\n", s(r, "resumed"));
     if (r.contains("suspended"))
         return fmt::format("Delivery suspended for {} ({} destinations held now).\n",
                            s(r, "suspended") == "*" ? "every domain" : s(r, "suspended"), u(r, "destinations"));
@@ -433,16 +444,20 @@ std::vector<command> make_commands() {
                  "that failures put on its destination.",
                  fmt_simple});
     v.push_back({"suspend", "suspend",
-                 {a{"target", a::choice, {"delivery"}, false}, a{"domain", a::domain, {}, true}},
-                 "hold delivery (all, or one domain)",
+                 {a{"target", a::choice, {"delivery", "listener"}, false}, a{"name", a::domain, {}, true},
+                  a{"delay", a::number, {}, true}},
+                 "hold delivery (all, or one domain), or a listener",
                  "suspend delivery [DOMAIN]: no new connections for DOMAIN (or every domain); idle connections\n"
-                 "close; a message being sent finishes. Mail keeps arriving and queues. The suspension\n"
-                 "survives a restart; `resume delivery [DOMAIN]` lifts it.",
+                 "close; a message being sent finishes. Mail keeps arriving and queues.\n"
+                 "suspend listener NAME [DELAY]: the listener takes no new mail (new connections get\n"
+                 "421 4.3.2); after DELAY seconds (30) its open sessions are told 421 4.3.2 and closed.\n"
+                 "Suspensions survive a restart; `resume` lifts them.",
                  fmt_simple});
-    v.push_back({"resume", "resume", {a{"target", a::choice, {"delivery"}, false}, a{"domain", a::domain, {}, true}},
+    v.push_back({"resume", "resume",
+                 {a{"target", a::choice, {"delivery", "listener"}, false}, a{"name", a::domain, {}, true}},
                  "lift a suspension",
                  "resume delivery [DOMAIN]: lifts `suspend delivery DOMAIN`; without DOMAIN lifts every\n"
-                 "delivery suspension.",
+                 "delivery suspension. resume listener NAME: the listener takes mail again.",
                  fmt_simple});
     v.push_back({"counters", "counters_reset", {a{"reset", a::choice, {"reset"}, false}},
                  "counters reset: start the counters of status from zero",

@@ -36,6 +36,12 @@ refusal conserving_connect(std::string_view hostname) {
             "resource conservation"};
 }
 
+refusal listener_suspended(std::string_view hostname) {
+    return {{421, "4.3.2", fmt::format("{} Service not available: this listener is suspended, try again later",
+                                       hostname)},
+            "listener suspended"};
+}
+
 refusal conserving_mail() {
     return {{452, "4.3.1", "Insufficient system resources, try again later"}, "resource conservation"};
 }

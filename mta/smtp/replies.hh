@@ -52,6 +52,9 @@ refusal out_of_descriptors(std::string_view hostname);
 // connection gets 421 4.3.2 "System not accepting network messages"
 // instead of the greeting; MAIL gets 452 4.3.1 "Mail system full".
 refusal conserving_connect(std::string_view hostname);
+// A suspended listener: new connections, and open sessions once the
+// suspension's delay is over, get 421 4.3.2.
+refusal listener_suspended(std::string_view hostname);
 refusal conserving_mail();
 
 // One reply line as sent: "421 4.3.2 text\r\n".

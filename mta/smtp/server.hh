@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "fs/spool.hh"
@@ -91,11 +92,22 @@ struct server_env {
     // by tarpit, 2 refuses new connections and transactions.
     unsigned conservation_level = 0;
     std::chrono::milliseconds tarpit{0};
+    // Listener suspension (set by the admin plane): while `suspended`, new
+    // connections get 421 4.3.2 and close; close_sessions() ends the open
+    // ones. session_fds: the sockets of this listener's open sessions here.
+    bool suspended = false;
+    bool closing = false;
+    std::unordered_set<int> session_fds;
     // Counters for the admin plane: sessions started, messages and their
     // recipients queued, replies refusing something (by code).
     uint64_t sessions = 0, messages = 0, recipients = 0, rejected = 0;
     std::map<int, uint64_t> rejected_by_code;
 };
+
+// Ends env's open sessions (a suspension's delay is over): each is told
+// 421 4.3.2 at its next read, which ends at once, and is closed. Sets
+// env.closing until the listener is resumed. Returns how many.
+size_t close_sessions(server_env& env);
 
 // Whether peer is in the exceptions list (null: no exceptions).
 bool limit_exempt(const server_env& env, const net::address& peer);

@@ -862,6 +862,13 @@ task<bool> session::handle(const std::string& line) {
 }
 
 task<void> session::run() {
+    // Known to the listener while open, so a suspension can end it.
+    struct tracked {
+        server_env* env;
+        int fd;
+        tracked(server_env* e, int f) : env(e), fd(f) { env->session_fds.insert(fd); }
+        ~tracked() { env->session_fds.erase(fd); }
+    } track(_env, _tcp.fd());
     _icid = ++_env->icid_seq * _env->cores + _env->core;
     _env->sessions++;
     std::string peer = _peer.ip_string();
@@ -923,6 +930,12 @@ task<void> session::run() {
             int n = co_await read_until(*deadline);
             if (n == -ETIMEDOUT) {
                 queue(421, "4.4.2", fmt::format("{} Error: timeout exceeded", _env->hostname));
+                co_await flush();
+                break;
+            }
+            if (n == 0 && _env->closing) {
+                // Ended by a listener suspension (close_sessions shut our reading side).
+                refuse(smtp::listener_suspended(_env->hostname));
                 co_await flush();
                 break;
             }
@@ -988,11 +1001,18 @@ void connection_limits::leave(const net::address& peer, bool exempt) {
         _per_ip.erase(it);
 }
 
+size_t close_sessions(server_env& env) {
+    env.closing = true;
+    for (int fd : env.session_fds)
+        ::shutdown(fd, SHUT_RD);
+    return env.session_fds.size();
+}
+
 task<void> run_session(net::accepted conn, const listener_options* lo, server_env* env, connection_limits* limits) {
     net::address peer = conn.peer;
     const bool exempt = limit_exempt(*env, peer);
-    if (env->conservation_level >= 2) {
-        auto r = smtp::conserving_connect(env->hostname);
+    if (env->suspended || env->conservation_level >= 2) {
+        auto r = env->suspended ? smtp::listener_suspended(env->hostname) : smtp::conserving_connect(env->hostname);
         env->rejected++;
         env->rejected_by_code[r.r.code]++;
         journal::record("reject", {{"peer", std::string_view(peer.ip_string())},

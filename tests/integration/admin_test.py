@@ -225,8 +225,8 @@ class Shell(AdminTest):
         p.expect_exact("candidate abandoned")
         p.expect_exact("ringway> ")
         p.sendline("help suspend")
-        p.expect_exact("usage: suspend delivery [DOMAIN]")
-        p.expect_exact("survives a restart")
+        p.expect_exact("usage: suspend delivery|listener [NAME] [DELAY]")
+        p.expect_exact("Suspensions survive a restart")
         p.expect_exact("ringway> ")
         # An unknown command and a bad argument: one line each, the shell goes on.
         p.sendline("frobnicate")
@@ -615,6 +615,57 @@ class Configuration(AdminTest):
         for conn in (old, new):
             conn.rset()
             conn.quit()
+
+
+class ListenerSuspension(AdminTest):
+    def test_suspend_refuses_new_then_closes_open_sessions_and_survives_a_restart(self):
+        from ringway_harness import Raw
+        old = Raw(self.g.port)
+        self.assertEqual(old.reply()[0], 220)
+        old.send("EHLO old.client.test\r\n")
+        self.assertEqual(old.reply()[0], 250)
+        r = self.json_of("suspend", "listener", "test", "2")
+        self.assertEqual((r["suspended"], r["delay_seconds"]), ("test", 2))
+        self.assertGreaterEqual(r["open_sessions"], 1)
+        # New connections: 421 4.3.2 instead of a greeting, in the mail log.
+        new = Raw(self.g.port)
+        code, lines = new.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertIn("4.3.2", lines[0])
+        self.assertIn("suspended", lines[0])
+        self.assertTrue(new.closed())
+        self.assertTrue(any(e.get("event") == "reject" and e.get("what") == "listener suspended"
+                            for e in self.g.journal()))
+        # The open session goes on until the delay is over ...
+        old.send("NOOP\r\n")
+        self.assertEqual(old.reply()[0], 250)
+        # ... then it is told 421 and closed.
+        old.s.settimeout(10)
+        code, lines = old.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertIn("suspended", lines[0])
+        self.assertTrue(old.closed())
+        self.assertEqual(self.json_of("status")["gauges"]["listeners_suspended"], ["test"])
+        self.assertIn("listeners suspended", self.run_shell("status").stdout)
+        # It survives a restart.
+        self.g.stop()
+        delivery_test.restart(self.g)
+        again = Raw(self.g.port)
+        self.assertEqual(again.reply()[0], 421)
+        wait_until(lambda: self.run_shell("status", check=False).returncode == 0, timeout=10, what="the shell")
+        self.assertIn("listener test is suspended", self.g.log_text())
+        # resume: mail again.
+        self.assertIn("Listener test resumed", self.run_shell("resume", "listener", "test").stdout)
+        back = Raw(self.g.port)
+        self.assertEqual(back.reply()[0], 220)
+        back.send("QUIT\r\n")
+        self.assertEqual(back.reply()[0], 221)
+        # Errors: no such listener, not suspended.
+        r = self.run_shell("suspend", "listener", "nosuch", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no listener nosuch (listeners: test)", r.stderr)
+        r = self.run_shell("resume", "listener", "test", check=False)
+        self.assertIn("listener test is not suspended", r.stderr)
 
 
 class CommitUnderLoad(DeliveryTest):
