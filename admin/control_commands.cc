@@ -484,8 +484,8 @@ size_t listener_arg(const context& c, const json& args) {
 // sessions too. Returns the open sessions found.
 task<size_t> set_listener(context& c, size_t i, bool suspended, bool close) {
     size_t n = 0;
-    for (unsigned core = 0; core < c.reg->cores(); ++core)
-        n += co_await c.reg->call(core, [i, suspended, close](core_slot& s) -> size_t {
+    for (unsigned core = 0; core < c.reg->cores(); ++core) {
+        auto fn = [i, suspended, close](core_slot& s) -> size_t {
             if (i >= s.listeners.size())
                 return 0;
             mta::server_env* env = s.listeners[i];
@@ -493,7 +493,10 @@ task<size_t> set_listener(context& c, size_t i, bool suspended, bool close) {
             if (!suspended)
                 env->closing = false;
             return close ? mta::close_sessions(*env) : env->session_fds.size();
-        });
+        };
+        auto t = c.reg->call(core, std::move(fn));
+        n += co_await std::move(t);
+    }
     co_return n;
 }
 
@@ -517,7 +520,8 @@ task<void> close_after(context* c, size_t i, std::string name, uint64_t token, s
     auto it = c->suspended_listeners.find(name);
     if (c->stopping || it == c->suspended_listeners.end() || it->second != token)
         co_return;
-    size_t n = co_await set_listener(*c, i, true, true);
+    auto closing = set_listener(*c, i, true, true);
+    size_t n = co_await std::move(closing);
     lg.info("listener suspended name={}: closed {} open sessions after {} s", name, n, delay.count());
 }
 
@@ -533,7 +537,8 @@ task<json> cmd_suspend_listener(context& c, const peer_cred& who, const json& ar
     }
     const uint64_t token = ++c.suspension_seq;
     c.suspended_listeners[name] = token;
-    size_t open = co_await set_listener(c, i, true, false);
+    auto t = set_listener(c, i, true, false);
+    size_t open = co_await std::move(t);
     lg.info("listener suspended name={} open_sessions={} closing them in {} s, by {}", name, open, delay,
             who.describe());
     journal::record("admin", {{"action", std::string_view("suspend")},
@@ -550,7 +555,8 @@ task<json> cmd_resume_listener(context& c, const peer_cred& who, const json& arg
     if (!c.suspended_listeners.contains(name))
         throw command_error(fmt::format("listener {} is not suspended", name));
     c.suspended_listeners.erase(name);
-    co_await set_listener(c, i, false, false);
+    auto t = set_listener(c, i, false, false);
+    co_await std::move(t);
     lg.info("listener resumed name={} by {}", name, who.describe());
     journal::record("admin", {{"action", std::string_view("resume")},
                               {"listener", std::string_view(name)},
@@ -700,6 +706,104 @@ task<json> cmd_deletemessage(context& c, const peer_cred& who, const json& args)
         }
     }
     throw command_error(fmt::format("no message {} in the spool", mid_string(id)));
+}
+
+// mid MID | domain DOMAIN | from ADDRESS | all: exactly one.
+mta::delivery::service::selection selection_arg(const json& args) {
+    mta::delivery::service::selection s;
+    int given = 0;
+    if (args.contains("mid")) {
+        s.mid = mid_arg(args);
+        ++given;
+    }
+    if (args.contains("domain")) {
+        s.rcpt_domain = domain_arg(args, "domain", true);
+        ++given;
+    }
+    if (args.contains("from")) {
+        s.sender = str_arg(args, "from", true);
+        if (s.sender.size() > 512)
+            throw command_error("from: longer than 512 characters");
+        ++given;
+    }
+    if (bool_arg(args, "all")) {
+        s.all = true;
+        ++given;
+    }
+    if (given != 1)
+        throw command_error("say which recipients: mid MID, domain DOMAIN, from ADDRESS or all (one of them)");
+    return s;
+}
+
+std::string describe(const mta::delivery::service::selection& s) {
+    if (s.mid)
+        return fmt::format("mid={}", mid_string(s.mid));
+    if (!s.rcpt_domain.empty())
+        return fmt::format("domain={}", s.rcpt_domain);
+    if (!s.sender.empty())
+        return fmt::format("from={}", s.sender);
+    return "all";
+}
+
+task<size_t> bounce_on(mta::delivery::service* d, mta::delivery::service::selection sel, std::string reply) {
+    if (!d)
+        co_return 0;
+    auto which = d->select(sel);
+    auto t = d->bounce(std::move(which), std::move(reply));
+    co_return co_await std::move(t);
+}
+
+task<json> cmd_bouncerecipients(context& c, const peer_cred& who, const json& args) {
+    const auto sel = selection_arg(args);
+    const std::string reply = "550 5.0.0 Bounced by the gateway's administrator";
+    size_t n = 0;
+    for (unsigned core = 0; core < c.reg->cores(); ++core) {
+        // (Lambda and task bound first: g++ 12 mishandles class-type temporaries in co_await operands.)
+        auto fn = [sel, reply](core_slot& s) { return bounce_on(s.delivery, sel, reply); };
+        auto t = c.reg->call(core, std::move(fn));
+        n += co_await std::move(t);
+    }
+    lg.info("bouncerecipients {} recipients={} by {}", describe(sel), n, who.describe());
+    journal::record("admin", {{"action", std::string_view("bouncerecipients")},
+                              {"which", std::string_view(describe(sel))},
+                              {"recipients", uint64_t(n)},
+                              {"uid", uint64_t(who.uid)}});
+    co_return obj("bounced", n, "which", describe(sel));
+}
+
+task<json> cmd_redirectrecipients(context& c, const peer_cred& who, const json& args) {
+    const auto sel = selection_arg(args);
+    const std::string to = str_arg(args, "to", true);
+    auto hp = parse_next_hop(to, 25);
+    if (!hp || hp->first.empty() || hp->first.size() > 255)
+        throw command_error(fmt::format("to: {} is not a host, host:port, IP or [IPv6]:port", to));
+    const std::string host = hp->first;
+    const uint16_t port = hp->second;
+    using sel_t = mta::delivery::service::selected;
+    std::vector<std::pair<unsigned, sel_t>> all;
+    for (unsigned core = 0; core < c.reg->cores(); ++core) {
+        auto fn = [sel](core_slot& s) { return s.delivery ? s.delivery->select(sel) : std::vector<sel_t>{}; };
+        auto t = c.reg->call(core, std::move(fn));
+        auto mine = co_await std::move(t);
+        for (auto& x : mine)
+            all.emplace_back(core, std::move(x));
+    }
+    size_t n = 0;
+    if (!all.empty())
+        for (unsigned core = 0; core < c.reg->cores(); ++core) {
+            auto fn = [&all, &host, port](core_slot& s) -> size_t {
+                return s.delivery ? s.delivery->redirect(all, host, port) : 0;
+            };
+            auto t = c.reg->call(core, std::move(fn));
+            n += co_await std::move(t);
+        }
+    lg.info("redirectrecipients {} to {}:{} recipients={} by {}", describe(sel), host, port, n, who.describe());
+    journal::record("admin", {{"action", std::string_view("redirectrecipients")},
+                              {"which", std::string_view(describe(sel))},
+                              {"to", std::string_view(to)},
+                              {"recipients", uint64_t(n)},
+                              {"uid", uint64_t(who.uid)}});
+    co_return obj("redirected", n, "which", describe(sel), "to", fmt::format("{}:{}", host, port));
 }
 
 task<json> cmd_counters_reset(context& c, const peer_cred& who) {
@@ -932,6 +1036,10 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
         co_return co_await cmd_showmessage(c, args);
     if (cmd == "deletemessage")
         co_return co_await cmd_deletemessage(c, who, args);
+    if (cmd == "bouncerecipients")
+        co_return co_await cmd_bouncerecipients(c, who, args);
+    if (cmd == "redirectrecipients")
+        co_return co_await cmd_redirectrecipients(c, who, args);
     if (cmd == "counters_reset")
         co_return co_await cmd_counters_reset(c, who);
     if (cmd == "findevent")

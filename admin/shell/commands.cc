@@ -306,6 +306,10 @@ std::string fmt_simple(const json& r) {
     if (r.contains("released"))
         return fmt::format("{} queue entries due now ({}).\n", u(r, "released"),
                            s(r, "domain") == "*" ? "every domain" : s(r, "domain"));
+    if (r.contains("bounced"))
+        return fmt::format("{} recipients bounced ({}).\n", u(r, "bounced"), s(r, "which"));
+    if (r.contains("redirected"))
+        return fmt::format("{} recipients redirected to {} ({}).\n", u(r, "redirected"), s(r, "to"), s(r, "which"));
     if (r.contains("deleted"))
         return fmt::format("Message {} deleted.\n", s(r, "deleted"));
     if (r.contains("reset"))
@@ -439,6 +443,24 @@ std::vector<command> make_commands() {
                  "Removes MID from the spool at once. No delivery status notification is sent; the removal is\n"
                  "in the mail log with who did it.",
                  fmt_simple});
+    {
+        const std::vector<arg_spec> which = {a{"mid", a::keyword}, a{"domain", a::keyword}, a{"from", a::keyword},
+                                             a{"all", a::flag}};
+        v.push_back({"bouncerecipients", "bouncerecipients", which, "bounce queued recipients back to their senders",
+                     "bouncerecipients mid MID | domain DOMAIN | from ADDRESS | all: every queued recipient of the\n"
+                     "message, at the domain, of the sender, or every one, fails now with 550 5.0.0 and its\n"
+                     "sender gets a delivery status notification, as for a permanent failure.",
+                     fmt_simple});
+        std::vector<arg_spec> redirect = which;
+        redirect.insert(redirect.begin(), a{"to", a::keyword});
+        v.push_back({"redirectrecipients", "redirectrecipients", redirect,
+                     "send queued recipients to another host",
+                     "redirectrecipients to HOST[:PORT] mid MID | domain DOMAIN | from ADDRESS | all: the queued\n"
+                     "recipients chosen go to HOST (an IP address or a name, port 25 by default) instead of\n"
+                     "their next hop, until they are delivered or ringwayd restarts. Recipients on a connection\n"
+                     "right now stay where they are.",
+                     fmt_simple});
+    }
     v.push_back({"delivernow", "delivernow", {a{"domain", a::domain, {}, true}}, "retry deferred mail now",
                  "Makes every deferred recipient (of DOMAIN, or of every domain) due now and lifts the pause\n"
                  "that failures put on its destination.",

@@ -158,6 +158,30 @@ public:
     // `o` must outlive every task that may still hold the old options,
     // so callers keep each set for the daemon's life.
     void set_options(const options* o);
+    // Bouncing and redirecting queued mail. A selection is one message
+    // (mid), the recipients at a domain, the messages of a sender, or all.
+    struct selection {
+        uint64_t mid = 0;          // 0: any
+        std::string rcpt_domain;   // lower case; "": any
+        std::string sender;        // compared without case; "": any
+        bool all = false;          // must be set when nothing else is
+    };
+    struct selected {
+        uint64_t id = 0;
+        std::vector<uint32_t> rcpts;  // envelope indexes, still pending
+    };
+    // The messages of this core's shards that match, with their matching
+    // recipients not yet final.
+    std::vector<selected> select(const selection& s) const;
+    // Bounces them (on this core, their origin): each recipient fails with
+    // `reply` ("550 5.0.0 ...") and its sender gets a report, as for a
+    // permanent failure. Returns the recipients bounced.
+    task<size_t> bounce(std::vector<selected> which, std::string reply);
+    // The queued entries of this core's destinations for these recipients
+    // (any core's messages) go to host:port instead of their next hop,
+    // until delivered or ringwayd restarts. Entries a connection holds
+    // now are not moved. Returns the recipients moved.
+    size_t redirect(const std::vector<std::pair<unsigned, selected>>& which, const std::string& host, uint16_t port);
     // Deferred mail of matching destinations is due now and their pause
     // after a failure is lifted; returns how many entries were released.
     size_t deliver_now(std::string_view domain);

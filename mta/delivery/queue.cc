@@ -138,6 +138,8 @@ destination* service::impl::dest_for(const std::string& key, const entry& e) {
         for (const auto& r : o->routes)
             if (r.domain == pattern)
                 d->rt = &r;
+    } else if (key.starts_with("redirect:")) {
+        d->rt = redirect_route(key);
     } else {
         d->domain = key.substr(3);
     }

@@ -206,6 +206,9 @@ struct service::impl {
     // ---- owner side ----
 
     destination* dest_for(const std::string& key, const entry& e);
+    // The route of a "redirect:HOST:PORT" destination (made once, kept).
+    std::map<std::string, route> redirects;
+    const route* redirect_route(const std::string& key);
 
     void accept(const std::string& key, entry e);
 

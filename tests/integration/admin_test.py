@@ -668,6 +668,37 @@ class ListenerSuspension(AdminTest):
         self.assertIn("listener test is not suspended", r.stderr)
 
 
+class BounceAndRedirect(AdminTest):
+    def test_bounce_by_domain_and_redirect_a_held_message(self):
+        mids = self.queue_mail()
+        # down.test's recipient is deferred for an hour: bounce it now.
+        r = self.json_of("bouncerecipients", "domain", "down.test")
+        self.assertEqual(r["bounced"], 1)
+        wait_until(lambda: any(e.get("event") == "dsn" and e.get("mid") == mids["down.test"]
+                               for e in self.g.journal()), timeout=10, what="the bounce's report")
+        self.assertTrue(any(e.get("event") == "delivery" and e.get("mid") == mids["down.test"] and
+                            e.get("disposition") == "bounced" and "administrator" in e.get("reply", "")
+                            for e in self.g.journal()))
+        self.assertIn("bouncerecipients domain=down.test recipients=1 by uid=", self.g.log_text())
+        # held.test is suspended: redirect its mail straight to the sink.
+        text = self.run_shell("redirectrecipients", "to", f"127.0.0.1:{self.sink_.port}", "mid",
+                              mids["held.test"]).stdout
+        self.assertIn(f"1 recipients redirected to 127.0.0.1:{self.sink_.port}", text)
+        # The sink then has sink.test's message and the redirected one.
+        wait_until(lambda: (self.sink_.stats() or {}).get("received", 0) == 2, timeout=20,
+                   what="the redirected message at the sink")
+        wait_until(lambda: any(e.get("event") == "delivery" and e.get("mid") == mids["held.test"] and
+                               e.get("disposition") == "delivered" for e in self.g.journal()),
+                   timeout=10, what="the redirected delivery in the mail log")
+        # Nothing left to bounce for these; a selection is required.
+        self.assertEqual(self.json_of("bouncerecipients", "mid", mids["held.test"])["bounced"], 0)
+        r = self.run_shell("bouncerecipients", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("say which recipients", r.stderr)
+        r = self.run_shell("redirectrecipients", "to", "bad host!", "all", check=False)
+        self.assertNotEqual(r.returncode, 0)
+
+
 class CommitUnderLoad(DeliveryTest):
     """A commit and a rollback while ringway-load is sending: no message
     lost, no connection dropped, and the sink sees the new limit."""
