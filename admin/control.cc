@@ -122,12 +122,19 @@ result<std::unique_ptr<control_server>, std::string> control_server::open(const 
     if (::lstat(i->path.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
             return unexpected(fmt::format("control.socket {} exists and is not a socket; move it away", i->path));
-        // Someone answering there is another daemon; silence is a stale file.
-        int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        bool live = probe >= 0 && ::connect(probe, reinterpret_cast<const sockaddr*>(&addr.value()),
-                                            sizeof(sockaddr_un)) == 0;
-        if (probe >= 0)
-            ::close(probe);
+        // Someone answering there is another daemon; silence is a stale
+        // file. A predecessor killed a moment ago may still be listening
+        // while the kernel tears its io_uring down: ask again for a while.
+        bool live = true;
+        for (int i = 0; i < 250 && live; ++i) {
+            if (i)
+                ::usleep(20000);
+            int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            live = probe >= 0 && ::connect(probe, reinterpret_cast<const sockaddr*>(&addr.value()),
+                                           sizeof(sockaddr_un)) == 0;
+            if (probe >= 0)
+                ::close(probe);
+        }
         if (live)
             return unexpected(fmt::format("control.socket {} is in use by another process (another ringwayd?)",
                                           i->path));

@@ -1036,6 +1036,8 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
         co_return co_await cmd_showmessage(c, args);
     if (cmd == "deletemessage")
         co_return co_await cmd_deletemessage(c, who, args);
+    if (cmd == "trace")
+        co_return co_await trace(c, args);
     if (cmd == "bouncerecipients")
         co_return co_await cmd_bouncerecipients(c, who, args);
     if (cmd == "redirectrecipients")

@@ -79,6 +79,10 @@ task<nlohmann::json> config_command(context& c, const peer_cred& who, const std:
 // "pending_restart": the committed keys that wait for a restart.
 nlohmann::json pending_restart(const context& c);
 
+// `trace` (control_trace.cc): one imagined transaction through every
+// policy stage, nothing queued.
+task<nlohmann::json> trace(context& c, const nlohmann::json& args);
+
 task<nlohmann::json> dispatch(context& c, const peer_cred& who, const std::string& cmd, const nlohmann::json& args);
 
 // `tail`: the last `lines` records of the mail log matching the filters,

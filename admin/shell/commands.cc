@@ -405,6 +405,36 @@ std::string fmt_history(const json& r) {
     return o;
 }
 
+std::string fmt_trace(const json& r) {
+    std::string o = fmt::format("Trace against the {} configuration\n", s(r, "configuration"));
+    auto line = [&](const std::string& name, const json& st) {
+        o += fmt::format("  {:<11} {:<7} {}{}\n", name, s(st, "decision"), s(st, "reply"),
+                         st.contains("note") ? fmt::format("  ({})", s(st, "note")) : std::string());
+    };
+    for (const char* k : {"connection", "helo", "mail_from"})
+        if (r.contains(k))
+            line(k, r[k]);
+    if (r.contains("rcpt"))
+        for (const auto& x : r["rcpt"])
+            line(fmt::format("rcpt {}", s(x, "rcpt")), x);
+    if (r.contains("message"))
+        line("message", r["message"]);
+    if (r.contains("routing"))
+        for (const auto& x : r["routing"]) {
+            std::vector<std::string> hosts;
+            for (const auto& h : x["hosts"])
+                hosts.push_back(h.get<std::string>());
+            o += fmt::format("  {:<11} {} via {}\n", fmt::format("route {}", s(x, "rcpt")), s(x, "destination"),
+                             fmt::join(hosts, ", "));
+        }
+    const json& v = r["verdict"];
+    if (s(v, "decision") == "accept")
+        o += fmt::format("verdict: accept ({} recipients): {}\n", u(v, "recipients"), s(v, "reply"));
+    else
+        o += fmt::format("verdict: reject at {}: {}\n", s(v, "stage"), s(v, "reply"));
+    return o;
+}
+
 std::string fmt_abandon(const json& r) {
     return r.value("abandoned", false) ? "candidate abandoned\n" : "there was no candidate\n";
 }
@@ -547,6 +577,18 @@ std::vector<command> make_commands() {
                  "rollback [VERSION]: commits the configuration of VERSION (default: the one before the version\n"
                  "in force) as a new version, the same way as `commit`. The candidate is discarded.",
                  fmt_commit});
+    v.push_back({"trace", "trace",
+                 {a{"--client-ip", a::keyword}, a{"--helo", a::keyword}, a{"--mail-from", a::keyword},
+                  a{"--rcpt", a::keyword}, a{"--message", a::keyword}, a{"--listener", a::keyword},
+                  a{"--candidate", a::flag}},
+                 "what the gateway would do with a transaction",
+                 "trace --client-ip IP --helo NAME --mail-from ADDR --rcpt ADDR [--rcpt ADDR...]\n"
+                 "      [--message FILE] [--listener NAME] [--candidate]\n"
+                 "Runs the facts through every stage a session applies (connection limits and suspension,\n"
+                 "HELO, MAIL, each RCPT's relay decision, the message's size, lines and Received: count, the\n"
+                 "route each recipient would take) with the committed configuration, or the candidate, and\n"
+                 "prints each stage's decision and the verdict. Nothing is queued or sent.",
+                 fmt_trace});
     v.push_back({"version", "version", {}, "the daemon's version", "The version of the running ringwayd.",
                  [](const json& r) { return fmt::format("ringwayd {} (control protocol {})\n", s(r, "version"),
                                                         u(r, "protocol")); }});
@@ -717,14 +759,40 @@ outcome run_words(client* cl, const std::vector<std::string>& words, bool json_o
         auto it = std::find_if(c->args.begin(), c->args.end(), [&](const arg_spec& a) { return a.name == w; });
         if (it == c->args.end())
             return usage_error(fmt::format("unexpected {}", w));
+        // "--client-ip" is sent as "client_ip".
+        std::string key = w;
+        if (key.starts_with("--")) {
+            key = key.substr(2);
+            std::replace(key.begin(), key.end(), '-', '_');
+        }
         if (it->kind == arg_spec::flag) {
-            args[w] = true;
+            args[key] = true;
             continue;
         }
         if (wi + 1 >= words.size())
             return usage_error(fmt::format("{} needs a value", w));
         const std::string& v = words[++wi];
-        if (w == "lines") {
+        if (w == "--rcpt") {
+            if (!args.contains("rcpt"))
+                args["rcpt"] = json::array();
+            args["rcpt"].push_back(v);
+        } else if (w == "--message") {
+            std::ifstream in(v, std::ios::binary);
+            if (!in) {
+                r.status = 1;
+                r.err = fmt::format("cannot read {}: {}", v, std::strerror(errno));
+                return r;
+            }
+            std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            if (text.size() > (1u << 20) - 4096) {
+                r.status = 1;
+                r.err = fmt::format("{}: trace takes messages up to 1 MiB", v);
+                return r;
+            }
+            args["message"] = std::move(text);
+        } else if (key != w) {
+            args[key] = v;
+        } else if (w == "lines") {
             if (v.empty() || v.size() > 6 || !std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
                 return usage_error(fmt::format("lines {} is not a number", v));
             args[w] = std::stoll(v);

@@ -185,12 +185,20 @@ int main(int argc, char** argv) {
     app.add_option("--socket", s.path, "the control socket (default: $RINGWAY_SOCKET or ./var/ringway.sock)");
     app.add_option("--config", config_file, "take the socket from this configuration's [control] socket");
     app.add_flag("--json", s.json_out, "print results as JSON (for scripts)");
-    app.add_option("command", words, "a command and its arguments");
-    app.positionals_at_end(false);
+    // Everything from the command on is the command's (trace takes
+    // --options of its own); --json may still come anywhere.
+    app.prefix_command();
+    app.footer("COMMAND [ARGS...]: a command and its arguments (ringway help)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
+    }
+    for (auto& w : app.remaining()) {
+        if (w == "--json")
+            s.json_out = true;
+        else
+            words.push_back(w);
     }
     if (!config_file.empty()) {
         auto c = rw::admin::load_config_file(config_file);

@@ -699,6 +699,52 @@ class BounceAndRedirect(AdminTest):
         self.assertNotEqual(r.returncode, 0)
 
 
+class Trace(AdminTest):
+    def test_trace_each_stage_committed_and_candidate(self):
+        facts = ["--client-ip", "192.0.2.7", "--helo", "outside.test", "--mail-from", "a@outside.test"]
+        # An outside client to a domain we do not accept: relay denied.
+        t = self.json_of("trace", *facts, "--rcpt", "x@example.test")
+        self.assertEqual(set(t), {"configuration", "connection", "helo", "mail_from", "rcpt", "routing", "verdict"})
+        self.assertEqual(t["connection"]["decision"], "accept")
+        self.assertIn("per-client limits", t["connection"]["note"])
+        self.assertEqual(t["rcpt"][0]["reply"], "554 5.7.1 <x@example.test>: Relay access denied")
+        self.assertEqual((t["verdict"]["decision"], t["verdict"]["stage"]), ("reject", "rcpt"))
+        # The candidate accepts example.test: trace --candidate says so, the committed one still refuses.
+        self.json_of("set", "smtp.accepted_domains", "local.test, example.test")
+        t = self.json_of("trace", *facts, "--rcpt", "x@example.test", "--candidate")
+        self.assertEqual(t["configuration"], "candidate")
+        self.assertEqual(t["rcpt"][0]["decision"], "accept")
+        self.assertEqual(t["routing"][0]["destination"], "mx:example.test")
+        self.assertEqual(t["verdict"]["decision"], "accept")
+        self.assertEqual(self.json_of("trace", *facts, "--rcpt", "x@example.test")["verdict"]["decision"], "reject")
+        # A message that has looped: refused at the message stage, as the session would.
+        msg = os.path.join(self.tmpdir(), "loop.eml")
+        with open(msg, "w") as f:
+            f.write("".join(f"Received: from hop{i}.test\n" for i in range(60)) + "Subject: loop\n\nbody\n")
+        t = self.json_of("trace", "--client-ip", "127.0.0.1", "--helo", "in.test", "--mail-from", "a@client.test",
+                         "--rcpt", "u@sink.test", "--message", msg)
+        self.assertEqual(t["routing"][0]["destination"], "route:sink.test")
+        self.assertEqual(t["message"]["decision"], "reject")
+        self.assertTrue(t["message"]["reply"].startswith("554 5.4.6"), t["message"])
+        self.assertEqual(t["verdict"]["stage"], "message")
+        # The text form, and nothing was queued.
+        text = self.run_shell("trace", "--client-ip", "127.0.0.1", "--helo", "in.test", "--mail-from", "a@client.test",
+                              "--rcpt", "u@sink.test").stdout
+        self.assertIn("verdict: accept (1 recipients)", text)
+        self.assertRegex(text, r"route u@sink\.test route:sink\.test via 127\.0\.0\.1:\d+")
+        self.assertEqual(self.json_of("status")["counters"]["messages_received"], 0)
+        # Bad input: one line saying what is missing or wrong.
+        r = self.run_shell("trace", "--client-ip", "127.0.0.1", "--helo", "x", "--mail-from", "a@b.test", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("missing argument rcpt", r.stderr)
+        r = self.run_shell("trace", "--client-ip", "not-an-ip", "--helo", "x", "--mail-from", "a@b.test",
+                           "--rcpt", "u@sink.test", check=False)
+        self.assertIn("client_ip: not-an-ip is not an IP address", r.stderr)
+        r = self.run_shell("trace", "--bogus", "1", check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unexpected --bogus", r.stderr)
+
+
 class CommitUnderLoad(DeliveryTest):
     """A commit and a rollback while ringway-load is sending: no message
     lost, no connection dropped, and the sink sees the new limit."""

@@ -1,0 +1,308 @@
+// `trace`: the facts of one imagined SMTP transaction run through every
+// stage the session would apply, with the committed (or the candidate)
+// configuration, and nothing queued. Each stage uses the code the session
+// uses: the command parser, the relay policy, the DATA decoder and the
+// Received counter, the delivery routes.
+#include <nlohmann/json.hpp>
+
+#include "admin/config_schema.hh"
+#include "admin/control.hh"
+#include "admin/control_commands.hh"
+#include "admin/settings.hh"
+#include "mta/smtp/command.hh"
+#include "mta/smtp/data_decoder.hh"
+#include "mta/smtp/replies.hh"
+#include "mta/smtp/trace_counter.hh"
+#include "policy/relay.hh"
+
+namespace rw::admin::control_detail {
+
+namespace {
+using json = nlohmann::json;
+
+constexpr size_t k_max_trace_rcpts = 100;
+
+std::string str(const json& args, const char* key, bool required) {
+    if (!args.contains(key)) {
+        if (required)
+            throw command_error(fmt::format("missing argument {} (--{})", key, key));
+        return {};
+    }
+    if (!args[key].is_string())
+        throw command_error(fmt::format("argument {} must be a string", key));
+    return args[key].get<std::string>();
+}
+
+std::string reply_text(int code, std::string_view enhanced, std::string_view text) {
+    return enhanced.empty() ? fmt::format("{} {}", code, text) : fmt::format("{} {} {}", code, enhanced, text);
+}
+
+json stage(bool ok, std::string reply, std::string note = {}) {
+    json o = json::object();
+    o["decision"] = ok ? "accept" : "reject";
+    o["reply"] = std::move(reply);
+    if (!note.empty())
+        o["note"] = std::move(note);
+    return o;
+}
+
+// The message as a client would send it after DATA: CRLF line ends, dot
+// stuffing, the end marker.
+std::string as_data(std::string_view text) {
+    std::string out;
+    out.reserve(text.size() + text.size() / 40 + 8);
+    bool bol = true;
+    for (size_t i = 0; i < text.size(); ++i) {
+        char ch = text[i];
+        if (bol && ch == '.')
+            out += '.';
+        if (ch == '\n' && (i == 0 || text[i - 1] != '\r'))
+            out += '\r';
+        out += ch;
+        bol = ch == '\n';
+    }
+    if (!bol)
+        out += "\r\n";
+    out += ".\r\n";
+    return out;
+}
+
+}  // namespace
+
+task<json> trace(context& c, const json& args) {
+    const std::string client_ip = str(args, "client_ip", true);
+    const std::string helo = str(args, "helo", true);
+    const std::string mail_from = str(args, "mail_from", true);
+    std::vector<std::string> rcpts;
+    if (args.contains("rcpt")) {
+        const json& r = args["rcpt"];
+        if (r.is_string())
+            rcpts.push_back(r.get<std::string>());
+        else if (r.is_array())
+            for (const auto& x : r)
+                if (x.is_string())
+                    rcpts.push_back(x.get<std::string>());
+    }
+    if (rcpts.empty())
+        throw command_error("missing argument rcpt (--rcpt ADDRESS, one or more)");
+    if (rcpts.size() > k_max_trace_rcpts)
+        throw command_error(fmt::format("at most {} recipients", k_max_trace_rcpts));
+    const bool candidate = args.contains("candidate") && args["candidate"].is_boolean() && args["candidate"].get<bool>();
+    auto peer = net::address::parse(client_ip, 0);
+    if (!peer)
+        throw command_error(fmt::format("client_ip: {} is not an IP address", client_ip));
+
+    // The configuration judged.
+    std::optional<config> owned;
+    const config* cfg = c.reg->committed;
+    if (candidate) {
+        if (!c.candidate)
+            throw command_error("there is no candidate (set or load makes one)");
+        auto loaded = load_config_text(*c.candidate, "candidate");
+        if (!loaded)
+            throw command_error(fmt::format("the candidate is invalid:\n{}", loaded.error()));
+        owned = std::move(loaded.value());
+        cfg = &*owned;
+    }
+    size_t li = 0;
+    if (std::string name = str(args, "listener", false); !name.empty()) {
+        li = cfg->listeners.size();
+        for (size_t i = 0; i < cfg->listeners.size(); ++i)
+            if (cfg->listeners[i].name == name)
+                li = i;
+        if (li == cfg->listeners.size())
+            throw command_error(fmt::format("no listener {}", name));
+    }
+    const listener_config& lc = cfg->listeners[li];
+    auto relay_cfg = relay_options(*cfg);
+    if (!relay_cfg)
+        throw command_error(relay_cfg.error());
+    const std::vector<policy::cidr> relay_networks = relay_cfg.value().relay_networks;
+    const policy::relay_policy relay(std::move(relay_cfg.value()));
+    const mta::delivery::options dopts = delivery_options(*cfg);
+    const std::string& host = cfg->smtp.hostname;
+
+    json out = json::object();
+    out["configuration"] = candidate ? std::string("candidate") : fmt::format("version {}", c.version);
+    std::string rejected_at;  // the first stage that refused
+    std::string final_reply;
+    auto refuse = [&](const char* at, const std::string& reply) {
+        if (rejected_at.empty()) {
+            rejected_at = at;
+            final_reply = reply;
+        }
+    };
+
+    // connection
+    {
+        std::vector<policy::cidr> exempt;
+        if (cfg->smtp.client_limit_exceptions) {
+            for (const auto& n : *cfg->smtp.client_limit_exceptions)
+                if (auto x = policy::cidr::parse(n.to_string()))
+                    exempt.push_back(*x);
+        } else {
+            exempt = relay_networks;
+        }
+        const bool is_exempt = std::any_of(exempt.begin(), exempt.end(), [&](const policy::cidr& n) {
+            return n.contains(*peer);
+        });
+        std::string note = fmt::format(
+            "listener {}; {}", lc.name,
+            is_exempt ? std::string("exempt from per-client limits")
+                      : fmt::format("per-client limits: {} connections/min (burst {}), {} messages/min (burst {}), "
+                                    "{} at once",
+                                    cfg->smtp.client_connections_per_minute, cfg->smtp.client_connection_burst,
+                                    cfg->smtp.client_messages_per_minute, cfg->smtp.client_message_burst,
+                                    lc.max_connections_per_ip));
+        const bool suspended = !candidate && c.suspended_listeners.contains(lc.name);
+        if (suspended) {
+            auto r = mta::smtp::listener_suspended(host);
+            std::string t = reply_text(r.r.code, r.r.enhanced, r.r.text);
+            out["connection"] = stage(false, t, note + "; the listener is suspended");
+            refuse("connection", t);
+        } else if (c.reg->conservation_level >= 2) {
+            auto r = mta::smtp::conserving_connect(host);
+            std::string t = reply_text(r.r.code, r.r.enhanced, r.r.text);
+            out["connection"] = stage(false, t, note + "; resource conservation refuses new mail now");
+            refuse("connection", t);
+        } else {
+            out["connection"] = stage(true, fmt::format("220 {} ESMTP Ringway", host), note);
+        }
+    }
+    // helo
+    {
+        auto cmd = mta::smtp::parse_command(fmt::format("EHLO {}", helo), false);
+        if (cmd) {
+            out["helo"] = stage(true, fmt::format("250 {}", host));
+        } else {
+            std::string t = reply_text(cmd.error().code, cmd.error().enhanced, cmd.error().text);
+            out["helo"] = stage(false, t);
+            refuse("helo", t);
+        }
+    }
+    // mail_from
+    policy::sender_facts sf;
+    {
+        std::string line = fmt::format("MAIL FROM:<{}>", mail_from);
+        auto cmd = mta::smtp::parse_command(line, true);
+        if (!cmd) {
+            std::string t = reply_text(cmd.error().code, cmd.error().enhanced, cmd.error().text);
+            out["mail_from"] = stage(false, t);
+            refuse("mail_from", t);
+        } else if (lc.auth == auth_mode::required) {
+            out["mail_from"] = stage(false, "530 5.7.0 Authentication required",
+                                     "the listener requires AUTH; trace runs unauthenticated");
+            refuse("mail_from", "530 5.7.0 Authentication required");
+        } else {
+            sf.null_sender = cmd.value().null_path;
+            sf.local = cmd.value().path.local;
+            sf.domain = cmd.value().path.domain;
+            out["mail_from"] = stage(true, "250 2.1.0 Ok", sf.null_sender ? "the null sender" : "");
+        }
+    }
+    // rcpt
+    std::vector<std::pair<std::string, std::string>> accepted;  // address, domain
+    {
+        policy::connection_facts cf;
+        cf.peer = *peer;
+        cf.helo = helo;
+        json list = json::array();
+        size_t n = 0;
+        for (const auto& r : rcpts) {
+            json one = json::object();
+            one["rcpt"] = r;
+            auto cmd = mta::smtp::parse_command(fmt::format("RCPT TO:<{}>", r), true);
+            if (!cmd) {
+                std::string t = reply_text(cmd.error().code, cmd.error().enhanced, cmd.error().text);
+                one.update(stage(false, t));
+            } else if (++n > lc.max_recipients) {
+                one.update(stage(false, "452 4.5.3 Error: too many recipients"));
+            } else {
+                policy::recipient_facts rf;
+                rf.local = cmd.value().path.local;
+                rf.domain = cmd.value().path.domain;
+                rf.domain_literal = cmd.value().path.domain_literal;
+                rf.has_relay_chars = mta::smtp::has_relay_chars(cmd.value().path);
+                rf.had_source_route = cmd.value().had_source_route;
+                policy::verdict v = relay.check_recipient(cf, sf, rf);
+                if (v.act == policy::action::accept) {
+                    one.update(stage(true, "250 2.1.5 Ok", v.relay ? "relayed: the client may relay" : "a domain we accept"));
+                    accepted.emplace_back(mta::smtp::to_string(cmd.value().path), cmd.value().path.domain);
+                } else {
+                    one.update(stage(false, reply_text(v.code, v.enhanced, v.reason)));
+                }
+            }
+            list.push_back(std::move(one));
+        }
+        out["rcpt"] = std::move(list);
+        if (accepted.empty())
+            refuse("rcpt", out["rcpt"].back().value("reply", std::string()));
+    }
+    // message
+    if (args.contains("message")) {
+        std::string text = str(args, "message", false);
+        mta::smtp::data_decoder dec(size_t(lc.max_line_length_bytes));
+        std::string body;
+        auto st = dec.feed(as_data(text), body);
+        std::optional<std::string> why;
+        if (auto e = dec.error())
+            why = reply_text(e->code, e->enhanced, e->text);
+        else if (st.st != mta::smtp::data_decoder::status::done)
+            why = "451 4.3.0 the message did not end";
+        if (!why && dec.bytes_out() > lc.max_message_size_bytes) {
+            auto r = mta::smtp::message_too_big();
+            why = reply_text(r.r.code, r.r.enhanced, r.r.text);
+        }
+        mta::smtp::trace_counter hops;
+        hops.feed(body);
+        if (!why && hops.received() > cfg->smtp.max_received_headers) {
+            auto r = mta::smtp::too_many_hops(hops.received(), cfg->smtp.max_received_headers);
+            why = reply_text(r.r.code, r.r.enhanced, r.r.text);
+        }
+        std::string note = fmt::format("{} bytes, {} Received: headers", dec.bytes_out(), hops.received());
+        if (why) {
+            out["message"] = stage(false, *why, note);
+            refuse("message", *why);
+        } else {
+            out["message"] = stage(true, "250 2.0.0 Ok: queued", note);
+        }
+    }
+    // routing
+    {
+        json list = json::array();
+        for (const auto& [addr, domain] : accepted) {
+            json one = json::object();
+            one["rcpt"] = addr;
+            std::string d = domain;
+            for (auto& ch : d)
+                ch = char(std::tolower(uint8_t(ch)));
+            if (const auto* r = mta::delivery::find_route(dopts.routes, d)) {
+                std::vector<std::string> hosts;
+                for (const auto& h : r->hosts)
+                    hosts.push_back(fmt::format("{}:{}", h.name, h.port));
+                one["destination"] = fmt::format("route:{}", r->domain);
+                one["hosts"] = hosts;
+            } else {
+                one["destination"] = fmt::format("mx:{}", d);
+                one["hosts"] = json::array({fmt::format("the MX hosts of {} (port {})", d, dopts.smtp_port)});
+            }
+            list.push_back(std::move(one));
+        }
+        out["routing"] = std::move(list);
+    }
+    json verdict = json::object();
+    if (rejected_at.empty()) {
+        verdict["decision"] = "accept";
+        verdict["recipients"] = accepted.size();
+        verdict["reply"] = args.contains("message") ? "250 2.0.0 Ok: queued" : "250 2.1.5 Ok";
+    } else {
+        verdict["decision"] = "reject";
+        verdict["stage"] = rejected_at;
+        verdict["reply"] = final_reply;
+        verdict["recipients"] = accepted.size();
+    }
+    out["verdict"] = std::move(verdict);
+    co_return out;
+}
+
+}  // namespace rw::admin::control_detail

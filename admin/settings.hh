@@ -1,0 +1,30 @@
+// A configuration turned into each layer's options: listener options for
+// mta's sessions, the relay policy for policy, delivery options (routes,
+// internal hosts) for mta/delivery. Used by ringwayd when it starts and
+// at every commit, and by `trace` to judge facts against a configuration
+// without running it.
+#pragma once
+
+#include "admin/config.hh"
+#include "mta/delivery/delivery.hh"
+#include "mta/smtp/server.hh"
+#include "policy/relay.hh"
+#include "runtime/base/result.hh"
+
+namespace rw::admin {
+
+mta::listener_options to_options(const listener_config& l);
+
+// Hosts were validated by the loader; IP literals are resolved here once,
+// names at delivery time.
+mta::delivery::route_host to_route_host(const std::string& s, uint16_t default_port);
+
+// Routes first, then the accepted domains to the internal hosts (unless a
+// route names them).
+mta::delivery::options delivery_options(const config& cfg);
+
+// The relay policy of [smtp]. An error for a network policy cannot use
+// (the loader has already refused those).
+result<policy::relay_config, std::string> relay_options(const config& cfg);
+
+}  // namespace rw::admin
