@@ -37,8 +37,49 @@ void journal::close() {
 
 bool journal::enabled() { return g_fd.load(std::memory_order_relaxed) >= 0; }
 
+namespace {
+// The length of the well-formed UTF-8 sequence at s[i] (RFC 3629: no
+// overlong forms, no surrogates, nothing above U+10FFFF), or 0.
+size_t utf8_length(std::string_view s, size_t i) {
+    const auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+    const auto cont = [&](size_t k) { return i + k < s.size() && (b(k) & 0xC0) == 0x80; };
+    const unsigned char c = b(0);
+    if (c >= 0xC2 && c <= 0xDF)
+        return cont(1) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (!cont(1) || !cont(2))
+            return 0;
+        if ((c == 0xE0 && b(1) < 0xA0) || (c == 0xED && b(1) > 0x9F))
+            return 0;  // overlong; surrogate
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (!cont(1) || !cont(2) || !cont(3))
+            return 0;
+        if ((c == 0xF0 && b(1) < 0x90) || (c == 0xF4 && b(1) > 0x8F))
+            return 0;  // overlong; above U+10FFFF
+        return 4;
+    }
+    return 0;
+}
+}  // namespace
+
+// Fields hold what clients and peers sent, which need not be UTF-8: a byte
+// that does not start a well-formed sequence becomes U+FFFD, so every line
+// is JSON any reader accepts (the unit test parses it with nlohmann::json).
 void journal::escape_json(std::string& out, std::string_view s) {
-    for (unsigned char c : s) {
+    for (size_t i = 0; i < s.size();) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x80) {
+            if (size_t n = utf8_length(s, i)) {
+                out.append(s.substr(i, n));
+                i += n;
+            } else {
+                out += "\\ufffd";
+                ++i;
+            }
+            continue;
+        }
         switch (c) {
         case '"': out += "\\\""; break;
         case '\\': out += "\\\\"; break;
@@ -54,6 +95,7 @@ void journal::escape_json(std::string& out, std::string_view s) {
                 out += char(c);
             }
         }
+        ++i;
     }
 }
 

@@ -261,3 +261,15 @@ TEST_CASE("json: escapes and structure") {
     j.begin_array("l").end_array().value("b", true).end_object();
     REQUIRE(j.str() == R"({"a":1,"s":"q\"\\\n\u0001","o":{"x":1.5},"l":[],"b":true})");
 }
+
+TEST_CASE("json: arrays of objects, and bytes that are not UTF-8 still make JSON") {
+    json_writer j;
+    j.begin_object().begin_array("rows");
+    j.begin_object().value("reply", std::string_view("550 caf\xe9 \xff")).end_object();
+    j.begin_object().value("n", int64_t(-2)).value("nan", 0.0 / 0.0).end_object();
+    j.end_array().end_object();
+    const std::string s = j.str();
+    REQUIRE(s == "{\"rows\":[{\"reply\":\"550 caf\xef\xbf\xbd \xef\xbf\xbd\"},{\"n\":-2,\"nan\":null}]}");
+    auto parsed = nlohmann::json::parse(s);  // throws if it is not JSON
+    REQUIRE(parsed["rows"][1]["n"] == -2);
+}
