@@ -49,6 +49,20 @@ public:
         else
             _out += fmt::format("{}{{{}}} {}\n", name, labels, v);
     }
+    // A histogram's _bucket (cumulated, then +Inf), _sum and _count samples.
+    void histogram(std::string_view name, std::string_view labels, const rw::histogram& h) {
+        const std::string sep = labels.empty() ? "" : ",";
+        uint64_t cum = 0;
+        auto counts = h.counts();
+        auto bounds = h.bounds();
+        for (size_t i = 0; i < bounds.size() && i < counts.size(); ++i) {
+            cum += counts[i];
+            sample(fmt::format("{}_bucket", name), fmt::format("{}{}le=\"{}\"", labels, sep, bounds[i]), cum);
+        }
+        sample(fmt::format("{}_bucket", name), fmt::format("{}{}le=\"+Inf\"", labels, sep), h.count());
+        sample(fmt::format("{}_sum", name), labels, h.sum());
+        sample(fmt::format("{}_count", name), labels, h.count());
+    }
     std::string take() { return std::move(_out); }
 
 private:
@@ -66,8 +80,9 @@ struct core_figures {
     uint64_t spool_messages = 0, spool_free_slots = 0, spool_batches = 0, spool_records = 0, spool_bytes_written = 0;
     uint64_t delivered = 0, deferred = 0, bounced = 0, dsn = 0, connections_out = 0;
     net::resolver_stats dns;
-    double cpu_seconds = 0;
-    uint64_t loop_iterations = 0, in_flight = 0;
+    double cpu_seconds = 0, idle_seconds = 0;
+    uint64_t loop_iterations = 0, in_flight = 0, inbox_depth = 0;
+    rw::histogram commit_seconds{k_io_latency_bounds}, batch_records{k_batch_size_bounds};
 };
 
 core_figures gather(core_slot& s) {
@@ -98,6 +113,8 @@ core_figures gather(core_slot& s) {
         f.spool_batches += st.batches;
         f.spool_records += st.records;
         f.spool_bytes_written += st.bytes_written;
+        f.commit_seconds.merge(st.commit_seconds);
+        f.batch_records.merge(st.batch_records);
     }
     if (s.dns)
         f.dns = s.dns->stats();
@@ -106,6 +123,8 @@ core_figures gather(core_slot& s) {
         f.cpu_seconds = double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
     f.loop_iterations = reactor::local().loop_iterations();
     f.in_flight = reactor::local().in_flight();
+    f.idle_seconds = double(reactor::local().idle_ns()) / 1e9;
+    f.inbox_depth = engine::instance().inbox_depth(this_core());
     return f;
 }
 
@@ -233,6 +252,18 @@ std::string format(const config& cfg, const registry& reg, const std::vector<cor
     x.sample("ringway_spool_records_total", "", sum.spool_records);
     x.family("ringway_spool_written_bytes_total", "counter", "Bytes written to the spool.");
     x.sample("ringway_spool_written_bytes_total", "", sum.spool_bytes_written);
+    {
+        rw::histogram commit{k_io_latency_bounds}, batch{k_batch_size_bounds};
+        for (const auto& c : cores) {
+            commit.merge(c.commit_seconds);
+            batch.merge(c.batch_records);
+        }
+        x.family("ringway_spool_commit_seconds", "histogram",
+                 "Time to make one write batch durable (what an acknowledgement waits for).");
+        x.histogram("ringway_spool_commit_seconds", "", commit);
+        x.family("ringway_spool_batch_records", "histogram", "Records per write batch (group commit).");
+        x.histogram("ringway_spool_batch_records", "", batch);
+    }
 
     // Runtime, per core.
     x.family("ringway_core_cpu_seconds_total", "counter", "CPU time of each reactor thread.");
@@ -241,9 +272,18 @@ std::string format(const config& cfg, const registry& reg, const std::vector<cor
     x.family("ringway_core_loop_iterations_total", "counter", "Event loop iterations of each reactor.");
     for (size_t c = 0; c < cores.size(); ++c)
         x.sample("ringway_core_loop_iterations_total", fmt::format("core=\"{}\"", c), cores[c].loop_iterations);
-    x.family("ringway_core_operations_in_flight", "gauge", "io_uring operations submitted and not yet completed.");
+    x.family("ringway_core_idle_seconds_total", "counter",
+             "Time each reactor slept waiting for work; loop utilisation is 1 - rate(this).");
+    for (size_t c = 0; c < cores.size(); ++c)
+        x.sample("ringway_core_idle_seconds_total", fmt::format("core=\"{}\"", c), cores[c].idle_seconds);
+    x.family("ringway_core_operations_in_flight", "gauge",
+             "io_uring operations submitted and not yet completed (the ring's depth).");
     for (size_t c = 0; c < cores.size(); ++c)
         x.sample("ringway_core_operations_in_flight", fmt::format("core=\"{}\"", c), cores[c].in_flight);
+    x.family("ringway_core_cross_core_queue_depth", "gauge",
+             "Cross-core messages waiting for each core in the rings from the other cores.");
+    for (size_t c = 0; c < cores.size(); ++c)
+        x.sample("ringway_core_cross_core_queue_depth", fmt::format("core=\"{}\"", c), cores[c].inbox_depth);
 
     // DNS, per core's resolver, summed.
     net::resolver_stats dns;
@@ -253,6 +293,7 @@ std::string format(const config& cfg, const registry& reg, const std::vector<cor
         dns.cache_misses += c.dns.cache_misses;
         dns.failures_temporary += c.dns.failures_temporary;
         dns.cache_entries += c.dns.cache_entries;
+        dns.latency_seconds.merge(c.dns.latency_seconds);
     }
     x.family("ringway_dns_queries_total", "counter", "Queries sent to the DNS servers.");
     x.sample("ringway_dns_queries_total", "", dns.queries_sent);
@@ -264,6 +305,8 @@ std::string format(const config& cfg, const registry& reg, const std::vector<cor
     x.sample("ringway_dns_failures_total", "", dns.failures_temporary);
     x.family("ringway_dns_cache_entries", "gauge", "Entries in the DNS caches.");
     x.sample("ringway_dns_cache_entries", "", dns.cache_entries);
+    x.family("ringway_dns_query_seconds", "histogram", "Time from a query sent to its answer (or failure).");
+    x.histogram("ringway_dns_query_seconds", "", dns.latency_seconds);
 
     // Memory.
     uint64_t rss = 0;

@@ -304,6 +304,8 @@ task<void> shard::writer_loop() {
         _open_records = 0;
         _space.set();
         // wbuf points into what is now _flight_buf.
+        const uint32_t batch_records = bh.records;
+        const auto write_start = std::chrono::steady_clock::now();
         int rc;
         if (new_seg) {
             // The first batch, then the header that makes the segment part of
@@ -326,6 +328,9 @@ task<void> shard::writer_loop() {
         }
         _stats.batches++;
         _stats.bytes_written += wlen;
+        _stats.commit_seconds.add(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - write_start).count());
+        _stats.batch_records.add(double(batch_records));
         if (rc < 0) {
             fail(fmt::format("write of batch {} ({} bytes at offset {}) failed: {}", seq, wlen, woff,
                              std::strerror(-rc)));

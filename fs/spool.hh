@@ -35,6 +35,7 @@
 
 #include "fs/block_device.hh"
 #include "fs/format.hh"
+#include "runtime/base/histogram.hh"
 #include "runtime/disk/file.hh"
 #include "runtime/reactor/sync.hh"
 
@@ -193,6 +194,10 @@ public:
         uint64_t batches = 0, records = 0, bytes_written = 0, segments_opened = 0, relocated = 0;
         uint32_t free_slots = 0;
         uint64_t tail_seq = 0, head_seq = 0;
+        // Per batch: the durable write's time (what an acknowledgement
+        // waits for), and the records it carried.
+        histogram commit_seconds{k_io_latency_bounds};
+        histogram batch_records{k_batch_size_bounds};
     };
     stats get_stats() const;
 

@@ -842,6 +842,7 @@ task<dns_result<T>> resolver::lookup(std::string name, uint16_t qtype) {
     std::unique_ptr<query_ctx, query_release> q(new query_ctx{this});
     ++_queries_in_flight;
     ++_stats.queries_sent;
+    const auto sent = std::chrono::steady_clock::now();
     // May call on_answer at once (out of memory, say).
     ares_query(_channel, norm.c_str(), k_class_in, qtype, &resolver::on_answer, q.get());
     update_timer();
@@ -854,6 +855,7 @@ task<dns_result<T>> resolver::lookup(std::string name, uint16_t qtype) {
     };
     answer_awaiter aw{q.get()};
     co_await aw;
+    _stats.latency_seconds.add(std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count());
     co_return finish<T>(what, key, qtype, q->status, q->answer);
 }
 

@@ -33,6 +33,7 @@
 #include <variant>
 #include <vector>
 
+#include "runtime/base/histogram.hh"
 #include "runtime/base/result.hh"
 #include "runtime/net/addr.hh"
 #include "runtime/reactor/reactor.hh"
@@ -149,6 +150,7 @@ struct resolver_stats {
     uint64_t failures_temporary = 0;
     uint64_t malformed = 0;  // answers our parser or c-ares rejected
     size_t cache_entries = 0;
+    histogram latency_seconds{k_io_latency_bounds};  // queries sent, until their answer or failure
 };
 
 class resolver {

@@ -437,7 +437,10 @@ void reactor::run(task<void> root) {
             _sleeping.store(false, std::memory_order_relaxed);
             continue;
         }
+        const auto slept = std::chrono::steady_clock::now();
         int r = io_uring_submit_and_wait(&_ring, 1);
+        _idle_ns += uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - slept)
+                                 .count());
         _sleeping.store(false, std::memory_order_relaxed);
         if (r < 0 && r != -EINTR && r != -ETIME && r != -EBUSY && r != -EAGAIN)
             lg.panic("io_uring_submit_and_wait failed: {}", std::strerror(-r));

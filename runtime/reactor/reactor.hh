@@ -119,6 +119,9 @@ public:
     void wake(reactor* from) noexcept;
 
     uint64_t loop_iterations() const { return _iterations; }
+    // Time spent asleep in io_uring waiting for work: the loop's
+    // utilisation over an interval is 1 - idle / elapsed.
+    uint64_t idle_ns() const { return _idle_ns; }
 
 private:
     reactor() = default;
@@ -145,6 +148,7 @@ private:
     unsigned _index = 0;
     uint64_t _in_flight = 0;  // operations that will still post a CQE
     uint64_t _iterations = 0;
+    uint64_t _idle_ns = 0;
     std::vector<std::coroutine_handle<>> _ready;
     std::vector<std::coroutine_handle<>> _running;
     std::vector<std::coroutine_handle<>> _stop_waiters;

@@ -61,6 +61,14 @@ bool engine::try_post(unsigned to, cross_message* m) noexcept {
     return ring(from, to).push(m);
 }
 
+size_t engine::inbox_depth(unsigned core) noexcept {
+    size_t n = 0;
+    for (unsigned from = 0; from < _n; ++from)
+        if (from != core)
+            n += ring(from, core).size();
+    return n;
+}
+
 bool engine::poll_inbox(unsigned core) noexcept {
     bool ran = false;
     // Bounded per round so one chatty peer cannot starve the loop.

@@ -58,6 +58,12 @@ public:
     bool empty() const noexcept {
         return _head.load(std::memory_order_acquire) == _tail.load(std::memory_order_acquire);
     }
+    // Messages waiting (a moment's reading, from any thread).
+    size_t size() const noexcept {
+        size_t h = _head.load(std::memory_order_acquire);
+        size_t t = _tail.load(std::memory_order_acquire);
+        return t >= h ? t - h : 0;
+    }
 
 private:
     size_t _cap;
@@ -95,6 +101,8 @@ public:
     // Pushes m into the ring from the current core to `to`; false when full.
     bool try_post(unsigned to, cross_message* m) noexcept;
     reactor* reactor_of(unsigned core) const { return _reactors[core]; }
+    // Cross-core messages waiting for `core` in the rings from the others.
+    size_t inbox_depth(unsigned core) noexcept;
 
 private:
     engine() = default;

@@ -455,6 +455,22 @@ class Metrics(DeliveryTest):
         self.assertIn('ringway_destination_deliveries_total{destination="route:sink.test"} 6', text)
         self.assertIn('ringway_destination_delivery_seconds_count{destination="route:sink.test"} 6', text)
         self.assertIn('ringway_delivery_recipients_total{outcome="delivered"} 6', text)
+        # Spool group commit: at least one batch per message made durable, each timed.
+        def value(name):
+            m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
+            self.assertIsNotNone(m, name)
+            return float(m.group(1))
+        batches = value("ringway_spool_batches_total")
+        self.assertGreaterEqual(batches, 3)
+        self.assertEqual(value("ringway_spool_commit_seconds_count"), batches)
+        self.assertGreater(value("ringway_spool_commit_seconds_sum"), 0)
+        self.assertEqual(value('ringway_spool_commit_seconds_bucket{le="+Inf"}'), batches)
+        self.assertEqual(value("ringway_spool_batch_records_count"), batches)
+        self.assertGreaterEqual(value("ringway_spool_batch_records_sum"), 3)
+        # Runtime per core: idle time grows, queues are read.
+        self.assertGreater(value('ringway_core_idle_seconds_total{core="0"}'), 0)
+        self.assertGreaterEqual(value('ringway_core_cross_core_queue_depth{core="1"}'), 0)
+        self.assertIn("# TYPE ringway_dns_query_seconds histogram", text)
         check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
                                timeout=30)
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)

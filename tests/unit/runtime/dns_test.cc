@@ -752,6 +752,10 @@ task<void> basic_records(std::string server) {
 
     CHECK(res->stats().queries_sent == 6);
     CHECK(res->stats().cache_hits == 0);
+    // Each query's time to its answer, a loopback server: well under a second.
+    CHECK(res->stats().latency_seconds.count() == 6);
+    CHECK(res->stats().latency_seconds.sum() > 0);
+    CHECK(res->stats().latency_seconds.sum() < 6.0);
     auto closing = res->close();
     co_await std::move(closing);
 }
