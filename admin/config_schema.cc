@@ -123,18 +123,18 @@ const key_spec k_keys[] = {
     {"listener", "name", T::string, 0, 0, {}, {}, restart,
      "Unique name, used by the admin shell and in logs: 1..32 letters, digits, \"-\", \"_\" or \".\".", true, {}, {},
      RW_GET(c.listeners[i].name)},
-    {"listener", "address", T::string, 0, 0, {}, {}, restart,
+    {"listener", "address", T::string, 0, 0, {}, {}, live,
      "IP address to bind, IPv4 or IPv6: \"0.0.0.0\" is every IPv4 address, \"::\" every IPv6 address.", false, {},
      {}, RW_GET(c.listeners[i].address)},
-    {"listener", "port", T::integer, 1, 65535, {}, {}, restart, "TCP port.", true, {}, {},
+    {"listener", "port", T::integer, 1, 65535, {}, {}, live, "TCP port.", true, {}, {},
      RW_GET(c.listeners[i].port)},
-    {"listener", "tls_cert", T::path, 0, 0, {}, {}, restart,
+    {"listener", "tls_cert", T::path, 0, 0, {}, {}, live,
      "Certificate chain, a PEM file; tls_cert and tls_key go together. With neither, a self-signed certificate is "
      "generated at start-up for STARTTLS.",
      false, "\"/etc/ringway/tls/cert.pem\"", {}, RW_GET_OPT(c.listeners[i].tls_cert)},
-    {"listener", "tls_key", T::path, 0, 0, {}, {}, restart, "Private key of tls_cert, a PEM file.", false,
+    {"listener", "tls_key", T::path, 0, 0, {}, {}, live, "Private key of tls_cert, a PEM file.", false,
      "\"/etc/ringway/tls/key.pem\"", {}, RW_GET_OPT(c.listeners[i].tls_key)},
-    {"listener", "implicit_tls", T::boolean, 0, 0, {}, {}, restart,
+    {"listener", "implicit_tls", T::boolean, 0, 0, {}, {}, live,
      "TLS from the first byte (port 465 style, RFC 8314) instead of STARTTLS.", false, {}, {},
      RW_GET(c.listeners[i].implicit_tls)},
     {"listener", "auth", T::enumeration, 0, 0, {}, {}, live,
@@ -549,10 +549,6 @@ std::vector<key_change> diff(const config& before, const config& after) {
     flat_config a = flatten(before), b = flatten(after);
     std::vector<key_change> out;
     auto mode = [](const std::string& key) {
-        // Adding or removing a listener needs its sockets: a restart.
-        if (key.starts_with("listener["))
-            if (const key_spec* k = spec_of_path(key))
-                return k->apply;
         const key_spec* k = spec_of_path(key);
         return k ? k->apply : apply_mode::restart;
     };
@@ -573,8 +569,8 @@ std::vector<key_change> diff(const config& before, const config& after) {
     for (const auto& [k, v] : b)
         if (!find(a, k))
             out.push_back({k, {}, v, mode(k)});
-    // A listener added or removed changes sockets: restart.
-    if (before.listeners.size() != after.listeners.size())
+    // A listener added, removed or renamed: every listener key waits for a restart.
+    if (!same_listener_names(before, after))
         for (auto& ch : out)
             if (ch.key.starts_with("listener["))
                 ch.apply = apply_mode::restart;
@@ -595,6 +591,15 @@ std::string format_diff(const std::vector<key_change>& changes) {
     return out;
 }
 
+bool same_listener_names(const config& a, const config& b) {
+    if (a.listeners.size() != b.listeners.size())
+        return false;
+    for (size_t i = 0; i < a.listeners.size(); ++i)
+        if (a.listeners[i].name != b.listeners[i].name)
+            return false;
+    return true;
+}
+
 config effective_config(const config& running, const config& committed) {
     config e = committed;
     // Sections that only apply at start, but for their live keys.
@@ -606,20 +611,10 @@ config effective_config(const config& running, const config& committed) {
     e.control.history_versions = committed.control.history_versions;
     e.metrics = running.metrics;
     e.smtp.hostname = running.smtp.hostname;
-    if (running.listeners.size() != committed.listeners.size()) {
+    // Listeners added, removed or renamed wait for a restart; the others
+    // take every change, their sockets and certificates included.
+    if (!same_listener_names(running, committed))
         e.listeners = running.listeners;
-    } else {
-        for (size_t i = 0; i < e.listeners.size(); ++i) {
-            auto& l = e.listeners[i];
-            const auto& r = running.listeners[i];
-            l.name = r.name;
-            l.address = r.address;
-            l.port = r.port;
-            l.tls_cert = r.tls_cert;
-            l.tls_key = r.tls_key;
-            l.implicit_tls = r.implicit_tls;
-        }
-    }
     e.source = committed.source;
     e.notes = committed.notes;
     return e;

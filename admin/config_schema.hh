@@ -96,9 +96,11 @@ std::string format_diff(const std::vector<key_change>& changes);
 
 // What a commit of `committed` makes of the running configuration: its
 // live keys, with every restart key kept as `running` has it (and the
-// listeners as they are, when the commit adds or removes one). A unit test
+// listeners as they are, when the commit adds, removes or renames one). A unit test
 // holds this to the schema's apply flags.
 config effective_config(const config& running, const config& committed);
+// Whether two configurations have the same listeners by name, in order.
+bool same_listener_names(const config& a, const config& b);
 
 // Sets one key in a configuration's TOML text and returns the new text (as
 // toml++ writes it: comments are not kept). KEY is "section.key",

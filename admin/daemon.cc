@@ -168,6 +168,8 @@ struct generation {
 struct shared_state {
     std::vector<std::unique_ptr<mta::connection_limits>> limits;  // per listener
     std::vector<std::pair<std::string, std::string>> tls_files;   // per listener: cert, key
+    std::string self_signed_cert, self_signed_key;                // for listeners without their own
+    unsigned shard_count = 0;                                     // cores below it have listening sockets
     net::resolver_options dns;
     registry* reg = nullptr;
     control_server* control = nullptr;  // runs on core 0; null: no control socket
@@ -183,15 +185,27 @@ struct shared_state {
 
 void apply_on_core(core_slot& s, const generation& g, const generation* before, unsigned cores);
 
+// One listening socket's accept loop on one core. A commit that moves the
+// listener stops it (close_at_end: its socket closes once the loop is out)
+// and starts another on the new socket.
+struct accept_state {
+    int fd;
+    net::acceptor acc;
+    bool close_at_end = false;
+    explicit accept_state(int f) : fd(f), acc(f) {}
+};
+
 // `current` holds the options new sessions start with (a commit replaces them).
-task<void> accept_loop(int lfd, const mta::listener_options* const* current, mta::server_env* env,
-                       mta::connection_limits* limits, net::fd_reserve* reserve, gate* sessions) {
-    net::acceptor acc(lfd);
-    auto stopper = [](net::acceptor* a) -> task<void> {
+task<void> accept_loop(std::shared_ptr<accept_state> st, const mta::listener_options* const* current,
+                       mta::server_env* env, mta::connection_limits* limits, net::fd_reserve* reserve,
+                       gate* sessions) {
+    net::acceptor& acc = st->acc;
+    const int lfd = st->fd;
+    auto stopper = [](std::shared_ptr<accept_state> s) -> task<void> {
         co_await reactor::local().stop_requested();
-        a->stop();
+        s->acc.stop();
     };
-    spawn(stopper(&acc));
+    spawn(stopper(st));
     for (;;) {
         auto a = co_await acc.accept();
         const mta::listener_options* lo = *current;
@@ -228,9 +242,11 @@ task<void> accept_loop(int lfd, const mta::listener_options* const* current, mta
         spawn(run(sessions, mta::run_session(std::move(a.value()), lo, env, limits)));
     }
     co_await acc.stopped();
+    if (st->close_at_end)
+        ::close(lfd);
 }
 
-task<void> core_main(unsigned core, const config* cfg, const std::vector<listener_fds>* fds, fs::geometry geo,
+task<void> core_main(unsigned core, const config* cfg, std::vector<listener_fds>* fds, fs::geometry geo,
                      std::atomic<int>* spool_errors, const shared_state* shared, const generation* first) {
     core_spool sp;
     auto dev = fs::file_device::open_shared(cfg->spool.path, to_flush(cfg->spool.flush));
@@ -358,16 +374,42 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     gate sessions;
     gate loops;
     net::fd_reserve reserve;  // shared by this core's listeners
-    if (!sp.shards.empty()) {
-        for (size_t i = 0; i < fds->size(); ++i) {
-            auto run = [](gate* g, task<void> t) -> task<void> {
-                gate::holder h(*g);
-                co_await std::move(t);
-            };
-            spawn(run(&loops, accept_loop((*fds)[i].per_core[core], &shared->reg->mine().listener_options[i],
-                                          envs[i].get(), shared->limits[i].get(), &reserve, &sessions)));
-        }
-    }
+    std::vector<std::shared_ptr<accept_state>> accepting(fds->size());
+    core_slot& me = shared->reg->mine();
+    auto start_loop = [&, core](size_t i, int fd) {
+        auto run = [](gate* g, task<void> t) -> task<void> {
+            gate::holder h(*g);
+            co_await std::move(t);
+        };
+        accepting[i] = std::make_shared<accept_state>(fd);
+        (*fds)[i].per_core[core] = fd;  // ringwayd closes what is here at exit
+        spawn(run(&loops, accept_loop(accepting[i], &me.listener_options[i], envs[i].get(), shared->limits[i].get(),
+                                      &reserve, &sessions)));
+    };
+    if (!sp.shards.empty())
+        for (size_t i = 0; i < fds->size(); ++i)
+            start_loop(i, (*fds)[i].per_core[core]);
+    // Hooks for a commit (only while the reactor runs: they start tasks in this frame's gates).
+    me.reopen_listener = [&, core](size_t i, int fd) -> std::string {
+        if (reactor::local().stopping())
+            return "ringwayd is stopping";
+        if (i >= accepting.size() || !accepting[i])
+            return fmt::format("listener {} does not accept on core {}", i, core);
+        accepting[i]->close_at_end = true;
+        accepting[i]->acc.stop();
+        start_loop(i, fd);
+        return {};
+    };
+    me.reload_tls = [&](size_t i, const std::string& cert, const std::string& key) -> std::string {
+        if (i >= envs.size())
+            return fmt::format("no listener {}", i);
+        auto ctx = net::tls_context::server(cert, key);
+        if (!ctx)
+            return ctx.error();
+        tls.push_back(std::make_unique<net::tls_context>(std::move(ctx.value())));
+        envs[i]->tls = tls.back().get();  // the old context stays: open sessions use it
+        return {};
+    };
     co_await loops.wait_idle();
     co_await sessions.wait_idle();
     delivery.stop();
@@ -375,6 +417,8 @@ task<void> core_main(unsigned core, const config* cfg, const std::vector<listene
     // The control socket calls into every core's slot: it ends before the
     // barrier after which slots go away.
     co_await control_gate.wait_idle();
+    me.reopen_listener = nullptr;
+    me.reload_tls = nullptr;
     // Other cores' connections may still record outcomes in our shards:
     // close them only once every core's delivery has stopped.
     co_await shared->reg->delivery_stopped.arrive_and_wait();
@@ -454,6 +498,8 @@ result<void, std::string> build_listeners(const config& cfg, shared_state& out) 
             return unexpected(fmt::format("cannot make a self-signed certificate in {}/tls: {}", dir, m.error()));
         lg.info("generated a self-signed certificate for {} in {}", cfg.smtp.hostname, ss_cert);
     }
+    out.self_signed_cert = ss_cert;
+    out.self_signed_key = ss_key;
     for (const auto& l : cfg.listeners) {
         out.limits.push_back(std::make_unique<mta::connection_limits>());
         if (l.tls_cert.empty())
@@ -533,25 +579,119 @@ void apply_on_core(core_slot& s, const generation& g, const generation* before, 
 
 // A commit: builds the committed configuration's generation off the
 // reactor, puts it in force on every core in turn, and records it.
+// The certificate files a listener serves: its own, or the shared self-signed one.
+std::pair<std::string, std::string> tls_files_of(const shared_state& sh, const listener_config& l) {
+    if (l.tls_cert.empty())
+        return {sh.self_signed_cert, sh.self_signed_key};
+    return {l.tls_cert, l.tls_key};
+}
+
+// A listener moved to another address or port: one socket per core that
+// takes mail, bound before anything changes, so a port in use refuses the
+// commit. On failure everything opened is closed again.
+result<std::vector<int>, std::string> bind_listener(const shared_state& sh, const listener_config& l) {
+    std::vector<int> out;
+    for (unsigned c = 0; c < sh.cores; ++c) {
+        if (c >= sh.shard_count) {
+            out.push_back(-1);
+            continue;
+        }
+        auto fd = net::listen_tcp(l.endpoint(), 4096, true);
+        if (!fd) {
+            for (int f : out)
+                if (f >= 0)
+                    ::close(f);
+            return unexpected(fmt::format("listener {}: {}", l.name, fd.error()));
+        }
+        out.push_back(fd.value());
+    }
+    return out;
+}
+
 task<std::string> apply_commit(shared_state* sh, config committed) {
     const generation* before = sh->generations.back().get();
     config eff = effective_config(before->cfg, committed);
+    // Listeners whose socket or certificate changes (same names, same count:
+    // effective_config keeps the running ones otherwise).
+    std::vector<size_t> moved, recert;
+    std::vector<std::vector<int>> new_fds;
+    auto close_new = [&new_fds] {
+        for (auto& v : new_fds)
+            for (int f : v)
+                if (f >= 0)
+                    ::close(f);
+    };
+    for (size_t i = 0; i < eff.listeners.size() && i < before->cfg.listeners.size(); ++i) {
+        const auto& now = eff.listeners[i];
+        const auto& was = before->cfg.listeners[i];
+        if (now.address != was.address || now.port != was.port) {
+            auto fds = bind_listener(*sh, now);
+            if (!fds) {
+                close_new();
+                co_return fds.error();
+            }
+            moved.push_back(i);
+            new_fds.push_back(std::move(fds.value()));
+        }
+        if (tls_files_of(*sh, now) != tls_files_of(*sh, was)) {
+            auto [cert, key] = tls_files_of(*sh, now);
+            // Loaded once here first: a bad file refuses the commit before any core changes.
+            auto probe = net::tls_context::server(cert, key);
+            if (!probe) {
+                close_new();
+                co_return fmt::format("listener {}: {}", now.name, probe.error());
+            }
+            recert.push_back(i);
+        }
+    }
     auto build = [eff, nofile = sh->nofile, cores = sh->cores]() { return build_generation(eff, nofile, cores); };
     // (Bound first: g++ 12 mishandles class-type temporaries in the operand of co_await.)
     auto job = offload(std::move(build));
     auto built = co_await std::move(job);
-    if (!built)
+    if (!built) {
+        close_new();
         co_return built.error();
+    }
     sh->generations.push_back(std::move(built.value()));
     const generation* g = sh->generations.back().get();
     const unsigned cores = sh->cores;
+    std::vector<std::pair<std::string, std::string>> certs;
+    for (size_t i : recert)
+        certs.push_back(tls_files_of(*sh, g->cfg.listeners[i]));
+    std::string problems;
     for (unsigned core = 0; core < sh->reg->cores(); ++core) {
-        auto t = sh->reg->call(core, [g, before, cores](core_slot& s) {
+        std::vector<std::pair<size_t, int>> reopen;
+        for (size_t k = 0; k < moved.size(); ++k)
+            if (new_fds[k][core] >= 0)
+                reopen.emplace_back(moved[k], new_fds[k][core]);
+        auto fn = [g, before, cores, reopen, &recert, &certs](core_slot& s) {
             apply_on_core(s, *g, before, cores);
-            return 0;
-        });
-        co_await std::move(t);
+            std::string why;
+            for (auto [i, fd] : reopen)
+                if (auto w = s.reopen_listener ? s.reopen_listener(i, fd) : std::string("no listener hook"); !w.empty()) {
+                    ::close(fd);
+                    why += w + "; ";
+                }
+            for (size_t k = 0; k < recert.size(); ++k)
+                if (auto w = s.reload_tls ? s.reload_tls(recert[k], certs[k].first, certs[k].second)
+                                          : std::string("no TLS hook");
+                    !w.empty())
+                    why += w + "; ";
+            return why;
+        };
+        auto t = sh->reg->call(core, std::move(fn));
+        problems += co_await std::move(t);
     }
+    for (size_t k = 0; k < moved.size(); ++k)
+        lg.info("listener {} moved from {} to {}", g->cfg.listeners[moved[k]].name,
+                before->cfg.listeners[moved[k]].endpoint().to_string(),
+                g->cfg.listeners[moved[k]].endpoint().to_string());
+    for (size_t k = 0; k < recert.size(); ++k) {
+        lg.info("listener {} serves certificate {}", g->cfg.listeners[recert[k]].name, certs[k].first);
+        sh->tls_files[recert[k]] = certs[k];
+    }
+    if (!problems.empty())
+        lg.error("commit applied with problems: {}", problems);
     set_log_level(g->cfg.runtime.log_level);
     sh->committed.push_back(std::make_unique<config>(std::move(committed)));
     sh->reg->running = &g->cfg;
@@ -682,6 +822,7 @@ int run_daemon(const config& cfg, const std::string& start_note) {
     shared.dns.cache_max_entries = cfg.dns.cache_entries;
     shared.nofile = unsigned(std::min<uint64_t>(nofile.soft, UINT32_MAX));
     shared.cores = cores;
+    shared.shard_count = geo.value().shard_count;
     if (auto r = build_listeners(cfg, shared); !r)
         lg.fatal("{}", r.error());
     shared.suspended_listeners = read_suspended_listeners(cfg);

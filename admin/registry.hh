@@ -41,6 +41,12 @@ struct core_slot {
     // hold the older ones); the newest are in the listeners' environments.
     std::vector<std::unique_ptr<policy::rate_limiter>> rate_limiters;
     net::resolver* dns = nullptr;
+    // Set by ringwayd, called on this core by a commit: listener i takes
+    // connections on `fd` from now (the old socket closes once its accept
+    // loop has ended; open sessions go on), or serves this certificate to
+    // new sessions. Each returns "" or why it could not.
+    std::function<std::string(size_t i, int fd)> reopen_listener;
+    std::function<std::string(size_t i, const std::string& cert, const std::string& key)> reload_tls;
 };
 
 class registry {

@@ -761,6 +761,64 @@ class Trace(AdminTest):
         self.assertIn("unexpected --bogus", r.stderr)
 
 
+class ListenerMove(AdminTest):
+    def test_a_commit_moves_a_listener_open_sessions_finish_on_the_old_socket(self):
+        from ringway_harness import Raw
+        old_port = self.g.port
+        old = Raw(old_port)
+        self.assertEqual(old.reply()[0], 220)
+        old.send("EHLO before.client.test\r\n")
+        self.assertEqual(old.reply()[0], 250)
+        new_port = free_port()
+        r = self.json_of("set", "listener[test].port", str(new_port))
+        self.assertEqual(r["changes"][0]["apply"], "live")
+        c = self.json_of("commit", "move the listener")
+        self.assertEqual(c["pending_restart"], [])
+        self.assertIn(f"listener test moved from 127.0.0.1:{old_port} to 127.0.0.1:{new_port}", self.g.log_text())
+        # The new port greets; the old one is closed.
+        moved = Raw(new_port)
+        self.assertEqual(moved.reply()[0], 220)
+        moved.send("QUIT\r\n")
+        self.assertEqual(moved.reply()[0], 221)
+        moved.close()
+        wait_until(lambda: not self._accepts(old_port), timeout=10, what="the old port to close")
+        # The session opened before the commit goes on and queues mail.
+        old.send("MAIL FROM:<s@client.test>\r\nRCPT TO:<u@sink.test>\r\nDATA\r\n")
+        self.assertEqual([old.reply()[0] for _ in range(3)], [250, 250, 354])
+        old.send("Subject: across a move\r\n\r\nstill here\r\n.\r\n")
+        self.assertEqual(old.reply()[0], 250)
+        old.send("QUIT\r\n")
+        self.assertEqual(old.reply()[0], 221)
+        old.close()
+        wait_until(lambda: any(e.get("disposition") == "delivered" for e in self.g.journal()), timeout=20,
+                   what="the message from the old session delivered")
+        # A port in use refuses the commit, and nothing changes.
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        self.addCleanup(busy.close)
+        self.json_of("set", "listener[test].port", str(busy.getsockname()[1]))
+        r = self.run_shell("commit", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot apply the candidate; nothing was changed", r.stderr)
+        self.assertEqual(self.json_of("status")["config_version"], 2)
+        self.assertTrue(self._accepts(new_port))
+        self.json_of("abandon")
+        # Rollback puts it back where it was.
+        self.json_of("rollback", "1")
+        wait_until(lambda: self._accepts(old_port), timeout=10, what="the listener back on its old port")
+        wait_until(lambda: not self._accepts(new_port), timeout=10, what="the moved port to close")
+        self.g.port = old_port
+
+    @staticmethod
+    def _accepts(port):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+
 class CommitUnderLoad(DeliveryTest):
     """A commit and a rollback while ringway-load is sending: no message
     lost, no connection dropped, and the sink sees the new limit."""
