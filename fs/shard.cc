@@ -222,10 +222,10 @@ std::optional<shard::message_view> shard::find(uint64_t id) const {
 }
 
 size_t shard::live_count() const {
-    size_t n = 0;
-    for (const auto& [id, e] : _msgs)
-        n += e.committed;
-    return n;
+    // Every committed message holds exactly one segment reference (seg_ref
+    // asserts it), so their count is kept there: the admin plane asks every
+    // second, and a walk of a million messages held the reactor ~80 ms.
+    return _live;
 }
 
 shard::stats shard::get_stats() const {

@@ -22,11 +22,13 @@ void shard::seg_ref(uint64_t seg, uint64_t id, int delta) {
         auto it = _seg_refs.find(seg);
         const size_t gone = it == _seg_refs.end() ? 0 : it->second.erase(id);
         RW_ASSERT(gone == 1, "segment reference underflow seg={} msg={:x}", seg, id);
+        --_live;
         if (it->second.empty())
             _seg_refs.erase(it);
     } else {
         const bool added = _seg_refs[seg].insert(id).second;
         RW_ASSERT(added, "segment reference taken twice seg={} msg={:x}", seg, id);
+        ++_live;
     }
 }
 

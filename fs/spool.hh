@@ -282,6 +282,7 @@ private:
     // begin_seg -> the messages whose live (committed) copy begins there: the
     // oldest one bounds the tail, and the cleaner's victims are the tail's.
     std::map<uint64_t, std::unordered_set<uint64_t>> _seg_refs;
+    size_t _live = 0;  // references in _seg_refs: the committed messages (live_count)
     // Messages that may be uncommitted or relocating, the ones that pin the
     // tail beside _seg_refs: a superset (begin() and relocate() add, and
     // compute_tail() drops those that have settled), so the tail costs the

@@ -107,6 +107,7 @@ struct destination_view {
     unsigned core = 0;  // its owner
     uint64_t ready_rcpts = 0, ready_messages = 0;  // waiting for a connection now
     uint64_t deferred_rcpts = 0;                   // waiting for their retry time
+    uint64_t never_attempted_rcpts = 0;            // of the ready ones, not tried yet
     uint64_t in_flight_rcpts = 0, in_flight_messages = 0;
     int64_t oldest_received_unix = 0;  // of what is queued; 0 when nothing is
     unsigned connections = 0, idle_connections = 0;

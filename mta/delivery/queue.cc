@@ -296,6 +296,8 @@ std::vector<destination_view> service::destinations() const {
         for (const auto& e : d->ready) {
             v.ready_rcpts += e.rcpts.size();
             ++v.ready_messages;
+            if (e.attempts == 0)
+                v.never_attempted_rcpts += e.rcpts.size();
             if (!v.oldest_received_unix || e.received_unix < v.oldest_received_unix)
                 v.oldest_received_unix = e.received_unix;
         }
