@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <concepts>
+#include <unordered_map>
 
 #include "admin/config_values.hh"
 
@@ -553,21 +554,24 @@ std::vector<key_change> diff(const config& before, const config& after) {
         return k ? k->apply : apply_mode::restart;
     };
     // Both lists are in schema order; keys only on one side are kept in order.
-    auto find = [](const flat_config& f, const std::string& key) -> const std::string* {
-        for (const auto& [k, v] : f)
-            if (k == key)
-                return &v;
-        return nullptr;
+    std::unordered_map<std::string_view, const std::string*> in_a, in_b;
+    for (const auto& [k, v] : a)
+        in_a.emplace(k, &v);
+    for (const auto& [k, v] : b)
+        in_b.emplace(k, &v);
+    auto find = [](const auto& m, const std::string& key) -> const std::string* {
+        auto it = m.find(key);
+        return it == m.end() ? nullptr : it->second;
     };
     for (const auto& [k, v] : a) {
-        const std::string* other = find(b, k);
+        const std::string* other = find(in_b, k);
         if (!other)
             out.push_back({k, v, {}, mode(k)});
         else if (*other != v)
             out.push_back({k, v, *other, mode(k)});
     }
     for (const auto& [k, v] : b)
-        if (!find(a, k))
+        if (!find(in_a, k))
             out.push_back({k, {}, v, mode(k)});
     // A listener added, removed or renamed: every listener key waits for a restart.
     if (!same_listener_names(before, after))

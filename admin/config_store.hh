@@ -32,6 +32,8 @@ public:
     config_store(std::string dir, unsigned keep) : _dir(std::move(dir)), _keep(keep) {}
 
     const std::string& dir() const { return _dir; }
+    // How many versions commit() keeps (control.history_versions).
+    void set_keep(unsigned keep) { _keep = keep; }
     // Creates the directory (and its parents) if missing.
     result<void, std::string> open();
     // The newest version number; 0 when there is none.

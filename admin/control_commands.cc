@@ -417,6 +417,20 @@ task<json> cmd_hoststatus(context& c, const json& args) {
 
 // Suspensions survive a restart: written beside the spool.
 task<void> save_suspensions(context& c) {
+    // One at a time (two writers of the same temporary file could
+    // interleave, or rename an older state last); the state is read once
+    // this save's turn has come, so the newest one is what lands.
+    for (int i = 0; c.saving_suspensions; ++i) {
+        if (i >= 3000)
+            throw command_error("another change of the suspensions is still being saved; try again");
+        auto pause = io::sleep(std::chrono::milliseconds(10));
+        co_await pause;
+    }
+    c.saving_suspensions = true;
+    struct release {
+        bool& flag;
+        ~release() { flag = false; }
+    } held{c.saving_suspensions};
     std::string path = fmt::format("{}/suspensions.json", c.state_dir);
     std::vector<std::string> listeners;
     for (const auto& [name, token] : c.suspended_listeners)
@@ -477,9 +491,10 @@ size_t listener_arg(const context& c, const json& args) {
 
 // Sets listener i's suspension on every core; with `close`, ends its open
 // sessions too. Returns the open sessions found.
-task<size_t> set_listener(context& c, size_t i, bool suspended, bool close) {
+task<size_t> set_listener(context& c, size_t i, bool suspended, bool close,
+                          std::function<bool()> still = [] { return true; }) {
     size_t n = 0;
-    for (unsigned core = 0; core < c.reg->cores(); ++core) {
+    for (unsigned core = 0; core < c.reg->cores() && still(); ++core) {
         auto fn = [i, suspended, close](core_slot& s) -> size_t {
             if (i >= s.listeners.size())
                 return 0;
@@ -515,7 +530,13 @@ task<void> close_after(context* c, size_t i, std::string name, uint64_t token, s
     auto it = c->suspended_listeners.find(name);
     if (c->stopping || it == c->suspended_listeners.end() || it->second != token)
         co_return;
-    auto closing = set_listener(*c, i, true, true);
+    // Checked again before each core: a resume (or a new suspension) while
+    // this goes round ends it.
+    auto still = [c, name, token] {
+        auto at = c->suspended_listeners.find(name);
+        return !c->stopping && at != c->suspended_listeners.end() && at->second == token;
+    };
+    auto closing = set_listener(*c, i, true, true, still);
     size_t n = co_await std::move(closing);
     lg.info("listener suspended name={}: closed {} open sessions after {} s", name, n, delay.count());
 }

@@ -49,6 +49,7 @@ struct context {
     // close of open sessions (a resume or a new suspend makes it stale).
     std::map<std::string, uint64_t> suspended_listeners;
     uint64_t suspension_seq = 0;
+    bool saving_suspensions = false;  // one save at a time, each of the newest state
     // Samples for the 1/5/15-minute rates, every k_sample_period, newest last.
     std::deque<std::pair<std::chrono::steady_clock::time_point, totals>> samples;
     totals base;  // `counters reset` subtracts this

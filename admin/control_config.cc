@@ -112,7 +112,9 @@ json staged_json(const context& c, const staged& s) {
 
 // Validates text, applies it on every core, records it. Commits are
 // serialised: a second one waits for the first.
-task<json> commit_text(context& c, const peer_cred& who, std::string text, std::string comment) {
+// from_candidate: the text is the candidate's (a commit), which is then
+// done with unless a shell changed it meanwhile; a rollback leaves it.
+task<json> commit_text(context& c, const peer_cred& who, std::string text, std::string comment, bool from_candidate) {
     for (int i = 0; c.committing; ++i) {
         if (i >= k_commit_wait_tries || c.stopping)
             throw command_error("another commit is still being applied; try again");
@@ -128,18 +130,25 @@ task<json> commit_text(context& c, const peer_cred& who, std::string text, std::
     staged s = examine(c, text);
     if (!s.cfg)
         throw command_error(fmt::format("the candidate is invalid; nothing was changed:\n{}", s.problems));
+    auto done_with_candidate = [&] {
+        if (from_candidate && c.candidate && *c.candidate == text)
+            c.candidate.reset();
+    };
     if (s.changes.empty()) {
-        c.candidate.reset();
+        done_with_candidate();
         json o = json::object();
         o["version"] = c.version;
         o["unchanged"] = true;
         co_return o;
     }
     const config before = *c.reg->committed;
+    std::string partial;
     {
         auto apply = c.reg->apply(*s.cfg);
         std::string err = co_await std::move(apply);
-        if (!err.empty())
+        if (err.starts_with("partial: "))
+            partial = err.substr(9);
+        else if (!err.empty())
             throw command_error(fmt::format("cannot apply the candidate; nothing was changed: {}", err));
     }
     version_info meta;
@@ -149,6 +158,7 @@ task<json> commit_text(context& c, const peer_cred& who, std::string text, std::
     meta.diff = format_diff(s.changes);
     uint64_t number = c.version + 1;
     if (c.store) {
+        c.store->set_keep(s.cfg->control.history_versions);
         config_store* store = c.store.get();
         auto write = [store, text, meta]() { return store->commit(text, meta); };
         auto job = offload(std::move(write));
@@ -164,7 +174,7 @@ task<json> commit_text(context& c, const peer_cred& who, std::string text, std::
         number = n.value();
     }
     c.version = number;
-    c.candidate.reset();
+    done_with_candidate();
     size_t restart = 0;
     for (const auto& ch : s.changes)
         restart += ch.apply == apply_mode::restart;
@@ -181,6 +191,8 @@ task<json> commit_text(context& c, const peer_cred& who, std::string text, std::
     o["version"] = number;
     o["changes"] = changes_json(s.changes);
     o["pending_restart"] = pending_restart(c);
+    if (!partial.empty())
+        o["problems"] = problems_json(partial);
     co_return o;
 }
 
@@ -303,7 +315,7 @@ task<json> cmd_rollback(context& c, const peer_cred& who, const json& args) {
     auto text = co_await std::move(job);
     if (!text)
         throw command_error(fmt::format("no version {} (see history): {}", target, text.error()));
-    auto t = commit_text(c, who, std::move(text.value()), fmt::format("rollback to version {}", target));
+    auto t = commit_text(c, who, std::move(text.value()), fmt::format("rollback to version {}", target), false);
     json o = co_await std::move(t);
     o["rolled_back_to"] = target;
     co_return o;
@@ -344,7 +356,7 @@ task<json> config_command(context& c, const peer_cred& who, const std::string& c
     std::string comment = str_arg(args, "comment", false);
     if (comment.size() > 1000)
         throw command_error("comment: longer than 1000 characters");
-    auto t = commit_text(c, who, *c.candidate, std::move(comment));
+    auto t = commit_text(c, who, *c.candidate, std::move(comment), true);
     co_return co_await std::move(t);
 }
 

@@ -5,6 +5,7 @@
 #include "admin/daemon.hh"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/file.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -201,9 +202,10 @@ task<void> accept_loop(std::shared_ptr<accept_state> st, const mta::listener_opt
                        gate* sessions) {
     net::acceptor& acc = st->acc;
     const int lfd = st->fd;
-    auto stopper = [](std::shared_ptr<accept_state> s) -> task<void> {
+    auto stopper = [](std::weak_ptr<accept_state> w) -> task<void> {
         co_await reactor::local().stop_requested();
-        s->acc.stop();
+        if (auto s = w.lock())
+            s->acc.stop();
     };
     spawn(stopper(st));
     for (;;) {
@@ -242,8 +244,33 @@ task<void> accept_loop(std::shared_ptr<accept_state> st, const mta::listener_opt
         spawn(run(sessions, mta::run_session(std::move(a.value()), lo, env, limits)));
     }
     co_await acc.stopped();
-    if (st->close_at_end)
+    if (st->close_at_end) {
+        // Moved by a commit: the connections already accepted, in our queue
+        // or the kernel's, are clients like any other. Serve them, then close.
+        std::deque<int> left = acc.take_ready();
+        for (int i = 0; i < 100000; ++i) {
+            int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (fd < 0)
+                break;
+            left.push_back(fd);
+        }
         ::close(lfd);
+        const mta::listener_options* lo = *current;
+        for (int fd : left) {
+            sockaddr_storage ss{};
+            socklen_t len = sizeof ss;
+            if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+                ::close(fd);
+                continue;
+            }
+            net::accepted conn{fd, net::address::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len)};
+            auto run = [](gate* g, task<void> t) -> task<void> {
+                gate::holder h(*g);
+                co_await std::move(t);
+            };
+            spawn(run(sessions, mta::run_session(std::move(conn), lo, env, limits)));
+        }
+    }
 }
 
 task<void> core_main(unsigned core, const config* cfg, std::vector<listener_fds>* fds, fs::geometry geo,
@@ -410,6 +437,9 @@ task<void> core_main(unsigned core, const config* cfg, std::vector<listener_fds>
         envs[i]->tls = tls.back().get();  // the old context stays: open sessions use it
         return {};
     };
+    // Until a stop request, on every core: one without a spool shard has no
+    // accept loop to wait for, but delivers, and answers commits.
+    co_await reactor::local().stop_requested();
     co_await loops.wait_idle();
     co_await sessions.wait_idle();
     delivery.stop();
@@ -664,19 +694,20 @@ task<std::string> apply_commit(shared_state* sh, config committed) {
         for (size_t k = 0; k < moved.size(); ++k)
             if (new_fds[k][core] >= 0)
                 reopen.emplace_back(moved[k], new_fds[k][core]);
-        auto fn = [g, before, cores, reopen, &recert, &certs](core_slot& s) {
+        const unsigned shard_count = sh->shard_count;
+        auto fn = [g, before, cores, reopen, shard_count, &recert, &certs](core_slot& s) {
             apply_on_core(s, *g, before, cores);
             std::string why;
             for (auto [i, fd] : reopen)
                 if (auto w = s.reopen_listener ? s.reopen_listener(i, fd) : std::string("no listener hook"); !w.empty()) {
                     ::close(fd);
-                    why += w + "; ";
+                    why += fmt::format("core {}: {}; ", s.core, w);
                 }
-            for (size_t k = 0; k < recert.size(); ++k)
+            for (size_t k = 0; k < recert.size() && s.core < shard_count; ++k)
                 if (auto w = s.reload_tls ? s.reload_tls(recert[k], certs[k].first, certs[k].second)
                                           : std::string("no TLS hook");
                     !w.empty())
-                    why += w + "; ";
+                    why += fmt::format("core {}: {}; ", s.core, w);
             return why;
         };
         auto t = sh->reg->call(core, std::move(fn));
@@ -696,6 +727,9 @@ task<std::string> apply_commit(shared_state* sh, config committed) {
     sh->committed.push_back(std::make_unique<config>(std::move(committed)));
     sh->reg->running = &g->cfg;
     sh->reg->committed = sh->committed.back().get();
+    // In force, but not everywhere as asked: the caller records it and says so.
+    if (!problems.empty())
+        co_return fmt::format("partial: {}", problems);
     co_return std::string();
 }
 }  // namespace

@@ -88,7 +88,9 @@ public:
     const config* running = nullptr;
     const config* committed = nullptr;
     // Applies a committed configuration on every core (set by ringwayd;
-    // call on core 0, one at a time). Returns "" or why it could not.
+    // call on core 0, one at a time). Returns "" or why it could not (and
+    // nothing changed); "partial: why" when it is in force but a core could
+    // not take all of it (a listener not moved there, say).
     std::function<task<std::string>(config committed)> apply;
 
     // Resource conservation's level and why (admin/conservation.hh);

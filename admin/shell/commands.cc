@@ -381,6 +381,9 @@ std::string fmt_commit(const json& r) {
     for (const auto& ch : r["changes"])
         o += change_line(ch);
     o += pending_text(r);
+    if (r.contains("problems"))
+        for (const auto& p : r["problems"])
+            o += fmt::format("in force, but not everywhere: {}\n", p.get<std::string>());
     return o;
 }
 

@@ -42,6 +42,12 @@ task<void> service::impl::apply_at_origin(const options* o, fs::shard* sh, uint6
         sender = v->env.mail_from;
         arrival = v->env.received_unix;
         dp = read_params(id, v->env.params, v->rcpts.size());
+        // A recipient already final stays as it is: bouncerecipients may
+        // have failed it while a connection was sending it, and the
+        // connection's outcome must not undo that (nor report twice).
+        std::erase_if(outs, [&](const outcome& x) {
+            return x.idx < v->rcpts.size() && is_final(v->rcpts[x.idx].status);
+        });
         // Final and done with: a recipient whose report is still due
         // keeps the message.
         std::vector<bool> final(v->rcpts.size(), false);

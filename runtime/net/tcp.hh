@@ -4,6 +4,7 @@
 #pragma once
 
 #include <deque>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,6 +44,9 @@ public:
     // object may be destroyed only after stopped() has resumed.
     void stop() noexcept;
     task<void> stopped();
+    // After stopped(): the connections accepted and not yet taken by
+    // accept(), for the caller to serve or close.
+    std::deque<int> take_ready() noexcept { return std::exchange(_ready, {}); }
 
     void complete(int res, uint32_t flags) noexcept override;
 
