@@ -832,7 +832,7 @@ task<json> cmd_counters_reset(context& c, const peer_cred& who) {
 // ---- the mail log: findevent and tail ----
 
 struct event_filter {
-    std::string mid, from, rcpt, event;
+    std::string mid, from, rcpt, subject, event;
     int64_t since = 0, until = 0;  // Unix seconds; 0: open
 
     static event_filter from_args(const json& args) {
@@ -842,6 +842,7 @@ struct event_filter {
             ch = char(std::toupper(uint8_t(ch)));
         f.from = str_arg(args, "from");
         f.rcpt = str_arg(args, "rcpt");
+        f.subject = str_arg(args, "subject");
         f.event = str_arg(args, "event");
         for (const char* k : {"since", "until"})
             if (args.contains(k)) {
@@ -851,7 +852,7 @@ struct event_filter {
             }
         return f;
     }
-    bool any_address() const { return !from.empty() || !rcpt.empty(); }
+    bool any_address() const { return !from.empty() || !rcpt.empty() || !subject.empty(); }
 };
 
 bool iequals_in(std::string_view hay, std::string_view needle) {
@@ -893,6 +894,8 @@ bool matches(const event_filter& f, const json& e) {
         return false;
     if (!f.rcpt.empty() && !iequals_in(s_of(e, "rcpt"), f.rcpt) && !iequals_in(s_of(e, "to"), f.rcpt))
         return false;
+    if (!f.subject.empty() && !iequals_in(s_of(e, "subject"), f.subject))
+        return false;
     return in_time(f, e);
 }
 
@@ -932,7 +935,7 @@ constexpr size_t k_log_chunk = 4 << 20;
 task<json> cmd_findevent(context& c, const json& args) {
     event_filter f = event_filter::from_args(args);
     if (f.mid.empty() && !f.any_address())
-        throw command_error("say what to find: mid, from or rcpt");
+        throw command_error("say what to find: mid, from, rcpt or subject");
     const std::string path = mail_log_path(c);
     // Pass 1: the messages that match (by MID, sender or recipient, in
     // the time range). Pass 2: every record of those messages.
@@ -954,8 +957,12 @@ task<json> cmd_findevent(context& c, const json& args) {
             size_t start = 0;
             for (size_t nl; (nl = carry.find('\n', start)) != std::string::npos; start = nl + 1) {
                 std::string_view line(carry.data() + start, nl - start);
-                if (pass == 1 && !iequals_in(line, f.from) && !iequals_in(line, f.rcpt))
-                    continue;  // cheap test before parsing
+                // A cheap test before parsing (a subject with characters that
+                // JSON escapes is left to the parsed test).
+                const bool plain_subject = f.subject.find_first_of("\"\\") == std::string::npos;
+                if (pass == 1 && !iequals_in(line, f.from) && !iequals_in(line, f.rcpt) &&
+                    (!plain_subject || !iequals_in(line, f.subject)))
+                    continue;
                 json e = json::parse(line, nullptr, false);
                 if (e.is_discarded() || !e.is_object())
                     continue;

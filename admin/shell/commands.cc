@@ -519,8 +519,8 @@ std::vector<command> make_commands() {
                  "counters reset: the counters and rates of `status` count from now. Gauges are not affected.",
                  fmt_simple});
     const std::vector<arg_spec> filters = {
-        a{"mid", a::keyword}, a{"from", a::keyword}, a{"rcpt", a::keyword}, a{"since", a::keyword},
-        a{"until", a::keyword}};
+        a{"mid", a::keyword}, a{"from", a::keyword}, a{"rcpt", a::keyword}, a{"subject", a::keyword},
+        a{"since", a::keyword}, a{"until", a::keyword}};
     {
         std::vector<arg_spec> t = {a{"follow", a::flag}, a{"lines", a::keyword}, a{"event", a::keyword}};
         t.insert(t.end(), filters.begin(), filters.end());
@@ -534,8 +534,9 @@ std::vector<command> make_commands() {
         v.push_back(std::move(c));
     }
     v.push_back({"findevent", "findevent", filters, "a message's whole history in the mail log",
-                 "findevent mid MID | from ADDR | rcpt ADDR [since TIME] [until TIME]: the messages that match\n"
-                 "and every mail-log record of each (received, each delivery attempt, reports, removal).",
+                 "findevent mid MID | from ADDR | rcpt ADDR | subject TEXT [since TIME] [until TIME]: the\n"
+                 "messages that match (addresses and subject as parts, without case) and every mail-log record\n"
+                 "of each (received, each delivery attempt, reports, removal).",
                  fmt_findevent});
     std::vector<std::string> sections;
     for (const auto& sec : config_sections())

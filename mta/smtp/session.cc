@@ -202,6 +202,7 @@ private:
     uint64_t _bdat_bytes = 0;
     std::optional<smtp::refusal> _bdat_error;  // the chunks so far failed: why
     smtp::trace_counter _bdat_hops;
+    std::string _subject;  // of the message being queued, for the mail log
 };
 
 task<int> session::read_more(std::chrono::nanoseconds timeout) {
@@ -477,7 +478,8 @@ void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
     journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
                                  {"from", std::string_view(_mail_from)}, {"to", std::string_view(to)},
                                  {"rcpts", uint64_t(_rcpts.size())},
-                                 {"size", size}, {"body", by}, {"tls", bool(_tls)}});
+                                 {"size", size}, {"body", by}, {"tls", bool(_tls)},
+                                 {"subject", std::string_view(_subject)}});
     queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
     reset_transaction();
 }
@@ -572,6 +574,7 @@ task<bool> session::do_data() {
         refuse_message(smtp::spool_failed(id.error()));
         co_return true;
     }
+    _subject = hops.subject();
     message_queued(id.value(), size, "DATA");
     co_return true;
 }
@@ -656,6 +659,7 @@ task<bool> session::do_bdat(const smtp::command& c) {
         refuse_message(smtp::spool_failed(id.error()));
         co_return true;
     }
+    _subject = _bdat_hops.subject();
     message_queued(id.value(), size, "BDAT");
     co_return true;
 }

@@ -1,11 +1,9 @@
-// Received: counting (see trace_counter.hh).
+// Received: counting and the subject (see trace_counter.hh).
 #include "mta/smtp/trace_counter.hh"
 
 namespace rw::mta::smtp {
 
 namespace {
-constexpr std::string_view k_name = "received:";  // field names compare without case (RFC 5322 1.2.2)
-
 char lower(char c) { return c >= 'A' && c <= 'Z' ? char(c + 32) : c; }
 }  // namespace
 
@@ -21,10 +19,15 @@ void trace_counter::feed(std::string_view chunk) {
                 ++i;
             } else if (c == '\n') {
                 // A bare LF cannot reach here from the DATA decoder; treat it
-                // as a line end so counting never runs away.
+                // as a line end so the scan never runs away.
                 ++i;
+            } else if (c == ' ' || c == '\t') {
+                // A folded continuation of the field before (RFC 5322 2.2.3:
+                // unfolding removes the CRLF, the white space stays).
+                _st = _in_subject ? state::value : state::rest;
             } else {
-                _matched = 0;
+                _name_len = 0;
+                _in_subject = false;
                 _st = state::name;
             }
             break;
@@ -40,16 +43,35 @@ void trace_counter::feed(std::string_view chunk) {
             // RFC 5322 3.6.7: "Received:" with no space before the colon.
             // (Obsolete syntax allows white space there, 4.5.3; it is not
             // worth a loop's escape hatch to count those too.)
-            if (lower(c) == k_name[_matched]) {
+            if (c == ':') {
                 ++i;
-                if (++_matched == k_name.size()) {
+                const std::string_view name(_name, _name_len);
+                if (name == "received") {
                     ++_received;
                     _st = state::rest;
+                } else if (name == "subject" && !_have_subject) {
+                    _have_subject = _in_subject = true;
+                    _st = state::value;
+                } else {
+                    _st = state::rest;
                 }
-            } else {
+            } else if (c == '\r' || c == '\n' || _name_len == k_max_name) {
                 _st = state::rest;
+            } else {
+                _name[_name_len++] = lower(c);
+                ++i;
             }
             break;
+        case state::value: {
+            const size_t end = chunk.find_first_of("\r\n", i);
+            const size_t stop = end == std::string_view::npos ? n : end;
+            for (; i < stop; ++i)
+                if (_subject.size() < k_max_subject && !(_subject.empty() && (chunk[i] == ' ' || chunk[i] == '\t')))
+                    _subject += chunk[i];
+            if (end != std::string_view::npos)
+                _st = state::rest;  // the CR LF
+            break;
+        }
         case state::rest: {
             // Skip to the end of the line.
             const size_t nl = chunk.find('\n', i);

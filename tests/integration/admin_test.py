@@ -276,6 +276,15 @@ class Shell(AdminTest):
         r = self.json_of("findevent", "from", "s@client.test", "since", "1h")
         self.assertEqual(sorted(r["messages"]), sorted(mids.values()))
         self.assertEqual(self.json_of("findevent", "from", "s@client.test", "until", "1d")["messages"], [])
+        # By subject (the received record carries it); one that was never sent finds nothing.
+        other = send(self.g.port, "s@client.test", ["u@held.test"],
+                     b"Subject: =?utf-8?q?Quarterly?= numbers \"Q3\"\r\n\r\nx\r\n")
+        r = self.json_of("findevent", "subject", "numbers \"q3\"")
+        self.assertEqual(r["messages"], [other])
+        self.assertEqual(r["events"][0]["subject"], "=?utf-8?q?Quarterly?= numbers \"Q3\"")
+        self.assertEqual(sorted(self.json_of("findevent", "subject", "ADMIN PLANE")["messages"]),
+                         sorted(mids.values()))
+        self.assertEqual(self.json_of("findevent", "subject", "never sent")["messages"], [])
         text = self.run_shell("findevent", "mid", mids["held.test"]).stdout
         self.assertIn(f"received   ", text)
         self.assertIn("to=u@held.test", text)
@@ -286,7 +295,7 @@ class Shell(AdminTest):
         out = self.run_shell("--json", "tail", "lines", "2", "event", "received").stdout.splitlines()
         self.assertEqual(len(out), 2)
         self.assertTrue(all(json.loads(l)["event"] == "received" for l in out))
-        self.assertEqual(json.loads(out[-1])["mid"], mids["held.test"])
+        self.assertEqual(json.loads(out[-1])["mid"], other)
         # tail follow in the shell: a new message shows up; Ctrl-C ends it.
         p = self.spawn_shell()
         p.sendline("tail follow lines 0 event received")

@@ -101,3 +101,25 @@ TEST_CASE("spool errors map to one reply each", "[smtp]") {
     CHECK(rw::mta::smtp::spool_unhealthy(rw::fs::spool_health::full).r.code == 452);
     CHECK(rw::mta::smtp::spool_unhealthy(rw::fs::spool_health::failed).r.code == 451);
 }
+
+TEST_CASE("trace_counter keeps the first Subject, unfolded, at every split point", "[smtp]") {
+    const std::string m = hops(2) + "SUBJECT:   Quarterly\r\n\treport, part\r\n 2\r\nX-Subject: not it\r\n"
+                          "Subject: the second one\r\n\r\nSubject: in the body\r\n";
+    const std::string want = "Quarterly\treport, part 2";
+    CHECK(whole(m).subject() == want);
+    CHECK(whole(m).received() == 2);
+    for (size_t i = 0; i <= m.size(); ++i) {
+        trace_counter t;
+        t.feed(std::string_view(m).substr(0, i));
+        t.feed(std::string_view(m).substr(i));
+        INFO("split " << i);
+        REQUIRE(t.subject() == want);
+        REQUIRE(t.received() == 2);
+    }
+    // None, a long one (kept to its limit), an empty one.
+    CHECK(whole("From: a@b.test\r\n\r\nSubject: body\r\n").subject().empty());
+    const std::string long_subject(500, 'x');
+    CHECK(whole("Subject: " + long_subject + "\r\n\r\n").subject() ==
+          long_subject.substr(0, trace_counter::k_max_subject));
+    CHECK(whole("Subject:\r\nFrom: a@b.test\r\n\r\n").subject().empty());
+}
