@@ -135,6 +135,10 @@ private:
         if (auto v = read_int(s, k, ks.lo, ks.hi, ks.allowed))
             out = std::chrono::duration<R, P>(*v);
     }
+    // Every integer, boolean, size and enumeration key of the section,
+    // checked and set as its schema entry says; `out` is the section's
+    // struct. The section readers then do what is particular to them.
+    void read_simple(const section& s, void* out);
     void set_size(const section& s, std::string_view k, uint64_t& out) {
         const key_spec& ks = spec(s, k);
         set_size(s, k, uint64_t(ks.lo), uint64_t(ks.hi), out);

@@ -49,9 +49,55 @@ key_value opt_val(const std::string& s) {
     return s;
 }
 
-#define RW_GET(expr) [](const config& c, size_t i) -> key_value { (void)c; (void)i; return val(expr); }
-#define RW_GET_SIZE(expr) [](const config& c, size_t i) -> key_value { (void)c; (void)i; return size_val(expr); }
-#define RW_GET_OPT(expr) [](const config& c, size_t i) -> key_value { (void)c; (void)i; return opt_val(expr); }
+// A key's getter and setter on its section's struct (passed as void*: the
+// schema is one table for every section).
+// -- a key_value into a member (what the loader validated) --
+void assign(bool& f, const key_value& v) {
+    if (auto* b = std::get_if<bool>(&v))
+        f = *b;
+}
+template <std::integral T>
+    requires(!std::same_as<T, bool>)
+void assign(T& f, const key_value& v) {
+    if (auto* i = std::get_if<int64_t>(&v))
+        f = T(*i);
+}
+template <typename R, typename P>
+void assign(std::chrono::duration<R, P>& f, const key_value& v) {
+    if (auto* i = std::get_if<int64_t>(&v))
+        f = std::chrono::duration<R, P>(*i);
+}
+void assign(std::string& f, const key_value& v) {
+    if (auto* s = std::get_if<std::string>(&v))
+        f = *s;
+}
+void assign(rw::log_level& f, const key_value& v) {
+    if (auto* s = std::get_if<std::string>(&v))
+        (void)rw::parse_log_level(*s, f);
+}
+void assign(spool_flush& f, const key_value& v) {
+    if (auto* s = std::get_if<std::string>(&v))
+        f = *s == "fdatasync" ? spool_flush::fdatasync : *s == "dsync" ? spool_flush::dsync : spool_flush::automatic;
+}
+void assign(auth_mode& f, const key_value& v) {
+    if (auto* s = std::get_if<std::string>(&v))
+        f = *s == "none" ? auth_mode::none : *s == "required" ? auth_mode::required : auth_mode::optional;
+}
+// Lists are read by their sections' own code (each element has its own check).
+template <typename T>
+void assign(std::vector<T>&, const key_value&) {}
+template <typename T>
+void assign(std::optional<T>&, const key_value&) {}
+
+#define RW_F(S, m)                                                                                        \
+    [](const void* p) -> key_value { return val(static_cast<const S*>(p)->m); },                          \
+        [](void* p, const key_value& v) { assign(static_cast<S*>(p)->m, v); }
+#define RW_F_SIZE(S, m)                                                                                   \
+    [](const void* p) -> key_value { return size_val(static_cast<const S*>(p)->m); },                     \
+        [](void* p, const key_value& v) { assign(static_cast<S*>(p)->m, v); }
+#define RW_F_OPT(S, m)                                                                                    \
+    [](const void* p) -> key_value { return opt_val(static_cast<const S*>(p)->m); },                      \
+        [](void* p, const key_value& v) { assign(static_cast<S*>(p)->m, v); }
 
 constexpr std::string_view k_log_levels[] = {"trace", "debug", "info", "warn", "error"};
 constexpr std::string_view k_flush_modes[] = {"auto", "fdatasync", "dsync"};
@@ -84,264 +130,264 @@ const section_spec k_sections[] = {
 const key_spec k_keys[] = {
     // [runtime]
     {"runtime", "cores", T::integer, 0, 256, "0 (every CPU) or 1..256", "threads", restart,
-     "Reactor threads, one per core: 0 = every CPU ringwayd may run on.", false, {}, {}, RW_GET(c.runtime.cores)},
+     "Reactor threads, one per core: 0 = every CPU ringwayd may run on.", false, {}, {}, RW_F(runtime_config, cores)},
     {"runtime", "pin", T::boolean, 0, 0, {}, {}, restart, "Pin reactor thread i to the i-th allowed CPU.", false, {},
-     {}, RW_GET(c.runtime.pin)},
+     {}, RW_F(runtime_config, pin)},
     {"runtime", "log_level", T::enumeration, 0, 0, {}, {}, live, "Diagnostic log level (standard error).", false, {},
-     k_log_levels, RW_GET(c.runtime.log_level)},
+     k_log_levels, RW_F(runtime_config, log_level)},
     {"runtime", "mail_log", T::path, 0, 0, "a file path, \"-\" (stdout) or \"\" (off)", {}, restart,
      "Mail log, one JSON line per reception and delivery event: a file path, \"-\" for standard output, \"\" for "
      "none.",
-     false, {}, {}, RW_GET(c.runtime.mail_log)},
+     false, {}, {}, RW_F(runtime_config, mail_log)},
     {"runtime", "drain_timeout_ms", T::integer, 0, 3'600'000, {}, "ms", restart,
      "On shutdown, how long open sessions get to finish before they are closed.", false, {}, {},
-     RW_GET(c.runtime.drain_timeout_ms)},
+     RW_F(runtime_config, drain_timeout_ms)},
 
     // [dns]
     {"dns", "servers", T::string_list, 0, 8, "at most 8", {}, restart,
      "Resolvers as \"IP\" (port 53) or \"IP:port\" (\"[IPv6]:port\"). Empty: the system's resolvers from "
      "/etc/resolv.conf.",
-     false, {}, {}, RW_GET(c.dns.servers)},
+     false, {}, {}, RW_F(dns_config, servers)},
     {"dns", "timeout_ms", T::integer, 1, 60'000, {}, "ms", restart, "How long to wait for an answer, per try.", false,
-     {}, {}, RW_GET(c.dns.timeout_ms)},
+     {}, {}, RW_F(dns_config, timeout_ms)},
     {"dns", "tries", T::integer, 1, 10, {}, "attempts", restart, "Attempts per query.", false, {}, {},
-     RW_GET(c.dns.tries)},
+     RW_F(dns_config, tries)},
     {"dns", "cache_entries", T::integer, 0, 10'000'000, "0 (no cache)..10000000", "answers", restart,
-     "Cached answers, each kept for its TTL.", false, {}, {}, RW_GET(c.dns.cache_entries)},
+     "Cached answers, each kept for its TTL.", false, {}, {}, RW_F(dns_config, cache_entries)},
 
     // [spool]
     {"spool", "path", T::path, 0, 0, "the path of a block device or of a file", {}, restart,
      "The spool: a raw block device (e.g. \"/dev/sdb\"), or a file standing in for one.", false, {}, {},
-     RW_GET(c.spool.path)},
+     RW_F(spool_config, path)},
     {"spool", "size", T::size, int64_t(64) << 20, int64_t(64) << 40, {}, "bytes", restart,
-     "Size of the spool: a spool file is pre-sized to this.", false, {}, {}, RW_GET_SIZE(c.spool.size_bytes)},
+     "Size of the spool: a spool file is pre-sized to this.", false, {}, {}, RW_F_SIZE(spool_config, size_bytes)},
     {"spool", "flush", T::enumeration, 0, 0, {}, {}, restart,
      "How a write batch is made durable before mail is acknowledged: \"auto\" (the spool picks for the device), "
      "\"fdatasync\" (write, then fdatasync) or \"dsync\" (O_DSYNC writes).",
-     false, {}, k_flush_modes, RW_GET(c.spool.flush)},
+     false, {}, k_flush_modes, RW_F(spool_config, flush)},
 
     // [[listener]]
     {"listener", "name", T::string, 0, 0, {}, {}, restart,
      "Unique name, used by the admin shell and in logs: 1..32 letters, digits, \"-\", \"_\" or \".\".", true, {}, {},
-     RW_GET(c.listeners[i].name)},
+     RW_F(listener_config, name)},
     {"listener", "address", T::string, 0, 0, {}, {}, live,
      "IP address to bind, IPv4 or IPv6: \"0.0.0.0\" is every IPv4 address, \"::\" every IPv6 address.", false, {},
-     {}, RW_GET(c.listeners[i].address)},
+     {}, RW_F(listener_config, address)},
     {"listener", "port", T::integer, 1, 65535, {}, {}, live, "TCP port.", true, {}, {},
-     RW_GET(c.listeners[i].port)},
+     RW_F(listener_config, port)},
     {"listener", "tls_cert", T::path, 0, 0, {}, {}, live,
      "Certificate chain, a PEM file; tls_cert and tls_key go together. With neither, a self-signed certificate is "
      "generated at start-up for STARTTLS.",
-     false, "\"/etc/ringway/tls/cert.pem\"", {}, RW_GET_OPT(c.listeners[i].tls_cert)},
+     false, "\"/etc/ringway/tls/cert.pem\"", {}, RW_F_OPT(listener_config, tls_cert)},
     {"listener", "tls_key", T::path, 0, 0, {}, {}, live, "Private key of tls_cert, a PEM file.", false,
-     "\"/etc/ringway/tls/key.pem\"", {}, RW_GET_OPT(c.listeners[i].tls_key)},
+     "\"/etc/ringway/tls/key.pem\"", {}, RW_F_OPT(listener_config, tls_key)},
     {"listener", "implicit_tls", T::boolean, 0, 0, {}, {}, live,
      "TLS from the first byte (port 465 style, RFC 8314) instead of STARTTLS.", false, {}, {},
-     RW_GET(c.listeners[i].implicit_tls)},
+     RW_F(listener_config, implicit_tls)},
     {"listener", "auth", T::enumeration, 0, 0, {}, {}, live,
      "SMTP AUTH: \"none\" (not offered), \"optional\" or \"required\".", false, {}, k_auth_modes,
-     RW_GET(c.listeners[i].auth)},
+     RW_F(listener_config, auth)},
     {"listener", "allow_auth_without_tls", T::boolean, 0, 0, {}, {}, live,
      "Offer AUTH before TLS is up (passwords in clear text).", false, {}, {},
-     RW_GET(c.listeners[i].allow_auth_without_tls)},
+     RW_F(listener_config, allow_auth_without_tls)},
     {"listener", "max_connections", T::integer, 1, 1'000'000, {}, "connections", live,
      "Concurrent connections to this listener, on all cores together.", false, {}, {},
-     RW_GET(c.listeners[i].max_connections)},
+     RW_F(listener_config, max_connections)},
     {"listener", "max_connections_per_ip", T::integer, 1, 1'000'000, {}, "connections", live,
      "Concurrent connections from one client IP address (smtp.client_limit_exceptions are exempt).", false, {}, {},
-     RW_GET(c.listeners[i].max_connections_per_ip)},
+     RW_F(listener_config, max_connections_per_ip)},
     {"listener", "max_recipients", T::integer, 1, 100'000, {}, "recipients", live,
      "Recipients per message (RFC 5321 4.5.3.1.8 asks for at least 100).", false, {}, {},
-     RW_GET(c.listeners[i].max_recipients)},
+     RW_F(listener_config, max_recipients)},
     {"listener", "max_message_size", T::size, int64_t(64) << 10, int64_t(2) << 30, {}, "bytes", live,
      "Largest message accepted, announced in EHLO SIZE; at most spool.size.", false, {}, {},
-     RW_GET_SIZE(c.listeners[i].max_message_size_bytes)},
+     RW_F_SIZE(listener_config, max_message_size_bytes)},
     {"listener", "max_line_length", T::size, 1000, int64_t(64) << 20, {}, "bytes", live,
      "Longest line of a message, CRLF included. RFC 5321 asks for 1000, but newsletters and scripts send longer "
      "lines and other MTAs take them; lines are streamed, never held whole. Longer: 552 5.3.4.",
-     false, {}, {}, RW_GET_SIZE(c.listeners[i].max_line_length_bytes)},
+     false, {}, {}, RW_F_SIZE(listener_config, max_line_length_bytes)},
     {"listener", "max_errors", T::integer, 1, 1000, {}, "commands", live,
-     "Bad commands in a session before it is closed.", false, {}, {}, RW_GET(c.listeners[i].max_errors)},
+     "Bad commands in a session before it is closed.", false, {}, {}, RW_F(listener_config, max_errors)},
     {"listener", "greeting_timeout_s", T::integer, 1, 86'400, {}, "s", live,
      "From our 220 greeting to the client's first command (RFC 5321 4.5.3.2.1).", false, {}, {},
-     RW_GET(c.listeners[i].greeting_timeout_s)},
+     RW_F(listener_config, greeting_timeout_s)},
     {"listener", "command_timeout_s", T::integer, 1, 86'400, {}, "s", live,
-     "Waiting for the next command (RFC 5321 4.5.3.2.7).", false, {}, {}, RW_GET(c.listeners[i].command_timeout_s)},
+     "Waiting for the next command (RFC 5321 4.5.3.2.7).", false, {}, {}, RW_F(listener_config, command_timeout_s)},
     {"listener", "data_block_timeout_s", T::integer, 1, 86'400, {}, "s", live,
      "Waiting for each piece of a message during DATA or BDAT (RFC 5321 4.5.3.2.5).", false, {}, {},
-     RW_GET(c.listeners[i].data_block_timeout_s)},
+     RW_F(listener_config, data_block_timeout_s)},
     {"listener", "data_end_timeout_s", T::integer, 1, 86'400, {}, "s", live,
      "Our deadline to answer the final \".\" (queueing, checks): a client waits 10 minutes (RFC 5321 4.5.3.2.6), "
      "then gives up and sends the message again later.",
-     false, {}, {}, RW_GET(c.listeners[i].data_end_timeout_s)},
+     false, {}, {}, RW_F(listener_config, data_end_timeout_s)},
     {"listener", "idle_timeout_s", T::integer, 1, 86'400, {}, "s", live, "A session idle between transactions.", false,
-     {}, {}, RW_GET(c.listeners[i].idle_timeout_s)},
+     {}, {}, RW_F(listener_config, idle_timeout_s)},
     {"listener", "greet_pause_ms", T::integer, 0, 60'000, {}, "ms", live,
      "Wait before the 220 greeting; a client that talks in that time is an early talker (RFC 5321 4.3.1) and is "
      "refused. 0: only bytes already there when we greet are caught.",
-     false, {}, {}, RW_GET(c.listeners[i].greet_pause_ms)},
+     false, {}, {}, RW_F(listener_config, greet_pause_ms)},
 
     // [smtp]
     {"smtp", "hostname", T::string, 0, 0, {}, {}, restart,
      "Our name in EHLO, in replies and in Received: headers. Default: the system's host name; set a fully "
      "qualified one.",
-     false, "\"mx.example.test\"", {}, RW_GET_OPT(c.smtp.hostname)},
+     false, "\"mx.example.test\"", {}, RW_F_OPT(smtp_config, hostname)},
     {"smtp", "accepted_domains", T::string_list, 0, 100'000, {}, {}, live,
      "Domains we accept mail for from anyone, e.g. [\"example.test\"]. Mail for other domains is relayed only for "
      "clients in relay_networks or authenticated clients.",
-     false, {}, {}, RW_GET(c.smtp.accepted_domains)},
+     false, {}, {}, RW_F(smtp_config, accepted_domains)},
     {"smtp", "relay_networks", T::string_list, 0, 100'000, {}, {}, live,
      "Networks allowed to relay to any domain: CIDR (\"10.0.0.0/8\") or single addresses. A /0 is refused: that "
      "would be an open relay.",
-     false, {}, {}, RW_GET(c.smtp.relay_networks)},
+     false, {}, {}, RW_F(smtp_config, relay_networks)},
     {"smtp", "credentials_file", T::path, 0, 0, "a file path", {}, live,
      "Users and password hashes for SMTP AUTH (ringway-passwd); read again at every commit.", false, {}, {},
-     RW_GET(c.smtp.credentials_file)},
+     RW_F(smtp_config, credentials_file)},
     {"smtp", "allow_domain_literals", T::boolean, 0, 0, {}, {}, live,
      "Accept recipients at address literals (\"user@[192.0.2.1]\") that are not in accepted_domains; refused with "
      "550 5.7.1 otherwise (RFC 5321 4.1.3 allows either; literals are rare in real mail and common in abuse).",
-     false, {}, {}, RW_GET(c.smtp.allow_domain_literals)},
+     false, {}, {}, RW_F(smtp_config, allow_domain_literals)},
     {"smtp", "max_received_headers", T::integer, 1, 1000, {}, "headers", live,
      "More Received: headers than this is a mail loop: the message is refused with 554 5.4.6 at the end of the "
      "headers, and a queued one found over the limit (ours aside) is bounced the same way (RFC 5321 6.3).",
-     false, {}, {}, RW_GET(c.smtp.max_received_headers)},
+     false, {}, {}, RW_F(smtp_config, max_received_headers)},
     {"smtp", "client_connections_per_minute", T::integer, 0, 100'000'000, "0 (no limit)..100000000", "per minute",
      live, "New connections per client IP address, as a token bucket (0 = no limit).", false, {}, {},
-     RW_GET(c.smtp.client_connections_per_minute)},
+     RW_F(smtp_config, client_connections_per_minute)},
     {"smtp", "client_connection_burst", T::integer, 1, 100'000'000, {}, "connections", live,
      "New connections one client may make at once before client_connections_per_minute applies.", false, {}, {},
-     RW_GET(c.smtp.client_connection_burst)},
+     RW_F(smtp_config, client_connection_burst)},
     {"smtp", "client_messages_per_minute", T::integer, 0, 100'000'000, "0 (no limit)..100000000", "per minute", live,
      "Messages (MAIL commands) per client IP address (0 = no limit).", false, {}, {},
-     RW_GET(c.smtp.client_messages_per_minute)},
+     RW_F(smtp_config, client_messages_per_minute)},
     {"smtp", "client_message_burst", T::integer, 1, 100'000'000, {}, "messages", live,
      "Messages one client may send at once before client_messages_per_minute applies.", false, {}, {},
-     RW_GET(c.smtp.client_message_burst)},
+     RW_F(smtp_config, client_message_burst)},
     {"smtp", "client_auth_attempts_per_minute", T::integer, 0, 100'000'000, "0 (no limit)..100000000", "per minute",
      live, "AUTH attempts per client IP address (0 = no limit).", false, {}, {},
-     RW_GET(c.smtp.client_auth_attempts_per_minute)},
+     RW_F(smtp_config, client_auth_attempts_per_minute)},
     {"smtp", "client_auth_burst", T::integer, 1, 100'000'000, {}, "attempts", live,
      "AUTH attempts one client may make at once before client_auth_attempts_per_minute applies.", false, {}, {},
-     RW_GET(c.smtp.client_auth_burst)},
+     RW_F(smtp_config, client_auth_burst)},
     {"smtp", "client_limit_exceptions", T::string_list, 0, 100'000, {}, {}, live,
      "Clients exempt from every per-client limit (these rates and listeners' max_connections_per_ip), as CIDR "
      "networks. Default: relay_networks.",
-     false, "[\"127.0.0.0/8\", \"::1/128\"]", {}, RW_GET(c.smtp.client_limit_exceptions)},
+     false, "[\"127.0.0.0/8\", \"::1/128\"]", {}, RW_F(smtp_config, client_limit_exceptions)},
 
     // [delivery]
     {"delivery", "smtp_port", T::integer, 1, 65535, {}, {}, live, "Port of next hops found through MX or A/AAAA records.",
-     false, {}, {}, RW_GET(c.delivery.smtp_port)},
+     false, {}, {}, RW_F(delivery_config, smtp_port)},
     {"delivery", "internal_hosts", T::string_list, 0, 64, {}, {}, live,
      "Next hops for mail to smtp.accepted_domains (an inbound gateway's internal servers): \"IP\", \"IP:port\", "
      "\"[IPv6]:port\", \"host\" or \"host:port\", tried in order. Empty: routed like any other mail ([[route]] "
      "tables, then MX).",
-     false, {}, {}, RW_GET(c.delivery.internal_hosts)},
+     false, {}, {}, RW_F(delivery_config, internal_hosts)},
     {"delivery", "starttls", T::boolean, 0, 0, {}, {}, live,
      "Use STARTTLS when the next hop offers it (opportunistic: the certificate is not verified, and a failed "
      "handshake falls back to plaintext).",
-     false, {}, {}, RW_GET(c.delivery.starttls)},
+     false, {}, {}, RW_F(delivery_config, starttls)},
     {"delivery", "max_connections_per_destination", T::integer, 1, 10'000, {}, "connections", live,
      "Concurrent connections to one destination (next hop).", false, {}, {},
-     RW_GET(c.delivery.max_connections_per_destination)},
+     RW_F(delivery_config, max_connections_per_destination)},
     {"delivery", "max_messages_per_connection", T::integer, 1, 1'000'000, {}, "messages", live,
      "Messages sent over one connection before it is closed.", false, {}, {},
-     RW_GET(c.delivery.max_messages_per_connection)},
+     RW_F(delivery_config, max_messages_per_connection)},
     {"delivery", "max_messages_per_minute", T::integer, 0, 100'000'000, "0 (no limit)..100000000", "per minute", live,
      "Messages per minute to one destination (0 = no limit).", false, {}, {},
-     RW_GET(c.delivery.max_messages_per_minute)},
+     RW_F(delivery_config, max_messages_per_minute)},
     {"delivery", "connection_cache_time_ms", T::integer, 0, 300'000, "0 (no cache)..300000", "ms", live,
      "A connection whose destination has run dry stays open this long for the next message, then QUITs (0 = QUIT "
      "at once). Closed sooner when the destination's limits or a shutdown say so.",
-     false, {}, {}, RW_GET(c.delivery.connection_cache_time_ms)},
+     false, {}, {}, RW_F(delivery_config, connection_cache_time_ms)},
     {"delivery", "first_retry_ms", T::integer, 10, 86'400'000, {}, "ms", live,
      "The first retry of a deferred recipient comes after this; later ones double up to max_retry_ms (with 20 % "
      "jitter).",
-     false, {}, {}, RW_GET(c.delivery.first_retry_ms)},
+     false, {}, {}, RW_F(delivery_config, first_retry_ms)},
     {"delivery", "max_retry_ms", T::integer, 10, 86'400'000, {}, "ms", live,
-     "The longest wait between retries; at least first_retry_ms.", false, {}, {}, RW_GET(c.delivery.max_retry_ms)},
+     "The longest wait between retries; at least first_retry_ms.", false, {}, {}, RW_F(delivery_config, max_retry_ms)},
     {"delivery", "greylist_retry_ms", T::integer, 10, 86'400'000, {}, "ms", live,
      "A greylisting reply (450/451 at the first attempt) is retried after this.", false, {}, {},
-     RW_GET(c.delivery.greylist_retry_ms)},
+     RW_F(delivery_config, greylist_retry_ms)},
     {"delivery", "max_queue_lifetime_s", T::integer, 1, 30 * 86'400, {}, "s", live,
      "Mail still undelivered this long after arrival bounces.", false, {}, {},
-     RW_GET(c.delivery.max_queue_lifetime_s)},
+     RW_F(delivery_config, max_queue_lifetime_s)},
     {"delivery", "delay_notice_after_s", T::integer, 0, 30 * 86'400, "0 (never)..2592000", "s", live,
      "A recipient still deferred this long after arrival gets its sender one delay notice (RFC 3464 \"Action: "
      "delayed\"), unless its NOTIFY excludes DELAY; 0 = never.",
-     false, {}, {}, RW_GET(c.delivery.delay_notice_after_s)},
+     false, {}, {}, RW_F(delivery_config, delay_notice_after_s)},
     {"delivery", "destination_pause_ms", T::integer, 10, 86'400'000, {}, "ms", live,
      "A destination that refuses connections or answers 421 rests this long.", false, {}, {},
-     RW_GET(c.delivery.destination_pause_ms)},
+     RW_F(delivery_config, destination_pause_ms)},
     {"delivery", "connect_timeout_ms", T::integer, 10, 600'000, {}, "ms", live,
-     "Client deadline to connect (RFC 5321 4.5.3.2).", false, {}, {}, RW_GET(c.delivery.connect_timeout_ms)},
+     "Client deadline to connect (RFC 5321 4.5.3.2).", false, {}, {}, RW_F(delivery_config, connect_timeout_ms)},
     {"delivery", "command_timeout_s", T::integer, 1, 3600, {}, "s", live,
      "Client deadline for each command's reply (RFC 5321 4.5.3.2).", false, {}, {},
-     RW_GET(c.delivery.command_timeout_s)},
+     RW_F(delivery_config, command_timeout_s)},
     {"delivery", "data_timeout_s", T::integer, 1, 3600, {}, "s", live,
      "Client deadline for the reply to the end of a message (RFC 5321 4.5.3.2.6).", false, {}, {},
-     RW_GET(c.delivery.data_timeout_s)},
+     RW_F(delivery_config, data_timeout_s)},
 
     // [[route]]
     {"route", "domain", T::string, 0, 0, {}, {}, live,
      "A domain (\"example.test\"), a wildcard for its subdomains (\"*.example.test\") or \"*\" (every domain); one "
      "route per domain.",
-     true, {}, {}, RW_GET(c.routes[i].domain)},
+     true, {}, {}, RW_F(route_config, domain)},
     {"route", "hosts", T::string_list, 1, 64, {}, {}, live,
-     "Next hops, tried in order, as in delivery.internal_hosts.", true, {}, {}, RW_GET(c.routes[i].hosts)},
+     "Next hops, tried in order, as in delivery.internal_hosts.", true, {}, {}, RW_F(route_config, hosts)},
 
     // [control]
     {"control", "socket", T::path, 0, 0, {}, {}, restart,
      "Unix domain socket of the admin shell (ringway), mode 0600: only this daemon's user and root may use it.",
-     false, {}, {}, RW_GET(c.control.socket)},
+     false, {}, {}, RW_F(control_config, socket)},
     {"control", "group", T::string, 0, 0, {}, {}, restart,
      "A group whose members may use the socket too (it becomes mode 0660); empty: the daemon's own user only.", false,
-     "\"ringway-admin\"", {}, RW_GET_OPT(c.control.group)},
+     "\"ringway-admin\"", {}, RW_F_OPT(control_config, group)},
     {"control", "config_dir", T::path, 0, 0, {}, {}, restart,
      "Where committed configuration versions are kept (one TOML file and one JSON record each, the last "
      "history_versions of them). ringwayd starts on the newest version unless the file given with --config has "
      "changed since it was last loaded.",
-     false, {}, {}, RW_GET(c.control.config_dir)},
+     false, {}, {}, RW_F(control_config, config_dir)},
     {"control", "history_versions", T::integer, 100, 100'000, {}, "versions", live,
      "Configuration versions kept; older ones are deleted at commit.", false, {}, {},
-     RW_GET(c.control.history_versions)},
+     RW_F(control_config, history_versions)},
 
     // [metrics]
     {"metrics", "listen", T::string, 0, 0, {}, {}, restart,
      "Prometheus text format over HTTP: GET /metrics on this \"IP:port\" (\"\" for none).", false, {}, {},
-     RW_GET(c.metrics.listen)},
+     RW_F(metrics_config, listen)},
 
     // [conservation]
     {"conservation", "memory_limit", T::size, 0, int64_t(1) << 50, {}, "bytes", live,
      "Resident memory allowed; 0: the machine's memory.", false, {}, {},
-     RW_GET_SIZE(c.conservation.memory_limit_bytes)},
+     RW_F_SIZE(conservation_config, memory_limit_bytes)},
     {"conservation", "memory_tarpit_percent", T::integer, 0, 100, "0 (off)..100", "%", live,
      "Resident memory, in percent of memory_limit, at which replies are tarpitted.", false, {}, {},
-     RW_GET(c.conservation.memory_tarpit_percent)},
+     RW_F(conservation_config, memory_tarpit_percent)},
     {"conservation", "memory_refuse_percent", T::integer, 0, 100, "0 (off)..100", "%", live,
      "Resident memory, in percent of memory_limit, at which new mail is refused.", false, {}, {},
-     RW_GET(c.conservation.memory_refuse_percent)},
+     RW_F(conservation_config, memory_refuse_percent)},
     {"conservation", "spool_tarpit_percent", T::integer, 0, 100, "0 (off)..100", "%", live,
      "Spool in use, in percent, at which replies are tarpitted.", false, {}, {},
-     RW_GET(c.conservation.spool_tarpit_percent)},
+     RW_F(conservation_config, spool_tarpit_percent)},
     {"conservation", "spool_refuse_percent", T::integer, 0, 100, "0 (off)..100", "%", live,
      "Spool in use, in percent, at which new mail is refused.", false, {}, {},
-     RW_GET(c.conservation.spool_refuse_percent)},
+     RW_F(conservation_config, spool_refuse_percent)},
     {"conservation", "queue_tarpit_messages", T::integer, 0, int64_t(1) << 40, "0 (off) or a message count",
      "messages", live, "Messages in the spool at which replies are tarpitted.", false, {}, {},
-     RW_GET(c.conservation.queue_tarpit_messages)},
+     RW_F(conservation_config, queue_tarpit_messages)},
     {"conservation", "queue_refuse_messages", T::integer, 0, int64_t(1) << 40, "0 (off) or a message count",
      "messages", live, "Messages in the spool at which new mail is refused.", false, {}, {},
-     RW_GET(c.conservation.queue_refuse_messages)},
+     RW_F(conservation_config, queue_refuse_messages)},
     {"conservation", "hysteresis_percent", T::integer, 0, 50, {}, "%", live,
      "A level is left only once use falls this far below its threshold.", false, {}, {},
-     RW_GET(c.conservation.hysteresis_percent)},
+     RW_F(conservation_config, hysteresis_percent)},
     {"conservation", "tarpit_ms", T::integer, 0, 30'000, {}, "ms", live,
-     "How long each SMTP reply waits at the tarpit level.", false, {}, {}, RW_GET(c.conservation.tarpit_ms)},
+     "How long each SMTP reply waits at the tarpit level.", false, {}, {}, RW_F(conservation_config, tarpit_ms)},
 };
 
-#undef RW_GET
-#undef RW_GET_SIZE
-#undef RW_GET_OPT
+#undef RW_F
+#undef RW_F_SIZE
+#undef RW_F_OPT
 
 }  // namespace
 
@@ -364,6 +410,27 @@ std::string_view to_string(apply_mode a) {
 
 std::string key_spec::path() const {
     return fmt::format("{}.{}", section, name);
+}
+
+namespace {
+const void* struct_of(const config& c, std::string_view section, size_t i) {
+    if (section == "runtime") return &c.runtime;
+    if (section == "dns") return &c.dns;
+    if (section == "spool") return &c.spool;
+    if (section == "listener") return &c.listeners.at(i);
+    if (section == "smtp") return &c.smtp;
+    if (section == "delivery") return &c.delivery;
+    if (section == "route") return &c.routes.at(i);
+    if (section == "control") return &c.control;
+    if (section == "metrics") return &c.metrics;
+    if (section == "conservation") return &c.conservation;
+    return nullptr;
+}
+}  // namespace
+
+key_value key_spec::value_in(const config& c, size_t index) const {
+    const void* p = struct_of(c, section, index);
+    return p ? get(p) : key_value{};
 }
 
 std::span<const section_spec> config_sections() { return k_sections; }
@@ -500,7 +567,7 @@ flat_config flatten(const config& c) {
             for (const auto& k : k_keys) {
                 if (k.section != s.name)
                     continue;
-                key_value v = k.get(c, i);
+                key_value v = k.value_in(c, i);
                 if (std::holds_alternative<std::monostate>(v))
                     continue;
                 out.emplace_back(fmt::format("{}.{}", prefix_of(s, i), k.name), toml_text(v));
@@ -522,7 +589,7 @@ std::string to_toml(const config& c, std::string_view section) {
             for (const auto& k : k_keys) {
                 if (k.section != s.name)
                     continue;
-                key_value v = k.get(c, i);
+                key_value v = k.value_in(c, i);
                 if (!std::holds_alternative<std::monostate>(v))
                     out += fmt::format("{} = {}\n", k.name, toml_text(v));
             }
@@ -663,7 +730,7 @@ std::string render_default_toml() {
                 if (k.required)
                     doc += " Required.";
                 out += comment(doc);
-                key_value v = k.get(c, i);
+                key_value v = k.value_in(c, i);
                 if (std::holds_alternative<std::monostate>(v))
                     out += fmt::format("# {} = {}\n", k.name, k.example);
                 else
@@ -701,7 +768,7 @@ std::string render_reference_markdown() {
                 continue;
             std::string def;
             if (count_of(c, s) > 0) {
-                key_value v = k.get(c, 0);
+                key_value v = k.value_in(c, 0);
                 def = std::holds_alternative<std::monostate>(v) ? std::string("(none)") : toml_text(v);
             } else {
                 def = "(none)";

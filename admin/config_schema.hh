@@ -6,8 +6,11 @@
 // of a running configuration (`showconfig`) and the key-by-key `diff` of
 // two configurations.
 //
-// Adding a key: a member in admin/config.hh with its default, an entry in
-// config_schema.cc, and its reading (and any check across keys) in
+// Adding a key: a member in admin/config.hh with its default and an entry
+// in config_schema.cc. Integers, booleans, sizes and enumerations are then
+// read, range-checked and set by the loader from the entry alone
+// (loader::read_simple); strings, paths and lists, whose checks are their
+// own (domains, networks, next hops), and checks across keys are coded in
 // config_sections.cc.
 #pragma once
 
@@ -51,10 +54,16 @@ struct key_spec {
     bool required = false;
     std::string_view example;  // a TOML value shown commented out when the default is absent
     std::span<const std::string_view> choices{};  // enumeration
-    // The value in a loaded config; `index` picks the [[listener]] / [[route]].
-    key_value (*get)(const config& c, size_t index) = nullptr;
+    // The value in its section's struct (runtime_config, listener_config...:
+    // what section_spec::of gives), and the loader's way to set it once
+    // validated. Lists keep their own reading (each element is checked);
+    // their setter does nothing.
+    key_value (*get)(const void* section_struct) = nullptr;
+    void (*set)(void* section_struct, const key_value& v) = nullptr;
 
     std::string path() const;  // "runtime.cores"
+    // The value in a loaded config; `index` picks the [[listener]] / [[route]].
+    key_value value_in(const config& c, size_t index) const;
 };
 
 struct section_spec {

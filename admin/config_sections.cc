@@ -11,17 +11,8 @@ namespace rw::admin::detail {
 
 void loader::read_runtime(const section& s, runtime_config& out) {
     check_keys(s, keys_of(s.name()));
-    set_int(s, "cores", out.cores);
-    set_bool(s, "pin", out.pin);
-    set_enum<rw::log_level>(s, "log_level",
-                            {{"trace", log_level::trace},
-                             {"debug", log_level::debug},
-                             {"info", log_level::info},
-                             {"warn", log_level::warn},
-                             {"error", log_level::error}},
-                            out.log_level);
+    read_simple(s, &out);
     set_path(s, "mail_log", true, "a file path, \"-\" (stdout) or \"\" (off)", out.mail_log);
-    set_int(s, "drain_timeout_ms", out.drain_timeout_ms);
 }
 
 void loader::read_dns(const section& s, dns_config& out) {
@@ -40,19 +31,13 @@ void loader::read_dns(const section& s, dns_config& out) {
                                       "\"192.0.2.53:5353\", \"2001:db8::53\", \"[2001:db8::53]:5353\"");
                         });
     }
-    set_int(s, "timeout_ms", out.timeout_ms);
-    set_int(s, "tries", out.tries);
-    set_int(s, "cache_entries", out.cache_entries);
+    read_simple(s, &out);
 }
 
 void loader::read_spool(const section& s, spool_config& out) {
     check_keys(s, keys_of(s.name()));
+    read_simple(s, &out);
     set_path(s, "path", false, "the path of a block device or of a file", out.path);
-    set_size(s, "size", out.size_bytes);
-    set_enum<spool_flush>(
-        s, "flush",
-        {{"auto", spool_flush::automatic}, {"fdatasync", spool_flush::fdatasync}, {"dsync", spool_flush::dsync}},
-        out.flush);
 }
 
 void loader::read_listeners(const toml::table& root, config& c) {
@@ -98,6 +83,7 @@ void loader::read_listeners(const toml::table& root, config& c) {
 
 void loader::read_listener(const section& s, listener_config& out) {
     check_keys(s, keys_of(s.name()));
+    read_simple(s, &out);
 
     std::string name_allowed = fmt::format(
         "1..{} letters, digits, \"-\", \"_\" or \".\", unique among listeners", k_max_listener_name);
@@ -127,7 +113,6 @@ void loader::read_listener(const section& s, listener_config& out) {
     }
 
     missing(s, "port", "an integer 1..65535");
-    set_int(s, "port", out.port);
 
     static constexpr std::string_view pem_allowed = "the path of a PEM file; tls_cert and tls_key go together";
     set_path(s, "tls_cert", false, pem_allowed, out.tls_cert);
@@ -141,33 +126,15 @@ void loader::read_listener(const section& s, listener_config& out) {
         error(line_of(*s.get("tls_key"), s.line), s.key("tls_cert"), "missing: tls_key is set without it",
               pair_allowed);
 
-    set_bool(s, "implicit_tls", out.implicit_tls);
     if (out.implicit_tls && !s.get("tls_cert") && !s.get("tls_key"))
         note(line_of(*s.get("implicit_tls"), s.line), s.key("implicit_tls"),
              "no tls_cert/tls_key: a self-signed certificate will be generated at start-up, which clients "
              "that verify certificates will refuse");
 
-    set_enum<auth_mode>(
-        s, "auth",
-        {{"none", auth_mode::none}, {"optional", auth_mode::optional}, {"required", auth_mode::required}},
-        out.auth);
-    set_bool(s, "allow_auth_without_tls", out.allow_auth_without_tls);
     if (out.auth == auth_mode::none && out.allow_auth_without_tls && s.get("allow_auth_without_tls"))
         note(line_of(*s.get("allow_auth_without_tls"), s.line), s.key("allow_auth_without_tls"),
              "has no effect: auth is \"none\"");
 
-    set_int(s, "max_connections", out.max_connections);
-    set_int(s, "max_connections_per_ip", out.max_connections_per_ip);
-    set_int(s, "max_recipients", out.max_recipients);
-    set_size(s, "max_message_size", out.max_message_size_bytes);
-    set_size(s, "max_line_length", out.max_line_length_bytes);
-    set_int(s, "max_errors", out.max_errors);
-    set_int(s, "greeting_timeout_s", out.greeting_timeout_s);
-    set_int(s, "command_timeout_s", out.command_timeout_s);
-    set_int(s, "data_block_timeout_s", out.data_block_timeout_s);
-    set_int(s, "data_end_timeout_s", out.data_end_timeout_s);
-    set_int(s, "idle_timeout_s", out.idle_timeout_s);
-    set_int(s, "greet_pause_ms", out.greet_pause_ms);
 }
 
 // Checks between listeners, and between listeners and other sections. Runs
@@ -218,6 +185,7 @@ void loader::check_listeners(const config& c) {
 
 void loader::read_smtp(const section& s, smtp_config& out) {
     check_keys(s, keys_of(s.name()));
+    read_simple(s, &out);
     static constexpr std::string_view domain_allowed =
         "a domain name such as \"mx.example.com\": dot-separated labels of 1..63 letters, digits and \"-\"";
     if (auto v = read_string(s, "hostname", domain_allowed)) {
@@ -279,17 +247,6 @@ void loader::read_smtp(const section& s, smtp_config& out) {
     }
 
     set_path(s, "credentials_file", false, "a file path", out.credentials_file);
-    set_bool(s, "allow_domain_literals", out.allow_domain_literals);
-    const std::pair<std::string_view, unsigned*> ints[] = {
-        {"max_received_headers", &out.max_received_headers},
-        {"client_connections_per_minute", &out.client_connections_per_minute},
-        {"client_connection_burst", &out.client_connection_burst},
-        {"client_messages_per_minute", &out.client_messages_per_minute},
-        {"client_message_burst", &out.client_message_burst},
-        {"client_auth_attempts_per_minute", &out.client_auth_attempts_per_minute},
-        {"client_auth_burst", &out.client_auth_burst}};
-    for (auto [k, field] : ints)
-        set_int(s, k, *field);
 }
 
 void loader::check_hosts(const section& s, std::string_view k, std::vector<std::string>& out) {
@@ -308,22 +265,8 @@ void loader::check_hosts(const section& s, std::string_view k, std::vector<std::
 
 void loader::read_delivery(const section& s, delivery_config& out) {
     check_keys(s, keys_of(s.name()));
-    set_int(s, "smtp_port", out.smtp_port);
+    read_simple(s, &out);
     check_hosts(s, "internal_hosts", out.internal_hosts);
-    set_bool(s, "starttls", out.starttls);
-    set_int(s, "max_connections_per_destination", out.max_connections_per_destination);
-    set_int(s, "max_messages_per_connection", out.max_messages_per_connection);
-    set_int(s, "max_messages_per_minute", out.max_messages_per_minute);
-    set_int(s, "first_retry_ms", out.first_retry_ms);
-    set_int(s, "max_retry_ms", out.max_retry_ms);
-    set_int(s, "greylist_retry_ms", out.greylist_retry_ms);
-    set_int(s, "max_queue_lifetime_s", out.max_queue_lifetime_s);
-    set_int(s, "delay_notice_after_s", out.delay_notice_after_s);
-    set_int(s, "destination_pause_ms", out.destination_pause_ms);
-    set_int(s, "connection_cache_time_ms", out.connection_cache_time_ms);
-    set_int(s, "connect_timeout_ms", out.connect_timeout_ms);
-    set_int(s, "command_timeout_s", out.command_timeout_s);
-    set_int(s, "data_timeout_s", out.data_timeout_s);
     if (out.max_retry_ms < out.first_retry_ms)
         error(s.get("max_retry_ms") ? line_of(*s.get("max_retry_ms"), s.line) : s.line, s.key("max_retry_ms"),
               fmt::format("{} is below first_retry_ms ({})", out.max_retry_ms.count(), out.first_retry_ms.count()),
@@ -391,8 +334,8 @@ void loader::read_control(const section& s, control_config& out) {
               fmt::format("{} bytes long, too long for a Unix socket", out.socket.size()), allowed);
         out.socket = before;
     }
+    read_simple(s, &out);
     set_path(s, "config_dir", false, "a directory path", out.config_dir);
-    set_int(s, "history_versions", out.history_versions);
     const std::string_view group_allowed = "a Unix group name (letters, digits, '_', '-', '.'; 1..32 bytes), or "
                                            "empty for the daemon's own user only";
     if (auto v = read_string(s, "group", group_allowed)) {
@@ -427,15 +370,7 @@ void loader::read_metrics(const section& s, metrics_config& out) {
 
 void loader::read_conservation(const section& s, conservation_config& out) {
     check_keys(s, keys_of(s.name()));
-    set_size(s, "memory_limit", out.memory_limit_bytes);
-    set_int(s, "memory_tarpit_percent", out.memory_tarpit_percent);
-    set_int(s, "memory_refuse_percent", out.memory_refuse_percent);
-    set_int(s, "spool_tarpit_percent", out.spool_tarpit_percent);
-    set_int(s, "spool_refuse_percent", out.spool_refuse_percent);
-    set_int(s, "queue_tarpit_messages", out.queue_tarpit_messages);
-    set_int(s, "queue_refuse_messages", out.queue_refuse_messages);
-    set_int(s, "hysteresis_percent", out.hysteresis_percent);
-    set_int(s, "tarpit_ms", out.tarpit_ms);
+    read_simple(s, &out);
     auto order = [&](const char* lo_key, uint64_t lo, const char* hi_key, uint64_t hi) {
         if (lo && hi && lo > hi)
             error(s.line, s.key(lo_key), fmt::format("{} is above {} ({})", lo, hi_key, hi),

@@ -73,6 +73,51 @@ const key_spec& loader::spec(const section& s, std::string_view k) const {
     return *ks;
 }
 
+void loader::read_simple(const section& s, void* out) {
+    for (const key_spec* k : section_keys(s.name())) {
+        const toml::node* n = s.get(k->name);
+        if (!n || !k->set)
+            continue;
+        switch (k->type) {
+        case key_type::integer:
+            if (auto v = read_int(s, k->name, k->lo, k->hi, k->allowed))
+                k->set(out, *v);
+            break;
+        case key_type::boolean:
+            if (const auto* b = n->as_boolean())
+                k->set(out, b->get());
+            else
+                type_error(s, k->name, *n, "a boolean", "true, false");
+            break;
+        case key_type::size: {
+            constexpr uint64_t unset = ~uint64_t(0);
+            uint64_t bytes = unset;
+            set_size(s, k->name, uint64_t(k->lo), uint64_t(k->hi), bytes);
+            if (bytes != unset)
+                k->set(out, int64_t(bytes));
+            break;
+        }
+        case key_type::enumeration: {
+            const std::string allowed = quote_list(k->choices);
+            auto v = read_string(s, k->name, allowed);
+            if (!v)
+                break;
+            if (contains(k->choices, *v)) {
+                k->set(out, *v);
+                break;
+            }
+            std::string what = fmt::format("unknown value {}", quote(*v));
+            if (auto m = closest(to_lower(*v), k->choices))
+                what += fmt::format(" (did you mean \"{}\"?)", *m);
+            error(line_of(*n, s.line), s.key(k->name), what, allowed);
+            break;
+        }
+        default:
+            break;  // strings, paths, lists: each section's own reading
+        }
+    }
+}
+
 section loader::open_table(const toml::table& root, std::string_view name) {
     const toml::node* n = root.get(name);
     if (!n)

@@ -734,6 +734,7 @@ TEST_CASE("schema: every key is documented, typed and readable from a loaded con
         INFO(k.path());
         CHECK(!k.doc.empty());
         CHECK(k.get != nullptr);
+        CHECK(k.set != nullptr);
         if (k.type == key_type::integer)
             CHECK(k.lo <= k.hi);
         if (k.type == key_type::enumeration)
