@@ -207,6 +207,9 @@ struct control_config {
     // Committed configuration versions: N.toml and N.json each.
     std::string config_dir = "./var/config";
     unsigned history_versions = 100;  // kept; older ones are deleted at commit
+    // Where state that outlives a restart is kept (suspensions.json);
+    // empty: the spool file's directory.
+    std::string state_dir;
 
     friend bool operator==(const control_config&, const control_config&) = default;
 };

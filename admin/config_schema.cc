@@ -350,6 +350,10 @@ const key_spec k_keys[] = {
     {"control", "history_versions", T::integer, 100, 100'000, {}, "versions", live,
      "Configuration versions kept; older ones are deleted at commit.", false, {}, {},
      RW_F(control_config, history_versions)},
+    {"control", "state_dir", T::path, 0, 0, {}, {}, restart,
+     "Where state that survives a restart is kept (the suspensions of listeners and delivery); empty: the "
+     "directory of spool.path. Set it when the spool is a block device.",
+     false, "\"/data/ringway\"", {}, RW_F_OPT(control_config, state_dir)},
 
     // [metrics]
     {"metrics", "listen", T::string, 0, 0, {}, {}, restart,
