@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 
 #include "admin/config_loader.hh"
 
@@ -114,6 +115,13 @@ result<config, std::string> load_config_file(const std::string& path) {
 
 result<config, std::string> load_default_config() {
     return load_config_text(default_config_toml(), k_embedded_source);
+}
+
+std::string state_dir(const config& c) {
+    if (!c.control.state_dir.empty())
+        return c.control.state_dir;
+    std::filesystem::path dir = std::filesystem::path(c.spool.path).parent_path();
+    return dir.empty() ? std::string(".") : dir.string();
 }
 
 }  // namespace rw::admin

@@ -260,6 +260,10 @@ struct config {
 
 // The embedded default, as commented TOML: what ringwayd runs with when given
 // no --config, and what --print-default-config prints.
+// Where state that survives a restart is kept: control.state_dir, or the
+// spool file's directory.
+std::string state_dir(const config& c);
+
 std::string_view default_config_toml();
 
 // Parses and validates TOML text; source_name is used in messages and kept

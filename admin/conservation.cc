@@ -1,5 +1,7 @@
 #include "admin/conservation.hh"
 
+#include "runtime/base/service_notify.hh"
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -133,6 +135,9 @@ task<void> run_conservation(registry* reg, cancel_token* stop) {
             reg->conservation_level = now;
             reg->conservation_reason = why;
         }
+        // Every core answered this round: tell the service manager's
+        // watchdog that the daemon is alive (a stuck reactor stops this).
+        service_notify::send("WATCHDOG=1");
         co_await io::sleep(std::chrono::seconds(1), stop);
     }
 }

@@ -170,10 +170,7 @@ result<std::unique_ptr<control_server>, std::string> control_server::open(const 
     i->fd = fd;
     i->ctx.reg = reg;
     i->ctx.cfg = &cfg;
-    std::filesystem::path state = cfg.control.state_dir.empty()
-                                      ? std::filesystem::path(cfg.spool.path).parent_path()
-                                      : std::filesystem::path(cfg.control.state_dir);
-    i->ctx.state_dir = state.empty() ? std::string(".") : state.string();
+    i->ctx.state_dir = state_dir(cfg);
     auto store = std::make_unique<config_store>(cfg.control.config_dir, cfg.control.history_versions);
     if (store->open()) {
         i->ctx.version = store->latest();

@@ -36,6 +36,7 @@
 #include "runtime/net/tls.hh"
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
+#include "runtime/base/service_notify.hh"
 #include "runtime/net/tcp.hh"
 #include "runtime/reactor/sync.hh"
 #include "runtime/smp/offload.hh"
@@ -353,6 +354,8 @@ task<void> core_main(unsigned core, const config* cfg, std::vector<listener_fds>
         apply_on_core(me, *first, nullptr, cores);
     }
     co_await shared->reg->started.arrive_and_wait();
+    if (core == 0)
+        service_notify::send("READY=1\nSTATUS=serving");
     gate control_gate;
     if (core == 0 && shared->control) {
         auto run_control = [](gate* g, control_server* c) -> task<void> {
@@ -544,8 +547,7 @@ result<void, std::string> build_listeners(const config& cfg, shared_state& out) 
 // control socket) says are suspended: they take no mail from the start.
 std::set<std::string> read_suspended_listeners(const config& cfg) {
     std::set<std::string> out;
-    std::filesystem::path dir = std::filesystem::path(cfg.spool.path).parent_path();
-    std::string path = fmt::format("{}/suspensions.json", dir.empty() ? std::string(".") : dir.string());
+    std::string path = fmt::format("{}/suspensions.json", state_dir(cfg));
     std::ifstream in(path);
     if (!in)
         return out;
@@ -814,6 +816,7 @@ int run_daemon(const config& cfg, const std::string& start_note) {
             if (s == SIGTERM || s == SIGINT) {
                 lg.info("signal={} stopping: no new connections, draining for up to {} ms", strsignal(s),
                         drain.count());
+                service_notify::send("STOPPING=1\nSTATUS=draining");
                 e->request_stop(drain);
                 return;
             }

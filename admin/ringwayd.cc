@@ -39,6 +39,9 @@ int main(int argc, char** argv) {
     app.add_option("--size", format_size, "with --format-spool on a new file: its size, e.g. 1G (default 1G)");
     app.add_option("--shards", format_shards, "with --format-spool: shards, one per core (default: CPUs)");
     app.add_flag("--force", force, "with --format-spool: erase a device that already holds a spool");
+    std::string info_path;
+    app.add_option("--spool-info", info_path,
+                   "print the uuid of the spool on PATH and exit (0: a spool, 1: not a spool, reason on stderr)");
     app.set_version_flag("--version", "ringwayd " RINGWAY_VERSION);
     try {
         app.parse(argc, argv);
@@ -46,6 +49,25 @@ int main(int argc, char** argv) {
         return app.exit(e);
     }
 
+    if (!info_path.empty()) {
+        try {
+            auto r = rw::run_local([](std::string p) -> rw::task<rw::result<rw::fs::geometry, std::string>> {
+                auto dev = rw::fs::file_device::open(p, rw::fs::flush_mode::automatic);
+                if (!dev)
+                    co_return rw::unexpected(dev.error());
+                co_return co_await rw::fs::read_superblock(*dev.value());
+            }(info_path));
+            if (!r) {
+                std::fprintf(stderr, "ringwayd: %s\n", r.error().c_str());
+                return 1;
+            }
+            std::printf("%s\n", r.value().uuid_string().c_str());
+            return 0;
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "ringwayd: %s\n", e.what());
+            return 1;
+        }
+    }
     if (!format_path.empty()) {
         uint64_t size = uint64_t(1) << 30;
         if (!format_size.empty()) {
