@@ -23,6 +23,11 @@
 #include "admin/shell/client.hh"
 #include "admin/shell/commands.hh"
 
+namespace {
+// Where the appliance's ringwayd listens (image/rootfs/usr/share/ringway/appliance.toml).
+constexpr const char* k_appliance_socket = "/run/ringway/ringway.sock";
+}  // namespace
+
 using namespace rw::admin::shell;
 
 namespace {
@@ -171,6 +176,12 @@ int script(session& s) {
     return status;
 }
 
+int interactive_or_script(session& s) {
+    if (::isatty(STDIN_FILENO))
+        return interactive(s);
+    return script(s);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -182,6 +193,24 @@ int main(int argc, char** argv) {
     std::vector<std::string> words;
     const char* env = std::getenv("RINGWAY_SOCKET");
     s.path = env && *env ? env : "./var/ringway.sock";
+    // The appliance's daemon socket, when there is no local one.
+    if (!(env && *env) && ::access(s.path.c_str(), F_OK) != 0 && ::access(k_appliance_socket, F_OK) == 0)
+        s.path = k_appliance_socket;
+    // As a login shell over SSH with a command (ssh host status), sshd runs
+    // "ringway -c 'status'": the command is one argument, split as typed.
+    if (argc == 3 && std::string_view(argv[1]) == "-c") {
+        auto cmd = split_words(argv[2]);
+        if (cmd.empty())
+            return interactive_or_script(s);
+        std::vector<std::string> ws;
+        for (auto& w : cmd) {
+            if (w == "--json")
+                s.json_out = true;
+            else
+                ws.push_back(std::move(w));
+        }
+        return print(s.run(ws));
+    }
     app.add_option("--socket", s.path, "the control socket (default: $RINGWAY_SOCKET or ./var/ringway.sock)");
     app.add_option("--config", config_file, "take the socket from this configuration's [control] socket");
     app.add_flag("--json", s.json_out, "print results as JSON (for scripts)");
@@ -210,7 +239,5 @@ int main(int argc, char** argv) {
     }
     if (!words.empty())
         return print(s.run(words));
-    if (::isatty(STDIN_FILENO))
-        return interactive(s);
-    return script(s);
+    return interactive_or_script(s);
 }

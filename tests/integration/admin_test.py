@@ -312,6 +312,20 @@ class Shell(AdminTest):
         p.expect_exact("ringway> ")
         self.assertTrue(p.isalive())
 
+    def test_login_shell_command_as_sshd_runs_it(self):
+        # sshd runs the login shell as: ringway -c 'COMMAND ARGS'.
+        env = {**os.environ, "RINGWAY_SOCKET": self.sock}
+        r = subprocess.run([shell_bin(), "-c", "--json status"], capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("queued_messages", json.loads(r.stdout)["gauges"])
+        r = subprocess.run([shell_bin(), "-c", "nosuch thing"], capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unknown command nosuch", r.stderr)
+        # No way to a Unix shell through -c either.
+        r = subprocess.run([shell_bin(), "-c", "/bin/sh -c id"], capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(r.returncode, 2)
+        self.assertNotIn("uid=", r.stdout)
+
     def test_one_shot_errors_and_exit_codes(self):
         r = self.run_shell("nosuch", check=False)
         self.assertEqual(r.returncode, 2)
