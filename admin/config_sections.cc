@@ -336,6 +336,7 @@ void loader::read_control(const section& s, control_config& out) {
     }
     read_simple(s, &out);
     set_path(s, "config_dir", false, "a directory path", out.config_dir);
+    set_path(s, "state_dir", true, "a directory path, or empty for the spool file's directory", out.state_dir);
     const std::string_view group_allowed = "a Unix group name (letters, digits, '_', '-', '.'; 1..32 bytes), or "
                                            "empty for the daemon's own user only";
     if (auto v = read_string(s, "group", group_allowed)) {

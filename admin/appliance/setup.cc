@@ -50,6 +50,20 @@ struct options {
     int socket_wait_s = 180;
 };
 
+int run(const std::vector<std::string>& argv) {
+    std::vector<char*> args;
+    for (const auto& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    pid_t pid;
+    if (posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ) != 0)
+        return -1;
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 // ---- the terminal ----
 
 bool read_line(std::string& out) {
@@ -199,20 +213,6 @@ void summary(const ap::setup_answers& a) {
 
 // ---- applying ----
 
-int run(const std::vector<std::string>& argv) {
-    std::vector<char*> args;
-    for (const auto& a : argv)
-        args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    pid_t pid;
-    if (posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ) != 0)
-        return -1;
-    int st = 0;
-    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 // The committed configuration with the mail answers in it.
 rw::result<std::string, std::string> mail_config(const std::string& committed, const ap::setup_answers& a) {
     toml::table t;
@@ -288,6 +288,15 @@ rw::result<void, std::string> commit_mail(const options& o, const ap::setup_answ
             auto done = c.value().call("commit", {{"comment", "first-boot setup"}});
             if (!done)
                 return rw::unexpected(fmt::format("commit: {}", done.error()));
+            // Some settings (the host name in the greeting) take effect
+            // when ringwayd restarts: restart it now, while nothing is
+            // flowing yet.
+            auto pending = done.value().find("pending_restart");
+            if (o.services && pending != done.value().end() && pending->is_array() && !pending->empty()) {
+                std::cout << "  restarting ringwayd for the settings that need it\n" << std::flush;
+                if (run({"/usr/bin/systemctl", "restart", "ringwayd.service"}) != 0)
+                    return rw::unexpected("ringwayd did not restart with the new settings");
+            }
             return {};
         }
         last = c.error();

@@ -161,5 +161,5 @@ class Appliance:
                "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR", *extra]
         if key or self.ssh_key:
             cmd += ["-i", key or self.ssh_key, "-o", "IdentitiesOnly=yes"]
-        cmd += ["admin@127.0.0.1", *command]
+        cmd += ["--", "admin@127.0.0.1", *command]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

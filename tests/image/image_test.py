@@ -65,8 +65,11 @@ class ImageTest(unittest.TestCase):
         self.sink_port = None
 
     def keep_or_remove(self):
-        failed = any(e for _, e in getattr(self._outcome, "errors", []) if e) if hasattr(self, "_outcome") else False
-        if os.environ.get("RINGWAY_KEEP_IMAGE_TEST") or failed:
+        res = self._outcome.result
+        failed = any(t is self for t, _ in res.failures + res.errors)
+        if failed and self.app.boots:
+            sys.stderr.write(f"\n[image test] the last console, its end:\n{self.app.console_text()[-4000:]}\n")
+        if os.environ.get("RINGWAY_KEEP_IMAGE_TEST"):
             sys.stderr.write(f"\n[image test] consoles and disks kept in {self.work}\n")
         else:
             shutil.rmtree(self.work, True)
@@ -119,8 +122,7 @@ relay_networks = ["10.0.2.0/24"]
         # seed is applied; SMTP answers through the forwarded port.
         app.boot()
         TIMINGS["first_boot_to_greeting_bios_s"] = round(app.wait_greeting(), 1)
-        wait_until(lambda: "ringway-setup: done" in app.console_text() or "login:" in app.console_text(),
-                   timeout=300, what="the seed to be applied")
+        app.console.expect_exact("ringway-setup: done", timeout=300)
         self.assertNotIn("was refused", app.console_text())
 
         # The serial console: admin logs in to the ringway shell.

@@ -247,6 +247,8 @@ TEST_CASE("a sample file with every key loads into the expected values", "[confi
           std::vector<ip_network>{ip_network{"10.1.0.0", 16}, ip_network{"2001:db8:5::1", 128}});
 
     CHECK(c.control.socket == "/run/ringway/ringway.sock");
+    CHECK(c.control.state_dir == "/var/lib/ringway");
+    CHECK(rw::admin::state_dir(c) == "/var/lib/ringway");
 }
 
 TEST_CASE("a minimal file takes every default", "[config]") {
