@@ -9,7 +9,11 @@ pkgs=(cmake make g++ pkg-config ccache git
       libtomlplusplus-dev libcli11-dev catch2 nlohmann-json3-dev libedit-dev python3 openssl util-linux
       clang-14 libclang-rt-14-dev)
 if [[ $what == test ]]; then
-    pkgs+=(dnsmasq-base iproute2 procps mount swaks libnet-ssleay-perl postfix python3-pexpect prometheus)
+    pkgs+=(dnsmasq-base iproute2 procps mount swaks libnet-ssleay-perl postfix python3-pexpect prometheus
+           openssh-client
+           # the appliance image: image/build's tools, and QEMU with its firmware for image/run
+           mmdebstrap squashfs-tools dosfstools mtools fdisk grub-pc-bin grub-efi-amd64-bin grub2-common
+           e2fsprogs qemu-system-x86 qemu-utils ovmf)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

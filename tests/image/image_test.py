@@ -47,6 +47,13 @@ def build_image():
     return out
 
 
+def lines(path):
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
 def send(port, rcpt, subject, sender="someone@outside.test"):
     msg = f"From: {sender}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nhello from the host\r\n"
     with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
@@ -179,11 +186,11 @@ relay_networks = ["10.0.2.0/24"]
              "--per-conn", "10", "-d", "60s", "--to", "u{n}@sink.test", "--mix", "1k:70,4k:30",
              "--timeout", "10s", "--accepted-log", log, "--json", "-q"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_until(lambda: os.path.exists(log) and sum(1 for _ in open(log)) >= 20, timeout=120,
+        wait_until(lambda: lines(log) >= 20, timeout=120,
                    what="20 acknowledged messages under load")
         app.pull_the_plug()
         out, err = load.communicate(timeout=120)
-        acknowledged = sum(1 for _ in open(log))
+        acknowledged = lines(log)
         self.assertGreaterEqual(acknowledged, 20)
         app.boot(uefi=True)
         TIMINGS["power_cut_to_greeting_uefi_s"] = round(app.wait_greeting(), 1)
