@@ -7,11 +7,14 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -201,6 +204,36 @@ uint64_t rss_bytes() {
     return n == 2 ? uint64_t(rss) * uint64_t(::sysconf(_SC_PAGESIZE)) : 0;
 }
 
+// MemTotal and MemAvailable of the machine, bytes.
+std::pair<uint64_t, uint64_t> system_memory() {
+    std::FILE* f = std::fopen("/proc/meminfo", "r");
+    if (!f)
+        return {0, 0};
+    uint64_t total = 0, avail = 0;
+    char key[64];
+    unsigned long long kb = 0;
+    while (std::fscanf(f, "%63s %llu kB\n", key, &kb) == 2) {
+        if (std::strcmp(key, "MemTotal:") == 0)
+            total = kb * 1024;
+        else if (std::strcmp(key, "MemAvailable:") == 0)
+            avail = kb * 1024;
+    }
+    std::fclose(f);
+    return {total, avail};
+}
+
+// The file system holding the state directory (on the appliance, the data
+// partition with the configuration versions and the mail log): a full one
+// is shown in status; mail does not depend on it.
+json state_disk(const std::string& dir) {
+    struct statvfs v{};
+    if (::statvfs(dir.c_str(), &v) != 0)
+        return {{"path", dir}, {"bytes_total", 0}, {"bytes_free", 0}, {"error", std::strerror(errno)}};
+    return {{"path", dir},
+            {"bytes_total", uint64_t(v.f_blocks) * v.f_frsize},
+            {"bytes_free", uint64_t(v.f_bavail) * v.f_frsize}};
+}
+
 struct core_gauges {
     uint64_t connections_in = 0;  // this core's sessions: limits are shared, so from core 0 only
     uint64_t connections_out = 0, queued_messages = 0;
@@ -279,6 +312,7 @@ std::vector<std::string> listener_names(const context& c) {
 }
 
 json status_json(const context& c, const totals& now, const core_gauges& sum, uint64_t connections_in) {
+    const auto sysmem = system_memory();
     const auto& geo = c.reg->geometry();
     const uint64_t seg = geo.segment_bytes;
     const uint64_t total_bytes = uint64_t(geo.slots_per_shard) * geo.shard_count * seg;
@@ -303,6 +337,8 @@ json status_json(const context& c, const totals& now, const core_gauges& sum, ui
            {{"active", sum.rcpts_active}, {"retry", sum.rcpts_retry}, {"never_attempted", sum.rcpts_never_attempted}}},
           {"spool", {{"bytes_total", total_bytes}, {"bytes_free", sum.spool_slots_free * seg}}},
           {"memory_rss_bytes", rss_bytes()},
+          {"system_memory", {{"total_bytes", sysmem.first}, {"available_bytes", sysmem.second}}},
+          {"state_disk", state_disk(c.state_dir)},
           {"dns", {{"cache_hits", sum.dns_hits}, {"cache_misses", sum.dns_misses}}},
           {"delivery_suspended", json(std::vector<std::string>(c.suspended_delivery.begin(),
                                                                c.suspended_delivery.end()))},

@@ -377,6 +377,9 @@ int main(int argc, char** argv) {
     app.add_option("--socket", o.socket, "ringwayd's control socket (default /run/ringway/ringway.sock)");
     app.add_option("--socket-wait", o.socket_wait_s, "seconds to wait for ringwayd (default 180)");
     app.add_flag("--no-services", no_services, "do not set the running host name or restart networking");
+    bool reset_password = false;
+    app.add_flag("--reset-password", reset_password,
+                 "only set a new admin password (the boot menu's password reset runs this on the console)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -384,6 +387,35 @@ int main(int argc, char** argv) {
     }
     o.services = !no_services;
     const std::string problem_file = o.root + o.state + "/setup-problem";
+
+    if (reset_password) {
+        ::signal(SIGINT, SIG_IGN);
+        ::signal(SIGQUIT, SIG_IGN);
+        ::signal(SIGTSTP, SIG_IGN);
+        std::cout << "\nReset of the admin password (booted with the boot menu's reset entry).\n";
+        for (;;) {
+            std::string pw = ask_secret("New admin password");
+            if (auto why = ap::check_password(pw); !why.empty()) {
+                std::cout << "  not accepted: " << why << "; again.\n";
+                continue;
+            }
+            if (ask_secret("The same password again") != pw) {
+                std::cout << "  the two differ; again.\n";
+                continue;
+            }
+            auto h = ap::hash_password(pw);
+            if (!h) {
+                std::fprintf(stderr, "ringway-setup: %s\n", h.error().c_str());
+                return 1;
+            }
+            if (auto r = ap::set_password_hash(o.root, "admin", h.value()); !r) {
+                std::fprintf(stderr, "ringway-setup: %s\n", r.error().c_str());
+                return 1;
+            }
+            std::cout << "The admin password is set. Log in as admin.\n";
+            return 0;
+        }
+    }
 
     ap::setup_answers a;
     if (!seed.empty()) {

@@ -173,6 +173,18 @@ std::string fmt_status(const json& r) {
     o += fmt::format("  {:<24}{:>10} used of {} ({} free)\n", "spool", human_bytes(total - std::min(total, free)),
                      human_bytes(total), human_bytes(free));
     o += fmt::format("  {:<24}{:>10}\n", "memory (RSS)", human_bytes(u(g, "memory_rss_bytes")));
+    if (g.contains("system_memory")) {
+        const uint64_t mt = u(g["system_memory"], "total_bytes"), ma = u(g["system_memory"], "available_bytes");
+        o += fmt::format("  {:<24}{:>10} used of {}\n", "memory (machine)", human_bytes(mt - std::min(mt, ma)),
+                         human_bytes(mt));
+    }
+    if (g.contains("state_disk")) {
+        const json& d = g["state_disk"];
+        const uint64_t dt = u(d, "bytes_total"), df = u(d, "bytes_free");
+        const bool low = dt && df * 20 < dt;  // under 5% free
+        o += fmt::format("  {:<24}{:>10} free of {} ({}){}\n", "state disk", human_bytes(df), human_bytes(dt),
+                         s(d, "path"), low ? "  LOW: old configuration versions and logs can be removed" : "");
+    }
     o += fmt::format("  {:<24}{:>10} hits, {} misses\n", "DNS cache", u(g["dns"], "cache_hits"),
                      u(g["dns"], "cache_misses"));
     {

@@ -166,8 +166,27 @@ relay_networks = ["10.0.2.0/24"]
         time.sleep(2)
         self.assertEqual(self.received(s), 10)
         app.power_button()
+        # This boot goes through the boot menu: entries cannot be edited
+        # (no init=/bin/sh), and its second entry resets the admin password.
         app.boot()
+        c = app.console
+        c.expect_exact("reset the admin password", timeout=120)
+        c.send("e")
+        c.expect_exact("Enter username:", timeout=30)
+        c.send("\r")
+        c.expect_exact("Enter password:", timeout=30)
+        c.send("\r")
+        c.expect_exact("reset the admin password", timeout=30)
+        c.send("\x1b[B")  # down: the reset entry
+        c.send("\r")
+        c.expect_exact("New admin password: ", timeout=300)
+        c.sendline("a new password")
+        c.expect_exact("The same password again: ", timeout=30)
+        c.sendline("a new password")
+        c.expect_exact("The admin password is set.", timeout=30)
         TIMINGS["reboot_to_greeting_bios_s"] = round(app.wait_greeting(), 1)
+        app.serial_login("admin", "a new password")
+        app.console.sendline("exit")
         wait_until(lambda: app.ssh("status").returncode == 0, timeout=180, what="SSH after the reboot")
         self.assertEqual(self.status()["gauges"]["queued_messages"], 5)
         time.sleep(3)

@@ -99,6 +99,13 @@ class Shell(AdminTest):
         self.assertEqual(st["gauges"]["delivery_suspended"], ["held.test"])
         self.assertGreater(st["gauges"]["memory_rss_bytes"], 1 << 20)
         self.assertGreater(st["gauges"]["spool"]["bytes_total"], st["gauges"]["spool"]["bytes_free"])
+        mem = st["gauges"]["system_memory"]
+        self.assertGreater(mem["total_bytes"], mem["available_bytes"])
+        self.assertGreater(mem["available_bytes"], 0)
+        disk = st["gauges"]["state_disk"]
+        self.assertEqual(disk["path"], self.g.dir)  # the spool file's directory (no control.state_dir)
+        self.assertGreater(disk["bytes_total"], disk["bytes_free"])
+        self.assertGreater(disk["bytes_free"], 0)
         detail = self.json_of("status", "detail")
         self.assertEqual(len(detail["per_core"]), 2)
         self.assertNotIn("per_core", st)

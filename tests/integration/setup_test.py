@@ -215,6 +215,28 @@ relay_networks = ["0.0.0.0/0"]
         self.assertIn("console", self.read("state", "setup-done"))
         self.assertIn('"corp.test"', self.committed()["toml"])
 
+    def test_password_reset_sets_only_the_password(self):
+        p = pexpect.spawn(self.args()[0], self.args()[1:] + ["--reset-password"], encoding="utf-8", timeout=30,
+                          env={**os.environ, "TERM": "dumb"})
+        self.addCleanup(p.terminate, True)
+        p.expect_exact("New admin password: ")
+        p.sendintr()
+        p.sendline("new password 1")
+        p.expect_exact("The same password again: ")
+        p.sendline("new password 2")
+        p.expect_exact("the two differ; again.")
+        p.expect_exact("New admin password: ")
+        p.sendline("new password 1")
+        p.expect_exact("The same password again: ")
+        p.sendline("new password 1")
+        p.expect_exact("The admin password is set.")
+        p.expect(pexpect.EOF)
+        p.close()
+        self.assertEqual(p.exitstatus, 0)
+        h = self.admin_hash()
+        self.assertEqual(crypt.crypt("new password 1", h), h)
+        self.assertFalse(os.path.exists(os.path.join(self.root, "etc", "hostname")), "nothing else changes")
+
 
 if __name__ == "__main__":
     BUILD = os.path.abspath(sys.argv.pop(1))
