@@ -15,7 +15,9 @@
 // Exit status: 0 applied, 1 refused or failed (reasons on stderr and in
 // STATE/setup-problem), 2 usage.
 #include <CLI/CLI.hpp>
+#include <fcntl.h>
 #include <pwd.h>
+#include <sys/file.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -66,10 +68,23 @@ int run(const std::vector<std::string>& argv) {
 
 // ---- the terminal ----
 
+// The setup runs on every console at once (the operator is at one of them);
+// once one has finished, the others stop at their next answer.
+std::string g_done_file;
+
+void stop_if_done_elsewhere() {
+    if (!g_done_file.empty() && ::access(g_done_file.c_str(), F_OK) == 0) {
+        std::cout << "\nThe setup was finished on another console. Log in as admin.\n" << std::flush;
+        std::exit(0);
+    }
+}
+
 bool read_line(std::string& out) {
     for (int eofs = 0; eofs < 20; ++eofs) {
-        if (std::getline(std::cin, out))
+        if (std::getline(std::cin, out)) {
+            stop_if_done_elsewhere();
             return true;
+        }
         if (std::cin.bad())
             return false;
         // Ctrl-D: not a way out; ask again.
@@ -436,6 +451,7 @@ int main(int argc, char** argv) {
         a = std::move(parsed.value());
         std::cout << "ringway-setup: applying " << seed << "\n";
     } else {
+        g_done_file = o.root + o.state + "/setup-done";
         // The console's setup: Ctrl-C and Ctrl-Z do not leave it.
         ::signal(SIGINT, SIG_IGN);
         ::signal(SIGQUIT, SIG_IGN);
@@ -450,6 +466,14 @@ int main(int argc, char** argv) {
                 break;
         }
     }
+    // One setup applies at a time; a console whose operator answered after
+    // another console finished applies nothing.
+    const std::string lock_path = o.root + o.state + "/setup.lock";
+    int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd >= 0)
+        ::flock(lock_fd, LOCK_EX);
+    if (seed.empty())
+        stop_if_done_elsewhere();
     auto r = apply(o, a);
     if (!r) {
         std::fprintf(stderr, "ringway-setup: %s\n", r.error().c_str());

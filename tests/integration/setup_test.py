@@ -215,6 +215,21 @@ relay_networks = ["0.0.0.0/0"]
         self.assertIn("console", self.read("state", "setup-done"))
         self.assertIn('"corp.test"', self.committed()["toml"])
 
+    def test_two_consoles_the_first_to_finish_wins(self):
+        other = pexpect.spawn(self.args()[0], self.args()[1:], encoding="utf-8", timeout=30,
+                              env={**os.environ, "TERM": "dumb"})
+        self.addCleanup(other.terminate, True)
+        other.expect_exact("Host name of this gateway")
+        seed = self.seed(f'hostname = "first.corp.test"\n[admin]\nssh_keys = ["{KEY}"]\n')
+        r = subprocess.run(self.args() + ["--seed", seed], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        other.sendline("second.corp.test")
+        other.expect_exact("The setup was finished on another console. Log in as admin.")
+        other.expect(pexpect.EOF)
+        other.close()
+        self.assertEqual(other.exitstatus, 0)
+        self.assertEqual(self.read("etc", "hostname"), "first.corp.test\n")
+
     def test_password_reset_sets_only_the_password(self):
         p = pexpect.spawn(self.args()[0], self.args()[1:] + ["--reset-password"], encoding="utf-8", timeout=30,
                           env={**os.environ, "TERM": "dumb"})
