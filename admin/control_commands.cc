@@ -204,22 +204,25 @@ uint64_t rss_bytes() {
     return n == 2 ? uint64_t(rss) * uint64_t(::sysconf(_SC_PAGESIZE)) : 0;
 }
 
-// MemTotal and MemAvailable of the machine, bytes.
-std::pair<uint64_t, uint64_t> system_memory() {
+// The machine's memory from /proc/meminfo, bytes: total and available, and
+// where the rest is (page cache, tmpfs and shared memory, kernel slabs).
+json system_memory() {
     std::FILE* f = std::fopen("/proc/meminfo", "r");
     if (!f)
-        return {0, 0};
-    uint64_t total = 0, avail = 0;
+        return json::object();
+    static constexpr std::pair<const char*, const char*> keys[] = {
+        {"MemTotal:", "total_bytes"},  {"MemAvailable:", "available_bytes"}, {"MemFree:", "free_bytes"},
+        {"Cached:", "cached_bytes"},   {"Shmem:", "shmem_bytes"},           {"SUnreclaim:", "slab_unreclaimable_bytes"},
+        {"Percpu:", "percpu_bytes"}};
+    json o = json::object();
     char key[64];
     unsigned long long kb = 0;
-    while (std::fscanf(f, "%63s %llu kB\n", key, &kb) == 2) {
-        if (std::strcmp(key, "MemTotal:") == 0)
-            total = kb * 1024;
-        else if (std::strcmp(key, "MemAvailable:") == 0)
-            avail = kb * 1024;
-    }
+    while (std::fscanf(f, "%63s %llu kB\n", key, &kb) == 2)
+        for (const auto& [k, name] : keys)
+            if (std::strcmp(key, k) == 0)
+                o[name] = uint64_t(kb) * 1024;
     std::fclose(f);
-    return {total, avail};
+    return o;
 }
 
 // The file system holding the state directory (on the appliance, the data
@@ -312,7 +315,6 @@ std::vector<std::string> listener_names(const context& c) {
 }
 
 json status_json(const context& c, const totals& now, const core_gauges& sum, uint64_t connections_in) {
-    const auto sysmem = system_memory();
     const auto& geo = c.reg->geometry();
     const uint64_t seg = geo.segment_bytes;
     const uint64_t total_bytes = uint64_t(geo.slots_per_shard) * geo.shard_count * seg;
@@ -337,7 +339,7 @@ json status_json(const context& c, const totals& now, const core_gauges& sum, ui
            {{"active", sum.rcpts_active}, {"retry", sum.rcpts_retry}, {"never_attempted", sum.rcpts_never_attempted}}},
           {"spool", {{"bytes_total", total_bytes}, {"bytes_free", sum.spool_slots_free * seg}}},
           {"memory_rss_bytes", rss_bytes()},
-          {"system_memory", {{"total_bytes", sysmem.first}, {"available_bytes", sysmem.second}}},
+          {"system_memory", system_memory()},
           {"state_disk", state_disk(c.state_dir)},
           {"dns", {{"cache_hits", sum.dns_hits}, {"cache_misses", sum.dns_misses}}},
           {"delivery_suspended", json(std::vector<std::string>(c.suspended_delivery.begin(),

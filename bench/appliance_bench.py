@@ -3,7 +3,7 @@
 memory, and relay throughput under QEMU next to ringwayd run directly on
 this machine, in the same run.
 
-    bench/appliance_bench.py BUILD_DIR IMAGE_DIR [--runs 3] [--seconds 20] [--accel tcg|kvm]
+    bench/appliance_bench.py BUILD_DIR IMAGE_DIR [--runs 3] [--seconds 20] [--accel tcg|kvm] [--memory MIB]
 
 IMAGE_DIR holds ringway.img (image/build). Both gateways relay to a
 ringway-sink on this machine: the appliance reaches it through QEMU's user
@@ -47,6 +47,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--accel", default=os.environ.get("RINGWAY_QEMU_ACCEL", "tcg"))
+    ap.add_argument("--memory", type=int, default=1024, help="the appliance's memory, MiB")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     sink_test.BUILD = build
@@ -79,11 +80,11 @@ def main():
     app.ssh_key = key
     host = None
     try:
-        app.boot()
+        app.boot(memory=a.memory)
         out["first_boot_to_greeting_s"] = round(app.wait_greeting(), 1)
         wait_until(lambda: app.ssh("status").returncode == 0, timeout=300, what="SSH")
         app.power_button()
-        app.boot()
+        app.boot(memory=a.memory)
         out["boot_to_greeting_s"] = round(app.wait_greeting(), 1)
         wait_until(lambda: app.ssh("status").returncode == 0, timeout=300, what="SSH")
         time.sleep(20)  # idle: first-boot work done, nothing flowing
@@ -91,6 +92,7 @@ def main():
         mem = st["gauges"]["system_memory"]
         out["idle_memory_used_mib"] = round((mem["total_bytes"] - mem["available_bytes"]) / 2**20, 1)
         out["idle_memory_total_mib"] = round(mem["total_bytes"] / 2**20, 1)
+        out["idle_page_cache_mib"] = round(mem.get("cached_bytes", 0) / 2**20, 1)
         out["idle_ringwayd_rss_mib"] = round(st["gauges"]["memory_rss_bytes"] / 2**20, 1)
 
         host = Ringwayd(build, relay_networks='["127.0.0.0/8"]',
