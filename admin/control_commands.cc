@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -453,7 +454,8 @@ task<json> cmd_hoststatus(context& c, const json& args) {
     co_return obj("domain", domain, "destinations", std::move(rows));
 }
 
-// Suspensions survive a restart: written beside the spool.
+// Suspensions survive a restart and a power cut: written to control.state_dir
+// (by default beside the spool), durable before the command answers.
 task<void> save_suspensions(context& c) {
     // One at a time (two writers of the same temporary file could
     // interleave, or rename an older state last); the state is read once
@@ -486,7 +488,16 @@ task<void> save_suspensions(context& c) {
         ::close(fd);
         if (!good || ::rename(tmp.c_str(), path.c_str()) != 0)
             return std::strerror(good ? errno : e);
-        return {};
+        // The rename is durable only once the directory is: without this a
+        // power cut soon after the reply could bring the old state back.
+        std::string dir = std::filesystem::path(path).parent_path().string();
+        int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+            return std::strerror(errno);
+        good = ::fsync(dfd) == 0;
+        e = errno;
+        ::close(dfd);
+        return good ? std::string() : std::strerror(e);
     };
     // (Bound first: g++ 12 mishandles class-type temporaries in the operand of co_await.)
     auto job = offload(std::move(write));
