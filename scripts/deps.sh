@@ -10,7 +10,7 @@ pkgs=(cmake make g++ pkg-config ccache git
       clang-14 libclang-rt-14-dev)
 if [[ $what == test ]]; then
     pkgs+=(dnsmasq-base iproute2 procps mount swaks libnet-ssleay-perl postfix python3-pexpect prometheus
-           openssh-client
+           openssh-client systemd  # systemd-socket-activate: the appliance helper, one per connection
            # the appliance image: image/build's tools, and QEMU with its firmware for image/run
            mmdebstrap squashfs-tools dosfstools mtools fdisk grub-pc-bin grub-efi-amd64-bin grub2-common
            e2fsprogs qemu-system-x86 qemu-utils ovmf)

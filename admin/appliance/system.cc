@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <crypt.h>
 #include <fcntl.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -425,18 +427,47 @@ result<void, std::string> write_hostname(const std::string& root, const std::str
 
 result<void, std::string> write_network(const std::string& root, const network_settings& n) {
     const std::string path = root + "/etc/systemd/network/10-ringway-static.network";
-    if (n.dhcp) {
+    if (n.dhcp && n.dns.empty()) {
         if (::unlink(path.c_str()) != 0 && errno != ENOENT)
             return unexpected(fmt::format("cannot remove {}: {}", path, std::strerror(errno)));
         return {};
     }
-    std::string text = fmt::format(
+    std::string text =
         "# Written by the ringway shell (interfaceconfig, setgateway, dnsconfig).\n"
-        "[Match]\nName=en* eth*\n\n[Network]\nDHCP=no\nAddress={}\nGateway={}\n",
-        n.address, n.gateway);
+        "[Match]\nName=en* eth*\n\n[Network]\n";
+    if (n.dhcp) {
+        // DHCP for the address, the operator's name servers for DNS.
+        text += "DHCP=yes\n";
+    } else {
+        text += fmt::format("DHCP=no\nAddress={}\n", n.address);
+        if (!n.gateway.empty())
+            text += fmt::format("Gateway={}\n", n.gateway);
+    }
     for (const auto& d : n.dns)
         text += fmt::format("DNS={}\n", d);
+    if (n.dhcp)
+        text += "\n[DHCPv4]\nUseDNS=no\n\n[DHCPv6]\nUseDNS=no\n";
     return replace_file(path, text, 0644);
+}
+
+network_settings read_network(const std::string& root) {
+    bool found = false;
+    std::string text = read_text(root + "/etc/systemd/network/10-ringway-static.network", found);
+    network_settings n;
+    if (!found)
+        return n;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        if (line.starts_with("DHCP="))
+            n.dhcp = line == "DHCP=yes";
+        else if (line.starts_with("Address="))
+            n.address = line.substr(8);
+        else if (line.starts_with("Gateway="))
+            n.gateway = line.substr(8);
+        else if (line.starts_with("DNS="))
+            n.dns.push_back(line.substr(4));
+    }
+    return n;
 }
 
 result<std::string, std::string> hash_password(std::string_view pw) {
@@ -496,6 +527,57 @@ result<void, std::string> write_authorized_keys(const std::string& root, const s
     if (::geteuid() == 0 && ::chown(path.c_str(), uid, gid) != 0)
         return unexpected(fmt::format("cannot give {} to uid {}: {}", path, uid, std::strerror(errno)));
     return {};
+}
+
+int run_program(const std::vector<std::string>& argv, std::string* out) {
+    std::vector<char*> args;
+    for (const auto& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    int pipefd[2] = {-1, -1};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    if (out) {
+        if (::pipe2(pipefd, O_CLOEXEC) != 0)
+            return -1;
+        posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+        posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+    }
+    pid_t pid;
+    int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (out)
+        ::close(pipefd[1]);
+    if (rc != 0) {
+        if (out)
+            ::close(pipefd[0]);
+        return -1;
+    }
+    if (out) {
+        char buf[4096];
+        for (;;) {
+            ssize_t n = ::read(pipefd[0], buf, sizeof buf);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            if (out->size() < 65536)
+                out->append(buf, size_t(n));
+        }
+        ::close(pipefd[0]);
+    }
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+std::optional<std::string> read_file(const std::string& path) {
+    bool found = false;
+    std::string t = read_text(path, found);
+    if (!found)
+        return std::nullopt;
+    return t;
 }
 
 }  // namespace rw::admin::appliance

@@ -8,6 +8,7 @@
 // files atomically (a temporary file, fsync, rename).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,9 +67,12 @@ result<setup_answers, std::string> parse_seed(std::string_view toml_text, std::s
 
 // ---- changes (under root) ----
 result<void, std::string> write_hostname(const std::string& root, const std::string& name);
-// DHCP removes the static file, so the appliance's default (DHCP on every
-// wired interface) applies again.
+// DHCP without name servers removes the file, so the appliance's default
+// (DHCP on every wired interface) applies again; DHCP with name servers
+// uses them instead of the DHCP server's.
 result<void, std::string> write_network(const std::string& root, const network_settings& n);
+// What write_network wrote (DHCP when nothing was).
+network_settings read_network(const std::string& root);
 // A crypt(3) hash of pw (yescrypt).
 result<std::string, std::string> hash_password(std::string_view pw);
 // Replaces user's password hash in ROOT/etc/shadow.
@@ -77,6 +81,14 @@ result<void, std::string> set_password_hash(const std::string& root, const std::
 // Replaces the admin's authorized_keys with these keys (owner uid:gid, 0600).
 result<void, std::string> write_authorized_keys(const std::string& root, const std::string& home,
                                                 const std::vector<std::string>& keys, unsigned uid, unsigned gid);
+
+// Runs a program (argv[0] a full path; no shell) and waits: its exit
+// status, -1 when it could not run or was killed. With out, its stdout
+// and stderr are collected there (up to 64 KiB).
+int run_program(const std::vector<std::string>& argv, std::string* out = nullptr);
+
+// The whole file, or nullopt when it cannot be read.
+std::optional<std::string> read_file(const std::string& path);
 
 // Atomic replace of ROOT+path with text (mode; owner kept if the file existed).
 result<void, std::string> replace_file(const std::string& path, std::string_view text, unsigned mode);

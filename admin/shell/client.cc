@@ -7,6 +7,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -155,6 +157,81 @@ result<nlohmann::json, std::string> client::stream(const std::string& cmd, const
             continue;
         }
         return reply_of(j);
+    }
+}
+
+result<nlohmann::json, std::string> client::upload(const std::string& cmd, const nlohmann::json& args, int src,
+                                                   const std::function<void(const nlohmann::json&)>& on_event) {
+    if (auto r = send_request(cmd, args); !r)
+        return unexpected(r.error());
+    std::vector<char> chunk(1 << 16);
+    size_t have = 0, off = 0;
+    bool src_done = false, peer_closed_input = false;
+    std::string read_error;
+    auto lines = [&]() -> std::optional<result<nlohmann::json, std::string>> {
+        for (size_t nl; (nl = _buf.find('\n')) != std::string::npos;) {
+            std::string line = _buf.substr(0, nl);
+            _buf.erase(0, nl + 1);
+            auto j = nlohmann::json::parse(line, nullptr, false);
+            if (j.is_discarded() || !j.is_object() || !j.contains("ok"))
+                return result<nlohmann::json, std::string>(unexpected(std::string("a reply that is not JSON")));
+            if (j.contains("event")) {
+                on_event(j["event"]);
+                continue;
+            }
+            return reply_of(j);
+        }
+        return std::nullopt;
+    };
+    for (;;) {
+        if (auto done = lines())
+            return *done;
+        const bool sending = !src_done && !peer_closed_input;
+        if (sending && off == have) {
+            ssize_t n = ::read(src, chunk.data(), chunk.size());
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                read_error = std::strerror(errno);
+                src_done = true;
+            } else if (n == 0) {
+                src_done = true;
+            } else {
+                have = size_t(n);
+                off = 0;
+            }
+            if (src_done)
+                ::shutdown(_fd, SHUT_WR);
+            continue;
+        }
+        pollfd p{_fd, short(POLLIN | (sending ? POLLOUT : 0)), 0};
+        if (::poll(&p, 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return unexpected(fmt::format("poll: {}", std::strerror(errno)));
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            char buf[4096];
+            ssize_t n = ::recv(_fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (n > 0) {
+                _buf.append(buf, size_t(n));
+                continue;
+            }
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                _broken = true;
+                if (auto done = lines())
+                    return *done;
+                return unexpected(std::string("the connection closed before a reply") +
+                                  (read_error.empty() ? "" : " (reading the input: " + read_error + ")"));
+            }
+        }
+        if (sending && (p.revents & POLLOUT)) {
+            ssize_t n = ::send(_fd, chunk.data() + off, have - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0)
+                off += size_t(n);
+            else if (n < 0 && errno != EAGAIN && errno != EINTR)
+                peer_closed_input = true;  // it refused: its reply says why
+        }
     }
 }
 

@@ -30,6 +30,12 @@ public:
     result<nlohmann::json, std::string> stream(const std::string& cmd, const nlohmann::json& args,
                                                const std::function<bool(const nlohmann::json&)>& on_event,
                                                const std::function<bool()>& interrupted);
+    // Sends the request, then everything src_fd holds (to its end) on the
+    // same connection, printing events as they come; then waits, with no
+    // deadline, for the result. The peer may refuse before the end (a bad
+    // signature): its error is returned.
+    result<nlohmann::json, std::string> upload(const std::string& cmd, const nlohmann::json& args, int src_fd,
+                                               const std::function<void(const nlohmann::json&)>& on_event);
     // The connection failed (not the command): reconnect to go on.
     bool broken() const { return _broken; }
 

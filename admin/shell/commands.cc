@@ -613,6 +613,7 @@ std::vector<command> make_commands() {
                      return fmt::format("up {} (since {})\n", human_age(i(r, "uptime_seconds")),
                                         unix_time(i(r, "started_unix")));
                  }});
+    add_appliance_commands(v);
     v.push_back({"quit", "", {}, "leave the shell", "Leaves the shell (so does exit, or Ctrl-D).", nullptr});
     v.push_back({"exit", "", {}, "leave the shell", "Leaves the shell (so does quit, or Ctrl-D).", nullptr});
     return v;
@@ -620,6 +621,8 @@ std::vector<command> make_commands() {
 }  // namespace
 
 std::string command::usage() const {
+    if (!usage_text.empty())
+        return usage_text;
     std::string u = name;
     for (const auto& a : args) {
         if (a.kind == arg_spec::flag) {
@@ -765,6 +768,8 @@ outcome run_words(client* cl, const std::vector<std::string>& words, bool json_o
         }
         return r;
     }
+    if (c->run)
+        return c->run(words, json_out, interrupted);
     json args = json::object();
     size_t wi = 1;
     const bool keywords = std::any_of(c->args.begin(), c->args.end(), [](const arg_spec& a) {

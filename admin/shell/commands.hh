@@ -28,6 +28,14 @@ struct arg_spec {
     bool as_flag = false;  // a one-choice word sent as "name": true
 };
 
+// The outcome of one command line.
+struct outcome {
+    int status = 0;   // 0 ok, 1 refused or failed, 2 usage
+    std::string out;  // for stdout
+    std::string err;  // for stderr (one line)
+    bool quit = false;
+};
+
 struct command {
     std::string name;
     std::string request;  // the control command ("" = handled by the shell)
@@ -36,22 +44,24 @@ struct command {
     std::string help;     // more, for `help NAME`
     std::function<std::string(const nlohmann::json& result)> format;
     bool streams = false;  // events are printed as they come (tail)
+    // Commands with their own parsing (the appliance's): the usage line,
+    // and what runs them instead of a control request.
+    std::string usage_text;
+    std::function<outcome(const std::vector<std::string>& words, bool json_out,
+                                 const std::function<bool()>& interrupted)>
+        run;
     std::string usage() const;
 };
 
 const std::vector<command>& commands();
+// The appliance's commands (admin/shell/appliance.cc): network, SSH, time,
+// power, upgrades, the spool disk, and loadtest.
+void add_appliance_commands(std::vector<command>& v);
 const command* find_command(std::string_view name);
 
 // Splits a line into words (double quotes group; no other expansion).
 std::vector<std::string> split_words(std::string_view line);
 
-// The outcome of one command line.
-struct outcome {
-    int status = 0;   // 0 ok, 1 refused or failed, 2 usage
-    std::string out;  // for stdout
-    std::string err;  // for stderr (one line)
-    bool quit = false;
-};
 
 // Runs words[0] with its arguments: help and quit here, the rest through
 // the daemon (c may be null when there is no daemon: those say so).
