@@ -1,7 +1,7 @@
 // ringway-appliance: the privileged side of the shell's appliance commands
 // (interfaceconfig, setgateway, dnsconfig, sshconfig, ntpconfig, reboot,
 // shutdown, upgrade, spool). systemd starts one per connection on
-// /run/ringway/appliance.sock (ringway-appliance.socket: root and the
+// /run/ringway-appliance.sock (ringway-appliance.socket: root and the
 // ringway-admin group only), with the connection as stdin and stdout.
 //
 // The protocol is the control socket's: one request line

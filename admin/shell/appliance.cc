@@ -1,6 +1,6 @@
 // The appliance's own commands. Network, SSH, time, power, upgrades and the
 // spool disk go to ringway-appliance, the privileged helper that systemd
-// starts for each connection to /run/ringway/appliance.sock (root and the
+// starts for each connection to /run/ringway-appliance.sock (root and the
 // ringway-admin group only). loadtest runs the bundled load generator
 // directly, as the admin, with arguments checked here (no shell between).
 #include <fcntl.h>
@@ -29,7 +29,7 @@ using json = nlohmann::json;
 
 std::string appliance_socket() {
     const char* e = std::getenv("RINGWAY_APPLIANCE_SOCKET");
-    return e && *e ? e : "/run/ringway/appliance.sock";
+    return e && *e ? e : "/run/ringway-appliance.sock";
 }
 
 outcome fail(int status, std::string why) {
@@ -131,8 +131,8 @@ std::string spool_text(const json& r) {
 outcome ask(const std::string& cmd, const json& args, bool json_out, std::string (*fmt_fn)(const json&)) {
     auto c = client::connect(appliance_socket());
     if (!c)
-        return fail(1, fmt::format("cannot reach the appliance helper at {}: this command works on the Ringway "
-                                   "appliance, as admin", appliance_socket()));
+        return fail(1, fmt::format("cannot reach the appliance helper ({}): this command works on the Ringway "
+                                   "appliance, as admin", c.error()));
     auto r = c.value().call(cmd, args);
     if (!r)
         return fail(1, r.error());
@@ -248,8 +248,8 @@ outcome upgrade(const std::vector<std::string>& w, bool j, const std::function<b
     if (!c) {
         if (fd != STDIN_FILENO)
             ::close(fd);
-        return fail(1, fmt::format("cannot reach the appliance helper at {}: upgrade works on the Ringway appliance",
-                                   appliance_socket()));
+        return fail(1, fmt::format("cannot reach the appliance helper ({}): upgrade works on the Ringway appliance",
+                                   c.error()));
     }
     auto r = c.value().upload("upgrade", json::object(), fd, [&](const json& e) {
         std::string line = j ? e.dump() + "\n" : str(e, "text") + "\n";

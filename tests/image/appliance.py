@@ -156,10 +156,10 @@ class Appliance:
         # The terminal echoes the command line first.
         return out.split("\n", 1)[1] if "\n" in out else out
 
-    def ssh(self, *command, key=None, extra=(), timeout=120):
+    def ssh(self, *command, key=None, extra=(), timeout=120, stdin=subprocess.DEVNULL):
         cmd = ["ssh", "-p", str(self.ssh_port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR", *extra]
         if key or self.ssh_key:
             cmd += ["-i", key or self.ssh_key, "-o", "IdentitiesOnly=yes"]
         cmd += ["--", "admin@127.0.0.1", *command]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=stdin)

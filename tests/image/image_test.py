@@ -263,6 +263,107 @@ relay_networks = ["10.0.2.0/24"]
         self.assertIn('"sink.test"', out)
 
 
+    # ---- upgrades ----
+
+    def make_bundle(self, root, version):
+        out = os.path.join(self.work, f"ringway-{version}.bundle")
+        key = os.environ.get("RINGWAY_SIGNING_KEY") or os.path.join(IMAGE_DIR, "keys", "upgrade-signing.pem")
+        subprocess.run([os.path.join(REPO, "image", "bundle"), root, key, version, out], check=True)
+        return out
+
+    def upgrade_status(self):
+        try:  # the appliance may be rebooting
+            r = self.app.ssh("--json", "upgrade", "status", timeout=60)
+        except subprocess.TimeoutExpired:
+            return None
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def wait_slot(self, slot, timeout, log_has=None):
+        """Until the appliance runs slot, boots it, has no trial (and its
+        upgrade log mentions log_has): the status then."""
+        seen = {}
+
+        def settled():
+            st = self.upgrade_status()
+            if st:
+                seen["last"] = st
+            return st if (st and st["running"] == slot and st["boots"] == slot and not st["trial"]
+                          and (log_has is None or any(log_has in x for x in st["log"]))) else None
+        try:
+            return wait_until(settled, timeout=timeout, step=5, what=f"slot {slot} running and confirmed")
+        except AssertionError:
+            raise AssertionError(f"last upgrade status: {seen.get('last')}\nconsole:\n{self.app.console_text()[-3000:]}")
+
+    def test_upgrade_rollback_and_a_broken_upgrade_that_falls_back(self):
+        app = self.app
+        s = self.sink()
+        key, pub = self.ssh_key()
+        app.ssh_key = key
+        self.seed(pub)
+        # The bundles: the image's own root as version 2, and a broken one
+        # (a kernel and initramfs but no system: it panics at every boot).
+        root = os.path.join(self.work, "root.squashfs")
+        subprocess.run(["tar", "-xf", os.path.join(IMAGE_DIR, "ringway.bundle"), "-C", self.work, "root.squashfs"],
+                       check=True)
+        good = self.make_bundle(root, "2.0-test")
+        tiny = os.path.join(self.work, "tiny")
+        subprocess.run(["unsquashfs", "-q", "-n", "-d", tiny, root, "boot/vmlinuz", "boot/initrd.img"], check=True,
+                       capture_output=True)
+        broken_root = os.path.join(self.work, "broken.squashfs")
+        subprocess.run(["mksquashfs", tiny, broken_root, "-comp", "gzip", "-noappend", "-quiet"], check=True,
+                       capture_output=True)
+        broken = self.make_bundle(broken_root, "3.0-broken")
+
+        app.boot()
+        app.wait_greeting()
+        app.console.expect_exact("ringway-setup: done", timeout=300)
+        wait_until(lambda: app.ssh("status").returncode == 0, timeout=180, what="SSH")
+        st = self.wait_slot("a", timeout=300)
+        self.assertEqual([x["holds_system"] for x in st["slots"]], [True, False])
+        # State that must survive: queued mail (delivery suspended) and the
+        # configuration's versions.
+        self.assertEqual(app.ssh("suspend", "delivery").returncode, 0)
+        for i in range(3):
+            send(app.smtp_port, "u@sink.test", f"queued across upgrades {i}")
+        wait_until(lambda: self.status()["gauges"]["queued_messages"] == 3, timeout=60, what="3 queued messages")
+        history = json.loads(app.ssh("--json", "history").stdout)
+
+        # Upgrade over SSH, the bundle on standard input.
+        started = time.monotonic()
+        with open(good, "rb") as f:
+            r = app.ssh("upgrade", "-", stdin=f, timeout=1200)
+        self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
+        self.assertIn("verified against the signed manifest", r.stdout)
+        self.assertIn("rebooting into slot b", r.stdout)
+        TIMINGS["upgrade_upload_s"] = round(time.monotonic() - started, 1)
+        st = self.wait_slot("b", timeout=600, log_has="slot b healthy")
+        TIMINGS["upgrade_to_confirmed_s"] = round(time.monotonic() - started, 1)
+        self.assertEqual([(x["slot"], x["holds_system"]) for x in st["slots"]], [("a", True), ("b", True)])
+        self.assertEqual(json.loads(app.ssh("--json", "history").stdout), history)
+        self.assertEqual(self.status()["gauges"]["queued_messages"], 3)
+
+        # Back to slot a on request.
+        r = app.ssh("upgrade", "rollback")
+        self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
+        self.wait_slot("a", timeout=600, log_has="slot a healthy")
+        self.assertEqual(self.status()["gauges"]["queued_messages"], 3)
+
+        # A signed bundle whose system never comes up: two tries on
+        # probation, then the boot loader returns to slot a by itself.
+        started = time.monotonic()
+        with open(broken, "rb") as f:
+            r = app.ssh("upgrade", "-", stdin=f, timeout=600)
+        self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
+        st = self.wait_slot("a", timeout=900, log_has="never became healthy")
+        TIMINGS["broken_upgrade_to_fallback_s"] = round(time.monotonic() - started, 1)
+        self.assertGreaterEqual(app.console_text().count("No init found"), 2, "two tries of the broken slot")
+        self.assertEqual(json.loads(app.ssh("--json", "history").stdout), history)
+        self.assertEqual(self.status()["gauges"]["queued_messages"], 3)
+        self.assertEqual(self.received(s), 0)
+        self.assertEqual(app.ssh("resume", "delivery").returncode, 0)
+        wait_until(lambda: self.received(s) >= 3, timeout=120, what="the queued mail delivered after it all")
+
+
 def tearDownModule():
     if TIMINGS:
         sys.stderr.write("\n[image test] timings: " + json.dumps(TIMINGS) + "\n")
