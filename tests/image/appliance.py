@@ -126,6 +126,15 @@ class Appliance:
         self.qemu_log.close()
 
     # ---- what it said ----
+    def drain(self):
+        """Reads what the console has printed so far into its log (the
+        log holds only what has been read)."""
+        try:
+            for _ in range(1000):
+                self.console.read_nonblocking(65536, timeout=0.05)
+        except (pexpect.TIMEOUT, pexpect.EOF):
+            pass
+
     def console_text(self):
         if self.console_log and not self.console_log.closed:
             self.console_log.flush()

@@ -284,6 +284,7 @@ relay_networks = ["10.0.2.0/24"]
         seen = {}
 
         def settled():
+            self.app.drain()
             st = self.upgrade_status()
             if st:
                 seen["last"] = st
@@ -356,7 +357,12 @@ relay_networks = ["10.0.2.0/24"]
         self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
         st = self.wait_slot("a", timeout=900, log_has="never became healthy")
         TIMINGS["broken_upgrade_to_fallback_s"] = round(time.monotonic() - started, 1)
-        self.assertGreaterEqual(app.console_text().count("No init found"), 2, "two tries of the broken slot")
+        # The broken system did boot and panic (the console loses what is
+        # not read while QEMU writes it, so its count of tries is not
+        # exact); "never became healthy" is logged only once GRUB has
+        # spent both tries.
+        text = app.console_text()
+        self.assertTrue("No init found" in text or "doesn't have requested /sbin/init" in text, text[-3000:])
         self.assertEqual(json.loads(app.ssh("--json", "history").stdout), history)
         self.assertEqual(self.status()["gauges"]["queued_messages"], 3)
         self.assertEqual(self.received(s), 0)
