@@ -418,7 +418,7 @@ void add_appliance_commands(std::vector<command>& v) {
         "erases it). spool adopt: use the spool another appliance formatted on this disk, and deliver its\n"
         "queued mail from here. Either restarts ringwayd.",
         spool);
-    add("loadtest", "loadtest HOST[:PORT] [--rate N/h] [--count N] [--duration 60s] [...]", {},
+    add("loadtest", "loadtest HOST[:PORT] [--rate N/h] [OPTIONS]", {},
         "send test mail from the appliance and report the rate and latency",
         "loadtest HOST[:PORT] [--rate 500k/h] [--count N] [--duration 60s] [--connections N] [--size 4k]\n"
         "         [--rcpts N] [--from PATTERN] [--to PATTERN] [--starttls]\n"

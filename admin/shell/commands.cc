@@ -697,8 +697,11 @@ std::string help_text(const std::vector<std::string>& words) {
         return fmt::format("usage: {}\n{}\n", c->usage(), c->help);
     }
     std::string o = "Commands (help COMMAND for more):\n";
-    for (const auto& c : commands())
-        o += fmt::format("  {:<44}{}\n", c.usage(), c.summary);
+    for (const auto& c : commands()) {
+        const std::string u = c.usage();
+        o += u.size() < 44 ? fmt::format("  {:<44}{}\n", u, c.summary)
+                           : fmt::format("  {}\n  {:<44}{}\n", u, "", c.summary);
+    }
     return o;
 }
 
