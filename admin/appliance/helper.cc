@@ -537,6 +537,18 @@ bool is_disk_name(const std::string& d) {
            d.find("..") == std::string::npos;
 }
 
+// The disk the appliance boots from ("vda"), from its data partition.
+std::string boot_disk() {
+    std::error_code ec;
+    auto part = std::filesystem::canonical(sys("/dev/disk/by-partlabel/ringway-data"), ec);
+    if (ec)
+        return {};
+    auto link = std::filesystem::canonical(sys("/sys/class/block/" + part.filename().string()), ec);
+    if (ec)
+        return {};
+    return link.parent_path().filename().string();
+}
+
 json cmd_spool(const json& a) {
     std::string action = arg_string(a, "action", false);
     if (action.empty())
@@ -549,6 +561,20 @@ json cmd_spool(const json& a) {
         struct stat st {};
         if (::stat(sys(dev).c_str(), &st) != 0 || (g.services && !S_ISBLK(st.st_mode)))
             refuse(fmt::format("{} is not a block device here", dev));
+        // Never the disk the appliance runs from, nor one of its partitions.
+        std::error_code ec;
+        const std::string name = std::filesystem::canonical(sys(dev), ec).filename().string();
+        const std::string boot = boot_disk();
+        auto part_of = [](const std::string& n, const std::string& disk) {
+            if (disk.empty() || !n.starts_with(disk))
+                return false;
+            std::string rest = n.substr(disk.size());
+            if (!rest.empty() && rest[0] == 'p')
+                rest.erase(0, 1);
+            return n == disk || (!rest.empty() && std::all_of(rest.begin(), rest.end(), ::isdigit));
+        };
+        if (part_of(name, boot))
+            refuse(fmt::format("{} is the disk this appliance boots from (or part of it)", dev));
         if (auto r = ap::replace_file(sys(g.state + "/spool-device"), dev + "\n", 0644); !r)
             refuse(r.error());
         if (auto r = ap::replace_file(sys(g.state + "/spool-format"), dev + "\n", 0600); !r)
