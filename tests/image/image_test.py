@@ -321,6 +321,32 @@ relay_networks = ["10.0.2.0/24"]
         wait_until(lambda: app.ssh("status").returncode == 0, timeout=180, what="SSH")
         st = self.wait_slot("a", timeout=300)
         self.assertEqual([x["holds_system"] for x in st["slots"]], [True, False])
+
+        # The appliance's own commands: a load test from the appliance to a
+        # sink on the host, then name servers, SSH keys and time servers.
+        load_sink = sink_test.Sink(listen="127.0.0.1:0")
+        self.addCleanup(load_sink.cleanup)
+        r = app.ssh("--json", "loadtest", f"10.0.2.2:{load_sink.port}", "--count", "50", "--connections", "2",
+                    timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["accepted"], 50)
+        wait_until(lambda: (load_sink.stats() or {}).get("received", 0) >= 50, timeout=60,
+                   what="the load test's mail at the sink")
+        r = app.ssh("dnsconfig", "10.0.2.3")
+        self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
+
+        def network():
+            r = app.ssh("--json", "interfaceconfig")
+            return json.loads(r.stdout) if r.returncode == 0 else None
+        net = wait_until(network, timeout=120, step=2, what="interfaceconfig after dnsconfig")
+        self.assertEqual((net["mode"], net["dns"]), ("dhcp", ["10.0.2.3"]))
+        self.assertTrue(any(a.startswith("10.0.2.15/") for link in net["links"] for a in link.get("addresses", [])),
+                        net)
+        ssh_conf = json.loads(app.ssh("--json", "sshconfig").stdout)
+        self.assertEqual((len(ssh_conf["keys"]), ssh_conf["password_authentication"]), (1, False))
+        r = app.ssh("--json", "ntpconfig", "10.0.2.2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["servers"], ["10.0.2.2"])
         # State that must survive: queued mail (delivery suspended) and the
         # configuration's versions.
         self.assertEqual(app.ssh("suspend", "delivery").returncode, 0)
@@ -368,6 +394,12 @@ relay_networks = ["10.0.2.0/24"]
         self.assertEqual(self.received(s), 0)
         self.assertEqual(app.ssh("resume", "delivery").returncode, 0)
         wait_until(lambda: self.received(s) >= 3, timeout=120, what="the queued mail delivered after it all")
+        # The settings made before the upgrades are still there.
+        self.assertEqual(json.loads(app.ssh("--json", "interfaceconfig").stdout)["dns"], ["10.0.2.3"])
+        # shutdown powers the machine off: QEMU ends.
+        r = app.ssh("shutdown")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_until(lambda: app.proc.poll() is not None, timeout=300, step=1, what="QEMU to end at power-off")
 
 
 def tearDownModule():
