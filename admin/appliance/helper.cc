@@ -14,6 +14,7 @@
 // are logged with the peer's user id to stderr (the journal).
 #include <fcntl.h>
 #include <pwd.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -384,15 +385,30 @@ std::string trim(std::string s) {
 struct esp_mount {
     std::string dir = sys("/run/ringway/esp");
     bool mounted = false;
+    int lock = -1;
     esp_mount() {
+        // One user of the ESP at a time: ringway-boot-ok takes the same lock.
+        lock = ::open(sys("/run/ringway-esp.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (lock < 0)
+            refuse(fmt::format("cannot open the boot partition's lock: {}", std::strerror(errno)));
+        for (int i = 0; ::flock(lock, LOCK_EX | LOCK_NB) != 0; ++i) {
+            if (i >= 1200) {
+                ::close(lock);
+                refuse("the boot partition stayed busy for 2 minutes (ringway-boot-ok?)");
+            }
+            ::usleep(100'000);
+        }
         if (::access((dir + "/grub/grubenv").c_str(), F_OK) == 0)
             return;
         if (!g.services)
             refuse("the boot partition is not mounted");
         std::filesystem::create_directories(dir);
         if (::mount("/dev/disk/by-partlabel/ringway-esp", dir.c_str(), "vfat", MS_NODEV | MS_NOSUID | MS_NOEXEC | MS_SYNCHRONOUS,
-                    nullptr) != 0)
-            refuse(fmt::format("cannot mount the boot partition: {}", std::strerror(errno)));
+                    nullptr) != 0) {
+            int e = errno;
+            ::close(lock);
+            refuse(fmt::format("cannot mount the boot partition: {}", std::strerror(e)));
+        }
         mounted = true;
     }
     ~esp_mount() {
@@ -400,6 +416,7 @@ struct esp_mount {
             ::sync();
             ::umount(dir.c_str());
         }
+        ::close(lock);
     }
     std::string env() const { return dir + "/grub/grubenv"; }
 };
