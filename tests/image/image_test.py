@@ -383,12 +383,11 @@ relay_networks = ["10.0.2.0/24"]
         self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
         st = self.wait_slot("a", timeout=900, log_has="never became healthy")
         TIMINGS["broken_upgrade_to_fallback_s"] = round(time.monotonic() - started, 1)
-        # The broken system did boot and panic (the console loses what is
-        # not read while QEMU writes it, so its count of tries is not
-        # exact); "never became healthy" is logged only once GRUB has
-        # spent both tries.
-        text = app.console_text()
-        self.assertTrue("No init found" in text or "doesn't have requested /sbin/init" in text, text[-3000:])
+        # "never became healthy" is logged only once GRUB has booted the
+        # trial slot with both tries and none was confirmed (GRUB could
+        # load it: a slot it cannot load is logged as such). The console
+        # cannot tell: QEMU drops what nobody reads while it is written.
+        self.assertFalse([x for x in st["log"] if "could not load" in x], st["log"])
         self.assertEqual(json.loads(app.ssh("--json", "history").stdout), history)
         self.assertEqual(self.status()["gauges"]["queued_messages"], 3)
         self.assertEqual(self.received(s), 0)
