@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Dependencies point one way: admin -> mta -> {policy, fs} -> runtime, and
+"""Dependencies point one way: admin -> mta -> {policy, fs}, policy -> mail,
+{mail, fs} -> runtime, and
 bench -> {fs, runtime}. Two checks:
 
 1. Every #include "LAYER/..." in a layer's sources names that layer or one
@@ -22,9 +23,10 @@ import tempfile
 ALLOWED = {
     "runtime": {"runtime"},
     "fs": {"fs", "runtime"},
-    "policy": {"policy", "runtime"},
-    "mta": {"mta", "fs", "policy", "runtime"},
-    "admin": {"admin", "mta", "fs", "policy", "runtime"},
+    "mail": {"mail", "runtime"},
+    "policy": {"policy", "mail", "runtime"},
+    "mta": {"mta", "fs", "policy", "mail", "runtime"},
+    "admin": {"admin", "mta", "fs", "policy", "mail", "runtime"},
     "bench": {"bench", "fs", "runtime"},
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
@@ -102,7 +104,7 @@ def main():
     for layer in ALLOWED:
         hs = sorted(os.path.relpath(p, src) for p in sources(src, layer, (".hh",)))
         header[layer] = next(h for h in hs if "/" in h)
-    lib_dir = {"runtime": "runtime/", "fs": "fs/", "policy": "policy/", "mta": "mta/", "admin": "admin/",
+    lib_dir = {"runtime": "runtime/", "fs": "fs/", "mail": "mail/", "policy": "policy/", "mta": "mta/", "admin": "admin/",
                "bench": "bench/lib/"}
     probed = 0
     for layer, allowed in ALLOWED.items():

@@ -12,6 +12,8 @@
 //   501 5.5.2  undecodable AUTH initial response    RFC 4954 4
 #include "mta/smtp/command.hh"
 
+#include "mail/domain.hh"
+
 #include <arpa/inet.h>
 
 #include <cstring>
@@ -187,52 +189,12 @@ bool valid_base64(std::string_view s) {
 
 // ---- domains ----
 
-// RFC 5321 4.1.2: Domain = sub-domain *("." sub-domain);
-// sub-domain = Let-dig [Ldh-str]; Ldh-str = *( ALPHA / DIGIT / "-" ) Let-dig.
-// RFC 6531 3.3 adds sub-domain =/ U-label. We do not check IDNA2008 rules
-// for U-labels (policy may), only UTF-8 (the caller) and a length bound:
-// the A-label of a U-label of n code points is at least 4 + n octets
-// ("xn--" and one octet per code point), so n <= 59 or it cannot fit in 63.
 // allow_underscore is the HELO/EHLO tolerance: many Windows hosts announce
-// names like "WIN_PC"; Postfix accepts them unless told otherwise.
-// Returns the reason for refusal, or nullptr.
+// names like "WIN_PC"; Postfix accepts them unless told otherwise. The
+// syntax itself is mail::check_domain's. Returns the reason for refusal,
+// or nullptr.
 const char* check_domain(std::string_view d, bool allow_utf8, bool allow_underscore) {
-    if (d.empty())
-        return "empty domain";
-    if (d.size() > k_max_domain)
-        return "domain too long";
-    size_t start = 0;
-    for (;;) {
-        const size_t dot = d.find('.', start);
-        const std::string_view label = d.substr(start, dot == npos ? npos : dot - start);
-        if (label.empty())
-            return "empty domain label";
-        bool non_ascii = false;
-        size_t code_points = 0;
-        for (const char ch : label) {
-            const auto c = static_cast<unsigned char>(ch);
-            if ((c & 0xC0) != 0x80)
-                ++code_points;
-            if (c >= 0x80) {
-                if (!allow_utf8)
-                    return "non-ASCII domain";
-                non_ascii = true;
-                continue;
-            }
-            if (is_alpha(c) || is_digit(c) || c == '-' || (c == '_' && allow_underscore))
-                continue;
-            return "invalid character in domain";
-        }
-        if (label.front() == '-' || label.back() == '-')
-            return "domain label begins or ends with '-'";
-        if (!non_ascii && label.size() > k_max_label)
-            return "domain label too long";
-        if (non_ascii && code_points > k_max_label - 4)
-            return "domain label too long";
-        if (dot == npos)
-            return nullptr;
-        start = dot + 1;
-    }
+    return mail::check_domain(d, mail::domain_rules{allow_utf8, allow_underscore, k_max_domain});
 }
 
 // RFC 5321 4.1.3: address-literal = "[" ( IPv4-address-literal /
