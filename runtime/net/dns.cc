@@ -15,6 +15,7 @@
 
 #include <ares.h>
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <poll.h>
 
 #include <algorithm>
@@ -54,6 +55,8 @@ std::string_view type_name(uint16_t t) noexcept {
         return "MX";
     case dns_wire::type_txt:
         return "TXT";
+    case dns_wire::type_ptr:
+        return "PTR";
     case dns_wire::type_cname:
         return "CNAME";
     case dns_wire::type_soa:
@@ -716,7 +719,28 @@ int parse_records(std::span<const uint8_t> a, uint16_t qtype, std::vector<addres
     return n > 0 ? ARES_SUCCESS : ARES_ENODATA;
 }
 
-int parse_records(std::span<const uint8_t> a, uint16_t, std::vector<std::string>& out) {
+int parse_ptr(std::span<const uint8_t> a, std::vector<std::string>& out) {
+    hostent* h = nullptr;
+    int st = ares_parse_ptr_reply(a.data(), int(a.size()), nullptr, 0, AF_INET, &h);
+    if (st != ARES_SUCCESS)
+        return st;
+    auto add = [&](const char* n) {
+        if (n == nullptr || *n == 0)
+            return;
+        std::string s(n);
+        if (std::find(out.begin(), out.end(), s) == out.end())
+            out.push_back(std::move(s));
+    };
+    add(h->h_name);
+    for (char** p = h->h_aliases; p != nullptr && *p != nullptr; ++p)
+        add(*p);
+    ares_free_hostent(h);
+    return out.empty() ? ARES_ENODATA : ARES_SUCCESS;
+}
+
+int parse_records(std::span<const uint8_t> a, uint16_t qtype, std::vector<std::string>& out) {
+    if (qtype == dns_wire::type_ptr)
+        return parse_ptr(a, out);
     ares_txt_ext* txt = nullptr;
     int st = ares_parse_txt_reply_ext(a.data(), int(a.size()), &txt);
     if (st != ARES_SUCCESS)
@@ -870,6 +894,10 @@ task<dns_result<address>> resolver::resolve_aaaa(std::string name) {
 }
 task<dns_result<std::string>> resolver::resolve_txt(std::string name) {
     return lookup<std::string>(std::move(name), dns_wire::type_txt);
+}
+
+task<dns_result<std::string>> resolver::resolve_ptr(std::string name) {
+    return lookup<std::string>(std::move(name), dns_wire::type_ptr);
 }
 
 }  // namespace rw::net

@@ -83,6 +83,7 @@ namespace dns_wire {
 inline constexpr uint16_t type_a = 1;
 inline constexpr uint16_t type_cname = 5;
 inline constexpr uint16_t type_soa = 6;
+inline constexpr uint16_t type_ptr = 12;
 inline constexpr uint16_t type_mx = 15;
 inline constexpr uint16_t type_txt = 16;
 inline constexpr uint16_t type_aaaa = 28;
@@ -170,6 +171,9 @@ public:
     task<dns_result<address>> resolve_aaaa(std::string name);
     // One string per TXT record, its character-strings joined (RFC 7208 3.3).
     task<dns_result<std::string>> resolve_txt(std::string name);
+    // The names of a PTR record set (name is the reverse name, like
+    // "4.3.2.1.in-addr.arpa"), without trailing dots, duplicates dropped.
+    task<dns_result<std::string>> resolve_ptr(std::string name);
 
     // Shuts down: pending lookups finish with dns_errc::temporary, every poll
     // and the timer are cancelled and their completions awaited, and every
