@@ -237,6 +237,17 @@ struct conservation_config {
     friend bool operator==(const conservation_config&, const conservation_config&) = default;
 };
 
+// [authentication]: who sent the mail, proven (SPF today).
+struct authentication_config {
+    std::string authserv_id;              // Authentication-Results id; empty: smtp.hostname
+    bool spf = true;                      // check SPF for every transaction
+    std::string spf_fail = "none";        // none | reject: what an SPF fail of MAIL FROM gets
+    std::string spf_temperror = "accept"; // accept | tempfail: what a DNS failure gets
+    std::string spf_explanation = "%{d}: sender %{s} not permitted from %{i}";
+
+    friend bool operator==(const authentication_config&, const authentication_config&) = default;
+};
+
 // A whole configuration. A default-constructed `config` has no listener and
 // no hostname; a loaded one always has both.
 struct config {
@@ -250,6 +261,7 @@ struct config {
     control_config control;
     metrics_config metrics;
     conservation_config conservation;
+    authentication_config authentication;
 
     std::string source;  // the file name, or "<embedded default>"
     // Things the operator should know that are not errors, one line each in

@@ -167,6 +167,7 @@ private:
     void read_control(const section& s, control_config& out);
     void read_metrics(const section& s, metrics_config& out);
     void read_conservation(const section& s, conservation_config& out);
+    void read_authentication(const section& s, authentication_config& out);
     void read_delivery(const section& s, delivery_config& out);
     void read_routes(const toml::table& root, config& c);
     void check_hosts(const section& s, std::string_view k, std::vector<std::string>& out);

@@ -102,6 +102,8 @@ void assign(std::optional<T>&, const key_value&) {}
 constexpr std::string_view k_log_levels[] = {"trace", "debug", "info", "warn", "error"};
 constexpr std::string_view k_flush_modes[] = {"auto", "fdatasync", "dsync"};
 constexpr std::string_view k_auth_modes[] = {"none", "optional", "required"};
+constexpr std::string_view k_spf_fail[] = {"none", "reject"};
+constexpr std::string_view k_spf_temperror[] = {"accept", "tempfail"};
 
 constexpr auto live = apply_mode::live;
 constexpr auto restart = apply_mode::restart;
@@ -125,6 +127,9 @@ const section_spec k_sections[] = {
      "Graded back-pressure. At a resource's first threshold every SMTP reply is delayed by tarpit_ms; at the "
      "second, new connections get 421 4.3.2 and MAIL gets 452 4.3.1. A level ends once use is "
      "hysteresis_percent below its threshold. 0 turns a check off."},
+    {"authentication", false,
+     "Sender authentication: SPF (RFC 7208) of the MAIL FROM and HELO identities, reported in the "
+     "Authentication-Results header (RFC 8601) the gateway adds."},
 };
 
 const key_spec k_keys[] = {
@@ -387,6 +392,25 @@ const key_spec k_keys[] = {
      RW_F(conservation_config, hysteresis_percent)},
     {"conservation", "tarpit_ms", T::integer, 0, 30'000, {}, "ms", live,
      "How long each SMTP reply waits at the tarpit level.", false, {}, {}, RW_F(conservation_config, tarpit_ms)},
+
+    // [authentication]
+    {"authentication", "authserv_id", T::string, 0, 0, "a domain name, or \"\" for smtp.hostname", {}, live,
+     "The authserv-id of the Authentication-Results header (RFC 8601 2.5). Headers that already carry it are "
+     "removed from arriving mail.",
+     false, {}, {}, RW_F(authentication_config, authserv_id)},
+    {"authentication", "spf", T::boolean, 0, 0, {}, {}, live,
+     "Check SPF: the MAIL FROM identity (the HELO identity for the null sender) of every transaction.", false, {},
+     {}, RW_F(authentication_config, spf)},
+    {"authentication", "spf_fail", T::enumeration, 0, 0, {}, {}, live,
+     "What an SPF fail of MAIL FROM gets: \"none\" (recorded only; DMARC decides) or \"reject\" (550 5.7.23 "
+     "at RCPT, with the domain's explanation).",
+     false, {}, k_spf_fail, RW_F(authentication_config, spf_fail)},
+    {"authentication", "spf_temperror", T::enumeration, 0, 0, {}, {}, live,
+     "What an SPF temperror (a DNS failure) gets: \"accept\" or \"tempfail\" (451 4.7.24 at RCPT).", false, {},
+     k_spf_temperror, RW_F(authentication_config, spf_temperror)},
+    {"authentication", "spf_explanation", T::string, 0, 0, "a macro-string (RFC 7208 7)", {}, live,
+     "The explanation of an SPF fail when the sender's record gives none (exp=); macros are expanded.", false, {},
+     {}, RW_F(authentication_config, spf_explanation)},
 };
 
 #undef RW_F
@@ -428,6 +452,7 @@ const void* struct_of(const config& c, std::string_view section, size_t i) {
     if (section == "control") return &c.control;
     if (section == "metrics") return &c.metrics;
     if (section == "conservation") return &c.conservation;
+    if (section == "authentication") return &c.authentication;
     return nullptr;
 }
 }  // namespace

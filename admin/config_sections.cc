@@ -2,6 +2,9 @@
 // [smtp], [delivery], [[route]], [control], and the checks across them.
 #include "admin/config_loader.hh"
 
+#include "mail/domain.hh"
+#include "policy/spf.hh"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -382,6 +385,25 @@ void loader::read_conservation(const section& s, conservation_config& out) {
     order("queue_tarpit_messages", out.queue_tarpit_messages, "queue_refuse_messages", out.queue_refuse_messages);
 }
 
+void loader::read_authentication(const section& s, authentication_config& out) {
+    check_keys(s, keys_of(s.name()));
+    read_simple(s, &out);
+    const std::string_view id_allowed = "a domain name, or empty for smtp.hostname";
+    if (auto v = read_string(s, "authserv_id", id_allowed)) {
+        if (!v->empty() && mail::check_domain(*v))
+            error(line_of(*s.get("authserv_id"), s.line), s.key("authserv_id"), quote(*v), id_allowed);
+        else
+            out.authserv_id = std::move(*v);
+    }
+    const std::string_view exp_allowed = "printable ASCII text with SPF macros, like \"%{i} may not send for %{d}\"";
+    if (auto v = read_string(s, "spf_explanation", exp_allowed)) {
+        if (v->size() > 512 || !policy::spf::check_explanation(*v))
+            error(line_of(*s.get("spf_explanation"), s.line), s.key("spf_explanation"), quote(*v), exp_allowed);
+        else
+            out.spf_explanation = std::move(*v);
+    }
+}
+
 result<config, std::string> loader::run(const toml::table& root) {
     config c;
     c.source = std::string(_source);
@@ -396,6 +418,7 @@ result<config, std::string> loader::run(const toml::table& root) {
     read_control(open_table(root, "control"), c.control);
     read_metrics(open_table(root, "metrics"), c.metrics);
     read_conservation(open_table(root, "conservation"), c.conservation);
+    read_authentication(open_table(root, "authentication"), c.authentication);
     check_listeners(c);
 
     auto by_line = [](const diagnostic& a, const diagnostic& b) { return a.line < b.line; };

@@ -13,6 +13,7 @@
 #include "mta/smtp/data_decoder.hh"
 #include "mta/smtp/replies.hh"
 #include "mta/smtp/trace_counter.hh"
+#include "mta/verify/dns.hh"
 #include "policy/relay.hh"
 
 namespace rw::admin::control_detail {
@@ -35,6 +36,23 @@ std::string str(const json& args, const char* key, bool required) {
 
 std::string reply_text(int code, std::string_view enhanced, std::string_view text) {
     return enhanced.empty() ? fmt::format("{} {}", code, text) : fmt::format("{} {} {}", code, enhanced, text);
+}
+
+json spf_json(const policy::spf::outcome& o) {
+    json j = json::object();
+    j["result"] = std::string(policy::spf::to_string(o.res));
+    j["identity"] = o.identity;
+    j["domain"] = o.domain;
+    j["sender"] = o.sender;
+    if (!o.mechanism.empty())
+        j["mechanism"] = o.mechanism;
+    if (!o.explanation.empty())
+        j["explanation"] = o.explanation;
+    if (!o.reason.empty())
+        j["reason"] = o.reason;
+    j["dns_terms"] = o.dns_terms;
+    j["void_lookups"] = o.void_lookups;
+    return j;
 }
 
 json stage(bool ok, std::string reply, std::string note = {}) {
@@ -199,6 +217,38 @@ task<json> trace(context& c, const json& args) {
             sf.domain = cmd.value().path.domain;
             out["mail_from"] = stage(true, "250 2.1.0 Ok", sf.null_sender ? "the null sender" : "");
         }
+    }
+    // spf: the MAIL FROM identity as given (the HELO identity for the null
+    // sender), whatever the command parser said of it.
+    const mta::authentication_options ao = authentication_options(*cfg);
+    policy::connection_facts client;
+    client.peer = *peer;
+    client.helo = helo;
+    if (ao.spf && relay.may_relay(client)) {
+        out["spf"] = stage(true, "250 2.1.0 Ok", "not checked: the mail of a client that may relay is our own");
+    } else if (ao.spf) {
+        policy::spf::request rq;
+        rq.ip = *peer;
+        rq.sender = mail_from;
+        rq.helo = helo;
+        rq.receiver = host;
+        rq.now = int64_t(std::time(nullptr));
+        policy::dns_answers answers;
+        net::resolver* res = c.reg->mine().dns;
+        if (!res)
+            throw command_error("this core has no resolver");
+        task<policy::spf::outcome> check = mta::verify::check_spf(*res, std::move(rq), ao.spf_options, answers);
+        policy::spf::outcome o = co_await std::move(check);
+        json j = spf_json(o);
+        auto r = mta::smtp::spf_refusal(o, ao.spf_reject_fail, ao.spf_tempfail_temperror);
+        if (r) {
+            std::string t = reply_text(r->r.code, r->r.enhanced, r->r.text);
+            j.update(stage(false, t));
+            refuse("spf", t);
+        } else {
+            j.update(stage(true, "250 2.1.0 Ok"));
+        }
+        out["spf"] = std::move(j);
     }
     // rcpt
     std::vector<std::pair<std::string, std::string>> accepted;  // address, domain

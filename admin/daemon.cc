@@ -164,6 +164,7 @@ struct generation {
     std::unique_ptr<policy::credentials> creds;
     std::vector<policy::cidr> limit_exempt;  // smtp.client_limit_exceptions, or the relay networks
     mta::delivery::options delivery;
+    mta::authentication_options auth;
 };
 
 // What every core shares, built on the main thread.
@@ -507,6 +508,7 @@ result<std::unique_ptr<generation>, std::string> build_generation(const config& 
     for (const auto& n : plan.notes)
         lg.warn("{}", n);
     g->delivery = delivery_options(cfg);
+    g->auth = authentication_options(cfg);
     return g;
 }
 
@@ -596,6 +598,8 @@ void apply_on_core(core_slot& s, const generation& g, const generation* before, 
         mta::server_env* env = s.listeners[i];
         env->relay = g.relay.get();
         env->creds = g.creds.get();
+        env->auth = &g.auth;
+        env->dns = s.dns;
         env->limit_exempt = &g.limit_exempt;
         env->max_received_headers = sc.max_received_headers;
         if (new_rates) {

@@ -43,6 +43,17 @@ mta::delivery::route_host to_route_host(const std::string& s, uint16_t default_p
     return h;
 }
 
+mta::authentication_options authentication_options(const config& cfg) {
+    mta::authentication_options o;
+    const auto& a = cfg.authentication;
+    o.spf = a.spf;
+    o.spf_reject_fail = a.spf_fail == "reject";
+    o.spf_tempfail_temperror = a.spf_temperror == "tempfail";
+    o.authserv_id = a.authserv_id.empty() ? cfg.smtp.hostname : a.authserv_id;
+    o.spf_options.default_explanation = a.spf_explanation;
+    return o;
+}
+
 mta::delivery::options delivery_options(const config& cfg) {
     mta::delivery::options o;
     const auto& d = cfg.delivery;

@@ -22,6 +22,8 @@ mta::delivery::route_host to_route_host(const std::string& s, uint16_t default_p
 // Routes first, then the accepted domains to the internal hosts (unless a
 // route names them).
 mta::delivery::options delivery_options(const config& cfg);
+// [authentication] for the SMTP server.
+mta::authentication_options authentication_options(const config& cfg);
 
 // The relay policy of [smtp]. An error for a network policy cannot use
 // (the loader has already refused those).

@@ -11,6 +11,8 @@ pkgs=(cmake make g++ pkg-config ccache git
 if [[ $what == test ]]; then
     pkgs+=(dnsmasq-base iproute2 procps mount swaks libnet-ssleay-perl postfix python3-pexpect prometheus
            openssh-client systemd  # systemd-socket-activate: the appliance helper, one per connection
+           # sender authentication: a DNS server for test zones, the OpenSPF suite (python3-spf ships it)
+           python3-dnslib python3-yaml python3-spf
            # the appliance image: image/build's tools, and QEMU with its firmware for image/run
            mmdebstrap squashfs-tools dosfstools mtools fdisk grub-pc-bin grub-efi-amd64-bin grub2-common
            e2fsprogs qemu-system-x86 qemu-utils ovmf)

@@ -429,6 +429,17 @@ std::string fmt_trace(const json& r) {
     for (const char* k : {"connection", "helo", "mail_from"})
         if (r.contains(k))
             line(k, r[k]);
+    if (r.contains("spf")) {
+        const json& f = r["spf"];
+        line("spf", f);
+        std::string what = fmt::format("{} for {} ({})", s(f, "result"), s(f, "domain"), s(f, "identity"));
+        if (f.contains("mechanism"))
+            what += fmt::format(", matched {}", s(f, "mechanism"));
+        for (const char* k : {"explanation", "reason"})
+            if (f.contains(k))
+                what += fmt::format("; {}", s(f, k));
+        o += fmt::format("  {:<11} {}\n", "", what);
+    }
     if (r.contains("rcpt"))
         for (const auto& x : r["rcpt"])
             line(fmt::format("rcpt {}", s(x, "rcpt")), x);

@@ -61,6 +61,21 @@ refusal out_of_descriptors(std::string_view hostname) {
             "out of file descriptors"};
 }
 
+std::optional<refusal> spf_refusal(const policy::spf::outcome& o, bool reject_fail, bool tempfail_temperror) {
+    // The explanation comes from the sender's DNS: printable ASCII only, bounded.
+    auto clean = [](std::string_view t) {
+        std::string out;
+        for (char c : t.substr(0, 300))
+            out += (uint8_t(c) < 0x20 || uint8_t(c) > 0x7e) ? '?' : c;
+        return out;
+    };
+    if (o.res == policy::spf::result::fail && reject_fail)
+        return refusal{{550, "5.7.23", fmt::format("SPF validation failed: {}", clean(o.explanation))}, "spf fail"};
+    if (o.res == policy::spf::result::temperror && tempfail_temperror)
+        return refusal{{451, "4.7.24", fmt::format("SPF validation error: {}", clean(o.reason))}, "spf temperror"};
+    return std::nullopt;
+}
+
 std::string wire(const reply& r) {
     return fmt::format("{} {}{}{}\r\n", r.code, r.enhanced, r.enhanced.empty() ? "" : " ", r.text);
 }

@@ -14,8 +14,11 @@
 #include <string>
 #include <string_view>
 
+#include <optional>
+
 #include "fs/spool.hh"
 #include "mta/smtp/reply.hh"
+#include "policy/spf.hh"
 
 namespace rw::mta::smtp {
 
@@ -56,6 +59,12 @@ refusal conserving_connect(std::string_view hostname);
 // suspension's delay is over, get 421 4.3.2.
 refusal listener_suspended(std::string_view hostname);
 refusal conserving_mail();
+
+// What an SPF outcome of MAIL FROM gets when policy acts on it (RFC 7372
+// 3.2): a fail, when reject_fail, is 550 5.7.23 with the domain's
+// explanation (RFC 7208 8.4); a temperror, when tempfail_temperror, is
+// 451 4.7.24 (8.6). nullopt: accept.
+std::optional<refusal> spf_refusal(const policy::spf::outcome& o, bool reject_fail, bool tempfail_temperror);
 
 // One reply line as sent: "421 4.3.2 text\r\n".
 std::string wire(const reply& r);

@@ -21,6 +21,8 @@
 #include "policy/credentials.hh"
 #include "policy/rate_limit.hh"
 #include "policy/relay.hh"
+#include "policy/spf.hh"
+#include "runtime/net/dns.hh"
 #include "runtime/net/buf_ring.hh"
 #include "mta/delivery/delivery.hh"
 #include "runtime/net/tcp.hh"
@@ -52,6 +54,15 @@ struct listener_options {
     std::chrono::milliseconds greet_pause{0};
 };
 
+// Sender authentication ([authentication]); one per configuration version.
+struct authentication_options {
+    bool spf = false;                     // check SPF of MAIL FROM (HELO for the null sender)
+    bool spf_reject_fail = false;         // a fail gets 550 5.7.23 at MAIL
+    bool spf_tempfail_temperror = false;  // a temperror gets 451 4.7.24 at MAIL
+    std::string authserv_id;
+    policy::spf::options spf_options;
+};
+
 // Connection counts shared by every core of one listener.
 class connection_limits {
 public:
@@ -77,6 +88,8 @@ struct server_env {
     fs::shard* spool = nullptr;                   // this core's shard
     const policy::relay_policy* relay = nullptr;
     const policy::credentials* creds = nullptr;  // null: AUTH not offered
+    const authentication_options* auth = nullptr; // null: no sender authentication
+    net::resolver* dns = nullptr;                 // this core's resolver
     net::tls_context* tls = nullptr;              // null: no STARTTLS
     policy::rate_limiter* conn_rate = nullptr;    // per client IP, this core's share
     policy::rate_limiter* msg_rate = nullptr;

@@ -19,6 +19,7 @@
 #include "mta/smtp/replies.hh"
 #include "mta/smtp/trace_counter.hh"
 #include "mta/smtp/server.hh"
+#include "mta/verify/dns.hh"
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
 #include "runtime/smp/offload.hh"
@@ -146,7 +147,7 @@ private:
     // ---- commands ----
     task<bool> handle(const std::string& line);  // false = end the session
     void do_ehlo(const smtp::command& c, bool extended);
-    void do_mail(const smtp::command& c);
+    task<void> do_mail(const smtp::command& c);
     void do_rcpt(const smtp::command& c);
     task<bool> do_data();
     task<bool> do_bdat(const smtp::command& c);
@@ -155,6 +156,15 @@ private:
     void reset_transaction();
     bool count_error();  // true = too many errors, close
     bool exempt() const { return limit_exempt(*_env, _peer); }
+    policy::connection_facts connection_facts() const {
+        policy::connection_facts cf;
+        cf.peer = _peer;
+        cf.helo = _helo;
+        cf.tls = bool(_tls);
+        cf.authenticated = _authenticated;
+        cf.auth_user = _auth_user;
+        return cf;
+    }
     std::string received_header(uint64_t id);
     void journal_reject(int code, std::string_view what);
     // Sends a refusal and records it in the mail log with its cause.
@@ -203,6 +213,7 @@ private:
     std::optional<smtp::refusal> _bdat_error;  // the chunks so far failed: why
     smtp::trace_counter _bdat_hops;
     std::string _subject;  // of the message being queued, for the mail log
+    std::optional<policy::spf::outcome> _spf;  // of this transaction, when checked
 };
 
 task<int> session::read_more(std::chrono::nanoseconds timeout) {
@@ -316,6 +327,7 @@ void session::reset_transaction() {
     _bdat_bytes = 0;
     _bdat_error.reset();
     _bdat_hops.reset();
+    _spf.reset();
 }
 
 void session::do_ehlo(const smtp::command& c, bool extended) {
@@ -349,42 +361,61 @@ void session::do_ehlo(const smtp::command& c, bool extended) {
     queue_raw(r);
 }
 
-void session::do_mail(const smtp::command& c) {
+task<void> session::do_mail(const smtp::command& c) {
     if (_helo.empty()) {
         queue(503, "5.5.1", "Error: send HELO/EHLO first");
         (void)count_error();
-        return;
+        co_return;
     }
     if (_have_mail) {
         queue(503, "5.5.1", "Error: nested MAIL command");
         (void)count_error();
-        return;
+        co_return;
     }
     if (_env->conservation_level >= 2) {
         auto r = smtp::conserving_mail();
         queue(r.r.code, r.r.enhanced, r.r.text);
         journal_reject(r.r.code, r.cause);
-        return;
+        co_return;
     }
     if (_lo->auth == auth_mode::required && !_authenticated) {
         queue(530, "5.7.0", "Authentication required");
-        return;
+        co_return;
     }
     if (auto h = _env->spool->health(); h != fs::spool_health::ok) {
         refuse(smtp::spool_unhealthy(h));
-        return;
+        co_return;
     }
     if (_env->msg_rate && !exempt() && !_env->msg_rate->allow(_peer, std::chrono::steady_clock::now())) {
         queue(450, "4.7.1", "Error: too many messages from your address; slow down");
         journal_reject(450, "message rate");
-        return;
+        co_return;
     }
     if (c.has_size) {
         if (c.size > _lo->max_message_size_bytes) {
             refuse(smtp::message_too_big());  // RFC 1870 6.1
-            return;
+            co_return;
         }
         _declared_size = c.size;
+    }
+    // SPF of the MAIL FROM identity (HELO for the null sender), for clients
+    // that may not relay: the mail of relay clients is our own.
+    if (_env->auth && _env->auth->spf && _env->dns && !_env->relay->may_relay(connection_facts())) {
+        const authentication_options* ao = _env->auth;
+        policy::spf::request rq;
+        rq.ip = _peer;
+        rq.sender = c.null_path ? std::string() : smtp::to_string(c.path);
+        rq.helo = _helo;
+        rq.receiver = _env->hostname;
+        rq.now = int64_t(std::time(nullptr));
+        policy::dns_answers answers;
+        task<policy::spf::outcome> t = verify::check_spf(*_env->dns, std::move(rq), ao->spf_options, answers);
+        policy::spf::outcome o = co_await std::move(t);
+        if (auto r = smtp::spf_refusal(o, ao->spf_reject_fail, ao->spf_tempfail_temperror)) {
+            refuse(*r);
+            co_return;
+        }
+        _spf = std::move(o);
     }
     _smtputf8 = c.smtputf8;
     _params = {};
@@ -409,12 +440,7 @@ void session::do_rcpt(const smtp::command& c) {
         queue(452, "4.5.3", "Error: too many recipients");
         return;
     }
-    policy::connection_facts cf;
-    cf.peer = _peer;
-    cf.helo = _helo;
-    cf.tls = bool(_tls);
-    cf.authenticated = _authenticated;
-    cf.auth_user = _auth_user;
+    const policy::connection_facts cf = connection_facts();
     policy::sender_facts sf;
     sf.null_sender = _null_sender;
     if (!_null_sender) {
@@ -475,11 +501,14 @@ void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
             to += ',';
         to += _rcpts[i];
     }
+    const std::string_view spf = _spf ? policy::spf::to_string(_spf->res) : std::string_view();
+    const std::string_view spf_domain = _spf ? std::string_view(_spf->domain) : std::string_view();
     journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
                                  {"from", std::string_view(_mail_from)}, {"to", std::string_view(to)},
                                  {"rcpts", uint64_t(_rcpts.size())},
                                  {"size", size}, {"body", by}, {"tls", bool(_tls)},
-                                 {"subject", std::string_view(_subject)}});
+                                 {"subject", std::string_view(_subject)},
+                                 {"spf", spf}, {"spf_domain", spf_domain}});
     queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
     reset_transaction();
 }
@@ -839,7 +868,11 @@ task<bool> session::handle(const std::string& line) {
     case smtp::verb::ehlo: do_ehlo(c, true); co_return true;
     case smtp::verb::helo: do_ehlo(c, false); co_return true;
     // Sequence errors count towards max_errors like syntax errors do.
-    case smtp::verb::mail: do_mail(c); co_return _errors < _lo->max_errors;
+    case smtp::verb::mail: {
+        task<void> t = do_mail(c);
+        co_await std::move(t);
+        co_return _errors < _lo->max_errors;
+    }
     case smtp::verb::rcpt: do_rcpt(c); co_return _errors < _lo->max_errors;
     case smtp::verb::data: co_return co_await do_data();
     case smtp::verb::bdat: co_return co_await do_bdat(c);

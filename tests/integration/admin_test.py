@@ -753,7 +753,12 @@ class Trace(AdminTest):
         facts = ["--client-ip", "192.0.2.7", "--helo", "outside.test", "--mail-from", "a@outside.test"]
         # An outside client to a domain we do not accept: relay denied.
         t = self.json_of("trace", *facts, "--rcpt", "x@example.test")
-        self.assertEqual(set(t), {"configuration", "connection", "helo", "mail_from", "rcpt", "routing", "verdict"})
+        self.assertEqual(set(t), {"configuration", "connection", "helo", "mail_from", "spf", "rcpt", "routing",
+                                  "verdict"})
+        # The test resolver refuses every query: SPF cannot be evaluated, and
+        # policy (spf_temperror = "accept") lets the mail pass.
+        self.assertEqual((t["spf"]["result"], t["spf"]["domain"], t["spf"]["decision"]),
+                         ("temperror", "outside.test", "accept"))
         self.assertEqual(t["connection"]["decision"], "accept")
         self.assertIn("per-client limits", t["connection"]["note"])
         self.assertEqual(t["rcpt"][0]["reply"], "554 5.7.1 <x@example.test>: Relay access denied")

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Sender authentication against a real DNS server on loopback.
+
+- The OpenSPF RFC 7208 test suite (every case, from python3-spf's
+  rfc7208-tests.yml.gz), each run through `trace` of a running ringwayd
+  whose resolver asks zone_dns.ZoneServer serving that scenario's zone.
+- SPF in SMTP sessions: the result of each transaction in the mail log,
+  and the 550 5.7.23 / 451 4.7.24 replies when policy acts on a fail or a
+  DNS failure; relay clients are not checked.
+
+    auth_test.py BUILD_DIR
+"""
+import gzip
+import json
+import os
+import smtplib
+import socket
+import sys
+import unittest
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from delivery_test import DeliveryTest, saved  # noqa: E402
+from ringway_harness import wait_until  # noqa: E402
+from zone_dns import ZoneServer  # noqa: E402
+
+BUILD = None
+SUITE = "/usr/share/doc/python3-spf/rfc7208-tests.yml.gz"
+
+
+def control(sock_path):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(sock_path)
+    return s, s.makefile("rb")
+
+
+def request(conn, cmd, args):
+    s, f = conn
+    s.sendall(json.dumps({"v": 1, "cmd": cmd, "args": args}).encode() + b"\n")
+    while True:
+        line = f.readline()
+        if not line:
+            raise AssertionError("the control socket closed")
+        r = json.loads(line)
+        if "event" not in r:
+            return r
+
+
+class AuthTest(DeliveryTest):
+    def setUp(self):
+        self.dns = ZoneServer()
+        self.addCleanup(self.dns.close)
+
+    def start(self, authentication="", relay_networks='["127.0.0.2/32"]', routes=()):
+        dns = {"servers": [f"127.0.0.1:{self.dns.port}"], "timeout_ms": 300, "tries": 1, "cache_entries": 0}
+        self.g = self.gateway(routes=list(routes), dns=dns, relay_networks=relay_networks,
+                              tail_extra="[authentication]\n" + authentication)
+        self.sock = os.path.join(self.g.dir, "var", "ringway.sock")
+        wait_until(lambda: os.path.exists(self.sock), timeout=10, what="the control socket")
+        self.conn = control(self.sock)
+        self.addCleanup(self.conn[0].close)
+
+    def trace_spf(self, ip, helo, mail_from):
+        r = request(self.conn, "trace", {"client_ip": ip, "helo": helo, "mail_from": mail_from,
+                                         "rcpt": "postmaster@local.test"})
+        self.assertTrue(r["ok"], r)
+        return r["result"]
+
+
+class OpenSPFSuite(AuthTest):
+    def test_rfc7208_suite(self):
+        self.assertTrue(os.path.exists(SUITE), f"{SUITE} is missing: install python3-spf")
+        with gzip.open(SUITE) as f:
+            scenarios = list(yaml.safe_load_all(f))
+        self.start('spf_explanation = "DEFAULT"\n')
+        failures, ran = [], 0
+        for sc in scenarios:
+            self.dns.set_zone(sc.get("zonedata"))
+            for name, t in sc["tests"].items():
+                ran += 1
+                expected = t["result"] if isinstance(t["result"], list) else [t["result"]]
+                out = self.trace_spf(t["host"], t["helo"], t["mailfrom"])
+                spf = out.get("spf", {})
+                got = spf.get("result")
+                why = f"{name} ({t['spec']}): {t['mailfrom']!r} from {t['host']} helo {t['helo']!r}: "
+                if got not in expected:
+                    failures.append(why + f"{got}, expected {' or '.join(expected)}; {spf}")
+                elif "explanation" in t and got == "fail" and spf.get("explanation") != t["explanation"]:
+                    failures.append(why + f"explanation {spf.get('explanation')!r}, expected {t['explanation']!r}")
+        self.assertEqual(ran, 203, "the RFC 7208 suite has 203 cases")
+        self.assertEqual(failures, [], f"{len(failures)} of {ran} cases failed:\n" + "\n".join(failures))
+        print(f"OpenSPF RFC 7208 suite: {ran} of {ran} cases pass", file=sys.stderr)
+
+
+ZONE = {
+    "pass.test": [{"TXT": "v=spf1 ip4:127.0.0.0/8 -all"}],
+    "fail.test": [{"TXT": "v=spf1 -all exp=why.fail.test"}],
+    "why.fail.test": [{"TXT": "%{i} may not send mail for %{d}"}],
+    "soft.test": [{"TXT": "v=spf1 include:other.test ~all"}],
+    "other.test": [{"TXT": "v=spf1 a -all"}, {"A": "192.0.2.1"}],
+    "slow.test": [{"TXT": "TIMEOUT"}],
+    "helo.test": [{"TXT": "v=spf1 a:helo.test -all"}, {"A": "127.0.0.1"}],
+}
+
+MSG = b"From: a@pass.test\r\nTo: x@local.test\r\nSubject: spf\r\n\r\nhello\r\n"
+
+
+class SessionSPF(AuthTest):
+    def deliver(self, sender, helo="helo.test"):
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname=helo, timeout=30) as c:
+            c.sendmail(sender, ["x@local.test"], MSG)
+
+    def test_results_are_recorded_in_the_mail_log(self):
+        sink = self.sink(save=True)
+        self.dns.set_zone(ZONE)
+        self.start(routes=[("local.test", [f"127.0.0.1:{sink.port}"])])
+        senders = ("a@pass.test", "b@fail.test", "c@soft.test", "d@slow.test", "e@none.test", "")
+        for sender in senders:
+            self.deliver(sender)
+        wait_until(lambda: len(saved(sink.save)) == 6, timeout=30, what="six messages at the sink")
+        got = {r["from"]: (r.get("spf"), r.get("spf_domain")) for r in self.g.journal()
+               if r.get("event") == "received"}
+        self.assertEqual(got, {
+            "a@pass.test": ("pass", "pass.test"),
+            "b@fail.test": ("fail", "fail.test"),   # recorded only: spf_fail = "none"
+            "c@soft.test": ("softfail", "soft.test"),
+            "d@slow.test": ("temperror", "slow.test"),
+            "e@none.test": ("none", "none.test"),
+            "": ("pass", "helo.test"),              # the null sender: the HELO identity
+        })
+
+    def test_policy_refuses_a_fail_and_defers_a_dns_failure(self):
+        self.dns.set_zone(ZONE)
+        self.start('spf_fail = "reject"\nspf_temperror = "tempfail"\n')
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="helo.test", timeout=30) as c:
+            c.ehlo()
+            code, text = c.mail("b@fail.test")
+            self.assertEqual(code, 550, text)
+            self.assertIn(b"5.7.23 SPF validation failed: 127.0.0.1 may not send mail for fail.test", text)
+            code, text = c.mail("d@slow.test")
+            self.assertEqual(code, 451, text)
+            self.assertIn(b"4.7.24", text)
+            code, text = c.mail("a@pass.test")
+            self.assertEqual(code, 250, text)
+        # trace says the same as the session, and that relay clients are not checked.
+        spf = self.trace_spf("127.0.0.1", "helo.test", "b@fail.test")["spf"]
+        self.assertEqual((spf["result"], spf["decision"]), ("fail", "reject"))
+        self.assertIn("5.7.23", spf["reply"])
+        spf = self.trace_spf("127.0.0.2", "helo.test", "b@fail.test")["spf"]
+        self.assertNotIn("result", spf)
+        self.assertIn("not checked", spf["note"])
+
+    def test_relay_clients_are_not_checked(self):
+        self.dns.set_zone(ZONE)
+        self.start('spf_fail = "reject"\n', relay_networks='["127.0.0.1/32"]')
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="helo.test", timeout=30) as c:
+            c.ehlo()
+            code, text = c.mail("b@fail.test")
+            self.assertEqual(code, 250, text)
+        self.assertFalse([q for q in self.dns.queries if q[0] == "fail.test"], self.dns.queries)
+
+
+if __name__ == "__main__":
+    BUILD = os.path.abspath(sys.argv.pop(1))
+    import delivery_test
+    import sink_test
+    delivery_test.BUILD = BUILD
+    sink_test.BUILD = BUILD
+    unittest.main(verbosity=2)
