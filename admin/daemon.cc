@@ -118,6 +118,13 @@ result<fs::geometry, std::string> check_or_format_spool(const spool_config& sc, 
         if (!dev)
             co_return unexpected(dev.error());
         auto g = co_await fs::read_superblock(*dev.value());
+        if (g && g.value().version < fs::k_format_version) {
+            lg.info("spool path={} has format version {}: stamping it version {}", c.path, g.value().version,
+                    fs::k_format_version);
+            auto u = co_await fs::upgrade_superblock(*dev.value(), g.value());
+            if (!u)
+                co_return unexpected(u.error());
+        }
         if (g)
             co_return g;
         if (!fresh)

@@ -1,4 +1,4 @@
-// The spool's on-disk format (version 1). fs/FORMAT.md explains each field
+// The spool's on-disk format (version 2). fs/FORMAT.md explains each field
 // and the invariants; this header is the byte layout, little-endian, every
 // struct a fixed size checked by static_assert.
 //
@@ -15,7 +15,10 @@
 
 namespace rw::fs {
 
-constexpr uint32_t k_format_version = 1;
+constexpr uint32_t k_format_version = 2;
+// Version 1 lacks msg_headers; a version 1 spool is read as it is and
+// stamped version 2 when a ringwayd that writes them opens it.
+constexpr uint32_t k_oldest_format_version = 1;
 constexpr size_t k_block_bytes = 4096;
 constexpr uint64_t k_data_offset = 1 << 20;
 constexpr uint64_t k_superblock_magic = 0x314c4f4f50535752ull;  // "RWSPOOL1"
@@ -72,6 +75,7 @@ enum class record_type : uint16_t {
     msg_abort = 4,   // the message was abandoned before commit
     rcpt_state = 5,  // one recipient's delivery state
     msg_delete = 6,  // the message is finished and may be forgotten
+    msg_headers = 7,  // (version 2) what delivery adds to and omits from the body
 };
 
 // Every record: header then body, total padded to 8 bytes.

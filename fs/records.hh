@@ -131,17 +131,66 @@ inline bool decode_rcpt_state(const char* p, size_t n, uint32_t& idx, rcpt_state
     return r.u32(idx) && decode_state(r, s) && r.left() == 0;
 }
 
-inline std::string encode_commit(uint64_t len, uint32_t crc) {
+// msg_commit body: the body's length and CRC; from version 2, also the
+// length and CRC32C of the message's msg_headers body (0 and 0: none), so a
+// header record lost to damage is found like a lost chunk.
+struct commit_info {
+    uint64_t body_len = 0;
+    uint32_t body_crc = 0;
+    uint32_t added_len = 0;
+    uint32_t added_crc = 0;
+};
+
+inline std::string encode_commit(const commit_info& c) {
     std::string o;
     writer w(o);
-    w.u64(len);
-    w.u32(crc);
+    w.u64(c.body_len);
+    w.u32(c.body_crc);
+    w.u32(c.added_len);
+    w.u32(c.added_crc);
     return o;
 }
 
-inline bool decode_commit(const char* p, size_t n, uint64_t& len, uint32_t& crc) {
+inline bool decode_commit(const char* p, size_t n, commit_info& c) {
     reader r(p, n);
-    return r.u64(len) && r.u32(crc) && r.left() == 0;
+    c = commit_info{};
+    if (!r.u64(c.body_len) || !r.u32(c.body_crc))
+        return false;
+    if (r.left() == 0)
+        return true;  // version 1
+    return r.u32(c.added_len) && r.u32(c.added_crc) && r.left() == 0;
+}
+
+// msg_headers body: the header block prepended at delivery, then the body
+// ranges left out at delivery, in order and apart.
+constexpr size_t k_max_added_headers = 256 << 10;
+constexpr size_t k_max_omitted = 1000;
+
+inline std::string encode_headers(const added_headers& a) {
+    std::string o;
+    writer w(o);
+    w.str(a.prefix);
+    w.u32(uint32_t(a.omit.size()));
+    for (const auto& r : a.omit) {
+        w.u64(r.offset);
+        w.u32(r.length);
+    }
+    return o;
+}
+
+inline bool decode_headers(const char* p, size_t n, added_headers& a) {
+    reader r(p, n);
+    uint32_t no;
+    if (!r.str(a.prefix, k_max_added_headers) || !r.u32(no) || no > k_max_omitted)
+        return false;
+    a.omit.resize(no);
+    uint64_t end = 0;
+    for (auto& o : a.omit) {
+        if (!r.u64(o.offset) || !r.u32(o.length) || o.length == 0 || o.offset < end)
+            return false;
+        end = o.offset + o.length;
+    }
+    return r.left() == 0;
 }
 
 }  // namespace rw::fs::rec

@@ -205,6 +205,84 @@ task<result<size_t, spool_error>> shard::read_body(uint64_t id, uint64_t off, st
     co_return done;
 }
 
+task<result<added_headers, spool_error>> shard::read_added_record(uint64_t id) {
+    for (int moved_retries = 0;; ++moved_retries) {
+        auto it = _msgs.find(id);
+        if (it == _msgs.end() || !it->second.committed)
+            co_return unexpected(spool_error{spool_errc::not_found, "no such message"});
+        const chunk_loc l = it->second.cur.added;
+        if (l.data_len == 0)
+            co_return added_headers{};
+        RW_ASSERT(l.dev_off != 0, "committed header record without a location");
+        size_t rec_len = sizeof(record_header) + l.data_len;
+        uint64_t a0 = l.dev_off / k_block_bytes * k_block_bytes;
+        uint64_t a1 = pad_block(l.dev_off + rec_len);
+        disk::aligned_buffer buf(a1 - a0);
+        int r = co_await _dev->read(buf.data(), a1 - a0, a0);
+        if (r < 0)
+            co_return unexpected(spool_error{spool_errc::corrupt, fmt::format("read failed: {}", std::strerror(-r))});
+        const char* rp = buf.data() + (l.dev_off - a0);
+        record_header h;
+        std::memcpy(&h, rp, sizeof h);
+        added_headers a;
+        if (h.length == rec_len && h.msg_id == id && h.type == uint16_t(record_type::msg_headers) &&
+            record_crc(h, rp + sizeof h, rec_len - sizeof h) == h.crc &&
+            rec::decode_headers(rp + sizeof h, l.data_len, a))
+            co_return a;
+        // Moved by the cleaner while the read was in flight: read it again
+        // from where it is now (as read_body does).
+        auto it2 = _msgs.find(id);
+        if (it2 != _msgs.end() && moved_retries < 4 && it2->second.cur.added.dev_off != l.dev_off)
+            continue;
+        co_return unexpected(spool_error{spool_errc::corrupt, "added header record failed its checksum"});
+    }
+}
+
+task<result<added_headers, spool_error>> shard::read_added(uint64_t id) {
+    co_return co_await read_added_record(id);
+}
+
+task<result<size_t, spool_error>> shard::read_message(uint64_t id, uint64_t off, std::span<char> out) {
+    auto it = _msgs.find(id);
+    if (it == _msgs.end() || !it->second.committed)
+        co_return unexpected(spool_error{spool_errc::not_found, "no such message"});
+    if (it->second.cur.added.data_len == 0)
+        co_return co_await read_body(id, off, out);  // nothing added: the body as received
+    size_t done = 0;
+    // The prefix: read from its record (a few KiB, once per delivery).
+    const uint32_t plen = it->second.cur.prefix_len;
+    std::vector<omit_range> omit = it->second.cur.omit;
+    if (off < plen && !out.empty()) {
+        auto a = co_await read_added_record(id);
+        if (!a)
+            co_return unexpected(a.error());
+        const std::string& p = a.value().prefix;
+        size_t n = std::min<size_t>(p.size() - off, out.size());
+        std::memcpy(out.data(), p.data() + off, n);
+        done = n;
+    }
+    // The body, stepping over the omitted ranges: v is the offset in the
+    // body without them, b the same place in the body as stored.
+    while (done < out.size()) {
+        uint64_t v = off + done - plen;
+        uint64_t b = v;
+        size_t next = 0;
+        for (; next < omit.size() && omit[next].offset <= b; ++next)
+            b += omit[next].length;
+        uint64_t limit = next < omit.size() ? omit[next].offset : UINT64_MAX;
+        size_t want = size_t(std::min<uint64_t>(out.size() - done, limit - b));
+        auto n = co_await read_body(id, b, out.subspan(done, want));
+        if (!n)
+            co_return unexpected(n.error());
+        if (n.value() == 0)
+            break;
+        done += n.value();
+        if (n.value() < want)
+            break;  // the end of the body
+    }
+    co_return done;
+}
+
 std::vector<uint64_t> shard::live_ids() const {
     std::vector<uint64_t> v;
     v.reserve(_msgs.size());
@@ -218,7 +296,7 @@ std::optional<shard::message_view> shard::find(uint64_t id) const {
     auto it = _msgs.find(id);
     if (it == _msgs.end() || !it->second.committed)
         return std::nullopt;
-    return message_view{id, it->second.env, it->second.rcpts, it->second.cur.body_len};
+    return message_view{id, it->second.env, it->second.rcpts, it->second.cur.body_len, it->second.cur.message_len()};
 }
 
 size_t shard::live_count() const {

@@ -66,6 +66,25 @@ task<result<void, spool_error>> shard::relocate(uint64_t id) {
             co_return abandon(a.error());
         off += n.value();
     }
+    // What delivery adds goes with the copy, just before its commit.
+    if (auto a = co_await read_added_record(id); _msgs.find(id) == _msgs.end() || !_msgs.find(id)->second.relocating) {
+        co_return result<void, spool_error>{};  // removed meanwhile
+    } else if (!a) {
+        co_return abandon(a.error());
+    } else if (!a.value().empty()) {
+        auto it2 = _msgs.find(id);
+        std::string hb = rec::encode_headers(a.value());
+        copy& c = *it2->second.relocating;
+        c.added = chunk_loc{0, 0, uint32_t(hb.size())};
+        c.added_crc = crc32c(hb.data(), hb.size());
+        c.prefix_len = uint32_t(a.value().prefix.size());
+        c.omit = std::move(a.value().omit);
+        fixup f{id, true, k_added_fixup, 0};
+        auto h = co_await append_record(record_type::msg_headers, 0, id, std::span<const char>(hb.data(), hb.size()),
+                                        {}, &f);
+        if (!h)
+            co_return abandon(h.error());
+    }
     auto it3 = _msgs.find(id);
     if (it3 == _msgs.end() || !it3->second.relocating)
         co_return result<void, spool_error>{};
@@ -77,7 +96,8 @@ task<result<void, spool_error>> shard::relocate(uint64_t id) {
         (void)ab;
         co_return result<void, spool_error>{};
     }
-    std::string cm = rec::encode_commit(it3->second.relocating->body_len, it3->second.relocating->body_crc);
+    const copy& rc = *it3->second.relocating;
+    std::string cm = rec::encode_commit({rc.body_len, rc.body_crc, rc.added.data_len, rc.added_crc});
     auto c = co_await append_record(record_type::msg_commit, 0, id, std::span<const char>(cm.data(), cm.size()));
     if (!c)
         co_return abandon(c.error());

@@ -100,10 +100,30 @@ void shard::apply_record(const record_header& h, const char* body, uint64_t dev_
         c->body_len += blen - 8;
         return;
     }
+    case record_type::msg_headers: {
+        added_headers a;
+        if (!rec::decode_headers(body, blen, a)) {
+            bad = true;
+            return;
+        }
+        if (it == _msgs.end())
+            return;
+        copy* c = it->second.relocating ? it->second.relocating.get() : (it->second.committed ? nullptr : &it->second.cur);
+        if (!c)
+            return;
+        if (!a.omit.empty() && a.omit.back().offset + a.omit.back().length > c->body_len) {
+            bad = true;  // written after the whole body: it cannot reach past it
+            return;
+        }
+        c->added = chunk_loc{dev_off, 0, uint32_t(blen)};
+        c->added_crc = crc32c(body, blen);
+        c->prefix_len = uint32_t(a.prefix.size());
+        c->omit = std::move(a.omit);
+        return;
+    }
     case record_type::msg_commit: {
-        uint64_t len;
-        uint32_t crc;
-        if (!rec::decode_commit(body, blen, len, crc)) {
+        rec::commit_info ci;
+        if (!rec::decode_commit(body, blen, ci)) {
             bad = true;
             return;
         }
@@ -113,8 +133,10 @@ void shard::apply_record(const record_header& h, const char* body, uint64_t dev_
         copy* c = e.relocating ? e.relocating.get() : (e.committed ? nullptr : &e.cur);
         if (!c)
             return;
-        if (c->body_len != len || c->body_crc != crc) {
-            // Some chunk was lost: the message cannot be trusted.
+        if (c->body_len != ci.body_len || c->body_crc != ci.body_crc || c->added.data_len != ci.added_len ||
+            c->added_crc != ci.added_crc) {
+            // Some chunk or the header record was lost: the message cannot
+            // be trusted.
             _report.quarantined_messages++;
             if (e.relocating) {
                 e.relocating.reset();  // keep the older, intact copy

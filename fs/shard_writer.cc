@@ -37,11 +37,29 @@ task<result<void, spool_error>> message_writer::append(std::span<const char> dat
     co_return r;
 }
 
+namespace {
+task<result<uint64_t, spool_error>> finished() {
+    co_return unexpected(spool_error{spool_errc::bad_state, "message already finished"});
+}
+}  // namespace
+
 task<result<uint64_t, spool_error>> message_writer::commit() {
     if (_done)
-        co_return unexpected(spool_error{spool_errc::bad_state, "message already finished"});
+        return finished();
     _done = true;
-    co_return co_await _s->commit_message(_id);
+    return _s->commit_message(_id);
+}
+
+// Not a coroutine, and no parameter by value: what is added is copied to
+// the shard's entry here. g++ 12 copied a by-value argument built in a
+// co_await expression bitwise, and freed the copy's pointer into the
+// caller's frame.
+task<result<uint64_t, spool_error>> message_writer::commit(const added_headers& added) {
+    if (_done)
+        return finished();
+    _done = true;
+    _s->stash_added(_id, added);
+    return _s->commit_message(_id);
 }
 
 void message_writer::abort() noexcept {
@@ -282,7 +300,9 @@ task<void> shard::writer_loop() {
             if (it == _msgs.end())
                 continue;
             copy* c = f.relocating ? it->second.relocating.get() : &it->second.cur;
-            if (c && f.chunk < c->chunks.size())
+            if (c && f.chunk == k_added_fixup)
+                c->added.dev_off = batch_dev_off + f.offset_in_batch;
+            else if (c && f.chunk < c->chunks.size())
                 c->chunks[f.chunk].dev_off = batch_dev_off + f.offset_in_batch;
         }
         const char* wbuf = bstart;
@@ -444,6 +464,11 @@ task<result<void, spool_error>> shard::append_chunk(uint64_t id, std::span<const
     co_return result<void, spool_error>{};
 }
 
+void shard::stash_added(uint64_t id, const added_headers& added) {
+    if (auto it = _msgs.find(id); it != _msgs.end() && !it->second.committed)
+        it->second.pending_added = added;
+}
+
 task<result<uint64_t, spool_error>> shard::commit_message(uint64_t id) {
     {
         auto b = co_await write_pending_begin(id);
@@ -455,7 +480,42 @@ task<result<uint64_t, spool_error>> shard::commit_message(uint64_t id) {
     auto it = _msgs.find(id);
     if (it == _msgs.end() || it->second.committed)
         co_return unexpected(spool_error{spool_errc::bad_state, "no message being received with this id"});
-    std::string body = rec::encode_commit(it->second.cur.body_len, it->second.cur.body_crc);
+    if (!it->second.pending_added.empty()) {
+        added_headers added = std::move(it->second.pending_added);
+        it->second.pending_added = {};
+        // Checked as recovery will check it: a record it would refuse must
+        // not be acknowledged.
+        uint64_t end = 0;
+        for (const auto& o : added.omit) {
+            if (o.length == 0 || o.offset < end || o.offset + o.length > it->second.cur.body_len) {
+                _msgs.erase(id);
+                co_return unexpected(spool_error{spool_errc::bad_state, "omitted ranges out of order or outside the body"});
+            }
+            end = o.offset + o.length;
+        }
+        if (added.prefix.size() > rec::k_max_added_headers || added.omit.size() > rec::k_max_omitted) {
+            _msgs.erase(id);
+            co_return unexpected(spool_error{spool_errc::too_large, "added header fields too large"});
+        }
+        std::string hb = rec::encode_headers(added);
+        copy& c = it->second.cur;
+        c.added = chunk_loc{0, 0, uint32_t(hb.size())};
+        c.added_crc = crc32c(hb.data(), hb.size());
+        c.prefix_len = uint32_t(added.prefix.size());
+        c.omit = std::move(added.omit);
+        fixup f{id, false, k_added_fixup, 0};
+        auto h = co_await append_record(record_type::msg_headers, 0, id, std::span<const char>(hb.data(), hb.size()),
+                                        {}, &f);
+        if (!h) {
+            _msgs.erase(id);
+            co_return unexpected(h.error());
+        }
+        it = _msgs.find(id);
+        if (it == _msgs.end() || it->second.committed)
+            co_return unexpected(spool_error{spool_errc::bad_state, "no message being received with this id"});
+    }
+    const copy& cc = it->second.cur;
+    std::string body = rec::encode_commit({cc.body_len, cc.body_crc, cc.added.data_len, cc.added_crc});
     auto r = co_await append_record(record_type::msg_commit, 0, id, std::span<const char>(body.data(), body.size()));
     if (!r) {
         _msgs.erase(id);

@@ -10,6 +10,7 @@
 //   auto id = co_await w->commit();            // resumes once durable
 //   co_await shard.set_rcpt_state(id, 0, st);  // durable per-recipient state
 //   co_await shard.read_body(id, off, buf);    // read back, CRC-checked
+//   co_await shard.read_message(id, off, buf); // as delivered: added headers first
 //   co_await shard.remove(id);                 // finished
 //
 // Group commit: every record appended while a write is in flight goes into
@@ -57,6 +58,7 @@ struct geometry {
     uint32_t segment_bytes = 0;
     uint32_t shard_count = 0;
     uint32_t slots_per_shard = 0;
+    uint32_t version = 0;  // of the superblock read
     std::string uuid_string() const;
     uint64_t slot_offset(uint32_t shard, uint32_t slot) const {
         return data_offset + (uint64_t(shard) * slots_per_shard + slot) * segment_bytes;
@@ -71,6 +73,12 @@ task<result<geometry, std::string>> format(block_device& dev, format_options o);
 // it is foreign, from a newer format, damaged or too small.
 task<result<geometry, std::string>> read_superblock(block_device& dev);
 
+// Stamps an older spool with this format version (copy A, flush, copy B,
+// flush: one good copy at every moment), before anything of the newer
+// version is written to it. From then on older ringwayds refuse it as newer
+// instead of misreading records they do not know.
+task<result<void, std::string>> upgrade_superblock(block_device& dev, geometry& g);
+
 // ---- the shard ----
 
 struct envelope {
@@ -79,6 +87,23 @@ struct envelope {
     std::string params;  // opaque to the spool (ESMTP/DSN parameters)
     int64_t received_unix = 0;
     friend bool operator==(const envelope&, const envelope&) = default;
+};
+
+// What the gateway adds to a message without rewriting it: header fields
+// prepended at delivery (Received, Authentication-Results, signatures), and
+// ranges of the body left out at delivery (header fields it must not pass
+// on, such as a forged Authentication-Results). Stored with the message
+// (record msg_headers); the body as received stays untouched.
+struct omit_range {
+    uint64_t offset = 0;  // in the body
+    uint32_t length = 0;
+    friend bool operator==(const omit_range&, const omit_range&) = default;
+};
+struct added_headers {
+    std::string prefix;
+    std::vector<omit_range> omit;  // in order, apart, inside the body
+    bool empty() const { return prefix.empty() && omit.empty(); }
+    friend bool operator==(const added_headers&, const added_headers&) = default;
 };
 
 enum class rcpt_status : uint8_t { pending = 0, deferred = 1, delivered = 2, bounced = 3 };
@@ -136,8 +161,11 @@ public:
     uint64_t id() const { return _id; }
     // Appends body bytes. Waits only when the batch buffer is full.
     task<result<void, spool_error>> append(std::span<const char> data);
-    // Makes the message durable; resumes once it is on stable storage.
+    // Makes the message durable, with what delivery adds to it; resumes
+    // once it is on stable storage. Pass a named object: not a temporary
+    // built in the co_await expression.
     task<result<uint64_t, spool_error>> commit();
+    task<result<uint64_t, spool_error>> commit(const added_headers& added);
     // Abandons the message (also done by the destructor).
     void abort() noexcept;
 
@@ -174,12 +202,19 @@ public:
     task<result<void, spool_error>> remove(uint64_t id);
     // Reads body bytes from off into out; returns bytes read (0 at the end).
     task<result<size_t, spool_error>> read_body(uint64_t id, uint64_t off, std::span<char> out);
+    // The message as delivered: the added header fields, then the body
+    // without its omitted ranges; off counts in that. Fills out unless the
+    // message ends first.
+    task<result<size_t, spool_error>> read_message(uint64_t id, uint64_t off, std::span<char> out);
+    // What delivery adds to and omits from a message.
+    task<result<added_headers, spool_error>> read_added(uint64_t id);
 
     struct message_view {
         uint64_t id;
         const envelope& env;
         const std::vector<rcpt_state>& rcpts;
-        uint64_t body_bytes;
+        uint64_t body_bytes;     // as received
+        uint64_t message_bytes;  // as delivered (read_message)
     };
     // Live committed messages, in no particular order.
     std::vector<uint64_t> live_ids() const;
@@ -203,6 +238,7 @@ public:
 
     // Used by message_writer.
     task<result<void, spool_error>> append_chunk(uint64_t id, std::span<const char> data);
+    void stash_added(uint64_t id, const added_headers& added);  // for the commit_message that follows
     task<result<uint64_t, spool_error>> commit_message(uint64_t id);
     void abort_message(uint64_t id) noexcept;
 
@@ -218,13 +254,27 @@ private:
         uint64_t body_len = 0;
         uint32_t body_crc = 0;
         uint64_t begin_seg = 0;
+        // The msg_headers record (data_len 0: none); its omitted ranges
+        // and prefix length are kept here, the prefix itself only on disk.
+        chunk_loc added;
+        uint32_t added_crc = 0;  // CRC32C of the msg_headers body, which the commit repeats
+        uint32_t prefix_len = 0;
+        std::vector<omit_range> omit;
+        uint64_t message_len() const {
+            uint64_t n = prefix_len + body_len;
+            for (const auto& o : omit)
+                n -= o.length;
+            return n;
+        }
     };
+    static constexpr uint32_t k_added_fixup = UINT32_MAX;  // fixup.chunk of a msg_headers record
     struct entry {
         envelope env;
         std::vector<rcpt_state> rcpts;
         copy cur;                          // committed (or in progress if !committed)
         std::unique_ptr<copy> relocating;  // a cleaner's copy being written
         std::string pending_begin;  // begin record, written before the first chunk or commit
+        added_headers pending_added;  // handed to commit(), written with it
         bool committed = false;
         bool deleting = false;  // a delete record is queued: never relocate it again
     };
@@ -267,6 +317,9 @@ private:
     task<void> cleaner_loop();
     task<result<void, spool_error>> relocate(uint64_t id);
     task<result<void, spool_error>> write_pending_begin(uint64_t id);
+    // The msg_headers record of a message's current copy, read back and
+    // checked (data_len 0: none).
+    task<result<added_headers, spool_error>> read_added_record(uint64_t id);
     uint64_t compute_tail() const;
     uint32_t free_slots() const;
     int pick_free_slot() const;

@@ -46,6 +46,8 @@ sb_verdict check(const superblock& sb) {
         return sb_verdict::damaged;
     if (sb.version > k_format_version)
         return sb_verdict::newer;
+    if (sb.version < k_oldest_format_version)
+        return sb_verdict::damaged;
     if (sb.block_bytes != k_block_bytes || sb.segment_bytes == 0 || sb.segment_bytes % k_block_bytes != 0 ||
         sb.shard_count == 0 || sb.slots_per_shard == 0 || sb.data_offset % k_block_bytes != 0)
         return sb_verdict::damaged;
@@ -61,6 +63,7 @@ geometry to_geometry(const superblock& sb) {
     g.segment_bytes = sb.segment_bytes;
     g.shard_count = sb.shard_count;
     g.slots_per_shard = sb.slots_per_shard;
+    g.version = sb.version;
     return g;
 }
 
@@ -109,6 +112,35 @@ task<result<geometry, std::string>> read_superblock(block_device& dev) {
         co_return unexpected(fmt::format("{}: the spool needs {} bytes but the device has only {} (was it shrunk?)",
                                          name, need, dev.size_bytes()));
     co_return g;
+}
+
+task<result<void, std::string>> upgrade_superblock(block_device& dev, geometry& g) {
+    const std::string& name = dev.name();
+    if (g.version >= k_format_version)
+        co_return result<void, std::string>{};
+    disk::aligned_buffer buf(2 * k_block_bytes);
+    int r = co_await dev.read(buf.data(), buf.size(), 0);
+    if (r < 0)
+        co_return unexpected(fmt::format("{}: cannot read the superblock: {}", name, std::strerror(-r)));
+    // One copy at a time, each made durable before the other is touched.
+    for (size_t copy = 0; copy < 2; ++copy) {
+        superblock sb;
+        std::memcpy(&sb, buf.data() + copy * k_block_bytes, sizeof sb);
+        if (check(sb) != sb_verdict::ok || sb.spool_id != g.spool_id)
+            continue;  // a damaged copy stays as it is; the other one carries the spool
+        sb.version = k_format_version;
+        sb.crc = sb_crc(sb);
+        disk::aligned_buffer one(k_block_bytes);
+        std::memcpy(one.data(), buf.data() + copy * k_block_bytes, k_block_bytes);
+        std::memcpy(one.data(), &sb, sizeof sb);
+        r = co_await dev.write(one.data(), k_block_bytes, copy * k_block_bytes);
+        if (r == 0)
+            r = co_await dev.flush();
+        if (r < 0)
+            co_return unexpected(fmt::format("{}: cannot write the superblock: {}", name, std::strerror(-r)));
+    }
+    g.version = k_format_version;
+    co_return result<void, std::string>{};
 }
 
 constexpr uint32_t k_min_auto_segment = 256 << 10;

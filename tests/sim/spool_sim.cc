@@ -280,6 +280,7 @@ struct rcpt_model {
 struct msg_model {
     envelope env;
     std::string body;
+    std::string delivered;  // read_message's view: added header fields, the body minus its omitted ranges
     phase ph = phase::writing;
     bool removing = false;  // remove() called, outcome not known
     bool removed = false;   // remove() returned success
@@ -487,7 +488,30 @@ task<void> new_message(sim_run* s, shard* sh) {
     }
     m.ph = phase::committing;
     trace(*s, "msg {:x} commit ({} bytes)", id, m.body.size());
-    auto t = mw.commit();
+    // One in three messages gets header fields added and ranges omitted,
+    // which the cleaner must carry along and recovery must restore.
+    added_headers add;
+    if (s->one_in(3)) {
+        add.prefix = "X-Sim: " + random_bytes(*s, s->below(s->one_in(8) ? 9000 : 300)) + "\r\n";
+        for (uint64_t at = 0; !m.body.empty() && add.omit.size() < 4;) {
+            uint64_t off = at + s->below(m.body.size() / 2 + 1);
+            if (off >= m.body.size())
+                break;
+            uint32_t len = uint32_t(std::min<uint64_t>(1 + s->below(200), m.body.size() - off));
+            add.omit.push_back({off, len});
+            at = off + len + 1;
+        }
+    }
+    m.delivered = add.prefix;
+    {
+        uint64_t at = 0;
+        for (const auto& o : add.omit) {
+            m.delivered.append(m.body, at, o.offset - at);
+            at = o.offset + o.length;
+        }
+        m.delivered.append(m.body, at);
+    }
+    auto t = add.empty() ? mw.commit() : mw.commit(add);
     auto r = co_await std::move(t);
     if (!r) {
         if (excused(*s, r.error()) || r.error().code == spool_errc::full)
@@ -594,13 +618,17 @@ task<void> remove_one(sim_run* s, shard* sh) {
 // false if a read failed (the caller decides whether that is allowed);
 // wrong bytes are always a failure.
 task<bool> read_compare(sim_run* s, shard* sh, uint64_t id, const char* what) {
-    const std::string& want = s->msgs[id].body;
-    const size_t size = want.size();
+    // The body as received, or the message as delivered.
+    const bool whole = s->one_in(2);
+    auto model = [s, id, whole]() -> const std::string& {
+        return whole ? s->msgs[id].delivered : s->msgs[id].body;
+    };
+    const size_t size = model().size();
     std::vector<char> buf(1 + s->below(s->one_in(2) ? 3000 : 20000));
     uint64_t off = 0;
     for (;;) {
         std::span<char> sp(buf.data(), buf.size());
-        auto t = sh->read_body(id, off, sp);
+        auto t = whole ? sh->read_message(id, off, sp) : sh->read_body(id, off, sp);
         auto r = co_await std::move(t);
         if (!r) {
             if (s->opt->verbose >= 2)
@@ -611,7 +639,7 @@ task<bool> read_compare(sim_run* s, shard* sh, uint64_t id, const char* what) {
         size_t n = r.value();
         if (n == 0)
             break;
-        const std::string& want2 = s->msgs[id].body;
+        const std::string& want2 = model();
         if (off + n > want2.size() || std::memcmp(buf.data(), want2.data() + off, n) != 0)
             fail(*s, "{}: read_body returned wrong bytes for msg {:x} at offset {} (+{}, body {} bytes){}", what, id,
                  off, n, want2.size(), s->tainted.count(id) ? " [tainted by an injected fault]" : "");
@@ -639,6 +667,8 @@ task<void> read_check(sim_run* s, shard* sh) {
             fail(*s, "msg {:x}: envelope differs in memory", id);
         if (v->body_bytes != m.body.size())
             fail(*s, "msg {:x}: body_bytes {} != {}", id, v->body_bytes, m.body.size());
+        if (v->message_bytes != m.delivered.size())
+            fail(*s, "msg {:x}: message_bytes {} != {}", id, v->message_bytes, m.delivered.size());
     }
     uint64_t errs0 = s->dev->read_errors_injected();
     auto t = read_compare(s, sh, id, "read-back");
@@ -771,6 +801,9 @@ task<void> verify(sim_run* s, shard* sh, uint64_t read_errors_in_open) {
         if (v->body_bytes != m.body.size())
             fail(*s, "msg {:x}: recovered body is {} bytes, was {}{}", id, v->body_bytes, m.body.size(),
                  tainted ? " [tainted]" : "");
+        if (v->message_bytes != m.delivered.size())
+            fail(*s, "msg {:x}: recovered message is {} bytes as delivered, was {}{}", id, v->message_bytes,
+                 m.delivered.size(), tainted ? " [tainted]" : "");
         if (v->rcpts.size() != m.env.rcpts.size())
             fail(*s, "msg {:x}: {} recipient states for {} recipients", id, v->rcpts.size(), m.env.rcpts.size());
         bytes += v->body_bytes;

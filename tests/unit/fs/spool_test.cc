@@ -57,6 +57,32 @@ task<std::string> read_all(shard& s, uint64_t id) {
     co_return out;
 }
 
+// The message as delivered, read in pieces of the given size.
+task<std::string> read_message_all(shard& s, uint64_t id, size_t piece = 3000) {
+    std::string out;
+    std::vector<char> buf(piece);
+    for (;;) {
+        auto r = co_await s.read_message(id, out.size(), std::span<char>(buf.data(), buf.size()));
+        REQUIRE(r);
+        if (r.value() == 0)
+            break;
+        out.append(buf.data(), r.value());
+    }
+    co_return out;
+}
+
+// What read_message must give: the prefix, then the body without the
+// omitted ranges.
+std::string as_delivered(const added_headers& a, const std::string& body) {
+    std::string o = a.prefix;
+    uint64_t at = 0;
+    for (const auto& r : a.omit) {
+        o += body.substr(at, r.offset - at);
+        at = r.offset + r.length;
+    }
+    return o + body.substr(at);
+}
+
 task<std::unique_ptr<file_device>> open_dev(std::string path) {
     auto d = file_device::open(path, flush_mode::automatic);
     REQUIRE(d);
@@ -201,6 +227,7 @@ TEST_CASE("the ring wraps: deleted space is reused and the cleaner relocates liv
         auto g = co_await format(*dev, {.shards = 1, .segment_bytes = 128 << 10});
         REQUIRE(g);
         std::map<uint64_t, std::string> keep;
+        std::map<uint64_t, added_headers> added;
         {
             auto sh = co_await shard::open(*dev, g.value(), {.batch_bytes = 32 << 10, .chunk_bytes = 8 << 10});
             REQUIRE(sh);
@@ -222,9 +249,15 @@ TEST_CASE("the ring wraps: deleted space is reused and the cleaner relocates liv
                     FAIL("append " << i << ": " << a.error().detail << " free=" << st.free_slots << " tail="
                                    << st.tail_seq << " head=" << st.head_seq << " relocated=" << st.relocated);
                 }
-                auto id = co_await w.value().commit();
+                // Kept messages carry added headers and an omitted range,
+                // which the cleaner must move along with them.
+                added_headers add;
+                if (i % 50 == 0)
+                    add = added_headers{"X-Kept: " + std::to_string(i) + "\r\n", {{10, uint32_t(5 + i % 3)}}};
+                auto id = co_await w.value().commit(add);
                 REQUIRE(id);
                 if (i % 50 == 0) {
+                    added[id.value()] = add;
                     keep[id.value()] = b;
                 } else {
                     auto rm = co_await s.remove(id.value());
@@ -235,17 +268,145 @@ TEST_CASE("the ring wraps: deleted space is reused and the cleaner relocates liv
             INFO("relocated=" << st.relocated << " segments_opened=" << st.segments_opened);
             REQUIRE(st.segments_opened > 48);  // wrapped at least twice
             REQUIRE(st.relocated > 0);
-            for (auto& [id, b] : keep)
+            for (auto& [id, b] : keep) {
                 REQUIRE((co_await read_all(s, id)) == b);
+                REQUIRE((co_await read_message_all(s, id)) == as_delivered(added[id], b));
+            }
             co_await s.close();
         }
         auto sh = co_await shard::open(*dev, g.value(), {.batch_bytes = 32 << 10, .chunk_bytes = 8 << 10});
         REQUIRE(sh);
         shard& s = *sh.value();
         REQUIRE(s.live_count() == keep.size());
-        for (auto& [id, b] : keep)
+        for (auto& [id, b] : keep) {
             REQUIRE((co_await read_all(s, id)) == b);
+            REQUIRE((co_await read_message_all(s, id)) == as_delivered(added[id], b));
+            auto a = co_await s.read_added(id);
+            REQUIRE(a);
+            REQUIRE(a.value() == added[id]);
+        }
         co_await s.close();
+    }(tf.path));
+}
+
+TEST_CASE("added headers and omitted ranges: read as delivered, kept across a reopen", "[fs]") {
+    temp_file tf(16 << 20);
+    run_local([](std::string path) -> task<void> {
+        std::string body = "Authentication-Results: us; spf=pass\r\nFrom: a@a.test\r\n"
+                           "Authentication-Results: us; dkim=pass\r\nSubject: hi\r\n\r\n" +
+                           body_for(7, 20000);
+        const uint32_t ar1 = uint32_t(body.find("From:"));
+        const uint64_t ar2_at = body.find("Authentication-Results: us; dkim");
+        const uint32_t ar2 = uint32_t(body.find("Subject:") - ar2_at);
+        added_headers add{"Received: from x by y; Mon, 7 Dec 2026 06:00:00 +0000\r\n"
+                          "Authentication-Results: us; spf=pass smtp.mailfrom=a.test\r\n",
+                          {{0, ar1}, {ar2_at, ar2}}};
+        const std::string want = as_delivered(add, body);
+        REQUIRE(want.find("dkim=pass") == std::string::npos);
+        uint64_t with = 0, without = 0;
+        {
+            auto dev = co_await open_dev(path);
+            auto g = co_await format(*dev, {.shards = 1, .segment_bytes = 1 << 20});
+            REQUIRE(g);
+            REQUIRE(g.value().version == k_format_version);
+            auto sh = co_await shard::open(*dev, g.value(), {.chunk_bytes = 4096});
+            REQUIRE(sh);
+            shard& s = *sh.value();
+            auto w = s.begin(envelope{"a@a.test", {"b@b.test"}, "", 1});
+            REQUIRE(w);
+            auto a_w = co_await w.value().append(std::span<const char>(body.data(), body.size()));
+            REQUIRE(a_w);
+            auto id = co_await w.value().commit(add);
+            REQUIRE(id);
+            with = id.value();
+            auto w2 = s.begin(envelope{"a@a.test", {"b@b.test"}, "", 1});
+            REQUIRE(w2);
+            auto a_w2 = co_await w2.value().append(std::span<const char>(body.data(), body.size()));
+            REQUIRE(a_w2);
+            auto id2 = co_await w2.value().commit();
+            REQUIRE(id2);
+            without = id2.value();
+            // Ranges outside the body or out of order are refused, before
+            // anything is acknowledged.
+            std::vector<std::vector<omit_range>> bads;
+            bads.push_back({{uint64_t(body.size()) - 2, 5}});
+            bads.push_back({{50, 5}, {40, 5}});
+            bads.push_back({{3, 0}});
+            for (const auto& bad : bads) {
+                auto w3 = s.begin(envelope{"a@a.test", {"b@b.test"}, "", 1});
+                REQUIRE(w3);
+                auto a_w3 = co_await w3.value().append(std::span<const char>(body.data(), body.size()));
+            REQUIRE(a_w3);
+                const added_headers wrong{"X: y\r\n", bad};
+                auto id3 = co_await w3.value().commit(wrong);
+                REQUIRE(!id3);
+            }
+            REQUIRE(s.live_count() == 2);
+            co_await s.close();
+        }
+        auto dev = co_await open_dev(path);
+        auto g = co_await read_superblock(*dev);
+        REQUIRE(g);
+        auto sh = co_await shard::open(*dev, g.value(), {.chunk_bytes = 4096});
+        REQUIRE(sh);
+        shard& s = *sh.value();
+        REQUIRE(s.live_count() == 2);
+        auto v = s.find(with);
+        REQUIRE(v);
+        REQUIRE(v->body_bytes == body.size());
+        REQUIRE(v->message_bytes == want.size());
+        REQUIRE((co_await read_all(s, with)) == body);  // the body as received, untouched
+        // Every piece size, including ones that end inside the prefix and
+        // right at an omitted range.
+        const std::vector<size_t> pieces{1, 7, 64, 100, 4096, 70000};
+        for (size_t piece : pieces)
+            REQUIRE((co_await read_message_all(s, with, piece)) == want);
+        auto a = co_await s.read_added(with);
+        REQUIRE(a);
+        REQUIRE(a.value() == add);
+        auto v2 = s.find(without);
+        REQUIRE(v2->message_bytes == body.size());
+        REQUIRE((co_await read_message_all(s, without)) == body);
+        auto none = co_await s.read_added(without);
+        REQUIRE(none);
+        REQUIRE(none.value().empty());
+        co_await s.close();
+    }(tf.path));
+}
+
+TEST_CASE("a version 1 spool is read and stamped version 2 one copy at a time", "[fs]") {
+    temp_file tf(8 << 20);
+    run_local([](std::string path) -> task<void> {
+        auto dev = co_await open_dev(path);
+        auto g = co_await format(*dev, {.shards = 1, .segment_bytes = 256 << 10});
+        REQUIRE(g);
+        disk::aligned_buffer b(8192);
+        REQUIRE((co_await dev->read(b.data(), 8192, 0)) == 0);
+        for (int copy = 0; copy < 2; ++copy) {
+            superblock sb;
+            std::memcpy(&sb, b.data() + copy * 4096, sizeof sb);
+            sb.version = 1;
+            sb.crc = 0;
+            sb.crc = crc32c(&sb, sizeof sb);
+            std::memcpy(b.data() + copy * 4096, &sb, sizeof sb);
+        }
+        REQUIRE((co_await dev->write(b.data(), 8192, 0)) == 0);
+        auto old = co_await read_superblock(*dev);
+        REQUIRE(old);
+        REQUIRE(old.value().version == 1);
+        auto u = co_await upgrade_superblock(*dev, old.value());
+        REQUIRE(u);
+        REQUIRE(old.value().version == k_format_version);
+        REQUIRE((co_await dev->read(b.data(), 8192, 0)) == 0);
+        for (int copy = 0; copy < 2; ++copy) {
+            superblock sb;
+            std::memcpy(&sb, b.data() + copy * 4096, sizeof sb);
+            REQUIRE(sb.version == k_format_version);
+            REQUIRE(sb.spool_id == g.value().spool_id);
+        }
+        auto now = co_await read_superblock(*dev);
+        REQUIRE(now);
+        REQUIRE(now.value().version == k_format_version);
     }(tf.path));
 }
 
