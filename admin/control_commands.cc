@@ -704,6 +704,7 @@ json message_json(const fs::shard::message_view& v, unsigned core, uint32_t shar
             {"mail_from", v.env.mail_from},
             {"received_unix", v.env.received_unix},
             {"body_bytes", v.body_bytes},
+            {"message_bytes", v.message_bytes},
             {"recipients", std::move(rcpts)}};
 }
 
@@ -719,12 +720,12 @@ task<json> cmd_showmessage(context& c, const json& args) {
                 if (!v)
                     continue;
                 json m = message_json(*v, s.core, sh->index());
-                const uint64_t body = v->body_bytes;
+                const uint64_t body = v->message_bytes;  // as delivered, with what the gateway adds
                 // The header section: up to the first empty line, at most 64 KiB.
                 std::string head(std::min<uint64_t>(body, 64 * 1024), '\0');
                 size_t got = 0;
                 while (got < head.size()) {
-                    auto r = co_await sh->read_body(id, got, std::span<char>(head.data() + got, head.size() - got));
+                    auto r = co_await sh->read_message(id, got, std::span<char>(head.data() + got, head.size() - got));
                     if (!r || r.value() == 0)
                         break;
                     got += r.value();

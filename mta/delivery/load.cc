@@ -37,7 +37,7 @@ task<std::optional<loaded>> service::impl::load(fs::shard* sh, uint64_t id, std:
         const envelope_params p = read_params(id, v->env.params, v->rcpts.size());
         L.out.eight_bit = p.body == body_type::eight_bit_mime;
         L.out.smtputf8 = p.smtputf8;
-        size = v->body_bytes;
+        size = v->message_bytes;  // as delivered: with the header fields added
     }
     if (L.idx.empty())
         co_return std::nullopt;
@@ -49,7 +49,7 @@ task<std::optional<loaded>> service::impl::load(fs::shard* sh, uint64_t id, std:
     L.out.head.resize(std::min<uint64_t>(size, k_head_bytes));
     uint64_t off = 0;
     while (off < L.out.head.size()) {
-        auto n = co_await sh->read_body(id, off, std::span<char>(L.out.head.data() + off, L.out.head.size() - off));
+        auto n = co_await sh->read_message(id, off, std::span<char>(L.out.head.data() + off, L.out.head.size() - off));
         if (!n || n.value() == 0) {
             lg.error("mid={} cannot read the body at {}: {}", mid_string(id), off,
                      n ? std::string("end of data") : n.error().detail);
@@ -68,7 +68,7 @@ task<std::optional<loaded>> service::impl::load(fs::shard* sh, uint64_t id, std:
 
 task<result<size_t, std::string>> service::impl::read_body_here(fs::shard* sh, uint64_t id, uint64_t off,
                                                                 std::span<char> out) {
-    auto n = co_await sh->read_body(id, off, out);
+    auto n = co_await sh->read_message(id, off, out);
     if (!n) {
         lg.error("mid={} cannot read the body at {}: {}", mid_string(id), off, n.error().detail);
         co_return unexpected(n.error().detail);

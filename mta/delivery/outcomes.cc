@@ -255,12 +255,12 @@ task<bool> service::impl::send_dsn(fs::shard* sh, uint64_t id, std::string sende
         auto v = sh->find(id);
         if (!v)
             co_return true;  // gone: nothing left to report on
-        size = v->body_bytes;
+        size = v->message_bytes;
     }
     std::string orig(full ? size : std::min<uint64_t>(size, 64 * 1024), '\0');
     uint64_t off = 0;
     while (off < orig.size()) {
-        auto n = co_await sh->read_body(id, off, std::span<char>(orig.data() + off, orig.size() - off));
+        auto n = co_await sh->read_message(id, off, std::span<char>(orig.data() + off, orig.size() - off));
         if (!n || n.value() == 0)
             break;
         off += n.value();

@@ -20,6 +20,7 @@
 #include "mta/smtp/trace_counter.hh"
 #include "mta/smtp/server.hh"
 #include "mta/verify/dns.hh"
+#include "policy/auth_results.hh"
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
 #include "runtime/smp/offload.hh"
@@ -166,6 +167,9 @@ private:
         return cf;
     }
     std::string received_header(uint64_t id);
+    // What delivery adds to the message: our Received, our
+    // Authentication-Results.
+    fs::added_headers added_headers(uint64_t id);
     void journal_reject(int code, std::string_view what);
     // Sends a refusal and records it in the mail log with its cause.
     void refuse(const smtp::refusal& r) {
@@ -488,6 +492,19 @@ std::string session::received_header(uint64_t id) {
     return h;
 }
 
+fs::added_headers session::added_headers(uint64_t id) {
+    // Prepended at delivery, in the order a reader expects: the newest
+    // trace field first (RFC 5321 4.4), our findings below it.
+    fs::added_headers a;
+    a.prefix = received_header(id);
+    if (_env->auth && !_env->auth->authserv_id.empty() && _spf) {
+        policy::auth_findings f;
+        f.spf = &*_spf;
+        a.prefix += policy::authentication_results(_env->auth->authserv_id, f);
+    }
+    return a;
+}
+
 void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
     _env->messages++;
     _env->recipients += _rcpts.size();
@@ -532,7 +549,7 @@ task<bool> session::do_data() {
     queue(354, "", "End data with <CR><LF>.<CR><LF>");
     if (!co_await flush())
         co_return false;
-    std::string body = received_header(mw.id());
+    std::string body;
     smtp::data_decoder dec(_lo->max_line_length_bytes);
     smtp::trace_counter hops;
     // The first reason the message is not queued, found while it streams
@@ -598,7 +615,8 @@ task<bool> session::do_data() {
         co_return true;
     }
     uint64_t size = dec.bytes_out();
-    auto id = co_await mw.commit();
+    const fs::added_headers added = added_headers(mw.id());
+    auto id = co_await mw.commit(added);
     if (!id) {
         refuse_message(smtp::spool_failed(id.error()));
         co_return true;
@@ -620,10 +638,6 @@ task<bool> session::do_bdat(const smtp::command& c) {
         } else {
             _bdat_writer.emplace(std::move(w.value()));
             _bdat_hops.reset();
-            std::string h = received_header(_bdat_writer->id());
-            auto a = co_await _bdat_writer->append(std::span<const char>(h.data(), h.size()));
-            if (!a)
-                _bdat_error = smtp::spool_failed(a.error());
         }
     }
     auto deadline = std::chrono::steady_clock::now() + _lo->data_block_timeout;
@@ -683,7 +697,8 @@ task<bool> session::do_bdat(const smtp::command& c) {
         co_return true;
     }
     uint64_t size = _bdat_bytes;
-    auto id = co_await _bdat_writer->commit();
+    const fs::added_headers added = added_headers(_bdat_writer->id());
+    auto id = co_await _bdat_writer->commit(added);
     if (!id) {
         refuse_message(smtp::spool_failed(id.error()));
         co_return true;

@@ -73,8 +73,8 @@ task<int> dump(std::string path, bool finish) {
                 }
             }
             auto v = s.value()->find(id);
-            std::string body(v->body_bytes, '\0');
-            auto r = co_await s.value()->read_body(id, 0, std::span<char>(body.data(), body.size()));
+            std::string body(v->message_bytes, '\0');
+            auto r = co_await s.value()->read_message(id, 0, std::span<char>(body.data(), body.size()));
             if (!r) {
                 std::fprintf(stderr, "message %016llX unreadable: %s\n", (unsigned long long)id, r.error().detail.c_str());
                 co_return 1;
