@@ -11,6 +11,8 @@
     auth_test.py BUILD_DIR
 """
 import gzip
+import email
+import email.policy
 import json
 import os
 import smtplib
@@ -130,6 +132,26 @@ class SessionSPF(AuthTest):
             "e@none.test": ("none", "none.test"),
             "": ("pass", "helo.test"),              # the null sender: the HELO identity
         })
+        # Each delivered message starts with our Received, then our
+        # Authentication-Results (RFC 8601) with the same findings; the
+        # message as sent follows untouched.
+        want = {
+            "a@pass.test": 'spf=pass (mechanism "ip4:127.0.0.0/8" matched) smtp.mailfrom=a@pass.test',
+            "b@fail.test": 'spf=fail (mechanism "-all" matched) smtp.mailfrom=b@fail.test',
+            "c@soft.test": 'spf=softfail (mechanism "~all" matched) smtp.mailfrom=c@soft.test',
+            "d@slow.test": "spf=temperror",
+            "e@none.test": "spf=none",
+            # RFC 7208 2.4: the null sender's MAIL FROM identity is postmaster@HELO.
+            "": 'spf=pass (mechanism "a:helo.test" matched) smtp.mailfrom=postmaster@helo.test',
+        }
+        for eml, sender, _ in saved(sink.save):
+            msg = email.message_from_bytes(eml, policy=email.policy.compat32)
+            self.assertEqual(msg.keys()[:2], ["Received", "Authentication-Results"], eml)
+            ar = msg["Authentication-Results"]
+            self.assertTrue(ar.startswith("mx.ringway.test;\r\n\tspf="), ar)
+            self.assertIn(want[sender], " ".join(ar.split()), eml)
+            self.assertTrue(eml.endswith(MSG), eml)
+            self.assertEqual(eml.count(b"Authentication-Results:"), 1, eml)
 
     def test_policy_refuses_a_fail_and_defers_a_dns_failure(self):
         self.dns.set_zone(ZONE)
