@@ -25,6 +25,10 @@ refusal spool_failed(const fs::spool_error& e) {
 
 refusal message_too_big() { return {{552, "5.3.4", "Message size exceeds fixed maximum message size"}, "too big"}; }
 
+refusal header_too_large(std::string_view why) {
+    return {{552, "5.3.4", fmt::format("Message header too large: {}", why)}, "header too large"};
+}
+
 refusal too_many_hops(unsigned count, unsigned limit) {
     return {{554, "5.4.6",
              fmt::format("Too many hops: {} Received headers, more than {} (mail loop?)", count, limit)},

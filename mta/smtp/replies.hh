@@ -42,6 +42,9 @@ refusal message_too_big();
 // More Received: headers than smtp.max_received_headers: a mail loop
 // (RFC 5321 6.3; RFC 3463 3.5: X.4.6 "Routing loop detected").
 refusal too_many_hops(unsigned count, unsigned limit);
+// The header section passed a limit of the header parser (fields, one
+// field's length, the section's length): 552 5.3.4.
+refusal header_too_large(std::string_view why);
 
 // A connection over the listener's max_connections (RFC 3463 3.4: X.3.2
 // "System not accepting network messages"), or over max_connections_per_ip

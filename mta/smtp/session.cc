@@ -17,7 +17,7 @@
 #include "mta/smtp/command.hh"
 #include "mta/smtp/data_decoder.hh"
 #include "mta/smtp/replies.hh"
-#include "mta/smtp/trace_counter.hh"
+#include "mta/smtp/message_pipeline.hh"
 #include "mta/smtp/server.hh"
 #include "mta/verify/dns.hh"
 #include "policy/auth_results.hh"
@@ -215,7 +215,10 @@ private:
     std::optional<fs::message_writer> _bdat_writer;
     uint64_t _bdat_bytes = 0;
     std::optional<smtp::refusal> _bdat_error;  // the chunks so far failed: why
-    smtp::trace_counter _bdat_hops;
+    // The message being received (DATA, or the BDAT chunks so far) streams
+    // through this as it arrives.
+    std::optional<smtp::message_pipeline> _pipeline;
+    void start_pipeline();
     std::string _subject;  // of the message being queued, for the mail log
     std::optional<policy::spf::outcome> _spf;  // of this transaction, when checked
 };
@@ -330,7 +333,7 @@ void session::reset_transaction() {
     _bdat_writer.reset();
     _bdat_bytes = 0;
     _bdat_error.reset();
-    _bdat_hops.reset();
+    _pipeline.reset();
     _spf.reset();
 }
 
@@ -492,10 +495,23 @@ std::string session::received_header(uint64_t id) {
     return h;
 }
 
+void session::start_pipeline() {
+    smtp::pipeline_options o;
+    o.max_received = _env->max_received_headers;
+    // RFC 8601 5: an Authentication-Results field with our authserv-id
+    // that comes from outside was not written by us; it does not pass.
+    // Our own clients' mail may carry one from an inner hop.
+    if (_env->auth && !_env->auth->authserv_id.empty() && !_env->relay->may_relay(connection_facts()))
+        o.omit_results_of = _env->auth->authserv_id;
+    _pipeline.emplace(std::move(o));
+}
+
 fs::added_headers session::added_headers(uint64_t id) {
     // Prepended at delivery, in the order a reader expects: the newest
     // trace field first (RFC 5321 4.4), our findings below it.
     fs::added_headers a;
+    if (_pipeline)
+        a.omit = _pipeline->omitted();
     a.prefix = received_header(id);
     if (_env->auth && !_env->auth->authserv_id.empty() && _spf) {
         policy::auth_findings f;
@@ -551,7 +567,7 @@ task<bool> session::do_data() {
         co_return false;
     std::string body;
     smtp::data_decoder dec(_lo->max_line_length_bytes);
-    smtp::trace_counter hops;
+    start_pipeline();
     // The first reason the message is not queued, found while it streams
     // in; the decoder's own (bare LF, line length) are in dec.error(). The
     // rest of the data is read and dropped either way.
@@ -569,10 +585,15 @@ task<bool> session::do_data() {
             const size_t before = body.size();
             auto st = dec.feed(std::string_view(_in).substr(_in_pos), body);
             _in_pos += st.consumed;
-            if (!failure && !hops.headers_done()) {
-                hops.feed(std::string_view(body).substr(before));
-                if (hops.received() > _env->max_received_headers)
-                    failure = smtp::too_many_hops(hops.received(), _env->max_received_headers);
+            if (!failure) {
+                _pipeline->feed(std::string_view(body).substr(before));
+                if (_pipeline->failure())
+                    failure = _pipeline->failure();
+            }
+            if (!failure && st.st == smtp::data_decoder::status::done) {
+                _pipeline->finish();
+                if (_pipeline->failure())
+                    failure = _pipeline->failure();
             }
             if (!failure && dec.bytes_out() > _lo->max_message_size_bytes)
                 failure = smtp::message_too_big();
@@ -621,7 +642,7 @@ task<bool> session::do_data() {
         refuse_message(smtp::spool_failed(id.error()));
         co_return true;
     }
-    _subject = hops.subject();
+    _subject = _pipeline->subject();
     message_queued(id.value(), size, "DATA");
     co_return true;
 }
@@ -637,7 +658,7 @@ task<bool> session::do_bdat(const smtp::command& c) {
             _bdat_error = smtp::spool_failed(w.error());
         } else {
             _bdat_writer.emplace(std::move(w.value()));
-            _bdat_hops.reset();
+            start_pipeline();
         }
     }
     auto deadline = std::chrono::steady_clock::now() + _lo->data_block_timeout;
@@ -663,12 +684,10 @@ task<bool> session::do_bdat(const smtp::command& c) {
             _bdat_error = smtp::message_too_big();
             continue;
         }
-        if (!_bdat_hops.headers_done()) {
-            _bdat_hops.feed(piece);
-            if (_bdat_hops.received() > _env->max_received_headers) {
-                _bdat_error = smtp::too_many_hops(_bdat_hops.received(), _env->max_received_headers);
-                continue;
-            }
+        _pipeline->feed(piece);
+        if (_pipeline->failure()) {
+            _bdat_error = _pipeline->failure();
+            continue;
         }
         auto a = co_await _bdat_writer->append(std::span<const char>(piece.data(), piece.size()));
         if (!a)
@@ -692,6 +711,11 @@ task<bool> session::do_bdat(const smtp::command& c) {
             queue(250, "2.0.0", fmt::format("{} octets received", c.bdat_size));
         co_return true;
     }
+    if (!_bdat_error && _pipeline) {
+        _pipeline->finish();
+        if (_pipeline->failure())
+            _bdat_error = _pipeline->failure();
+    }
     if (_bdat_error) {
         refuse_message(*_bdat_error);
         co_return true;
@@ -703,7 +727,7 @@ task<bool> session::do_bdat(const smtp::command& c) {
         refuse_message(smtp::spool_failed(id.error()));
         co_return true;
     }
-    _subject = _bdat_hops.subject();
+    _subject = _pipeline->subject();
     message_queued(id.value(), size, "BDAT");
     co_return true;
 }

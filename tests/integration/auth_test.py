@@ -184,6 +184,96 @@ class SessionSPF(AuthTest):
         self.assertFalse([q for q in self.dns.queries if q[0] == "fail.test"], self.dns.queries)
 
 
+FORGED = (b"Authentication-Results: MX.Ringway.Test; spf=pass smtp.mailfrom=ceo@pass.test\r\n"
+          b"From: ceo@pass.test\r\n"
+          b"Authentication-Results: (a comment) mx.ringway.test;\r\n\tdkim=pass header.d=pass.test\r\n"
+          b"Authentication-Results: other.example; spf=fail\r\n"
+          b"Subject: forged\r\n\r\nAuthentication-Results: mx.ringway.test; in the body\r\n")
+
+
+def bdat(port, sender, rcpt, data, pieces=3):
+    """Sends data with BDAT in pieces over a raw socket; returns the last reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+        f = c.makefile("rb")
+
+        def reply():
+            lines = []
+            while True:
+                line = f.readline()
+                lines.append(line)
+                if line[3:4] != b"-":
+                    return b"".join(lines)
+
+        reply()
+        for cmd in (b"EHLO helo.test", b"MAIL FROM:<" + sender + b">", b"RCPT TO:<" + rcpt + b">"):
+            c.sendall(cmd + b"\r\n")
+            r = reply()
+            assert r.startswith(b"250"), r
+        step = max(1, len(data) // pieces)
+        chunks = [data[i:i + step] for i in range(0, len(data), step)]
+        for i, ch in enumerate(chunks):
+            last = b" LAST" if i == len(chunks) - 1 else b""
+            c.sendall(b"BDAT %d%s\r\n" % (len(ch), last) + ch)
+            r = reply()
+        c.sendall(b"QUIT\r\n")
+        return r
+
+
+class AddedHeaders(AuthTest):
+    """What the gateway adds and leaves out at delivery, through the spool."""
+
+    def test_forged_results_with_our_id_do_not_pass(self):
+        sink = self.sink(save=True)
+        self.dns.set_zone(ZONE)
+        self.start(routes=[("local.test", [f"127.0.0.1:{sink.port}"])], relay_networks='["127.0.0.2/32"]')
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="helo.test", timeout=30) as c:
+            c.sendmail("a@pass.test", ["x@local.test"], FORGED)
+        r = bdat(self.g.port, b"a@pass.test", b"y@local.test", FORGED)
+        self.assertTrue(r.startswith(b"250"), r)
+        wait_until(lambda: len(saved(sink.save)) == 2, timeout=30, what="two messages at the sink")
+        for eml, _, _ in saved(sink.save):
+            # Ours (one, on top), the other ADMD's kept, the forged two gone,
+            # the body untouched.
+            self.assertEqual(eml.count(b"mx.ringway.test;\r\n\tspf=pass"), 1, eml)
+            self.assertNotIn(b"ceo@pass.test; ", eml)
+            self.assertNotIn(b"dkim=pass", eml)
+            self.assertIn(b"Authentication-Results: other.example; spf=fail\r\n", eml)
+            self.assertTrue(eml.endswith(b"From: ceo@pass.test\r\nAuthentication-Results: other.example; spf=fail\r\n"
+                                         b"Subject: forged\r\n\r\nAuthentication-Results: mx.ringway.test; in the body\r\n"),
+                            eml)
+
+    def test_our_own_clients_results_pass(self):
+        sink = self.sink(save=True)
+        self.dns.set_zone(ZONE)
+        self.start(routes=[("local.test", [f"127.0.0.1:{sink.port}"])], relay_networks='["127.0.0.1/32"]')
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="helo.test", timeout=30) as c:
+            c.sendmail("a@pass.test", ["x@local.test"], FORGED)
+        wait_until(lambda: len(saved(sink.save)) == 1, timeout=30, what="the message at the sink")
+        eml = saved(sink.save)[0][0]
+        # Relayed mail is not checked: no findings of ours, theirs untouched.
+        self.assertTrue(eml.startswith(b"Received: "), eml)
+        self.assertTrue(eml.endswith(FORGED), eml)
+
+    def test_header_limits_and_messages_without_header(self):
+        sink = self.sink(save=True)
+        self.dns.set_zone(ZONE)
+        self.start(routes=[("local.test", [f"127.0.0.1:{sink.port}"])])
+        many = b"".join(b"X-Many: %d\r\n" % i for i in range(1001)) + b"\r\nbody\r\n"
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="helo.test", timeout=30) as c:
+            with self.assertRaises(smtplib.SMTPDataError) as cm:
+                c.sendmail("a@pass.test", ["x@local.test"], many)
+            self.assertEqual(cm.exception.smtp_code, 552)
+            self.assertIn(b"5.3.4 Message header too large: too many header fields", cm.exception.smtp_error)
+            # No header section at all: the message passes as it is.
+            c.sendmail("a@pass.test", ["x@local.test"], b"just a body line\r\n")
+        r = bdat(self.g.port, b"a@pass.test", b"x@local.test", many)
+        self.assertTrue(r.startswith(b"552 5.3.4"), r)
+        wait_until(lambda: len(saved(sink.save)) == 1, timeout=30, what="the message at the sink")
+        eml = saved(sink.save)[0][0]
+        self.assertTrue(eml.endswith(b"spf=pass (mechanism \"ip4:127.0.0.0/8\" matched) smtp.mailfrom=a@pass.test\r\n"
+                                     b"just a body line\r\n"), eml)
+
+
 if __name__ == "__main__":
     BUILD = os.path.abspath(sys.argv.pop(1))
     import delivery_test
