@@ -1,6 +1,9 @@
 // Envelope parameters: encoding, decoding, text form (envelope_params.hh).
 #include "mta/envelope_params.hh"
 
+#include "mail/codec.hh"
+#include "mail/domain.hh"
+
 #include <fmt/format.h>
 
 #include <cstring>
@@ -57,21 +60,6 @@ bool valid_notify(uint8_t n) {
     return !(n & k_notify_never) || n == k_notify_never;
 }
 
-bool ieq(std::string_view a, std::string_view b) {
-    if (a.size() != b.size())
-        return false;
-    for (size_t i = 0; i < a.size(); ++i) {
-        char x = a[i], y = b[i];
-        if (x >= 'a' && x <= 'z')
-            x = char(x - 32);
-        if (y >= 'a' && y <= 'z')
-            y = char(y - 32);
-        if (x != y)
-            return false;
-    }
-    return true;
-}
-
 // Each space-separated word of a line, split at its first '='.
 template <typename F>
 void for_each_word(std::string_view line, F f) {
@@ -93,13 +81,13 @@ uint8_t notify_bits(std::string_view v) {
     while (pos <= v.size()) {
         size_t c = v.find(',', pos);
         std::string_view w = v.substr(pos, c == std::string_view::npos ? std::string_view::npos : c - pos);
-        if (ieq(w, "NEVER"))
+        if (mail::iequals(w, "NEVER"))
             bits |= k_notify_never;
-        else if (ieq(w, "SUCCESS"))
+        else if (mail::iequals(w, "SUCCESS"))
             bits |= k_notify_success;
-        else if (ieq(w, "FAILURE"))
+        else if (mail::iequals(w, "FAILURE"))
             bits |= k_notify_failure;
-        else if (ieq(w, "DELAY"))
+        else if (mail::iequals(w, "DELAY"))
             bits |= k_notify_delay;
         if (c == std::string_view::npos)
             break;
@@ -111,8 +99,8 @@ uint8_t notify_bits(std::string_view v) {
 std::string decode_orcpt(std::string_view v) {
     size_t semi = v.find(';');
     if (semi == std::string_view::npos)
-        return xtext_decode(v);
-    return std::string(v.substr(0, semi + 1)) + xtext_decode(v.substr(semi + 1));
+        return mail::xtext_decode_lenient(v);
+    return std::string(v.substr(0, semi + 1)) + mail::xtext_decode_lenient(v.substr(semi + 1));
 }
 
 // The text form older spools hold; keywords match whole words only.
@@ -121,26 +109,26 @@ envelope_params decode_text(std::string_view s, size_t rcpts) {
     p.rcpts.resize(rcpts);
     size_t nl = s.find('\n');
     for_each_word(s.substr(0, nl), [&](std::string_view k, std::string_view v) {
-        if (ieq(k, "BODY"))
-            p.body = ieq(v, "8BITMIME")     ? body_type::eight_bit_mime
-                     : ieq(v, "BINARYMIME") ? body_type::binary_mime
-                     : ieq(v, "7BIT")       ? body_type::seven_bit
+        if (mail::iequals(k, "BODY"))
+            p.body = mail::iequals(v, "8BITMIME")     ? body_type::eight_bit_mime
+                     : mail::iequals(v, "BINARYMIME") ? body_type::binary_mime
+                     : mail::iequals(v, "7BIT")       ? body_type::seven_bit
                                             : body_type::unspecified;
-        else if (ieq(k, "SMTPUTF8"))
+        else if (mail::iequals(k, "SMTPUTF8"))
             p.smtputf8 = true;
-        else if (ieq(k, "RET"))
-            p.ret = ieq(v, "FULL") ? dsn_ret::full : ieq(v, "HDRS") ? dsn_ret::hdrs : dsn_ret::unspecified;
-        else if (ieq(k, "ENVID"))
-            p.envid = xtext_decode(v);
+        else if (mail::iequals(k, "RET"))
+            p.ret = mail::iequals(v, "FULL") ? dsn_ret::full : mail::iequals(v, "HDRS") ? dsn_ret::hdrs : dsn_ret::unspecified;
+        else if (mail::iequals(k, "ENVID"))
+            p.envid = mail::xtext_decode_lenient(v);
     });
     for (size_t i = 0; nl != std::string_view::npos && i < rcpts; ++i) {
         size_t next = s.find('\n', nl + 1);
         std::string_view line =
             s.substr(nl + 1, next == std::string_view::npos ? std::string_view::npos : next - nl - 1);
         for_each_word(line, [&](std::string_view k, std::string_view v) {
-            if (ieq(k, "NOTIFY"))
+            if (mail::iequals(k, "NOTIFY"))
                 p.rcpts[i].notify = notify_bits(v);
-            else if (ieq(k, "ORCPT"))
+            else if (mail::iequals(k, "ORCPT"))
                 p.rcpts[i].orcpt = decode_orcpt(v);
         });
         nl = next;
@@ -218,7 +206,7 @@ std::string describe_params(const envelope_params& p) {
     if (p.ret != dsn_ret::unspecified)
         word(p.ret == dsn_ret::full ? "RET=FULL" : "RET=HDRS");
     if (!p.envid.empty())
-        word("ENVID=" + xtext_encode(p.envid));
+        word("ENVID=" + mail::xtext_encode(p.envid));
     for (const auto& r : p.rcpts) {
         o += '\n';
         if (r.notify) {
@@ -231,9 +219,9 @@ std::string describe_params(const envelope_params& p) {
         }
         if (!r.orcpt.empty()) {
             size_t semi = r.orcpt.find(';');
-            word(semi == std::string::npos ? "ORCPT=" + xtext_encode(r.orcpt)
+            word(semi == std::string::npos ? "ORCPT=" + mail::xtext_encode(r.orcpt)
                                            : "ORCPT=" + r.orcpt.substr(0, semi + 1) +
-                                                 xtext_encode(std::string_view(r.orcpt).substr(semi + 1)));
+                                                 mail::xtext_encode(std::string_view(r.orcpt).substr(semi + 1)));
         }
     }
     return o;
@@ -243,32 +231,6 @@ bool notify_wants(uint8_t notify, uint8_t kind) {
     if (notify == 0)
         return kind == k_notify_failure || kind == k_notify_delay;
     return (notify & kind) != 0;
-}
-
-std::string xtext_decode(std::string_view s) {
-    auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; };
-    std::string o;
-    for (size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '+' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-            o += char(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-            i += 2;
-            continue;
-        }
-        o += s[i];
-    }
-    return o;
-}
-
-std::string xtext_encode(std::string_view s) {
-    // xchar = "!" .. "~" except "+" and "="; everything else is "+HH".
-    std::string o;
-    for (unsigned char c : s) {
-        if (c >= 33 && c <= 126 && c != '+' && c != '=')
-            o += char(c);
-        else
-            o += fmt::format("+{:02X}", c);
-    }
-    return o;
 }
 
 }  // namespace rw::mta

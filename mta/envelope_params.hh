@@ -66,8 +66,5 @@ std::string describe_params(const envelope_params& p);
 // at the server's choice).
 bool notify_wants(uint8_t notify, uint8_t kind);
 
-// RFC 3461 4: xtext "+HH" escapes. decode leaves a malformed escape as is.
-std::string xtext_decode(std::string_view s);
-std::string xtext_encode(std::string_view s);
 
 }  // namespace rw::mta

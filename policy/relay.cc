@@ -1,5 +1,7 @@
 #include "policy/relay.hh"
 
+#include "mail/domain.hh"
+
 #include <arpa/inet.h>
 
 #include <fmt/format.h>
@@ -18,15 +20,6 @@ constexpr size_t k_max_echo_domain = 255;
 
 char ascii_lower(char c) {
     return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size())
-        return false;
-    for (size_t i = 0; i < a.size(); ++i)
-        if (ascii_lower(a[i]) != ascii_lower(b[i]))
-            return false;
-    return true;
 }
 
 // Well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF): a
@@ -81,7 +74,7 @@ std::optional<std::string> canonical_literal(std::string_view inner, std::string
     }
     uint8_t bytes[16];
     char text[INET6_ADDRSTRLEN] = "";
-    if (inner.size() > v6_tag.size() && iequals(inner.substr(0, v6_tag.size()), v6_tag)) {
+    if (inner.size() > v6_tag.size() && mail::iequals(inner.substr(0, v6_tag.size()), v6_tag)) {
         std::string ip(inner.substr(v6_tag.size()));
         if (inet_pton(AF_INET6, ip.c_str(), bytes) != 1) {
             why = "malformed IPv6 address literal";

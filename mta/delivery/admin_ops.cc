@@ -2,6 +2,7 @@
 // bouncing their recipients, redirecting them to another host.
 #include <algorithm>
 
+#include "mail/domain.hh"
 #include "mta/delivery/queue_impl.hh"
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
@@ -11,9 +12,6 @@ namespace rw::mta::delivery {
 namespace {
 const logger lg{"delivery"};
 
-bool iequal(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && lower(a) == lower(b);
-}
 }  // namespace
 
 std::vector<service::selected> service::select(const selection& s) const {
@@ -22,7 +20,7 @@ std::vector<service::selected> service::select(const selection& s) const {
         auto v = sh->find(id);
         if (!v)
             return;
-        if (!s.sender.empty() && !iequal(v->env.mail_from, s.sender))
+        if (!s.sender.empty() && !mail::iequals(v->env.mail_from, s.sender))
             return;
         selected x{id, {}};
         for (uint32_t i = 0; i < v->rcpts.size() && i < v->env.rcpts.size(); ++i) {

@@ -59,17 +59,8 @@ constexpr bool is_atext(unsigned char c) {
 // RFC 5321 4.1.2 qtextSMTP = %d32-33 / %d35-91 / %d93-126
 constexpr bool is_qtext(unsigned char c) { return c == 32 || c == 33 || (c >= 35 && c <= 91) || (c >= 93 && c <= 126); }
 
-bool ieq(std::string_view a, std::string_view b) {
-    if (a.size() != b.size())
-        return false;
-    for (size_t i = 0; i < a.size(); ++i)
-        if (to_upper(a[i]) != to_upper(b[i]))
-            return false;
-    return true;
-}
-
 bool istarts_with(std::string_view s, std::string_view prefix) {
-    return s.size() >= prefix.size() && ieq(s.substr(0, prefix.size()), prefix);
+    return s.size() >= prefix.size() && mail::iequals(s.substr(0, prefix.size()), prefix);
 }
 
 std::string upper(std::string_view s) {
@@ -416,7 +407,7 @@ rw::result<parsed_path, reply> parse_path(std::string_view s, role r, bool allow
     }
     // RFC 5321 4.1.1.3: "<Postmaster>" without a domain is a valid
     // forward-path (case-insensitive, 2.4); it names our postmaster.
-    if (allow_postmaster && !p.source_route && ieq(inner, "postmaster")) {
+    if (allow_postmaster && !p.source_route && mail::iequals(inner, "postmaster")) {
         p.m.local = std::string(inner);
         return p;
     }
@@ -439,13 +430,13 @@ bool parse_notify(std::string_view v, uint8_t& out) {
         const size_t comma = v.find(',', pos);
         const std::string_view item = v.substr(pos, comma == npos ? npos : comma - pos);
         uint8_t bit = 0;
-        if (ieq(item, "NEVER"))
+        if (mail::iequals(item, "NEVER"))
             bit = k_notify_never;
-        else if (ieq(item, "SUCCESS"))
+        else if (mail::iequals(item, "SUCCESS"))
             bit = k_notify_success;
-        else if (ieq(item, "FAILURE"))
+        else if (mail::iequals(item, "FAILURE"))
             bit = k_notify_failure;
-        else if (ieq(item, "DELAY"))
+        else if (mail::iequals(item, "DELAY"))
             bit = k_notify_delay;
         else
             return false;
@@ -488,11 +479,11 @@ maybe_reply apply_param(command& c, const std::string& key, std::string_view val
             return std::nullopt;
         }
         if (key == "BODY") {  // RFC 6152 2 (8BITMIME), RFC 3030 3 (BINARYMIME); 7BIT is the default
-            if (has_value && ieq(value, "7BIT"))
+            if (has_value && mail::iequals(value, "7BIT"))
                 c.body = body_type::seven_bit;
-            else if (has_value && ieq(value, "8BITMIME"))
+            else if (has_value && mail::iequals(value, "8BITMIME"))
                 c.body = body_type::eight_bit_mime;
-            else if (has_value && ieq(value, "BINARYMIME"))
+            else if (has_value && mail::iequals(value, "BINARYMIME"))
                 c.body = body_type::binary_mime;
             else
                 return param_syntax("Bad BODY parameter");
@@ -505,9 +496,9 @@ maybe_reply apply_param(command& c, const std::string& key, std::string_view val
             return std::nullopt;
         }
         if (key == "RET") {  // RFC 3461 4.3: RET=FULL / HDRS
-            if (has_value && ieq(value, "FULL"))
+            if (has_value && mail::iequals(value, "FULL"))
                 c.ret = dsn_ret::full;
-            else if (has_value && ieq(value, "HDRS"))
+            else if (has_value && mail::iequals(value, "HDRS"))
                 c.ret = dsn_ret::hdrs;
             else
                 return param_syntax("Bad RET parameter");
@@ -614,7 +605,7 @@ constexpr verb_entry k_verbs[] = {
 
 verb lookup_verb(std::string_view word) {
     for (const auto& e : k_verbs)
-        if (ieq(word, e.name))  // RFC 5321 2.4: command verbs are case-insensitive
+        if (mail::iequals(word, e.name))  // RFC 5321 2.4: command verbs are case-insensitive
             return e.v;
     return verb::unknown;
 }
@@ -737,7 +728,7 @@ rw::result<command, reply> parse_command(std::string_view line, bool utf8_ok) {
             return syntax("BDAT size [LAST]");
         const size_t sp2 = arg.find(' ');
         if (sp2 != npos) {
-            if (!ieq(arg.substr(sp2 + 1), "LAST"))
+            if (!mail::iequals(arg.substr(sp2 + 1), "LAST"))
                 return syntax("BDAT size [LAST]");
             c.bdat_last = true;
         }

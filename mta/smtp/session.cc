@@ -14,6 +14,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "mail/codec.hh"
 #include "mta/smtp/command.hh"
 #include "mta/smtp/data_decoder.hh"
 #include "mta/smtp/replies.hh"
@@ -45,71 +46,6 @@ std::string rfc5322_date() {
     return b;
 }
 
-// Base64 (RFC 4648) for AUTH.
-std::string b64_encode(std::string_view in) {
-    static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string o;
-    size_t i = 0;
-    for (; i + 2 < in.size(); i += 3) {
-        uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
-        o += t[v >> 18];
-        o += t[(v >> 12) & 63];
-        o += t[(v >> 6) & 63];
-        o += t[v & 63];
-    }
-    if (i + 1 == in.size()) {
-        uint32_t v = uint8_t(in[i]) << 16;
-        o += t[v >> 18];
-        o += t[(v >> 12) & 63];
-        o += "==";
-    } else if (i + 2 == in.size()) {
-        uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
-        o += t[v >> 18];
-        o += t[(v >> 12) & 63];
-        o += t[(v >> 6) & 63];
-        o += '=';
-    }
-    return o;
-}
-
-std::optional<std::string> b64_decode(std::string_view in) {
-    auto val = [](char c) -> int {
-        if (c >= 'A' && c <= 'Z') return c - 'A';
-        if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-        if (c >= '0' && c <= '9') return c - '0' + 52;
-        if (c == '+') return 62;
-        if (c == '/') return 63;
-        return -1;
-    };
-    if (in.size() % 4 != 0 || in.size() > 4096)
-        return std::nullopt;
-    std::string o;
-    for (size_t i = 0; i < in.size(); i += 4) {
-        int a = val(in[i]), b = val(in[i + 1]);
-        if (a < 0 || b < 0)
-            return std::nullopt;
-        o += char((a << 2) | (b >> 4));
-        if (in[i + 2] == '=') {
-            if (in[i + 3] != '=' || i + 4 != in.size())
-                return std::nullopt;
-            break;
-        }
-        int c = val(in[i + 2]);
-        if (c < 0)
-            return std::nullopt;
-        o += char(((b & 15) << 4) | (c >> 2));
-        if (in[i + 3] == '=') {
-            if (i + 4 != in.size())
-                return std::nullopt;
-            break;
-        }
-        int d = val(in[i + 3]);
-        if (d < 0)
-            return std::nullopt;
-        o += char(((c & 3) << 6) | d);
-    }
-    return o;
-}
 
 using smtp::reply;
 
@@ -429,7 +365,7 @@ task<void> session::do_mail(const smtp::command& c) {
     _params.body = c.body;
     _params.smtputf8 = c.smtputf8;
     _params.ret = c.ret;
-    _params.envid = xtext_decode(c.envid);
+    _params.envid = mail::xtext_decode_lenient(c.envid);
     _have_mail = true;
     _null_sender = c.null_path;
     _mail_from = c.null_path ? std::string() : smtp::to_string(c.path);
@@ -470,7 +406,7 @@ void session::do_rcpt(const smtp::command& c) {
     rcpt_params rp;
     rp.notify = c.notify;
     if (size_t semi = c.orcpt.find(';'); semi != std::string::npos)  // addr-type ";" xtext (RFC 3461 4.2)
-        rp.orcpt = c.orcpt.substr(0, semi + 1) + xtext_decode(std::string_view(c.orcpt).substr(semi + 1));
+        rp.orcpt = c.orcpt.substr(0, semi + 1) + mail::xtext_decode_lenient(std::string_view(c.orcpt).substr(semi + 1));
     _rcpts.push_back(smtp::to_string(c.path));
     _params.rcpts.push_back(std::move(rp));
     queue(250, "2.1.5", "Ok");
@@ -819,7 +755,7 @@ task<bool> session::do_auth(const smtp::command& c) {
             queue(501, "5.0.0", "Authentication cancelled");
             co_return !count_error();
         }
-        auto dec = resp == "=" ? std::optional<std::string>("") : b64_decode(resp);
+        auto dec = resp == "=" ? std::optional<std::string>("") : mail::base64_decode(resp);
         size_t z1 = dec ? dec->find('\0') : std::string::npos;
         size_t z2 = z1 == std::string::npos ? z1 : dec->find('\0', z1 + 1);
         if (!dec || z2 == std::string::npos) {
@@ -836,7 +772,7 @@ task<bool> session::do_auth(const smtp::command& c) {
     } else if (mech == "LOGIN") {
         std::string u = c.auth_initial;
         if (u.empty()) {
-            _out += "334 " + b64_encode("Username:") + "\r\n";
+            _out += "334 " + mail::base64_encode("Username:") + "\r\n";
             if (!co_await flush())
                 co_return false;
             auto r = co_await read_response(this);
@@ -848,8 +784,8 @@ task<bool> session::do_auth(const smtp::command& c) {
             queue(501, "5.0.0", "Authentication cancelled");
             co_return !count_error();
         }
-        auto du = b64_decode(u);
-        _out += "334 " + b64_encode("Password:") + "\r\n";
+        auto du = mail::base64_decode(u);
+        _out += "334 " + mail::base64_encode("Password:") + "\r\n";
         if (!co_await flush())
             co_return false;
         auto r = co_await read_response(this);
@@ -859,7 +795,7 @@ task<bool> session::do_auth(const smtp::command& c) {
             queue(501, "5.0.0", "Authentication cancelled");
             co_return !count_error();
         }
-        auto dp = b64_decode(*r);
+        auto dp = mail::base64_decode(*r);
         if (!du || !dp) {
             queue(501, "5.5.2", "Cannot decode response");
             co_return !count_error();
