@@ -244,6 +244,8 @@ struct authentication_config {
     std::string spf_fail = "none";        // none | reject: what an SPF fail of MAIL FROM gets
     std::string spf_temperror = "accept"; // accept | tempfail: what a DNS failure gets
     std::string spf_explanation = "%{d}: sender %{s} not permitted from %{i}";
+    bool dkim_verify = true;               // verify DKIM signatures of arriving mail
+    bool dkim_trust_length = false;        // an l= signature may pass
 
     friend bool operator==(const authentication_config&, const authentication_config&) = default;
 };

@@ -411,6 +411,14 @@ const key_spec k_keys[] = {
     {"authentication", "spf_explanation", T::string, 0, 0, "a macro-string (RFC 7208 7)", {}, live,
      "The explanation of an SPF fail when the sender's record gives none (exp=); macros are expanded.", false, {},
      {}, RW_F(authentication_config, spf_explanation)},
+    {"authentication", "dkim_verify", T::boolean, 0, 0, {}, {}, live,
+     "Verify the DKIM signatures (RFC 6376; rsa-sha256 and ed25519-sha256) of mail from clients that may not "
+     "relay, while it streams in; the results go into Authentication-Results and the mail log.",
+     false, {}, {}, RW_F(authentication_config, dkim_verify)},
+    {"authentication", "dkim_trust_length", T::boolean, 0, 0, {}, {}, live,
+     "Let a signature with l= (covering only the start of the body) pass; otherwise it gives \"policy\" when "
+     "unsigned content follows.",
+     false, {}, {}, RW_F(authentication_config, dkim_trust_length)},
 };
 
 #undef RW_F

@@ -51,6 +51,8 @@ mta::authentication_options authentication_options(const config& cfg) {
     o.spf_tempfail_temperror = a.spf_temperror == "tempfail";
     o.authserv_id = a.authserv_id.empty() ? cfg.smtp.hostname : a.authserv_id;
     o.spf_options.default_explanation = a.spf_explanation;
+    o.dkim_verify = a.dkim_verify;
+    o.dkim_options.trust_length_limit = a.dkim_trust_length;
     return o;
 }
 

@@ -28,11 +28,20 @@ std::string quoted(std::string_view s) {
     return o + '"';
 }
 
-// A comment's text: no unbalanced parentheses, no line breaks.
+// A comment's text (RFC 5322 3.2.2): balanced parentheses stay as they
+// are (nested comments), unbalanced ones and backslashes are quoted; no
+// line breaks.
 std::string comment(std::string_view s) {
+    int depth = 0;
+    bool balanced = true;
+    for (char c : s) {
+        depth += c == '(' ? 1 : c == ')' ? -1 : 0;
+        balanced = balanced && depth >= 0;
+    }
+    balanced = balanced && depth == 0;
     std::string o;
     for (unsigned char c : s) {
-        if (c == '(' || c == ')' || c == '\\')
+        if (c == '\\' || (!balanced && (c == '(' || c == ')')))
             o += '\\';
         o += (c < 32 || c == 127) ? ' ' : char(c);
     }
@@ -77,6 +86,23 @@ std::string authentication_results(std::string_view authserv_id, const auth_find
         if (std::string c = spf_comment(o); !c.empty())
             h += fmt::format(" ({})", comment(c));
         h += ' ' + spf_property(o);
+        any = true;
+    }
+    if (f.dkim) {
+        if (f.dkim->empty())
+            h += "\r\n\tdkim=none (no signature)";
+        for (const dkim::verdict& v : *f.dkim) {
+            h += fmt::format("\r\n\tdkim={}", dkim::to_string(v.res));
+            std::string c = v.reason;
+            if (v.testing)
+                c += c.empty() ? "key in testing mode" : "; key in testing mode";
+            if (!c.empty())
+                h += fmt::format(" ({})", comment(c));
+            if (!v.domain.empty())
+                h += fmt::format(" header.d={} header.s={}", v.domain, v.selector);
+            if (!v.b_prefix.empty())
+                h += " header.b=" + (is_token(v.b_prefix) ? v.b_prefix : quoted(v.b_prefix));
+        }
         any = true;
     }
     if (!any)

@@ -13,12 +13,16 @@
 #include <string>
 #include <string_view>
 
+#include <vector>
+
+#include "policy/dkim.hh"
 #include "policy/spf.hh"
 
 namespace rw::policy {
 
 struct auth_findings {
-    const spf::outcome* spf = nullptr;  // null: not checked
+    const spf::outcome* spf = nullptr;                // null: not checked
+    const std::vector<dkim::verdict>* dkim = nullptr;  // null: not checked; empty: no signature
 };
 
 // The whole field, folded, ending in CRLF. With nothing checked it says

@@ -19,6 +19,7 @@
 #include "fs/spool.hh"
 #include "policy/cidr.hh"
 #include "policy/credentials.hh"
+#include "policy/dkim.hh"
 #include "policy/rate_limit.hh"
 #include "policy/relay.hh"
 #include "policy/spf.hh"
@@ -61,6 +62,8 @@ struct authentication_options {
     bool spf_tempfail_temperror = false;  // a temperror gets 451 4.7.24 at MAIL
     std::string authserv_id;
     policy::spf::options spf_options;
+    bool dkim_verify = false;  // verify the DKIM signatures of arriving mail
+    policy::dkim::options dkim_options;
 };
 
 // Connection counts shared by every core of one listener.

@@ -155,6 +155,20 @@ private:
     // through this as it arrives.
     std::optional<smtp::message_pipeline> _pipeline;
     void start_pipeline();
+    // DKIM verification of the message streaming in (arriving mail only),
+    // fed by the pipeline; its verdicts once the message is complete.
+    struct dkim_feed : smtp::body_consumer {
+        policy::dkim::verification v;
+        const smtp::message_pipeline* p = nullptr;
+        explicit dkim_feed(const policy::dkim::options& o) : v(o) {}
+        void headers_end(uint64_t) override { v.header_section(p->headers().fields()); }
+        void body(std::string_view b) override { v.body(b); }
+        void end() override { v.end(); }
+    };
+    std::unique_ptr<dkim_feed> _dkim_feed;
+    std::optional<std::vector<policy::dkim::verdict>> _dkim;
+    // After the message: the checks that need all of it (DKIM).
+    task<void> verify_message();
     std::string _subject;  // of the message being queued, for the mail log
     std::optional<policy::spf::outcome> _spf;  // of this transaction, when checked
 };
@@ -270,6 +284,8 @@ void session::reset_transaction() {
     _bdat_bytes = 0;
     _bdat_error.reset();
     _pipeline.reset();
+    _dkim_feed.reset();
+    _dkim.reset();
     _spf.reset();
 }
 
@@ -437,9 +453,31 @@ void session::start_pipeline() {
     // RFC 8601 5: an Authentication-Results field with our authserv-id
     // that comes from outside was not written by us; it does not pass.
     // Our own clients' mail may carry one from an inner hop.
-    if (_env->auth && !_env->auth->authserv_id.empty() && !_env->relay->may_relay(connection_facts()))
+    const bool arriving = !_env->relay->may_relay(connection_facts());
+    if (_env->auth && !_env->auth->authserv_id.empty() && arriving)
         o.omit_results_of = _env->auth->authserv_id;
     _pipeline.emplace(std::move(o));
+    _dkim_feed.reset();
+    _dkim.reset();
+    if (_env->auth && _env->auth->dkim_verify && arriving) {
+        policy::dkim::options d = _env->auth->dkim_options;
+        d.now = int64_t(std::time(nullptr));
+        _dkim_feed = std::make_unique<dkim_feed>(d);
+        _dkim_feed->p = &*_pipeline;
+        _pipeline->add(_dkim_feed.get());
+    }
+}
+
+task<void> session::verify_message() {
+    if (!_dkim_feed)
+        co_return;
+    if (!_dkim_feed->v.has_signatures() || !_env->dns) {
+        _dkim.emplace();  // checked: no signature
+        co_return;
+    }
+    policy::dns_answers answers;
+    auto t = verify::check_dkim(*_env->dns, _dkim_feed->v, answers);
+    _dkim = co_await std::move(t);
 }
 
 fs::added_headers session::added_headers(uint64_t id) {
@@ -449,11 +487,16 @@ fs::added_headers session::added_headers(uint64_t id) {
     if (_pipeline)
         a.omit = _pipeline->omitted();
     a.prefix = received_header(id);
-    if (_env->auth && !_env->auth->authserv_id.empty() && _spf) {
+    if (_env->auth && !_env->auth->authserv_id.empty() && (_spf || _dkim)) {
         policy::auth_findings f;
-        f.spf = &*_spf;
+        f.spf = _spf ? &*_spf : nullptr;
+        f.dkim = _dkim ? &*_dkim : nullptr;
         a.prefix += policy::authentication_results(_env->auth->authserv_id, f);
     }
+    // A message without a header section: the fields added on top would
+    // make its first lines header; an empty line keeps them body.
+    if (_pipeline && _pipeline->headers().done() && _pipeline->headers().section_bytes() == 0)
+        a.prefix += "\r\n";
     return a;
 }
 
@@ -472,12 +515,24 @@ void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
     }
     const std::string_view spf = _spf ? policy::spf::to_string(_spf->res) : std::string_view();
     const std::string_view spf_domain = _spf ? std::string_view(_spf->domain) : std::string_view();
+    // "none", or "result:domain" per signature; empty when not checked.
+    std::string dkim;
+    if (_dkim) {
+        for (const auto& v : *_dkim) {
+            if (!dkim.empty())
+                dkim += ' ';
+            dkim += fmt::format("{}:{}", policy::dkim::to_string(v.res), v.domain);
+        }
+        if (_dkim->empty())
+            dkim = "none";
+    }
     journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
                                  {"from", std::string_view(_mail_from)}, {"to", std::string_view(to)},
                                  {"rcpts", uint64_t(_rcpts.size())},
                                  {"size", size}, {"body", by}, {"tls", bool(_tls)},
                                  {"subject", std::string_view(_subject)},
-                                 {"spf", spf}, {"spf_domain", spf_domain}});
+                                 {"spf", spf}, {"spf_domain", spf_domain},
+                                 {"dkim", std::string_view(dkim)}});
     queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
     reset_transaction();
 }
@@ -572,6 +627,7 @@ task<bool> session::do_data() {
         co_return true;
     }
     uint64_t size = dec.bytes_out();
+    co_await verify_message();
     const fs::added_headers added = added_headers(mw.id());
     auto id = co_await mw.commit(added);
     if (!id) {
@@ -657,6 +713,7 @@ task<bool> session::do_bdat(const smtp::command& c) {
         co_return true;
     }
     uint64_t size = _bdat_bytes;
+    co_await verify_message();
     const fs::added_headers added = added_headers(_bdat_writer->id());
     auto id = co_await _bdat_writer->commit(added);
     if (!id) {

@@ -92,4 +92,28 @@ task<policy::spf::outcome> check_spf(net::resolver& r, policy::spf::request rq, 
     }
 }
 
+task<std::vector<policy::dkim::verdict>> check_dkim(net::resolver& r, const policy::dkim::verification& v,
+                                                    policy::dns_answers& answers) {
+    for (unsigned round = 0;; ++round) {
+        policy::step<std::vector<policy::dkim::verdict>> s = v.evaluate(answers);
+        if (s.done)
+            co_return std::move(*s.done);
+        if (round >= 2 || s.need.empty())
+            break;  // one round asks every key; a second is only a retry
+        std::vector<policy::dns_query> need = std::move(s.need);
+        co_await resolve(r, need, answers);
+    }
+    // Keys still missing (the answers were not kept): temperror for those.
+    std::vector<policy::dkim::verdict> out;
+    policy::step<std::vector<policy::dkim::verdict>> s = v.evaluate(answers);
+    for (const auto& q : s.need) {
+        policy::dns_answer a;
+        a.status = policy::dns_status::temporary;
+        a.error = "no answer";
+        answers.put(q, std::move(a));
+    }
+    s = v.evaluate(answers);
+    co_return s.done ? std::move(*s.done) : out;
+}
+
 }  // namespace rw::mta::verify

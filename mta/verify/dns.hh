@@ -7,6 +7,7 @@
 
 #include <span>
 
+#include "policy/dkim.hh"
 #include "policy/dns_facts.hh"
 #include "policy/spf.hh"
 #include "runtime/net/dns.hh"
@@ -26,5 +27,10 @@ task<void> resolve(net::resolver& r, std::span<const policy::dns_query> queries,
 // already holds, which the lookups made here are added to).
 task<policy::spf::outcome> check_spf(net::resolver& r, policy::spf::request rq, const policy::spf::options& o,
                                      policy::dns_answers& answers);
+
+// The verdicts of a message's DKIM signatures (v has seen the whole
+// message), their key records asked for in parallel.
+task<std::vector<policy::dkim::verdict>> check_dkim(net::resolver& r, const policy::dkim::verification& v,
+                                                    policy::dns_answers& answers);
 
 }  // namespace rw::mta::verify

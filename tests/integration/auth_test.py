@@ -10,16 +10,21 @@
 
     auth_test.py BUILD_DIR
 """
-import gzip
+import base64
 import email
 import email.policy
+import gzip
 import json
 import os
+import re
 import smtplib
 import socket
+import subprocess
 import sys
 import unittest
 
+import dkim
+import nacl.signing
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -270,8 +275,118 @@ class AddedHeaders(AuthTest):
         self.assertTrue(r.startswith(b"552 5.3.4"), r)
         wait_until(lambda: len(saved(sink.save)) == 1, timeout=30, what="the message at the sink")
         eml = saved(sink.save)[0][0]
+        # Our fields, then an empty line, so the first line stays body.
         self.assertTrue(eml.endswith(b"spf=pass (mechanism \"ip4:127.0.0.0/8\" matched) smtp.mailfrom=a@pass.test\r\n"
-                                     b"just a body line\r\n"), eml)
+                                     b"\tdkim=none (no signature)\r\n\r\njust a body line\r\n"), eml)
+
+
+def rsa_key(bits):
+    """A new RSA key: (PEM private key, base64 SubjectPublicKeyInfo)."""
+    pem = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", f"rsa_keygen_bits:{bits}"],
+                         check=True, capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubout", "-outform", "DER"], input=pem, check=True,
+                         capture_output=True).stdout
+    return pem, base64.b64encode(der).decode()
+
+
+def ed25519_key():
+    """A new Ed25519 key as dkimpy wants it: (base64 seed, base64 public key)."""
+    sk = nacl.signing.SigningKey.generate()
+    return base64.b64encode(bytes(sk)), base64.b64encode(bytes(sk.verify_key)).decode()
+
+
+BODY = b"Hello,\r\n\r\n  a line  with   spaces \t\r\nlast line\r\n\r\n\r\n"
+HEAD = (b"From: Alice <alice@signer.test>\r\nTo: x@local.test\r\nSubject: signed\r\n"
+        b"Date: Mon, 07 Dec 2026 06:00:00 +0000\r\nMessage-ID: <1@signer.test>\r\n\r\n")
+
+
+class SessionDKIM(AuthTest):
+    """DKIM verification of arriving mail, against dkimpy's signatures."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.rsa_pem, rsa_pub = rsa_key(2048)
+        cls.weak_pem, weak_pub = rsa_key(512)
+        cls.ed_seed, ed_pub = ed25519_key()
+        cls.records = {
+            "rsa._domainkey.signer.test": f"v=DKIM1; k=rsa; p={rsa_pub}",
+            "ed._domainkey.signer.test": f"v=DKIM1; k=ed25519; p={ed_pub}",
+            "weak._domainkey.signer.test": f"v=DKIM1; k=rsa; p={weak_pub}",
+            "gone._domainkey.signer.test": "v=DKIM1; k=rsa; p=",
+        }
+
+    def dnsfunc(self, name, timeout=5):
+        rec = self.records.get(name.decode().rstrip("."))
+        return rec.encode() if rec else None
+
+    def sign(self, msg, selector, key, **kw):
+        kw.setdefault("include_headers", [b"from", b"to", b"subject", b"date", b"message-id"])
+        return dkim.sign(msg, selector.encode(), b"signer.test", key, **kw) + msg
+
+    def test_signatures_are_verified_as_the_message_streams_in(self):
+        sink = self.sink(save=True)
+        zone = dict(ZONE)
+        for name, txt in self.records.items():
+            zone[name] = [{"TXT": txt}]
+        zone["signer.test"] = [{"TXT": "v=spf1 ip4:127.0.0.0/8 -all"}]
+        self.dns.set_zone(zone)
+        self.start(routes=[("local.test", [f"127.0.0.1:{sink.port}"])])
+        msg = HEAD + BODY
+        rsa = self.sign(msg, "rsa", self.rsa_pem, canonicalize=(b"relaxed", b"relaxed"))
+        both = self.sign(self.sign(msg, "rsa", self.rsa_pem), "ed", self.ed_seed,
+                         signature_algorithm=b"ed25519-sha256")
+        cases = {
+            "relaxed": (rsa, ["pass"]),
+            "simple": (self.sign(msg, "rsa", self.rsa_pem, canonicalize=(b"simple", b"simple")), ["pass"]),
+            "ed25519": (self.sign(msg, "ed", self.ed_seed, signature_algorithm=b"ed25519-sha256"), ["pass"]),
+            "dual": (both, ["pass", "pass"]),
+            "body changed": (rsa.replace(b"last line", b"last  lime"), ["fail (body hash did not verify)"]),
+            "subject changed": (rsa.replace(b"Subject: signed", b"Subject: signeD"),
+                                ["fail (signature did not verify)"]),
+            "rsa-sha1": (self.sign(msg, "rsa", self.rsa_pem, signature_algorithm=b"rsa-sha1"),
+                         ["fail (rsa-sha1 is not accepted (RFC 8301))"]),
+            "no key": (self.sign(msg, "nokey", self.rsa_pem), ["permerror (no key for signature)"]),
+            "revoked": (self.sign(msg, "gone", self.rsa_pem), ["permerror (key revoked (empty p=))"]),
+            "length": (self.sign(msg, "rsa", self.rsa_pem, length=True) + b"appended\r\n",
+                       ["policy (l= leaves part of the body unsigned)"]),
+            "unsigned": (msg, ["none (no signature)"]),
+        }
+        for name, (m, _) in cases.items():
+            with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="helo.test", timeout=30) as c:
+                c.sendmail("alice@signer.test", ["x@local.test"], m)
+        # The weak key's message through BDAT: the same pipeline.
+        r = bdat(self.g.port, b"alice@signer.test", b"x@local.test", self.sign(msg, "weak", self.weak_pem))
+        self.assertTrue(r.startswith(b"250"), r)
+        cases["weak"] = (None, ["fail (RSA key of 512 bits, under 1024 (RFC 8301))"])
+        wait_until(lambda: len(saved(sink.save)) == len(cases), timeout=60, what="every message at the sink")
+        got = []
+        for eml, _, _ in saved(sink.save):
+            ar = email.message_from_bytes(eml, policy=email.policy.compat32)["Authentication-Results"]
+            got.append(" ".join(ar.split()))
+        for (name, (sent, want)), ar in zip(cases.items(), got):
+            with self.subTest(case=name):
+                results = re.findall(r"dkim=(\w+(?: \((?:[^()]|\([^()]*\))*\))?)", ar)
+                self.assertEqual(results, want, ar)
+                if want[0] != "none (no signature)":
+                    self.assertIn("header.d=signer.test", ar)
+        # dkimpy agrees on what it can tell: the signatures that pass here
+        # pass there, on the message as delivered (our fields on top).
+        for eml, _, _ in saved(sink.save)[:4]:
+            self.assertTrue(dkim.verify(eml, dnsfunc=self.dnsfunc), eml[:600])
+        journal = [r.get("dkim") for r in self.g.journal() if r.get("event") == "received"]
+        self.assertEqual(journal[:4], ["pass:signer.test", "pass:signer.test", "pass:signer.test",
+                                       "pass:signer.test pass:signer.test"])
+        self.assertIn("none", journal)
+
+    def test_relay_clients_are_not_verified(self):
+        sink = self.sink(save=True)
+        self.dns.set_zone(ZONE)
+        self.start(routes=[("local.test", [f"127.0.0.1:{sink.port}"])], relay_networks='["127.0.0.1/32"]')
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="helo.test", timeout=30) as c:
+            c.sendmail("alice@signer.test", ["x@local.test"], self.sign(HEAD + BODY, "rsa", self.rsa_pem))
+        wait_until(lambda: len(saved(sink.save)) == 1, timeout=30, what="the message at the sink")
+        self.assertNotIn(b"Authentication-Results", saved(sink.save)[0][0])
+        self.assertFalse([q for q in self.dns.queries if "_domainkey" in q[0]], self.dns.queries)
 
 
 if __name__ == "__main__":
