@@ -257,6 +257,8 @@ task<result<size_t, spool_error>> shard::read_message(uint64_t id, uint64_t off,
         if (!a)
             co_return unexpected(a.error());
         const std::string& p = a.value().prefix;
+        if (p.size() != plen)
+            co_return unexpected(spool_error{spool_errc::corrupt, "added header record does not match the index"});
         size_t n = std::min<size_t>(p.size() - off, out.size());
         std::memcpy(out.data(), p.data() + off, n);
         done = n;

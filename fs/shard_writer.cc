@@ -493,7 +493,8 @@ task<result<uint64_t, spool_error>> shard::commit_message(uint64_t id) {
             }
             end = o.offset + o.length;
         }
-        if (added.prefix.size() > rec::k_max_added_headers || added.omit.size() > rec::k_max_omitted) {
+        if (added.prefix.size() > rec::k_max_added_headers || added.omit.size() > rec::k_max_omitted ||
+            pad8(sizeof(record_header) + rec::encode_headers(added).size()) > _opt.batch_bytes) {
             _msgs.erase(id);
             co_return unexpected(spool_error{spool_errc::too_large, "added header fields too large"});
         }

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <random>
@@ -107,6 +108,8 @@ task<result<geometry, std::string>> read_superblock(block_device& dev) {
             name, name));
     }
     geometry g = to_geometry(*use);
+    if (va == sb_verdict::ok && vb == sb_verdict::ok)
+        g.version = std::min(a.version, b.version);  // an upgrade cut short leaves them apart
     uint64_t need = g.data_offset + uint64_t(g.shard_count) * g.slots_per_shard * g.segment_bytes;
     if (need > dev.size_bytes())
         co_return unexpected(fmt::format("{}: the spool needs {} bytes but the device has only {} (was it shrunk?)",
@@ -126,8 +129,8 @@ task<result<void, std::string>> upgrade_superblock(block_device& dev, geometry& 
     for (size_t copy = 0; copy < 2; ++copy) {
         superblock sb;
         std::memcpy(&sb, buf.data() + copy * k_block_bytes, sizeof sb);
-        if (check(sb) != sb_verdict::ok || sb.spool_id != g.spool_id)
-            continue;  // a damaged copy stays as it is; the other one carries the spool
+        if (check(sb) != sb_verdict::ok || sb.spool_id != g.spool_id || sb.version >= k_format_version)
+            continue;  // damaged (the other copy carries the spool) or already stamped
         sb.version = k_format_version;
         sb.crc = sb_crc(sb);
         disk::aligned_buffer one(k_block_bytes);

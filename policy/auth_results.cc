@@ -138,6 +138,16 @@ size_t skip_cfws(std::string_view v, size_t i) {
 
 bool names_authserv_id(std::string_view value, std::string_view authserv_id) {
     size_t i = skip_cfws(value, 0);
+    if (i < value.size() && value[i] == '"') {
+        // A quoted-string: what it says once its quoted-pairs are undone.
+        std::string id;
+        for (size_t k = i + 1; k < value.size() && value[k] != '"'; ++k) {
+            if (value[k] == '\\' && k + 1 < value.size())
+                ++k;
+            id += value[k];
+        }
+        return !id.empty() && mail::iequals(id, authserv_id);
+    }
     size_t j = i;
     while (j < value.size() && value[j] != ';' && value[j] != ' ' && value[j] != '\t' && value[j] != '(' &&
            value[j] != '\r' && value[j] != '\n')

@@ -49,8 +49,16 @@ void message_pipeline::keep_first_line(std::string_view consumed) {
     // Until the first line is known to be a field, its bytes may turn out
     // to be body (a message without a header section); the line is short
     // (the DATA decoder limits lines), this is a bound all the same.
-    if (_fields_seen == 0 && _headers.fields().empty() && _first_line.size() + consumed.size() <= k_max_first_line)
-        _first_line.append(consumed);
+    if (_fields_seen != 0 || !_headers.fields().empty())
+        return;
+    if (_first_line.size() + consumed.size() > k_max_first_line) {
+        // Only BDAT has no line length limit; a first line this long that
+        // may yet be body is refused rather than passed on incomplete.
+        if (!_failure)
+            _failure = header_too_large("first line longer than 64 KiB");
+        return;
+    }
+    _first_line.append(consumed);
 }
 
 bool message_pipeline::end_headers() {
