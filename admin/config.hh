@@ -246,6 +246,15 @@ struct authentication_config {
     std::string spf_explanation = "%{d}: sender %{s} not permitted from %{i}";
     bool dkim_verify = true;               // verify DKIM signatures of arriving mail
     bool dkim_trust_length = false;        // an l= signature may pass
+    bool dkim_sign = true;                 // sign relayed mail whose From domain has a key
+    std::string dkim_key_dir;              // SELECTOR._domainkey.DOMAIN.pem files; empty: control.config_dir/dkim
+    std::vector<std::string> dkim_sign_headers = {
+        "from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc", "mime-version",
+        "content-type", "content-transfer-encoding", "in-reply-to", "references", "list-id", "list-unsubscribe",
+        "list-unsubscribe-post"};
+    std::vector<std::string> dkim_oversign = {"from", "reply-to", "subject", "date", "to", "cc", "mime-version",
+                                              "content-type", "list-unsubscribe", "list-unsubscribe-post"};
+    int64_t dkim_expire_days = 0;          // x= this many days after signing; 0: none
 
     friend bool operator==(const authentication_config&, const authentication_config&) = default;
 };

@@ -419,6 +419,25 @@ const key_spec k_keys[] = {
      "Let a signature with l= (covering only the start of the body) pass; otherwise it gives \"policy\" when "
      "unsigned content follows.",
      false, {}, {}, RW_F(authentication_config, dkim_trust_length)},
+    {"authentication", "dkim_sign", T::boolean, 0, 0, {}, {}, live,
+     "DKIM-sign the mail of clients that may relay when the domain of its From: (or a parent of it) has "
+     "keys in dkim_key_dir: one signature per key (an RSA and an Ed25519 key: dual signing). The body hash is "
+     "computed while the message streams in.",
+     false, {}, {}, RW_F(authentication_config, dkim_sign)},
+    {"authentication", "dkim_key_dir", T::path, 0, 0, "a directory, or \"\" for control.config_dir/dkim", {}, live,
+     "Signing keys, one PEM file (PKCS#8, RSA of 1024 bits or more, or Ed25519) per key, named "
+     "SELECTOR._domainkey.DOMAIN.pem; `ringway dkim genkey` writes them here. Read at every commit and by "
+     "`ringway dkim reload`; a key that does not load refuses the commit.",
+     false, {}, {}, RW_F(authentication_config, dkim_key_dir)},
+    {"authentication", "dkim_sign_headers", T::string_list, 1, 64, "header field names", {}, live,
+     "The header fields a signature covers (each instance present; From always).", false, {}, {},
+     RW_F(authentication_config, dkim_sign_headers)},
+    {"authentication", "dkim_oversign", T::string_list, 0, 64, "header field names", {}, live,
+     "Fields signed once more than present, so that one added later breaks the signature.", false, {}, {},
+     RW_F(authentication_config, dkim_oversign)},
+    {"authentication", "dkim_expire_days", T::integer, 0, 3650, "0 (none) or days", "days", live,
+     "The signature's x= (expiry) this many days after signing.", false, {}, {},
+     RW_F(authentication_config, dkim_expire_days)},
 };
 
 #undef RW_F

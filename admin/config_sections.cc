@@ -395,6 +395,23 @@ void loader::read_authentication(const section& s, authentication_config& out) {
         else
             out.authserv_id = std::move(*v);
     }
+    set_path(s, "dkim_key_dir", true, "a directory, or empty for control.config_dir/dkim", out.dkim_key_dir);
+    for (const char* k : {"dkim_sign_headers", "dkim_oversign"}) {
+        if (!s.get(k))
+            continue;
+        const std::string_view allowed = "header field names, like [\"from\", \"subject\"]";
+        std::vector<std::string> names;
+        for_each_string(s, k, 64, allowed, [&](uint32_t line, const std::string& path, const std::string& v) {
+            bool ok = !v.empty() && v.size() <= 64;
+            for (unsigned char c : v)
+                ok = ok && c > 32 && c < 127 && c != ':';
+            if (ok)
+                names.push_back(mail::lower_ascii(v));
+            else
+                error(line, path, fmt::format("{} is not a header field name", quote(v)), allowed);
+        });
+        (std::string_view(k) == "dkim_oversign" ? out.dkim_oversign : out.dkim_sign_headers) = std::move(names);
+    }
     const std::string_view exp_allowed = "printable ASCII text with SPF macros, like \"%{i} may not send for %{d}\"";
     if (auto v = read_string(s, "spf_explanation", exp_allowed)) {
         if (v->size() > 512 || !policy::spf::check_explanation(*v))

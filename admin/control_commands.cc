@@ -1119,6 +1119,8 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
         co_return co_await cmd_counters_reset(c, who);
     if (cmd == "findevent")
         co_return co_await cmd_findevent(c, args);
+    if (cmd == "dkim")
+        co_return co_await cmd_dkim(c, who, args);
     if (is_config_command(cmd))
         co_return co_await config_command(c, who, cmd, args);
     if (cmd == "destinations") {  // for the shell's completion

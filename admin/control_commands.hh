@@ -84,6 +84,8 @@ nlohmann::json pending_restart(const context& c);
 // policy stage, nothing queued.
 task<nlohmann::json> trace(context& c, const nlohmann::json& args);
 
+// dkim genkey|keys|reload (admin/control_dkim.cc).
+task<nlohmann::json> cmd_dkim(context& c, const peer_cred& who, const nlohmann::json& args);
 task<nlohmann::json> dispatch(context& c, const peer_cred& who, const std::string& cmd, const nlohmann::json& args);
 
 // `tail`: the last `lines` records of the mail log matching the filters,

@@ -172,6 +172,7 @@ struct generation {
     std::vector<policy::cidr> limit_exempt;  // smtp.client_limit_exceptions, or the relay networks
     mta::delivery::options delivery;
     mta::authentication_options auth;
+    std::shared_ptr<const policy::dkim::keyring> dkim_keys;  // authentication.dkim_key_dir, read at build
 };
 
 // What every core shares, built on the main thread.
@@ -329,6 +330,7 @@ task<void> core_main(unsigned core, const config* cfg, std::vector<listener_fds>
             lg.error("listener={} TLS disabled: {}", cfg->listeners[i].name, ctx.error());
         }
         env->suspended = shared->suspended_listeners.contains(cfg->listeners[i].name);
+        env->dkim_keys = &shared->reg->dkim_keys;
         envs.push_back(std::move(env));
     }
     // Delivery: one service per core over this core's shards.
@@ -516,6 +518,13 @@ result<std::unique_ptr<generation>, std::string> build_generation(const config& 
         lg.warn("{}", n);
     g->delivery = delivery_options(cfg);
     g->auth = authentication_options(cfg);
+    const std::string key_dir = dkim_key_dir(cfg);
+    auto keys = policy::dkim::keyring::load_dir(key_dir);
+    if (!keys)
+        return unexpected(fmt::format("authentication.dkim_key_dir: {}", keys.error()));
+    g->dkim_keys = std::make_shared<const policy::dkim::keyring>(std::move(keys.value()));
+    if (g->dkim_keys->size())
+        lg.info("DKIM signing keys dir={} keys={}", key_dir, g->dkim_keys->size());
     return g;
 }
 
@@ -697,6 +706,7 @@ task<std::string> apply_commit(shared_state* sh, config committed) {
     }
     sh->generations.push_back(std::move(built.value()));
     const generation* g = sh->generations.back().get();
+    sh->reg->dkim_keys.set(g->dkim_keys);
     const unsigned cores = sh->cores;
     std::vector<std::pair<std::string, std::string>> certs;
     for (size_t i : recert)
@@ -882,6 +892,7 @@ int run_daemon(const config& cfg, const std::string& start_note) {
         shared.committed.push_back(std::make_unique<config>(cfg));
     }
     const generation* first = shared.generations.front().get();
+    reg.dkim_keys.set(first->dkim_keys);
     reg.running = &first->cfg;
     reg.committed = shared.committed.front().get();
     reg.apply = [sh = &shared](config committed) { return apply_commit(sh, std::move(committed)); };

@@ -71,6 +71,9 @@ public:
         return submit_to(core, [s, fn = std::move(fn)]() mutable { return fn(*s); });
     }
 
+    // The DKIM signing keys in force (a commit or `dkim reload` replaces them).
+    policy::dkim::keyring_holder dkim_keys;
+
     // Every core has filled its slot (after this, call() may be used).
     core_barrier started;
     // Every core's delivery has stopped: connections on one core record

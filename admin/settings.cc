@@ -43,6 +43,10 @@ mta::delivery::route_host to_route_host(const std::string& s, uint16_t default_p
     return h;
 }
 
+std::string dkim_key_dir(const config& cfg) {
+    return cfg.authentication.dkim_key_dir.empty() ? cfg.control.config_dir + "/dkim" : cfg.authentication.dkim_key_dir;
+}
+
 mta::authentication_options authentication_options(const config& cfg) {
     mta::authentication_options o;
     const auto& a = cfg.authentication;
@@ -53,6 +57,10 @@ mta::authentication_options authentication_options(const config& cfg) {
     o.spf_options.default_explanation = a.spf_explanation;
     o.dkim_verify = a.dkim_verify;
     o.dkim_options.trust_length_limit = a.dkim_trust_length;
+    o.dkim_sign = a.dkim_sign;
+    o.sign_options.headers = a.dkim_sign_headers;
+    o.sign_options.oversign = a.dkim_oversign;
+    o.sign_options.expire_seconds = a.dkim_expire_days * 86400;
     return o;
 }
 

@@ -24,6 +24,9 @@ mta::delivery::route_host to_route_host(const std::string& s, uint16_t default_p
 mta::delivery::options delivery_options(const config& cfg);
 // [authentication] for the SMTP server.
 mta::authentication_options authentication_options(const config& cfg);
+// Where the DKIM signing keys are: authentication.dkim_key_dir, or
+// control.config_dir/dkim.
+std::string dkim_key_dir(const config& cfg);
 
 // The relay policy of [smtp]. An error for a network policy cannot use
 // (the loader has already refused those).

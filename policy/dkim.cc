@@ -2,6 +2,7 @@
 // (dkim.hh).
 #include "policy/dkim.hh"
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
@@ -9,6 +10,7 @@
 
 #include "mail/codec.hh"
 #include "mail/domain.hh"
+#include "policy/dkim_sign.hh"
 
 namespace rw::policy::dkim {
 
@@ -153,7 +155,7 @@ std::optional<signature> parse_signature(std::string_view value, std::string& wh
     else if (a == "rsa-sha1")
         s.a = algorithm::rsa_sha1;
     else {
-        why = "unknown signing algorithm " + std::string(a);
+        why = "unknown signing algorithm " + std::string(a.substr(0, 32));
         return std::nullopt;
     }
     s.b_text = strip_fws(find(*tags, "b")->value);
@@ -179,7 +181,7 @@ std::optional<signature> parse_signature(std::string_view value, std::string& wh
         };
         auto h = one(hc), bo = one(bc);
         if (!h || !bo) {
-            why = "unknown canonicalization " + std::string(parts);
+            why = "unknown canonicalization " + std::string(parts.substr(0, 32));
             return std::nullopt;
         }
         s.header_canon = *h;
@@ -268,7 +270,7 @@ std::optional<key> parse_key(std::string_view txt, std::string& why) {
         if (t->value == "ed25519")
             k.ed25519 = true;
         else if (t->value != "rsa") {
-            why = "unknown key type " + std::string(t->value);
+            why = "unknown key type " + std::string(t->value.substr(0, 32));
             return std::nullopt;
         }
     }
@@ -325,21 +327,11 @@ void verification::header_section(const std::vector<mail::header_field>& fields)
         o.field = idx;
         const std::string_view rv = f.raw_value();
         o.sig = parse_signature(rv, o.error);
-        if (o.sig) {
+        // Signatures that are never checked cost no body hash: rsa-sha1
+        // fails as it is, and only the first max_signatures count.
+        if (o.sig && o.sig->a != algorithm::rsa_sha1 && _sigs.size() < _o.max_signatures) {
             const signature& s = *o.sig;
-            // The signed header fields, each name taking the lowest
-            // instance not yet taken (RFC 6376 5.4.2); its own field never.
-            std::vector<bool> used(fields.size(), false);
-            used[idx] = true;
-            for (const std::string& name : s.h) {
-                for (size_t j = fields.size(); j-- > 0;) {
-                    if (!used[j] && mail::iequals(fields[j].name(), name)) {
-                        used[j] = true;
-                        o.signed_data += canon_header(fields[j].raw, fields[j].name_len, s.header_canon);
-                        break;
-                    }
-                }
-            }
+            o.signed_data = signed_header_data(fields, s.h, s.header_canon == canon::relaxed, idx);
             // Then its own field with b='s value deleted, without the
             // final CRLF (RFC 6376 3.7).
             auto tags = parse_tags(rv);
@@ -399,16 +391,20 @@ result check_crypto(const signature& s, const key& k, const std::string& data, s
         pk.reset(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr,
                                              reinterpret_cast<const unsigned char*>(k.p.data()), 32));
     } else {
-        const unsigned char* p = reinterpret_cast<const unsigned char*>(k.p.data());
+        const unsigned char* const begin = reinterpret_cast<const unsigned char*>(k.p.data());
+        const unsigned char* p = begin;
         pk.reset(d2i_PUBKEY(nullptr, &p, long(k.p.size())));
         if (!pk) {  // some publish the bare RSAPublicKey
-            p = reinterpret_cast<const unsigned char*>(k.p.data());
+            p = begin;
             pk.reset(d2i_PublicKey(EVP_PKEY_RSA, nullptr, &p, long(k.p.size())));
         }
+        if (pk && p != begin + k.p.size())
+            pk.reset();  // bytes after the key: not a key record we understand
         if (pk && EVP_PKEY_get_base_id(pk.get()) != EVP_PKEY_RSA)
             pk.reset();
     }
     if (!pk) {
+        ERR_clear_error();
         why = "key data is not a public key";
         return result::permerror;
     }
@@ -419,12 +415,16 @@ result check_crypto(const signature& s, const key& k, const std::string& data, s
     EVP_MD_CTX* ctx = EVP_MD_CTX_new();
     int ok = 0;
     const auto* sig = reinterpret_cast<const unsigned char*>(s.b.data());
+    if (!ctx) {
+        why = "out of memory";
+        return result::temperror;
+    }
     if (k.ed25519) {
         // RFC 8463 3: Ed25519 signs the SHA-256 hash of the header data.
         unsigned char d[32];
         unsigned n = 0;
-        EVP_Digest(data.data(), data.size(), d, &n, EVP_sha256(), nullptr);
-        ok = EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, pk.get()) == 1 &&
+        ok = EVP_Digest(data.data(), data.size(), d, &n, EVP_sha256(), nullptr) == 1 &&
+             EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, pk.get()) == 1 &&
              EVP_DigestVerify(ctx, sig, s.b.size(), d, n) == 1;
     } else {
         ok = EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, pk.get()) == 1 &&
@@ -432,6 +432,7 @@ result check_crypto(const signature& s, const key& k, const std::string& data, s
                               data.size()) == 1;
     }
     EVP_MD_CTX_free(ctx);
+    ERR_clear_error();  // a failed verification leaves its reasons queued
     if (!ok) {
         why = "signature did not verify";
         return result::fail;
@@ -490,7 +491,7 @@ step<std::vector<verdict>> verification::evaluate(const dns_answers& answers) co
             } else if (!k->sha256) {
                 v.res = result::permerror;
                 v.reason = "key does not allow sha256";
-            } else if (k->strict && s.i.substr(s.i.rfind('@') + 1) != s.d) {
+            } else if (k->strict && mail::normalize_domain(s.i.substr(s.i.rfind('@') + 1)) != s.d) {
                 v.res = result::permerror;
                 v.reason = "key allows no subdomain in i= (t=s)";
             } else if (!_ended || size_t(o.hasher) >= _digests.size()) {

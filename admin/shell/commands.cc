@@ -465,6 +465,32 @@ std::string fmt_abandon(const json& r) {
     return r.value("abandoned", false) ? "candidate abandoned\n" : "there was no candidate\n";
 }
 
+// A TXT record in zone-file form: strings of at most 255 octets.
+std::string zone_txt(const std::string& name, const std::string& rec) {
+    std::string o = name + ". IN TXT (";
+    for (size_t i = 0; i < rec.size(); i += 255)
+        o += fmt::format("\n    \"{}\"", rec.substr(i, 255));
+    return o + " )\n";
+}
+
+std::string fmt_dkim(const json& r) {
+    if (r.contains("record")) {
+        return fmt::format("made {} key {} ({} bits), in force now\nfile: {}\npublish this record:\n{}",
+                           s(r, "type"), s(r, "dns_name"), u(r, "bits"), s(r, "file"),
+                           zone_txt(s(r, "dns_name"), s(r, "record")));
+    }
+    if (r.contains("keys") && r["keys"].is_number())
+        return fmt::format("{} signing key{} in force from {}\n", u(r, "keys"), u(r, "keys") == 1 ? "" : "s", s(r, "dir"));
+    std::string o = fmt::format("signing keys in {}:\n", s(r, "dir"));
+    if (r["keys"].empty())
+        o += "  none (make one with: dkim genkey DOMAIN SELECTOR)\n";
+    for (const auto& k : r["keys"])
+        o += fmt::format("  {:<40} {:<8} {:>5} bits\n", s(k, "dns_name"), s(k, "type"), u(k, "bits"));
+    for (const auto& k : r["keys"])
+        o += "\n" + zone_txt(s(k, "dns_name"), s(k, "record"));
+    return o;
+}
+
 std::vector<command> make_commands() {
     using a = arg_spec;
     std::vector<command> v;
@@ -616,6 +642,17 @@ std::vector<command> make_commands() {
                  "route each recipient would take) with the committed configuration, or the candidate, and\n"
                  "prints each stage's decision and the verdict. Nothing is queued or sent.",
                  fmt_trace});
+    v.push_back({"dkim", "dkim",
+                 {a{"action", a::choice, {"genkey", "keys", "reload"}}, a{"domain", a::word, {}, true},
+                  a{"selector", a::word, {}, true}, a{"type_flag", a::choice, {"--type"}, true, true},
+                  a{"type", a::choice, {"rsa", "ed25519"}, true}, a{"bits", a::number, {}, true}},
+                 "DKIM signing keys",
+                 "dkim genkey DOMAIN SELECTOR [--type rsa|ed25519] [BITS]: makes a signing key (RSA of 2048\n"
+                 "bits by default, or Ed25519) in authentication.dkim_key_dir, puts it in force at once and\n"
+                 "prints the TXT record to publish at SELECTOR._domainkey.DOMAIN. Mail relayed for DOMAIN (its\n"
+                 "From:) is signed with every key of the domain: make an RSA and an Ed25519 key to sign twice.\n"
+                 "dkim keys: the keys in force and their records. dkim reload: reads the directory again.",
+                 fmt_dkim});
     v.push_back({"version", "version", {}, "the daemon's version", "The version of the running ringwayd.",
                  [](const json& r) { return fmt::format("ringwayd {} (control protocol {})\n", s(r, "version"),
                                                         u(r, "protocol")); }});

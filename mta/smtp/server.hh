@@ -20,6 +20,7 @@
 #include "policy/cidr.hh"
 #include "policy/credentials.hh"
 #include "policy/dkim.hh"
+#include "policy/dkim_sign.hh"
 #include "policy/rate_limit.hh"
 #include "policy/relay.hh"
 #include "policy/spf.hh"
@@ -64,6 +65,8 @@ struct authentication_options {
     policy::spf::options spf_options;
     bool dkim_verify = false;  // verify the DKIM signatures of arriving mail
     policy::dkim::options dkim_options;
+    bool dkim_sign = false;    // sign relayed mail with the keys of its From domain
+    policy::dkim::sign_options sign_options;
 };
 
 // Connection counts shared by every core of one listener.
@@ -92,6 +95,7 @@ struct server_env {
     const policy::relay_policy* relay = nullptr;
     const policy::credentials* creds = nullptr;  // null: AUTH not offered
     const authentication_options* auth = nullptr; // null: no sender authentication
+    const policy::dkim::keyring_holder* dkim_keys = nullptr;  // signing keys (ringwayd-wide)
     net::resolver* dns = nullptr;                 // this core's resolver
     net::tls_context* tls = nullptr;              // null: no STARTTLS
     policy::rate_limiter* conn_rate = nullptr;    // per client IP, this core's share

@@ -166,6 +166,37 @@ private:
         void end() override { v.end(); }
     };
     std::unique_ptr<dkim_feed> _dkim_feed;
+    // DKIM signing of relayed mail: the keys of the From: domain, found at
+    // the end of the header section, and the body hash they share.
+    struct sign_feed : smtp::body_consumer {
+        std::shared_ptr<const policy::dkim::keyring> ring;
+        std::span<const policy::dkim::signing_key> keys;
+        std::unique_ptr<policy::dkim::body_hasher> hasher;
+        std::string body_hash;
+        const smtp::message_pipeline* p = nullptr;
+        void headers_end(uint64_t) override {
+            for (const auto& f : p->headers().fields()) {
+                if (!mail::name_is(f, "From"))
+                    continue;
+                auto from = mail::parse_address_list(f.unfolded_value());
+                if (from && !from->empty())
+                    keys = ring->for_domain(from->front().domain);
+                break;  // the first From: only
+            }
+            if (!keys.empty())
+                hasher = std::make_unique<policy::dkim::body_hasher>(policy::dkim::canon::relaxed, false, std::nullopt);
+        }
+        void body(std::string_view b) override {
+            if (hasher)
+                hasher->feed(b);
+        }
+        void end() override {
+            if (hasher)
+                body_hash = hasher->finish();
+            hasher.reset();
+        }
+    };
+    std::unique_ptr<sign_feed> _sign_feed;
     std::optional<std::vector<policy::dkim::verdict>> _dkim;
     // After the message: the checks that need all of it (DKIM).
     task<void> verify_message();
@@ -286,6 +317,7 @@ void session::reset_transaction() {
     _pipeline.reset();
     _dkim_feed.reset();
     _dkim.reset();
+    _sign_feed.reset();
     _spf.reset();
 }
 
@@ -466,6 +498,16 @@ void session::start_pipeline() {
         _dkim_feed->p = &*_pipeline;
         _pipeline->add(_dkim_feed.get());
     }
+    _sign_feed.reset();
+    if (_env->auth && _env->auth->dkim_sign && _env->dkim_keys && !arriving) {
+        auto ring = _env->dkim_keys->get();
+        if (ring && ring->size()) {
+            _sign_feed = std::make_unique<sign_feed>();
+            _sign_feed->ring = std::move(ring);
+            _sign_feed->p = &*_pipeline;
+            _pipeline->add(_sign_feed.get());
+        }
+    }
 }
 
 task<void> session::verify_message() {
@@ -486,7 +528,16 @@ fs::added_headers session::added_headers(uint64_t id) {
     fs::added_headers a;
     if (_pipeline)
         a.omit = _pipeline->omitted();
-    a.prefix = received_header(id);
+    if (_sign_feed && !_sign_feed->body_hash.empty()) {
+        policy::dkim::sign_options o = _env->auth->sign_options;
+        o.now = int64_t(std::time(nullptr));
+        auto sig = policy::dkim::sign(_pipeline->headers().fields(), _sign_feed->body_hash, _sign_feed->keys, o);
+        if (sig)
+            a.prefix = std::move(sig.value());
+        else
+            lg.error("icid={} {}: the message goes unsigned", _icid, sig.error());
+    }
+    a.prefix += received_header(id);
     if (_env->auth && !_env->auth->authserv_id.empty() && (_spf || _dkim)) {
         policy::auth_findings f;
         f.spf = _spf ? &*_spf : nullptr;

@@ -28,6 +28,7 @@ import nacl.signing
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import delivery_test  # noqa: E402
 from delivery_test import DeliveryTest, saved  # noqa: E402
 from ringway_harness import wait_until  # noqa: E402
 from zone_dns import ZoneServer  # noqa: E402
@@ -387,6 +388,74 @@ class SessionDKIM(AuthTest):
         wait_until(lambda: len(saved(sink.save)) == 1, timeout=30, what="the message at the sink")
         self.assertNotIn(b"Authentication-Results", saved(sink.save)[0][0])
         self.assertFalse([q for q in self.dns.queries if "_domainkey" in q[0]], self.dns.queries)
+
+
+class Signing(AuthTest):
+    """DKIM signing of relayed mail with keys made by `ringway dkim genkey`."""
+
+    def shell(self, *args, ok=True):
+        r = subprocess.run([os.path.join(delivery_test.BUILD, "admin", "ringway"), "--socket", self.sock, *args],
+                           capture_output=True, text=True, timeout=120)
+        if ok:
+            self.assertEqual(r.returncode, 0, f"{args}: {r.stderr}")
+        return r
+
+    def test_dual_signatures_verify_here_and_in_dkimpy(self):
+        sink = self.sink(save=True)
+        self.dns.set_zone(ZONE)
+        # 127.0.0.1 relays (its mail is signed); 127.0.0.3 is outside (its mail is verified).
+        self.start(routes=[("local.test", [f"127.0.0.1:{sink.port}"])], relay_networks='["127.0.0.1/32"]')
+        out = self.shell("dkim", "genkey", "signer.test", "rsa2026").stdout
+        self.assertIn("made rsa key rsa2026._domainkey.signer.test (2048 bits), in force now", out)
+        self.assertIn('rsa2026._domainkey.signer.test. IN TXT (\n    "v=DKIM1; k=rsa; p=', out)
+        self.shell("dkim", "genkey", "signer.test", "ed2026", "--type", "ed25519")
+        keys = json.loads(self.shell("--json", "dkim", "keys").stdout)["keys"]
+        self.assertEqual([(k["selector"], k["type"]) for k in keys], [("ed2026", "ed25519"), ("rsa2026", "rsa")])
+        again = self.shell("dkim", "genkey", "signer.test", "rsa2026", ok=False)
+        self.assertNotEqual(again.returncode, 0)
+        self.assertIn("exists", again.stderr)
+        records = {f'{k["selector"]}._domainkey.signer.test': k["record"] for k in keys}
+        zone = dict(ZONE)
+        zone.update({name: [{"TXT": txt}] for name, txt in records.items()})
+        self.dns.set_zone(zone)
+
+        msg = HEAD.replace(b"Subject: signed", b"Subject: signed\r\nSubject: second") + BODY
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="helo.test", timeout=30) as c:
+            c.sendmail("alice@signer.test", ["x@local.test"], msg)
+            # Not ours to sign: no key for other.test.
+            c.sendmail("bob@other.test", ["x@local.test"], msg.replace(b"alice@signer.test", b"bob@other.test"))
+        wait_until(lambda: len(saved(sink.save)) == 2, timeout=30, what="two messages at the sink")
+        signed, unsigned = saved(sink.save)[0][0], saved(sink.save)[1][0]
+        self.assertNotIn(b"DKIM-Signature", unsigned)
+        self.assertEqual(signed.count(b"DKIM-Signature: "), 2, signed)
+        self.assertTrue(signed.endswith(msg), signed)
+        head = signed.split(b"\r\n\r\n", 1)[0].decode()
+        self.assertIn("a=rsa-sha256", head)
+        self.assertIn("a=ed25519-sha256", head)
+        # Both subjects signed and one more (over-signing): an added one breaks it.
+        self.assertIn("subject:subject:subject", " ".join(head.split()).replace(": ", ":"))
+
+        def dnsfunc(name, timeout=5):
+            rec = records.get(name.decode().rstrip("."))
+            return rec.encode() if rec else None
+
+        d = dkim.DKIM(signed)
+        for idx in range(2):
+            self.assertTrue(d.verify(idx=idx, dnsfunc=dnsfunc), f"signature {idx}: {signed[:1500]}")
+        # An added Subject breaks the over-signed signature.
+        self.assertFalse(dkim.DKIM(b"Subject: added\r\n" + signed).verify(idx=0, dnsfunc=dnsfunc))
+
+        # The gateway verifies what it signed, arriving from outside.
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="helo.test", timeout=30,
+                          source_address=("127.0.0.3", 0)) as c:
+            c.sendmail("alice@signer.test", ["x@local.test"], signed)
+        wait_until(lambda: len(saved(sink.save)) == 3, timeout=30, what="the message back at the sink")
+        ar = email.message_from_bytes(saved(sink.save)[2][0], policy=email.policy.compat32)["Authentication-Results"]
+        ar = " ".join(ar.split())
+        self.assertEqual(re.findall(r"dkim=(\w+) header.d=signer.test header.s=(\w+)", ar),
+                         [("pass", "ed2026"), ("pass", "rsa2026")], ar)
+        # reload reads the directory again; the keys stay.
+        self.assertIn("2 signing keys in force", self.shell("dkim", "reload").stdout)
 
 
 if __name__ == "__main__":

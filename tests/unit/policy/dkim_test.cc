@@ -7,8 +7,10 @@
 
 #include "mail/codec.hh"
 #include "policy/dkim.hh"
+#include "policy/dkim_sign.hh"
 
 using namespace rw;
+using namespace rw::policy;
 using namespace rw::policy::dkim;
 
 namespace {
@@ -99,4 +101,51 @@ TEST_CASE("dkim: signatures and key records refused with reasons", "[dkim]") {
     REQUIRE(k->testing);
     REQUIRE(k->strict);
     REQUIRE(k->p.size() == 32);
+}
+
+TEST_CASE("dkim: what sign() makes, verification passes; a changed field fails", "[dkim]") {
+    const std::string msg = "From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nbody\r\n";
+    for (bool ed : {false, true}) {
+        INFO((ed ? "ed25519" : "rsa"));
+        auto pem = generate_key_pem(ed, 1024);
+        REQUIRE(pem);
+        auto key = key_from_pem(pem.value(), "Example.COM", "s1");
+        REQUIRE(key);
+        keyring kr;
+        kr.add(key.value());
+        REQUIRE(kr.for_domain("mail.example.com").size() == 1);  // a parent's keys sign subdomains
+        REQUIRE(kr.for_domain("example.org").empty());
+        mail::header_parser hp;
+        const size_t used = hp.feed(msg);
+        body_hasher bh(canon::relaxed, false, std::nullopt);
+        bh.feed(std::string_view(msg).substr(used));
+        sign_options o;
+        o.headers = {"from", "to", "subject"};
+        o.oversign = {"subject"};
+        o.now = 1'700'000'000;
+        auto sig = sign(hp.fields(), bh.finish(), kr.for_domain("example.com"), o);
+        REQUIRE(sig);
+        for (const std::string& tampered : {msg, msg.substr(0, msg.find("hi")) + "ho\r\n\r\nbody\r\n"}) {
+            const std::string signed_msg = sig.value() + tampered;
+            mail::header_parser p2;
+            const size_t u2 = p2.feed(signed_msg);
+            verification v;
+            v.header_section(p2.fields());
+            v.body(std::string_view(signed_msg).substr(u2));
+            v.end();
+            dns_answers answers;
+            auto s1 = v.evaluate(answers);
+            REQUIRE(s1.need.size() == 1);
+            REQUIRE(s1.need[0].name == "s1._domainkey.example.com");
+            dns_answer a;
+            a.status = dns_status::ok;
+            a.names = {key.value().record()};
+            answers.put(s1.need[0], a);
+            auto s2 = v.evaluate(answers);
+            REQUIRE(s2.done);
+            REQUIRE(s2.done->size() == 1);
+            INFO(s2.done->front().reason);
+            REQUIRE(s2.done->front().res == (tampered == msg ? dkim::result::pass : dkim::result::fail));
+        }
+    }
 }
