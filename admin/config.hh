@@ -110,6 +110,7 @@ struct listener_config {
                                                      //   the client gives up then, and would send again)
     std::chrono::seconds idle_timeout_s{300};        // between transactions
     std::chrono::milliseconds greet_pause_ms{0};      // wait before the greeting; talkers are refused
+    bool dmarc_reject = true;  // act on a DMARC reject: 550 5.7.1 at the end of DATA
 
     // The socket address to bind: address and port. Always valid once loaded.
     net::address endpoint() const;
@@ -255,6 +256,7 @@ struct authentication_config {
     std::vector<std::string> dkim_oversign = {"from", "reply-to", "subject", "date", "to", "cc", "mime-version",
                                               "content-type", "list-unsubscribe", "list-unsubscribe-post"};
     int64_t dkim_expire_days = 0;          // x= this many days after signing; 0: none
+    bool dmarc = true;                     // evaluate DMARC for arriving mail
 
     friend bool operator==(const authentication_config&, const authentication_config&) = default;
 };

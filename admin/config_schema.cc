@@ -231,6 +231,10 @@ const key_spec k_keys[] = {
      "Wait before the 220 greeting; a client that talks in that time is an early talker (RFC 5321 4.3.1) and is "
      "refused. 0: only bytes already there when we greet are caught.",
      false, {}, {}, RW_F(listener_config, greet_pause_ms)},
+    {"listener", "dmarc_reject", T::boolean, 0, 0, {}, {}, live,
+     "Act on a DMARC policy of reject (after pct= sampling): the message gets 550 5.7.1 at the end of DATA and "
+     "is not queued. false: the result is only recorded (Authentication-Results, mail log).",
+     false, {}, {}, RW_F(listener_config, dmarc_reject)},
 
     // [smtp]
     {"smtp", "hostname", T::string, 0, 0, {}, {}, restart,
@@ -438,6 +442,11 @@ const key_spec k_keys[] = {
     {"authentication", "dkim_expire_days", T::integer, 0, 3650, "0 (none) or days", "days", live,
      "The signature's x= (expiry) this many days after signing.", false, {}, {},
      RW_F(authentication_config, dkim_expire_days)},
+    {"authentication", "dmarc", T::boolean, 0, 0, {}, {}, live,
+     "Evaluate DMARC (RFC 7489; np= from DMARCbis) for mail from clients that may not relay: the From: "
+     "domain's policy (or its organisational domain's, by the public suffix list), SPF and DKIM alignment. "
+     "What a reject policy does is each listener's dmarc_reject.",
+     false, {}, {}, RW_F(authentication_config, dmarc)},
 };
 
 #undef RW_F

@@ -25,6 +25,7 @@ mta::listener_options to_options(const listener_config& l) {
     o.data_end_timeout = l.data_end_timeout_s;
     o.idle_timeout = l.idle_timeout_s;
     o.greet_pause = l.greet_pause_ms;
+    o.dmarc_reject = l.dmarc_reject;
     return o;
 }
 
@@ -58,6 +59,7 @@ mta::authentication_options authentication_options(const config& cfg) {
     o.dkim_verify = a.dkim_verify;
     o.dkim_options.trust_length_limit = a.dkim_trust_length;
     o.dkim_sign = a.dkim_sign;
+    o.dmarc = a.dmarc;
     o.sign_options.headers = a.dkim_sign_headers;
     o.sign_options.oversign = a.dkim_oversign;
     o.sign_options.expire_seconds = a.dkim_expire_days * 86400;

@@ -105,6 +105,16 @@ std::string authentication_results(std::string_view authserv_id, const auth_find
         }
         any = true;
     }
+    if (f.dmarc && !f.dmarc->from_domain.empty()) {
+        const dmarc::outcome& d = *f.dmarc;
+        h += fmt::format("\r\n\tdmarc={}", dmarc::to_string(d.res));
+        if (d.rec)
+            h += fmt::format(" (p={} dis={})", dmarc::to_string(d.rec->p), dmarc::to_string(d.applied));
+        else if (!d.reason.empty())
+            h += fmt::format(" ({})", comment(d.reason.substr(0, 120)));
+        h += " header.from=" + (is_token(d.from_domain) ? d.from_domain : quoted(d.from_domain));
+        any = true;
+    }
     if (!any)
         h += " none";
     return h + "\r\n";

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "policy/dkim.hh"
+#include "policy/dmarc.hh"
 #include "policy/spf.hh"
 
 namespace rw::policy {
@@ -23,6 +24,7 @@ namespace rw::policy {
 struct auth_findings {
     const spf::outcome* spf = nullptr;                // null: not checked
     const std::vector<dkim::verdict>* dkim = nullptr;  // null: not checked; empty: no signature
+    const dmarc::outcome* dmarc = nullptr;             // null: not evaluated
 };
 
 // The whole field, folded, ending in CRLF. With nothing checked it says

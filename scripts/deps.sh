@@ -6,7 +6,8 @@ set -euo pipefail
 what=${1:-build}
 pkgs=(cmake make g++ pkg-config ccache git
       liburing-dev libssl-dev libjemalloc-dev libc-ares-dev libfmt-dev libcrypt-dev
-      libtomlplusplus-dev libcli11-dev catch2 nlohmann-json3-dev libedit-dev python3 openssl util-linux
+      libtomlplusplus-dev libcli11-dev catch2 nlohmann-json3-dev libedit-dev libpsl-dev publicsuffix python3 openssl
+      util-linux
       clang-14 libclang-rt-14-dev)
 if [[ $what == test ]]; then
     pkgs+=(dnsmasq-base iproute2 procps mount swaks libnet-ssleay-perl postfix python3-pexpect prometheus

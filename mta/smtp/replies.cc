@@ -25,6 +25,11 @@ refusal spool_failed(const fs::spool_error& e) {
 
 refusal message_too_big() { return {{552, "5.3.4", "Message size exceeds fixed maximum message size"}, "too big"}; }
 
+refusal dmarc_rejected(std::string_view domain) {
+    return {{550, "5.7.1", fmt::format("Rejected by the DMARC policy of {}: no aligned SPF or DKIM pass", domain)},
+            "dmarc"};
+}
+
 refusal header_too_large(std::string_view why) {
     return {{552, "5.3.4", fmt::format("Message header too large: {}", why)}, "header too large"};
 }

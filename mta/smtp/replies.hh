@@ -42,6 +42,8 @@ refusal message_too_big();
 // More Received: headers than smtp.max_received_headers: a mail loop
 // (RFC 5321 6.3; RFC 3463 3.5: X.4.6 "Routing loop detected").
 refusal too_many_hops(unsigned count, unsigned limit);
+// The From: domain's DMARC policy says reject (RFC 7489 10.3: 550 5.7.1).
+refusal dmarc_rejected(std::string_view domain);
 // The header section passed a limit of the header parser (fields, one
 // field's length, the section's length): 552 5.3.4.
 refusal header_too_large(std::string_view why);

@@ -21,6 +21,7 @@
 #include "policy/credentials.hh"
 #include "policy/dkim.hh"
 #include "policy/dkim_sign.hh"
+#include "policy/dmarc.hh"
 #include "policy/rate_limit.hh"
 #include "policy/relay.hh"
 #include "policy/spf.hh"
@@ -54,6 +55,7 @@ struct listener_options {
     // 4.3.1 says to wait): we wait this long before the 220 and refuse one
     // that sent anything meanwhile. 0 = only refuse bytes already there.
     std::chrono::milliseconds greet_pause{0};
+    bool dmarc_reject = true;  // a DMARC reject disposition refuses the message
 };
 
 // Sender authentication ([authentication]); one per configuration version.
@@ -65,6 +67,7 @@ struct authentication_options {
     policy::spf::options spf_options;
     bool dkim_verify = false;  // verify the DKIM signatures of arriving mail
     policy::dkim::options dkim_options;
+    bool dmarc = false;        // evaluate DMARC for arriving mail
     bool dkim_sign = false;    // sign relayed mail with the keys of its From domain
     policy::dkim::sign_options sign_options;
 };

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
+#include <random>
 
 #include "mail/codec.hh"
 #include "mta/smtp/command.hh"
@@ -198,8 +199,12 @@ private:
     };
     std::unique_ptr<sign_feed> _sign_feed;
     std::optional<std::vector<policy::dkim::verdict>> _dkim;
+    std::optional<policy::dmarc::outcome> _dmarc;
+    bool _arriving = false;  // this message's client may not relay: it is checked, not signed
     // After the message: the checks that need all of it (DKIM).
     task<void> verify_message();
+    // The refusal a DMARC reject policy asks for, where the listener acts on it.
+    std::optional<smtp::refusal> dmarc_refusal() const;
     std::string _subject;  // of the message being queued, for the mail log
     std::optional<policy::spf::outcome> _spf;  // of this transaction, when checked
 };
@@ -317,6 +322,7 @@ void session::reset_transaction() {
     _pipeline.reset();
     _dkim_feed.reset();
     _dkim.reset();
+    _dmarc.reset();
     _sign_feed.reset();
     _spf.reset();
 }
@@ -486,6 +492,8 @@ void session::start_pipeline() {
     // that comes from outside was not written by us; it does not pass.
     // Our own clients' mail may carry one from an inner hop.
     const bool arriving = !_env->relay->may_relay(connection_facts());
+    _arriving = arriving;
+    _dmarc.reset();
     if (_env->auth && !_env->auth->authserv_id.empty() && arriving)
         o.omit_results_of = _env->auth->authserv_id;
     _pipeline.emplace(std::move(o));
@@ -511,15 +519,44 @@ void session::start_pipeline() {
 }
 
 task<void> session::verify_message() {
-    if (!_dkim_feed)
-        co_return;
-    if (!_dkim_feed->v.has_signatures() || !_env->dns) {
-        _dkim.emplace();  // checked: no signature
-        co_return;
-    }
     policy::dns_answers answers;
-    auto t = verify::check_dkim(*_env->dns, _dkim_feed->v, answers);
-    _dkim = co_await std::move(t);
+    if (_dkim_feed) {
+        if (!_dkim_feed->v.has_signatures() || !_env->dns) {
+            _dkim.emplace();  // checked: no signature
+        } else {
+            auto t = verify::check_dkim(*_env->dns, _dkim_feed->v, answers);
+            _dkim = co_await std::move(t);
+        }
+    }
+    if (!_env->auth || !_env->auth->dmarc || !_arriving || !_env->dns || !_pipeline)
+        co_return;
+    // RFC 7489 6.6.1: the one RFC5322.From domain; none when the message
+    // has several From: fields or addresses (no policy applies then).
+    policy::dmarc::request rq;
+    int froms = 0;
+    for (const auto& f : _pipeline->headers().fields()) {
+        if (!mail::name_is(f, "From"))
+            continue;
+        ++froms;
+        auto list = mail::parse_address_list(f.unfolded_value());
+        if (list && list->size() == 1)
+            rq.from_domain = list->front().domain;
+    }
+    if (froms != 1)
+        rq.from_domain.clear();
+    rq.spf = _spf ? &*_spf : nullptr;
+    rq.dkim = _dkim ? &*_dkim : nullptr;
+    // pct= sampling: each message draws (RFC 7489 6.6.4).
+    static thread_local std::minstd_rand draw{std::random_device{}()};
+    rq.sample = unsigned(draw() % 100);
+    auto t = verify::check_dmarc(*_env->dns, rq, answers);
+    _dmarc = co_await std::move(t);
+}
+
+std::optional<smtp::refusal> session::dmarc_refusal() const {
+    if (_dmarc && _dmarc->applied == policy::dmarc::disposition::reject && _lo->dmarc_reject)
+        return smtp::dmarc_rejected(_dmarc->from_domain);
+    return std::nullopt;
 }
 
 fs::added_headers session::added_headers(uint64_t id) {
@@ -538,10 +575,11 @@ fs::added_headers session::added_headers(uint64_t id) {
             lg.error("icid={} {}: the message goes unsigned", _icid, sig.error());
     }
     a.prefix += received_header(id);
-    if (_env->auth && !_env->auth->authserv_id.empty() && (_spf || _dkim)) {
+    if (_env->auth && !_env->auth->authserv_id.empty() && (_spf || _dkim || _dmarc)) {
         policy::auth_findings f;
         f.spf = _spf ? &*_spf : nullptr;
         f.dkim = _dkim ? &*_dkim : nullptr;
+        f.dmarc = _dmarc ? &*_dmarc : nullptr;
         a.prefix += policy::authentication_results(_env->auth->authserv_id, f);
     }
     // A message without a header section: the fields added on top would
@@ -583,7 +621,11 @@ void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
                                  {"size", size}, {"body", by}, {"tls", bool(_tls)},
                                  {"subject", std::string_view(_subject)},
                                  {"spf", spf}, {"spf_domain", spf_domain},
-                                 {"dkim", std::string_view(dkim)}});
+                                 {"dkim", std::string_view(dkim)},
+                                 {"dmarc", _dmarc ? policy::dmarc::to_string(_dmarc->res) : std::string_view()},
+                                 {"dmarc_domain", _dmarc ? std::string_view(_dmarc->from_domain) : std::string_view()},
+                                 {"dmarc_disposition",
+                                  _dmarc ? policy::dmarc::to_string(_dmarc->applied) : std::string_view()}});
     queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
     reset_transaction();
 }
@@ -679,6 +721,11 @@ task<bool> session::do_data() {
     }
     uint64_t size = dec.bytes_out();
     co_await verify_message();
+    if (auto r = dmarc_refusal()) {
+        mw.abort();
+        refuse_message(*r);
+        co_return true;
+    }
     const fs::added_headers added = added_headers(mw.id());
     auto id = co_await mw.commit(added);
     if (!id) {
@@ -765,6 +812,11 @@ task<bool> session::do_bdat(const smtp::command& c) {
     }
     uint64_t size = _bdat_bytes;
     co_await verify_message();
+    if (auto r = dmarc_refusal()) {
+        _bdat_writer->abort();
+        refuse_message(*r);
+        co_return true;
+    }
     const fs::added_headers added = added_headers(_bdat_writer->id());
     auto id = co_await _bdat_writer->commit(added);
     if (!id) {

@@ -116,4 +116,19 @@ task<std::vector<policy::dkim::verdict>> check_dkim(net::resolver& r, const poli
     co_return s.done ? std::move(*s.done) : out;
 }
 
+task<policy::dmarc::outcome> check_dmarc(net::resolver& r, policy::dmarc::request rq, policy::dns_answers& answers) {
+    for (unsigned round = 0; round < 4; ++round) {
+        policy::step<policy::dmarc::outcome> s = policy::dmarc::evaluate(rq, answers);
+        if (s.done)
+            co_return std::move(*s.done);
+        std::vector<policy::dns_query> need = std::move(s.need);
+        co_await resolve(r, need, answers);
+    }
+    policy::dmarc::outcome out;
+    out.res = policy::dmarc::result::temperror;
+    out.from_domain = rq.from_domain;
+    out.reason = "DMARC evaluation did not finish";
+    co_return out;
+}
+
 }  // namespace rw::mta::verify

@@ -8,6 +8,7 @@
 #include <span>
 
 #include "policy/dkim.hh"
+#include "policy/dmarc.hh"
 #include "policy/dns_facts.hh"
 #include "policy/spf.hh"
 #include "runtime/net/dns.hh"
@@ -32,5 +33,8 @@ task<policy::spf::outcome> check_spf(net::resolver& r, policy::spf::request rq, 
 // message), their key records asked for in parallel.
 task<std::vector<policy::dkim::verdict>> check_dkim(net::resolver& r, const policy::dkim::verification& v,
                                                     policy::dns_answers& answers);
+
+// DMARC for the request: the policy records (and np='s existence checks).
+task<policy::dmarc::outcome> check_dmarc(net::resolver& r, policy::dmarc::request rq, policy::dns_answers& answers);
 
 }  // namespace rw::mta::verify

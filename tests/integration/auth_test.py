@@ -458,6 +458,95 @@ class Signing(AuthTest):
         self.assertIn("2 signing keys in force", self.shell("dkim", "reload").stdout)
 
 
+DMARC_ZONE = dict(ZONE, **{
+    "dmarc.test": [{"TXT": "v=spf1 ip4:127.0.0.0/8 -all"}, {"A": "192.0.2.10"}],
+    "_dmarc.dmarc.test": [{"TXT": "v=DMARC1; p=reject; sp=none; np=reject; rua=mailto:dmarc@dmarc.test"}],
+    "mail.dmarc.test": [{"A": "192.0.2.11"}],
+    "quarantine.test": [{"TXT": "v=spf1 -all"}],
+    "_dmarc.quarantine.test": [{"TXT": "v=DMARC1; p=quarantine"}],
+    "strict.test": [{"TXT": "v=spf1 ip4:127.0.0.0/8 -all"}],
+    "_dmarc.strict.test": [{"TXT": "v=DMARC1; p=reject; aspf=s"}],
+    "bounce.strict.test": [{"TXT": "v=spf1 ip4:127.0.0.0/8 -all"}],
+})
+
+
+def from_msg(addr, subject="dmarc"):
+    return (f"From: {addr}\r\nTo: x@local.test\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject.replace(' ', '.')}@test>\r\n\r\nbody\r\n").encode()
+
+
+class SessionDMARC(AuthTest):
+    """DMARC: policy discovery, alignment, p/sp/np/pct, and the reject action."""
+
+    def send(self, mail_from, msg):
+        """The final reply to the message: (code, text)."""
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="helo.test", timeout=30) as c:
+            c.ehlo()
+            self.assertEqual(c.mail(mail_from)[0], 250)
+            self.assertEqual(c.rcpt("x@local.test")[0], 250)
+            return c.data(msg)
+
+    def test_policies_and_alignment(self):
+        sink = self.sink(save=True)
+        pem, pub = rsa_key(1024)
+        zone = dict(DMARC_ZONE)
+        zone["k._domainkey.dmarc.test"] = [{"TXT": f"v=DKIM1; k=rsa; p={pub}"}]
+        self.dns.set_zone(zone)
+        self.start(routes=[("local.test", [f"127.0.0.1:{sink.port}"])])
+        signed = dkim.sign(from_msg("ceo@dmarc.test", "dkim aligned"), b"k", b"dmarc.test", pem,
+                           include_headers=[b"from", b"subject"]) + from_msg("ceo@dmarc.test", "dkim aligned")
+        cases = [
+            # (name, MAIL FROM, message, final code, dmarc= in Authentication-Results or None when refused)
+            ("spf aligned", "a@dmarc.test", from_msg("ceo@dmarc.test", "spf aligned"), 250,
+             "dmarc=pass (p=reject dis=none) header.from=dmarc.test"),
+            ("spf relaxed from a subdomain", "a@dmarc.test", from_msg("ceo@mail.dmarc.test", "relaxed"), 250,
+             "dmarc=pass (p=reject dis=none) header.from=mail.dmarc.test"),
+            ("dkim aligned", "a@other.test", signed, 250, "dmarc=pass (p=reject dis=none) header.from=dmarc.test"),
+            ("neither", "a@pass.test", from_msg("ceo@dmarc.test", "neither"), 550, None),
+            ("sp=none for an existing subdomain", "a@pass.test", from_msg("ceo@mail.dmarc.test", "sp"), 250,
+             "dmarc=fail (p=reject dis=none) header.from=mail.dmarc.test"),
+            ("np=reject for a missing subdomain", "a@pass.test", from_msg("ceo@ghost.dmarc.test", "np"), 550, None),
+            ("quarantine", "a@pass.test", from_msg("ceo@quarantine.test", "quarantine"), 250,
+             "dmarc=fail (p=quarantine dis=quarantine) header.from=quarantine.test"),
+            ("strict spf", "a@bounce.strict.test", from_msg("ceo@strict.test", "strict"), 550, None),
+            ("no policy", "a@pass.test", from_msg("ceo@pass.test", "no policy"), 250,
+             "dmarc=none (no DMARC record) header.from=pass.test"),
+        ]
+        delivered = []
+        for name, mail_from, msg, code, want in cases:
+            with self.subTest(case=name):
+                got = self.send(mail_from, msg)
+                self.assertEqual(got[0], code, got)
+                if code == 550:
+                    self.assertIn(b"5.7.1 Rejected by the DMARC policy of", got[1])
+                else:
+                    delivered.append((name, want))
+        wait_until(lambda: len(saved(sink.save)) == len(delivered), timeout=30, what="the accepted messages")
+        for (name, want), (eml, _, _) in zip(delivered, saved(sink.save)):
+            with self.subTest(case=name):
+                ar = " ".join(email.message_from_bytes(eml, policy=email.policy.compat32)
+                              ["Authentication-Results"].split())
+                self.assertIn(want, ar)
+        log = [(r.get("dmarc"), r.get("dmarc_domain"), r.get("dmarc_disposition")) for r in self.g.journal()
+               if r.get("event") == "received"]
+        self.assertIn(("fail", "quarantine.test", "quarantine"), log)
+        rejects = [r for r in self.g.journal() if r.get("event") == "reject" and "dmarc" in json.dumps(r)]
+        self.assertEqual(len(rejects), 3, rejects)
+
+    def test_a_listener_may_only_record(self):
+        sink = self.sink(save=True)
+        self.dns.set_zone(DMARC_ZONE)
+        self.start(routes=[("local.test", [f"127.0.0.1:{sink.port}"])])
+        for cmd, args in (("set", {"key": "listener[0].dmarc_reject", "value": "false"}), ("commit", {})):
+            r = request(self.conn, cmd, args)
+            self.assertTrue(r["ok"], r)
+        self.assertEqual(self.send("a@pass.test", from_msg("ceo@dmarc.test", "recorded"))[0], 250)
+        wait_until(lambda: len(saved(sink.save)) == 1, timeout=30, what="the message at the sink")
+        ar = " ".join(email.message_from_bytes(saved(sink.save)[0][0], policy=email.policy.compat32)
+                      ["Authentication-Results"].split())
+        self.assertIn("dmarc=fail (p=reject dis=reject) header.from=dmarc.test", ar)
+
+
 if __name__ == "__main__":
     BUILD = os.path.abspath(sys.argv.pop(1))
     import delivery_test
