@@ -12,7 +12,8 @@
 #include "mta/smtp/command.hh"
 #include "mta/smtp/data_decoder.hh"
 #include "mta/smtp/replies.hh"
-#include "mta/smtp/trace_counter.hh"
+#include "mail/header.hh"
+#include "mta/smtp/message_pipeline.hh"
 #include "mta/verify/dns.hh"
 #include "policy/relay.hh"
 
@@ -224,7 +225,9 @@ task<json> trace(context& c, const json& args) {
     policy::connection_facts client;
     client.peer = *peer;
     client.helo = helo;
-    if (ao.spf && relay.may_relay(client)) {
+    const bool arriving = !relay.may_relay(client);
+    std::optional<policy::spf::outcome> spf_out;
+    if (ao.spf && !arriving) {
         out["spf"] = stage(true, "250 2.1.0 Ok", "not checked: the mail of a client that may relay is our own");
     } else if (ao.spf) {
         policy::spf::request rq;
@@ -239,6 +242,7 @@ task<json> trace(context& c, const json& args) {
             throw command_error("this core has no resolver");
         task<policy::spf::outcome> check = mta::verify::check_spf(*res, std::move(rq), ao.spf_options, answers);
         policy::spf::outcome o = co_await std::move(check);
+        spf_out = o;
         json j = spf_json(o);
         auto r = mta::smtp::spf_refusal(o, ao.spf_reject_fail, ao.spf_tempfail_temperror);
         if (r) {
@@ -303,18 +307,93 @@ task<json> trace(context& c, const json& args) {
             auto r = mta::smtp::message_too_big();
             why = reply_text(r.r.code, r.r.enhanced, r.r.text);
         }
-        mta::smtp::trace_counter hops;
-        hops.feed(body);
-        if (!why && hops.received() > cfg->smtp.max_received_headers) {
-            auto r = mta::smtp::too_many_hops(hops.received(), cfg->smtp.max_received_headers);
-            why = reply_text(r.r.code, r.r.enhanced, r.r.text);
-        }
-        std::string note = fmt::format("{} bytes, {} Received: headers", dec.bytes_out(), hops.received());
+        // The same pipeline as a session's, with DKIM verification on it.
+        mta::smtp::pipeline_options po;
+        po.max_received = cfg->smtp.max_received_headers;
+        mta::smtp::message_pipeline pipe(po);
+        struct dkim_feed : mta::smtp::body_consumer {
+            policy::dkim::verification v;
+            const mta::smtp::message_pipeline* p;
+            dkim_feed(const policy::dkim::options& o, const mta::smtp::message_pipeline* pp) : v(o), p(pp) {}
+            void headers_end(uint64_t) override { v.header_section(p->headers().fields()); }
+            void body(std::string_view b) override { v.body(b); }
+            void end() override { v.end(); }
+        };
+        policy::dkim::options dko = ao.dkim_options;
+        dko.now = int64_t(std::time(nullptr));
+        dkim_feed feed(dko, &pipe);
+        pipe.add(&feed);
+        pipe.feed(body);
+        pipe.finish();
+        if (!why && pipe.failure())
+            why = reply_text(pipe.failure()->r.code, pipe.failure()->r.enhanced, pipe.failure()->r.text);
+        std::string note = fmt::format("{} bytes, {} Received: headers", dec.bytes_out(), pipe.received());
         if (why) {
             out["message"] = stage(false, *why, note);
             refuse("message", *why);
         } else {
             out["message"] = stage(true, "250 2.0.0 Ok: queued", note);
+        }
+        net::resolver* res = c.reg->mine().dns;
+        policy::dns_answers answers;
+        std::optional<std::vector<policy::dkim::verdict>> dkim_out;
+        if (!why && res && arriving && ao.dkim_verify) {
+            if (feed.v.has_signatures()) {
+                task<std::vector<policy::dkim::verdict>> check = mta::verify::check_dkim(*res, feed.v, answers);
+                dkim_out = co_await std::move(check);
+            } else {
+                dkim_out.emplace();
+            }
+            json list = json::array();
+            for (const auto& v : *dkim_out)
+                list.push_back({{"result", std::string(policy::dkim::to_string(v.res))},
+                                {"d", v.domain},
+                                {"s", v.selector},
+                                {"a", std::string(policy::dkim::to_string(v.a))},
+                                {"b", v.b_prefix},
+                                {"reason", v.reason}});
+            out["dkim"] = std::move(list);
+        } else if (!arriving) {
+            out["dkim"] = stage(true, "250 2.0.0 Ok: queued", "not verified: the mail of a client that may relay is our own");
+        }
+        if (!why && res && arriving && ao.dmarc) {
+            policy::dmarc::request rq;
+            int froms = 0;
+            for (const auto& f : pipe.headers().fields()) {
+                if (!mail::name_is(f, "From"))
+                    continue;
+                ++froms;
+                auto list = mail::parse_address_list(f.unfolded_value());
+                if (list && list->size() == 1)
+                    rq.from_domain = list->front().domain;
+            }
+            if (froms != 1)
+                rq.from_domain.clear();
+            rq.spf = spf_out ? &*spf_out : nullptr;
+            rq.dkim = dkim_out ? &*dkim_out : nullptr;
+            rq.sample = 0;  // as if pct= picked this message
+            task<policy::dmarc::outcome> check = mta::verify::check_dmarc(*res, std::move(rq), answers);
+            policy::dmarc::outcome d = co_await std::move(check);
+            json j = {{"result", std::string(policy::dmarc::to_string(d.res))},
+                      {"domain", d.from_domain},
+                      {"policy_domain", d.policy_domain},
+                      {"policy", std::string(policy::dmarc::to_string(d.policy))},
+                      {"disposition", std::string(policy::dmarc::to_string(d.applied))},
+                      {"spf_aligned", d.spf_aligned},
+                      {"dkim_aligned", d.dkim_aligned},
+                      {"reason", d.reason}};
+            if (d.rec)
+                j["pct"] = d.rec->pct;
+            if (d.applied == policy::dmarc::disposition::reject && lc.dmarc_reject) {
+                auto r = mta::smtp::dmarc_rejected(d.from_domain);
+                std::string t = reply_text(r.r.code, r.r.enhanced, r.r.text);
+                j.update(stage(false, t));
+                refuse("dmarc", t);
+            } else {
+                j.update(stage(true, "250 2.0.0 Ok: queued",
+                               d.applied == policy::dmarc::disposition::reject ? "recorded only: the listener's dmarc_reject is off" : ""));
+            }
+            out["dmarc"] = std::move(j);
         }
     }
     // routing

@@ -445,6 +445,29 @@ std::string fmt_trace(const json& r) {
             line(fmt::format("rcpt {}", s(x, "rcpt")), x);
     if (r.contains("message"))
         line("message", r["message"]);
+    if (r.contains("dkim")) {
+        const json& d = r["dkim"];
+        if (d.is_object()) {
+            line("dkim", d);
+        } else if (d.empty()) {
+            o += fmt::format("  {:<11} none    no signature\n", "dkim");
+        } else {
+            for (const auto& x : d)
+                o += fmt::format("  {:<11} {:<7} d={} s={} {}{}\n", "dkim", s(x, "result"), s(x, "d"), s(x, "s"),
+                                 s(x, "a"), s(x, "reason").empty() ? std::string() : fmt::format("; {}", s(x, "reason")));
+        }
+    }
+    if (r.contains("dmarc")) {
+        const json& d = r["dmarc"];
+        line("dmarc", d);
+        std::string what = fmt::format("{} for {}", s(d, "result"), s(d, "domain"));
+        if (!s(d, "policy_domain").empty())
+            what += fmt::format(" (policy of {}: {}, disposition {})", s(d, "policy_domain"), s(d, "policy"),
+                                s(d, "disposition"));
+        if (!s(d, "reason").empty())
+            what += fmt::format("; {}", s(d, "reason"));
+        o += fmt::format("  {:<11} {}\n", "", what);
+    }
     if (r.contains("routing"))
         for (const auto& x : r["routing"]) {
             std::vector<std::string> hosts;

@@ -533,6 +533,43 @@ class SessionDMARC(AuthTest):
         rejects = [r for r in self.g.journal() if r.get("event") == "reject" and "dmarc" in json.dumps(r)]
         self.assertEqual(len(rejects), 3, rejects)
 
+    def test_trace_shows_dkim_and_dmarc(self):
+        pem, pub = rsa_key(1024)
+        zone = dict(DMARC_ZONE)
+        zone["k._domainkey.dmarc.test"] = [{"TXT": f"v=DKIM1; k=rsa; p={pub}"}]
+        self.dns.set_zone(zone)
+        self.start()
+        msg = from_msg("ceo@dmarc.test", "traced")
+        signed = dkim.sign(msg, b"k", b"dmarc.test", pem, include_headers=[b"from", b"subject"]) + msg
+
+        def trace(mail_from, message):
+            r = request(self.conn, "trace", {"client_ip": "127.0.0.1", "helo": "helo.test", "mail_from": mail_from,
+                                             "rcpt": "x@local.test", "message": message.decode()})
+            self.assertTrue(r["ok"], r)
+            return r["result"]
+
+        t = trace("a@other.test", signed)
+        self.assertEqual([(d["result"], d["d"], d["s"], d["a"]) for d in t["dkim"]],
+                         [("pass", "dmarc.test", "k", "rsa-sha256")])
+        self.assertEqual((t["dmarc"]["result"], t["dmarc"]["policy_domain"], t["dmarc"]["dkim_aligned"]),
+                         ("pass", "dmarc.test", True))
+        self.assertEqual(t["verdict"]["decision"], "accept")
+        t = trace("a@pass.test", msg)
+        self.assertEqual(t["dkim"], [])
+        d = t["dmarc"]
+        self.assertEqual((d["result"], d["policy"], d["disposition"], d["decision"]), ("fail", "reject", "reject", "reject"))
+        self.assertEqual((t["verdict"]["stage"], t["verdict"]["reply"][:9]), ("dmarc", "550 5.7.1"))
+        # The shell prints the same.
+        path = os.path.join(self.g.dir, "traced.eml")
+        with open(path, "wb") as f:
+            f.write(signed)
+        out = subprocess.run([os.path.join(delivery_test.BUILD, "admin", "ringway"), "--socket", self.sock, "trace",
+                              "--client-ip", "127.0.0.1", "--helo", "helo.test", "--mail-from", "a@other.test",
+                              "--rcpt", "x@local.test", "--message", path], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("dkim        pass    d=dmarc.test s=k rsa-sha256", out.stdout)
+        self.assertIn("pass for dmarc.test (policy of dmarc.test: none, disposition none)", out.stdout)
+
     def test_a_listener_may_only_record(self):
         sink = self.sink(save=True)
         self.dns.set_zone(DMARC_ZONE)
