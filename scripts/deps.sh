@@ -15,7 +15,7 @@ if [[ $what == test ]]; then
            # sender authentication: a DNS server for test zones, the OpenSPF suite (python3-spf ships it)
            python3-dnslib python3-yaml python3-spf
            # DKIM interop: dkimpy signs and cross-checks (Ed25519 through PyNaCl)
-           python3-dkim python3-nacl
+           python3-dkim python3-nacl opendkim opendkim-tools
            # the appliance image: image/build's tools, and QEMU with its firmware for image/run
            mmdebstrap squashfs-tools dosfstools mtools fdisk grub-pc-bin grub-efi-amd64-bin grub2-common
            e2fsprogs qemu-system-x86 qemu-utils ovmf)
