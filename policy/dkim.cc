@@ -7,6 +7,7 @@
 #include <openssl/x509.h>
 
 #include <charconv>
+#include <unordered_map>
 
 #include "mail/codec.hh"
 #include "mail/domain.hh"
@@ -380,13 +381,64 @@ struct pkey_deleter {
 };
 using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_deleter>;
 
+// SHA-256 fetched once: an implicit fetch per use takes the provider
+// store's locks each time (OpenSSL 3).
+const EVP_MD* sha256() {
+    static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA2-256", nullptr);
+    return md ? md : EVP_sha256();
+}
+
+// A key record's public key, decoded. OpenSSL 3's decoders cost more than
+// an RSA verification, so each thread keeps the keys it decoded, by their
+// bytes (a changed record is a different key; the DNS cache decides how
+// long a record is used).
+std::shared_ptr<EVP_PKEY> decode_key(const key& k, std::string& why, result& failed);
+
 // Checks the signature; fills why when it does not verify.
 result check_crypto(const signature& s, const key& k, const std::string& data, std::string& why) {
+    result failed = result::permerror;
+    std::shared_ptr<EVP_PKEY> pk = decode_key(k, why, failed);
+    if (!pk)
+        return failed;
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    int ok = 0;
+    const auto* sig = reinterpret_cast<const unsigned char*>(s.b.data());
+    if (!ctx) {
+        why = "out of memory";
+        return result::temperror;
+    }
+    if (k.ed25519) {
+        // RFC 8463 3: Ed25519 signs the SHA-256 hash of the header data.
+        unsigned char d[32];
+        unsigned n = 0;
+        ok = EVP_Digest(data.data(), data.size(), d, &n, sha256(), nullptr) == 1 &&
+             EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, pk.get()) == 1 &&
+             EVP_DigestVerify(ctx, sig, s.b.size(), d, n) == 1;
+    } else {
+        ok = EVP_DigestVerifyInit(ctx, nullptr, sha256(), nullptr, pk.get()) == 1 &&
+             EVP_DigestVerify(ctx, sig, s.b.size(), reinterpret_cast<const unsigned char*>(data.data()),
+                              data.size()) == 1;
+    }
+    EVP_MD_CTX_free(ctx);
+    ERR_clear_error();  // a failed verification leaves its reasons queued
+    if (!ok) {
+        why = "signature did not verify";
+        return result::fail;
+    }
+    return result::pass;
+}
+
+std::shared_ptr<EVP_PKEY> decode_key(const key& k, std::string& why, result& failed) {
+    constexpr size_t k_max_cached = 1024;
+    thread_local std::unordered_map<std::string, std::shared_ptr<EVP_PKEY>> cache;
+    const std::string id = (k.ed25519 ? "e" : "r") + k.p;
+    if (auto it = cache.find(id); it != cache.end())
+        return it->second;
     pkey_ptr pk;
     if (k.ed25519) {
         if (k.p.size() != 32) {
             why = "Ed25519 key is not 32 octets";
-            return result::permerror;
+            return nullptr;
         }
         pk.reset(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr,
                                              reinterpret_cast<const unsigned char*>(k.p.data()), 32));
@@ -406,38 +458,18 @@ result check_crypto(const signature& s, const key& k, const std::string& data, s
     if (!pk) {
         ERR_clear_error();
         why = "key data is not a public key";
-        return result::permerror;
+        return nullptr;
     }
     if (!k.ed25519 && EVP_PKEY_get_bits(pk.get()) < 1024) {
         why = "RSA key of " + std::to_string(EVP_PKEY_get_bits(pk.get())) + " bits, under 1024 (RFC 8301)";
-        return result::fail;
+        failed = result::fail;
+        return nullptr;
     }
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    int ok = 0;
-    const auto* sig = reinterpret_cast<const unsigned char*>(s.b.data());
-    if (!ctx) {
-        why = "out of memory";
-        return result::temperror;
-    }
-    if (k.ed25519) {
-        // RFC 8463 3: Ed25519 signs the SHA-256 hash of the header data.
-        unsigned char d[32];
-        unsigned n = 0;
-        ok = EVP_Digest(data.data(), data.size(), d, &n, EVP_sha256(), nullptr) == 1 &&
-             EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, pk.get()) == 1 &&
-             EVP_DigestVerify(ctx, sig, s.b.size(), d, n) == 1;
-    } else {
-        ok = EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, pk.get()) == 1 &&
-             EVP_DigestVerify(ctx, sig, s.b.size(), reinterpret_cast<const unsigned char*>(data.data()),
-                              data.size()) == 1;
-    }
-    EVP_MD_CTX_free(ctx);
-    ERR_clear_error();  // a failed verification leaves its reasons queued
-    if (!ok) {
-        why = "signature did not verify";
-        return result::fail;
-    }
-    return result::pass;
+    if (cache.size() >= k_max_cached)
+        cache.clear();
+    std::shared_ptr<EVP_PKEY> shared(pk.release(), [](EVP_PKEY* p) { EVP_PKEY_free(p); });
+    cache.emplace(id, shared);
+    return shared;
 }
 
 }  // namespace

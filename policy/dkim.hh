@@ -93,7 +93,7 @@ public:
 private:
     void out(std::string_view s);
     void out_crlfs();
-    void put(char ch);  // a content byte
+    void put(std::string_view run);  // content bytes (no CR, LF or, relaxed, white space)
     void line_end();
     canon _c;
     bool _sha1;

@@ -77,11 +77,15 @@ void body_hasher::out(std::string_view s) {
     if (_limit)
         take = size_t(std::min<uint64_t>(take, *_limit > _hashed ? *_limit - _hashed : 0));
     _hashed += take;
-    _ctx->buf.append(s.substr(0, take));
-    if (_ctx->buf.size() >= 8192) {
+    // Small pieces gather in a buffer; large ones go to the digest as they are.
+    if (_ctx->buf.size() + take > 8192) {
         EVP_DigestUpdate(_ctx->md, _ctx->buf.data(), _ctx->buf.size());
         _ctx->buf.clear();
     }
+    if (take >= 4096)
+        EVP_DigestUpdate(_ctx->md, s.data(), take);
+    else
+        _ctx->buf.append(s.substr(0, take));
 }
 
 void body_hasher::out_crlfs() {
@@ -89,7 +93,7 @@ void body_hasher::out_crlfs() {
         out("\r\n");
 }
 
-void body_hasher::put(char ch) {
+void body_hasher::put(std::string_view run) {
     if (!_content) {
         out_crlfs();
         _content = true;
@@ -98,7 +102,7 @@ void body_hasher::put(char ch) {
         out(" ");
         _wsp = false;
     }
-    out(std::string_view(&ch, 1));
+    out(run);
 }
 
 void body_hasher::line_end() {
@@ -113,30 +117,63 @@ void body_hasher::line_end() {
 
 void body_hasher::feed(std::string_view bytes) {
     const bool relaxed = _c == canon::relaxed;
-    for (char ch : bytes) {
+    // Runs of content go out whole; only CR, LF and (relaxed) white space
+    // that canonicalization changes take the byte-by-byte path. A single
+    // space between two content bytes stays as it is in relaxed too.
+    auto run_end = [&](size_t i) {
+        size_t e = i;
+        const size_t n = bytes.size();
+        while (e < n) {
+            const char c = bytes[e];
+            if (c == '\r' || c == '\n')
+                break;
+            if (relaxed && (c == ' ' || c == '\t')) {
+                if (c == ' ' && e > i && e + 1 < n) {
+                    const char d = bytes[e + 1];
+                    if (d != ' ' && d != '\t' && d != '\r' && d != '\n') {
+                        e += 2;
+                        continue;
+                    }
+                }
+                break;
+            }
+            ++e;
+        }
+        return e;
+    };
+    size_t i = 0;
+    while (i < bytes.size()) {
+        const char ch = bytes[i];
         if (_cr) {
             _cr = false;
             if (ch == '\n') {
                 line_end();
+                ++i;
                 continue;
             }
-            put('\r');  // a lone CR is content
+            put("\r");  // a lone CR is content
         }
-        if (ch == '\r')
+        if (ch == '\r') {
             _cr = true;
-        else if (ch == '\n')
+            ++i;
+        } else if (ch == '\n') {
             line_end();
-        else if (relaxed && is_wsp(ch))
+            ++i;
+        } else if (relaxed && is_wsp(ch)) {
             _wsp = true;
-        else
-            put(ch);
+            ++i;
+        } else {
+            const size_t end = run_end(i);
+            put(bytes.substr(i, end - i));
+            i = end;
+        }
     }
 }
 
 std::string body_hasher::finish() {
     if (_cr) {
         _cr = false;
-        put('\r');
+        put("\r");
     }
     if (_content) {
         out("\r\n");  // a last line without CRLF gets one
