@@ -257,6 +257,9 @@ struct authentication_config {
                                               "content-type", "list-unsubscribe", "list-unsubscribe-post"};
     int64_t dkim_expire_days = 0;          // x= this many days after signing; 0: none
     bool dmarc = true;                     // evaluate DMARC for arriving mail
+    bool arc_verify = true;                // validate the ARC chain of arriving mail
+    std::vector<std::string> arc_trusted_sealers;  // their pass overrides a DMARC fail
+    std::string arc_seal_domain;           // seal arriving mail with this domain's key; "" = no sealing
 
     friend bool operator==(const authentication_config&, const authentication_config&) = default;
 };

@@ -447,6 +447,19 @@ const key_spec k_keys[] = {
      "domain's policy (or its organisational domain's, by the public suffix list), SPF and DKIM alignment. "
      "What a reject policy does is each listener's dmarc_reject.",
      false, {}, {}, RW_F(authentication_config, dmarc)},
+    {"authentication", "arc_verify", T::boolean, 0, 0, {}, {}, live,
+     "Validate the ARC chain (RFC 8617) of mail from clients that may not relay; the result goes into "
+     "Authentication-Results and the mail log.",
+     false, {}, {}, RW_F(authentication_config, arc_verify)},
+    {"authentication", "arc_trusted_sealers", T::string_list, 0, 1000, "domains", {}, live,
+     "Sealers (d= of the newest ARC-Seal) whose passing chain overrides a DMARC fail: the message keeps "
+     "disposition none, and Authentication-Results says why (mailing lists and forwarders you trust).",
+     false, {}, {}, RW_F(authentication_config, arc_trusted_sealers)},
+    {"authentication", "arc_seal_domain", T::string, 0, 0, "a domain with a key in dkim_key_dir, or \"\"", {},
+     live,
+     "Seal arriving mail (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results with our results) with "
+     "this domain's first key, so that hops after us can trust what we found; \"\": no sealing.",
+     false, {}, {}, RW_F(authentication_config, arc_seal_domain)},
 };
 
 #undef RW_F

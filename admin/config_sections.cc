@@ -396,6 +396,22 @@ void loader::read_authentication(const section& s, authentication_config& out) {
             out.authserv_id = std::move(*v);
     }
     set_path(s, "dkim_key_dir", true, "a directory, or empty for control.config_dir/dkim", out.dkim_key_dir);
+    if (auto v = read_string(s, "arc_seal_domain", "a domain name, or empty")) {
+        if (!v->empty() && mail::check_domain(*v))
+            error(line_of(*s.get("arc_seal_domain"), s.line), s.key("arc_seal_domain"), quote(*v), "a domain name");
+        else
+            out.arc_seal_domain = mail::normalize_domain(*v);
+    }
+    if (s.get("arc_trusted_sealers")) {
+        out.arc_trusted_sealers.clear();
+        for_each_string(s, "arc_trusted_sealers", 1000, "domain names",
+                        [&](uint32_t line, const std::string& path, const std::string& v) {
+                            if (mail::check_domain(v))
+                                error(line, path, fmt::format("{} is not a domain", quote(v)), "domain names");
+                            else
+                                out.arc_trusted_sealers.push_back(mail::normalize_domain(v));
+                        });
+    }
     for (const char* k : {"dkim_sign_headers", "dkim_oversign"}) {
         if (!s.get(k))
             continue;

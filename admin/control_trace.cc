@@ -323,6 +323,16 @@ task<json> trace(context& c, const json& args) {
         dko.now = int64_t(std::time(nullptr));
         dkim_feed feed(dko, &pipe);
         pipe.add(&feed);
+        struct arc_feed : mta::smtp::body_consumer {
+            policy::arc::verification v;
+            const mta::smtp::message_pipeline* p;
+            explicit arc_feed(const mta::smtp::message_pipeline* pp) : p(pp) {}
+            void headers_end(uint64_t) override { v.header_section(p->headers().fields()); }
+            void body(std::string_view b) override { v.body(b); }
+            void end() override { v.end(); }
+        };
+        arc_feed afeed(&pipe);
+        pipe.add(&afeed);
         pipe.feed(body);
         pipe.finish();
         if (!why && pipe.failure())
@@ -356,6 +366,15 @@ task<json> trace(context& c, const json& args) {
         } else if (!arriving) {
             out["dkim"] = stage(true, "250 2.0.0 Ok: queued", "not verified: the mail of a client that may relay is our own");
         }
+        std::optional<policy::arc::outcome> arc_out;
+        if (!why && res && arriving && ao.arc_verify) {
+            task<policy::arc::outcome> check = mta::verify::check_arc(*res, afeed.v, answers);
+            arc_out = co_await std::move(check);
+            out["arc"] = {{"result", std::string(policy::arc::to_string(arc_out->res))},
+                          {"instances", arc_out->instances},
+                          {"sealer", arc_out->sealer},
+                          {"reason", arc_out->reason}};
+        }
         if (!why && res && arriving && ao.dmarc) {
             policy::dmarc::request rq;
             int froms = 0;
@@ -384,6 +403,13 @@ task<json> trace(context& c, const json& args) {
                       {"reason", d.reason}};
             if (d.rec)
                 j["pct"] = d.rec->pct;
+            if (d.res == policy::dmarc::result::fail && arc_out && arc_out->res == policy::arc::result::pass &&
+                std::find(ao.arc_trusted_sealers.begin(), ao.arc_trusted_sealers.end(), arc_out->sealer) !=
+                    ao.arc_trusted_sealers.end()) {
+                d.applied = policy::dmarc::disposition::none;
+                j["disposition"] = "none";
+                j["override"] = "arc, sealed by " + arc_out->sealer;
+            }
             if (d.applied == policy::dmarc::disposition::reject && lc.dmarc_reject) {
                 auto r = mta::smtp::dmarc_rejected(d.from_domain);
                 std::string t = reply_text(r.r.code, r.r.enhanced, r.r.text);

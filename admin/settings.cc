@@ -60,6 +60,9 @@ mta::authentication_options authentication_options(const config& cfg) {
     o.dkim_options.trust_length_limit = a.dkim_trust_length;
     o.dkim_sign = a.dkim_sign;
     o.dmarc = a.dmarc;
+    o.arc_verify = a.arc_verify;
+    o.arc_trusted_sealers = a.arc_trusted_sealers;
+    o.arc_seal_domain = a.arc_seal_domain;
     o.sign_options.headers = a.dkim_sign_headers;
     o.sign_options.oversign = a.dkim_oversign;
     o.sign_options.expire_seconds = a.dkim_expire_days * 86400;

@@ -109,10 +109,20 @@ std::string authentication_results(std::string_view authserv_id, const auth_find
         const dmarc::outcome& d = *f.dmarc;
         h += fmt::format("\r\n\tdmarc={}", dmarc::to_string(d.res));
         if (d.rec)
-            h += fmt::format(" (p={} dis={})", dmarc::to_string(d.rec->p), dmarc::to_string(d.applied));
+            h += fmt::format(" (p={} dis={}{})", dmarc::to_string(d.rec->p), dmarc::to_string(d.applied),
+                             d.override_by.empty() ? std::string() : "; override: " + comment(d.override_by));
         else if (!d.reason.empty())
             h += fmt::format(" ({})", comment(d.reason.substr(0, 120)));
         h += " header.from=" + (is_token(d.from_domain) ? d.from_domain : quoted(d.from_domain));
+        any = true;
+    }
+    if (f.arc) {
+        const arc::outcome& a = *f.arc;
+        h += fmt::format("\r\n\tarc={}", arc::to_string(a.res));
+        if (a.res == arc::result::pass)
+            h += fmt::format(" ({} instance{}, sealed by {})", a.instances, a.instances == 1 ? "" : "s", comment(a.sealer));
+        else if (!a.reason.empty())
+            h += fmt::format(" ({})", comment(a.reason.substr(0, 120)));
         any = true;
     }
     if (!any)

@@ -15,6 +15,7 @@
 
 #include <vector>
 
+#include "policy/arc.hh"
 #include "policy/dkim.hh"
 #include "policy/dmarc.hh"
 #include "policy/spf.hh"
@@ -25,6 +26,7 @@ struct auth_findings {
     const spf::outcome* spf = nullptr;                // null: not checked
     const std::vector<dkim::verdict>* dkim = nullptr;  // null: not checked; empty: no signature
     const dmarc::outcome* dmarc = nullptr;             // null: not evaluated
+    const arc::outcome* arc = nullptr;                 // null: not validated
 };
 
 // The whole field, folded, ending in CRLF. With nothing checked it says

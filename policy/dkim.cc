@@ -394,15 +394,17 @@ const EVP_MD* sha256() {
 // long a record is used).
 std::shared_ptr<EVP_PKEY> decode_key(const key& k, std::string& why, result& failed);
 
+}  // namespace
+
 // Checks the signature; fills why when it does not verify.
-result check_crypto(const signature& s, const key& k, const std::string& data, std::string& why) {
+result verify_data(const key& k, std::string_view data, std::string_view sigbytes, std::string& why) {
     result failed = result::permerror;
     std::shared_ptr<EVP_PKEY> pk = decode_key(k, why, failed);
     if (!pk)
         return failed;
     EVP_MD_CTX* ctx = EVP_MD_CTX_new();
     int ok = 0;
-    const auto* sig = reinterpret_cast<const unsigned char*>(s.b.data());
+    const auto* sig = reinterpret_cast<const unsigned char*>(sigbytes.data());
     if (!ctx) {
         why = "out of memory";
         return result::temperror;
@@ -413,10 +415,10 @@ result check_crypto(const signature& s, const key& k, const std::string& data, s
         unsigned n = 0;
         ok = EVP_Digest(data.data(), data.size(), d, &n, sha256(), nullptr) == 1 &&
              EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, pk.get()) == 1 &&
-             EVP_DigestVerify(ctx, sig, s.b.size(), d, n) == 1;
+             EVP_DigestVerify(ctx, sig, sigbytes.size(), d, n) == 1;
     } else {
         ok = EVP_DigestVerifyInit(ctx, nullptr, sha256(), nullptr, pk.get()) == 1 &&
-             EVP_DigestVerify(ctx, sig, s.b.size(), reinterpret_cast<const unsigned char*>(data.data()),
+             EVP_DigestVerify(ctx, sig, sigbytes.size(), reinterpret_cast<const unsigned char*>(data.data()),
                               data.size()) == 1;
     }
     EVP_MD_CTX_free(ctx);
@@ -427,6 +429,8 @@ result check_crypto(const signature& s, const key& k, const std::string& data, s
     }
     return result::pass;
 }
+
+namespace {
 
 std::shared_ptr<EVP_PKEY> decode_key(const key& k, std::string& why, result& failed) {
     constexpr size_t k_max_cached = 1024;
@@ -536,7 +540,7 @@ step<std::vector<verdict>> verification::evaluate(const dns_answers& answers) co
                 v.res = result::fail;
                 v.reason = "body hash did not verify";
             } else {
-                v.res = check_crypto(s, *k, o.signed_data, v.reason);
+                v.res = verify_data(*k, o.signed_data, s.b, v.reason);
                 v.testing = k->testing;
                 if (v.res == result::pass && s.l && *s.l < body_len && !_o.trust_length_limit) {
                     v.res = result::policy;

@@ -72,6 +72,11 @@ struct key {
 // p= (revoked) is one of those.
 std::optional<key> parse_key(std::string_view txt, std::string& why);
 
+// Checks sig over data with the key (RFC 6376 3.7 for RSA; RFC 8463 3 for
+// Ed25519: over data's SHA-256): pass, or fail or permerror with why. For
+// ARC as well as DKIM.
+result verify_data(const key& k, std::string_view data, std::string_view sig, std::string& why);
+
 // Canonicalized header field, CRLF-terminated (RFC 6376 3.4.1, 3.4.2).
 std::string canon_header(std::string_view raw_field, size_t name_len, canon c);
 

@@ -178,10 +178,8 @@ std::string signed_header_data(const std::vector<mail::header_field>& fields, co
     return out;
 }
 
-namespace {
-
 // Signs data: RSA with SHA-256; Ed25519 over data's SHA-256 (RFC 8463 3).
-std::optional<std::string> sign_data(const signing_key& k, const std::string& data) {
+std::optional<std::string> sign_raw(const signing_key& k, std::string_view data) {
     EVP_MD_CTX* ctx = EVP_MD_CTX_new();
     std::string sig;
     bool ok = false;
@@ -210,8 +208,6 @@ std::optional<std::string> sign_data(const signing_key& k, const std::string& da
         return std::nullopt;
     return sig;
 }
-
-}  // namespace
 
 rw::result<std::string, std::string> sign(const std::vector<mail::header_field>& fields, std::string_view body_hash,
                                       std::span<const signing_key> keys, const sign_options& o) {
@@ -256,7 +252,7 @@ rw::result<std::string, std::string> sign(const std::vector<mail::header_field>&
         // final CRLF (relaxed).
         std::string own = canon_header(f, 14, canon::relaxed);
         own.resize(own.size() - 2);
-        auto sig = sign_data(k, data + own);
+        auto sig = sign_raw(k, data + own);
         if (!sig)
             return unexpected(fmt::format("signing with {}._domainkey.{} failed", k.selector, k.domain));
         const std::string b = mail::base64_encode(*sig);

@@ -82,6 +82,10 @@ struct sign_options {
 rw::result<std::string, std::string> sign(const std::vector<mail::header_field>& fields, std::string_view body_hash,
                                       std::span<const signing_key> keys, const sign_options& o);
 
+// The signature over data with k (RSA: SHA-256; Ed25519: over data's
+// SHA-256, RFC 8463 3); nothing if OpenSSL fails.
+std::optional<std::string> sign_raw(const signing_key& k, std::string_view data);
+
 // The canonical header data a signature covers: for each name, the lowest
 // instance not yet taken (RFC 6376 5.4.2), the field at `exclude` never.
 std::string signed_header_data(const std::vector<mail::header_field>& fields, const std::vector<std::string>& names,

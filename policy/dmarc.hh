@@ -59,6 +59,7 @@ struct outcome {
     std::string dkim_domain;                   // the aligned passing signature's d=
     std::optional<record> rec;
     std::string reason;
+    std::string override_by;  // a local policy override (RFC 7489 6.7): "arc" with the trusted sealer
 };
 
 step<outcome> evaluate(const request& rq, const dns_answers& answers);

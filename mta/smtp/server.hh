@@ -19,6 +19,7 @@
 #include "fs/spool.hh"
 #include "policy/cidr.hh"
 #include "policy/credentials.hh"
+#include "policy/arc.hh"
 #include "policy/dkim.hh"
 #include "policy/dkim_sign.hh"
 #include "policy/dmarc.hh"
@@ -68,6 +69,9 @@ struct authentication_options {
     bool dkim_verify = false;  // verify the DKIM signatures of arriving mail
     policy::dkim::options dkim_options;
     bool dmarc = false;        // evaluate DMARC for arriving mail
+    bool arc_verify = false;   // validate the ARC chain of arriving mail
+    std::vector<std::string> arc_trusted_sealers;  // a passing chain they sealed overrides a DMARC fail
+    std::string arc_seal_domain;                    // seal arriving mail with this domain's key
     bool dkim_sign = false;    // sign relayed mail with the keys of its From domain
     policy::dkim::sign_options sign_options;
 };

@@ -170,6 +170,7 @@ private:
     // DKIM signing of relayed mail: the keys of the From: domain, found at
     // the end of the header section, and the body hash they share.
     struct sign_feed : smtp::body_consumer {
+        std::string domain;  // whose keys: this one, or "" for the From: domain's
         std::shared_ptr<const policy::dkim::keyring> ring;
         std::span<const policy::dkim::signing_key> keys;
         std::unique_ptr<policy::dkim::body_hasher> hasher;
@@ -177,6 +178,8 @@ private:
         const smtp::message_pipeline* p = nullptr;
         void headers_end(uint64_t) override {
             for (const auto& f : p->headers().fields()) {
+                if (!domain.empty())
+                    break;
                 if (!mail::name_is(f, "From"))
                     continue;
                 auto from = mail::parse_address_list(f.unfolded_value());
@@ -184,6 +187,8 @@ private:
                     keys = ring->for_domain(from->front().domain);
                 break;  // the first From: only
             }
+            if (!domain.empty())
+                keys = ring->for_domain(domain);
             if (!keys.empty())
                 hasher = std::make_unique<policy::dkim::body_hasher>(policy::dkim::canon::relaxed, false, std::nullopt);
         }
@@ -198,6 +203,17 @@ private:
         }
     };
     std::unique_ptr<sign_feed> _sign_feed;
+    std::unique_ptr<sign_feed> _seal_feed;  // ARC sealing of arriving mail: the sealer's key, the body hash
+    // ARC validation of arriving mail, fed by the pipeline.
+    struct arc_feed : smtp::body_consumer {
+        policy::arc::verification v;
+        const smtp::message_pipeline* p = nullptr;
+        void headers_end(uint64_t) override { v.header_section(p->headers().fields()); }
+        void body(std::string_view b) override { v.body(b); }
+        void end() override { v.end(); }
+    };
+    std::unique_ptr<arc_feed> _arc_feed;
+    std::optional<policy::arc::outcome> _arc;
     std::optional<std::vector<policy::dkim::verdict>> _dkim;
     std::optional<policy::dmarc::outcome> _dmarc;
     bool _arriving = false;  // this message's client may not relay: it is checked, not signed
@@ -324,6 +340,9 @@ void session::reset_transaction() {
     _dkim.reset();
     _dmarc.reset();
     _sign_feed.reset();
+    _seal_feed.reset();
+    _arc_feed.reset();
+    _arc.reset();
     _spf.reset();
 }
 
@@ -506,6 +525,24 @@ void session::start_pipeline() {
         _dkim_feed->p = &*_pipeline;
         _pipeline->add(_dkim_feed.get());
     }
+    _arc_feed.reset();
+    _arc.reset();
+    if (_env->auth && _env->auth->arc_verify && arriving) {
+        _arc_feed = std::make_unique<arc_feed>();
+        _arc_feed->p = &*_pipeline;
+        _pipeline->add(_arc_feed.get());
+    }
+    _seal_feed.reset();
+    if (_env->auth && !_env->auth->arc_seal_domain.empty() && _env->dkim_keys && arriving) {
+        auto ring = _env->dkim_keys->get();
+        if (ring && !ring->for_domain(_env->auth->arc_seal_domain).empty()) {
+            _seal_feed = std::make_unique<sign_feed>();
+            _seal_feed->domain = _env->auth->arc_seal_domain;
+            _seal_feed->ring = std::move(ring);
+            _seal_feed->p = &*_pipeline;
+            _pipeline->add(_seal_feed.get());
+        }
+    }
     _sign_feed.reset();
     if (_env->auth && _env->auth->dkim_sign && _env->dkim_keys && !arriving) {
         auto ring = _env->dkim_keys->get();
@@ -526,6 +563,14 @@ task<void> session::verify_message() {
         } else {
             auto t = verify::check_dkim(*_env->dns, _dkim_feed->v, answers);
             _dkim = co_await std::move(t);
+        }
+    }
+    if (_arc_feed && _env->dns) {
+        if (_arc_feed->v.has_sets()) {
+            auto t = verify::check_arc(*_env->dns, _arc_feed->v, answers);
+            _arc = co_await std::move(t);
+        } else {
+            _arc.emplace();  // validated: no chain
         }
     }
     if (!_env->auth || !_env->auth->dmarc || !_arriving || !_env->dns || !_pipeline)
@@ -551,6 +596,14 @@ task<void> session::verify_message() {
     rq.sample = unsigned(draw() % 100);
     auto t = verify::check_dmarc(*_env->dns, rq, answers);
     _dmarc = co_await std::move(t);
+    // RFC 7489 6.7 local policy: a passing ARC chain sealed by a sealer we
+    // trust vouches for mail its forwarding broke (mailing lists).
+    if (_dmarc->res == policy::dmarc::result::fail && _arc && _arc->res == policy::arc::result::pass &&
+        std::find(_env->auth->arc_trusted_sealers.begin(), _env->auth->arc_trusted_sealers.end(), _arc->sealer) !=
+            _env->auth->arc_trusted_sealers.end()) {
+        _dmarc->applied = policy::dmarc::disposition::none;
+        _dmarc->override_by = "arc, sealed by " + _arc->sealer;
+    }
 }
 
 std::optional<smtp::refusal> session::dmarc_refusal() const {
@@ -575,12 +628,30 @@ fs::added_headers session::added_headers(uint64_t id) {
             lg.error("icid={} {}: the message goes unsigned", _icid, sig.error());
     }
     a.prefix += received_header(id);
-    if (_env->auth && !_env->auth->authserv_id.empty() && (_spf || _dkim || _dmarc)) {
+    if (_env->auth && !_env->auth->authserv_id.empty() && (_spf || _dkim || _dmarc || _arc)) {
         policy::auth_findings f;
         f.spf = _spf ? &*_spf : nullptr;
         f.dkim = _dkim ? &*_dkim : nullptr;
         f.dmarc = _dmarc ? &*_dmarc : nullptr;
-        a.prefix += policy::authentication_results(_env->auth->authserv_id, f);
+        f.arc = _arc ? &*_arc : nullptr;
+        const std::string ar = policy::authentication_results(_env->auth->authserv_id, f);
+        // ARC sealing: our results travel in the new set (RFC 8617 4.1.1).
+        if (_seal_feed && !_seal_feed->body_hash.empty() && !_seal_feed->keys.empty()) {
+            policy::arc::seal_options so;
+            so.authserv_id = _env->auth->authserv_id;
+            so.headers = _env->auth->sign_options.headers;
+            so.now = int64_t(std::time(nullptr));
+            const std::string_view value =
+                std::string_view(ar).substr(std::string_view("Authentication-Results: ").size(),
+                                            ar.size() - std::string_view("Authentication-Results: ").size() - 2);
+            auto s = policy::arc::seal(_pipeline->headers().fields(), _seal_feed->body_hash,
+                                       _arc ? *_arc : policy::arc::outcome{}, value, _seal_feed->keys.front(), so);
+            if (s)
+                a.prefix = s.value() + a.prefix;
+            else
+                lg.info("icid={} ARC: {}", _icid, s.error());
+        }
+        a.prefix += ar;
     }
     // A message without a header section: the fields added on top would
     // make its first lines header; an empty line keeps them body.
@@ -622,6 +693,7 @@ void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
                                  {"subject", std::string_view(_subject)},
                                  {"spf", spf}, {"spf_domain", spf_domain},
                                  {"dkim", std::string_view(dkim)},
+                                 {"arc", _arc ? policy::arc::to_string(_arc->res) : std::string_view()},
                                  {"dmarc", _dmarc ? policy::dmarc::to_string(_dmarc->res) : std::string_view()},
                                  {"dmarc_domain", _dmarc ? std::string_view(_dmarc->from_domain) : std::string_view()},
                                  {"dmarc_disposition",

@@ -131,4 +131,21 @@ task<policy::dmarc::outcome> check_dmarc(net::resolver& r, policy::dmarc::reques
     co_return out;
 }
 
+task<policy::arc::outcome> check_arc(net::resolver& r, const policy::arc::verification& v, policy::dns_answers& answers) {
+    for (unsigned round = 0; round < 2; ++round) {
+        policy::step<policy::arc::outcome> s = v.evaluate(answers);
+        if (s.done)
+            co_return std::move(*s.done);
+        std::vector<policy::dns_query> need = std::move(s.need);
+        co_await resolve(r, need, answers);
+    }
+    policy::step<policy::arc::outcome> s = v.evaluate(answers);
+    if (s.done)
+        co_return std::move(*s.done);
+    policy::arc::outcome o;
+    o.res = policy::arc::result::fail;
+    o.reason = "the chain's keys could not be found";
+    co_return o;
+}
+
 }  // namespace rw::mta::verify

@@ -7,6 +7,7 @@
 
 #include <span>
 
+#include "policy/arc.hh"
 #include "policy/dkim.hh"
 #include "policy/dmarc.hh"
 #include "policy/dns_facts.hh"
@@ -36,5 +37,8 @@ task<std::vector<policy::dkim::verdict>> check_dkim(net::resolver& r, const poli
 
 // DMARC for the request: the policy records (and np='s existence checks).
 task<policy::dmarc::outcome> check_dmarc(net::resolver& r, policy::dmarc::request rq, policy::dns_answers& answers);
+
+// The ARC chain's validation (v has seen the whole message).
+task<policy::arc::outcome> check_arc(net::resolver& r, const policy::arc::verification& v, policy::dns_answers& answers);
 
 }  // namespace rw::mta::verify

@@ -1,4 +1,4 @@
-// Fuzz target: DKIM (policy/dkim.hh). The input is a message: its header
+// Fuzz target: DKIM and ARC (policy/dkim.hh, policy/arc.hh). The input is a message: its header
 // section's DKIM-Signature fields are parsed and their header data built,
 // its body is hashed in both canonicalizations fed whole and in pieces
 // (which must give the same digests), and each field value also goes
@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "mail/header.hh"
+#include "policy/arc.hh"
 #include "policy/dkim.hh"
 #include "runtime/base/assert.hh"
 
@@ -57,5 +58,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         s = v.evaluate(answers);
     }
     RW_ASSERT(s.done.has_value(), "evaluation still needs keys after they were given");
+    // ARC: the same message's chain, every key answered the same way.
+    arc::verification av;
+    av.header_section(hp.fields());
+    av.body(body);
+    av.end();
+    dns_answers arc_answers;
+    auto a1 = av.evaluate(arc_answers);
+    if (!a1.done) {
+        dns_answer a;
+        a.status = dns_status::ok;
+        a.names.push_back(hp.fields().empty() ? std::string() : hp.fields().front().unfolded_value());
+        for (const auto& q : a1.need)
+            arc_answers.put(q, a);
+        a1 = av.evaluate(arc_answers);
+    }
+    RW_ASSERT(a1.done.has_value(), "ARC evaluation still needs keys after they were given");
     return 0;
 }

@@ -278,7 +278,7 @@ class AddedHeaders(AuthTest):
         eml = saved(sink.save)[0][0]
         # Our fields, then an empty line, so the first line stays body.
         self.assertTrue(eml.endswith(b"spf=pass (mechanism \"ip4:127.0.0.0/8\" matched) smtp.mailfrom=a@pass.test\r\n"
-                                     b"\tdkim=none (no signature)\r\n\r\njust a body line\r\n"), eml)
+                                     b"\tdkim=none (no signature)\r\n\tarc=none\r\n\r\njust a body line\r\n"), eml)
 
 
 def rsa_key(bits):
@@ -641,6 +641,80 @@ class SessionDMARC(AuthTest):
         ar = " ".join(email.message_from_bytes(saved(sink.save)[0][0], policy=email.policy.compat32)
                       ["Authentication-Results"].split())
         self.assertIn("dmarc=fail (p=reject dis=reject) header.from=dmarc.test", ar)
+
+
+class SessionARC(AuthTest):
+    """ARC chains made by dkimpy validated here, ours validated by dkimpy, and trusted sealers."""
+
+    def test_chains_seals_and_trusted_sealers(self):
+        sink = self.sink(save=True)
+        list_pem, list_pub = rsa_key(1024)
+        fwd_pem, fwd_pub = rsa_key(1024)  # RFC 8617 signs with rsa-sha256 only
+        zone = dict(DMARC_ZONE)
+        zone["l._domainkey.lists.test"] = [{"TXT": f"v=DKIM1; k=rsa; p={list_pub}"}]
+        zone["f._domainkey.fwd.test"] = [{"TXT": f"v=DKIM1; k=rsa; p={fwd_pub}"}]
+        zone["lists.test"] = [{"TXT": "v=spf1 ip4:127.0.0.0/8 -all"}]
+        self.dns.set_zone(zone)
+        self.start('arc_trusted_sealers = ["fwd.test"]\narc_seal_domain = "mx.test"\n',
+                   routes=[("local.test", [f"127.0.0.1:{sink.port}"])])
+        gen = subprocess.run([os.path.join(delivery_test.BUILD, "admin", "ringway"), "--socket", self.sock, "--json",
+                              "dkim", "genkey", "mx.test", "arc"], capture_output=True, text=True, timeout=120)
+        self.assertEqual(gen.returncode, 0, gen.stderr)
+        ours = json.loads(gen.stdout)["record"]
+        zone["arc._domainkey.mx.test"] = [{"TXT": ours}]
+        self.dns.set_zone(zone)
+
+        def hop(msg, sel, dom, key, srv):
+            # dkimpy takes cv= from the arc= result in its own A-R (first).
+            arc = "arc=pass; " if b"ARC-Seal:" in msg else ""
+            ar = f"Authentication-Results: {srv}; {arc}spf=pass smtp.mailfrom=x@{srv}\r\n".encode()
+            msg = ar + msg
+            return b"".join(dkim.arc_sign(msg, sel, dom, key, srv.encode())) + msg
+
+        # A list post from dmarc.test (p=reject), resent by lists.test, then
+        # fwd.test: DMARC fails (nothing aligned), the chain passes, and
+        # fwd.test is trusted.
+        post = from_msg("ceo@dmarc.test", "list post")
+        one = hop(post, b"l", b"lists.test", list_pem, "lists.test")
+        two = hop(one, b"f", b"fwd.test", fwd_pem, "fwd.test")
+        # Sealed only by lists.test (not trusted): DMARC's reject stands.
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="helo.test", timeout=30) as c:
+            c.sendmail("bounce@lists.test", ["x@local.test"], two)
+            with self.assertRaises(smtplib.SMTPDataError) as cm:
+                c.sendmail("bounce@lists.test", ["x@local.test"], one)
+            self.assertEqual(cm.exception.smtp_code, 550)
+            # A hop changed the body after sealing: the chain fails (From: a
+            # domain without DMARC policy, so that the message is kept).
+            plain = hop(hop(from_msg("ceo@pass.test", "broken"), b"l", b"lists.test", list_pem, "lists.test"),
+                        b"f", b"fwd.test", fwd_pem, "fwd.test")
+            c.sendmail("bounce@lists.test", ["x@local.test"], plain.replace(b"body\r\n", b"b0dy\r\n"))
+        wait_until(lambda: len(saved(sink.save)) == 2, timeout=30, what="two messages at the sink")
+        good, broken = saved(sink.save)[0][0], saved(sink.save)[1][0]
+
+        def ar_of(eml):
+            return " ".join(email.message_from_bytes(eml, policy=email.policy.compat32)["Authentication-Results"].split())
+
+        self.assertIn("arc=pass (2 instances, sealed by fwd.test)", ar_of(good))
+        self.assertIn("dmarc=fail (p=reject dis=none; override: arc, sealed by fwd.test) header.from=dmarc.test",
+                      ar_of(good))
+        self.assertIn("arc=fail (ARC-Message-Signature of instance 2: body hash did not verify)", ar_of(broken))
+        # We sealed what we passed on, as instance 3, and dkimpy validates
+        # the whole chain; the broken one we did not seal.
+        records = {"l._domainkey.lists.test": f"v=DKIM1; k=rsa; p={list_pub}",
+                   "f._domainkey.fwd.test": f"v=DKIM1; k=rsa; p={fwd_pub}",
+                   "arc._domainkey.mx.test": ours}
+
+        def dnsfunc(name, timeout=5):
+            rec = records.get(name.decode().rstrip("."))
+            return rec.encode() if rec else None
+
+        self.assertIn(b"ARC-Seal: i=3; a=rsa-sha256; cv=pass; d=mx.test; s=arc;", good)
+        cv, results = dkim.arc_verify(good, dnsfunc=dnsfunc)[:2]
+        self.assertEqual(cv, b"pass", results)
+        self.assertEqual([r["instance"] for r in results], [3, 2, 1])
+        self.assertNotIn(b"ARC-Seal: i=3", broken)
+        journal = [r.get("arc") for r in self.g.journal() if r.get("event") == "received"]
+        self.assertEqual(journal, ["pass", "fail"])
 
 
 if __name__ == "__main__":
