@@ -242,6 +242,7 @@ struct conservation_config {
 struct authentication_config {
     std::string authserv_id;              // Authentication-Results id; empty: smtp.hostname
     bool spf = true;                      // check SPF for every transaction
+    bool spf_helo = true;                 // and the HELO identity of each session
     std::string spf_fail = "none";        // none | reject: what an SPF fail of MAIL FROM gets
     std::string spf_temperror = "accept"; // accept | tempfail: what a DNS failure gets
     std::string spf_explanation = "%{d}: sender %{s} not permitted from %{i}";

@@ -405,6 +405,11 @@ const key_spec k_keys[] = {
     {"authentication", "spf", T::boolean, 0, 0, {}, {}, live,
      "Check SPF: the MAIL FROM identity (the HELO identity for the null sender) of every transaction.", false, {},
      {}, RW_F(authentication_config, spf)},
+    {"authentication", "spf_helo", T::boolean, 0, 0, {}, {}, live,
+     "Check the HELO identity as well (RFC 7208 2.3), once per HELO name of a session, before MAIL FROM's: its "
+     "result goes into Authentication-Results (smtp.helo) and the mail log (spf_helo), and a fail is refused "
+     "as MAIL FROM's is when spf_fail = \"reject\". Not for the null sender, whose check is the HELO identity.",
+     false, {}, {}, RW_F(authentication_config, spf_helo)},
     {"authentication", "spf_fail", T::enumeration, 0, 0, {}, {}, live,
      "What an SPF fail of MAIL FROM gets: \"none\" (recorded only; DMARC decides) or \"reject\" (550 5.7.23 "
      "at RCPT, with the domain's explanation).",

@@ -52,6 +52,7 @@ mta::authentication_options authentication_options(const config& cfg) {
     mta::authentication_options o;
     const auto& a = cfg.authentication;
     o.spf = a.spf;
+    o.spf_helo = a.spf_helo;
     o.spf_reject_fail = a.spf_fail == "reject";
     o.spf_tempfail_temperror = a.spf_temperror == "tempfail";
     o.authserv_id = a.authserv_id.empty() ? cfg.smtp.hostname : a.authserv_id;

@@ -88,6 +88,14 @@ std::string authentication_results(std::string_view authserv_id, const auth_find
         h += ' ' + spf_property(o);
         any = true;
     }
+    if (f.spf_helo) {
+        const spf::outcome& o = *f.spf_helo;
+        h += fmt::format("\r\n\tspf={}", spf::to_string(o.res));
+        if (std::string c = spf_comment(o); !c.empty())
+            h += fmt::format(" ({})", comment(c));
+        h += ' ' + spf_property(o);
+        any = true;
+    }
     if (f.dkim) {
         if (f.dkim->empty())
             h += "\r\n\tdkim=none (no signature)";

@@ -24,6 +24,7 @@ namespace rw::policy {
 
 struct auth_findings {
     const spf::outcome* spf = nullptr;                // null: not checked
+    const spf::outcome* spf_helo = nullptr;           // the HELO identity's own check, if made
     const std::vector<dkim::verdict>* dkim = nullptr;  // null: not checked; empty: no signature
     const dmarc::outcome* dmarc = nullptr;             // null: not evaluated
     const arc::outcome* arc = nullptr;                 // null: not validated

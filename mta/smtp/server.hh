@@ -62,6 +62,7 @@ struct listener_options {
 // Sender authentication ([authentication]); one per configuration version.
 struct authentication_options {
     bool spf = false;                     // check SPF of MAIL FROM (HELO for the null sender)
+    bool spf_helo = false;                // check the HELO identity too (RFC 7208 2.3)
     bool spf_reject_fail = false;         // a fail gets 550 5.7.23 at MAIL
     bool spf_tempfail_temperror = false;  // a temperror gets 451 4.7.24 at MAIL
     std::string authserv_id;

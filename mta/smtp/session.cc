@@ -16,6 +16,7 @@
 #include <random>
 
 #include "mail/codec.hh"
+#include "mail/domain.hh"
 #include "mta/smtp/command.hh"
 #include "mta/smtp/data_decoder.hh"
 #include "mta/smtp/replies.hh"
@@ -223,6 +224,10 @@ private:
     std::optional<smtp::refusal> dmarc_refusal() const;
     std::string _subject;  // of the message being queued, for the mail log
     std::optional<policy::spf::outcome> _spf;  // of this transaction, when checked
+    // The HELO identity's own check (RFC 7208 2.3), once per HELO name of
+    // the session; not for the null sender, whose MAIL FROM check is it.
+    std::optional<policy::spf::outcome> _spf_helo;
+    std::string _spf_helo_for;
 };
 
 task<int> session::read_more(std::chrono::nanoseconds timeout) {
@@ -418,6 +423,29 @@ task<void> session::do_mail(const smtp::command& c) {
     // that may not relay: the mail of relay clients is our own.
     if (_env->auth && _env->auth->spf && _env->dns && !_env->relay->may_relay(connection_facts())) {
         const authentication_options* ao = _env->auth;
+        // The HELO identity first (RFC 7208 2.3): a fail there is decided
+        // without the MAIL FROM record, and the result is cached for the
+        // session's later transactions.
+        if (ao->spf_helo && !c.null_path && _helo.find('.') != std::string::npos && !mail::check_domain(_helo)) {
+            if (_spf_helo_for != _helo) {
+                policy::spf::request hq;
+                hq.ip = _peer;
+                hq.helo = _helo;
+                hq.helo_identity = true;
+                hq.receiver = _env->hostname;
+                hq.now = int64_t(std::time(nullptr));
+                policy::dns_answers ha;
+                task<policy::spf::outcome> ht = verify::check_spf(*_env->dns, std::move(hq), ao->spf_options, ha);
+                _spf_helo = co_await std::move(ht);
+                _spf_helo_for = _helo;
+            }
+            if (_spf_helo && _spf_helo->res == policy::spf::result::fail) {
+                if (auto r = smtp::spf_refusal(*_spf_helo, ao->spf_reject_fail, false)) {
+                    refuse(*r);
+                    co_return;
+                }
+            }
+        }
         policy::spf::request rq;
         rq.ip = _peer;
         rq.sender = c.null_path ? std::string() : smtp::to_string(c.path);
@@ -631,6 +659,7 @@ fs::added_headers session::added_headers(uint64_t id) {
     if (_env->auth && !_env->auth->authserv_id.empty() && (_spf || _dkim || _dmarc || _arc)) {
         policy::auth_findings f;
         f.spf = _spf ? &*_spf : nullptr;
+        f.spf_helo = _spf_helo && _spf_helo_for == _helo && !_null_sender ? &*_spf_helo : nullptr;
         f.dkim = _dkim ? &*_dkim : nullptr;
         f.dmarc = _dmarc ? &*_dmarc : nullptr;
         f.arc = _arc ? &*_arc : nullptr;
@@ -693,6 +722,9 @@ void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
                                  {"subject", std::string_view(_subject)},
                                  {"spf", spf}, {"spf_domain", spf_domain},
                                  {"dkim", std::string_view(dkim)},
+                                 {"spf_helo", _spf_helo && _spf_helo_for == _helo && !_null_sender
+                                                  ? policy::spf::to_string(_spf_helo->res)
+                                                  : std::string_view()},
                                  {"arc", _arc ? policy::arc::to_string(_arc->res) : std::string_view()},
                                  {"dmarc", _dmarc ? policy::dmarc::to_string(_dmarc->res) : std::string_view()},
                                  {"dmarc_domain", _dmarc ? std::string_view(_dmarc->from_domain) : std::string_view()},

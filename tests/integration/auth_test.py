@@ -180,6 +180,26 @@ class SessionSPF(AuthTest):
         self.assertNotIn("result", spf)
         self.assertIn("not checked", spf["note"])
 
+    def test_the_helo_identity_is_checked_too(self):
+        sink = self.sink(save=True)
+        zone = dict(ZONE, **{"badhelo.test": [{"TXT": "v=spf1 -all"}]})
+        self.dns.set_zone(zone)
+        self.start('spf_fail = "reject"\n', routes=[("local.test", [f"127.0.0.1:{sink.port}"])])
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="badhelo.test", timeout=30) as c:
+            c.ehlo()
+            code, text = c.mail("a@pass.test")  # MAIL FROM would pass; the HELO fails first
+            self.assertEqual(code, 550, text)
+            self.assertIn(b"5.7.23", text)
+            self.assertIn(b"badhelo.test", text)
+        self.deliver("a@pass.test")  # HELO helo.test passes
+        wait_until(lambda: len(saved(sink.save)) == 1, timeout=30, what="the message at the sink")
+        ar = " ".join(email.message_from_bytes(saved(sink.save)[0][0], policy=email.policy.compat32)
+                      ["Authentication-Results"].split())
+        self.assertIn('spf=pass (mechanism "ip4:127.0.0.0/8" matched) smtp.mailfrom=a@pass.test', ar)
+        self.assertIn('spf=pass (mechanism "a:helo.test" matched) smtp.helo=helo.test', ar)
+        got = [r.get("spf_helo") for r in self.g.journal() if r.get("event") == "received"]
+        self.assertEqual(got, ["pass"])
+
     def test_relay_clients_are_not_checked(self):
         self.dns.set_zone(ZONE)
         self.start('spf_fail = "reject"\n', relay_networks='["127.0.0.1/32"]')
@@ -277,8 +297,10 @@ class AddedHeaders(AuthTest):
         wait_until(lambda: len(saved(sink.save)) == 1, timeout=30, what="the message at the sink")
         eml = saved(sink.save)[0][0]
         # Our fields, then an empty line, so the first line stays body.
-        self.assertTrue(eml.endswith(b"spf=pass (mechanism \"ip4:127.0.0.0/8\" matched) smtp.mailfrom=a@pass.test\r\n"
-                                     b"\tdkim=none (no signature)\r\n\tarc=none\r\n\r\njust a body line\r\n"), eml)
+        head, body = eml.split(b"\r\n\r\n", 1)
+        self.assertEqual(body, b"just a body line\r\n", eml)
+        self.assertIn(b"\r\nAuthentication-Results: mx.ringway.test;\r\n\tspf=pass", head)
+        self.assertTrue(head.endswith(b"\tarc=none"), eml)
 
 
 def rsa_key(bits):
