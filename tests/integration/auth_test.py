@@ -66,8 +66,19 @@ class AuthTest(DeliveryTest):
         self.g = self.gateway(routes=list(routes), dns=dns, relay_networks=relay_networks,
                               tail_extra="[authentication]\n" + authentication)
         self.sock = os.path.join(self.g.dir, "var", "ringway.sock")
-        wait_until(lambda: os.path.exists(self.sock), timeout=10, what="the control socket")
-        self.conn = control(self.sock)
+        # The socket's file appears at bind(), before listen(): connect until
+        # it answers.
+        conn = []
+
+        def connected():
+            try:
+                conn.append(control(self.sock))
+                return True
+            except (FileNotFoundError, ConnectionRefusedError):
+                return False
+
+        wait_until(connected, timeout=20, what="the control socket")
+        self.conn = conn[0]
         self.addCleanup(self.conn[0].close)
 
     def trace_spf(self, ip, helo, mail_from):

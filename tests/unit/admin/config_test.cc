@@ -363,7 +363,7 @@ TEST_CASE("error: unknown key lists the allowed keys of its table", "[config]") 
                "tls_cert, tls_key, implicit_tls, auth, allow_auth_without_tls, max_connections, "
                "max_connections_per_ip, max_recipients, max_message_size, max_line_length, max_errors, "
                "greeting_timeout_s, "
-               "command_timeout_s, data_block_timeout_s, data_end_timeout_s, idle_timeout_s, greet_pause_ms");
+               "command_timeout_s, data_block_timeout_s, data_end_timeout_s, idle_timeout_s, greet_pause_ms, dmarc_reject");
 
     e = refused_once(std::string(k_listener) + "[spool]\nbogus = 1\n");
     CHECK(e == "t.toml:5: spool.bogus: unknown key; allowed: path, size, flush");
