@@ -463,7 +463,8 @@ const key_spec k_keys[] = {
     {"authentication", "arc_seal_domain", T::string, 0, 0, "a domain with a key in dkim_key_dir, or \"\"", {},
      live,
      "Seal arriving mail (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results with our results) with "
-     "this domain's first key, so that hops after us can trust what we found; \"\": no sealing.",
+     "this domain's first RSA key (RFC 8617 signs with rsa-sha256 only), so that hops after us can trust what we "
+     "found; \"\": no sealing.",
      false, {}, {}, RW_F(authentication_config, arc_seal_domain)},
 };
 

@@ -665,7 +665,13 @@ fs::added_headers session::added_headers(uint64_t id) {
         f.arc = _arc ? &*_arc : nullptr;
         const std::string ar = policy::authentication_results(_env->auth->authserv_id, f);
         // ARC sealing: our results travel in the new set (RFC 8617 4.1.1).
-        if (_seal_feed && !_seal_feed->body_hash.empty() && !_seal_feed->keys.empty()) {
+        // RFC 8617 seals with rsa-sha256 only: the sealer's first RSA key.
+        const policy::dkim::signing_key* sealer = nullptr;
+        if (_seal_feed)
+            for (const auto& k : _seal_feed->keys)
+                if (!k.ed25519 && !sealer)
+                    sealer = &k;
+        if (_seal_feed && !_seal_feed->body_hash.empty() && sealer) {
             policy::arc::seal_options so;
             so.authserv_id = _env->auth->authserv_id;
             so.headers = _env->auth->sign_options.headers;
@@ -674,7 +680,7 @@ fs::added_headers session::added_headers(uint64_t id) {
                 std::string_view(ar).substr(std::string_view("Authentication-Results: ").size(),
                                             ar.size() - std::string_view("Authentication-Results: ").size() - 2);
             auto s = policy::arc::seal(_pipeline->headers().fields(), _seal_feed->body_hash,
-                                       _arc ? *_arc : policy::arc::outcome{}, value, _seal_feed->keys.front(), so);
+                                       _arc ? *_arc : policy::arc::outcome{}, value, *sealer, so);
             if (s)
                 a.prefix = s.value() + a.prefix;
             else
