@@ -2,6 +2,8 @@
 
 #include "mail/domain.hh"
 
+#include <ctime>
+
 namespace rw::mail {
 
 namespace {
@@ -493,6 +495,15 @@ std::optional<mailbox> parse_mailbox(std::string_view unfolded_value) {
     if (!m || !p.at_end())
         return std::nullopt;
     return m;
+}
+
+std::string date_time(int64_t t) {
+    const std::time_t tt = std::time_t(t);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    return buf;
 }
 
 }  // namespace rw::mail

@@ -124,6 +124,10 @@ private:
     std::vector<header_field> _fields;
 };
 
+// A date-time field's value for unix time t in UTC (RFC 5322 3.3):
+// "Mon, 07 Dec 2026 09:30:00 +0000".
+std::string date_time(int64_t t);
+
 // ---- addresses (RFC 5322 3.4) ----
 
 // `display` is the phrase before an angle address: its words joined by one

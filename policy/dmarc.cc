@@ -63,8 +63,6 @@ std::vector<std::string> uris(std::string_view v) {
             u.remove_prefix(1);
         while (!u.empty() && (u.back() == ' ' || u.back() == '\t'))
             u.remove_suffix(1);
-        if (const size_t bang = u.find('!'); bang != std::string_view::npos)
-            u = u.substr(0, bang);  // a size limit (RFC 7489 6.2)
         if (u.size() > 7 && mail::iequals(u.substr(0, 7), "mailto:"))
             out.emplace_back(u);
         if (c == std::string_view::npos)

@@ -2,20 +2,12 @@
 
 #include <fmt/format.h>
 
-#include <ctime>
+#include "mail/header.hh"
 
 namespace rw::mta::delivery {
 
 namespace {
-std::string rfc5322_date(int64_t t) {
-    std::time_t tt = std::time_t(t);
-    std::tm tm{};
-    gmtime_r(&tt, &tm);
-    char buf[64];
-    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    return buf;
-}
-
+std::string rfc5322_date(int64_t t) { return mail::date_time(t); }
 }  // namespace
 
 std::string_view header_of(std::string_view m) {

@@ -39,14 +39,7 @@ constexpr size_t k_read_bytes = 16 << 10;
 
 std::string mid_string(uint64_t id) { return fmt::format("{:016X}", id); }
 
-std::string rfc5322_date() {
-    std::time_t t = std::time(nullptr);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char b[64];
-    std::strftime(b, sizeof b, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    return b;
-}
+std::string rfc5322_date() { return mail::date_time(int64_t(std::time(nullptr))); }
 
 
 using smtp::reply;

@@ -26,7 +26,7 @@ TEST_CASE("dmarc: records", "[dmarc]") {
     REQUIRE(r->pct == 50);
     REQUIRE(r->strict_dkim);
     REQUIRE(!r->strict_spf);
-    REQUIRE(r->rua == std::vector<std::string>{"mailto:a@x.test", "mailto:b@y.test"});
+    REQUIRE(r->rua == std::vector<std::string>{"mailto:a@x.test!10m", "mailto:b@y.test"});  // size limits kept
     REQUIRE(r->ruf == std::vector<std::string>{"mailto:f@x.test"});
     REQUIRE(!parse_record("p=reject; v=DMARC1", why));  // v= first
     REQUIRE(!parse_record("v=DMARC1; p=bogus", why));
