@@ -261,6 +261,9 @@ struct authentication_config {
     bool arc_verify = true;                // validate the ARC chain of arriving mail
     std::vector<std::string> arc_trusted_sealers;  // their pass overrides a DMARC fail
     std::string arc_seal_domain;           // seal arriving mail with this domain's key; "" = no sealing
+    bool dmarc_reports = true;             // record DMARC results and send the daily rua= reports
+    std::string dmarc_report_from;         // the reports' sender; "" = postmaster@smtp.hostname
+    std::string dmarc_report_org;          // report_metadata/org_name; "" = smtp.hostname
 
     friend bool operator==(const authentication_config&, const authentication_config&) = default;
 };

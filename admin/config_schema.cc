@@ -466,6 +466,18 @@ const key_spec k_keys[] = {
      "this domain's first RSA key (RFC 8617 signs with rsa-sha256 only), so that hops after us can trust what we "
      "found; \"\": no sealing.",
      false, {}, {}, RW_F(authentication_config, arc_seal_domain)},
+    {"authentication", "dmarc_reports", T::boolean, 0, 0, {}, {}, live,
+     "Record each DMARC evaluation whose policy record asks for aggregate reports (rua=), per policy domain "
+     "and UTC day, and send each day's reports (RFC 7489 appendix C XML, gzip) after it ends. A destination "
+     "outside the policy domain must confirm it takes them (RFC 7489 7.1). `ringway dmarc` shows and sends "
+     "them.",
+     false, {}, {}, RW_F(authentication_config, dmarc_reports)},
+    {"authentication", "dmarc_report_from", T::string, 0, 0, "an address, or \"\" for postmaster@smtp.hostname",
+     {}, live, "The sender (From: and MAIL FROM) of the DMARC reports, and the report_metadata email.", false, {},
+     {}, RW_F(authentication_config, dmarc_report_from)},
+    {"authentication", "dmarc_report_org", T::string, 0, 0, "a name, or \"\" for smtp.hostname", {}, live,
+     "The reporting organisation's name in the DMARC reports (org_name, and the Subject's Submitter).", false,
+     {}, {}, RW_F(authentication_config, dmarc_report_org)},
 };
 
 #undef RW_F

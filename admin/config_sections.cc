@@ -402,6 +402,22 @@ void loader::read_authentication(const section& s, authentication_config& out) {
         else
             out.arc_seal_domain = mail::normalize_domain(*v);
     }
+    const std::string_view from_allowed = "an address like dmarc-reports@example.com, or empty";
+    if (auto v = read_string(s, "dmarc_report_from", from_allowed)) {
+        const size_t at = v->rfind('@');
+        if (!v->empty() && (at == std::string::npos || at == 0 || v->find_first_of(" \t<>\"") != std::string::npos ||
+                            mail::check_domain(std::string_view(*v).substr(at + 1))))
+            error(line_of(*s.get("dmarc_report_from"), s.line), s.key("dmarc_report_from"), quote(*v), from_allowed);
+        else
+            out.dmarc_report_from = std::move(*v);
+    }
+    const std::string_view org_allowed = "a name of printable characters (at most 200 bytes), or empty";
+    if (auto v = read_string(s, "dmarc_report_org", org_allowed)) {
+        if (v->size() > 200 || std::any_of(v->begin(), v->end(), [](char ch) { return ch < 0x20 || ch == 0x7f; }))
+            error(line_of(*s.get("dmarc_report_org"), s.line), s.key("dmarc_report_org"), quote(*v), org_allowed);
+        else
+            out.dmarc_report_org = std::move(*v);
+    }
     if (s.get("arc_trusted_sealers")) {
         out.arc_trusted_sealers.clear();
         for_each_string(s, "arc_trusted_sealers", 1000, "domain names",

@@ -478,27 +478,7 @@ task<void> save_suspensions(context& c) {
     json j = obj("v", 1, "delivery", std::vector<std::string>(c.suspended_delivery.begin(), c.suspended_delivery.end()),
                  "listeners", listeners);
     std::string text = j.dump(2) + "\n";
-    auto write = [path, text]() -> std::string {
-        std::string tmp = path + ".tmp";
-        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-            return std::strerror(errno);
-        bool good = ::write(fd, text.data(), text.size()) == ssize_t(text.size()) && ::fsync(fd) == 0;
-        int e = errno;
-        ::close(fd);
-        if (!good || ::rename(tmp.c_str(), path.c_str()) != 0)
-            return std::strerror(good ? errno : e);
-        // The rename is durable only once the directory is: without this a
-        // power cut soon after the reply could bring the old state back.
-        std::string dir = std::filesystem::path(path).parent_path().string();
-        int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-            return std::strerror(errno);
-        good = ::fsync(dfd) == 0;
-        e = errno;
-        ::close(dfd);
-        return good ? std::string() : std::strerror(e);
-    };
+    auto write = [path, text]() { return write_file_durably(path, text); };
     // (Bound first: g++ 12 mishandles class-type temporaries in the operand of co_await.)
     auto job = offload(std::move(write));
     auto ok = co_await std::move(job);
@@ -1047,6 +1027,28 @@ task<void> sampler(context* c) {
 }
 }  // namespace
 
+std::string write_file_durably(const std::string& path, const std::string& text) {
+    std::string tmp = path + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return std::strerror(errno);
+    bool good = ::write(fd, text.data(), text.size()) == ssize_t(text.size()) && ::fsync(fd) == 0;
+    int e = errno;
+    ::close(fd);
+    if (!good || ::rename(tmp.c_str(), path.c_str()) != 0)
+        return std::strerror(good ? errno : e);
+    // The rename is durable only once the directory is: without this a
+    // power cut soon after could bring the old state back.
+    std::string dir = std::filesystem::path(path).parent_path().string();
+    int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return std::strerror(errno);
+    good = ::fsync(dfd) == 0;
+    e = errno;
+    ::close(dfd);
+    return good ? std::string() : std::strerror(e);
+}
+
 task<void> start(context& c) {
     std::string path = fmt::format("{}/suspensions.json", c.state_dir);
     std::ifstream in(path);  // at start-up only, a small file
@@ -1075,11 +1077,14 @@ task<void> start(context& c) {
                 path, d.empty() ? "" : " ", d);
     }
     spawn(sampler(&c));
+    dmarc_load(c);
+    spawn(dmarc_reporter(&c));
 }
 
 void stop(context& c) {
     c.stopping = true;
     c.sampler_stop.cancel();
+    c.dmarc_stop.cancel();
 }
 
 task<void> stopped(context& c) { co_await c.tasks.wait_idle(); }
@@ -1121,6 +1126,8 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
         co_return co_await cmd_findevent(c, args);
     if (cmd == "dkim")
         co_return co_await cmd_dkim(c, who, args);
+    if (cmd == "dmarc")
+        co_return co_await cmd_dmarc(c, who, args);
     if (is_config_command(cmd))
         co_return co_await config_command(c, who, cmd, args);
     if (cmd == "destinations") {  // for the shell's completion

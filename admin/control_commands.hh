@@ -18,6 +18,7 @@
 #include "admin/config.hh"
 #include "admin/config_store.hh"
 #include "admin/registry.hh"
+#include "policy/dmarc_report.hh"
 #include "runtime/reactor/io.hh"
 #include "runtime/reactor/sync.hh"
 #include "runtime/reactor/task.hh"
@@ -61,9 +62,18 @@ struct context {
     uint64_t version = 0;
     bool committing = false;  // commits are applied one at a time
     bool stopping = false;
+    // DMARC aggregate-report data gathered from the cores (control_dmarc.cc).
+    policy::dmarc_report::store dmarc;
+    bool dmarc_saving = false;
+    cancel_token dmarc_stop;  // a token holds one wait at a time: the reporter's own
     cancel_token sampler_stop;
     gate tasks;
 };
+
+// Writes text to path through a temporary file, fsync and rename, then
+// fsyncs the directory: the old file or the new one survives a crash,
+// never a part. Blocking: call through offload(). "" or why not.
+std::string write_file_durably(const std::string& path, const std::string& text);
 
 // Loads the persisted suspensions and applies them; starts the sampler.
 task<void> start(context& c);
@@ -83,6 +93,13 @@ nlohmann::json pending_restart(const context& c);
 // `trace` (control_trace.cc): one imagined transaction through every
 // policy stage, nothing queued.
 task<nlohmann::json> trace(context& c, const nlohmann::json& args);
+
+// DMARC aggregate reports (admin/control_dmarc.cc): dmarc_load reads the
+// saved data at start; dmarc_reporter gathers, saves and sends the daily
+// reports until the control plane stops; `dmarc show|xml|send`.
+void dmarc_load(context& c);
+task<void> dmarc_reporter(context* c);
+task<nlohmann::json> cmd_dmarc(context& c, const peer_cred& who, const nlohmann::json& args);
 
 // dkim genkey|keys|reload (admin/control_dkim.cc).
 task<nlohmann::json> cmd_dkim(context& c, const peer_cred& who, const nlohmann::json& args);

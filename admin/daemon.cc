@@ -315,6 +315,7 @@ task<void> core_main(unsigned core, const config* cfg, std::vector<listener_fds>
         lg.warn("no provided receive buffers: {}", rx.error());
     std::vector<std::unique_ptr<net::tls_context>> tls;
     std::vector<std::unique_ptr<mta::server_env>> envs;
+    policy::dmarc_report::store dmarc_reports;  // this core's; the control plane gathers it
     for (size_t i = 0; i < fds->size(); ++i) {
         auto env = std::make_unique<mta::server_env>();
         env->hostname = cfg->smtp.hostname;
@@ -331,6 +332,7 @@ task<void> core_main(unsigned core, const config* cfg, std::vector<listener_fds>
         }
         env->suspended = shared->suspended_listeners.contains(cfg->listeners[i].name);
         env->dkim_keys = &shared->reg->dkim_keys;
+        env->dmarc_reports = &dmarc_reports;
         envs.push_back(std::move(env));
     }
     // Delivery: one service per core over this core's shards.
@@ -360,6 +362,7 @@ task<void> core_main(unsigned core, const config* cfg, std::vector<listener_fds>
             me.listener_limits.push_back(shared->limits[i].get());
         }
         me.dns = dns.get();
+        me.dmarc_reports = &dmarc_reports;
         me.listener_options.resize(envs.size());
         apply_on_core(me, *first, nullptr, cores);
     }

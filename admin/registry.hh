@@ -41,6 +41,7 @@ struct core_slot {
     // hold the older ones); the newest are in the listeners' environments.
     std::vector<std::unique_ptr<policy::rate_limiter>> rate_limiters;
     net::resolver* dns = nullptr;
+    policy::dmarc_report::store* dmarc_reports = nullptr;  // recorded here; the control plane gathers it
     // Set by ringwayd, called on this core by a commit: listener i takes
     // connections on `fd` from now (the old socket closes once its accept
     // loop has ended; open sessions go on), or serves this certificate to

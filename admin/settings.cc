@@ -64,6 +64,7 @@ mta::authentication_options authentication_options(const config& cfg) {
     o.arc_verify = a.arc_verify;
     o.arc_trusted_sealers = a.arc_trusted_sealers;
     o.arc_seal_domain = a.arc_seal_domain;
+    o.dmarc_reports = a.dmarc && a.dmarc_reports;
     o.sign_options.headers = a.dkim_sign_headers;
     o.sign_options.oversign = a.dkim_oversign;
     o.sign_options.expire_seconds = a.dkim_expire_days * 86400;

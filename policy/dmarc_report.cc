@@ -143,8 +143,17 @@ void store::merge(store& other) {
 }
 
 std::map<std::pair<int64_t, std::string>, domain_day> store::take_before(int64_t day) {
+    return take_if([day](int64_t d, const std::string&) { return d < day; });
+}
+
+std::map<std::pair<int64_t, std::string>, domain_day> store::take_if(
+    const std::function<bool(int64_t day, const std::string& domain)>& pred) {
     std::map<std::pair<int64_t, std::string>, domain_day> out;
-    for (auto it = _data.begin(); it != _data.end() && it->first.first < day;) {
+    for (auto it = _data.begin(); it != _data.end();) {
+        if (!pred(it->first.first, it->first.second)) {
+            ++it;
+            continue;
+        }
         _rows -= it->second.rows.size();
         auto node = _data.extract(it++);
         out.insert(std::move(node));

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -74,6 +75,9 @@ public:
     void merge(store& other);
     // Takes the days before `day` out.
     std::map<std::pair<int64_t, std::string>, domain_day> take_before(int64_t day);
+    // Takes out the (day, domain) entries pred selects.
+    std::map<std::pair<int64_t, std::string>, domain_day> take_if(
+        const std::function<bool(int64_t day, const std::string& domain)>& pred);
     void put(int64_t day, const std::string& domain, domain_day d);
     std::map<std::pair<int64_t, std::string>, domain_day>& data() { return _data; }
     const std::map<std::pair<int64_t, std::string>, domain_day>& data() const { return _data; }

@@ -514,6 +514,44 @@ std::string fmt_dkim(const json& r) {
     return o;
 }
 
+std::string fmt_dmarc(const json& r) {
+    if (r.contains("xml"))
+        return s(r, "xml");
+    std::string o;
+    if (r.contains("reports")) {
+        if (r["reports"].empty())
+            return "no report to send\n";
+        for (const auto& x : r["reports"]) {
+            o += fmt::format("{} {}: {} messages in {} rows, report {}\n", s(x, "day"), s(x, "domain"),
+                             u(x, "messages"), u(x, "rows"), s(x, "report_id"));
+            for (const auto& d : x["destinations"])
+                o += fmt::format("  {:<40} {}{}\n", s(d, "uri"), s(d, "status"),
+                                 d.contains("mid") ? " as " + s(d, "mid") : d.contains("why") ? ": " + s(d, "why") : "");
+        }
+        return o;
+    }
+    o = fmt::format("DMARC aggregate reports {} (data kept in {})\n",
+                    r.value("enabled", false) ? "on: each day's go out after it ends" : "off", s(r, "file"));
+    if (r["days"].empty())
+        return o + "  nothing recorded\n";
+    o += fmt::format("  {:<10}  {:<32} {:>8} {:>6}  {}\n", "DAY", "POLICY DOMAIN", "MESSAGES", "ROWS", "RUA");
+    for (const auto& d : r["days"]) {
+        std::string rua;
+        for (const auto& x : d["policy"]["rua"])
+            rua += (rua.empty() ? "" : ",") + x.get<std::string>();
+        o += fmt::format("  {:<10}  {:<32} {:>8} {:>6}  {}\n", s(d, "day"), s(d, "domain"), u(d, "messages"),
+                         u(d, "rows"), rua);
+        if (d.contains("records"))
+            for (const auto& x : d["records"])
+                o += fmt::format("      {:<39} {:>6}  {:<10} dkim={} spf={} from={}\n", s(x, "source_ip"),
+                                 u(x, "count"), s(x, "disposition"), x.value("dkim_aligned", false) ? "pass" : "fail",
+                                 x.value("spf_aligned", false) ? "pass" : "fail", s(x, "header_from"));
+    }
+    if (u(r, "dropped_rows"))
+        o += fmt::format("  {} messages were not recorded: the row limit was reached\n", u(r, "dropped_rows"));
+    return o;
+}
+
 std::vector<command> make_commands() {
     using a = arg_spec;
     std::vector<command> v;
@@ -676,6 +714,16 @@ std::vector<command> make_commands() {
                  "From:) is signed with every key of the domain: make an RSA and an Ed25519 key to sign twice.\n"
                  "dkim keys: the keys in force and their records. dkim reload: reads the directory again.",
                  fmt_dkim});
+    v.push_back({"dmarc", "dmarc",
+                 {a{"action", a::choice, {"show", "xml", "send"}}, a{"day", a::word, {}, true},
+                  a{"domain", a::word, {}, true}},
+                 "DMARC aggregate reports",
+                 "dmarc show [DAY [DOMAIN]]: what is recorded for the aggregate reports, per day and policy\n"
+                 "domain (with its rows when a day is given). dmarc xml DAY DOMAIN: the report as it would be\n"
+                 "sent. dmarc send [DAY [DOMAIN]]: sends the reports of DAY now (today: the day so far), or of\n"
+                 "every day that has ended. DAY is today, yesterday or YYYY-MM-DD. Each day's reports also go\n"
+                 "out by themselves once it has ended (authentication.dmarc_reports).",
+                 fmt_dmarc});
     v.push_back({"version", "version", {}, "the daemon's version", "The version of the running ringwayd.",
                  [](const json& r) { return fmt::format("ringwayd {} (control protocol {})\n", s(r, "version"),
                                                         u(r, "protocol")); }});

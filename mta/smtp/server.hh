@@ -23,6 +23,7 @@
 #include "policy/dkim.hh"
 #include "policy/dkim_sign.hh"
 #include "policy/dmarc.hh"
+#include "policy/dmarc_report.hh"
 #include "policy/rate_limit.hh"
 #include "policy/relay.hh"
 #include "policy/spf.hh"
@@ -73,6 +74,7 @@ struct authentication_options {
     bool arc_verify = false;   // validate the ARC chain of arriving mail
     std::vector<std::string> arc_trusted_sealers;  // a passing chain they sealed overrides a DMARC fail
     std::string arc_seal_domain;                    // seal arriving mail with this domain's key
+    bool dmarc_reports = false;  // record evaluations for the aggregate reports (server_env::dmarc_reports)
     bool dkim_sign = false;    // sign relayed mail with the keys of its From domain
     policy::dkim::sign_options sign_options;
 };
@@ -105,6 +107,9 @@ struct server_env {
     const authentication_options* auth = nullptr; // null: no sender authentication
     const policy::dkim::keyring_holder* dkim_keys = nullptr;  // signing keys (ringwayd-wide)
     net::resolver* dns = nullptr;                 // this core's resolver
+    // DMARC aggregate-report data recorded on this core; the admin plane
+    // gathers it. Null: none is recorded.
+    policy::dmarc_report::store* dmarc_reports = nullptr;
     net::tls_context* tls = nullptr;              // null: no STARTTLS
     policy::rate_limiter* conn_rate = nullptr;    // per client IP, this core's share
     policy::rate_limiter* msg_rate = nullptr;

@@ -625,6 +625,12 @@ task<void> session::verify_message() {
         _dmarc->applied = policy::dmarc::disposition::none;
         _dmarc->override_by = "arc, sealed by " + _arc->sealer;
     }
+    // Aggregate-report data (RFC 7489 7.2), for domains that ask for it.
+    if (_env->auth->dmarc_reports && _env->dmarc_reports && _dmarc->rec && !_dmarc->rec->rua.empty() &&
+        !_dmarc->policy_domain.empty())
+        _env->dmarc_reports->add(int64_t(std::time(nullptr)), policy::dmarc_report::published_of(*_dmarc),
+                                 policy::dmarc_report::row_of(_peer.ip_string(), *_dmarc, _spf ? &*_spf : nullptr,
+                                                              _dkim ? &*_dkim : nullptr));
 }
 
 std::optional<smtp::refusal> session::dmarc_refusal() const {

@@ -21,7 +21,9 @@ import smtplib
 import socket
 import subprocess
 import sys
+import time
 import unittest
+import xml.etree.ElementTree as ET
 
 import dkim
 import nacl.signing
@@ -748,6 +750,167 @@ class SessionARC(AuthTest):
         self.assertNotIn(b"ARC-Seal: i=3", broken)
         journal = [r.get("arc") for r in self.g.journal() if r.get("event") == "received"]
         self.assertEqual(journal, ["pass", "fail"])
+
+
+REPORT_ZONE = dict(DMARC_ZONE, **{
+    "rep.test": [{"TXT": "v=spf1 ip4:127.0.0.0/8 -all"}],
+    "_dmarc.rep.test": [{"TXT": "v=DMARC1; p=none; adkim=s; rua=mailto:agg@rep.test, "
+                                "mailto:ext@collector.test!50k, mailto:nope@unconfirmed.test, https://x.test/"}],
+    # collector.test takes rep.test's reports (RFC 7489 7.1); unconfirmed.test does not.
+    "rep.test._report._dmarc.collector.test": [{"TXT": "v=DMARC1"}],
+    "unconfirmed.test": [{"TXT": "v=spf1 -all"}],
+})
+
+
+class DMARCReports(AuthTest):
+    """Aggregate reports: recorded per domain and day, kept across a restart, sent as RFC 7489 XML in gzip."""
+
+    def send(self, mail_from, msg):
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="helo.test", timeout=30) as c:
+            c.ehlo()
+            self.assertEqual(c.mail(mail_from)[0], 250)
+            self.assertEqual(c.rcpt("x@local.test")[0], 250)
+            return c.data(msg)[0]
+
+    def reconnect(self):
+        self.conn = control(self.sock)
+        self.addCleanup(self.conn[0].close)
+
+    def test_reports_are_recorded_kept_and_sent(self):
+        sink = self.sink(save=True)
+        self.dns.set_zone(REPORT_ZONE)
+        to_sink = [f"127.0.0.1:{sink.port}"]
+        self.start(routes=[(d, to_sink) for d in ("local.test", "rep.test", "collector.test", "unconfirmed.test",
+                                                  "dmarc.test")])
+        self.assertEqual(self.send("a@rep.test", from_msg("ceo@rep.test", "aligned one")), 250)
+        self.assertEqual(self.send("b@rep.test", from_msg("ceo@rep.test", "aligned two")), 250)
+        self.assertEqual(self.send("c@pass.test", from_msg("ceo@rep.test", "not aligned")), 250)  # p=none
+        self.assertEqual(self.send("c@pass.test", from_msg("ceo@dmarc.test", "refused")), 550)  # p=reject
+        self.assertEqual(self.send("c@pass.test", from_msg("ceo@pass.test", "no policy")), 250)  # nothing to record
+        # Kept across a restart: recorded on the session's core, saved when
+        # ringwayd stops, read at start.
+        self.assertEqual(self.g.stop(), 0)
+        delivery_test.restart(self.g)
+        self.reconnect()
+        r = request(self.conn, "dmarc", {"action": "show"})
+        self.assertTrue(r["ok"], r)
+        days = {d["domain"]: d for d in r["result"]["days"]}
+        self.assertEqual(set(days), {"rep.test", "dmarc.test"})
+        today = days["rep.test"]["day"]
+        self.assertEqual((days["rep.test"]["messages"], days["rep.test"]["rows"]), (3, 2))
+        self.assertEqual((days["dmarc.test"]["messages"], days["dmarc.test"]["rows"]), (1, 1))
+        self.assertEqual(days["rep.test"]["policy"]["adkim"], "s")
+
+        # The XML preview is RFC 7489 appendix C.
+        r = request(self.conn, "dmarc", {"action": "xml", "day": "today", "domain": "rep.test"})
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(ET.fromstring(r["result"]["xml"]).findtext("policy_published/domain"), "rep.test")
+        r = request(self.conn, "dmarc", {"action": "xml", "day": "today", "domain": "none.test"})
+        self.assertFalse(r["ok"])
+        r = request(self.conn, "dmarc", {"action": "show", "day": "someday"})
+        self.assertFalse(r["ok"])
+        self.assertIn("YYYY-MM-DD", r["error"])
+
+        # The shell prints the table.
+        out = subprocess.run([os.path.join(delivery_test.BUILD, "admin", "ringway"), "--socket", self.sock, "dmarc",
+                              "show", "today"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertRegex(out.stdout, r"rep\.test\s+3\s+2\s+mailto:agg@rep\.test")
+        self.assertRegex(out.stdout, r"127\.0\.0\.1\s+2\s+none\s+dkim=fail spf=pass from=rep\.test")
+
+        # Send today's so far.
+        r = request(self.conn, "dmarc", {"action": "send", "day": "today"})
+        self.assertTrue(r["ok"], r)
+        reports = {x["domain"]: x for x in r["result"]["reports"]}
+        status = {d["uri"]: d["status"] for d in reports["rep.test"]["destinations"]}
+        self.assertEqual(status, {"mailto:agg@rep.test": "queued", "mailto:ext@collector.test": "queued",
+                                  "mailto:nope@unconfirmed.test": "unconfirmed"})  # (https: is not for us)
+        self.assertEqual({d["uri"]: d["status"] for d in reports["dmarc.test"]["destinations"]},
+                         {"mailto:dmarc@dmarc.test": "queued"})
+        r = request(self.conn, "dmarc", {"action": "show"})
+        self.assertEqual(r["result"]["days"], [])  # sent: taken out
+
+        # At the sink: rep.test's report to both destinations that take it,
+        # dmarc.test's to its own; nothing to unconfirmed.test.
+        wait_until(lambda: sum(len(x[2]) for x in saved(sink.save) if x[1] == "postmaster@mx.ringway.test") == 3,
+                   timeout=30, what="the reports at the sink")
+        got = [x for x in saved(sink.save) if x[1] == "postmaster@mx.ringway.test"]
+        rcpts = sorted(r for x in got for r in x[2])
+        self.assertEqual(rcpts, ["agg@rep.test", "dmarc@dmarc.test", "ext@collector.test"])
+        by_domain = {}
+        for eml, _, _ in got:
+            m = email.message_from_bytes(eml, policy=email.policy.default)
+            subject = " ".join(m["Subject"].split())
+            domain = re.match(r"Report Domain: (\S+) Submitter: mx\.ringway\.test Report-ID: <(\S+)>$", subject)
+            self.assertTrue(domain, subject)
+            self.assertEqual(domain.group(2), reports[domain.group(1)]["report_id"])
+            parts = [p for p in m.walk() if p.get_content_type() == "application/gzip"]
+            self.assertEqual(len(parts), 1)
+            name = parts[0].get_filename()
+            self.assertRegex(name, rf"^mx\.ringway\.test!{re.escape(domain.group(1))}!\d+!\d+\.xml\.gz$")
+            by_domain[domain.group(1)] = ET.fromstring(gzip.decompress(parts[0].get_content()))
+        x = by_domain["rep.test"]
+        begin = int(x.findtext("report_metadata/date_range/begin"))
+        self.assertEqual(time.strftime("%Y-%m-%d", time.gmtime(begin)), today)
+        self.assertEqual(begin % 86400, 0)
+        self.assertEqual(x.findtext("report_metadata/org_name"), "mx.ringway.test")
+        self.assertEqual(x.findtext("report_metadata/email"), "postmaster@mx.ringway.test")
+        self.assertEqual([x.findtext(f"policy_published/{k}") for k in ("domain", "adkim", "aspf", "p", "pct")],
+                         ["rep.test", "s", "r", "none", "100"])
+        rows = {}
+        for rec in x.findall("record"):
+            key = (rec.findtext("row/source_ip"), rec.findtext("row/policy_evaluated/spf"),
+                   rec.findtext("auth_results/spf/domain"), rec.findtext("auth_results/spf/result"))
+            rows[key] = int(rec.findtext("row/count"))
+            self.assertEqual(rec.findtext("row/policy_evaluated/disposition"), "none")
+            self.assertEqual(rec.findtext("row/policy_evaluated/dkim"), "fail")
+            self.assertEqual(rec.findtext("identifiers/header_from"), "rep.test")
+            self.assertEqual(rec.findtext("auth_results/spf/scope"), "mfrom")
+        self.assertEqual(rows, {("127.0.0.1", "pass", "rep.test", "pass"): 2,
+                                ("127.0.0.1", "fail", "pass.test", "pass"): 1})
+        d = by_domain["dmarc.test"].find("record")
+        self.assertEqual((d.findtext("row/count"), d.findtext("row/policy_evaluated/disposition")), ("1", "reject"))
+        events = [e for e in self.g.journal() if e.get("event") == "dmarc_report"]
+        self.assertEqual(sorted(e["domain"] for e in events), ["dmarc.test", "rep.test"])
+
+    def test_an_ended_day_goes_out_by_itself(self):
+        sink = self.sink(save=True)
+        self.dns.set_zone(REPORT_ZONE)
+        self.start(routes=[("rep.test", [f"127.0.0.1:{sink.port}"])])
+        self.assertEqual(self.g.stop(), 0)
+        # Yesterday's data, as a stopped ringwayd left it: at start the day
+        # has ended, and its report is sent without being asked.
+        yesterday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+        row = {"source_ip": "192.0.2.9", "count": 7, "disposition": "none", "dkim_aligned": False,
+               "spf_aligned": True, "header_from": "rep.test", "dkim": [],
+               "spf": {"domain": "rep.test", "scope": "mfrom", "result": "pass"}}
+        data = {"v": 1, "days": [{"day": yesterday, "domain": "rep.test", "first": 1, "last": 2,
+                                  "policy": {"p": "none", "adkim": "r", "aspf": "r", "pct": 100, "fo": "0",
+                                             "rua": ["mailto:agg@rep.test"]}, "records": [row]}]}
+        with open(os.path.join(self.g.dir, "dmarc-reports.json"), "w") as f:
+            json.dump(data, f)
+        delivery_test.restart(self.g)
+        wait_until(lambda: len(saved(sink.save)) == 1, timeout=30, what="yesterday's report at the sink")
+        m = email.message_from_bytes(saved(sink.save)[0][0], policy=email.policy.default)
+        part = [p for p in m.walk() if p.get_content_type() == "application/gzip"][0]
+        x = ET.fromstring(gzip.decompress(part.get_content()))
+        self.assertEqual(time.strftime("%Y-%m-%d", time.gmtime(int(x.findtext("report_metadata/date_range/begin")))),
+                         yesterday)
+        self.assertEqual((x.findtext("record/row/source_ip"), x.findtext("record/row/count")), ("192.0.2.9", "7"))
+        # Sent once: the saved data no longer has the day.
+        def saved_days():
+            with open(os.path.join(self.g.dir, "dmarc-reports.json")) as f:
+                return json.load(f)["days"]
+        wait_until(lambda: saved_days() == [], timeout=10, what="the sent day out of the saved data")
+
+    def test_off_records_nothing(self):
+        self.dns.set_zone(REPORT_ZONE)
+        self.start("dmarc_reports = false\n", routes=[("local.test", ["127.0.0.1:9"])])
+        self.assertEqual(self.send("a@rep.test", from_msg("ceo@rep.test", "unrecorded")), 250)
+        r = request(self.conn, "dmarc", {"action": "show"})
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["result"]["days"], [])
+        self.assertFalse(r["result"]["enabled"])
 
 
 if __name__ == "__main__":
