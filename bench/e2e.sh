@@ -11,6 +11,8 @@
 #                [--domains D] [--runs K] [--rate R] [--drain-timeout S] [--per-conn N]
 #                [--cores N] [--load-cores N] [--sink-cores N] [--spool-size SIZE]
 #                [--postfix-only] [--keep]
+#                [--relay-networks TOML] [--accepted-domains TOML] [--ringway-toml FILE]
+#                [--load-arg ARG]... [--results FILE]
 #
 # Defaults: 20000 messages, 50 connections, mix 4k, 1 recipient, 1 domain,
 # 1 run, closed loop, 100 messages per connection, drain timeout 120 s,
@@ -39,6 +41,12 @@
 # such cgroup and are not counted. Without a writable cgroup hierarchy the
 # script prints "cpu n/a".
 #
+# ringwayd's clients may relay (relay_networks 127.0.0.0/8) unless
+# --relay-networks says otherwise ('[]': mail is inbound, for the
+# --accepted-domains); --ringway-toml appends a file to its configuration
+# (an [authentication] or [dns] table); each --load-arg is passed to
+# ringway-load (--dkim-key ...). --results copies the per-run JSON lines out.
+#
 # The commit in the output is `git rev-parse --short HEAD`, or $RINGWAY_COMMIT
 # when set (for a tree without git).
 set -euo pipefail
@@ -52,11 +60,17 @@ build=$(realpath "$1")
 shift
 count=20000 conns=50 mix=4k rcpts=1 domains=1 runs=1 rate="" drain_timeout=120 per_conn=100
 rw_cores=0 load_cores=1 sink_cores=1 spool_size=2G postfix=0 ringway=1 keep=0
+relay_networks='["127.0.0.0/8"]' accepted_domains='[]' ringway_toml="" load_args=() results_out=""
 while [[ $# -gt 0 ]]; do
     case $1 in
     --postfix) postfix=1 ;;
     --postfix-only) postfix=1 ringway=0 ;;
     --keep) keep=1 ;;
+    --relay-networks) relay_networks=$2; shift ;;
+    --accepted-domains) accepted_domains=$2; shift ;;
+    --ringway-toml) ringway_toml=$(realpath "$2"); shift ;;
+    --load-arg) load_args+=("$2"); shift ;;
+    --results) results_out=$(realpath -m "$2"); shift ;;
     --count | --connections | --mix | --rcpts | --domains | --runs | --rate | --drain-timeout | --per-conn | \
         --cores | --load-cores | --sink-cores | --spool-size)
         [[ $# -ge 2 ]] || usage
@@ -235,6 +249,7 @@ PY
         --domains "$domains" -n "$count" --cores "$load_cores" -q
         --accepted-log "$d/accepted.log" --json-file "$d/load.json")
     [[ -n $rate ]] && lopts+=(--rate "$rate")
+    lopts+=("${load_args[@]}")
     # CPU counters (ns) of the system, its sink and the load before the load starts.
     local cpu0
     cpu0="$(cg_usage "$name") $(cg_usage sink) $(cg_usage load)"
@@ -350,7 +365,10 @@ max_connections_per_ip = 100000
 
 [smtp]
 hostname = "mx.ringway.bench.test"
-relay_networks = ["127.0.0.0/8"]
+relay_networks = $relay_networks
+accepted_domains = $accepted_domains
+# the load generator is never rate-limited, relaying or not
+client_limit_exceptions = ["127.0.0.0/8"]
 credentials_file = "$1/credentials"
 
 [control]
@@ -366,6 +384,7 @@ max_connections_per_destination = 50
 domain = "*"
 hosts = ["127.0.0.1:$3"]
 EOT
+    if [[ -n $ringway_toml ]]; then cat "$ringway_toml"; fi
 }
 run_ringway() {  # run
     local d=$work/ringwayd.$1 port rc=0
@@ -468,6 +487,7 @@ for k in $(seq 1 "$runs"); do
     ((ringway)) && run_ringway "$k"
     ((postfix)) && run_postfix "$k"
 done
+[[ -n $results_out ]] && cat "$results" >>"$results_out"
 
 python3 - "$results" <<'PY'
 import json, statistics, sys

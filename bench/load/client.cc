@@ -14,6 +14,8 @@
 #include "bench/lib/mark.hh"
 #include "bench/lib/smtp_reply.hh"
 #include "bench/load/load.hh"
+#include "mail/header.hh"
+#include "policy/dkim.hh"
 #include "runtime/net/tcp.hh"
 #include "runtime/reactor/io.hh"
 #include "runtime/reactor/reactor.hh"
@@ -341,7 +343,7 @@ private:
         _st->in_flight.fetch_add(1, std::memory_order_relaxed);
     }
 
-    size_t message_bytes(const pending& p) const { return _s->bodies[p.body].raw.size() + 400; }
+    size_t message_bytes(const pending& p) const { return _s->bodies[p.body].raw.size() + (_s->dkim_key ? 1400 : 400); }
 
     void append_message(const pending& p) {
         const auto& b = _s->bodies[p.body];
@@ -352,14 +354,32 @@ private:
                       std::chrono::duration_cast<std::chrono::microseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count()};
-        _out += fmt::format(
+        std::string head = fmt::format(
             "From: <{}>\r\nTo: <{}>\r\nSubject: ringway-load {}\r\nDate: {}\r\nMessage-ID: <{}@ringway-load>\r\n", _from,
             p.rcpts.front(), p.id, _s->date_header, p.id);
-        _out += bench::format_mark(m);
+        head += bench::format_mark(m);
+        if (_s->dkim_key)
+            _out += dkim_signature(head, b.raw, tail);
+        _out += head;
         _out += "\r\n";
         _out += b.stuffed;
         _out += tail;
         _out += ".\r\n";
+    }
+
+    // The DKIM-Signature field for a message of this header and body.
+    std::string dkim_signature(const std::string& head, std::string_view body, std::string_view tail) {
+        mail::header_parser hp;
+        hp.feed(head);
+        hp.feed("\r\n");
+        policy::dkim::body_hasher bh(policy::dkim::canon::relaxed, false, std::nullopt);
+        bh.feed(body);
+        bh.feed(tail);
+        policy::dkim::sign_options so;
+        so.headers = {"from", "to", "subject", "date", "message-id"};
+        so.now = int64_t(std::time(nullptr));
+        auto sig = policy::dkim::sign(hp.fields(), bh.finish(), std::span(&*_s->dkim_key, 1), so);
+        return sig ? sig.value() : std::string();
     }
 
     void done(pending& p, bool accepted, bool rejected) {

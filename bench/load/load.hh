@@ -10,12 +10,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "bench/lib/args.hh"
 #include "bench/lib/digest.hh"
 #include "bench/lib/histogram.hh"
+#include "policy/dkim_sign.hh"
 #include "runtime/net/addr.hh"
 #include "runtime/net/tls.hh"
 #include "runtime/reactor/task.hh"
@@ -50,6 +52,9 @@ struct options {
     unsigned cores = 1;
     std::string accepted_log;
     uint64_t seed = 0;
+    // DKIM-sign every message (a PEM key, RSA or Ed25519), as a sender
+    // whose mail a gateway verifies would.
+    std::string dkim_key_file, dkim_domain, dkim_selector = "load";
 };
 
 // The bodies: one template per size of the mix, built once and shared
@@ -67,6 +72,7 @@ struct shared_state {
     std::vector<unsigned> mix_table;  // 1000 slots -> index into bodies, by weight
     std::string run_token;
     std::string date_header;
+    std::optional<policy::dkim::signing_key> dkim_key;  // --dkim-key
     std::unique_ptr<net::tls_context> tls;
     std::atomic<bool> stop{false};        // no new messages
     std::atomic<bool> error_stop{false};  // stopped by --on-error stop

@@ -27,6 +27,7 @@
 #include <fstream>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -164,6 +165,9 @@ int main(int argc, char** argv) {
     add_parsed<std::chrono::milliseconds>(app, "--timeout", timeout, timeout_text, bench::parse_duration,
                                           "deadline for each reply and write (default 30s)");
     app.add_flag("--starttls", o.starttls, "require STARTTLS before mail");
+    app.add_option("--dkim-key", o.dkim_key_file, "DKIM-sign every message with this PEM key (RSA or Ed25519)");
+    app.add_option("--dkim-domain", o.dkim_domain, "the signing domain (d=); default: the --from domain");
+    app.add_option("--dkim-selector", o.dkim_selector, "the selector (s=)")->capture_default_str();
     app.add_option("--tls-ca", o.tls_ca, "verify the server's certificate against this CA file");
     app.add_option("--auth", auth, "AUTH PLAIN as USER:PASSWORD");
     bool no_pipe = false;
@@ -222,6 +226,20 @@ int main(int argc, char** argv) {
             return 2;
         }
         s.tls = std::make_unique<net::tls_context>(std::move(ctx.value()));
+    }
+    if (!o.dkim_key_file.empty()) {
+        std::ifstream in(o.dkim_key_file);
+        std::stringstream pem;
+        pem << in.rdbuf();
+        std::string domain = o.dkim_domain;
+        if (domain.empty() && o.from.find('@') != std::string::npos)
+            domain = o.from.substr(o.from.find('@') + 1);
+        auto k = policy::dkim::key_from_pem(pem.str(), domain, o.dkim_selector);
+        if (!in || !k) {
+            fmt::print(stderr, "--dkim-key: {}\n", in ? k.error() : "cannot read " + o.dkim_key_file);
+            return 2;
+        }
+        s.dkim_key = std::move(k.value());
     }
     std::FILE* log = nullptr;
     if (!o.accepted_log.empty()) {
