@@ -15,6 +15,7 @@
 #include "mail/header.hh"
 #include "mta/smtp/message_pipeline.hh"
 #include "mta/verify/dns.hh"
+#include "mta/verify/feeds.hh"
 #include "policy/relay.hh"
 
 namespace rw::admin::control_detail {
@@ -311,27 +312,11 @@ task<json> trace(context& c, const json& args) {
         mta::smtp::pipeline_options po;
         po.max_received = cfg->smtp.max_received_headers;
         mta::smtp::message_pipeline pipe(po);
-        struct dkim_feed : mta::smtp::body_consumer {
-            policy::dkim::verification v;
-            const mta::smtp::message_pipeline* p;
-            dkim_feed(const policy::dkim::options& o, const mta::smtp::message_pipeline* pp) : v(o), p(pp) {}
-            void headers_end(uint64_t) override { v.header_section(p->headers().fields()); }
-            void body(std::string_view b) override { v.body(b); }
-            void end() override { v.end(); }
-        };
         policy::dkim::options dko = ao.dkim_options;
         dko.now = int64_t(std::time(nullptr));
-        dkim_feed feed(dko, &pipe);
+        mta::verify::dkim_feed feed(dko, &pipe);
         pipe.add(&feed);
-        struct arc_feed : mta::smtp::body_consumer {
-            policy::arc::verification v;
-            const mta::smtp::message_pipeline* p;
-            explicit arc_feed(const mta::smtp::message_pipeline* pp) : p(pp) {}
-            void headers_end(uint64_t) override { v.header_section(p->headers().fields()); }
-            void body(std::string_view b) override { v.body(b); }
-            void end() override { v.end(); }
-        };
-        arc_feed afeed(&pipe);
+        mta::verify::arc_feed afeed(&pipe);
         pipe.add(&afeed);
         pipe.feed(body);
         pipe.finish();
@@ -377,17 +362,7 @@ task<json> trace(context& c, const json& args) {
         }
         if (!why && res && arriving && ao.dmarc) {
             policy::dmarc::request rq;
-            int froms = 0;
-            for (const auto& f : pipe.headers().fields()) {
-                if (!mail::name_is(f, "From"))
-                    continue;
-                ++froms;
-                auto list = mail::parse_address_list(f.unfolded_value());
-                if (list && list->size() == 1)
-                    rq.from_domain = list->front().domain;
-            }
-            if (froms != 1)
-                rq.from_domain.clear();
+            rq.from_domain = mta::verify::dmarc_from_domain(pipe.headers().fields());
             rq.spf = spf_out ? &*spf_out : nullptr;
             rq.dkim = dkim_out ? &*dkim_out : nullptr;
             rq.sample = 0;  // as if pct= picked this message
@@ -403,12 +378,9 @@ task<json> trace(context& c, const json& args) {
                       {"reason", d.reason}};
             if (d.rec)
                 j["pct"] = d.rec->pct;
-            if (d.res == policy::dmarc::result::fail && arc_out && arc_out->res == policy::arc::result::pass &&
-                std::find(ao.arc_trusted_sealers.begin(), ao.arc_trusted_sealers.end(), arc_out->sealer) !=
-                    ao.arc_trusted_sealers.end()) {
-                d.applied = policy::dmarc::disposition::none;
+            if (mta::verify::trusted_arc_override(d, arc_out ? &*arc_out : nullptr, ao.arc_trusted_sealers)) {
                 j["disposition"] = "none";
-                j["override"] = "arc, sealed by " + arc_out->sealer;
+                j["override"] = d.override_by;
             }
             if (d.applied == policy::dmarc::disposition::reject && lc.dmarc_reject) {
                 auto r = mta::smtp::dmarc_rejected(d.from_domain);

@@ -13,7 +13,6 @@ namespace {
 // RFC 5321 4.5.3.1.2: a domain name is at most 255 octets; DNS (RFC 1035
 // 2.3.4) allows 253 characters of text and 63 per label.
 constexpr size_t k_max_domain_chars = 253;
-constexpr size_t k_max_label_chars = 63;
 // Of the local part and domain echoed back in a reply; longer is cut.
 constexpr size_t k_max_echo_local = 64;
 constexpr size_t k_max_echo_domain = 255;
@@ -165,39 +164,16 @@ std::optional<std::string> canonical_domain(std::string_view d, bool literal, st
         why = "domain is not valid UTF-8";
         return std::nullopt;
     }
+    // Label syntax is mail/'s, one rule set for every layer (U-labels
+    // allowed: SMTPUTF8 recipients reach relay control).
+    if (const char* e = mail::check_domain(d, {.utf8 = true})) {
+        why = e;
+        return std::nullopt;
+    }
+    const size_t last_dot = d.rfind('.');
+    const std::string_view last = last_dot == std::string_view::npos ? d : d.substr(last_dot + 1);
     std::string out;
     out.reserve(d.size());
-    std::string_view last;
-    size_t start = 0;
-    while (start <= d.size()) {
-        size_t dot = d.find('.', start);
-        if (dot == std::string_view::npos)
-            dot = d.size();
-        std::string_view label = d.substr(start, dot - start);
-        if (label.empty()) {
-            why = "empty label in domain";
-            return std::nullopt;
-        }
-        if (label.size() > k_max_label_chars) {
-            why = fmt::format("label longer than {} characters", k_max_label_chars);
-            return std::nullopt;
-        }
-        for (char c : label) {
-            auto u = static_cast<unsigned char>(c);
-            bool okc = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                       u >= 0x80;
-            if (!okc) {
-                why = "character not allowed in a domain";
-                return std::nullopt;
-            }
-        }
-        if (label.front() == '-' || label.back() == '-') {
-            why = "label starts or ends with '-'";
-            return std::nullopt;
-        }
-        last = label;
-        start = dot + 1;
-    }
     bool numeric = true;
     for (char c : last)
         numeric = numeric && c >= '0' && c <= '9';

@@ -23,6 +23,7 @@
 #include "mta/smtp/message_pipeline.hh"
 #include "mta/smtp/server.hh"
 #include "mta/verify/dns.hh"
+#include "mta/verify/feeds.hh"
 #include "policy/auth_results.hh"
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
@@ -152,15 +153,7 @@ private:
     void start_pipeline();
     // DKIM verification of the message streaming in (arriving mail only),
     // fed by the pipeline; its verdicts once the message is complete.
-    struct dkim_feed : smtp::body_consumer {
-        policy::dkim::verification v;
-        const smtp::message_pipeline* p = nullptr;
-        explicit dkim_feed(const policy::dkim::options& o) : v(o) {}
-        void headers_end(uint64_t) override { v.header_section(p->headers().fields()); }
-        void body(std::string_view b) override { v.body(b); }
-        void end() override { v.end(); }
-    };
-    std::unique_ptr<dkim_feed> _dkim_feed;
+    std::unique_ptr<verify::dkim_feed> _dkim_feed;
     // DKIM signing of relayed mail: the keys of the From: domain, found at
     // the end of the header section, and the body hash they share.
     struct sign_feed : smtp::body_consumer {
@@ -199,14 +192,7 @@ private:
     std::unique_ptr<sign_feed> _sign_feed;
     std::unique_ptr<sign_feed> _seal_feed;  // ARC sealing of arriving mail: the sealer's key, the body hash
     // ARC validation of arriving mail, fed by the pipeline.
-    struct arc_feed : smtp::body_consumer {
-        policy::arc::verification v;
-        const smtp::message_pipeline* p = nullptr;
-        void headers_end(uint64_t) override { v.header_section(p->headers().fields()); }
-        void body(std::string_view b) override { v.body(b); }
-        void end() override { v.end(); }
-    };
-    std::unique_ptr<arc_feed> _arc_feed;
+    std::unique_ptr<verify::arc_feed> _arc_feed;
     std::optional<policy::arc::outcome> _arc;
     std::optional<std::vector<policy::dkim::verdict>> _dkim;
     std::optional<policy::dmarc::outcome> _dmarc;
@@ -542,15 +528,13 @@ void session::start_pipeline() {
     if (_env->auth && _env->auth->dkim_verify && arriving) {
         policy::dkim::options d = _env->auth->dkim_options;
         d.now = int64_t(std::time(nullptr));
-        _dkim_feed = std::make_unique<dkim_feed>(d);
-        _dkim_feed->p = &*_pipeline;
+        _dkim_feed = std::make_unique<verify::dkim_feed>(d, &*_pipeline);
         _pipeline->add(_dkim_feed.get());
     }
     _arc_feed.reset();
     _arc.reset();
     if (_env->auth && _env->auth->arc_verify && arriving) {
-        _arc_feed = std::make_unique<arc_feed>();
-        _arc_feed->p = &*_pipeline;
+        _arc_feed = std::make_unique<verify::arc_feed>(&*_pipeline);
         _pipeline->add(_arc_feed.get());
     }
     _seal_feed.reset();
@@ -599,17 +583,7 @@ task<void> session::verify_message() {
     // RFC 7489 6.6.1: the one RFC5322.From domain; none when the message
     // has several From: fields or addresses (no policy applies then).
     policy::dmarc::request rq;
-    int froms = 0;
-    for (const auto& f : _pipeline->headers().fields()) {
-        if (!mail::name_is(f, "From"))
-            continue;
-        ++froms;
-        auto list = mail::parse_address_list(f.unfolded_value());
-        if (list && list->size() == 1)
-            rq.from_domain = list->front().domain;
-    }
-    if (froms != 1)
-        rq.from_domain.clear();
+    rq.from_domain = verify::dmarc_from_domain(_pipeline->headers().fields());
     rq.spf = _spf ? &*_spf : nullptr;
     rq.dkim = _dkim ? &*_dkim : nullptr;
     // pct= sampling: each message draws (RFC 7489 6.6.4).
@@ -619,12 +593,7 @@ task<void> session::verify_message() {
     _dmarc = co_await std::move(t);
     // RFC 7489 6.7 local policy: a passing ARC chain sealed by a sealer we
     // trust vouches for mail its forwarding broke (mailing lists).
-    if (_dmarc->res == policy::dmarc::result::fail && _arc && _arc->res == policy::arc::result::pass &&
-        std::find(_env->auth->arc_trusted_sealers.begin(), _env->auth->arc_trusted_sealers.end(), _arc->sealer) !=
-            _env->auth->arc_trusted_sealers.end()) {
-        _dmarc->applied = policy::dmarc::disposition::none;
-        _dmarc->override_by = "arc, sealed by " + _arc->sealer;
-    }
+    verify::trusted_arc_override(*_dmarc, _arc ? &*_arc : nullptr, _env->auth->arc_trusted_sealers);
     // Aggregate-report data (RFC 7489 7.2), for domains that ask for it.
     if (_env->auth->dmarc_reports && _env->dmarc_reports && _dmarc->rec && !_dmarc->rec->rua.empty() &&
         !_dmarc->policy_domain.empty())

@@ -1,0 +1,51 @@
+// The checks that read the message as it streams in, as body consumers of
+// a message pipeline (mta/smtp/message_pipeline.hh): DKIM verification and
+// ARC validation. A session and `trace` use the same ones.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mail/header.hh"
+#include "mta/smtp/message_pipeline.hh"
+#include "policy/arc.hh"
+#include "policy/dmarc.hh"
+#include "policy/dkim.hh"
+
+namespace rw::mta::verify {
+
+// DKIM: the signatures' header fields at the end of the header section,
+// then every body byte.
+struct dkim_feed : smtp::body_consumer {
+    policy::dkim::verification v;
+    const smtp::message_pipeline* p;
+    dkim_feed(const policy::dkim::options& o, const smtp::message_pipeline* pipe) : v(o), p(pipe) {}
+    void headers_end(uint64_t) override { v.header_section(p->headers().fields()); }
+    void body(std::string_view b) override { v.body(b); }
+    void end() override { v.end(); }
+};
+
+// ARC: the sets at the end of the header section, then the body.
+struct arc_feed : smtp::body_consumer {
+    policy::arc::verification v;
+    const smtp::message_pipeline* p;
+    explicit arc_feed(const smtp::message_pipeline* pipe) : p(pipe) {}
+    void headers_end(uint64_t) override { v.header_section(p->headers().fields()); }
+    void body(std::string_view b) override { v.body(b); }
+    void end() override { v.end(); }
+};
+
+// The RFC5322.From domain DMARC evaluates (RFC 7489 6.6.1): the domain of
+// the one address of the one From: field; "" when there are several
+// fields or addresses, or none (no policy applies then).
+std::string dmarc_from_domain(const std::vector<mail::header_field>& fields);
+
+// RFC 7489 6.7 local policy: a DMARC fail whose ARC chain passes, sealed
+// by one of the trusted sealers, keeps disposition none (mailing lists and
+// forwarders whose changes broke the signatures); d says so in
+// override_by. Whether it applied.
+bool trusted_arc_override(policy::dmarc::outcome& d, const policy::arc::outcome* arc,
+                          const std::vector<std::string>& trusted_sealers);
+
+}  // namespace rw::mta::verify
