@@ -4,6 +4,10 @@
 #include <catch2/catch.hpp>
 
 #include <openssl/evp.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "mail/codec.hh"
 #include "policy/dkim.hh"
@@ -148,4 +152,53 @@ TEST_CASE("dkim: what sign() makes, verification passes; a changed field fails",
             REQUIRE(s2.done->front().res == (tampered == msg ? dkim::result::pass : dkim::result::fail));
         }
     }
+}
+
+TEST_CASE("dkim: a key directory loads whole or names the file that does not", "[dkim]") {
+    namespace fs = std::filesystem;
+    char tmpl[] = "/tmp/rw_dkim_keys.XXXXXX";
+    REQUIRE(::mkdtemp(tmpl));
+    const fs::path dir = tmpl;
+    struct cleanup {
+        fs::path d;
+        ~cleanup() { fs::remove_all(d); }
+    } gone{dir};
+    auto write = [&](const std::string& name, const std::string& text) {
+        std::ofstream(dir / name, std::ios::binary) << text;
+    };
+    auto rsa = generate_key_pem(false, 1024);
+    auto ed = generate_key_pem(true);
+    REQUIRE(rsa);
+    REQUIRE(ed);
+    write("s1._domainkey.example.org.pem", rsa.value());
+    write("s2._domainkey.example.org.pem", ed.value());
+    write("a._domainkey.other.test.pem", ed.value());
+    write("notes.txt", "not a key, not a .pem: ignored");
+    auto kr = keyring::load_dir(dir.string());
+    REQUIRE(kr);
+    REQUIRE(kr.value().size() == 3);
+    auto keys = kr.value().for_domain("mail.Example.ORG");  // a parent's keys sign for it
+    REQUIRE(keys.size() == 2);
+    REQUIRE(keys[0].selector == "s1");
+    REQUIRE(!keys[0].ed25519);
+    REQUIRE(keys[0].bits == 1024);
+    REQUIRE(keys[1].ed25519);
+    // The keys decoded in one go sign like one read alone.
+    auto alone = key_from_pem(rsa.value(), "example.org", "s1");
+    REQUIRE(alone);
+    REQUIRE(keys[0].record() == alone.value().record());
+
+    write("s3._domainkey.example.org.pem", "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n");
+    auto bad = keyring::load_dir(dir.string());
+    REQUIRE(!bad);
+    REQUIRE_THAT(bad.error(), Catch::Contains("s3._domainkey.example.org.pem") &&
+                                  Catch::Contains("not a PEM private key"));
+    fs::remove(dir / "s3._domainkey.example.org.pem");
+    write("badname.pem", ed.value());
+    auto misnamed = keyring::load_dir(dir.string());
+    REQUIRE(!misnamed);
+    REQUIRE_THAT(misnamed.error(), Catch::Contains("SELECTOR._domainkey.DOMAIN.pem"));
+    fs::remove(dir / "badname.pem");
+    REQUIRE(keyring::load_dir(dir.string()));
+    REQUIRE(keyring::load_dir((dir / "absent").string()).value().size() == 0);  // no directory: no keys
 }
