@@ -112,7 +112,8 @@ import json, statistics, sys
 work, variants = sys.argv[1], sys.argv[2:]
 med = {}
 print("\nsummary (medians):")
-print(f"  {'variant':14} {'accepted msg/s':>14} {'delivered msg/s':>15} {'cpu ms/msg':>10} {'load ms/msg':>11}")
+print(f"  {'variant':14} {'accepted msg/s':>14} {'delivered msg/s':>15} {'cpu ms/msg':>10} {'(runs)':>13} "
+      f"{'load ms/msg':>11}")
 for v in variants:
     rows = [json.loads(l) for l in open(f"{work}/{v}.jsonl")]
     def m(key):
@@ -120,7 +121,9 @@ for v in variants:
         return statistics.median(xs) if xs else float("nan")
     med[v] = m("cpu_ms_per_msg")
     bad = sum(r["missing"] + r["corrupt"] for r in rows) + sum(not r["complete"] for r in rows)
-    print(f"  {v:14} {m('accept_msg_per_s'):14.0f} {m('deliver_msg_per_s'):15.0f} {med[v]:10.3f} "
+    cpus = sorted(r["cpu_ms_per_msg"] for r in rows if r["cpu_ms_per_msg"] is not None)
+    spread = f"{cpus[0]:.3f}-{cpus[-1]:.3f}" if cpus else "n/a"
+    print(f"  {v:14} {m('accept_msg_per_s'):14.0f} {m('deliver_msg_per_s'):15.0f} {med[v]:10.3f} {spread:>13} "
           f"{m('load_cpu_ms_per_msg'):11.3f}" + ("  LOST/CORRUPT/UNDRAINED" if bad else ""))
 print("\nper stage (difference of medians, ms of ringwayd CPU per message):")
 for a, b, what in (("in-plain", "in-spf", "SPF (MAIL FROM + HELO)"),
