@@ -913,6 +913,28 @@ class DMARCReports(AuthTest):
         self.assertFalse(r["result"]["enabled"])
 
 
+class LoadSigning(AuthTest):
+    """ringway-load --dkim-key signs what it sends, and the signatures verify here."""
+
+    def test_every_message_of_the_load_verifies(self):
+        sink = self.sink()
+        pem, pub = rsa_key(2048)
+        key = os.path.join(self.tmpdir(), "load.pem")
+        with open(key, "wb") as f:
+            f.write(pem)
+        zone = dict(REPORT_ZONE)
+        zone["load._domainkey.rep.test"] = [{"TXT": f"v=DKIM1; k=rsa; p={pub}"}]
+        self.dns.set_zone(zone)
+        self.start(routes=[("local.test", [f"127.0.0.1:{sink.port}"])])  # 127.0.0.1 may not relay: checked
+        load, err, rc = delivery_test.load("-s", f"127.0.0.1:{self.g.port}", "-n", "20", "-c", "2",
+                                           "--from", "load{c}@rep.test", "--to", "rcpt{n}@local.test",
+                                           "--ehlo", "rep.test", "--dkim-key", key)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(load["accepted"], 20, load)
+        got = [(r.get("dkim"), r.get("dmarc")) for r in self.g.journal() if r.get("event") == "received"]
+        self.assertEqual(got, [("pass:rep.test", "pass")] * 20)
+
+
 if __name__ == "__main__":
     BUILD = os.path.abspath(sys.argv.pop(1))
     import delivery_test
