@@ -70,6 +70,10 @@ struct context {
     gate tasks;
 };
 
+// The configuration in force (the last commit applied; the start-up one
+// before any).
+inline const config& in_force(const context& c) { return c.reg->running ? *c.reg->running : *c.cfg; }
+
 // Writes text to path through a temporary file, fsync and rename, then
 // fsyncs the directory: the old file or the new one survives a crash,
 // never a part. Blocking: call through offload(). "" or why not.

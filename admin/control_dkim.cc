@@ -48,7 +48,7 @@ std::string arg_string(const json& args, const char* name) {
 
 // Reads the directory off the reactor and puts the keyring in force.
 task<size_t> reload(context& c) {
-    const std::string dir = dkim_key_dir(*c.cfg);
+    const std::string dir = dkim_key_dir(in_force(c));
     auto load = [dir]() { return policy::dkim::keyring::load_dir(dir); };
     auto job = offload(std::move(load));
     auto kr = co_await std::move(job);
@@ -68,13 +68,13 @@ task<json> cmd_dkim(context& c, const peer_cred& who, const json& args) {
         if (auto kr = c.reg->dkim_keys.get())
             for (const auto* k : kr->all())
                 keys.push_back(key_json(*k));
-        co_return json{{"dir", dkim_key_dir(*c.cfg)}, {"keys", std::move(keys)}};
+        co_return json{{"dir", dkim_key_dir(in_force(c))}, {"keys", std::move(keys)}};
     }
     if (action == "reload") {
         auto t = reload(c);
         const size_t n = co_await std::move(t);
         lg.info("DKIM keys reloaded keys={} by {}", n, who.describe());
-        co_return json{{"dir", dkim_key_dir(*c.cfg)}, {"keys", n}};
+        co_return json{{"dir", dkim_key_dir(in_force(c))}, {"keys", n}};
     }
     if (action != "genkey")
         throw command_error("dkim: genkey, keys or reload");
@@ -98,7 +98,7 @@ task<json> cmd_dkim(context& c, const peer_cred& who, const json& args) {
         if (bits < 1024 || bits > 4096)
             throw command_error("an RSA key has 1024..4096 bits (2048 is what receivers expect)");
     }
-    const std::string dir = dkim_key_dir(*c.cfg);
+    const std::string dir = dkim_key_dir(in_force(c));
     const std::string path = fmt::format("{}/{}._domainkey.{}.pem", dir, selector, domain);
     // Generated and written off the reactor (an RSA key takes a while);
     // never over an existing key: a key in use must not change under DNS.

@@ -36,8 +36,6 @@ constexpr int64_t k_keep_days = 7;  // a day whose reports cannot go out is drop
 
 std::string file_of(const context& c) { return c.state_dir + "/dmarc-reports.json"; }
 
-const config& cfg_of(const context& c) { return c.reg->running ? *c.reg->running : *c.cfg; }
-
 int64_t now_unix() { return int64_t(std::time(nullptr)); }
 
 // ---- the saved form ----
@@ -228,7 +226,7 @@ task<result<std::string, std::string>> queue_report(context& c, std::string send
 
 task<sent> send_one(context& c, int64_t day, const std::string& domain, const dr::domain_day& d,
                     std::optional<int64_t> until) {
-    const config& cfg = cfg_of(c);
+    const config& cfg = in_force(c);
     const auto& a = cfg.authentication;
     dr::reporter who;
     who.hostname = cfg.smtp.hostname;
@@ -370,7 +368,7 @@ task<void> dmarc_reporter(context* c) {
     for (;;) {
         auto g = gather(*c);
         bool changed = co_await std::move(g);
-        if (!c->stopping && cfg_of(*c).authentication.dmarc_reports) {
+        if (!c->stopping && in_force(*c).authentication.dmarc_reports) {
             auto closed = c->dmarc.take_before(dr::day_of(now_unix()));
             if (!closed.empty()) {
                 changed = true;
@@ -407,7 +405,7 @@ task<json> cmd_dmarc(context& c, const peer_cred& who, const json& args) {
             if ((!day || key.first == *day) && (domain.empty() || key.second == domain))
                 days.push_back(day_json(key.first, key.second, d, day || !domain.empty()));
         co_return json{{"days", std::move(days)}, {"rows", c.dmarc.rows()}, {"dropped_rows", c.dmarc.dropped()},
-                       {"file", file_of(c)}, {"enabled", cfg_of(c).authentication.dmarc_reports}};
+                       {"file", file_of(c)}, {"enabled", in_force(c).authentication.dmarc_reports}};
     }
     if (action == "xml") {
         if (domain.empty())
@@ -416,7 +414,7 @@ task<json> cmd_dmarc(context& c, const peer_cred& who, const json& args) {
         auto it = c.dmarc.data().find({d, domain});
         if (it == c.dmarc.data().end())
             throw command_error(fmt::format("nothing recorded for {} on {}", domain, dr::day_string(d)));
-        const config& cfg = cfg_of(c);
+        const config& cfg = in_force(c);
         dr::reporter r{cfg.authentication.dmarc_report_org.empty() ? cfg.smtp.hostname
                                                                     : cfg.authentication.dmarc_report_org,
                        cfg.authentication.dmarc_report_from.empty() ? "postmaster@" + cfg.smtp.hostname

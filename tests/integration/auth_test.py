@@ -435,6 +435,19 @@ class Signing(AuthTest):
             self.assertEqual(r.returncode, 0, f"{args}: {r.stderr}")
         return r
 
+    def test_a_committed_key_directory_is_the_one_used(self):
+        self.dns.set_zone(ZONE)
+        self.start()
+        newdir = os.path.join(self.tmpdir(), "keys")
+        for cmd, args in (("set", {"key": "authentication.dkim_key_dir", "value": newdir}), ("commit", {})):
+            r = request(self.conn, cmd, args)
+            self.assertTrue(r["ok"], r)
+        self.shell("dkim", "genkey", "signer.test", "ed", "--type", "ed25519")
+        self.assertTrue(os.path.exists(os.path.join(newdir, "ed._domainkey.signer.test.pem")))
+        r = request(self.conn, "dkim", {"action": "keys"})
+        self.assertEqual((r["result"]["dir"], [k["dns_name"] for k in r["result"]["keys"]]),
+                         (newdir, ["ed._domainkey.signer.test"]))
+
     def test_dual_signatures_verify_here_and_in_dkimpy(self):
         sink = self.sink(save=True)
         self.dns.set_zone(ZONE)
