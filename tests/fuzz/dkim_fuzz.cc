@@ -1,4 +1,5 @@
-// Fuzz target: DKIM and ARC (policy/dkim.hh, policy/arc.hh). The input is a message: its header
+// Fuzz target: DKIM and ARC (policy/dkim.hh, policy/arc.hh), and the
+// DMARC record and rua= parsers (policy/dmarc*.hh). The input is a message: its header
 // section's DKIM-Signature fields are parsed and their header data built,
 // its body is hashed in both canonicalizations fed whole and in pieces
 // (which must give the same digests), and each field value also goes
@@ -16,6 +17,8 @@
 #include "mail/header.hh"
 #include "policy/arc.hh"
 #include "policy/dkim.hh"
+#include "policy/dmarc.hh"
+#include "policy/dmarc_report.hh"
 #include "runtime/base/assert.hh"
 
 using namespace rw;
@@ -33,6 +36,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         (void)dkim::parse_signature(f.raw_value(), why);
         (void)dkim::parse_key(f.unfolded_value(), why);
         (void)dkim::canon_header(f.raw, f.name_len, dkim::canon::relaxed);
+        // A DMARC record and its report destinations come from DNS too.
+        if (auto r = dmarc::parse_record(f.unfolded_value(), why)) {
+            for (const auto& u : r->rua) {
+                auto d = dmarc_report::parse_rua(u);
+                RW_ASSERT(!d || (!d->address.empty() && !d->domain.empty()), "a destination without an address");
+            }
+        }
+        (void)dmarc_report::confirms(f.unfolded_value());
     }
     for (auto c : {dkim::canon::simple, dkim::canon::relaxed}) {
         dkim::body_hasher whole(c, false, std::nullopt), split(c, false, std::nullopt);
