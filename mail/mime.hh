@@ -49,6 +49,27 @@ std::string decode_words(std::string_view v);
 // charset is unknown; invalid sequences become U+FFFD.
 std::optional<std::string> to_utf8(std::string_view charset, std::string_view bytes);
 
+// The same, for a body that arrives in pieces: a multibyte sequence split
+// between two pieces is carried over. An unknown charset is read as UTF-8
+// (known() says so).
+class utf8_stream {
+public:
+    explicit utf8_stream(std::string_view charset);
+    ~utf8_stream();
+    utf8_stream(const utf8_stream&) = delete;
+    utf8_stream& operator=(const utf8_stream&) = delete;
+    void feed(std::string_view in, std::string& out);
+    // The body ended: a sequence left incomplete becomes U+FFFD.
+    void finish(std::string& out);
+    bool known() const noexcept { return _known; }
+
+private:
+    void convert(std::string_view in, std::string& out, bool last);
+    void* _cd = nullptr;  // iconv_t; null: UTF-8 (checked, not converted)
+    std::string _carry;   // an incomplete sequence from the last piece
+    bool _known = true;
+};
+
 // ---- the part tree ----
 
 enum defect : uint32_t {

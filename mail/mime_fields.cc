@@ -281,6 +281,106 @@ std::string decode_words(std::string_view v) {
     return out;
 }
 
+namespace {
+
+// How many bytes at the end of s are the start of a UTF-8 sequence that
+// the next piece may complete (0..3).
+size_t incomplete_utf8_tail(std::string_view s) {
+    const size_t n = s.size();
+    for (size_t back = 1; back <= 3 && back <= n; ++back) {
+        const auto c = static_cast<unsigned char>(s[n - back]);
+        if ((c & 0xC0) == 0x80)
+            continue;  // a continuation byte: look further back
+        const size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+        return len > back ? back : 0;
+    }
+    return 0;
+}
+
+std::string canonical_charset(std::string_view charset) {
+    std::string cs = lower_ascii(charset);
+    if (cs == "latin1" || cs == "latin-1")
+        cs = "iso-8859-1";
+    return cs;
+}
+
+bool is_utf8_name(const std::string& cs) {
+    return cs.empty() || cs == "utf-8" || cs == "utf8" || cs == "us-ascii" || cs == "ascii";
+}
+
+}  // namespace
+
+utf8_stream::utf8_stream(std::string_view charset) {
+    const std::string cs = canonical_charset(charset);
+    if (is_utf8_name(cs))
+        return;
+    if (cs.size() > 40 || cs.find_first_of("/ \t") != std::string::npos) {
+        _known = false;
+        return;
+    }
+    iconv_t cd = iconv_open("UTF-8", cs.c_str());
+    if (cd == iconv_t(-1)) {
+        _known = false;
+        return;
+    }
+    _cd = cd;
+}
+
+utf8_stream::~utf8_stream() {
+    if (_cd)
+        iconv_close(iconv_t(_cd));
+}
+
+void utf8_stream::feed(std::string_view in, std::string& out) { convert(in, out, false); }
+
+void utf8_stream::finish(std::string& out) {
+    convert({}, out, true);
+    _carry.clear();
+}
+
+void utf8_stream::convert(std::string_view in, std::string& out, bool last) {
+    std::string buf;
+    std::string_view data = in;
+    if (!_carry.empty()) {
+        buf = _carry + std::string(in);
+        data = buf;
+        _carry.clear();
+    }
+    if (!_cd) {
+        const size_t keep = last ? 0 : incomplete_utf8_tail(data);
+        out += clean_utf8(data.substr(0, data.size() - keep));
+        _carry.assign(data.substr(data.size() - keep));
+        return;
+    }
+    char* ip = const_cast<char*>(data.data());
+    size_t il = data.size();
+    char tmp[4096];
+    while (il > 0) {
+        char* op = tmp;
+        size_t ol = sizeof tmp;
+        const size_t r = iconv(iconv_t(_cd), &ip, &il, &op, &ol);
+        out.append(tmp, size_t(op - tmp));
+        if (r != size_t(-1))
+            break;
+        if (errno == E2BIG)
+            continue;
+        if (errno == EINVAL && !last) {  // a sequence cut at the end: wait for the rest
+            _carry.assign(ip, il);
+            return;
+        }
+        out += k_replacement;  // EILSEQ, or cut at the very end
+        ++ip;
+        --il;
+        iconv(iconv_t(_cd), nullptr, nullptr, nullptr, nullptr);
+    }
+    if (last) {  // a stateful charset's final shift sequence
+        char* op = tmp;
+        size_t ol = sizeof tmp;
+        iconv(iconv_t(_cd), nullptr, nullptr, &op, &ol);
+        out.append(tmp, size_t(op - tmp));
+    }
+}
+
 field_value parse_field_value(std::string_view v) {
     field_value f;
     lexer lx{v};

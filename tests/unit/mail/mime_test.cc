@@ -309,3 +309,30 @@ TEST_CASE("mime: bad input is bounded and recorded", "[mime]") {
         REQUIRE(r.s.data[2] == "b");
     }
 }
+
+TEST_CASE("mime: bodies to UTF-8 in pieces", "[mime]") {
+    auto run = [](std::string_view charset, std::string_view in, size_t step) {
+        utf8_stream u(charset);
+        std::string out;
+        for (size_t i = 0; i < in.size(); i += step)
+            u.feed(in.substr(i, step), out);
+        u.finish(out);
+        return out;
+    };
+    const std::string euro_utf8 = "price: \xE2\x82\xAC" "5, \xF0\x9F\x98\x80 ok";
+    const std::string shift_jis = "\x93\xfa\x96\x7b";  // 日本
+    for (size_t step : {1, 2, 3, 100}) {
+        INFO("step " << step);
+        REQUIRE(run("utf-8", euro_utf8, step) == euro_utf8);  // split sequences are carried over
+        REQUIRE(run("ISO-8859-15", "price: \xA4" "5", step) == "price: \xE2\x82\xAC" "5");
+        REQUIRE(run("shift_jis", shift_jis, step) == "\xE6\x97\xA5\xE6\x9C\xAC");
+        REQUIRE(run("utf-8", "bad \xC3 x", step) == "bad \xEF\xBF\xBD x");
+        REQUIRE(run("utf-8", "cut \xE2\x82", step) == "cut \xEF\xBF\xBD\xEF\xBF\xBD");
+    }
+    utf8_stream unknown("x-no-such");
+    REQUIRE(!unknown.known());
+    std::string out;
+    unknown.feed("plain", out);
+    unknown.finish(out);
+    REQUIRE(out == "plain");
+}
