@@ -16,12 +16,42 @@
 #include "mta/smtp/message_pipeline.hh"
 #include "mta/verify/dns.hh"
 #include "mta/verify/feeds.hh"
+#include "mail/mime.hh"
+#include "policy/attachments.hh"
 #include "policy/relay.hh"
 
 namespace rw::admin::control_detail {
 
 namespace {
+
 using json = nlohmann::json;
+
+// The message's MIME parts and what each attachment is: declared and true
+// type, size, an archive's contents.
+json mime_json(std::string_view message) {
+    policy::attachments::collector col;
+    mail::mime::parser mp(col);
+    mp.feed(message);
+    mp.finish();
+    json list = json::array();
+    for (const auto& a : col.result()) {
+        json j = {{"part", a.part},       {"type", a.declared_type}, {"true_type", a.true_type},
+                  {"filename", a.filename}, {"disposition", a.disposition}, {"size", a.size}};
+        if (a.archive) {
+            json entries = json::array();
+            for (const auto& e : a.archive->entries)
+                entries.push_back({{"name", e.name}, {"size", e.size}, {"encrypted", e.encrypted}, {"depth", e.depth}});
+            j["archive"] = {{"format", a.archive->format},     {"entries", std::move(entries)},
+                            {"encrypted", a.archive->encrypted}, {"truncated", a.archive->truncated},
+                            {"error", a.archive->error}};
+        }
+        if (a.archive_too_large)
+            j["archive_too_large"] = true;
+        list.push_back(std::move(j));
+    }
+    return {{"parts", mp.parts().size()}, {"attachments", std::move(list)},
+            {"defects", mail::mime::describe(mp.defects())}};
+}
 
 constexpr size_t k_max_trace_rcpts = 100;
 
@@ -323,6 +353,7 @@ task<json> trace(context& c, const json& args) {
         if (!why && pipe.failure())
             why = reply_text(pipe.failure()->r.code, pipe.failure()->r.enhanced, pipe.failure()->r.text);
         std::string note = fmt::format("{} bytes, {} Received: headers", dec.bytes_out(), pipe.received());
+        out["mime"] = mime_json(body);
         if (why) {
             out["message"] = stage(false, *why, note);
             refuse("message", *why);

@@ -445,6 +445,30 @@ std::string fmt_trace(const json& r) {
             line(fmt::format("rcpt {}", s(x, "rcpt")), x);
     if (r.contains("message"))
         line("message", r["message"]);
+    if (r.contains("mime")) {
+        const json& m = r["mime"];
+        o += fmt::format("  {:<11} {} part{}{}\n", "mime", u(m, "parts"), u(m, "parts") == 1 ? "" : "s",
+                         s(m, "defects").empty() ? std::string() : "; defects: " + s(m, "defects"));
+        for (const auto& a : m["attachments"]) {
+            const std::string type = s(a, "type") == s(a, "true_type")
+                                         ? s(a, "type")
+                                         : fmt::format("{}, really {}", s(a, "type"), s(a, "true_type"));
+            o += fmt::format("  {:<11} #{} {} ({}), {} bytes\n", "", u(a, "part"),
+                             s(a, "filename").empty() ? "(no name)" : s(a, "filename"), type, u(a, "size"));
+            if (a.contains("archive")) {
+                const json& ar = a["archive"];
+                std::vector<std::string> names;
+                for (const auto& e : ar["entries"])
+                    if (names.size() < 20)
+                        names.push_back(s(e, "name") + (e.value("encrypted", false) ? " (encrypted)" : ""));
+                o += fmt::format("  {:<11}    holds {}{}{}\n", "", fmt::join(names, ", "),
+                                 ar["entries"].size() > names.size() ? ", ..." : "",
+                                 ar.value("truncated", false) ? " (listing cut at a limit)" : "");
+            } else if (a.value("archive_too_large", false)) {
+                o += fmt::format("  {:<11}    an archive too large to list\n", "");
+            }
+        }
+    }
     if (r.contains("dkim")) {
         const json& d = r["dkim"];
         if (d.is_object()) {

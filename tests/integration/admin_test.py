@@ -799,6 +799,46 @@ class Trace(AdminTest):
         self.assertIn("unexpected --bogus", r.stderr)
 
 
+class TraceMIME(AdminTest):
+    def test_trace_lists_the_parts_attachments_and_archives(self):
+        import io
+        import zipfile
+        from email.message import EmailMessage
+        inner = io.BytesIO()
+        with zipfile.ZipFile(inner, "w") as z:
+            z.writestr("payload.js", "alert(1)")
+        outer = io.BytesIO()
+        with zipfile.ZipFile(outer, "w") as z:
+            z.writestr("docs/readme.txt", "see the other file")
+            z.writestr("inner.zip", inner.getvalue())
+        m = EmailMessage()
+        m["From"] = "a@client.test"
+        m["Subject"] = "invoice"
+        m.set_content("Please find the invoice attached.")
+        # The name and declared type lie; the bytes say zip.
+        m.add_attachment(outer.getvalue(), maintype="application", subtype="pdf", filename="facture \u00e9t\u00e9.pdf")
+        path = os.path.join(self.tmpdir(), "attach.eml")
+        with open(path, "wb") as f:
+            f.write(m.as_bytes())
+        facts = ["--client-ip", "127.0.0.1", "--helo", "in.test", "--mail-from", "a@client.test", "--rcpt",
+                 "u@sink.test", "--message", path]
+        t = self.json_of("trace", *facts)
+        mime = t["mime"]
+        self.assertEqual((mime["parts"], mime["defects"]), (3, ""))
+        text, att = mime["attachments"]
+        self.assertEqual((text["type"], text["true_type"]), ("text/plain", "text/plain"))
+        self.assertEqual((att["filename"], att["type"], att["true_type"], att["disposition"], att["size"]),
+                         ("facture \u00e9t\u00e9.pdf", "application/pdf", "application/zip", "attachment",
+                          len(outer.getvalue())))
+        self.assertEqual([(e["name"], e["depth"]) for e in att["archive"]["entries"]],
+                         [("docs/readme.txt", 1), ("inner.zip", 1), ("inner.zip/payload.js", 2)])
+        out = self.run_shell("trace", *facts).stdout
+        self.assertIn("mime        3 parts", out)
+        self.assertIn(f"#2 facture \u00e9t\u00e9.pdf (application/pdf, really application/zip), {len(outer.getvalue())} bytes",
+                      out)
+        self.assertIn("holds docs/readme.txt, inner.zip, inner.zip/payload.js", out)
+
+
 class ListenerMove(AdminTest):
     def test_a_commit_moves_a_listener_open_sessions_finish_on_the_old_socket(self):
         from ringway_harness import Raw
