@@ -26,7 +26,7 @@ image_packages=(
     systemd systemd-sysv udev dbus systemd-timesyncd systemd-resolved libnss-resolve
     openssh-server iproute2 kmod e2fsprogs fdisk openssl ca-certificates
     liburing2 libssl3 libc-ares2 libfmt9 libtomlplusplus3 libjemalloc2 libedit2 libcrypt1 libbsd0 libtinfo6
-    libpsl5 publicsuffix libarchive13 libmagic1 libmagic-mgc
+    libpsl5 publicsuffix libarchive13 libmagic1 libmagic-mgc libhyperscan5
 )
 
 # Never unpacked (dpkg path-exclude): documentation, manuals, translations,

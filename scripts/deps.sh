@@ -6,7 +6,7 @@ set -euo pipefail
 what=${1:-build}
 pkgs=(cmake make g++ pkg-config ccache git
       liburing-dev libssl-dev libjemalloc-dev libc-ares-dev libfmt-dev libcrypt-dev
-      libtomlplusplus-dev libcli11-dev catch2 nlohmann-json3-dev libedit-dev libpsl-dev publicsuffix zlib1g-dev libarchive-dev libmagic-dev python3 openssl
+      libtomlplusplus-dev libcli11-dev catch2 nlohmann-json3-dev libedit-dev libpsl-dev publicsuffix zlib1g-dev libarchive-dev libmagic-dev libhyperscan-dev libpcre2-dev python3 openssl
       util-linux
       clang-14 libclang-rt-14-dev)
 if [[ $what == test ]]; then
