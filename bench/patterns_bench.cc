@@ -138,8 +138,8 @@ int main(int argc, char** argv) {
     app.add_option("--rounds", rounds, "alternating rounds; medians")->check(CLI::Range(1, 20));
     CLI11_PARSE(app, argc, argv);
 
-    std::printf("%9s %9s %12s %12s %10s %11s %11s %9s\n", "patterns", "bytes", "hyperscan/s", "pcre2/s", "ratio",
-                "compile ms", "db KiB", "matched");
+    std::printf("%9s %9s %12s %12s %10s %11s %11s %10s %9s\n", "patterns", "bytes", "hyperscan/s", "pcre2/s",
+                "ratio", "compile ms", "db KiB", "stream B", "matched");
     for (size_t n : counts) {
         std::mt19937_64 r(42 + n);
         auto set = make_patterns(n, r);
@@ -181,8 +181,9 @@ int main(int argc, char** argv) {
                 hs.push_back(rate([&](size_t k) { (void)hs_match(db.value(), msgs[k]); }, msgs.size(), seconds));
                 pc.push_back(rate([&](size_t k) { (void)pcre.match(msgs[k]); }, msgs.size(), seconds));
             }
-            std::printf("%9zu %9zu %12.0f %12.1f %9.0fx %11.0f %11zu %9zu\n", n, bytes, median(hs), median(pc),
-                        median(hs) / median(pc), compile_ms, db.value()->bytes() / 1024, matched);
+            std::printf("%9zu %9zu %12.0f %12.1f %9.0fx %11.0f %11zu %10zu %9zu\n", n, bytes, median(hs), median(pc),
+                        median(hs) / median(pc), compile_ms, db.value()->bytes() / 1024, db.value()->stream_bytes(),
+                        matched);
         }
     }
     return 0;

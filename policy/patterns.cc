@@ -5,6 +5,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <atomic>
+
 
 namespace rw::policy::patterns {
 
@@ -14,13 +17,30 @@ namespace {
 // existing one as needed) when a scan of a database starts. Scans use it
 // only inside feed()/finish(), never across a suspension, so the scans of
 // every session on the thread share it.
+//
+// hs_alloc_scratch costs far more than scanning a message (it re-checks
+// the database every call): a thread remembers the databases, by serial,
+// its scratch already fits.
 struct thread_scratch {
     hs_scratch_t* s = nullptr;
+    std::vector<uint64_t> fitted;
     ~thread_scratch() {
         if (s)
             hs_free_scratch(s);
     }
+    bool fit(const hs_database_t* db, uint64_t serial) {
+        if (std::find(fitted.begin(), fitted.end(), serial) != fitted.end())
+            return true;
+        if (hs_alloc_scratch(db, &s) != HS_SUCCESS)
+            return false;
+        if (fitted.size() >= 64)
+            fitted.clear();  // bounded: fitting again is correct, only slower
+        fitted.push_back(serial);
+        return true;
+    }
 };
+
+std::atomic<uint64_t> g_serial{0};
 
 thread_local thread_scratch t_scratch;
 
@@ -34,6 +54,7 @@ int on_match_cb(unsigned int id, unsigned long long, unsigned long long, unsigne
 result<std::shared_ptr<const database>, std::string> database::compile(const std::vector<pattern>& set) {
     auto db = std::shared_ptr<database>(new database());
     db->_count = set.size();
+    db->_serial = ++g_serial;
     if (set.empty())
         return std::shared_ptr<const database>(std::move(db));
     std::vector<const char*> exprs;
@@ -97,7 +118,7 @@ scanner::scanner(std::shared_ptr<const database> db) : _db(std::move(db)) {
         return;
     }
     _stream = st;
-    if (hs_alloc_scratch(static_cast<const hs_database_t*>(_db->_db), &t_scratch.s) != HS_SUCCESS)
+    if (!t_scratch.fit(static_cast<const hs_database_t*>(_db->_db), _db->_serial))
         _ok = false;
 }
 

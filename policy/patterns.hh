@@ -44,6 +44,7 @@ private:
     friend class scanner;
     void* _db = nullptr;  // hs_database_t
     size_t _count = 0;
+    uint64_t _serial = 0;  // unique per compiled database, for the threads' scratch
 };
 
 // One message's scan: bytes fed in pieces split anywhere (a match may span
