@@ -41,7 +41,8 @@ struct lexer {
                 int depth = 0;
                 for (; i < s.size(); ++i) {
                     if (s[i] == '\\') {
-                        ++i;
+                        if (i + 1 < s.size())
+                            ++i;  // a quoted-pair; a backslash that ends the value quotes nothing
                     } else if (s[i] == '(') {
                         ++depth;
                     } else if (s[i] == ')' && --depth == 0) {

@@ -209,6 +209,9 @@ TEST_CASE("mime: file names in RFC 2231 and RFC 2047 forms, charsets", "[mime]")
     REQUIRE(*ct.param("charset") == "UTF-8");
     REQUIRE(*ct.param("format") == "flowed");
     REQUIRE(parse_field_value("multipart/mixed; boundary=\"a\\\"b\"").param("boundary")->compare("a\"b") == 0);
+    // Cut off inside a comment or a quoted string: read as far as it goes.
+    REQUIRE(parse_field_value("text/plain; charset=x (a comment \\").value == "text/plain");
+    REQUIRE(*parse_field_value("text/plain; name=\"unterminated \\").param("name") == "unterminated \\");  // a final backslash quotes nothing: kept
 
     REQUIRE(decode_words("=?UTF-8?B?w6l0w6k=?= =?ISO-8859-1?Q?_caf=E9?=.txt") == "\xC3\xA9t\xC3\xA9 caf\xC3\xA9.txt");
     REQUIRE(decode_words("plain =?bogus-charset?Q?x?= text") == "plain =?bogus-charset?Q?x?= text");
