@@ -24,16 +24,6 @@ int sextet(char c) { return k_sextet[static_cast<unsigned char>(c)]; }
 constexpr bool is_wsp(char c) { return c == ' ' || c == '\t'; }
 constexpr bool is_base64_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
-// A hex digit's value; upper_only refuses 'a'..'f'. -1 if c is none.
-int hex_value(char c, bool upper_only) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (!upper_only && c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
 
 void put_hex(std::string& out, char lead, unsigned char c) {
     out += lead;
@@ -300,6 +290,16 @@ std::string xtext_decode_lenient(std::string_view text) {
         }
     }
     return out;
+}
+
+int hex_value(char c, bool upper_only) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (!upper_only && c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
 }
 
 }  // namespace rw::mail

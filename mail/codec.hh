@@ -11,6 +11,9 @@
 
 namespace rw::mail {
 
+// A hex digit's value; upper_only refuses 'a'..'f'. -1 if c is none.
+int hex_value(char c, bool upper_only = false);
+
 // ---- base64 ----
 
 enum class base64_mode {

@@ -12,16 +12,6 @@ constexpr size_t k_max_line = 1024;        // a body line longer than this strea
 constexpr size_t k_max_boundary = 200;     // RFC 2046 says 70; some mailers make longer ones
 constexpr size_t k_flush_bytes = 16 * 1024;
 
-int hexval(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
         s.remove_prefix(1);
@@ -97,7 +87,7 @@ struct parser::decoder {
                 out += '\r';
                 continue;  // c again, in normal
             case qs::eq:
-                if (hexval(c) >= 0) {
+                if (hex_value(c) >= 0) {
                     h1 = c;
                     q = qs::eq1;
                 } else if (c == '\r') {
@@ -115,8 +105,8 @@ struct parser::decoder {
                 return;
             case qs::eq1:
                 q = qs::normal;
-                if (hexval(c) >= 0) {
-                    out += char(hexval(h1) * 16 + hexval(c));
+                if (hex_value(c) >= 0) {
+                    out += char(hex_value(h1) * 16 + hex_value(c));
                     return;
                 }
                 qp_bad = true;

@@ -17,16 +17,6 @@ namespace {
 
 constexpr std::string_view k_replacement = "\xEF\xBF\xBD";  // U+FFFD
 
-int hex(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 // A cursor over a field value with RFC 5322 comments skipped.
 struct lexer {
     std::string_view s;
@@ -95,8 +85,8 @@ struct section {
 std::string percent_decode(std::string_view v) {
     std::string out;
     for (size_t i = 0; i < v.size(); ++i) {
-        if (v[i] == '%' && i + 2 < v.size() && hex(v[i + 1]) >= 0 && hex(v[i + 2]) >= 0) {
-            out += char(hex(v[i + 1]) * 16 + hex(v[i + 2]));
+        if (v[i] == '%' && i + 2 < v.size() && hex_value(v[i + 1]) >= 0 && hex_value(v[i + 2]) >= 0) {
+            out += char(hex_value(v[i + 1]) * 16 + hex_value(v[i + 2]));
             i += 2;
             continue;
         }
@@ -245,9 +235,9 @@ std::string decode_words(std::string_view v) {
                         for (size_t k = 0; k < text.size(); ++k) {
                             if (text[k] == '_') {
                                 d += ' ';
-                            } else if (text[k] == '=' && k + 2 < text.size() && hex(text[k + 1]) >= 0 &&
-                                       hex(text[k + 2]) >= 0) {
-                                d += char(hex(text[k + 1]) * 16 + hex(text[k + 2]));
+                            } else if (text[k] == '=' && k + 2 < text.size() && hex_value(text[k + 1]) >= 0 &&
+                                       hex_value(text[k + 2]) >= 0) {
+                                d += char(hex_value(text[k + 1]) * 16 + hex_value(text[k + 2]));
                                 k += 2;
                             } else {
                                 d += text[k];
