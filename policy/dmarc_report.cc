@@ -120,21 +120,22 @@ void store::merge(store& other) {
     for (auto& [key, od] : other._data) {
         auto [it, fresh] = _data.try_emplace(key);
         domain_day& d = it->second;
-        if (fresh) {
-            _rows += od.rows.size();
-            d = std::move(od);
-            continue;
-        }
-        if (od.last >= d.last)
+        if (fresh || od.last >= d.last)
             d.policy = od.policy;
         d.first = d.first ? std::min(d.first, od.first) : od.first;
         d.last = std::max(d.last, od.last);
         for (auto& [r, c] : od.rows) {
-            auto [ri, added] = d.rows.try_emplace(r, 0);
-            ri->second += c;
-            if (added)
+            if (auto ri = d.rows.find(r); ri != d.rows.end()) {
+                ri->second += c;
+            } else if (_rows >= k_max_rows) {
+                _dropped += c;  // the same bound as add(): a botnet's addresses cannot grow it without end
+            } else {
+                d.rows.emplace(r, c);
                 ++_rows;
+            }
         }
+        if (d.rows.empty())
+            _data.erase(it);
     }
     _dropped += other._dropped;
     other._data.clear();

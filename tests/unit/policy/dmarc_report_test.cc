@@ -77,6 +77,21 @@ TEST_CASE("dmarc report: rows are counted per domain and day", "[dmarc_report]")
     REQUIRE(s.data().at({day_of(t), "example.org"}).messages() == 5);
     REQUIRE(s.rows() == 5);
 
+    // The row bound holds across merges too.
+    {
+        store full, more;
+        for (unsigned i = 0; i < store::k_max_rows; ++i)
+            full.add(t, a_policy("big.test"), a_row("10." + std::to_string(i / 65536) + "." +
+                                                        std::to_string(i / 256 % 256) + "." + std::to_string(i % 256),
+                                                    true));
+        more.add(t, a_policy("big.test"), a_row("192.0.2.200", true), 5);
+        more.add(t, a_policy("big.test"), a_row("10.0.0.1", true), 2);  // an existing row still counts
+        full.merge(more);
+        REQUIRE(full.rows() == store::k_max_rows);
+        REQUIRE(full.dropped() == 5);
+        REQUIRE(full.data().at({day_of(t), "big.test"}).rows.at(a_row("10.0.0.1", true)) == 3);
+    }
+
     // The closed days come out; today stays.
     auto closed = s.take_before(day_of(t) + 1);
     REQUIRE(closed.size() == 2);
