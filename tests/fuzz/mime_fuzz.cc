@@ -1,5 +1,6 @@
-// Fuzz target: the streaming MIME parser (mail/mime.hh) and its field
-// decoders. The input is a message, parsed fed whole and fed in pieces
+// Fuzz target: the streaming MIME parser (mail/mime.hh), its field
+// decoders, and the attachment collector over its parts
+// (policy/attachments.hh: libmagic, libarchive). The input is a message, parsed fed whole and fed in pieces
 // (the size from its first byte). Checked, besides never reading out of
 // bounds: both feedings give the same part tree, events and decoded
 // bodies; the limits hold (parts, depth); every part begun ends once; the
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "mail/mime.hh"
+#include "policy/attachments.hh"
 #include "runtime/base/assert.hh"
 
 using namespace rw;
@@ -71,6 +73,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     RW_ASSERT(whole.open.empty() && split.open.empty(), "a part never ended");
     RW_ASSERT(whole_parts.size() <= l.max_parts, "more parts than the limit");
     RW_ASSERT(whole.decoded <= 2 * size + 16, "decoded more than the input can hold");
+    // The attachment collector on the same parts: true types, and archive
+    // listings of whatever the input's parts hold (libmagic, libarchive).
+    {
+        policy::attachments::collector col(policy::attachments::collector_options{
+            .max_archive_bytes = 1u << 20, .archive = {.max_entries = 100, .max_depth = 3, .max_nested_bytes = 1u << 20}});
+        parser p(col, l);
+        p.feed(in);
+        p.finish();
+        uint64_t sizes = 0;
+        for (const auto& a : col.result()) {
+            sizes += a.size;
+            RW_ASSERT(!a.true_type.empty(), "an attachment without a type");
+            if (a.archive)
+                RW_ASSERT(a.archive->entries.size() <= 100, "more archive entries than the limit");
+        }
+        RW_ASSERT(sizes <= whole.decoded, "attachments larger than the decoded parts");
+    }
     for (const auto& p : whole_parts) {
         RW_ASSERT(p.depth <= l.max_depth, "deeper than the limit");
         for (const auto& [name, value] : p.headers) {
