@@ -71,10 +71,20 @@ class ZoneServer:
         self.zone = {}
         self.lock = threading.Lock()
         self.queries = []  # (name, type) asked, for tests that count them
-        self.udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), self._udp_handler())
-        self.port = self.udp.server_address[1]
         socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), self._tcp_handler())
+        # UDP and TCP on one port: the UDP port the kernel picks may be
+        # taken for TCP by another test running at the same time; then
+        # pick again (a bounded number of times).
+        for attempt in range(50):
+            self.udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), self._udp_handler())
+            self.port = self.udp.server_address[1]
+            try:
+                self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), self._tcp_handler())
+                break
+            except OSError:
+                self.udp.server_close()
+                if attempt == 49:
+                    raise
         for srv in (self.udp, self.tcp):
             srv.daemon_threads = True
             threading.Thread(target=srv.serve_forever, daemon=True).start()
