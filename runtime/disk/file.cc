@@ -76,6 +76,10 @@ result<file, std::string> file::open(const std::string& path, open_options o) {
     auto deadline = std::chrono::steady_clock::now() + o.lock_wait;
     while (o.exclusive_lock && ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK && std::chrono::steady_clock::now() < deadline) {
+            // This thread's own ring may hold the last reference to an
+            // earlier open of the same file (reactor::run_deferred_work).
+            if (reactor* r = reactor::local_or_null())
+                r->run_deferred_work();
             ::usleep(20000);  // start-up only: never on a running reactor's hot path
             continue;
         }

@@ -234,6 +234,8 @@ reactor& reactor::local() noexcept {
 }
 reactor* reactor::local_or_null() noexcept { return t_reactor; }
 
+void reactor::run_deferred_work() noexcept { io_uring_get_events(&_ring); }
+
 void reactor::reserve_sqes(unsigned n) noexcept {
     while (io_uring_sq_space_left(&_ring) < n) {
         int r = io_uring_submit(&_ring);

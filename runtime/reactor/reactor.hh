@@ -106,6 +106,13 @@ public:
     void cancel(completion* c) noexcept;
     void schedule(std::coroutine_handle<> h) noexcept { _ready.push_back(h); }
     uint64_t in_flight() const noexcept { return _in_flight; }
+    // Runs the kernel's deferred work for this ring without waiting or
+    // reaping. Under IORING_SETUP_DEFER_TASKRUN an io-wq worker that drops
+    // the last reference to a finished request (an fdatasync, say) queues
+    // the request's release to this thread, and the file it holds stays
+    // open (with its flock) until the ring is entered again: a caller about
+    // to wait for such a file synchronously calls this first.
+    void run_deferred_work() noexcept;
     // For runtime-internal registrations (buffer rings, files).
     io_uring* raw_ring() noexcept { return &_ring; }
 
