@@ -3,6 +3,7 @@
 #include "admin/config_loader.hh"
 
 #include "mail/domain.hh"
+#include "mail/header.hh"
 #include "policy/spf.hh"
 
 #include <arpa/inet.h>
@@ -434,10 +435,7 @@ void loader::read_authentication(const section& s, authentication_config& out) {
         const std::string_view allowed = "header field names, like [\"from\", \"subject\"]";
         std::vector<std::string> names;
         for_each_string(s, k, 64, allowed, [&](uint32_t line, const std::string& path, const std::string& v) {
-            bool ok = !v.empty() && v.size() <= 64;
-            for (unsigned char c : v)
-                ok = ok && c > 32 && c < 127 && c != ':';
-            if (ok)
+            if (mail::is_field_name(v))
                 names.push_back(mail::lower_ascii(v));
             else
                 error(line, path, fmt::format("{} is not a header field name", quote(v)), allowed);

@@ -19,6 +19,15 @@ constexpr bool is_ftext(char ch) {
 
 // ---- fields ----
 
+bool is_field_name(std::string_view name) noexcept {
+    if (name.empty() || name.size() > 64)
+        return false;
+    for (char c : name)
+        if (!is_ftext(c))
+            return false;
+    return true;
+}
+
 std::string_view header_field::raw_value() const noexcept {
     std::string_view v(raw);
     const size_t colon = v.find(':', name_len);

@@ -29,6 +29,9 @@ struct header_field {
     std::string unfolded_value() const;
 };
 
+// A field name (RFC 5322 3.6.8: ftext, 1..64 characters here).
+bool is_field_name(std::string_view name) noexcept;
+
 // Case-insensitive name comparison (field names are, RFC 5322 1.2.2).
 bool name_is(const header_field& f, std::string_view name) noexcept;
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 
 
 namespace rw::policy::patterns {
@@ -50,6 +51,23 @@ int on_match_cb(unsigned int id, unsigned long long, unsigned long long, unsigne
 }
 
 }  // namespace
+
+std::optional<std::string> check(const pattern& p) {
+    unsigned f = HS_FLAG_SINGLEMATCH | HS_FLAG_ALLOWEMPTY;
+    if (p.caseless)
+        f |= HS_FLAG_CASELESS;
+    if (p.utf8)
+        f |= HS_FLAG_UTF8;
+    hs_expr_info_t* info = nullptr;
+    hs_compile_error_t* err = nullptr;
+    if (hs_expression_info(p.expr.c_str(), f, &info, &err) == HS_SUCCESS) {
+        std::free(info);
+        return std::nullopt;
+    }
+    std::string why = err && err->message ? err->message : "does not compile";
+    hs_free_compile_error(err);
+    return why;
+}
 
 result<std::shared_ptr<const database>, std::string> database::compile(const std::vector<pattern>& set) {
     auto db = std::shared_ptr<database>(new database());

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,6 +24,11 @@ struct pattern {
     bool caseless = true;    // ASCII letters only (as \w and \b are ASCII: Hyperscan's UCP mode has no \b)
     bool utf8 = true;        // expr and the data are UTF-8 ('.' and classes take whole characters)
 };
+
+// Whether one pattern would compile, and why not ("unmatched parentheses
+// at index 3"): a quick syntax check for configuration loading, without
+// building a database.
+std::optional<std::string> check(const pattern& p);
 
 class database {
 public:

@@ -2,8 +2,6 @@
 // listings by libarchive (archives the test makes with libarchive's
 // writer: zip, tar.gz, nested, encrypted, a bomb of nesting), and the MIME
 // collector describing each part of a message as it streams past.
-#include <archive.h>
-#include <archive_entry.h>
 #include <catch2/catch.hpp>
 
 #include <string>
@@ -13,43 +11,13 @@
 #include "mail/codec.hh"
 #include "mail/mime.hh"
 #include "policy/attachments.hh"
+#include "tests/unit/policy/archive_maker.hh"
 
 using namespace rw;
 using namespace rw::policy::attachments;
+using rw::test::make_archive;
 
 namespace {
-
-// An archive in memory holding (name, content) files.
-std::string make_archive(const std::vector<std::pair<std::string, std::string>>& files, bool zip = true,
-                         const char* passphrase = nullptr) {
-    std::vector<char> buf(64u << 20);
-    size_t used = 0;
-    archive* a = archive_write_new();
-    if (zip) {
-        REQUIRE(archive_write_set_format_zip(a) == ARCHIVE_OK);
-        if (passphrase) {
-            REQUIRE(archive_write_set_options(a, "zip:encryption=zipcrypt") == ARCHIVE_OK);
-            REQUIRE(archive_write_set_passphrase(a, passphrase) == ARCHIVE_OK);
-        }
-    } else {
-        REQUIRE(archive_write_set_format_pax_restricted(a) == ARCHIVE_OK);
-        REQUIRE(archive_write_add_filter_gzip(a) == ARCHIVE_OK);
-    }
-    REQUIRE(archive_write_open_memory(a, buf.data(), buf.size(), &used) == ARCHIVE_OK);
-    for (const auto& [name, content] : files) {
-        ::archive_entry* e = archive_entry_new();
-        archive_entry_set_pathname(e, name.c_str());
-        archive_entry_set_size(e, la_int64_t(content.size()));
-        archive_entry_set_filetype(e, AE_IFREG);
-        archive_entry_set_perm(e, 0644);
-        REQUIRE(archive_write_header(a, e) == ARCHIVE_OK);
-        REQUIRE(archive_write_data(a, content.data(), content.size()) == la_ssize_t(content.size()));
-        archive_entry_free(e);
-    }
-    REQUIRE(archive_write_close(a) == ARCHIVE_OK);
-    archive_write_free(a);
-    return std::string(buf.data(), used);
-}
 
 const std::string k_pdf = "%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<<>>\n%%EOF\n";
 

@@ -1,0 +1,233 @@
+// Content rules: conditions on a message's envelope, header, decoded
+// body, attachments and authentication results, combined with and/or/not,
+// and the actions taken when they hold. Every regular expression of a rule
+// set is compiled into one Hyperscan database (patterns.hh) and matched
+// while the message streams in: the body's text parts once, decoded and in
+// UTF-8, whatever the number of rules.
+//
+// A condition, as written in [[content_rule]] condition:
+//
+//   attachment-name ~ /\.(exe|scr|js)$/ or archive-entry ~ /\.exe$/
+//   subject ~ "invoice" and not direction == "outbound"
+//   size > 10M and client-ip in "192.0.2.0/24"
+//
+//   expr   := term ("or" term)*
+//   term   := factor ("and" factor)*
+//   factor := "not" factor | "(" expr ")" | test
+//   test   := SUBJECT OP VALUE | BOOLEAN-SUBJECT
+//
+// Subjects, and the operators each takes:
+//   body                         ~          text parts, transfer-decoded, in UTF-8
+//   header "Name", subject       ~ == !=    top-level fields, RFC 2047 decoded
+//   mail-from, rcpt, helo        ~ == !=    the envelope (rcpt: any recipient)
+//   client-ip                    == != in   in: a CIDR ("192.0.2.0/24")
+//   direction                    == !=      "inbound" (arriving) or "outbound" (relayed)
+//   spf, dmarc, dkim             ~ == !=    results ("pass", "fail", ...; dkim: any signature)
+//   attachment-name, attachment-type, attachment-declared-type, archive-entry
+//                                ~ == !=    any attachment (type: libmagic's; entry: in an archive)
+//   size, attachment-size, attachment-count
+//                                == != < <= > >=   bytes (10K, 5M, 1G) or a count
+//   authenticated, archive-encrypted, mime-defect   (booleans, alone)
+//
+// A regular expression is /.../ (as written; \/ for a slash) or "..."
+// (\" and \\ are escapes; any other backslash is kept). Matching is
+// case-insensitive. == and != compare whole values, ignoring ASCII case.
+// A multi-valued subject (rcpt, attachments, dkim, a repeated header)
+// holds when any value does; != holds when none is equal.
+//
+// Actions, in [[content_rule]] actions, in order:
+//   accept                       stop: later rules are not evaluated
+//   reject [CODE [X.Y.Z]] [TEXT] stop: refused at the end of DATA (default
+//                                550 5.7.1 Message content rejected)
+//   drop                         stop: accepted (250) and discarded
+//   add-header NAME: VALUE       add a header field at delivery
+//   remove-header NAME           leave every NAME field out at delivery
+//   tag-subject TEXT             prefix the Subject with TEXT
+// Rules run in order; every rule whose condition holds fires, until one
+// with a stopping action.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mail/mime.hh"
+#include "policy/attachments.hh"
+#include "policy/cidr.hh"
+#include "policy/patterns.hh"
+#include "runtime/base/result.hh"
+#include "runtime/net/addr.hh"
+
+namespace rw::policy::rules {
+
+enum class subject : uint8_t {
+    body,
+    header,
+    mail_from,
+    rcpt,
+    helo,
+    client_ip,
+    direction,
+    spf,
+    dkim,
+    dmarc,
+    attachment_name,
+    attachment_type,
+    attachment_declared_type,
+    archive_entry,
+    size,
+    attachment_size,
+    attachment_count,
+    authenticated,
+    archive_encrypted,
+    mime_defect,
+};
+
+enum class op : uint8_t { match, eq, ne, lt, le, gt, ge, in, holds };
+
+struct test {
+    subject what = subject::body;
+    std::string header;   // subject::header: the field name, lower case
+    op how = op::holds;
+    std::string text;     // eq/ne: the value; match: the expression
+    uint64_t number = 0;  // numeric comparisons
+    std::optional<cidr> net;  // in
+    unsigned pattern = 0;     // match: the pattern's id in the rule set
+};
+
+// A condition as a tree: nodes[0] is the root.
+struct node {
+    enum class kind : uint8_t { all, any, negate, leaf } k = kind::leaf;
+    std::vector<unsigned> kids;  // all/any/negate
+    unsigned leaf = 0;           // leaf: index into rule::tests
+};
+
+enum class action_kind : uint8_t { accept, reject, drop, add_header, remove_header, tag_subject };
+std::string_view to_string(action_kind a);
+
+struct action {
+    action_kind kind = action_kind::accept;
+    int code = 0;          // reject
+    std::string enhanced;  // reject
+    std::string text;      // reject: the reply text; add/remove-header: the name; tag-subject: the tag
+    std::string value;     // add-header: the value
+};
+
+struct rule {
+    std::string name;
+    std::vector<test> tests;
+    std::vector<node> nodes;
+    std::vector<action> actions;
+};
+
+// Parses one rule; the error says where ("condition: at 14: expected an
+// operator after attachment-name; allowed: ...") and names the key.
+// Regular expressions are checked (patterns::check) but not compiled.
+result<rule, std::string> parse_rule(std::string_view name, std::string_view condition,
+                                     const std::vector<std::string>& actions);
+// A parsed condition alone (tests and nodes of the returned rule).
+result<rule, std::string> parse_condition(std::string_view condition);
+result<action, std::string> parse_action(std::string_view text);
+
+// A compiled rule set: the rules, in order, and one database holding every
+// regular expression of them. Immutable; shared by every core.
+class rule_set {
+public:
+    struct source {
+        std::string name, condition;
+        std::vector<std::string> actions;
+    };
+    static result<std::shared_ptr<const rule_set>, std::string> compile(const std::vector<source>& rules);
+
+    const std::vector<rule>& rules() const { return _rules; }
+    bool empty() const { return _rules.empty(); }
+    // Whether any condition looks at the message itself (body, header,
+    // attachments): otherwise nothing needs to parse it.
+    bool needs_message() const { return _needs_message; }
+    bool needs_attachments() const { return _needs_attachments; }
+    size_t pattern_count() const { return _meta.size(); }
+
+private:
+    friend class evaluator;
+    struct pattern_meta {
+        subject what;
+        std::string header;
+    };
+    std::vector<rule> _rules;
+    std::shared_ptr<const patterns::database> _db;
+    std::vector<pattern_meta> _meta;  // by pattern id
+    std::vector<std::string> _header_names;  // lower case: the fields any condition reads
+    uint32_t _pattern_kinds = 0;  // bit (1 << subject): some pattern is about it
+    bool _needs_message = false, _needs_attachments = false, _needs_body = false;
+};
+
+// What the evaluator cannot see in the message: the envelope and the
+// session's findings, given at the end of DATA.
+struct message_facts {
+    std::string mail_from;  // "" for the null sender
+    std::vector<std::string> rcpts;
+    std::string helo;
+    net::address client;
+    bool inbound = true;  // arriving mail; false: relayed for a client that may relay
+    bool authenticated = false;
+    uint64_t size = 0;  // bytes as received
+    std::string spf, dmarc;  // results, "" when not checked
+    std::vector<std::string> dkim;
+};
+
+struct decision {
+    enum class outcome : uint8_t { none, accept, reject, drop } final = outcome::none;
+    std::string final_rule;  // the rule whose action stopped evaluation
+    int code = 0;
+    std::string enhanced, text;  // reject
+    std::vector<std::string> fired;  // every rule whose condition held, in order
+    std::vector<std::pair<std::string, std::string>> add_headers;  // (name, value)
+    std::vector<std::string> remove_headers;  // lower case
+    std::string subject_tag;
+};
+
+// One message's evaluation: fed the message as stored (as it streams in),
+// then decide() once it is complete. No I/O; bounded memory (attachments
+// are held only while an archive is listed, up to the collector's limit).
+class evaluator : private mail::mime::handler {
+public:
+    explicit evaluator(std::shared_ptr<const rule_set> rs, attachments::collector_options o = {});
+    ~evaluator() override;
+    evaluator(const evaluator&) = delete;
+    evaluator& operator=(const evaluator&) = delete;
+
+    void feed(std::string_view bytes);
+    void finish();
+    decision decide(const message_facts& f);
+
+    const mail::mime::parser& mime() const { return _mime; }
+    const std::vector<attachments::attachment>& attachment_list() const { return _att.result(); }
+
+private:
+    void part_begin(const mail::mime::part& p) override;
+    void part_data(const mail::mime::part& p, std::string_view d) override;
+    void part_end(const mail::mime::part& p) override;
+    bool scans(subject what) const { return _rs->_pattern_kinds & (1u << unsigned(what)); }
+    void scan_text(subject what, std::string_view header, std::string_view text);
+    bool is_attachment(const attachments::attachment& a) const;
+    void record(const patterns::scanner& s, subject what, std::string_view header);
+    bool holds(const rule& r, unsigned node, const message_facts& f) const;
+    bool test_holds(const test& t, const message_facts& f) const;
+
+    std::shared_ptr<const rule_set> _rs;
+    attachments::collector _att;
+    mail::mime::parser _mime;
+    std::vector<bool> _matched;  // by pattern id
+    // Top-level header fields the conditions read: (lower-case name, decoded value).
+    std::vector<std::pair<std::string, std::string>> _fields;
+    std::unique_ptr<patterns::scanner> _body;  // the text part being read
+    std::unique_ptr<mail::mime::utf8_stream> _utf8;
+    unsigned _body_part = 0;
+    std::string _conv;
+    bool _finished = false;
+};
+
+}  // namespace rw::policy::rules
