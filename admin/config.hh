@@ -199,6 +199,16 @@ struct route_config {
 // port (default_port when absent). nullopt when malformed.
 std::optional<std::pair<std::string, uint16_t>> parse_next_hop(std::string_view s, uint16_t default_port);
 
+// [[content_rule]]: a content rule (policy/rules.hh has the language).
+// Rules run in file order at the end of each message.
+struct content_rule_config {
+    std::string name;       // unique; in the mail log and trace
+    std::string condition;  // e.g. attachment-name ~ /\.exe$/ and direction == "inbound"
+    std::vector<std::string> actions;  // e.g. ["reject 550 5.7.1 No executables"]
+
+    friend bool operator==(const content_rule_config&, const content_rule_config&) = default;
+};
+
 // [control]: the admin shell's Unix domain socket.
 struct control_config {
     std::string socket = "./var/ringway.sock";
@@ -278,6 +288,7 @@ struct config {
     smtp_config smtp;
     delivery_config delivery;
     std::vector<route_config> routes;  // the [[route]] tables, in file order
+    std::vector<content_rule_config> content_rules;  // the [[content_rule]] tables, in file order
     control_config control;
     metrics_config metrics;
     conservation_config conservation;

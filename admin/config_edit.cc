@@ -164,8 +164,8 @@ result<std::string, std::string> set_config_key(const std::string& text, std::st
                                                   key, section, *index, count));
                 target = a->get(size_t(*index))->as_table();
             } else {
-                // By name: a listener's name, a route's domain.
-                const char* by = section == "listener" ? "name" : "domain";
+                // By name: a route's domain, a listener's or a content rule's name.
+                const char* by = section == "route" ? "domain" : "name";
                 for (size_t i = 0; i < count && !target; ++i)
                     if (auto* t = a->get(i)->as_table())
                         if (auto* nm = t->get(by); nm && nm->as_string() && nm->as_string()->get() == selector)

@@ -170,6 +170,7 @@ private:
     void read_authentication(const section& s, authentication_config& out);
     void read_delivery(const section& s, delivery_config& out);
     void read_routes(const toml::table& root, config& c);
+    void read_content_rules(const toml::table& root, config& c);
     void check_hosts(const section& s, std::string_view k, std::vector<std::string>& out);
 
     std::string_view _source;

@@ -121,6 +121,11 @@ const section_spec k_sections[] = {
     {"route", true,
      "Routes override DNS for a domain (\"example.test\"), its subdomains (\"*.example.test\") or every "
      "domain (\"*\"), e.g. a smarthost: [[route]] with domain = \"*\" and hosts = [\"192.0.2.25:25\"]."},
+    {"content_rule", true,
+     "Content rules, evaluated in file order at the end of each message: a condition on the envelope, header, "
+     "decoded body, attachments and authentication results, and the actions taken when it holds. docs/rules.md "
+     "has the language, e.g. condition = 'attachment-name ~ /\\.(exe|scr)$/' with actions = [\"reject 550 5.7.1 "
+     "No executables\"]."},
     {"control", false, "The admin shell's Unix domain socket and the store of configuration versions."},
     {"metrics", false, "The Prometheus endpoint."},
     {"conservation", false,
@@ -344,6 +349,17 @@ const key_spec k_keys[] = {
     {"route", "hosts", T::string_list, 1, 64, {}, {}, live,
      "Next hops, tried in order, as in delivery.internal_hosts.", true, {}, {}, RW_F(route_config, hosts)},
 
+    // [[content_rule]]
+    {"content_rule", "name", T::string, 0, 0, {}, {}, live,
+     "The rule's name, unique; shown in the mail log and by trace.", true, {}, {}, RW_F(content_rule_config, name)},
+    {"content_rule", "condition", T::string, 0, 0, {}, {}, live,
+     "When the rule fires: tests joined by and, or, not (docs/rules.md).", true, {}, {},
+     RW_F(content_rule_config, condition)},
+    {"content_rule", "actions", T::string_list, 1, 16, {}, {}, live,
+     "What firing does, in order: accept, reject [CODE [X.Y.Z]] [TEXT], drop, add-header NAME: VALUE, "
+     "remove-header NAME, tag-subject TEXT. accept, reject and drop end the evaluation.",
+     true, {}, {}, RW_F(content_rule_config, actions)},
+
     // [control]
     {"control", "socket", T::path, 0, 0, {}, {}, restart,
      "Unix domain socket of the admin shell (ringway), mode 0600: only this daemon's user and root may use it.",
@@ -516,6 +532,7 @@ const void* struct_of(const config& c, std::string_view section, size_t i) {
     if (section == "smtp") return &c.smtp;
     if (section == "delivery") return &c.delivery;
     if (section == "route") return &c.routes.at(i);
+    if (section == "content_rule") return &c.content_rules.at(i);
     if (section == "control") return &c.control;
     if (section == "metrics") return &c.metrics;
     if (section == "conservation") return &c.conservation;
@@ -572,7 +589,11 @@ std::string toml_string(std::string_view s) {
 size_t count_of(const config& c, const section_spec& s) {
     if (!s.array)
         return 1;
-    return s.name == "listener" ? c.listeners.size() : c.routes.size();
+    if (s.name == "listener")
+        return c.listeners.size();
+    if (s.name == "content_rule")
+        return c.content_rules.size();
+    return c.routes.size();
 }
 
 std::string prefix_of(const section_spec& s, size_t i) {

@@ -4,11 +4,13 @@
 
 #include "mail/domain.hh"
 #include "mail/header.hh"
+#include "policy/rules.hh"
 #include "policy/spf.hh"
 
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cctype>
 #include <limits>
 
 namespace rw::admin::detail {
@@ -328,6 +330,85 @@ void loader::read_routes(const toml::table& root, config& c) {
     }
 }
 
+void loader::read_content_rules(const toml::table& root, config& c) {
+    static constexpr std::string_view allowed =
+        "[[content_rule]] tables, each with name, condition and actions (docs/rules.md)";
+    const toml::node* n = root.get("content_rule");
+    if (!n)
+        return;
+    const toml::array* a = n->as_array();
+    if (!a) {
+        error(line_of(*n, 0), "content_rule",
+              fmt::format("expected an array of tables ([[content_rule]], with two brackets), got {}", describe(*n)),
+              allowed);
+        return;
+    }
+    if (a->size() > 10000) {
+        error(line_of(*n, 0), "content_rule", fmt::format("{} rules", a->size()), "at most 10000 rules");
+        return;
+    }
+    for (size_t i = 0; i < a->size(); ++i) {
+        const toml::node& e = *a->get(i);
+        std::string path = fmt::format("content_rule[{}]", i);
+        const toml::table* t = e.as_table();
+        if (!t) {
+            error(line_of(e, line_of(*n, 0)), path, fmt::format("expected a table, got {}", describe(e)), allowed);
+            continue;
+        }
+        section s{t, path, line_of(*t, line_of(*n, 0))};
+        check_keys(s, keys_of(s.name()));
+        content_rule_config r;
+        static constexpr std::string_view name_allowed = "letters, digits, '-', '_' and '.', up to 64 characters";
+        missing(s, "name", name_allowed);
+        if (auto v = read_string(s, "name", name_allowed)) {
+            bool ok = !v->empty() && v->size() <= 64;
+            for (char ch : *v)
+                ok = ok && (std::isalnum(uint8_t(ch)) || ch == '-' || ch == '_' || ch == '.');
+            if (!ok)
+                error(line_of(*s.get("name"), s.line), s.key("name"), fmt::format("{} is not a rule name", quote(*v)),
+                      name_allowed);
+            for (const auto& other : c.content_rules)
+                if (ok && other.name == *v) {
+                    error(line_of(*s.get("name"), s.line), s.key("name"),
+                          fmt::format("{} names another rule already", quote(*v)), "one rule per name");
+                    ok = false;
+                }
+            if (ok)
+                r.name = std::move(*v);
+        }
+        static constexpr std::string_view cond_allowed =
+            "tests joined by and, or, not, like attachment-name ~ /\\.exe$/ (docs/rules.md)";
+        missing(s, "condition", cond_allowed);
+        if (auto v = read_string(s, "condition", cond_allowed)) {
+            auto parsed = policy::rules::parse_condition(*v);
+            if (!parsed)
+                error(line_of(*s.get("condition"), s.line), s.key("condition"), parsed.error(), {});
+            else
+                r.condition = std::move(*v);
+        }
+        static constexpr std::string_view act_allowed =
+            "accept, reject [CODE [X.Y.Z]] [TEXT], drop, add-header NAME: VALUE, remove-header NAME, tag-subject TEXT";
+        missing(s, "actions", act_allowed);
+        bool stopped = false;
+        for_each_string(s, "actions", 16, "an action", [&](uint32_t line, const std::string& p, const std::string& v) {
+            auto act = policy::rules::parse_action(v);
+            if (!act) {
+                error(line, p, act.error(), act.error().find("allowed:") == std::string::npos ? act_allowed : "");
+                return;
+            }
+            if (stopped)
+                error(line, p, "comes after accept, reject or drop, which end the rule's actions", act_allowed);
+            const auto k = act.value().kind;
+            stopped = stopped || k == policy::rules::action_kind::accept || k == policy::rules::action_kind::reject ||
+                      k == policy::rules::action_kind::drop;
+            r.actions.push_back(v);
+        });
+        if (s.get("actions") && s.get("actions")->as_array() && s.get("actions")->as_array()->empty())
+            error(line_of(*s.get("actions"), s.line), s.key("actions"), "empty list", "at least one action");
+        c.content_rules.push_back(std::move(r));
+    }
+}
+
 void loader::read_control(const section& s, control_config& out) {
     check_keys(s, keys_of(s.name()));
     std::string allowed = fmt::format("a file path of 1..{} bytes (a Unix socket address)", k_max_socket_path);
@@ -462,6 +543,7 @@ result<config, std::string> loader::run(const toml::table& root) {
     read_smtp(open_table(root, "smtp"), c.smtp);
     read_delivery(open_table(root, "delivery"), c.delivery);
     read_routes(root, c);
+    read_content_rules(root, c);
     read_control(open_table(root, "control"), c.control);
     read_metrics(open_table(root, "metrics"), c.metrics);
     read_conservation(open_table(root, "conservation"), c.conservation);

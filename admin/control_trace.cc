@@ -19,6 +19,8 @@
 #include "mail/mime.hh"
 #include "policy/attachments.hh"
 #include "policy/relay.hh"
+#include "policy/rules.hh"
+#include "runtime/smp/offload.hh"
 
 namespace rw::admin::control_detail {
 
@@ -391,6 +393,7 @@ task<json> trace(context& c, const json& args) {
                           {"sealer", arc_out->sealer},
                           {"reason", arc_out->reason}};
         }
+        std::string dmarc_result;
         if (!why && res && arriving && ao.dmarc) {
             policy::dmarc::request rq;
             rq.from_domain = mta::verify::dmarc_from_domain(pipe.headers().fields());
@@ -399,6 +402,7 @@ task<json> trace(context& c, const json& args) {
             rq.sample = 0;  // as if pct= picked this message
             task<policy::dmarc::outcome> check = mta::verify::check_dmarc(*res, std::move(rq), answers);
             policy::dmarc::outcome d = co_await std::move(check);
+            dmarc_result = std::string(policy::dmarc::to_string(d.res));
             json j = {{"result", std::string(policy::dmarc::to_string(d.res))},
                       {"domain", d.from_domain},
                       {"policy_domain", d.policy_domain},
@@ -423,6 +427,63 @@ task<json> trace(context& c, const json& args) {
                                d.applied == policy::dmarc::disposition::reject ? "recorded only: the listener's dmarc_reject is off" : ""));
             }
             out["dmarc"] = std::move(j);
+        }
+        if (!why && !cfg->content_rules.empty()) {
+            // The content rules, compiled off the reactor (a large set
+            // takes seconds) and evaluated as a session would.
+            std::vector<policy::rules::rule_set::source> src;
+            for (const auto& r : cfg->content_rules)
+                src.push_back({r.name, r.condition, r.actions});
+            auto build = [src = std::move(src)]() { return policy::rules::rule_set::compile(src); };
+            auto job = offload(std::move(build));
+            auto rs = co_await std::move(job);
+            if (!rs)
+                throw command_error(rs.error());
+            mta::verify::rules_feed rf(rs.value());
+            mta::smtp::message_pipeline rpipe(po);
+            rpipe.add(&rf);
+            rpipe.feed(body);
+            rpipe.finish();
+            policy::rules::message_facts f;
+            f.mail_from = sf.null_sender ? std::string() : mail_from;
+            for (const auto& [addr, domain] : accepted)
+                f.rcpts.push_back(addr);
+            f.helo = helo;
+            f.client = *peer;
+            f.inbound = arriving;
+            f.size = dec.bytes_out();
+            if (spf_out)
+                f.spf = policy::spf::to_string(spf_out->res);
+            f.dmarc = dmarc_result;
+            if (dkim_out) {
+                for (const auto& v : *dkim_out)
+                    f.dkim.emplace_back(policy::dkim::to_string(v.res));
+                if (dkim_out->empty())
+                    f.dkim.emplace_back("none");
+            }
+            policy::rules::decision d = rf.ev.decide(f);
+            using outcome = policy::rules::decision::outcome;
+            json j = {{"fired", d.fired}};
+            json adds = json::array();
+            for (const auto& [n, v] : d.add_headers)
+                adds.push_back(fmt::format("{}: {}", n, v));
+            j["add_headers"] = std::move(adds);
+            j["remove_headers"] = d.remove_headers;
+            if (!d.subject_tag.empty())
+                j["subject_tag"] = d.subject_tag;
+            if (!d.final_rule.empty())
+                j["rule"] = d.final_rule;
+            if (d.final == outcome::reject) {
+                std::string t = reply_text(d.code, d.enhanced, d.text);
+                j.update(stage(false, t));
+                refuse("rules", t);
+            } else {
+                j.update(stage(true, "250 2.0.0 Ok: queued",
+                               d.final == outcome::drop ? "dropped: answered 250, not queued" : ""));
+                if (d.final == outcome::drop)
+                    j["decision"] = "drop";
+            }
+            out["rules"] = std::move(j);
         }
     }
     // routing

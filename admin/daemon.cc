@@ -173,6 +173,7 @@ struct generation {
     mta::delivery::options delivery;
     mta::authentication_options auth;
     std::shared_ptr<const policy::dkim::keyring> dkim_keys;  // authentication.dkim_key_dir, read at build
+    std::shared_ptr<const policy::rules::rule_set> rules;     // the [[content_rule]] tables, compiled
 };
 
 // What every core shares, built on the main thread.
@@ -528,6 +529,15 @@ result<std::unique_ptr<generation>, std::string> build_generation(const config& 
     g->dkim_keys = std::make_shared<const policy::dkim::keyring>(std::move(keys.value()));
     if (g->dkim_keys->size())
         lg.info("DKIM signing keys dir={} keys={}", key_dir, g->dkim_keys->size());
+    std::vector<policy::rules::rule_set::source> rules;
+    for (const auto& r : cfg.content_rules)
+        rules.push_back({r.name, r.condition, r.actions});
+    auto rs = policy::rules::rule_set::compile(rules);
+    if (!rs)
+        return unexpected(rs.error());
+    g->rules = std::move(rs.value());
+    if (!g->rules->empty())
+        lg.info("content rules={} patterns={}", g->rules->rules().size(), g->rules->pattern_count());
     return g;
 }
 
@@ -621,6 +631,7 @@ void apply_on_core(core_slot& s, const generation& g, const generation* before, 
         env->dns = s.dns;
         env->limit_exempt = &g.limit_exempt;
         env->max_received_headers = sc.max_received_headers;
+        env->rules = g.rules->empty() ? nullptr : g.rules;
         if (new_rates) {
             env->conn_rate = rates[0];
             env->msg_rate = rates[1];

@@ -80,8 +80,9 @@ public:
     }
 
 private:
-    unexpected<std::string> fail(std::string what) const {
-        return unexpected(fmt::format("at {}: {}", _p + 1, what));
+    unexpected<std::string> fail(std::string what) const { return fail_at(_p, std::move(what)); }
+    static unexpected<std::string> fail_at(size_t pos, std::string what) {
+        return unexpected(fmt::format("at {}: {}", pos + 1, what));
     }
     std::string near() const {
         if (_p >= _s.size())
@@ -286,23 +287,25 @@ private:
                 return refuse();
             if (opname == "in" && spec->t != st::ip)
                 return refuse();
+            skip();
+            const size_t value_at = _p;
             auto v = quoted();
             if (!v)
                 return unexpected(v.error());
             t.how = opname == "~" ? op::match : opname == "==" ? op::eq : opname == "!=" ? op::ne : op::in;
             if (t.how == op::match) {
                 if (auto why = patterns::check(patterns::pattern{*v, 0, true, true}))
-                    return fail(fmt::format("the regular expression \"{}\" does not compile: {}", *v, *why));
+                    return fail_at(value_at, fmt::format("the regular expression \"{}\" does not compile: {}", *v, *why));
             } else if (t.how == op::in || t.what == subject::client_ip) {
                 std::string why;
                 auto c = cidr::parse(*v, why);
                 if (!c)
-                    return fail(fmt::format("\"{}\" is not an IP address or network: {}", *v, why));
+                    return fail_at(value_at, fmt::format("\"{}\" is not an IP address or network: {}", *v, why));
                 if (t.how != op::in && c->prefix_len() != (c->is_v6() ? 128u : 32u))
-                    return fail(fmt::format("\"{}\" is a network: use in", *v));
+                    return fail_at(value_at, fmt::format("\"{}\" is a network: use in", *v));
                 t.net = *c;
             } else if (t.what == subject::direction && *v != "inbound" && *v != "outbound") {
-                return fail(fmt::format("direction is \"inbound\" or \"outbound\", not \"{}\"", *v));
+                return fail_at(value_at, fmt::format("direction is \"inbound\" or \"outbound\", not \"{}\"", *v));
             }
             t.text = std::move(*v);
         }

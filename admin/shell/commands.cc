@@ -492,6 +492,20 @@ std::string fmt_trace(const json& r) {
             what += fmt::format("; {}", s(d, "reason"));
         o += fmt::format("  {:<11} {}\n", "", what);
     }
+    if (r.contains("rules")) {
+        const json& d = r["rules"];
+        line("rules", d);
+        std::vector<std::string> fired;
+        for (const auto& f : d["fired"])
+            fired.push_back(f.get<std::string>());
+        o += fmt::format("  {:<11} fired: {}\n", "", fired.empty() ? std::string("none") : fmt::format("{}", fmt::join(fired, ", ")));
+        for (const auto& h : d["add_headers"])
+            o += fmt::format("  {:<11} adds {}\n", "", h.get<std::string>());
+        for (const auto& h : d["remove_headers"])
+            o += fmt::format("  {:<11} removes {}\n", "", h.get<std::string>());
+        if (d.contains("subject_tag"))
+            o += fmt::format("  {:<11} tags the Subject with {}\n", "", s(d, "subject_tag"));
+    }
     if (r.contains("routing"))
         for (const auto& x : r["routing"]) {
             std::vector<std::string> hosts;

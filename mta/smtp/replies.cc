@@ -30,6 +30,10 @@ refusal dmarc_rejected(std::string_view domain) {
             "dmarc"};
 }
 
+refusal content_rejected(int code, std::string_view enhanced, std::string_view text) {
+    return {{code, enhanced, std::string(text)}, "content rule"};
+}
+
 refusal header_too_large(std::string_view why) {
     return {{552, "5.3.4", fmt::format("Message header too large: {}", why)}, "header too large"};
 }

@@ -44,6 +44,10 @@ refusal message_too_big();
 refusal too_many_hops(unsigned count, unsigned limit);
 // The From: domain's DMARC policy says reject (RFC 7489 10.3: 550 5.7.1).
 refusal dmarc_rejected(std::string_view domain);
+// A content rule refused the message, with the reply its action names
+// (policy::rules::parse_action checked the code and the text). enhanced
+// is not copied: send the refusal before the decision holding it goes.
+refusal content_rejected(int code, std::string_view enhanced, std::string_view text);
 // The header section passed a limit of the header parser (fields, one
 // field's length, the section's length): 552 5.3.4.
 refusal header_too_large(std::string_view why);

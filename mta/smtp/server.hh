@@ -26,6 +26,7 @@
 #include "policy/dmarc_report.hh"
 #include "policy/rate_limit.hh"
 #include "policy/relay.hh"
+#include "policy/rules.hh"
 #include "policy/spf.hh"
 #include "runtime/net/dns.hh"
 #include "runtime/net/buf_ring.hh"
@@ -118,6 +119,8 @@ struct server_env {
     // smtp.client_limit_exceptions. Null: none is exempt.
     const std::vector<policy::cidr>* limit_exempt = nullptr;
     unsigned max_received_headers = 50;           // more is a mail loop (RFC 5321 6.3)
+    // The content rules in force; null: none (nothing parses the message for them).
+    std::shared_ptr<const policy::rules::rule_set> rules;
     net::buf_ring* rx = nullptr;                  // receive buffers for plain sessions
     delivery::service* delivery = nullptr;        // told about every message queued
     uint64_t icid_seq = 0;

@@ -201,6 +201,12 @@ private:
     task<void> verify_message();
     // The refusal a DMARC reject policy asks for, where the listener acts on it.
     std::optional<smtp::refusal> dmarc_refusal() const;
+    // Content rules, fed by the pipeline; their decision at the end of the message.
+    std::unique_ptr<verify::rules_feed> _rules_feed;
+    std::optional<policy::rules::decision> _content;
+    // Decides the content rules once the message is complete. True when
+    // the message ends there (refused or dropped: answered, not queued).
+    bool content_ends_message(fs::message_writer& mw, uint64_t size);
     std::string _subject;  // of the message being queued, for the mail log
     std::optional<policy::spf::outcome> _spf;  // of this transaction, when checked
     // The HELO identity's own check (RFC 7208 2.3), once per HELO name of
@@ -327,6 +333,8 @@ void session::reset_transaction() {
     _seal_feed.reset();
     _arc_feed.reset();
     _arc.reset();
+    _rules_feed.reset();
+    _content.reset();
     _spf.reset();
 }
 
@@ -548,6 +556,12 @@ void session::start_pipeline() {
             _pipeline->add(_seal_feed.get());
         }
     }
+    _rules_feed.reset();
+    _content.reset();
+    if (_env->rules) {
+        _rules_feed = std::make_unique<verify::rules_feed>(_env->rules);
+        _pipeline->add(_rules_feed.get());
+    }
     _sign_feed.reset();
     if (_env->auth && _env->auth->dkim_sign && _env->dkim_keys && !arriving) {
         auto ring = _env->dkim_keys->get();
@@ -608,16 +622,66 @@ std::optional<smtp::refusal> session::dmarc_refusal() const {
     return std::nullopt;
 }
 
+bool session::content_ends_message(fs::message_writer& mw, uint64_t size) {
+    if (!_rules_feed)
+        return false;
+    policy::rules::message_facts f;
+    f.mail_from = _mail_from;
+    f.rcpts = _rcpts;
+    f.helo = _helo;
+    f.client = _peer;
+    f.inbound = _arriving;
+    f.authenticated = _authenticated;
+    f.size = size;
+    if (_spf)
+        f.spf = policy::spf::to_string(_spf->res);
+    if (_dmarc)
+        f.dmarc = policy::dmarc::to_string(_dmarc->res);
+    if (_dkim) {
+        for (const auto& v : *_dkim)
+            f.dkim.emplace_back(policy::dkim::to_string(v.res));
+        if (_dkim->empty())
+            f.dkim.emplace_back("none");
+    }
+    _content = _rules_feed->ev.decide(f);
+    using outcome = policy::rules::decision::outcome;
+    if (_content->final != outcome::reject && _content->final != outcome::drop)
+        return false;
+    mw.abort();
+    const bool reject = _content->final == outcome::reject;
+    journal::record("content", {{"icid", _icid}, {"rule", std::string_view(_content->final_rule)},
+                                {"action", std::string_view(reject ? "reject" : "drop")},
+                                {"from", std::string_view(_mail_from)}, {"rcpts", uint64_t(_rcpts.size())},
+                                {"size", size}});
+    if (reject)
+        refuse_message(smtp::content_rejected(_content->code, _content->enhanced, _content->text));
+    else {
+        // Dropped: the client is told what it would be told of any
+        // message, so that the rule is not probed from outside.
+        queue(250, "2.0.0", "Ok");
+        reset_transaction();
+    }
+    return true;
+}
+
 fs::added_headers session::added_headers(uint64_t id) {
     // Prepended at delivery, in the order a reader expects: the newest
-    // trace field first (RFC 5321 4.4), our findings below it.
+    // trace field first (RFC 5321 4.4), our findings below it, then what
+    // the content rules add.
     fs::added_headers a;
     if (_pipeline)
         a.omit = _pipeline->omitted();
+    verify::header_edit edit;
+    if (_content && _pipeline)
+        edit = verify::edit_header(*_content, _pipeline->headers().fields(), a.omit);
+    // What DKIM signs and ARC seals: the header as delivered.
+    const std::vector<mail::header_field>* fields = nullptr;
+    if (_pipeline)
+        fields = edit.changed ? &edit.fields : &_pipeline->headers().fields();
     if (_sign_feed && !_sign_feed->body_hash.empty()) {
         policy::dkim::sign_options o = _env->auth->sign_options;
         o.now = int64_t(std::time(nullptr));
-        auto sig = policy::dkim::sign(_pipeline->headers().fields(), _sign_feed->body_hash, _sign_feed->keys, o);
+        auto sig = policy::dkim::sign(*fields, _sign_feed->body_hash, _sign_feed->keys, o);
         if (sig)
             a.prefix = std::move(sig.value());
         else
@@ -647,7 +711,7 @@ fs::added_headers session::added_headers(uint64_t id) {
             const std::string_view value =
                 std::string_view(ar).substr(std::string_view("Authentication-Results: ").size(),
                                             ar.size() - std::string_view("Authentication-Results: ").size() - 2);
-            auto s = policy::arc::seal(_pipeline->headers().fields(), _seal_feed->body_hash,
+            auto s = policy::arc::seal(*fields, _seal_feed->body_hash,
                                        _arc ? *_arc : policy::arc::outcome{}, value, *sealer, so);
             if (s)
                 a.prefix = s.value() + a.prefix;
@@ -656,6 +720,7 @@ fs::added_headers session::added_headers(uint64_t id) {
         }
         a.prefix += ar;
     }
+    a.prefix += edit.prefix;
     // A message without a header section: the fields added on top would
     // make its first lines header; an empty line keeps them body.
     if (_pipeline && _pipeline->headers().done() && _pipeline->headers().section_bytes() == 0)
@@ -689,6 +754,11 @@ void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
         if (_dkim->empty())
             dkim = "none";
     }
+    // The content rules that fired, "a,b"; empty when none did.
+    std::string rules;
+    if (_content)
+        for (const auto& r : _content->fired)
+            rules += (rules.empty() ? "" : ",") + r;
     journal::record("received", {{"icid", _icid}, {"mid", std::string_view(mid)},
                                  {"from", std::string_view(_mail_from)}, {"to", std::string_view(to)},
                                  {"rcpts", uint64_t(_rcpts.size())},
@@ -703,7 +773,8 @@ void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
                                  {"dmarc", _dmarc ? policy::dmarc::to_string(_dmarc->res) : std::string_view()},
                                  {"dmarc_domain", _dmarc ? std::string_view(_dmarc->from_domain) : std::string_view()},
                                  {"dmarc_disposition",
-                                  _dmarc ? policy::dmarc::to_string(_dmarc->applied) : std::string_view()}});
+                                  _dmarc ? policy::dmarc::to_string(_dmarc->applied) : std::string_view()},
+                                 {"rules", std::string_view(rules)}});
     queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
     reset_transaction();
 }
@@ -804,6 +875,8 @@ task<bool> session::do_data() {
         refuse_message(*r);
         co_return true;
     }
+    if (content_ends_message(mw, size))
+        co_return true;
     const fs::added_headers added = added_headers(mw.id());
     auto id = co_await mw.commit(added);
     if (!id) {
@@ -895,6 +968,8 @@ task<bool> session::do_bdat(const smtp::command& c) {
         refuse_message(*r);
         co_return true;
     }
+    if (content_ends_message(*_bdat_writer, size))
+        co_return true;
     const fs::added_headers added = added_headers(_bdat_writer->id());
     auto id = co_await _bdat_writer->commit(added);
     if (!id) {

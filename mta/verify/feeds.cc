@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 namespace rw::mta::verify {
 
 std::string dmarc_from_domain(const std::vector<mail::header_field>& fields) {
@@ -27,6 +29,63 @@ bool trusted_arc_override(policy::dmarc::outcome& d, const policy::arc::outcome*
     d.applied = policy::dmarc::disposition::none;
     d.override_by = "arc, sealed by " + arc->sealer;
     return true;
+}
+
+}  // namespace rw::mta::verify
+
+namespace rw::mta::verify {
+
+namespace {
+mail::header_field make_field(std::string_view name, std::string_view value_after_colon) {
+    mail::header_field f;
+    f.raw = fmt::format("{}:{}\r\n", name, value_after_colon);
+    f.name_len = name.size();
+    return f;
+}
+}  // namespace
+
+header_edit edit_header(const policy::rules::decision& d, const std::vector<mail::header_field>& fields,
+                        std::vector<fs::omit_range>& omit) {
+    header_edit e;
+    if (d.add_headers.empty() && d.remove_headers.empty() && d.subject_tag.empty())
+        return e;
+    e.changed = true;
+    std::vector<mail::header_field> added;
+    for (const auto& [name, value] : d.add_headers)
+        added.push_back(make_field(name, " " + value));
+    bool tagged = false;
+    std::vector<const mail::header_field*> kept;
+    for (const auto& f : fields) {
+        bool drop = false;
+        for (const auto& r : d.remove_headers)
+            drop = drop || mail::name_is(f, r);
+        if (!drop && !tagged && !d.subject_tag.empty() && mail::name_is(f, "Subject")) {
+            // The first Subject, with the tag in front of its value as written.
+            std::string_view v = f.raw_value();
+            while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
+                v.remove_prefix(1);
+            added.push_back(make_field("Subject", v.empty() ? fmt::format(" {}", d.subject_tag)
+                                                            : fmt::format(" {} {}", d.subject_tag, v)));
+            tagged = true;
+            drop = true;
+        }
+        if (drop)
+            omit.push_back(fs::omit_range{f.offset, uint32_t(f.raw.size())});
+        else
+            kept.push_back(&f);
+    }
+    if (!tagged && !d.subject_tag.empty())
+        added.push_back(make_field("Subject", fmt::format(" {}", d.subject_tag)));
+    // In order and apart, as the spool takes them (a forged
+    // Authentication-Results removed by a rule too is one range).
+    std::sort(omit.begin(), omit.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
+    omit.erase(std::unique(omit.begin(), omit.end()), omit.end());
+    for (const auto& f : added)
+        e.prefix += f.raw;
+    e.fields = std::move(added);
+    for (const auto* f : kept)
+        e.fields.push_back(*f);
+    return e;
 }
 
 }  // namespace rw::mta::verify

@@ -12,6 +12,8 @@
 #include "policy/arc.hh"
 #include "policy/dmarc.hh"
 #include "policy/dkim.hh"
+#include "policy/rules.hh"
+#include "fs/spool.hh"
 
 namespace rw::mta::verify {
 
@@ -35,6 +37,31 @@ struct arc_feed : smtp::body_consumer {
     void body(std::string_view b) override { v.body(b); }
     void end() override { v.end(); }
 };
+
+// Content rules: the message as stored, rebuilt from the fields (their
+// exact bytes), the empty line and the body, for the rules' own MIME pass.
+struct rules_feed : smtp::body_consumer {
+    policy::rules::evaluator ev;
+    explicit rules_feed(std::shared_ptr<const policy::rules::rule_set> rs) : ev(std::move(rs)) {}
+    void header_field(const mail::header_field& f) override { ev.feed(f.raw); }
+    void headers_end(uint64_t) override { ev.feed("\r\n"); }
+    void body(std::string_view b) override { ev.feed(b); }
+    void end() override { ev.finish(); }
+};
+
+// What the content rules' decision does to the header as delivered: the
+// fields they add (CRLF-terminated, for the spool's prefix), the ranges of
+// the fields they remove (a tagged Subject is removed and added again with
+// its tag) merged into `omit`, and the header below the gateway's own
+// fields as a receiver will see it (added fields, then the originals
+// kept), which is what DKIM signing and ARC sealing must cover.
+struct header_edit {
+    std::string prefix;
+    std::vector<mail::header_field> fields;
+    bool changed = false;
+};
+header_edit edit_header(const policy::rules::decision& d, const std::vector<mail::header_field>& fields,
+                        std::vector<fs::omit_range>& omit);
 
 // The RFC5322.From domain DMARC evaluates (RFC 7489 6.6.1): the domain of
 // the one address of the one From: field; "" when there are several

@@ -198,7 +198,7 @@ TEST_CASE("rules: evaluation over a real message, fed in pieces", "[rules]") {
     REQUIRE(std::find(d.fired.begin(), d.fired.end(), "envelope") == d.fired.end());
 }
 
-TEST_CASE("rules: accept and drop stop; a plain message; no rules read nothing", "[rules]") {
+TEST_CASE("rules: accept and drop stop, a plain message, rules that read no message", "[rules]") {
     const std::string plain = "Subject: hello\r\n\r\nJust text, no MIME.\r\n";
     auto rs = compile({{"ok-sender", "mail-from == \"alice@sender.test\"", {"accept"}},
                        {"text", "body ~ /just text/", {"drop"}}});

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Filtering policy end to end: content rules in a real ringwayd, mail
+from smtplib and a raw BDAT client, delivery to ringway-sink saving what
+arrives.
+
+    filter_test.py BUILD_DIR [unittest args]
+
+Asserts the replies (code, enhanced code, text) of rejecting rules, that
+dropped and rejected mail never reaches the sink, that header actions
+(add, remove, tag the subject) are what the sink receives with the body
+byte-exact, the mail log's content and received lines, the refusal of a
+bad rule at load with its line, a live commit of a rule, and `trace`.
+"""
+import email
+import email.policy
+import io
+import json
+import os
+import smtplib
+import subprocess
+import sys
+import unittest
+import zipfile
+from email.message import EmailMessage
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import delivery_test  # noqa: E402
+from delivery_test import DeliveryTest, saved  # noqa: E402
+from ringway_harness import Raw, wait_until  # noqa: E402
+
+BUILD = None
+
+RULES = r'''
+[[content_rule]]
+name = "no-exe"
+condition = 'attachment-name ~ /\.(exe|scr)$/ or archive-entry ~ /\.exe$/'
+actions = ["reject 550 5.7.1 Executables are not accepted here"]
+
+[[content_rule]]
+name = "drop-me"
+condition = 'subject == "drop me"'
+actions = ["drop"]
+
+[[content_rule]]
+name = "later"
+condition = 'rcpt == "later@local.test"'
+actions = ["reject 451 4.7.1 Try this one later"]
+
+[[content_rule]]
+name = "spammy"
+condition = 'body ~ /cheap\s+pills/ and direction == "inbound"'
+actions = ["tag-subject [SUSPECT]", "add-header X-Content-Rule: spammy"]
+
+[[content_rule]]
+name = "strip-internal"
+condition = 'header "X-Internal" ~ /./'
+actions = ["remove-header X-Internal"]
+'''
+
+
+def shell_bin():
+    return os.path.join(BUILD, "admin", "ringway")
+
+
+def zip_with(name, data):
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w") as z:
+        z.writestr(name, data)
+    return b.getvalue()
+
+
+def message(subject, body, attachment=None, extra=()):
+    m = EmailMessage()
+    m["From"] = "alice@sender.test"
+    m["To"] = "bob@local.test"
+    m["Subject"] = subject
+    for k, v in extra:
+        m[k] = v
+    m.set_content(body)
+    if attachment:
+        name, data = attachment
+        m.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+    return m.as_bytes(policy=email.policy.SMTP)
+
+
+class FilterTest(DeliveryTest):
+    def setUp(self):
+        self.sink_ = self.sink(save=True)
+        # 127.0.0.1 may not relay: its mail to local.test is inbound.
+        self.g = self.gateway(routes=[("local.test", [f"127.0.0.1:{self.sink_.port}"])],
+                              relay_networks='["127.0.0.2/32"]', tail_extra=RULES)
+        self.sock = os.path.join(self.g.dir, "var", "ringway.sock")
+
+    def transaction(self, msg, rcpts=("bob@local.test",)):
+        """(code, text) of the reply to the end of DATA."""
+        with smtplib.SMTP("127.0.0.1", self.g.port, local_hostname="client.test", timeout=30) as c:
+            c.ehlo()
+            self.assertEqual(c.mail("alice@sender.test")[0], 250)
+            for r in rcpts:
+                self.assertEqual(c.rcpt(r)[0], 250)
+            code, text = c.data(msg)
+            return code, text.decode()
+
+    def delivered(self, n):
+        wait_until(lambda: len(saved(self.sink_.save)) >= n, timeout=20, what=f"{n} messages at the sink")
+        return saved(self.sink_.save)
+
+    def events(self, kind):
+        return [e for e in self.g.journal() if e.get("event") == kind]
+
+
+class ContentRules(FilterTest):
+    def test_reject_drop_tempfail_and_header_actions(self):
+        # An executable inside a zip: refused at the end of DATA.
+        code, text = self.transaction(message("tools", "see attached",
+                                              ("tools.zip", zip_with("bin/setup.exe", b"MZ\x90\x00"))))
+        self.assertEqual((code, text), (550, "5.7.1 Executables are not accepted here"))
+        # An executable by name.
+        code, text = self.transaction(message("game", "fun", ("game.scr", b"MZ")))
+        self.assertEqual(code, 550)
+        # Dropped: answered as any message, never delivered.
+        code, text = self.transaction(message("drop me", "bye"))
+        self.assertEqual((code, text), (250, "2.0.0 Ok"))
+        # A temporary refusal with the rule's own code.
+        code, text = self.transaction(message("hello", "hi"), rcpts=("later@local.test",))
+        self.assertEqual((code, text), (451, "4.7.1 Try this one later"))
+        # Header actions: tagged, a field added, one removed; the body as sent.
+        body = "Buy cheap   pills now.\nSecond line.\n"
+        sent = message("offer", body, extra=[("X-Internal", "build 7 secret")])
+        code, text = self.transaction(sent)
+        self.assertEqual(code, 250, text)
+        # A clean message passes untouched by the rules.
+        clean = message("minutes", "The minutes of the meeting.\n")
+        self.assertEqual(self.transaction(clean)[0], 250)
+        got = self.delivered(2)
+        self.assertEqual(len(got), 2)
+        tagged = email.message_from_bytes(got[0][0], policy=email.policy.default)
+        self.assertEqual(tagged["Subject"], "[SUSPECT] offer")
+        self.assertEqual(tagged["X-Content-Rule"], "spammy")
+        self.assertIsNone(tagged["X-Internal"])
+        self.assertEqual(tagged.get_all("Subject"), ["[SUSPECT] offer"])
+        sent_body = sent.split(b"\r\n\r\n", 1)[1]
+        self.assertTrue(got[0][0].endswith(sent_body), got[0][0])
+        plain = email.message_from_bytes(got[1][0], policy=email.policy.default)
+        self.assertEqual(plain["Subject"], "minutes")
+        self.assertIsNone(plain["X-Content-Rule"])
+        self.assertTrue(got[1][0].endswith(clean.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" + clean.split(b"\r\n\r\n", 1)[1]))
+        # The mail log: what each rule did.
+        content = [(e["rule"], e["action"]) for e in self.events("content")]
+        self.assertEqual(content, [("no-exe", "reject"), ("no-exe", "reject"), ("drop-me", "drop"),
+                                   ("later", "reject")])
+        received = [e.get("rules") for e in self.events("received")]
+        self.assertEqual(received, ["spammy,strip-internal", ""])
+        rejects = [(e["code"], e["what"]) for e in self.events("reject")]
+        self.assertEqual(rejects, [(550, "content rule"), (550, "content rule"), (451, "content rule")])
+
+    def test_bdat_is_judged_like_data(self):
+        msg = message("tools", "see attached", ("run.exe", b"MZ\x90\x00"))
+        c = Raw(self.g.port)
+        self.assertEqual(c.reply()[0], 220)
+        c.send("EHLO client.test\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        c.send("MAIL FROM:<alice@sender.test>\r\nRCPT TO:<bob@local.test>\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.reply()[0], 250)
+        half = len(msg) // 2
+        c.send(f"BDAT {half}\r\n".encode() + msg[:half])
+        self.assertEqual(c.reply()[0], 250)
+        c.send(f"BDAT {len(msg) - half} LAST\r\n".encode() + msg[half:])
+        self.assertEqual(c.reply(), (550, ["550 5.7.1 Executables are not accepted here"]))
+        # The session goes on: a clean message through BDAT is queued.
+        ok = message("fine", "nothing to see\n")
+        c.send("MAIL FROM:<alice@sender.test>\r\nRCPT TO:<bob@local.test>\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.reply()[0], 250)
+        c.send(f"BDAT {len(ok)} LAST\r\n".encode() + ok)
+        self.assertEqual(c.reply()[0], 250)
+        c.send("QUIT\r\n")
+        c.close()
+        got = self.delivered(1)
+        self.assertEqual(email.message_from_bytes(got[0][0])["Subject"], "fine")
+
+
+class RuleConfiguration(FilterTest):
+    def shell(self, *args, check=True):
+        r = subprocess.run([shell_bin(), "--socket", self.sock, "--json", *args], capture_output=True, text=True,
+                           timeout=120)
+        if check:
+            self.assertEqual(r.returncode, 0, f"{args}: {r.stderr}")
+        return r
+
+    def test_a_bad_rule_is_refused_with_its_line(self):
+        path = os.path.join(self.tmpdir(), "bad.toml")
+        with open(self.g.config) as f:
+            text = f.read()
+        bad = text + '\n[[content_rule]]\nname = "broken"\ncondition = \'attachment-nmae ~ /x/\'\nactions = ["reject"]\n' \
+                     '\n[[content_rule]]\nname = "worse"\ncondition = \'body ~ /(unclosed/\'\nactions = ["quarantine x"]\n'
+        with open(path, "w") as f:
+            f.write(bad)
+        line = bad.splitlines().index("condition = 'attachment-nmae ~ /x/'") + 1
+        r = subprocess.run([os.path.join(BUILD, "admin", "ringwayd"), "--check-config", path], capture_output=True,
+                           text=True, timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(f"bad.toml:{line}: content_rule[5].condition: at 1: unknown subject \"attachment-nmae\"",
+                      r.stderr)
+        self.assertIn("content_rule[6].condition: at 8: the regular expression \"(unclosed\" does not compile",
+                      r.stderr)
+        self.assertIn("content_rule[6].actions[0]: unknown action \"quarantine\"", r.stderr)
+        wait_until(lambda: os.path.exists(self.sock), timeout=10, what="the control socket")
+        loaded = json.loads(self.shell("load", path).stdout)
+        self.assertFalse(loaded["valid"])
+        self.assertTrue(any("unknown subject" in p for p in loaded["problems"]), loaded)
+
+    def test_a_committed_rule_applies_to_the_next_message(self):
+        wait_until(lambda: os.path.exists(self.sock), timeout=10, what="the control socket")
+        self.assertEqual(self.transaction(message("quarterly report", "numbers\n"))[0], 250)
+        path = os.path.join(self.tmpdir(), "more.toml")
+        with open(self.g.config) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(text + '\n[[content_rule]]\nname = "reports"\ncondition = \'subject ~ /^quarterly/\'\n'
+                           'actions = ["reject 554 5.7.1 No reports today"]\n')
+        loaded = json.loads(self.shell("load", path).stdout)
+        self.assertTrue(loaded["valid"], loaded)
+        self.assertIn("content_rule[5].name", [c["key"] for c in loaded["changes"]])
+        self.assertTrue(all(c["apply"] == "live" for c in loaded["changes"]), loaded)
+        self.shell("commit", "a rule for reports")
+        self.assertEqual(self.transaction(message("quarterly report", "numbers\n")),
+                         (554, "5.7.1 No reports today"))
+        self.assertIn('name = "reports"', json.loads(self.shell("showconfig", "content_rule").stdout)["toml"])
+
+    def test_trace_shows_the_rules_that_fire(self):
+        wait_until(lambda: os.path.exists(self.sock), timeout=10, what="the control socket")
+        path = os.path.join(self.tmpdir(), "m.eml")
+        with open(path, "wb") as f:
+            f.write(message("offer", "cheap pills\n", extra=[("X-Internal", "x")]))
+        facts = ["--client-ip", "127.0.0.1", "--helo", "client.test", "--mail-from", "alice@sender.test",
+                 "--rcpt", "bob@local.test", "--message", path]
+        t = json.loads(self.shell("trace", *facts).stdout)
+        r = t["rules"]
+        self.assertEqual(r["fired"], ["spammy", "strip-internal"])
+        self.assertEqual(r["decision"], "accept")
+        self.assertEqual(r["add_headers"], ["X-Content-Rule: spammy"])
+        self.assertEqual(r["remove_headers"], ["x-internal"])
+        self.assertEqual(r["subject_tag"], "[SUSPECT]")
+        with open(path, "wb") as f:
+            f.write(message("tools", "x", ("a.exe", b"MZ")))
+        t = json.loads(self.shell("trace", *facts).stdout)
+        self.assertEqual((t["rules"]["decision"], t["rules"]["rule"], t["rules"]["reply"]),
+                         ("reject", "no-exe", "550 5.7.1 Executables are not accepted here"))
+        self.assertEqual(t["verdict"]["stage"], "rules")
+        out = subprocess.run([shell_bin(), "--socket", self.sock, "trace", *facts], capture_output=True, text=True,
+                             timeout=60).stdout
+        self.assertIn("rules       reject  550 5.7.1 Executables are not accepted here", out)
+        self.assertIn("fired: no-exe", out)
+
+
+if __name__ == "__main__":
+    BUILD = os.path.abspath(sys.argv.pop(1))
+    import sink_test
+    delivery_test.BUILD = BUILD
+    sink_test.BUILD = BUILD
+    unittest.main(verbosity=2)
