@@ -63,7 +63,7 @@ TEST_CASE("trace_counter gives the same count at every split point", "[smtp]") {
     CHECK(t.received() == ref);
 }
 
-TEST_CASE("trace_counter: no empty line means all header; reset starts over", "[smtp]") {
+TEST_CASE("trace_counter: no empty line means all header, reset starts over", "[smtp]") {
     trace_counter t = whole(hops(2));
     CHECK_FALSE(t.headers_done());
     CHECK(t.received() == 2);

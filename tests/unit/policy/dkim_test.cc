@@ -107,7 +107,7 @@ TEST_CASE("dkim: signatures and key records refused with reasons", "[dkim]") {
     REQUIRE(k->p.size() == 32);
 }
 
-TEST_CASE("dkim: what sign() makes, verification passes; a changed field fails", "[dkim]") {
+TEST_CASE("dkim: what sign() makes, verification passes, a changed field fails", "[dkim]") {
     const std::string msg = "From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nbody\r\n";
     for (bool ed : {false, true}) {
         INFO((ed ? "ed25519" : "rsa"));

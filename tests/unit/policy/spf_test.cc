@@ -66,7 +66,7 @@ TEST_CASE("SPF asks for the record, then every include of it in one round") {
     CHECK(s.done->dns_terms == 2);  // the a: term was prefetched, not evaluated
 }
 
-TEST_CASE("SPF: the eleventh DNS term is a permerror; the third void lookup too") {
+TEST_CASE("SPF: the eleventh DNS term is a permerror, the third void lookup too") {
     dns_answers ans;
     auto rq = req("192.0.2.10", "user@example.org");
     std::string rec = "v=spf1";
@@ -94,7 +94,7 @@ TEST_CASE("SPF: the eleventh DNS term is a permerror; the third void lookup too"
     CHECK(s.done->void_lookups == 3);
 }
 
-TEST_CASE("SPF: a DNS failure is temperror; a bad record is permerror; no record is none") {
+TEST_CASE("SPF: a DNS failure is temperror, a bad record is permerror, no record is none") {
     auto rq = req("2001:db8::1", "user@example.org");
     dns_answers a1;
     dns_answer fail;
