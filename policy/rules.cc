@@ -260,6 +260,7 @@ private:
             t.how = opname == "==" ? op::eq : opname == "!=" ? op::ne : opname == "<" ? op::lt
                     : opname == "<=" ? op::le : opname == ">" ? op::gt : op::ge;
             skip();
+            const size_t num_at = _p;
             std::string_view num = word();
             uint64_t v = 0;
             auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
@@ -276,7 +277,7 @@ private:
                     ec = std::errc::invalid_argument;
             }
             if (num.empty() || ec != std::errc() || v > UINT64_MAX / mult)
-                return fail(fmt::format("expected a number (like 500, 10K, 5M) after {} {}", lw, opname));
+                return fail_at(num_at, fmt::format("expected a number (like 500, 10K, 5M) after {} {}", lw, opname));
             t.number = v * mult;
         } else {
             if (opname == "<" || opname == "<=" || opname == ">" || opname == ">=")

@@ -1,6 +1,8 @@
 // Fuzz target: the streaming MIME parser (mail/mime.hh), its field
-// decoders, and the attachment collector over its parts
-// (policy/attachments.hh: libmagic, libarchive). The input is a message, parsed fed whole and fed in pieces
+// decoders, the attachment collector over its parts
+// (policy/attachments.hh: libmagic, libarchive), and content rules over
+// the message (policy/rules.hh: body, header and attachment tests), whose
+// decision must not depend on how the message is split. The input is a message, parsed fed whole and fed in pieces
 // (the size from its first byte). Checked, besides never reading out of
 // bounds: both feedings give the same part tree, events and decoded
 // bodies; the limits hold (parts, depth); every part begun ends once; the
@@ -16,6 +18,7 @@
 
 #include "mail/mime.hh"
 #include "policy/attachments.hh"
+#include "policy/rules.hh"
 #include "runtime/base/assert.hh"
 
 using namespace rw;
@@ -89,6 +92,35 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 RW_ASSERT(a.archive->entries.size() <= 100, "more archive entries than the limit");
         }
         RW_ASSERT(sizes <= whole.decoded, "attachments larger than the decoded parts");
+    }
+    // Content rules: the same decision fed whole and in pieces.
+    {
+        static const auto rs = [] {
+            auto r = policy::rules::rule_set::compile({
+                {"body", "body ~ /a.{0,3}b/ or body ~ /^x$/", {"add-header X-B: 1"}},
+                {"subject", "subject ~ /=|\\?/ and not header \"From\" == \"\"", {"tag-subject [S]"}},
+                {"att", "attachment-name ~ /\\.(exe|zip)$/ or archive-entry ~ /./ or attachment-count > 2",
+                 {"remove-header Subject"}},
+                {"types", "attachment-type ~ /zip|x-/ or attachment-size > 100 or mime-defect", {"reject"}},
+            });
+            RW_ASSERT(r.has_value(), "the fuzz rule set does not compile");
+            return r.value();
+        }();
+        policy::rules::message_facts f;
+        f.size = size;
+        auto decide = [&](size_t step) {
+            policy::rules::evaluator ev(rs);
+            for (size_t i = 0; i < in.size(); i += step)
+                ev.feed(in.substr(i, step));
+            ev.finish();
+            auto d = ev.decide(f);
+            std::string out;
+            for (const auto& r : d.fired)
+                out += r + ",";
+            return out + std::to_string(int(d.final));
+        };
+        RW_ASSERT(decide(in.size() + 1) == decide(1 + (size ? data[0] % 13 : 0)),
+                  "split feeding changed the rules' decision");
     }
     for (const auto& p : whole_parts) {
         RW_ASSERT(p.depth <= l.max_depth, "deeper than the limit");

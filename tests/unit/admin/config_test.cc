@@ -152,7 +152,7 @@ TEST_CASE("the embedded default comments every key", "[config]") {
                           "smtp_port", "internal_hosts", "starttls", "max_connections_per_destination",
                           "max_messages_per_connection", "max_messages_per_minute", "first_retry_ms", "max_retry_ms",
                           "greylist_retry_ms", "max_queue_lifetime_s", "delay_notice_after_s", "destination_pause_ms", "connect_timeout_ms",
-                          "command_timeout_s", "data_timeout_s", "domain", "hosts", "socket"})
+                          "command_timeout_s", "data_timeout_s", "domain", "hosts", "condition", "actions", "socket"})
         CHECK_THAT(std::string(default_config_toml()), Contains(std::string("\n") + k + " = ") ||
                                                            Contains(std::string("\n# ") + k + " = "));
 }
@@ -344,13 +344,13 @@ TEST_CASE("error: unknown section lists the sections", "[config]") {
                                  "[smpt]\n"  // line 5
                                  "hostname = \"mx.example.test\"\n");
     CHECK(e == "t.toml:5: smpt: unknown section (did you mean [smtp]?); allowed: [runtime], [dns], [spool], "
-               "[[listener]], [smtp], [delivery], [[route]], [control], [metrics], [conservation], [authentication]");
+               "[[listener]], [smtp], [delivery], [[route]], [[content_rule]], [control], [metrics], [conservation], [authentication]");
 }
 
 TEST_CASE("error: key outside any section says where it belongs", "[config]") {
     std::string e = refused_once("hostname = \"mx.example.test\"\n" + std::string(k_listener));
     CHECK(e == "t.toml:1: hostname: key outside any section (it belongs in [smtp]); allowed: [runtime], [dns], "
-               "[spool], [[listener]], [smtp], [delivery], [[route]], [control], [metrics], [conservation], "
+               "[spool], [[listener]], [smtp], [delivery], [[route]], [[content_rule]], [control], [metrics], [conservation], "
                "[authentication]");
 }
 
@@ -704,6 +704,43 @@ hosts = ["smarthost.test"]
     CHECK_FALSE(parse_next_hop("host:0", 25));
     CHECK_FALSE(parse_next_hop("bad host", 25));
     CHECK_FALSE(parse_next_hop("", 25));
+}
+
+TEST_CASE("content rules load in file order", "[config]") {
+    auto r = load_config_file(data_dir() + "/full.toml");
+    REQUIRE(r);
+    const auto& rules = r.value().content_rules;
+    REQUIRE(rules.size() == 2);
+    CHECK(rules[0].name == "no-exe");
+    CHECK(rules[0].condition == "attachment-name ~ /\\.exe$/ or archive-entry ~ /\\.exe$/");
+    CHECK(rules[0].actions == std::vector<std::string>{"reject 550 5.7.1 No executables"});
+    CHECK(rules[1].name == "tag.large");
+    CHECK(rules[1].actions.size() == 2);
+}
+
+TEST_CASE("error: a malformed content rule says which line and why", "[config]") {
+    auto e = refused(R"([[listener]]
+name = "smtp"
+port = 2525
+[[content_rule]]
+name = "a"
+condition = 'size > 5Q'
+actions = ["reject 250 fine"]
+[[content_rule]]
+name = "a"
+condition = 'authenticated'
+actions = ["drop", "tag-subject x"]
+[[content_rule]]
+name = "bad name!"
+actions = []
+)");
+    CHECK_THAT(e, Contains("t.toml:6: content_rule[0].condition: at 8: expected a number (like 500, 10K, 5M) after size >"));
+    CHECK_THAT(e, Contains("t.toml:7: content_rule[0].actions[0]: reject: 250 is not a reply code"));
+    CHECK_THAT(e, Contains("t.toml:9: content_rule[1].name: \"a\" names another rule already"));
+    CHECK_THAT(e, Contains("t.toml:11: content_rule[1].actions[1]: comes after accept, reject or drop"));
+    CHECK_THAT(e, Contains("t.toml:13: content_rule[2].name: \"bad name!\" is not a rule name"));
+    CHECK_THAT(e, Contains("content_rule[2].condition: missing (required)"));
+    CHECK_THAT(e, Contains("t.toml:14: content_rule[2].actions: empty list"));
 }
 
 TEST_CASE("error: a malformed route says which line and why", "[config]") {
