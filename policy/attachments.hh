@@ -19,6 +19,11 @@ namespace rw::policy::attachments {
 // first bytes of a body (4 KiB are enough for the magic database).
 // "application/octet-stream" when libmagic has no better name.
 std::string true_type(std::string_view head);
+// The type a signature of the first bytes decides (PDF, PNG, GIF, JPEG,
+// gzip, xz, zstd, 7z) without libmagic; "" for anything else.
+std::string_view known_signature(std::string_view head);
+// What libmagic alone says (true_type without the signatures).
+std::string libmagic_type(std::string_view head);
 
 // Whether list_archive() reads this true type.
 bool is_archive_type(std::string_view true_type);

@@ -226,6 +226,7 @@ private:
     std::unique_ptr<patterns::scanner> _body;  // the text part being read
     std::unique_ptr<mail::mime::utf8_stream> _utf8;
     unsigned _body_part = 0;
+    std::vector<bool> _skip;  // by part index: a text body, not given to the collector
     std::string _conv;
     bool _finished = false;
 };

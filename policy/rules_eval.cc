@@ -56,7 +56,14 @@ bool evaluator::is_attachment(const attachments::attachment& a) const {
 }
 
 void evaluator::part_begin(const mail::mime::part& p) {
-    if (_rs->_needs_attachments)
+    // The text the message is written in is not an attachment
+    // (is_attachment): it is not typed (libmagic costs 0.1 to 1 ms a part).
+    const bool text_body = !p.multipart() && !p.message() && p.type.starts_with("text/") && p.filename.empty() &&
+                           p.disposition != "attachment";
+    if (_skip.size() <= p.index)
+        _skip.resize(p.index + 1, false);
+    _skip[p.index] = text_body;
+    if (_rs->_needs_attachments && !text_body)
         _att.part_begin(p);
     if (p.index == 0 && !_rs->_header_names.empty()) {
         for (const auto& [name, value] : p.headers) {
@@ -80,7 +87,7 @@ void evaluator::part_begin(const mail::mime::part& p) {
 }
 
 void evaluator::part_data(const mail::mime::part& p, std::string_view d) {
-    if (_rs->_needs_attachments)
+    if (_rs->_needs_attachments && !_skip[p.index])
         _att.part_data(p, d);
     if (_body && p.index == _body_part) {
         _conv.clear();
@@ -90,7 +97,7 @@ void evaluator::part_data(const mail::mime::part& p, std::string_view d) {
 }
 
 void evaluator::part_end(const mail::mime::part& p) {
-    if (_rs->_needs_attachments)
+    if (_rs->_needs_attachments && !_skip[p.index])
         _att.part_end(p);
     if (_body && p.index == _body_part) {
         _conv.clear();

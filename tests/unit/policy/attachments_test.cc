@@ -33,6 +33,31 @@ TEST_CASE("attachments: true types from the first bytes", "[attachments]") {
     REQUIRE(!is_archive_type("application/pdf"));
 }
 
+TEST_CASE("attachments: the signatures known without libmagic are what libmagic says", "[attachments]") {
+    using namespace std::string_literals;
+    const std::string tail(600, '\x5a');
+    const std::vector<std::string> samples = {
+        k_pdf,
+        "\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x06\0\0\0\x1f\xf3\xff" "a"s + tail,
+        "GIF89a\x10\0\x10\0\x80\0\0"s + tail,
+        "GIF87a\x10\0\x10\0\x80\0\0"s + tail,
+        "\xff\xd8\xff\xe0\0\x10JFIF\0\x01\x01\0\0\x01\0\x01\0\0"s + tail,
+        "\x1f\x8b\x08\0\0\0\0\0\0\x03"s + tail,
+        "\xfd" "7zXZ\0\0\x04\xe6\xd6\xb4\x46"s + tail,
+        "\x28\xb5\x2f\xfd\x24\x05\x29\0"s + tail,
+        "7z\xbc\xaf\x27\x1c\0\x04"s + tail,
+    };
+    for (const auto& x : samples) {
+        INFO(mail::base64_encode(x.substr(0, 16)));
+        REQUIRE(!known_signature(x).empty());
+        REQUIRE(known_signature(x) == libmagic_type(x));
+        REQUIRE(true_type(x) == libmagic_type(x));
+    }
+    // Not known: left to libmagic.
+    REQUIRE(known_signature("just text").empty());
+    REQUIRE(known_signature(make_archive({{"a.txt", "hello"}})).empty());
+}
+
 TEST_CASE("attachments: archive listings", "[attachments]") {
     SECTION("zip") {
         auto l = list_archive(make_archive({{"report.pdf", k_pdf}, {"dir/notes.txt", "notes"}}));
