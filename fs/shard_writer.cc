@@ -62,6 +62,16 @@ task<result<uint64_t, spool_error>> message_writer::commit(const added_headers& 
     return _s->commit_message(_id);
 }
 
+task<result<uint64_t, spool_error>> message_writer::commit(const added_headers& added,
+                                                         const std::vector<rcpt_state>& states) {
+    if (_done)
+        return finished();
+    _done = true;
+    _s->stash_added(_id, added);
+    _s->stash_states(_id, states);
+    return _s->commit_message(_id);
+}
+
 void message_writer::abort() noexcept {
     if (_done)
         return;
@@ -469,6 +479,11 @@ void shard::stash_added(uint64_t id, const added_headers& added) {
         it->second.pending_added = added;
 }
 
+void shard::stash_states(uint64_t id, const std::vector<rcpt_state>& states) {
+    if (auto it = _msgs.find(id); it != _msgs.end() && !it->second.committed)
+        it->second.pending_states = states;
+}
+
 task<result<uint64_t, spool_error>> shard::commit_message(uint64_t id) {
     {
         auto b = co_await write_pending_begin(id);
@@ -514,6 +529,27 @@ task<result<uint64_t, spool_error>> shard::commit_message(uint64_t id) {
         it = _msgs.find(id);
         if (it == _msgs.end() || it->second.committed)
             co_return unexpected(spool_error{spool_errc::bad_state, "no message being received with this id"});
+    }
+    if (!it->second.pending_states.empty()) {
+        // The first states, before the commit record: recovery applies a
+        // state to a message begun and not yet committed, and drops both
+        // when the commit is lost.
+        std::vector<rcpt_state> states = std::move(it->second.pending_states);
+        it->second.pending_states = {};
+        for (uint32_t i = 0; i < states.size() && i < it->second.rcpts.size(); ++i) {
+            rcpt_state st = states[i];
+            st.version = it->second.rcpts[i].version + 1;
+            std::string sb = rec::encode_rcpt_state(i, st);
+            it->second.rcpts[i] = st;
+            auto w = co_await append_record(record_type::rcpt_state, 0, id, std::span<const char>(sb.data(), sb.size()));
+            if (!w) {
+                _msgs.erase(id);
+                co_return unexpected(w.error());
+            }
+            it = _msgs.find(id);
+            if (it == _msgs.end() || it->second.committed)
+                co_return unexpected(spool_error{spool_errc::bad_state, "no message being received with this id"});
+        }
     }
     const copy& cc = it->second.cur;
     std::string body = rec::encode_commit({cc.body_len, cc.body_crc, cc.added.data_len, cc.added_crc});

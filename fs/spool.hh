@@ -166,6 +166,12 @@ public:
     // built in the co_await expression.
     task<result<uint64_t, spool_error>> commit();
     task<result<uint64_t, spool_error>> commit(const added_headers& added);
+    // Same, with the recipients' first states (index = envelope index; a
+    // recipient past the end stays pending), written in the log before
+    // the commit record: after a crash the message comes back with them
+    // or not at all (a message held from delivery is never released by a
+    // crash at its commit).
+    task<result<uint64_t, spool_error>> commit(const added_headers& added, const std::vector<rcpt_state>& states);
     // Abandons the message (also done by the destructor).
     void abort() noexcept;
 
@@ -239,6 +245,7 @@ public:
     // Used by message_writer.
     task<result<void, spool_error>> append_chunk(uint64_t id, std::span<const char> data);
     void stash_added(uint64_t id, const added_headers& added);  // for the commit_message that follows
+    void stash_states(uint64_t id, const std::vector<rcpt_state>& states);
     task<result<uint64_t, spool_error>> commit_message(uint64_t id);
     void abort_message(uint64_t id) noexcept;
 
@@ -275,6 +282,7 @@ private:
         std::unique_ptr<copy> relocating;  // a cleaner's copy being written
         std::string pending_begin;  // begin record, written before the first chunk or commit
         added_headers pending_added;  // handed to commit(), written with it
+        std::vector<rcpt_state> pending_states;  // likewise
         bool committed = false;
         bool deleting = false;  // a delete record is queued: never relocate it again
     };

@@ -299,6 +299,62 @@ TEST_CASE("the ring wraps: deleted space is reused and the cleaner relocates liv
     }(tf.path));
 }
 
+TEST_CASE("first recipient states given at commit are there at once and after a reopen", "[fs]") {
+    temp_file tf(16 << 20);
+    run_local([](std::string path) -> task<void> {
+        uint64_t held = 0;
+        const std::string body = "Subject: x\r\n\r\n" + body_for(3, 9000);
+        {
+            auto dev = co_await open_dev(path);
+            auto g = co_await format(*dev, {.shards = 1, .segment_bytes = 1 << 20});
+            REQUIRE(g);
+            auto sh = co_await shard::open(*dev, g.value(), {.chunk_bytes = 4096});
+            REQUIRE(sh);
+            shard& s = *sh.value();
+            auto w = s.begin(envelope{"a@a.test", {"b@b.test", "c@c.test", "d@d.test"}, "", 1});
+            REQUIRE(w);
+            auto a = co_await w.value().append(std::span<const char>(body.data(), body.size()));
+            REQUIRE(a);
+            const added_headers add{"X-Added: 1\r\n", {}};
+            // Two of three given: the third stays pending.
+            const std::vector<rcpt_state> states = {{rcpt_status::deferred, 0, 99999, "held: policy", 0, 4},
+                                                    {rcpt_status::deferred, 0, 99999, "held: policy", 0, 4}};
+            auto id = co_await w.value().commit(add, states);
+            REQUIRE(id);
+            held = id.value();
+            auto v = s.find(held);
+            REQUIRE(v);
+            REQUIRE(v->rcpts[0].status == rcpt_status::deferred);
+            REQUIRE(v->rcpts[1].flags == 4);
+            REQUIRE(v->rcpts[2].status == rcpt_status::pending);
+            co_await s.close();
+        }
+        auto dev = co_await open_dev(path);
+        auto g = co_await read_superblock(*dev);
+        REQUIRE(g);
+        auto sh = co_await shard::open(*dev, g.value(), {.chunk_bytes = 4096});
+        REQUIRE(sh);
+        shard& s = *sh.value();
+        auto v = s.find(held);
+        REQUIRE(v);
+        for (uint32_t i = 0; i < 2; ++i) {
+            REQUIRE(v->rcpts[i].status == rcpt_status::deferred);
+            REQUIRE(v->rcpts[i].next_attempt_unix == 99999);
+            REQUIRE(v->rcpts[i].last_reply == "held: policy");
+            REQUIRE(v->rcpts[i].flags == 4);
+        }
+        REQUIRE(v->rcpts[2].status == rcpt_status::pending);
+        // Later states go on from the first ones.
+        rcpt_state released{rcpt_status::pending, 0, 0, "", 0, 0};
+        auto st = co_await s.set_rcpt_state(held, 0, released);
+        REQUIRE(st);
+        REQUIRE(s.find(held)->rcpts[0].status == rcpt_status::pending);
+        std::string got = co_await read_all(s, held);
+        REQUIRE(got == body);
+        co_await s.close();
+    }(tf.path));
+}
+
 TEST_CASE("added headers and omitted ranges: read as delivered, kept across a reopen", "[fs]") {
     temp_file tf(16 << 20);
     run_local([](std::string path) -> task<void> {
