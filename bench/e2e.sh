@@ -139,6 +139,10 @@ trap 'exit 130' INT TERM
 die() { echo "e2e: $*" >&2; exit 1; }
 port_free() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+# Whether an SMTP server on the port greets (220): the kernel completes
+# TCP connections into the backlog before the daemon accepts, which it does
+# only once its configuration is built (content rules compiled).
+greets() { (exec 3<>/dev/tcp/127.0.0.1/$1 && read -r -t 2 line <&3 && [[ $line == 220* ]]) 2>/dev/null; }
 now() { date +%s.%N; }
 
 # ---- CPU accounting: one cgroup per component under rwbench.$$ (see the top).
@@ -395,7 +399,7 @@ run_ringway() {  # run
     (cg_join ringwayd; cd "$d" && exec "$rwd" --config "$d/ringway.toml") >"$d/ringwayd.log" 2>&1 &
     rw_pid=$!
     for _ in $(seq 1 600); do
-        (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+        greets "$port" && break
         if ! kill -0 "$rw_pid" 2>/dev/null; then
             wait "$rw_pid" || rc=$?
             rw_pid=""
@@ -406,7 +410,7 @@ run_ringway() {  # run
         fi
         sleep 0.05
     done
-    [[ -n $rw_pid ]] && (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null ||
+    [[ -n $rw_pid ]] && greets "$port" ||
         { cat "$d/ringwayd.log" >&2; die "ringwayd is not listening on $port after 30 s"; }
     pipeline ringwayd "$d" "$port" "$1"
     kill -TERM "$rw_pid"

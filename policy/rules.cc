@@ -472,6 +472,29 @@ result<rule, std::string> parse_rule(std::string_view name, std::string_view con
     return r;
 }
 
+namespace {
+// Whether the condition below n is false whenever every pattern test in
+// it is false, whatever the other tests say.
+bool gated(const rule& r, unsigned n) {
+    const node& nd = r.nodes[n];
+    switch (nd.k) {
+    case node::kind::leaf: return r.tests[nd.leaf].how == op::match;
+    case node::kind::negate: return false;
+    case node::kind::all:
+        for (unsigned k : nd.kids)
+            if (gated(r, k))
+                return true;
+        return false;
+    case node::kind::any:
+        for (unsigned k : nd.kids)
+            if (!gated(r, k))
+                return false;
+        return true;
+    }
+    return false;
+}
+}  // namespace
+
 result<std::shared_ptr<const rule_set>, std::string> rule_set::compile(const std::vector<source>& rules) {
     auto rs = std::shared_ptr<rule_set>(new rule_set());
     std::vector<patterns::pattern> pats;
@@ -511,8 +534,12 @@ result<std::shared_ptr<const rule_set>, std::string> rule_set::compile(const std
             t.pattern = unsigned(pats.size());
             pats.push_back(patterns::pattern{t.text, t.pattern, true, true});
             rs->_meta.push_back(pattern_meta{t.what, t.header});
+            rs->_rule_of.push_back(unsigned(i));
             rs->_pattern_kinds |= 1u << unsigned(t.what);
         }
+        r.value().gated = !r.value().nodes.empty() && gated(r.value(), 0);
+        if (!r.value().gated)
+            rs->_ungated.push_back(unsigned(i));
         rs->_rules.push_back(std::move(r.value()));
     }
     auto db = patterns::database::compile(pats);

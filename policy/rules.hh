@@ -121,6 +121,10 @@ struct rule {
     std::vector<test> tests;
     std::vector<node> nodes;
     std::vector<action> actions;
+    // Gated: the condition cannot hold unless one of its own patterns
+    // matched (set by rule_set::compile), so a message that matched none
+    // of them skips the rule without evaluating it.
+    bool gated = false;
 };
 
 // Parses one rule; the error says where ("condition: at 14: expected an
@@ -159,6 +163,8 @@ private:
     std::vector<rule> _rules;
     std::shared_ptr<const patterns::database> _db;
     std::vector<pattern_meta> _meta;  // by pattern id
+    std::vector<unsigned> _rule_of;   // by pattern id: the rule it belongs to
+    std::vector<unsigned> _ungated;   // rules evaluated for every message
     std::vector<std::string> _header_names;  // lower case: the fields any condition reads
     uint32_t _pattern_kinds = 0;  // bit (1 << subject): some pattern is about it
     bool _needs_message = false, _needs_attachments = false, _needs_body = false;
@@ -221,6 +227,7 @@ private:
     attachments::collector _att;
     mail::mime::parser _mime;
     std::vector<bool> _matched;  // by pattern id
+    std::vector<unsigned> _matched_ids;
     // Top-level header fields the conditions read: (lower-case name, decoded value).
     std::vector<std::pair<std::string, std::string>> _fields;
     std::unique_ptr<patterns::scanner> _body;  // the text part being read

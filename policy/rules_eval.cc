@@ -116,8 +116,10 @@ void evaluator::record(const patterns::scanner& s, subject what, std::string_vie
         if (id >= _rs->_meta.size())
             continue;
         const auto& m = _rs->_meta[id];
-        if (m.what == what && (what != subject::header || m.header == header))
+        if (m.what == what && (what != subject::header || m.header == header) && !_matched[id]) {
             _matched[id] = true;
+            _matched_ids.push_back(id);
+        }
     }
 }
 
@@ -256,8 +258,16 @@ decision evaluator::decide(const message_facts& f) {
             for (const auto& e : a.archive->entries)
                 scan_text(subject::archive_entry, {}, e.name);
     }
+    // The rules that can hold: those not gated by patterns, and those
+    // whose patterns matched; in file order.
+    std::vector<unsigned> candidates = _rs->_ungated;
+    for (unsigned id : _matched_ids)
+        candidates.push_back(_rs->_rule_of[id]);
+    std::sort(candidates.begin(), candidates.end());
+    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
     decision d;
-    for (const auto& r : _rs->_rules) {
+    for (unsigned ri : candidates) {
+        const rule& r = _rs->_rules[ri];
         if (r.nodes.empty() || !holds(r, 0, f))
             continue;
         d.fired.push_back(r.name);

@@ -243,3 +243,21 @@ TEST_CASE("rules: a thousand patterns in one set, each found where it belongs", 
     decision d = run(rs, msg, facts(), 3);
     REQUIRE(d.fired == std::vector<std::string>{"r5", "r999"});
 }
+
+TEST_CASE("rules: a rule gated by its patterns is skipped unless one matched, in file order all the same", "[rules]") {
+    auto rs = compile({
+        {"g-and", "body ~ /alpha/ and size > 0", {"add-header X-1: 1"}},
+        {"u-not", "not body ~ /never/", {"add-header X-2: 2"}},
+        {"u-or", "body ~ /never/ or size > 0", {"add-header X-3: 3"}},
+        {"g-or", "body ~ /beta/ or subject ~ /gamma/", {"add-header X-4: 4"}},
+        {"g-miss", "body ~ /delta/ and not authenticated", {"add-header X-5: 5"}},
+    });
+    const auto& r = rs->rules();
+    REQUIRE(r[0].gated);
+    REQUIRE(!r[1].gated);
+    REQUIRE(!r[2].gated);
+    REQUIRE(r[3].gated);
+    REQUIRE(r[4].gated);
+    decision d = run(rs, "Subject: gamma\r\n\r\nalpha\r\n", facts());
+    REQUIRE(d.fired == std::vector<std::string>{"g-and", "u-not", "u-or", "g-or"});
+}
