@@ -13,6 +13,8 @@
 // type, range and documentation, and the embedded default made from them). toml++ is header-heavy: only the loader's files include it.
 #include "admin/config.hh"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -122,6 +124,19 @@ std::string state_dir(const config& c) {
         return c.control.state_dir;
     std::filesystem::path dir = std::filesystem::path(c.spool.path).parent_path();
     return dir.empty() ? std::string(".") : dir.string();
+}
+
+std::string_view to_string(quarantine_expiry e) { return e == quarantine_expiry::release ? "release" : "delete"; }
+
+std::vector<quarantine_config> quarantines_of(const std::vector<quarantine_config>& configured) {
+    std::vector<quarantine_config> out = configured;
+    for (const char* builtin : {"policy", "virus", "spam"})
+        if (std::none_of(out.begin(), out.end(), [&](const quarantine_config& q) { return q.name == builtin; })) {
+            quarantine_config q;
+            q.name = builtin;
+            out.push_back(q);
+        }
+    return out;
 }
 
 }  // namespace rw::admin

@@ -199,6 +199,23 @@ struct route_config {
 // port (default_port when absent). nullopt when malformed.
 std::optional<std::pair<std::string, uint16_t>> parse_next_hop(std::string_view s, uint16_t default_port);
 
+// [[quarantine]]: where content rules hold mail (rule action
+// `quarantine NAME`). policy, virus and spam exist with these defaults
+// unless configured.
+enum class quarantine_expiry { remove, release };
+std::string_view to_string(quarantine_expiry e);
+struct quarantine_config {
+    std::string name;
+    std::chrono::seconds retention_s{1'209'600};  // 14 days; then the expire action
+    uint64_t max_size_bytes = uint64_t(1) << 30;  // key `max_size`: past it, the oldest expire early
+    quarantine_expiry expire = quarantine_expiry::remove;  // key `expire`: "delete" or "release"
+
+    friend bool operator==(const quarantine_config&, const quarantine_config&) = default;
+};
+// The quarantines in force: the configured ones, and the built-in ones
+// not configured.
+std::vector<quarantine_config> quarantines_of(const std::vector<quarantine_config>& configured);
+
 // [[content_rule]]: a content rule (policy/rules.hh has the language).
 // Rules run in file order at the end of each message.
 struct content_rule_config {
@@ -288,6 +305,7 @@ struct config {
     smtp_config smtp;
     delivery_config delivery;
     std::vector<route_config> routes;  // the [[route]] tables, in file order
+    std::vector<quarantine_config> quarantines;      // the [[quarantine]] tables
     std::vector<content_rule_config> content_rules;  // the [[content_rule]] tables, in file order
     control_config control;
     metrics_config metrics;

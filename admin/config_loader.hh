@@ -171,6 +171,8 @@ private:
     void read_delivery(const section& s, delivery_config& out);
     void read_routes(const toml::table& root, config& c);
     void read_content_rules(const toml::table& root, config& c);
+    void read_quarantines(const toml::table& root, config& c);
+    static bool quarantine_exists(const config& c, std::string_view name);
     void check_hosts(const section& s, std::string_view k, std::vector<std::string>& out);
 
     std::string_view _source;

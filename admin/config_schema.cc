@@ -41,6 +41,7 @@ key_value val(const std::optional<std::vector<ip_network>>& l) {
 key_value val(rw::log_level l) { return std::string(rw::to_string(l)); }
 key_value val(spool_flush f) { return std::string(to_string(f)); }
 key_value val(auth_mode a) { return std::string(to_string(a)); }
+key_value val(quarantine_expiry e) { return std::string(to_string(e)); }
 // Sizes print with their unit; empty strings are absent.
 key_value size_val(uint64_t b) { return format_size(b); }
 key_value opt_val(const std::string& s) {
@@ -83,6 +84,10 @@ void assign(auth_mode& f, const key_value& v) {
     if (auto* s = std::get_if<std::string>(&v))
         f = *s == "none" ? auth_mode::none : *s == "required" ? auth_mode::required : auth_mode::optional;
 }
+void assign(quarantine_expiry& f, const key_value& v) {
+    if (auto* s = std::get_if<std::string>(&v))
+        f = *s == "release" ? quarantine_expiry::release : quarantine_expiry::remove;
+}
 // Lists are read by their sections' own code (each element has its own check).
 template <typename T>
 void assign(std::vector<T>&, const key_value&) {}
@@ -104,6 +109,7 @@ constexpr std::string_view k_flush_modes[] = {"auto", "fdatasync", "dsync"};
 constexpr std::string_view k_auth_modes[] = {"none", "optional", "required"};
 constexpr std::string_view k_spf_fail[] = {"none", "reject"};
 constexpr std::string_view k_spf_temperror[] = {"accept", "tempfail"};
+constexpr std::string_view k_quarantine_expiry[] = {"delete", "release"};
 
 constexpr auto live = apply_mode::live;
 constexpr auto restart = apply_mode::restart;
@@ -121,6 +127,10 @@ const section_spec k_sections[] = {
     {"route", true,
      "Routes override DNS for a domain (\"example.test\"), its subdomains (\"*.example.test\") or every "
      "domain (\"*\"), e.g. a smarthost: [[route]] with domain = \"*\" and hosts = [\"192.0.2.25:25\"]."},
+    {"quarantine", true,
+     "Quarantines hold the mail of content rules whose action is quarantine NAME, in the spool, until released "
+     "(ringway quarantine release), deleted, or expired. policy, virus and spam exist with the defaults shown "
+     "unless configured."},
     {"content_rule", true,
      "Content rules, evaluated in file order at the end of each message: a condition on the envelope, header, "
      "decoded body, attachments and authentication results, and the actions taken when it holds. docs/rules.md "
@@ -349,6 +359,20 @@ const key_spec k_keys[] = {
     {"route", "hosts", T::string_list, 1, 64, {}, {}, live,
      "Next hops, tried in order, as in delivery.internal_hosts.", true, {}, {}, RW_F(route_config, hosts)},
 
+    // [[quarantine]]
+    {"quarantine", "name", T::string, 0, 0, {}, {}, live,
+     "The quarantine's name (letters, digits, '-', '_', '.'), unique; rules name it: quarantine NAME.", true, {}, {},
+     RW_F(quarantine_config, name)},
+    {"quarantine", "retention_s", T::integer, 1, 315'360'000, {}, "s", live,
+     "How long a message stays held before its expire action.", false, {}, {},
+     RW_F(quarantine_config, retention_s)},
+    {"quarantine", "max_size", T::size, int64_t(1) << 20, int64_t(1) << 40, {}, "bytes", live,
+     "The most the quarantine holds, all cores together; past it the oldest messages expire early.", false, {}, {},
+     RW_F_SIZE(quarantine_config, max_size_bytes)},
+    {"quarantine", "expire", T::enumeration, 0, 0, {}, {}, live,
+     "What expiry does: delete the message, or release it to delivery.", false, {}, k_quarantine_expiry,
+     RW_F(quarantine_config, expire)},
+
     // [[content_rule]]
     {"content_rule", "name", T::string, 0, 0, {}, {}, live,
      "The rule's name, unique; shown in the mail log and by trace.", true, {}, {}, RW_F(content_rule_config, name)},
@@ -533,6 +557,7 @@ const void* struct_of(const config& c, std::string_view section, size_t i) {
     if (section == "delivery") return &c.delivery;
     if (section == "route") return &c.routes.at(i);
     if (section == "content_rule") return &c.content_rules.at(i);
+    if (section == "quarantine") return &c.quarantines.at(i);
     if (section == "control") return &c.control;
     if (section == "metrics") return &c.metrics;
     if (section == "conservation") return &c.conservation;
@@ -593,6 +618,8 @@ size_t count_of(const config& c, const section_spec& s) {
         return c.listeners.size();
     if (s.name == "content_rule")
         return c.content_rules.size();
+    if (s.name == "quarantine")
+        return c.quarantines.size();
     return c.routes.size();
 }
 

@@ -330,6 +330,58 @@ void loader::read_routes(const toml::table& root, config& c) {
     }
 }
 
+bool loader::quarantine_exists(const config& c, std::string_view name) {
+    for (const auto& q : quarantines_of(c.quarantines))
+        if (q.name == name)
+            return true;
+    return false;
+}
+
+void loader::read_quarantines(const toml::table& root, config& c) {
+    static constexpr std::string_view allowed =
+        "[[quarantine]] tables, each with name and optionally retention_s, max_size, expire";
+    const toml::node* n = root.get("quarantine");
+    if (!n)
+        return;
+    const toml::array* a = n->as_array();
+    if (!a) {
+        error(line_of(*n, 0), "quarantine",
+              fmt::format("expected an array of tables ([[quarantine]], with two brackets), got {}", describe(*n)),
+              allowed);
+        return;
+    }
+    for (size_t i = 0; i < a->size() && i < 1000; ++i) {
+        const toml::node& e = *a->get(i);
+        std::string path = fmt::format("quarantine[{}]", i);
+        const toml::table* t = e.as_table();
+        if (!t) {
+            error(line_of(e, line_of(*n, 0)), path, fmt::format("expected a table, got {}", describe(e)), allowed);
+            continue;
+        }
+        section s{t, path, line_of(*t, line_of(*n, 0))};
+        check_keys(s, keys_of(s.name()));
+        quarantine_config q;
+        read_simple(s, &q);
+        static constexpr std::string_view name_allowed = "letters, digits, '-', '_' and '.', up to 32 characters";
+        missing(s, "name", name_allowed);
+        if (auto v = read_string(s, "name", name_allowed)) {
+            bool ok = policy::rules::is_quarantine_name(*v);
+            if (!ok)
+                error(line_of(*s.get("name"), s.line), s.key("name"),
+                      fmt::format("{} is not a quarantine name", quote(*v)), name_allowed);
+            for (const auto& other : c.quarantines)
+                if (ok && other.name == *v) {
+                    error(line_of(*s.get("name"), s.line), s.key("name"),
+                          fmt::format("{} names another quarantine already", quote(*v)), "one table per name");
+                    ok = false;
+                }
+            if (ok)
+                q.name = std::move(*v);
+        }
+        c.quarantines.push_back(std::move(q));
+    }
+}
+
 void loader::read_content_rules(const toml::table& root, config& c) {
     static constexpr std::string_view allowed =
         "[[content_rule]] tables, each with name, condition and actions (docs/rules.md)";
@@ -387,7 +439,8 @@ void loader::read_content_rules(const toml::table& root, config& c) {
                 r.condition = std::move(*v);
         }
         static constexpr std::string_view act_allowed =
-            "accept, reject [CODE [X.Y.Z]] [TEXT], drop, add-header NAME: VALUE, remove-header NAME, tag-subject TEXT";
+            "accept, reject [CODE [X.Y.Z]] [TEXT], drop, quarantine NAME, add-header NAME: VALUE, remove-header NAME, "
+            "tag-subject TEXT";
         missing(s, "actions", act_allowed);
         bool stopped = false;
         for_each_string(s, "actions", 16, "an action", [&](uint32_t line, const std::string& p, const std::string& v) {
@@ -397,10 +450,12 @@ void loader::read_content_rules(const toml::table& root, config& c) {
                 return;
             }
             if (stopped)
-                error(line, p, "comes after accept, reject or drop, which end the rule's actions", act_allowed);
+                error(line, p, "comes after accept, reject, drop or quarantine, which end the rule's actions", act_allowed);
             const auto k = act.value().kind;
-            stopped = stopped || k == policy::rules::action_kind::accept || k == policy::rules::action_kind::reject ||
-                      k == policy::rules::action_kind::drop;
+            if (k == policy::rules::action_kind::quarantine && !quarantine_exists(c, act.value().text))
+                error(line, p, fmt::format("there is no quarantine {}", quote(act.value().text)),
+                      "a [[quarantine]] name, or policy, virus, spam");
+            stopped = stopped || policy::rules::stops(k);
             r.actions.push_back(v);
         });
         if (s.get("actions") && s.get("actions")->as_array() && s.get("actions")->as_array()->empty())
@@ -543,6 +598,7 @@ result<config, std::string> loader::run(const toml::table& root) {
     read_smtp(open_table(root, "smtp"), c.smtp);
     read_delivery(open_table(root, "delivery"), c.delivery);
     read_routes(root, c);
+    read_quarantines(root, c);
     read_content_rules(root, c);
     read_control(open_table(root, "control"), c.control);
     read_metrics(open_table(root, "metrics"), c.metrics);

@@ -727,6 +727,84 @@ task<json> cmd_showmessage(context& c, const json& args) {
     throw command_error(fmt::format("no message {} in the spool (delivered, bounced or deleted?)", mid_string(id)));
 }
 
+task<bool> quarantine_on(mta::delivery::service* d, uint64_t id, bool release, std::string by) {
+    if (!d)
+        co_return false;
+    if (release) {
+        auto t = d->release(id, std::move(by));
+        co_return co_await std::move(t);
+    }
+    auto t = d->discard(id, std::move(by));
+    co_return co_await std::move(t);
+}
+
+// `quarantine list [NAME]`, `show MID`, `release MID`, `delete MID`.
+task<json> cmd_quarantine(context& c, const peer_cred& who, const json& args) {
+    const std::string action = str_arg(args, "action", true);
+    const std::string target = str_arg(args, "target", false);
+    using held_view = mta::delivery::service::held_view;
+    if (action == "list") {
+        std::vector<std::pair<unsigned, held_view>> all;
+        for (unsigned core = 0; core < c.reg->cores(); ++core) {
+            auto fn = [target](core_slot& s) { return s.delivery ? s.delivery->held(target) : std::vector<held_view>{}; };
+            auto t = c.reg->call(core, std::move(fn));
+            auto mine = co_await std::move(t);
+            for (auto& h : mine)
+                all.emplace_back(core, std::move(h));
+        }
+        std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+            return a.second.received_unix != b.second.received_unix ? a.second.received_unix < b.second.received_unix
+                                                                    : a.second.id < b.second.id;
+        });
+        json list = json::array();
+        std::map<std::string, std::pair<uint64_t, uint64_t>> use;  // messages, bytes
+        for (const auto& [core, h] : all) {
+            list.push_back({{"mid", mid_string(h.id)},      {"quarantine", h.quarantine}, {"rule", h.rule},
+                            {"mail_from", h.from},         {"recipients", h.rcpts},      {"size", h.size},
+                            {"received_unix", h.received_unix}, {"expires_unix", h.expires_unix}, {"core", core}});
+            use[h.quarantine].first++;
+            use[h.quarantine].second += h.size;
+        }
+        json qs = json::array();
+        for (const auto& q : quarantines_of(c.reg->running->quarantines)) {
+            if (!target.empty() && q.name != target)
+                continue;
+            qs.push_back({{"name", q.name},
+                          {"retention_s", q.retention_s.count()},
+                          {"max_size", q.max_size_bytes},
+                          {"expire", std::string(to_string(q.expire))},
+                          {"messages", use[q.name].first},
+                          {"bytes", use[q.name].second}});
+        }
+        co_return obj("quarantines", std::move(qs), "messages", std::move(list));
+    }
+    if (action == "show") {
+        const json show_args = {{"mid", target}};
+        auto t = cmd_showmessage(c, show_args);
+        json m = co_await std::move(t);
+        bool held = false;
+        for (const auto& r : m["recipients"])
+            held = held || r.value("last_reply", std::string()).starts_with("quarantine ");
+        if (!held)
+            throw command_error(fmt::format("message {} is not held in a quarantine", target));
+        co_return m;
+    }
+    if (action == "release" || action == "delete") {
+        const uint64_t id = mid_arg(json{{"mid", target}});
+        const unsigned core = c.reg->core_of_message(id);
+        const bool release = action == "release";
+        const std::string by = fmt::format("uid {}", who.uid);
+        auto fn = [id, release, by](core_slot& s) { return quarantine_on(s.delivery, id, release, by); };
+        auto t = c.reg->call(core, std::move(fn));
+        const bool ok = co_await std::move(t);
+        if (!ok)
+            throw command_error(fmt::format("message {} is not held in a quarantine", mid_string(id)));
+        lg.info("quarantine {} mid={} by {}", action, mid_string(id), who.describe());
+        co_return obj(release ? "released" : "deleted", mid_string(id));
+    }
+    throw command_error(fmt::format("quarantine: unknown action {}; allowed: list, show, release, delete", action));
+}
+
 task<json> cmd_deletemessage(context& c, const peer_cred& who, const json& args) {
     const uint64_t id = mid_arg(args);
     {
@@ -1128,6 +1206,8 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
         co_return co_await cmd_dkim(c, who, args);
     if (cmd == "dmarc")
         co_return co_await cmd_dmarc(c, who, args);
+    if (cmd == "quarantine")
+        co_return co_await cmd_quarantine(c, who, args);
     if (is_config_command(cmd))
         co_return co_await config_command(c, who, cmd, args);
     if (cmd == "destinations") {  // for the shell's completion

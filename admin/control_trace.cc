@@ -479,9 +479,15 @@ task<json> trace(context& c, const json& args) {
                 refuse("rules", t);
             } else {
                 j.update(stage(true, "250 2.0.0 Ok: queued",
-                               d.final == outcome::drop ? "dropped: answered 250, not queued" : ""));
+                               d.final == outcome::drop         ? "dropped: answered 250, not queued"
+                               : d.final == outcome::quarantine ? fmt::format("held in quarantine {}", d.quarantine)
+                                                                : std::string()));
                 if (d.final == outcome::drop)
                     j["decision"] = "drop";
+                if (d.final == outcome::quarantine) {
+                    j["decision"] = "quarantine";
+                    j["quarantine"] = d.quarantine;
+                }
             }
             out["rules"] = std::move(j);
         }

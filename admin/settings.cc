@@ -91,6 +91,9 @@ mta::delivery::options delivery_options(const config& cfg) {
     o.connect_timeout = d.connect_timeout_ms;
     o.command_timeout = d.command_timeout_s;
     o.data_timeout = d.data_timeout_s;
+    for (const auto& q : quarantines_of(cfg.quarantines))
+        o.quarantines.push_back({q.name, q.retention_s, q.max_size_bytes,
+                                 q.expire == quarantine_expiry::release});
     for (const auto& r : cfg.routes) {
         mta::delivery::route rt;
         rt.domain = r.domain;

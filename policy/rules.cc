@@ -330,7 +330,8 @@ bool printable(std::string_view s, bool allow_utf8) {
 }
 
 constexpr std::string_view k_actions =
-    "accept, reject [CODE [X.Y.Z]] [TEXT], drop, add-header NAME: VALUE, remove-header NAME, tag-subject TEXT";
+    "accept, reject [CODE [X.Y.Z]] [TEXT], drop, quarantine NAME, add-header NAME: VALUE, remove-header NAME, "
+    "tag-subject TEXT";
 
 }  // namespace
 
@@ -339,11 +340,26 @@ std::string_view to_string(action_kind a) {
     case action_kind::accept: return "accept";
     case action_kind::reject: return "reject";
     case action_kind::drop: return "drop";
+    case action_kind::quarantine: return "quarantine";
     case action_kind::add_header: return "add-header";
     case action_kind::remove_header: return "remove-header";
     case action_kind::tag_subject: return "tag-subject";
     }
     return "?";
+}
+
+bool stops(action_kind a) {
+    return a == action_kind::accept || a == action_kind::reject || a == action_kind::drop ||
+           a == action_kind::quarantine;
+}
+
+bool is_quarantine_name(std::string_view s) {
+    if (s.empty() || s.size() > 32)
+        return false;
+    for (char c : s)
+        if (!std::isalnum(uint8_t(c)) && c != '-' && c != '_' && c != '.')
+            return false;
+    return true;
 }
 
 result<rule, std::string> parse_condition(std::string_view condition) {
@@ -417,6 +433,14 @@ result<action, std::string> parse_action(std::string_view text) {
         }
         return a;
     }
+    if (verb == "quarantine") {
+        if (!is_quarantine_name(arg))
+            return unexpected("quarantine: expected the quarantine's name (letters, digits, '-', '_', '.'), like "
+                              "quarantine policy");
+        a.kind = action_kind::quarantine;
+        a.text = std::string(arg);
+        return a;
+    }
     if (verb == "add-header") {
         const size_t colon = arg.find(':');
         if (colon == std::string_view::npos || colon == 0)
@@ -461,8 +485,7 @@ result<rule, std::string> parse_rule(std::string_view name, std::string_view con
         auto a = parse_action(actions[i]);
         if (!a)
             return unexpected(fmt::format("actions[{}]: {}", i, a.error()));
-        const bool stop = a.value().kind == action_kind::accept || a.value().kind == action_kind::reject ||
-                          a.value().kind == action_kind::drop;
+        const bool stop = stops(a.value().kind);
         if (stopped)
             return unexpected(fmt::format("actions[{}]: comes after a stopping action ({}); nothing runs after it", i,
                                           to_string(r.value().actions.back().kind)));

@@ -40,6 +40,8 @@
 //   reject [CODE [X.Y.Z]] [TEXT] stop: refused at the end of DATA (default
 //                                550 5.7.1 Message content rejected)
 //   drop                         stop: accepted (250) and discarded
+//   quarantine NAME              stop: accepted (250) and held in the
+//                                quarantine NAME, not delivered
 //   add-header NAME: VALUE       add a header field at delivery
 //   remove-header NAME           leave every NAME field out at delivery
 //   tag-subject TEXT             prefix the Subject with TEXT
@@ -105,14 +107,15 @@ struct node {
     unsigned leaf = 0;           // leaf: index into rule::tests
 };
 
-enum class action_kind : uint8_t { accept, reject, drop, add_header, remove_header, tag_subject };
+enum class action_kind : uint8_t { accept, reject, drop, quarantine, add_header, remove_header, tag_subject };
 std::string_view to_string(action_kind a);
 
 struct action {
     action_kind kind = action_kind::accept;
     int code = 0;          // reject
     std::string enhanced;  // reject
-    std::string text;      // reject: the reply text; add/remove-header: the name; tag-subject: the tag
+    std::string text;      // reject: the reply text; add/remove-header: the name; tag-subject: the tag;
+                           // quarantine: its name
     std::string value;     // add-header: the value
 };
 
@@ -126,6 +129,11 @@ struct rule {
     // of them skips the rule without evaluating it.
     bool gated = false;
 };
+
+// Whether an action stops the evaluation (accept, reject, drop, quarantine).
+bool stops(action_kind a);
+// A quarantine's name: letters, digits, '-', '_', '.', 1..32 of them.
+bool is_quarantine_name(std::string_view s);
 
 // Parses one rule; the error says where ("condition: at 14: expected an
 // operator after attachment-name; allowed: ...") and names the key.
@@ -185,8 +193,9 @@ struct message_facts {
 };
 
 struct decision {
-    enum class outcome : uint8_t { none, accept, reject, drop } final = outcome::none;
+    enum class outcome : uint8_t { none, accept, reject, drop, quarantine } final = outcome::none;
     std::string final_rule;  // the rule whose action stopped evaluation
+    std::string quarantine;  // outcome::quarantine: which one
     int code = 0;
     std::string enhanced, text;  // reject
     std::vector<std::string> fired;  // every rule whose condition held, in order

@@ -288,6 +288,11 @@ decision evaluator::decide(const message_facts& f) {
                 d.final = decision::outcome::drop;
                 d.final_rule = r.name;
                 return d;
+            case action_kind::quarantine:
+                d.final = decision::outcome::quarantine;
+                d.final_rule = r.name;
+                d.quarantine = a.text;
+                return d;
             case action_kind::add_header:
                 d.add_headers.emplace_back(a.text, a.value);
                 break;

@@ -522,6 +522,33 @@ std::string fmt_trace(const json& r) {
     return o;
 }
 
+std::string fmt_quarantine(const json& r) {
+    if (r.contains("released"))
+        return fmt::format("released {}: it goes to delivery now\n", s(r, "released"));
+    if (r.contains("deleted"))
+        return fmt::format("deleted {}\n", s(r, "deleted"));
+    if (!r.contains("messages"))
+        return fmt_showmessage(r);
+    std::string o;
+    std::vector<std::vector<std::string>> qs{{"QUARANTINE", "MESSAGES", "BYTES", "MAX", "RETENTION", "EXPIRY"}};
+    for (const auto& q : r["quarantines"])
+        qs.push_back({s(q, "name"), std::to_string(u(q, "messages")), std::to_string(u(q, "bytes")),
+                      std::to_string(u(q, "max_size")), human_age(i(q, "retention_s")), s(q, "expire")});
+    o += table(qs);
+    if (r["messages"].empty())
+        return o + "no message held\n";
+    std::vector<std::vector<std::string>> rows{{"MID", "QUARANTINE", "RULE", "RECEIVED", "EXPIRES", "SIZE", "FROM", "TO"}};
+    for (const auto& m : r["messages"]) {
+        std::vector<std::string> to;
+        for (const auto& x : m["recipients"])
+            to.push_back(x.get<std::string>());
+        rows.push_back({s(m, "mid"), s(m, "quarantine"), s(m, "rule"), unix_time(i(m, "received_unix")),
+                        unix_time(i(m, "expires_unix")), std::to_string(u(m, "size")), fmt::format("<{}>", s(m, "mail_from")),
+                        fmt::format("{}", fmt::join(to, ", "))});
+    }
+    return o + "\n" + table(rows);
+}
+
 std::string fmt_abandon(const json& r) {
     return r.value("abandoned", false) ? "candidate abandoned\n" : "there was no candidate\n";
 }
@@ -762,6 +789,15 @@ std::vector<command> make_commands() {
                  "every day that has ended. DAY is today, yesterday or YYYY-MM-DD. Each day's reports also go\n"
                  "out by themselves once it has ended (authentication.dmarc_reports).",
                  fmt_dmarc});
+    v.push_back({"quarantine", "quarantine",
+                 {a{"action", a::choice, {"list", "show", "release", "delete"}}, a{"target", a::word, {}, true}},
+                 "mail held by content rules",
+                 "quarantine list [NAME]: the quarantines (their use, size and retention) and the messages\n"
+                 "they hold, oldest first. quarantine show MID: a held message's envelope and header.\n"
+                 "quarantine release MID: delivery resumes as if it had never been held. quarantine delete\n"
+                 "MID: removes it (no report to its sender). Held mail also expires by itself after the\n"
+                 "quarantine's retention_s (deleted, or released with expire = \"release\").",
+                 fmt_quarantine});
     v.push_back({"version", "version", {}, "the daemon's version", "The version of the running ringwayd.",
                  [](const json& r) { return fmt::format("ringwayd {} (control protocol {})\n", s(r, "version"),
                                                         u(r, "protocol")); }});

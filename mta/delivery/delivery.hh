@@ -78,6 +78,15 @@ struct options {
     std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
     std::chrono::milliseconds command_timeout{std::chrono::minutes(5)};
     std::chrono::milliseconds data_timeout{std::chrono::minutes(10)};
+    // Quarantines: how long each holds a message, how much it holds (all
+    // cores together), and whether expiry releases (else deletes).
+    struct quarantine {
+        std::string name;
+        std::chrono::seconds retention{std::chrono::hours(24 * 14)};
+        uint64_t max_bytes = uint64_t(1) << 30;
+        bool release_on_expiry = false;
+    };
+    std::vector<quarantine> quarantines;
 };
 
 // A route table lookup: the most specific matching route, or null.
@@ -186,6 +195,28 @@ public:
     // Deferred mail of matching destinations is due now and their pause
     // after a failure is lifted; returns how many entries were released.
     size_t deliver_now(std::string_view domain);
+
+    // ---- quarantines ----
+    // A message a content rule holds is committed with hold_states():
+    // every recipient deferred until the quarantine's expiry and flagged,
+    // so that delivery never picks it up (also after a restart) until it
+    // is released, deleted or expires.
+    std::vector<fs::rcpt_state> hold_states(size_t rcpts, std::string_view quarantine, std::string_view rule,
+                                            int64_t now_unix) const;
+    struct held_view {
+        uint64_t id = 0;
+        std::string quarantine, rule, from;
+        std::vector<std::string> rcpts;
+        int64_t received_unix = 0, expires_unix = 0;
+        uint64_t size = 0;  // as it would be delivered
+    };
+    // This core's held messages, oldest first ("" = every quarantine).
+    std::vector<held_view> held(std::string_view quarantine) const;
+    // Delivery resumes exactly as if the message had never been held;
+    // false when this core holds no such message.
+    task<bool> release(uint64_t id, std::string by);
+    // Deletes it (its sender gets no report); false when not held here.
+    task<bool> discard(uint64_t id, std::string by);
 
     struct impl;
 

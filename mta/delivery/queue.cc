@@ -72,11 +72,15 @@ void service::impl::queue_message(fs::shard* sh, uint64_t id) {
         return;
     std::map<std::string, entry> by_key;
     const int64_t now = now_ms();
-    bool reports_due = false;
+    bool reports_due = false, quarantined = false;
     for (uint32_t i = 0; i < v->rcpts.size(); ++i) {
         const auto& st = v->rcpts[i];
         if (is_final(st.status)) {
             reports_due |= (st.flags & k_report_due) != 0;
+            continue;
+        }
+        if (st.flags & k_quarantined) {
+            quarantined = true;
             continue;
         }
         std::string key = key_for(domain_of(v->env.rcpts[i]));
@@ -94,7 +98,11 @@ void service::impl::queue_message(fs::shard* sh, uint64_t id) {
     // queued before those states, so all that is left is the removal.
     if (reports_due)
         spawn(retry_reports(this, sh, id));
+    if (quarantined)
+        hold(sh, id, *v);
     if (by_key.empty()) {
+        if (quarantined)
+            return;
         if (!reports_due)
             spawn(remove_left_over(this, sh, id));
         return;
@@ -219,6 +227,10 @@ task<void> service::impl::timers() {
         for (auto& [k, d] : dests)
             if (!d->ready.empty())
                 kick(d.get());
+        if (now - last_sweep_ms >= 1000) {
+            last_sweep_ms = now;
+            sweep_quarantines(now);
+        }
         co_await io::sleep(std::chrono::milliseconds(100));
     }
 }

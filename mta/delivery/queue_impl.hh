@@ -119,6 +119,8 @@ constexpr uint8_t k_delay_notified = 1;
 // Final (delivered or bounced), but the report it earned could not be
 // queued (the spool was full): the message stays until it is.
 constexpr uint8_t k_report_due = 2;
+// Held in a quarantine (service::hold_states): not queued for delivery.
+constexpr uint8_t k_quarantined = 4;
 
 inline bool is_final(fs::rcpt_status s) { return s == fs::rcpt_status::delivered || s == fs::rcpt_status::bounced; }
 
@@ -158,6 +160,18 @@ struct service::impl {
     uint64_t dcid_seq = 0;
     event stopped;
     std::unique_ptr<net::tls_context> tls;  // client side, opportunistic (no verification)
+    // Quarantined messages of this core's shards, by id.
+    struct held_entry {
+        fs::shard* sh = nullptr;
+        std::string quarantine;
+        int64_t expires_unix = 0, received_unix = 0;
+        uint64_t size = 0;
+    };
+    std::map<uint64_t, held_entry> quarantined;
+    int64_t last_sweep_ms = 0;
+    void hold(fs::shard* sh, uint64_t id, const fs::shard::message_view& v);
+    void sweep_quarantines(int64_t now_ms);
+    const options::quarantine* quarantine_options(std::string_view name) const;
 
     // ---- origin side ----
 

@@ -207,6 +207,9 @@ private:
     // Decides the content rules once the message is complete. True when
     // the message ends there (refused or dropped: answered, not queued).
     bool content_ends_message(fs::message_writer& mw, uint64_t size);
+    // The recipients' first states: held, when a rule quarantines the
+    // message; else none (pending).
+    std::vector<fs::rcpt_state> first_states() const;
     std::string _subject;  // of the message being queued, for the mail log
     std::optional<policy::spf::outcome> _spf;  // of this transaction, when checked
     // The HELO identity's own check (RFC 7208 2.3), once per HELO name of
@@ -664,6 +667,13 @@ bool session::content_ends_message(fs::message_writer& mw, uint64_t size) {
     return true;
 }
 
+std::vector<fs::rcpt_state> session::first_states() const {
+    if (!_content || _content->final != policy::rules::decision::outcome::quarantine || !_env->delivery)
+        return {};
+    return _env->delivery->hold_states(_rcpts.size(), _content->quarantine, _content->final_rule,
+                                       int64_t(std::time(nullptr)));
+}
+
 fs::added_headers session::added_headers(uint64_t id) {
     // Prepended at delivery, in the order a reader expects: the newest
     // trace field first (RFC 5321 4.4), our findings below it, then what
@@ -774,7 +784,10 @@ void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
                                  {"dmarc_domain", _dmarc ? std::string_view(_dmarc->from_domain) : std::string_view()},
                                  {"dmarc_disposition",
                                   _dmarc ? policy::dmarc::to_string(_dmarc->applied) : std::string_view()},
-                                 {"rules", std::string_view(rules)}});
+                                 {"rules", std::string_view(rules)},
+                                 {"quarantine", _content && _content->final == policy::rules::decision::outcome::quarantine
+                                                    ? std::string_view(_content->quarantine)
+                                                    : std::string_view()}});
     queue(250, "2.0.0", fmt::format("Ok: queued as {}", mid));
     reset_transaction();
 }
@@ -878,7 +891,8 @@ task<bool> session::do_data() {
     if (content_ends_message(mw, size))
         co_return true;
     const fs::added_headers added = added_headers(mw.id());
-    auto id = co_await mw.commit(added);
+    const std::vector<fs::rcpt_state> states = first_states();
+    auto id = co_await mw.commit(added, states);
     if (!id) {
         refuse_message(smtp::spool_failed(id.error()));
         co_return true;
@@ -971,7 +985,8 @@ task<bool> session::do_bdat(const smtp::command& c) {
     if (content_ends_message(*_bdat_writer, size))
         co_return true;
     const fs::added_headers added = added_headers(_bdat_writer->id());
-    auto id = co_await _bdat_writer->commit(added);
+    const std::vector<fs::rcpt_state> states = first_states();
+    auto id = co_await _bdat_writer->commit(added, states);
     if (!id) {
         refuse_message(smtp::spool_failed(id.error()));
         co_return true;

@@ -19,6 +19,7 @@ import os
 import smtplib
 import subprocess
 import sys
+import time
 import unittest
 import zipfile
 from email.message import EmailMessage
@@ -194,7 +195,7 @@ class RuleConfiguration(FilterTest):
         with open(self.g.config) as f:
             text = f.read()
         bad = text + '\n[[content_rule]]\nname = "broken"\ncondition = \'attachment-nmae ~ /x/\'\nactions = ["reject"]\n' \
-                     '\n[[content_rule]]\nname = "worse"\ncondition = \'body ~ /(unclosed/\'\nactions = ["quarantine x"]\n'
+                     '\n[[content_rule]]\nname = "worse"\ncondition = \'body ~ /(unclosed/\'\nactions = ["quarantine x", "explode"]\n'
         with open(path, "w") as f:
             f.write(bad)
         line = bad.splitlines().index("condition = 'attachment-nmae ~ /x/'") + 1
@@ -205,7 +206,8 @@ class RuleConfiguration(FilterTest):
                       r.stderr)
         self.assertIn("content_rule[6].condition: at 8: the regular expression \"(unclosed\" does not compile",
                       r.stderr)
-        self.assertIn("content_rule[6].actions[0]: unknown action \"quarantine\"", r.stderr)
+        self.assertIn("content_rule[6].actions[0]: there is no quarantine \"x\"", r.stderr)
+        self.assertIn("content_rule[6].actions[1]: unknown action \"explode\"", r.stderr)
         wait_until(lambda: os.path.exists(self.sock), timeout=10, what="the control socket")
         loaded = json.loads(self.shell("load", path).stdout)
         self.assertFalse(loaded["valid"])
@@ -253,6 +255,131 @@ class RuleConfiguration(FilterTest):
                              timeout=60).stdout
         self.assertIn("rules       reject  550 5.7.1 Executables are not accepted here", out)
         self.assertIn("fired: no-exe", out)
+
+
+QUARANTINE_RULES = r'''
+[[quarantine]]
+name = "short"
+retention_s = 3
+expire = "release"
+
+[[quarantine]]
+name = "gone"
+retention_s = 3
+
+[[content_rule]]
+name = "invoices"
+condition = 'subject ~ /^invoice/'
+actions = ["quarantine policy"]
+
+[[content_rule]]
+name = "short-hold"
+condition = 'subject == "brief"'
+actions = ["add-header X-Held: briefly", "quarantine short"]
+
+[[content_rule]]
+name = "gone-hold"
+condition = 'subject == "forget me"'
+actions = ["quarantine gone"]
+'''
+
+
+class Quarantines(DeliveryTest):
+    def setUp(self):
+        self.sink_ = self.sink(save=True)
+        self.g = self.gateway(routes=[("local.test", [f"127.0.0.1:{self.sink_.port}"])],
+                              relay_networks='["127.0.0.2/32"]', tail_extra=QUARANTINE_RULES)
+        self.sock = os.path.join(self.g.dir, "var", "ringway.sock")
+        wait_until(lambda: os.path.exists(self.sock), timeout=10, what="the control socket")
+
+    def shell(self, *args, check=True):
+        r = subprocess.run([shell_bin(), "--socket", self.sock, "--json", *args], capture_output=True, text=True,
+                           timeout=60)
+        if check:
+            self.assertEqual(r.returncode, 0, f"{args}: {r.stderr}")
+        return json.loads(r.stdout) if check else r
+
+    def send(self, msg, rcpts=("bob@local.test", "carol@local.test")):
+        with smplib_client(self.g.port) as c:
+            c.ehlo()
+            self.assertEqual(c.mail("alice@sender.test")[0], 250)
+            for r in rcpts:
+                self.assertEqual(c.rcpt(r)[0], 250)
+            code, text = c.data(msg)
+            self.assertEqual(code, 250, text)
+            return text.decode().rsplit(" ", 1)[1]
+
+    def held(self):
+        return self.shell("quarantine", "list")["messages"]
+
+    def test_held_listed_released_byte_exact_and_deleted(self):
+        sent = message("invoice 42", "Please pay.\nLine two.\n")
+        mid = self.send(sent)
+        other = self.send(message("invoice 43", "Other.\n"))
+        # Held: listed with its rule, never delivered.
+        h = self.held()
+        self.assertEqual([(m["mid"], m["quarantine"], m["rule"]) for m in h],
+                         [(mid, "policy", "invoices"), (other, "policy", "invoices")])
+        self.assertEqual(h[0]["recipients"], ["bob@local.test", "carol@local.test"])
+        self.assertEqual(h[0]["mail_from"], "alice@sender.test")
+        self.assertGreater(h[0]["expires_unix"] - h[0]["received_unix"], 13 * 86400)
+        q = {x["name"]: x for x in self.shell("quarantine", "list")["quarantines"]}
+        self.assertEqual((q["policy"]["messages"], q["virus"]["messages"]), (2, 0))
+        shown = self.shell("quarantine", "show", mid)
+        self.assertIn("Subject: invoice 42", shown["headers"])
+        received = [e for e in self.g.journal() if e.get("event") == "received"]
+        self.assertEqual([(e["mid"], e["quarantine"], e["rules"]) for e in received],
+                         [(mid, "policy", "invoices"), (other, "policy", "invoices")])
+        # A restart keeps them held.
+        self.g.stop()
+        delivery_test.restart(self.g)
+        wait_until(lambda: os.path.exists(self.sock), timeout=10, what="the control socket")
+        wait_until(lambda: self.shell("status", check=False).returncode == 0, timeout=10, what="the shell")
+        self.assertEqual([m["mid"] for m in self.held()], [mid, other])
+        time.sleep(1.5)
+        self.assertEqual(saved(self.sink_.save), [])
+        # Released: delivered to both recipients, the body as sent.
+        self.assertEqual(self.shell("quarantine", "release", mid), {"released": mid})
+        got = self.delivered_msgs(1)
+        eml, sender, rcpts = got[0]
+        self.assertEqual((sender, sorted(rcpts)), ("alice@sender.test", ["bob@local.test", "carol@local.test"]))
+        head, body = sent.split(b"\r\n\r\n", 1)
+        self.assertTrue(eml.endswith(head + b"\r\n\r\n" + body), eml)
+        self.assertEqual([m["mid"] for m in self.held()], [other])
+        # Deleted: gone, never delivered.
+        self.assertEqual(self.shell("quarantine", "delete", other), {"deleted": other})
+        self.assertEqual(self.held(), [])
+        r = self.shell("quarantine", "release", other, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not held in a quarantine", r.stderr)
+        time.sleep(1)
+        self.assertEqual(len(saved(self.sink_.save)), 1)
+        events = [(e["event"], e["mid"]) for e in self.g.journal() if e.get("event", "").startswith("quarantine_")]
+        self.assertEqual(events, [("quarantine_release", mid), ("quarantine_delete", other)])
+
+    def test_expiry_releases_or_deletes_as_configured(self):
+        brief = message("brief", "Short stay.\n")
+        b = self.send(brief, rcpts=("bob@local.test",))
+        f = self.send(message("forget me", "Never arrives.\n"), rcpts=("bob@local.test",))
+        self.assertEqual(sorted(m["mid"] for m in self.held()), sorted([b, f]))
+        got = self.delivered_msgs(1, timeout=20)
+        self.assertEqual(len(got), 1)
+        eml = got[0][0]
+        self.assertIn(b"X-Held: briefly\r\n", eml)
+        self.assertTrue(eml.endswith(brief.split(b"\r\n\r\n", 1)[1]))
+        wait_until(lambda: self.held() == [], timeout=20, what="the deleted one to go")
+        events = [(e["event"], e["mid"], e["by"]) for e in self.g.journal() if e.get("event", "").startswith("quarantine_")]
+        self.assertEqual(sorted(events), sorted([("quarantine_release", b, "expiry"), ("quarantine_delete", f, "expiry")]))
+        time.sleep(1)
+        self.assertEqual(len(saved(self.sink_.save)), 1)
+
+    def delivered_msgs(self, n, timeout=20):
+        wait_until(lambda: len(saved(self.sink_.save)) >= n, timeout=timeout, what=f"{n} messages at the sink")
+        return saved(self.sink_.save)
+
+
+def smplib_client(port):
+    return smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=30)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,8 @@ TEST_CASE("the embedded default comments every key", "[config]") {
                           "smtp_port", "internal_hosts", "starttls", "max_connections_per_destination",
                           "max_messages_per_connection", "max_messages_per_minute", "first_retry_ms", "max_retry_ms",
                           "greylist_retry_ms", "max_queue_lifetime_s", "delay_notice_after_s", "destination_pause_ms", "connect_timeout_ms",
-                          "command_timeout_s", "data_timeout_s", "domain", "hosts", "condition", "actions", "socket"})
+                          "command_timeout_s", "data_timeout_s", "domain", "hosts", "condition", "actions", "retention_s",
+                          "max_size", "expire", "socket"})
         CHECK_THAT(std::string(default_config_toml()), Contains(std::string("\n") + k + " = ") ||
                                                            Contains(std::string("\n# ") + k + " = "));
 }
@@ -344,13 +345,13 @@ TEST_CASE("error: unknown section lists the sections", "[config]") {
                                  "[smpt]\n"  // line 5
                                  "hostname = \"mx.example.test\"\n");
     CHECK(e == "t.toml:5: smpt: unknown section (did you mean [smtp]?); allowed: [runtime], [dns], [spool], "
-               "[[listener]], [smtp], [delivery], [[route]], [[content_rule]], [control], [metrics], [conservation], [authentication]");
+               "[[listener]], [smtp], [delivery], [[route]], [[quarantine]], [[content_rule]], [control], [metrics], [conservation], [authentication]");
 }
 
 TEST_CASE("error: key outside any section says where it belongs", "[config]") {
     std::string e = refused_once("hostname = \"mx.example.test\"\n" + std::string(k_listener));
     CHECK(e == "t.toml:1: hostname: key outside any section (it belongs in [smtp]); allowed: [runtime], [dns], "
-               "[spool], [[listener]], [smtp], [delivery], [[route]], [[content_rule]], [control], [metrics], [conservation], "
+               "[spool], [[listener]], [smtp], [delivery], [[route]], [[quarantine]], [[content_rule]], [control], [metrics], [conservation], "
                "[authentication]");
 }
 
@@ -718,6 +719,44 @@ TEST_CASE("content rules load in file order", "[config]") {
     CHECK(rules[1].actions.size() == 2);
 }
 
+TEST_CASE("quarantines: configured ones, and the built-in ones with their defaults", "[config]") {
+    auto r = load_config_file(data_dir() + "/full.toml");
+    REQUIRE(r);
+    const auto& q = r.value().quarantines;
+    REQUIRE(q.size() == 2);
+    CHECK(q[0].name == "policy");
+    CHECK(q[0].retention_s == std::chrono::hours(48));
+    CHECK(q[0].max_size_bytes == 200ull << 20);
+    CHECK(q[0].expire == quarantine_expiry::release);
+    CHECK(q[1].name == "hold.exe");
+    CHECK(q[1].retention_s == std::chrono::days(14));
+    CHECK(q[1].expire == quarantine_expiry::remove);
+    auto all = quarantines_of(q);
+    REQUIRE(all.size() == 4);
+    CHECK(all[0].retention_s == std::chrono::hours(48));  // policy as configured
+    CHECK(all[2].name == "virus");
+    CHECK(all[3].name == "spam");
+    auto e = refused(R"([[listener]]
+name = "smtp"
+port = 2525
+[[quarantine]]
+name = "bad name"
+expire = "burn"
+[[content_rule]]
+name = "q"
+condition = 'authenticated'
+actions = ["quarantine nowhere"]
+[[content_rule]]
+name = "ok"
+condition = 'authenticated'
+actions = ["quarantine virus"]
+)");
+    CHECK_THAT(e, Contains("t.toml:5: quarantine[0].name: \"bad name\" is not a quarantine name"));
+    CHECK_THAT(e, Contains("t.toml:6: quarantine[0].expire: unknown value \"burn\""));
+    CHECK_THAT(e, Contains("t.toml:10: content_rule[0].actions[0]: there is no quarantine \"nowhere\""));
+    CHECK_THAT(e, !Contains("content_rule[1]"));
+}
+
 TEST_CASE("error: a malformed content rule says which line and why", "[config]") {
     auto e = refused(R"([[listener]]
 name = "smtp"
@@ -737,7 +776,7 @@ actions = []
     CHECK_THAT(e, Contains("t.toml:6: content_rule[0].condition: at 8: expected a number (like 500, 10K, 5M) after size >"));
     CHECK_THAT(e, Contains("t.toml:7: content_rule[0].actions[0]: reject: 250 is not a reply code"));
     CHECK_THAT(e, Contains("t.toml:9: content_rule[1].name: \"a\" names another rule already"));
-    CHECK_THAT(e, Contains("t.toml:11: content_rule[1].actions[1]: comes after accept, reject or drop"));
+    CHECK_THAT(e, Contains("t.toml:11: content_rule[1].actions[1]: comes after accept, reject, drop or quarantine"));
     CHECK_THAT(e, Contains("t.toml:13: content_rule[2].name: \"bad name!\" is not a rule name"));
     CHECK_THAT(e, Contains("content_rule[2].condition: missing (required)"));
     CHECK_THAT(e, Contains("t.toml:14: content_rule[2].actions: empty list"));

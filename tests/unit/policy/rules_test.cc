@@ -261,3 +261,23 @@ TEST_CASE("rules: a rule gated by its patterns is skipped unless one matched, in
     decision d = run(rs, "Subject: gamma\r\n\r\nalpha\r\n", facts());
     REQUIRE(d.fired == std::vector<std::string>{"g-and", "u-not", "u-or", "g-or"});
 }
+
+TEST_CASE("rules: quarantine stops, naming its quarantine", "[rules]") {
+    auto q = parse_action("quarantine policy");
+    REQUIRE(q);
+    REQUIRE(q.value().kind == action_kind::quarantine);
+    REQUIRE(q.value().text == "policy");
+    REQUIRE(stops(action_kind::quarantine));
+    REQUIRE(!parse_action("quarantine"));
+    REQUIRE(!parse_action("quarantine two words"));
+    REQUIRE(!parse_rule("r", "authenticated", {"quarantine spam", "add-header X-A: b"}));
+    auto rs = compile({{"tag", "subject ~ /invoice/", {"add-header X-Seen: 1"}},
+                       {"hold", "subject ~ /invoice/", {"quarantine policy"}},
+                       {"never", "subject ~ /invoice/", {"reject"}}});
+    decision d = run(rs, "Subject: invoice 7\r\n\r\npay\r\n", facts());
+    REQUIRE(d.final == decision::outcome::quarantine);
+    REQUIRE(d.quarantine == "policy");
+    REQUIRE(d.final_rule == "hold");
+    REQUIRE(d.fired == std::vector<std::string>{"tag", "hold"});
+    REQUIRE(d.add_headers.size() == 1);
+}
