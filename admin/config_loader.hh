@@ -113,6 +113,13 @@ private:
     void check_root_keys(const toml::table& root);
     void check_keys(const section& s, key_list allowed);
 
+    // Each table of the array of tables `name` ([[name]]), as a section
+    // with its keys checked ("name[i]"), in file order; an absent array
+    // is no error, one that is not an array of tables is, as is one longer
+    // than max.
+    template <typename F>
+    void for_each_table(const toml::table& root, std::string_view name, std::string_view allowed, size_t max, F each);
+
     // -- values; each leaves `out` alone when the key is absent or bad --
     std::optional<int64_t> read_int(const section& s, std::string_view k, int64_t lo, int64_t hi,
                                     std::string_view allowed);
@@ -185,6 +192,37 @@ private:
     };
     std::vector<listener_lines> _listener_lines;
 };
+
+template <typename F>
+void loader::for_each_table(const toml::table& root, std::string_view name, std::string_view allowed, size_t max,
+                            F each) {
+    const toml::node* n = root.get(name);
+    if (!n)
+        return;
+    const toml::array* a = n->as_array();
+    if (!a) {
+        error(line_of(*n, 0), name,
+              fmt::format("expected an array of tables ([[{}]], with two brackets), got {}", name, describe(*n)),
+              allowed);
+        return;
+    }
+    if (a->size() > max) {
+        error(line_of(*n, 0), name, fmt::format("{} tables", a->size()), fmt::format("at most {}", max));
+        return;
+    }
+    for (size_t i = 0; i < a->size(); ++i) {
+        const toml::node& e = *a->get(i);
+        std::string path = fmt::format("{}[{}]", name, i);
+        const toml::table* t = e.as_table();
+        if (!t) {
+            error(line_of(e, line_of(*n, 0)), path, fmt::format("expected a table, got {}", describe(e)), allowed);
+            continue;
+        }
+        section s{t, path, line_of(*t, line_of(*n, 0))};
+        check_keys(s, keys_of(s.name()));
+        each(s);
+    }
+}
 
 template <typename E>
 void loader::set_enum(const section& s, std::string_view k,

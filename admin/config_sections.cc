@@ -282,26 +282,7 @@ void loader::read_delivery(const section& s, delivery_config& out) {
 void loader::read_routes(const toml::table& root, config& c) {
     static constexpr std::string_view allowed =
         "[[route]] tables, each with domain (\"example.test\", \"*.example.test\" or \"*\") and hosts";
-    const toml::node* n = root.get("route");
-    if (!n)
-        return;
-    const toml::array* a = n->as_array();
-    if (!a) {
-        error(line_of(*n, 0), "route",
-              fmt::format("expected an array of tables ([[route]], with two brackets), got {}", describe(*n)),
-              allowed);
-        return;
-    }
-    for (size_t i = 0; i < a->size() && i < 100000; ++i) {
-        const toml::node& e = *a->get(i);
-        std::string path = fmt::format("route[{}]", i);
-        const toml::table* t = e.as_table();
-        if (!t) {
-            error(line_of(e, line_of(*n, 0)), path, fmt::format("expected a table, got {}", describe(e)), allowed);
-            continue;
-        }
-        section s{t, path, line_of(*t, line_of(*n, 0))};
-        check_keys(s, keys_of(s.name()));
+    for_each_table(root, "route", allowed, 100000, [&](const section& s) {
         route_config r;
         static constexpr std::string_view dom_allowed =
             "a domain (\"example.test\"), a wildcard for its subdomains (\"*.example.test\") or \"*\" (every domain)";
@@ -327,7 +308,7 @@ void loader::read_routes(const toml::table& root, config& c) {
         if (s.get("hosts") && r.hosts.empty() && s.get("hosts")->as_array() && s.get("hosts")->as_array()->empty())
             error(line_of(*s.get("hosts"), s.line), s.key("hosts"), "empty list", "at least one next hop");
         c.routes.push_back(std::move(r));
-    }
+    });
 }
 
 bool loader::quarantine_exists(const config& c, std::string_view name) {
@@ -340,26 +321,7 @@ bool loader::quarantine_exists(const config& c, std::string_view name) {
 void loader::read_quarantines(const toml::table& root, config& c) {
     static constexpr std::string_view allowed =
         "[[quarantine]] tables, each with name and optionally retention_s, max_size, expire";
-    const toml::node* n = root.get("quarantine");
-    if (!n)
-        return;
-    const toml::array* a = n->as_array();
-    if (!a) {
-        error(line_of(*n, 0), "quarantine",
-              fmt::format("expected an array of tables ([[quarantine]], with two brackets), got {}", describe(*n)),
-              allowed);
-        return;
-    }
-    for (size_t i = 0; i < a->size() && i < 1000; ++i) {
-        const toml::node& e = *a->get(i);
-        std::string path = fmt::format("quarantine[{}]", i);
-        const toml::table* t = e.as_table();
-        if (!t) {
-            error(line_of(e, line_of(*n, 0)), path, fmt::format("expected a table, got {}", describe(e)), allowed);
-            continue;
-        }
-        section s{t, path, line_of(*t, line_of(*n, 0))};
-        check_keys(s, keys_of(s.name()));
+    for_each_table(root, "quarantine", allowed, 1000, [&](const section& s) {
         quarantine_config q;
         read_simple(s, &q);
         static constexpr std::string_view name_allowed = "letters, digits, '-', '_' and '.', up to 32 characters";
@@ -379,36 +341,13 @@ void loader::read_quarantines(const toml::table& root, config& c) {
                 q.name = std::move(*v);
         }
         c.quarantines.push_back(std::move(q));
-    }
+    });
 }
 
 void loader::read_content_rules(const toml::table& root, config& c) {
     static constexpr std::string_view allowed =
         "[[content_rule]] tables, each with name, condition and actions (docs/rules.md)";
-    const toml::node* n = root.get("content_rule");
-    if (!n)
-        return;
-    const toml::array* a = n->as_array();
-    if (!a) {
-        error(line_of(*n, 0), "content_rule",
-              fmt::format("expected an array of tables ([[content_rule]], with two brackets), got {}", describe(*n)),
-              allowed);
-        return;
-    }
-    if (a->size() > 10000) {
-        error(line_of(*n, 0), "content_rule", fmt::format("{} rules", a->size()), "at most 10000 rules");
-        return;
-    }
-    for (size_t i = 0; i < a->size(); ++i) {
-        const toml::node& e = *a->get(i);
-        std::string path = fmt::format("content_rule[{}]", i);
-        const toml::table* t = e.as_table();
-        if (!t) {
-            error(line_of(e, line_of(*n, 0)), path, fmt::format("expected a table, got {}", describe(e)), allowed);
-            continue;
-        }
-        section s{t, path, line_of(*t, line_of(*n, 0))};
-        check_keys(s, keys_of(s.name()));
+    for_each_table(root, "content_rule", allowed, 10000, [&](const section& s) {
         content_rule_config r;
         static constexpr std::string_view name_allowed = "letters, digits, '-', '_' and '.', up to 64 characters";
         missing(s, "name", name_allowed);
@@ -461,7 +400,7 @@ void loader::read_content_rules(const toml::table& root, config& c) {
         if (s.get("actions") && s.get("actions")->as_array() && s.get("actions")->as_array()->empty())
             error(line_of(*s.get("actions"), s.line), s.key("actions"), "empty list", "at least one action");
         c.content_rules.push_back(std::move(r));
-    }
+    });
 }
 
 void loader::read_control(const section& s, control_config& out) {

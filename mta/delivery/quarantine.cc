@@ -94,13 +94,21 @@ std::vector<service::held_view> service::held(std::string_view quarantine) const
     return out;
 }
 
+std::optional<service::impl::held_entry> service::impl::take_held(uint64_t id) {
+    auto it = quarantined.find(id);
+    if (it == quarantined.end())
+        return std::nullopt;
+    held_entry e = std::move(it->second);
+    quarantined.erase(it);
+    return e;
+}
+
 task<bool> service::release(uint64_t id, std::string by) {
-    auto it = _i->quarantined.find(id);
-    if (it == _i->quarantined.end())
+    auto e = _i->take_held(id);
+    if (!e)
         co_return false;
-    fs::shard* sh = it->second.sh;
-    const std::string q = it->second.quarantine;
-    _i->quarantined.erase(it);
+    fs::shard* sh = e->sh;
+    const std::string q = e->quarantine;
     gate::holder h(_i->posts);
     std::vector<std::pair<uint32_t, fs::rcpt_state>> changes;
     if (auto v = sh->find(id)) {
@@ -136,12 +144,11 @@ task<bool> service::release(uint64_t id, std::string by) {
 }
 
 task<bool> service::discard(uint64_t id, std::string by) {
-    auto it = _i->quarantined.find(id);
-    if (it == _i->quarantined.end())
+    auto e = _i->take_held(id);
+    if (!e)
         co_return false;
-    fs::shard* sh = it->second.sh;
-    const std::string q = it->second.quarantine;
-    _i->quarantined.erase(it);
+    fs::shard* sh = e->sh;
+    const std::string q = e->quarantine;
     gate::holder h(_i->posts);
     auto r = co_await sh->remove(id);
     if (!r) {

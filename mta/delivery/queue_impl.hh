@@ -170,6 +170,7 @@ struct service::impl {
     std::map<uint64_t, held_entry> quarantined;
     int64_t last_sweep_ms = 0;
     void hold(fs::shard* sh, uint64_t id, const fs::shard::message_view& v);
+    std::optional<held_entry> take_held(uint64_t id);  // and forgets it
     void sweep_quarantines(int64_t now_ms);
     const options::quarantine* quarantine_options(std::string_view name) const;
 
