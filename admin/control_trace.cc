@@ -393,7 +393,7 @@ task<json> trace(context& c, const json& args) {
                           {"sealer", arc_out->sealer},
                           {"reason", arc_out->reason}};
         }
-        std::string dmarc_result;
+        std::string dmarc_result, dmarc_disposition;
         if (!why && res && arriving && ao.dmarc) {
             policy::dmarc::request rq;
             rq.from_domain = mta::verify::dmarc_from_domain(pipe.headers().fields());
@@ -417,6 +417,7 @@ task<json> trace(context& c, const json& args) {
                 j["disposition"] = "none";
                 j["override"] = d.override_by;
             }
+            dmarc_disposition = std::string(policy::dmarc::to_string(d.applied));
             if (d.applied == policy::dmarc::disposition::reject && lc.dmarc_reject) {
                 auto r = mta::smtp::dmarc_rejected(d.from_domain);
                 std::string t = reply_text(r.r.code, r.r.enhanced, r.r.text);
@@ -455,6 +456,7 @@ task<json> trace(context& c, const json& args) {
             if (spf_out)
                 f.spf = policy::spf::to_string(spf_out->res);
             f.dmarc = dmarc_result;
+            f.dmarc_disposition = dmarc_disposition;
             if (dkim_out) {
                 for (const auto& v : *dkim_out)
                     f.dkim.emplace_back(policy::dkim::to_string(v.res));

@@ -23,6 +23,7 @@
 //   client-ip                    == != in   in: a CIDR ("192.0.2.0/24")
 //   direction                    == !=      "inbound" (arriving) or "outbound" (relayed)
 //   spf, dmarc, dkim             ~ == !=    results ("pass", "fail", ...; dkim: any signature)
+//   dmarc-disposition            ~ == !=    what the From: domain's policy asks: "none", "quarantine", "reject"
 //   attachment-name, attachment-type, attachment-declared-type, archive-entry
 //                                ~ == !=    any attachment (type: libmagic's; entry: in an archive)
 //   size, attachment-size, attachment-count
@@ -76,6 +77,7 @@ enum class subject : uint8_t {
     spf,
     dkim,
     dmarc,
+    dmarc_disposition,
     attachment_name,
     attachment_type,
     attachment_declared_type,
@@ -189,6 +191,7 @@ struct message_facts {
     bool authenticated = false;
     uint64_t size = 0;  // bytes as received
     std::string spf, dmarc;  // results, "" when not checked
+    std::string dmarc_disposition;  // "none", "quarantine", "reject"; "" when not checked
     std::vector<std::string> dkim;
 };
 

@@ -182,6 +182,7 @@ bool evaluator::test_holds(const test& t, const message_facts& f) const {
     case subject::direction: see(f.inbound ? "inbound" : "outbound"); break;
     case subject::spf: see(f.spf); break;
     case subject::dmarc: see(f.dmarc); break;
+    case subject::dmarc_disposition: see(f.dmarc_disposition); break;
     case subject::dkim:
         for (const auto& d : f.dkim)
             see(d);
@@ -242,6 +243,8 @@ decision evaluator::decide(const message_facts& f) {
         scan_text(subject::spf, {}, f.spf);
     if (scans(subject::dmarc))
         scan_text(subject::dmarc, {}, f.dmarc);
+    if (scans(subject::dmarc_disposition))
+        scan_text(subject::dmarc_disposition, {}, f.dmarc_disposition);
     if (scans(subject::dkim))
         for (const auto& d : f.dkim)
             scan_text(subject::dkim, {}, d);

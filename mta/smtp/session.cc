@@ -638,8 +638,10 @@ bool session::content_ends_message(fs::message_writer& mw, uint64_t size) {
     f.size = size;
     if (_spf)
         f.spf = policy::spf::to_string(_spf->res);
-    if (_dmarc)
+    if (_dmarc) {
         f.dmarc = policy::dmarc::to_string(_dmarc->res);
+        f.dmarc_disposition = policy::dmarc::to_string(_dmarc->applied);
+    }
     if (_dkim) {
         for (const auto& v : *_dkim)
             f.dkim.emplace_back(policy::dkim::to_string(v.res));

@@ -640,6 +640,26 @@ class SessionDMARC(AuthTest):
         rejects = [r for r in self.g.journal() if r.get("event") == "reject" and "dmarc" in json.dumps(r)]
         self.assertEqual(len(rejects), 3, rejects)
 
+    def test_a_content_rule_acts_on_the_dmarc_disposition(self):
+        sink = self.sink(save=True)
+        self.dns.set_zone(dict(DMARC_ZONE))
+        self.start(routes=[("local.test", [f"127.0.0.1:{sink.port}"])],
+                   authentication='\n[[content_rule]]\nname = "dmarc-quarantine"\n'
+                                  'condition = \'dmarc-disposition == "quarantine"\'\nactions = ["quarantine spam"]\n')
+        held = self.send("a@pass.test", from_msg("ceo@quarantine.test", "to be held"))
+        self.assertEqual(held[0], 250, held)
+        passed = self.send("a@pass.test", from_msg("ceo@pass.test", "no policy"))
+        self.assertEqual(passed[0], 250, passed)
+        r = request(self.conn, "quarantine", {"action": "list", "target": "spam"})
+        self.assertTrue(r["ok"], r)
+        self.assertEqual([(m["quarantine"], m["rule"]) for m in r["result"]["messages"]],
+                         [("spam", "dmarc-quarantine")])
+        wait_until(lambda: len(saved(sink.save)) == 1, timeout=30, what="the message without a policy")
+        self.assertIn(b"Subject: no policy", saved(sink.save)[0][0])
+        log = [(e.get("dmarc_disposition"), e.get("quarantine")) for e in self.g.journal()
+               if e.get("event") == "received"]
+        self.assertEqual(sorted(log), [("none", ""), ("quarantine", "spam")])
+
     def test_trace_shows_dkim_and_dmarc(self):
         pem, pub = rsa_key(1024)
         zone = dict(DMARC_ZONE)

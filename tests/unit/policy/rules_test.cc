@@ -281,3 +281,13 @@ TEST_CASE("rules: quarantine stops, naming its quarantine", "[rules]") {
     REQUIRE(d.fired == std::vector<std::string>{"tag", "hold"});
     REQUIRE(d.add_headers.size() == 1);
 }
+
+TEST_CASE("rules: the DMARC disposition is a subject of its own", "[rules]") {
+    auto rs = compile({{"q", "dmarc-disposition == \"quarantine\" and dmarc == \"fail\"", {"quarantine spam"}}});
+    message_facts f = facts();
+    f.dmarc_disposition = "quarantine";
+    REQUIRE(run(rs, "Subject: x\r\n\r\ny\r\n", f).final == decision::outcome::quarantine);
+    f.dmarc_disposition = "none";
+    REQUIRE(run(rs, "Subject: x\r\n\r\ny\r\n", f).final == decision::outcome::none);
+    REQUIRE_THAT(error_of("dmarc-disposition > 3"), Catch::Contains("does not take >"));
+}
