@@ -139,4 +139,67 @@ std::vector<quarantine_config> quarantines_of(const std::vector<quarantine_confi
     return out;
 }
 
+std::string_view to_string(screen_action a) {
+    return a == screen_action::ignore ? "ignore" : a == screen_action::enforce ? "enforce" : "drop";
+}
+std::string_view to_string(flow_action a) {
+    return a == flow_action::accept ? "accept" : a == flow_action::reject ? "reject" : "relay";
+}
+std::string_view to_string(tls_policy t) {
+    return t == tls_policy::off ? "off" : t == tls_policy::preferred ? "preferred" : "required";
+}
+
+std::vector<mail_flow_policy_config> flow_policies_of(const std::vector<mail_flow_policy_config>& configured) {
+    std::vector<mail_flow_policy_config> out = configured;
+    auto add = [&](const char* name, auto set) {
+        if (std::any_of(out.begin(), out.end(), [&](const mail_flow_policy_config& p) { return p.name == name; }))
+            return;
+        mail_flow_policy_config p;
+        p.name = name;
+        set(p);
+        out.push_back(std::move(p));
+    };
+    add("ACCEPTED", [](mail_flow_policy_config&) {});
+    add("BLOCKED", [](mail_flow_policy_config& p) { p.action = flow_action::reject; });
+    add("THROTTLED", [](mail_flow_policy_config& p) {
+        p.max_message_size_bytes = uint64_t(10) << 20;
+        p.max_messages_per_session = 10;
+        p.max_recipients_per_message = 50;
+        p.max_recipients_per_hour = 100;
+        p.max_connections_per_client = 5;
+    });
+    add("TRUSTED", [](mail_flow_policy_config& p) { p.screening = false; });
+    add("RELAYED", [](mail_flow_policy_config& p) {
+        p.action = flow_action::relay;
+        p.screening = false;
+    });
+    return out;
+}
+
+std::vector<sender_group_config> sender_groups_of(const std::vector<sender_group_config>& configured) {
+    std::vector<sender_group_config> out;
+    std::optional<sender_group_config> unknown;
+    for (const auto& g : configured) {
+        if (g.name == "UNKNOWNLIST")
+            unknown = g;
+        else
+            out.push_back(g);
+    }
+    for (auto [name, policy] : {std::pair{"RELAYLIST", "RELAYED"}, std::pair{"ALLOWLIST", "TRUSTED"},
+                                std::pair{"BLOCKLIST", "BLOCKED"}, std::pair{"SUSPECTLIST", "THROTTLED"}})
+        if (std::none_of(out.begin(), out.end(), [&](const sender_group_config& g) { return g.name == name; })) {
+            sender_group_config g;
+            g.name = name;
+            g.policy = policy;
+            out.push_back(std::move(g));
+        }
+    if (!unknown) {
+        unknown.emplace();
+        unknown->name = "UNKNOWNLIST";
+        unknown->policy = "ACCEPTED";
+    }
+    out.push_back(std::move(*unknown));
+    return out;
+}
+
 }  // namespace rw::admin

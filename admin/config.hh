@@ -226,6 +226,70 @@ struct content_rule_config {
     friend bool operator==(const content_rule_config&, const content_rule_config&) = default;
 };
 
+// [screening]: connection screening (postscreen's tests, decided inside
+// the session: a client is never made to reconnect). What a failed test
+// gets: ignore (logged only), enforce (the session goes on, every RCPT gets
+// 550 5.5.1: the envelope is logged and nothing is accepted) or drop (521
+// 5.5.1 and close).
+enum class screen_action { ignore, enforce, drop };
+std::string_view to_string(screen_action a);
+struct screening_config {
+    // DNSBL and DNSWL sites, "zone[=filter][*weight]"; sender groups match
+    // the sum of the listing sites' weights (dnsbl_min_score, dnsbl_max_score).
+    std::vector<std::string> dnsbl_sites;
+    screen_action pregreet = screen_action::drop;     // talked before the greeting (listener greet_pause_ms)
+    screen_action pipelining = screen_action::ignore; // sent more commands before the EHLO/HELO reply
+    screen_action bare_lf = screen_action::ignore;    // ended a command line with LF alone
+    screen_action non_smtp = screen_action::drop;     // sent an HTTP request or a header line as a command
+    // A client that passed is remembered this long and skips the greeting
+    // pause and the tests; 0: no memory.
+    std::chrono::seconds pass_ttl_s{86'400};
+    uint64_t pass_cache_entries = 100'000;
+
+    friend bool operator==(const screening_config&, const screening_config&) = default;
+};
+
+// [[mail_flow_policy]]: what a sender group's clients may do (policy/access.hh).
+// ACCEPTED, BLOCKED, THROTTLED, TRUSTED and RELAYED exist unless configured.
+enum class flow_action { accept, reject, relay };
+std::string_view to_string(flow_action a);
+enum class tls_policy { off, preferred, required };
+std::string_view to_string(tls_policy t);
+struct mail_flow_policy_config {
+    std::string name;
+    flow_action action = flow_action::accept;
+    std::string reject_reply = "554 5.7.1 Access denied";  // the greeting of a reject policy
+    uint64_t max_message_size_bytes = 0;  // key `max_message_size`; 0: the listener's
+    unsigned max_messages_per_session = 0;    // 0: no limit
+    unsigned max_recipients_per_message = 0;  // 0: the listener's
+    unsigned max_recipients_per_hour = 0;     // per client address; 0: no limit
+    unsigned max_connections_per_client = 0;  // 0: the listener's max_connections_per_ip
+    tls_policy tls = tls_policy::preferred;
+    bool auth = true;
+    bool sender_auth = true;
+    bool content_rules = true;
+    bool screening = true;
+
+    friend bool operator==(const mail_flow_policy_config&, const mail_flow_policy_config&) = default;
+};
+std::vector<mail_flow_policy_config> flow_policies_of(const std::vector<mail_flow_policy_config>& configured);
+
+// [[sender_group]]: which clients a mail flow policy applies to. Tried in
+// file order, then RELAYLIST, ALLOWLIST, BLOCKLIST and SUSPECTLIST (when
+// not configured: empty), and UNKNOWNLIST, every other client, last.
+struct sender_group_config {
+    std::string name;
+    std::string policy;  // a [[mail_flow_policy]] name
+    std::vector<ip_network> networks;
+    std::vector<std::string> rdns;  // "mail.example.test", "*.example.test"
+    bool rdns_unconfirmed = false;
+    int dnsbl_min_score = 0, dnsbl_max_score = 0;  // 0: not a criterion
+    std::vector<std::string> spf;                  // SPF results ("fail", "softfail", ...)
+
+    friend bool operator==(const sender_group_config&, const sender_group_config&) = default;
+};
+std::vector<sender_group_config> sender_groups_of(const std::vector<sender_group_config>& configured);
+
 // [control]: the admin shell's Unix domain socket.
 struct control_config {
     std::string socket = "./var/ringway.sock";
@@ -307,6 +371,9 @@ struct config {
     std::vector<route_config> routes;  // the [[route]] tables, in file order
     std::vector<quarantine_config> quarantines;      // the [[quarantine]] tables
     std::vector<content_rule_config> content_rules;  // the [[content_rule]] tables, in file order
+    screening_config screening;
+    std::vector<mail_flow_policy_config> flow_policies;  // the [[mail_flow_policy]] tables
+    std::vector<sender_group_config> sender_groups;      // the [[sender_group]] tables, in file order
     control_config control;
     metrics_config metrics;
     conservation_config conservation;

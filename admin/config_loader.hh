@@ -180,6 +180,12 @@ private:
     void read_content_rules(const toml::table& root, config& c);
     void read_quarantines(const toml::table& root, config& c);
     static bool quarantine_exists(const config& c, std::string_view name);
+    void read_screening(const section& s, screening_config& out);
+    void read_flow_policies(const toml::table& root, config& c);
+    void read_sender_groups(const toml::table& root, config& c);
+    // A [[...]] table's name: letters, digits, '-', '_', '.'; unique among `taken`.
+    template <typename T>
+    bool read_name(const section& s, const std::vector<T>& taken, std::string_view what, std::string& out);
     void check_hosts(const section& s, std::string_view k, std::vector<std::string>& out);
 
     std::string_view _source;

@@ -42,6 +42,9 @@ key_value val(rw::log_level l) { return std::string(rw::to_string(l)); }
 key_value val(spool_flush f) { return std::string(to_string(f)); }
 key_value val(auth_mode a) { return std::string(to_string(a)); }
 key_value val(quarantine_expiry e) { return std::string(to_string(e)); }
+key_value val(screen_action e) { return std::string(to_string(e)); }
+key_value val(flow_action e) { return std::string(to_string(e)); }
+key_value val(tls_policy e) { return std::string(to_string(e)); }
 // Sizes print with their unit; empty strings are absent.
 key_value size_val(uint64_t b) { return format_size(b); }
 key_value opt_val(const std::string& s) {
@@ -88,6 +91,18 @@ void assign(quarantine_expiry& f, const key_value& v) {
     if (auto* s = std::get_if<std::string>(&v))
         f = *s == "release" ? quarantine_expiry::release : quarantine_expiry::remove;
 }
+void assign(screen_action& f, const key_value& v) {
+    if (auto* s = std::get_if<std::string>(&v))
+        f = *s == "ignore" ? screen_action::ignore : *s == "enforce" ? screen_action::enforce : screen_action::drop;
+}
+void assign(flow_action& f, const key_value& v) {
+    if (auto* s = std::get_if<std::string>(&v))
+        f = *s == "reject" ? flow_action::reject : *s == "relay" ? flow_action::relay : flow_action::accept;
+}
+void assign(tls_policy& f, const key_value& v) {
+    if (auto* s = std::get_if<std::string>(&v))
+        f = *s == "off" ? tls_policy::off : *s == "required" ? tls_policy::required : tls_policy::preferred;
+}
 // Lists are read by their sections' own code (each element has its own check).
 template <typename T>
 void assign(std::vector<T>&, const key_value&) {}
@@ -110,6 +125,9 @@ constexpr std::string_view k_auth_modes[] = {"none", "optional", "required"};
 constexpr std::string_view k_spf_fail[] = {"none", "reject"};
 constexpr std::string_view k_spf_temperror[] = {"accept", "tempfail"};
 constexpr std::string_view k_quarantine_expiry[] = {"delete", "release"};
+constexpr std::string_view k_screen_actions[] = {"ignore", "enforce", "drop"};
+constexpr std::string_view k_flow_actions[] = {"accept", "reject", "relay"};
+constexpr std::string_view k_tls_policies[] = {"off", "preferred", "required"};
 
 constexpr auto live = apply_mode::live;
 constexpr auto restart = apply_mode::restart;
@@ -136,6 +154,23 @@ const section_spec k_sections[] = {
      "decoded body, attachments and authentication results, and the actions taken when it holds. docs/rules.md "
      "has the language, e.g. condition = 'attachment-name ~ /\\.(exe|scr)$/' with actions = [\"reject 550 5.7.1 "
      "No executables\"]."},
+    {"screening", false,
+     "Connection screening, decided inside the session (a client is never made to reconnect): what a client "
+     "that talks before the greeting, pipelines before the EHLO reply, ends a command with a bare LF or sends "
+     "HTTP or header lines gets: ignore (logged), enforce (the session goes on and every RCPT gets 550 5.5.1) "
+     "or drop (521 5.5.1, closed). Mail flow policies with screening = false skip it. The DNSBL sites give the "
+     "score sender groups match."},
+    {"mail_flow_policy", true,
+     "Mail flow policies: what the clients of a sender group may do. ACCEPTED (the listener's limits), BLOCKED "
+     "(reject), THROTTLED (10 messages per session, 50 recipients per message, 100 per hour, 5 connections, "
+     "10M), TRUSTED (no screening) and RELAYED (may relay, no screening) exist unless configured; a table with "
+     "one of these names replaces it."},
+    {"sender_group", true,
+     "Sender groups, tried in file order at connect: the first whose criteria hold for the client (any of "
+     "networks, rdns, rdns_unconfirmed, dnsbl_min_score, dnsbl_max_score, spf) puts it under its mail flow "
+     "policy. RELAYLIST (RELAYED), ALLOWLIST (TRUSTED), BLOCKLIST (BLOCKED) and SUSPECTLIST (THROTTLED) follow, "
+     "empty unless configured, and UNKNOWNLIST (ACCEPTED) holds every other client; configure it to change its "
+     "policy only. Only the lookups a decision needs are made."},
     {"control", false, "The admin shell's Unix domain socket and the store of configuration versions."},
     {"metrics", false, "The Prometheus endpoint."},
     {"conservation", false,
@@ -384,6 +419,100 @@ const key_spec k_keys[] = {
      "remove-header NAME, tag-subject TEXT. accept, reject and drop end the evaluation.",
      true, {}, {}, RW_F(content_rule_config, actions)},
 
+    // [screening]
+    {"screening", "dnsbl_sites", T::string_list, 0, 100, {}, {}, live,
+     "DNS blocklists and allowlists, \"zone[=filter][*weight]\": a site lists the client when it answers "
+     "(with an address the filter allows, like 127.0.0.2 or 127.0.[0..255].[1..3]); the score is the sum of "
+     "the listing sites' weights (1 unless given; allowlists weigh negative).",
+     false, "[\"zen.example.test*2\", \"wl.example.test=127.0.[0..255].[1..3]*-3\"]", {},
+     RW_F(screening_config, dnsbl_sites)},
+    {"screening", "pregreet", T::enumeration, 0, 0, {}, {}, live,
+     "A client that talks before the greeting (within the listener's greet_pause_ms).", false, {},
+     k_screen_actions, RW_F(screening_config, pregreet)},
+    {"screening", "pipelining", T::enumeration, 0, 0, {}, {}, live,
+     "A client that sends more commands before the reply to its first EHLO or HELO (it cannot know of "
+     "PIPELINING yet).",
+     false, {}, k_screen_actions, RW_F(screening_config, pipelining)},
+    {"screening", "bare_lf", T::enumeration, 0, 0, {}, {}, live,
+     "A client that ends a command line with LF alone.", false, {}, k_screen_actions,
+     RW_F(screening_config, bare_lf)},
+    {"screening", "non_smtp", T::enumeration, 0, 0, {}, {}, live,
+     "A client that sends an HTTP request (CONNECT, GET, POST...) or a header line (\"Host:\") as a command.",
+     false, {}, k_screen_actions, RW_F(screening_config, non_smtp)},
+    {"screening", "pass_ttl_s", T::integer, 0, 2'592'000, "0 (no memory)..2592000", "s", live,
+     "How long a client that passed every test is remembered: it skips the greeting pause and the tests.", false,
+     {}, {}, RW_F(screening_config, pass_ttl_s)},
+    {"screening", "pass_cache_entries", T::integer, 1, 10'000'000, {}, "clients", live,
+     "The most clients remembered; the least recently seen are forgotten first.", false, {}, {},
+     RW_F(screening_config, pass_cache_entries)},
+
+    // [[mail_flow_policy]]
+    {"mail_flow_policy", "name", T::string, 0, 0, {}, {}, live,
+     "The policy's name (letters, digits, '-', '_', '.'), unique; sender groups name it.", true, {}, {},
+     RW_F(mail_flow_policy_config, name)},
+    {"mail_flow_policy", "action", T::enumeration, 0, 0, {}, {}, live,
+     "accept the client's mail; reject it at connect with reject_reply; or accept it and let it relay, as "
+     "relay_networks do.",
+     false, {}, k_flow_actions, RW_F(mail_flow_policy_config, action)},
+    {"mail_flow_policy", "reject_reply", T::string, 0, 0, {}, {}, live,
+     "What a reject policy's clients are told instead of the greeting: \"CODE X.Y.Z text\", 4xx or 5xx.", false,
+     {}, {}, RW_F(mail_flow_policy_config, reject_reply)},
+    {"mail_flow_policy", "max_message_size", T::size, 0, int64_t(1) << 40, "0 (the listener's)..1T", "bytes", live,
+     "The largest message (EHLO SIZE); 0: the listener's max_message_size.", false, {}, {},
+     RW_F_SIZE(mail_flow_policy_config, max_message_size_bytes)},
+    {"mail_flow_policy", "max_messages_per_session", T::integer, 0, 1'000'000, "0 (no limit)..1000000", "messages",
+     live, "Messages one session may send; the next MAIL gets 421 4.7.0 and the session ends.", false, {}, {},
+     RW_F(mail_flow_policy_config, max_messages_per_session)},
+    {"mail_flow_policy", "max_recipients_per_message", T::integer, 0, 100'000, "0 (the listener's)..100000",
+     "recipients", live, "Recipients of one message; more get 452 4.5.3.", false, {}, {},
+     RW_F(mail_flow_policy_config, max_recipients_per_message)},
+    {"mail_flow_policy", "max_recipients_per_hour", T::integer, 0, 100'000'000, "0 (no limit)..100000000",
+     "recipients", live,
+     "Recipients one client address may send in an hour, every core together (a token bucket); more get "
+     "452 4.7.1.",
+     false, {}, {}, RW_F(mail_flow_policy_config, max_recipients_per_hour)},
+    {"mail_flow_policy", "max_connections_per_client", T::integer, 0, 100'000, "0 (the listener's)..100000",
+     "connections", live, "Connections open at once from one client address; more get 421 4.7.0.", false, {}, {},
+     RW_F(mail_flow_policy_config, max_connections_per_client)},
+    {"mail_flow_policy", "tls", T::enumeration, 0, 0, {}, {}, live,
+     "off: STARTTLS is not offered; preferred: offered; required: MAIL before STARTTLS gets 530 5.7.0.", false, {},
+     k_tls_policies, RW_F(mail_flow_policy_config, tls)},
+    {"mail_flow_policy", "auth", T::boolean, 0, 0, {}, {}, live,
+     "Offer SMTP AUTH (as the listener allows).", false, {}, {}, RW_F(mail_flow_policy_config, auth)},
+    {"mail_flow_policy", "sender_auth", T::boolean, 0, 0, {}, {}, live,
+     "Check SPF, DKIM, DMARC and ARC (as [authentication] says).", false, {}, {},
+     RW_F(mail_flow_policy_config, sender_auth)},
+    {"mail_flow_policy", "content_rules", T::boolean, 0, 0, {}, {}, live,
+     "Run the content rules.", false, {}, {}, RW_F(mail_flow_policy_config, content_rules)},
+    {"mail_flow_policy", "screening", T::boolean, 0, 0, {}, {}, live,
+     "Run the [screening] tests.", false, {}, {}, RW_F(mail_flow_policy_config, screening)},
+
+    // [[sender_group]]
+    {"sender_group", "name", T::string, 0, 0, {}, {}, live,
+     "The group's name (letters, digits, '-', '_', '.'), unique; in the mail log.", true, {}, {},
+     RW_F(sender_group_config, name)},
+    {"sender_group", "policy", T::string, 0, 0, {}, {}, live,
+     "The mail flow policy of its clients.", true, {}, {}, RW_F(sender_group_config, policy)},
+    {"sender_group", "networks", T::string_list, 0, 100'000, {}, {}, live,
+     "Client addresses, as CIDR networks or single addresses.", false, "[\"192.0.2.0/24\"]", {},
+     RW_F(sender_group_config, networks)},
+    {"sender_group", "rdns", T::string_list, 0, 10'000, {}, {}, live,
+     "Forward-confirmed reverse DNS names: \"mail.example.test\", or \"*.example.test\" for any name below it.",
+     false, "[\"*.example.test\"]", {}, RW_F(sender_group_config, rdns)},
+    {"sender_group", "rdns_unconfirmed", T::boolean, 0, 0, {}, {}, live,
+     "Clients without a forward-confirmed reverse DNS name (a DNS failure confirms nothing and does not match).",
+     false, {}, {}, RW_F(sender_group_config, rdns_unconfirmed)},
+    {"sender_group", "dnsbl_min_score", T::integer, -1000, 1000, "-1000..1000, 0 (not a criterion)", "points", live,
+     "Clients whose DNSBL score (screening.dnsbl_sites) is at least this.", false, {}, {},
+     RW_F(sender_group_config, dnsbl_min_score)},
+    {"sender_group", "dnsbl_max_score", T::integer, -1000, 1000, "-1000..1000, 0 (not a criterion)", "points", live,
+     "Clients whose DNSBL score is at most this (allowlists: negative).", false, {}, {},
+     RW_F(sender_group_config, dnsbl_max_score)},
+    {"sender_group", "spf", T::string_list, 0, 7, {}, {}, live,
+     "SPF results of MAIL FROM (pass, fail, softfail, neutral, none, temperror, permerror): decided at MAIL, "
+     "where a group that starts to hold changes the transaction's policy.",
+     false, "[\"fail\"]", {}, RW_F(sender_group_config, spf)},
+
     // [control]
     {"control", "socket", T::path, 0, 0, {}, {}, restart,
      "Unix domain socket of the admin shell (ringway), mode 0600: only this daemon's user and root may use it.",
@@ -558,6 +687,9 @@ const void* struct_of(const config& c, std::string_view section, size_t i) {
     if (section == "route") return &c.routes.at(i);
     if (section == "content_rule") return &c.content_rules.at(i);
     if (section == "quarantine") return &c.quarantines.at(i);
+    if (section == "screening") return &c.screening;
+    if (section == "mail_flow_policy") return &c.flow_policies.at(i);
+    if (section == "sender_group") return &c.sender_groups.at(i);
     if (section == "control") return &c.control;
     if (section == "metrics") return &c.metrics;
     if (section == "conservation") return &c.conservation;
@@ -620,6 +752,10 @@ size_t count_of(const config& c, const section_spec& s) {
         return c.content_rules.size();
     if (s.name == "quarantine")
         return c.quarantines.size();
+    if (s.name == "mail_flow_policy")
+        return c.flow_policies.size();
+    if (s.name == "sender_group")
+        return c.sender_groups.size();
     return c.routes.size();
 }
 

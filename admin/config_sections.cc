@@ -4,6 +4,7 @@
 
 #include "mail/domain.hh"
 #include "mail/header.hh"
+#include "policy/access.hh"
 #include "policy/rules.hh"
 #include "policy/spf.hh"
 
@@ -403,6 +404,124 @@ void loader::read_content_rules(const toml::table& root, config& c) {
     });
 }
 
+template <typename T>
+bool loader::read_name(const section& s, const std::vector<T>& taken, std::string_view what, std::string& out) {
+    static constexpr std::string_view name_allowed = "letters, digits, '-', '_' and '.', up to 64 characters";
+    missing(s, "name", name_allowed);
+    auto v = read_string(s, "name", name_allowed);
+    if (!v)
+        return false;
+    bool ok = !v->empty() && v->size() <= 64;
+    for (char ch : *v)
+        ok = ok && (std::isalnum(uint8_t(ch)) || ch == '-' || ch == '_' || ch == '.');
+    if (!ok) {
+        error(line_of(*s.get("name"), s.line), s.key("name"), fmt::format("{} is not a {} name", quote(*v), what),
+              name_allowed);
+        return false;
+    }
+    for (const auto& other : taken)
+        if (other.name == *v) {
+            error(line_of(*s.get("name"), s.line), s.key("name"),
+                  fmt::format("{} names another {} already", quote(*v), what), "one table per name");
+            return false;
+        }
+    out = std::move(*v);
+    return true;
+}
+
+void loader::read_screening(const section& s, screening_config& out) {
+    check_keys(s, keys_of(s.name()));
+    read_simple(s, &out);
+    static constexpr std::string_view site_allowed =
+        "\"zone\", \"zone*WEIGHT\" or \"zone=FILTER*WEIGHT\", e.g. \"bl.example.test=127.0.0.[2..11]*2\"";
+    for_each_string(s, "dnsbl_sites", 100, site_allowed, [&](uint32_t line, const std::string& p, const std::string& v) {
+        auto site = policy::access::dnsbl_site::parse(v);
+        if (!site)
+            error(line, p, fmt::format("{}: {}", quote(v), site.error()), site_allowed);
+        else
+            out.dnsbl_sites.push_back(v);
+    });
+}
+
+void loader::read_flow_policies(const toml::table& root, config& c) {
+    static constexpr std::string_view allowed =
+        "[[mail_flow_policy]] tables, each with name and optionally action, limits, tls, auth, sender_auth, "
+        "content_rules, screening";
+    for_each_table(root, "mail_flow_policy", allowed, 1000, [&](const section& s) {
+        mail_flow_policy_config p;
+        read_simple(s, &p);
+        read_name(s, c.flow_policies, "mail flow policy", p.name);
+        static constexpr std::string_view reply_allowed = "\"CODE X.Y.Z text\", 4xx or 5xx, e.g. \"554 5.7.1 Go away\"";
+        if (auto v = read_string(s, "reject_reply", reply_allowed)) {
+            if (!policy::access::parse_reply(*v))
+                error(line_of(*s.get("reject_reply"), s.line), s.key("reject_reply"), quote(*v), reply_allowed);
+            else
+                p.reject_reply = std::move(*v);
+        }
+        c.flow_policies.push_back(std::move(p));
+    });
+}
+
+void loader::read_sender_groups(const toml::table& root, config& c) {
+    static constexpr std::string_view allowed =
+        "[[sender_group]] tables, each with name, policy and criteria (networks, rdns, rdns_unconfirmed, "
+        "dnsbl_min_score, dnsbl_max_score, spf)";
+    const auto policies = flow_policies_of(c.flow_policies);
+    for_each_table(root, "sender_group", allowed, 1000, [&](const section& s) {
+        sender_group_config g;
+        read_simple(s, &g);
+        read_name(s, c.sender_groups, "sender group", g.name);
+        static constexpr std::string_view pol_allowed = "the name of a [[mail_flow_policy]], or ACCEPTED, BLOCKED, "
+                                                        "THROTTLED, TRUSTED, RELAYED";
+        missing(s, "policy", pol_allowed);
+        if (auto v = read_string(s, "policy", pol_allowed)) {
+            if (std::none_of(policies.begin(), policies.end(), [&](const auto& p) { return p.name == *v; }))
+                error(line_of(*s.get("policy"), s.line), s.key("policy"),
+                      fmt::format("there is no mail flow policy {}", quote(*v)), pol_allowed);
+            else
+                g.policy = std::move(*v);
+        }
+        static constexpr std::string_view net_allowed =
+            "a network in CIDR form with no host bits set, e.g. \"192.0.2.0/24\", or one address";
+        for_each_string(s, "networks", 100'000, net_allowed,
+                        [&](uint32_t line, const std::string& path, const std::string& v) {
+                            std::string why;
+                            if (auto net = parse_network(v, why))
+                                g.networks.push_back(std::move(*net));
+                            else
+                                error(line, path, fmt::format("{}: {}", quote(v), why), net_allowed);
+                        });
+        static constexpr std::string_view rdns_allowed =
+            "a host name (\"mail.example.test\") or \"*.example.test\" for any name below a domain";
+        for_each_string(s, "rdns", 10'000, rdns_allowed, [&](uint32_t line, const std::string& path, const std::string& v) {
+            std::string_view bare = v;
+            if (bare.starts_with("*."))
+                bare.remove_prefix(2);
+            else if (bare.starts_with('.'))
+                bare.remove_prefix(1);
+            if (auto why = domain_problem(bare))
+                error(line, path, fmt::format("{} {}", quote(v), *why), rdns_allowed);
+            else
+                g.rdns.push_back(to_lower(v));
+        });
+        static constexpr std::string_view spf_allowed = "pass, fail, softfail, neutral, none, temperror, permerror";
+        for_each_string(s, "spf", 7, spf_allowed, [&](uint32_t line, const std::string& path, const std::string& v) {
+            if (!policy::access::parse_spf_result(v))
+                error(line, path, fmt::format("{} is not an SPF result", quote(v)), spf_allowed);
+            else
+                g.spf.push_back(v);
+        });
+        if (g.name == "UNKNOWNLIST" && (!g.networks.empty() || !g.rdns.empty() || g.rdns_unconfirmed ||
+                                        g.dnsbl_min_score || g.dnsbl_max_score || !g.spf.empty()))
+            error(s.line, s.path, "UNKNOWNLIST holds every client no other group holds; it takes a policy only",
+                  "name and policy");
+        if ((g.dnsbl_min_score || g.dnsbl_max_score) && c.screening.dnsbl_sites.empty())
+            error(s.line, s.path, "a DNSBL score criterion, and no screening.dnsbl_sites to score with",
+                  "screening.dnsbl_sites with at least one site");
+        c.sender_groups.push_back(std::move(g));
+    });
+}
+
 void loader::read_control(const section& s, control_config& out) {
     check_keys(s, keys_of(s.name()));
     std::string allowed = fmt::format("a file path of 1..{} bytes (a Unix socket address)", k_max_socket_path);
@@ -539,6 +658,9 @@ result<config, std::string> loader::run(const toml::table& root) {
     read_routes(root, c);
     read_quarantines(root, c);
     read_content_rules(root, c);
+    read_screening(open_table(root, "screening"), c.screening);
+    read_flow_policies(root, c);
+    read_sender_groups(root, c);
     read_control(open_table(root, "control"), c.control);
     read_metrics(open_table(root, "metrics"), c.metrics);
     read_conservation(open_table(root, "conservation"), c.conservation);

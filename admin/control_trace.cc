@@ -89,6 +89,34 @@ json spf_json(const policy::spf::outcome& o) {
     return j;
 }
 
+// A client's sender group and its mail flow policy, for trace.
+json group_json(const policy::access::table& t, const policy::access::classification& k) {
+    const auto& p = t.policies()[k.policy];
+    json j = {{"group", t.groups()[k.group].name},
+              {"policy", p.name},
+              {"matched", k.matched},
+              {"action", std::string(policy::access::to_string(p.action))},
+              {"tls", std::string(policy::access::to_string(p.tls))},
+              {"limits",
+               {{"max_message_size", p.max_message_size},
+                {"max_messages_per_session", p.max_messages_per_session},
+                {"max_recipients_per_message", p.max_recipients_per_message},
+                {"max_recipients_per_hour", p.max_recipients_per_hour},
+                {"max_connections_per_client", p.max_connections_per_client}}},
+              {"sender_auth", p.sender_auth},
+              {"content_rules", p.content_rules},
+              {"screening", p.screening}};
+    if (k.rdns)
+        j["rdns"] = *k.rdns;
+    if (k.rdns_temporary)
+        j["rdns_temporary"] = true;
+    if (k.dnsbl_score) {
+        j["dnsbl_score"] = *k.dnsbl_score;
+        j["listed"] = k.listed;
+    }
+    return j;
+}
+
 json stage(bool ok, std::string reply, std::string note = {}) {
     json o = json::object();
     o["decision"] = ok ? "accept" : "reject";
@@ -221,6 +249,31 @@ task<json> trace(context& c, const json& args) {
             out["connection"] = stage(true, fmt::format("220 {} ESMTP Ringway", host), note);
         }
     }
+    // sender group: the lookups the session would make, through this core's resolver
+    auto access = access_options(*cfg, nullptr);
+    if (!access)
+        throw command_error(access.error());
+    std::optional<policy::access::classification> klass;
+    {
+        policy::access::facts f;
+        f.peer = *peer;
+        policy::dns_answers answers;
+        task<policy::access::classification> t =
+            mta::verify::classify_client(c.reg->mine().dns, *access.value()->table, std::move(f), answers);
+        klass = co_await std::move(t);
+    }
+    const policy::access::flow_policy& fp = access.value()->table->policies()[klass->policy];
+    {
+        json j = group_json(*access.value()->table, *klass);
+        if (fp.action == policy::access::flow_action::reject) {
+            std::string t = reply_text(fp.reject_code, fp.reject_enhanced, fp.reject_text);
+            j.update(stage(false, t, "the group's mail flow policy rejects at connect"));
+            refuse("sender_group", t);
+        } else {
+            j.update(stage(true, fmt::format("220 {} ESMTP Ringway", host)));
+        }
+        out["sender_group"] = std::move(j);
+    }
     // helo
     {
         auto cmd = mta::smtp::parse_command(fmt::format("EHLO {}", helo), false);
@@ -258,6 +311,7 @@ task<json> trace(context& c, const json& args) {
     policy::connection_facts client;
     client.peer = *peer;
     client.helo = helo;
+    client.relay_granted = fp.action == policy::access::flow_action::relay;
     const bool arriving = !relay.may_relay(client);
     std::optional<policy::spf::outcome> spf_out;
     if (ao.spf && !arriving) {

@@ -174,6 +174,7 @@ struct generation {
     mta::authentication_options auth;
     std::shared_ptr<const policy::dkim::keyring> dkim_keys;  // authentication.dkim_key_dir, read at build
     std::shared_ptr<const policy::rules::rule_set> rules;     // the [[content_rule]] tables, compiled
+    std::unique_ptr<mta::access_env> access;  // sender groups, mail flow policies, screening
 };
 
 // What every core shares, built on the main thread.
@@ -193,6 +194,8 @@ struct shared_state {
     // configuration (restart keys included), newest last. Touched on core 0.
     std::vector<std::unique_ptr<generation>> generations;
     std::vector<std::unique_ptr<config>> committed;
+    // Clients that passed screening: kept across commits.
+    mta::pass_cache passed{100'000};
 };
 
 void apply_on_core(core_slot& s, const generation& g, const generation* before, unsigned cores);
@@ -479,7 +482,7 @@ task<void> core_main(unsigned core, const config* cfg, std::vector<listener_fds>
 // The objects of one configuration. Reads the credentials file: call on
 // the main thread at start, through offload() after.
 result<std::unique_ptr<generation>, std::string> build_generation(const config& cfg, unsigned nofile,
-                                                                   unsigned cores) {
+                                                                   unsigned cores, mta::pass_cache* passed) {
     auto g = std::make_unique<generation>();
     g->cfg = cfg;
     auto relay = relay_options(cfg);
@@ -538,6 +541,10 @@ result<std::unique_ptr<generation>, std::string> build_generation(const config& 
     g->rules = std::move(rs.value());
     if (!g->rules->empty())
         lg.info("content rules={} patterns={}", g->rules->rules().size(), g->rules->pattern_count());
+    auto access = access_options(cfg, passed);
+    if (!access)
+        return unexpected(access.error());
+    g->access = std::move(access.value());
     return g;
 }
 
@@ -632,6 +639,7 @@ void apply_on_core(core_slot& s, const generation& g, const generation* before, 
         env->limit_exempt = &g.limit_exempt;
         env->max_received_headers = sc.max_received_headers;
         env->rules = g.rules->empty() ? nullptr : g.rules;
+        env->access = g.access.get();
         if (new_rates) {
             env->conn_rate = rates[0];
             env->msg_rate = rates[1];
@@ -710,7 +718,9 @@ task<std::string> apply_commit(shared_state* sh, config committed) {
             recert.push_back(i);
         }
     }
-    auto build = [eff, nofile = sh->nofile, cores = sh->cores]() { return build_generation(eff, nofile, cores); };
+    auto build = [eff, nofile = sh->nofile, cores = sh->cores, passed = &sh->passed]() {
+        return build_generation(eff, nofile, cores, passed);
+    };
     // (Bound first: g++ 12 mishandles class-type temporaries in the operand of co_await.)
     auto job = offload(std::move(build));
     auto built = co_await std::move(job);
@@ -720,6 +730,7 @@ task<std::string> apply_commit(shared_state* sh, config committed) {
     }
     sh->generations.push_back(std::move(built.value()));
     const generation* g = sh->generations.back().get();
+    sh->passed.set_capacity(g->cfg.screening.pass_cache_entries);
     sh->reg->dkim_keys.set(g->dkim_keys);
     const unsigned cores = sh->cores;
     std::vector<std::pair<std::string, std::string>> certs;
@@ -899,7 +910,8 @@ int run_daemon(const config& cfg, const std::string& start_note) {
         lg.fatal("{}", r.error());
     shared.suspended_listeners = read_suspended_listeners(cfg);
     {
-        auto g = build_generation(cfg, shared.nofile, cores);
+        shared.passed.set_capacity(cfg.screening.pass_cache_entries);
+        auto g = build_generation(cfg, shared.nofile, cores, &shared.passed);
         if (!g)
             lg.fatal("{}", g.error());
         shared.generations.push_back(std::move(g.value()));

@@ -128,4 +128,85 @@ result<policy::relay_config, std::string> relay_options(const config& cfg) {
     return rc;
 }
 
+result<std::unique_ptr<mta::access_env>, std::string> access_options(const config& cfg, mta::pass_cache* passed) {
+    namespace pa = policy::access;
+    auto env = std::make_unique<mta::access_env>();
+    auto screen = [](screen_action a) {
+        return a == screen_action::ignore    ? mta::screen_action::ignore
+               : a == screen_action::enforce ? mta::screen_action::enforce
+                                             : mta::screen_action::drop;
+    };
+    const auto& sc = cfg.screening;
+    env->screening = {screen(sc.pregreet), screen(sc.pipelining), screen(sc.bare_lf), screen(sc.non_smtp),
+                      sc.pass_ttl_s};
+    env->passed = passed;
+    std::vector<pa::dnsbl_site> sites;
+    for (const auto& s : sc.dnsbl_sites) {
+        auto site = pa::dnsbl_site::parse(s);
+        if (!site)
+            return unexpected(fmt::format("screening.dnsbl_sites: {}", site.error()));
+        sites.push_back(std::move(site.value()));
+    }
+    std::vector<pa::flow_policy> policies;
+    for (const auto& c : flow_policies_of(cfg.flow_policies)) {
+        pa::flow_policy p;
+        p.name = c.name;
+        p.action = c.action == flow_action::reject ? pa::flow_action::reject
+                   : c.action == flow_action::relay ? pa::flow_action::relay
+                                                    : pa::flow_action::accept;
+        auto r = pa::parse_reply(c.reject_reply);
+        if (!r)
+            return unexpected(fmt::format("mail_flow_policy {}: reject_reply {:?}", c.name, c.reject_reply));
+        p.reject_code = r->code;
+        p.reject_enhanced = r->enhanced;
+        p.reject_text = r->text;
+        p.max_message_size = c.max_message_size_bytes;
+        p.max_messages_per_session = c.max_messages_per_session;
+        p.max_recipients_per_message = c.max_recipients_per_message;
+        p.max_recipients_per_hour = c.max_recipients_per_hour;
+        p.max_connections_per_client = c.max_connections_per_client;
+        p.tls = c.tls == tls_policy::off        ? pa::tls_mode::off
+                : c.tls == tls_policy::required ? pa::tls_mode::required
+                                                : pa::tls_mode::preferred;
+        p.auth = c.auth;
+        p.sender_auth = c.sender_auth;
+        p.content_rules = c.content_rules;
+        p.screening = c.screening;
+        env->per_hour.push_back(
+            p.max_recipients_per_hour
+                ? std::make_unique<mta::shared_bucket>(double(p.max_recipients_per_hour) / 3600.0,
+                                                       double(p.max_recipients_per_hour), 100'000)
+                : nullptr);
+        policies.push_back(std::move(p));
+    }
+    std::vector<pa::group> groups;
+    for (const auto& c : sender_groups_of(cfg.sender_groups)) {
+        pa::group g;
+        g.name = c.name;
+        auto it = std::find_if(policies.begin(), policies.end(), [&](const pa::flow_policy& p) { return p.name == c.policy; });
+        if (it == policies.end())
+            return unexpected(fmt::format("sender_group {}: no mail flow policy {}", c.name, c.policy));
+        g.policy = size_t(it - policies.begin());
+        for (const auto& n : c.networks) {
+            auto net = policy::cidr::parse(n.to_string());
+            if (!net)
+                return unexpected(fmt::format("sender_group {}: cannot use {}", c.name, n.to_string()));
+            g.networks.push_back(*net);
+        }
+        g.rdns = c.rdns;
+        g.rdns_unconfirmed = c.rdns_unconfirmed;
+        g.dnsbl_min_score = c.dnsbl_min_score;
+        g.dnsbl_max_score = c.dnsbl_max_score;
+        for (const auto& r : c.spf)
+            if (auto res = pa::parse_spf_result(r))
+                g.spf.push_back(*res);
+        groups.push_back(std::move(g));
+    }
+    auto t = pa::table::build(std::move(groups), std::move(policies), std::move(sites));
+    if (!t)
+        return unexpected(t.error());
+    env->table = std::move(t.value());
+    return env;
+}
+
 }  // namespace rw::admin

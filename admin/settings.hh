@@ -32,4 +32,10 @@ std::string dkim_key_dir(const config& cfg);
 // (the loader has already refused those).
 result<policy::relay_config, std::string> relay_options(const config& cfg);
 
+// Sender groups, mail flow policies and screening ([[sender_group]],
+// [[mail_flow_policy]], [screening]) for the SMTP server; the built-in
+// groups and policies are added here. `passed`: the pass cache, which
+// outlives configurations. An error for what the loader has already refused.
+result<std::unique_ptr<mta::access_env>, std::string> access_options(const config& cfg, mta::pass_cache* passed);
+
 }  // namespace rw::admin

@@ -21,6 +21,7 @@ struct connection_facts {
     bool tls = false;       // the session runs over TLS (STARTTLS done, or implicit TLS)
     bool authenticated = false;  // SMTP AUTH succeeded; only this and the peer address grant relaying
     std::string auth_user;       // the authenticated identity, "" if none
+    bool relay_granted = false;  // its sender group's mail flow policy lets it relay (access.hh)
 };
 
 // One RCPT TO mailbox, as parsed by the SMTP layer.

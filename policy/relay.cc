@@ -263,7 +263,7 @@ bool relay_policy::is_local_domain(std::string_view domain) const noexcept {
 }
 
 bool relay_policy::may_relay(const connection_facts& conn) const noexcept {
-    if (conn.authenticated)
+    if (conn.authenticated || conn.relay_granted)
         return true;
     for (const auto& net : _relay_networks)
         if (net.contains(conn.peer))

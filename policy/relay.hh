@@ -23,7 +23,8 @@
 // Nothing here is ever interpreted as routing: an accepted mailbox goes to
 // its own domain, its local part verbatim (RFC 5321 2.3.11: only that
 // domain's host interprets it).
-// A client may relay when its address is inside relay_networks or it has
+// A client may relay when its address is inside relay_networks, its sender
+// group's mail flow policy says relay (connection_facts::relay_granted), or it has
 // authenticated (SMTP AUTH). Nothing else grants it: not the MAIL FROM
 // domain (a forged local sender gets nothing), not HELO, not TLS.
 //

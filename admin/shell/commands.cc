@@ -426,7 +426,19 @@ std::string fmt_trace(const json& r) {
         o += fmt::format("  {:<11} {:<7} {}{}\n", name, s(st, "decision"), s(st, "reply"),
                          st.contains("note") ? fmt::format("  ({})", s(st, "note")) : std::string());
     };
-    for (const char* k : {"connection", "helo", "mail_from"})
+    if (r.contains("connection"))
+        line("connection", r["connection"]);
+    if (r.contains("sender_group")) {
+        const json& g = r["sender_group"];
+        line("group", g);
+        std::string what = fmt::format("{} (matched {}), policy {}", s(g, "group"), s(g, "matched"), s(g, "policy"));
+        if (g.contains("rdns"))
+            what += fmt::format("; rdns {}", s(g, "rdns"));
+        if (g.contains("dnsbl_score"))
+            what += fmt::format("; dnsbl score {}", i(g, "dnsbl_score"));
+        o += fmt::format("  {:<11} {}\n", "", what);
+    }
+    for (const char* k : {"helo", "mail_from"})
         if (r.contains(k))
             line(k, r[k]);
     if (r.contains("spf")) {

@@ -16,6 +16,8 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <optional>
 
@@ -800,5 +802,23 @@ std::string to_string(const mailbox& m) {
 }
 
 bool has_relay_chars(const mailbox& m) noexcept { return m.local.find_first_of("%!@") != std::string::npos; }
+
+bool looks_non_smtp(std::string_view line) noexcept {
+    std::string_view first = line.substr(0, line.find(' '));
+    if (first.empty())
+        return false;
+    if (first.size() > 1 && first.back() == ':') {
+        for (char ch : first.substr(0, first.size() - 1))
+            if (!(std::isalnum(uint8_t(ch)) || ch == '-'))
+                return false;
+        return true;
+    }
+    for (std::string_view m : {"CONNECT", "GET", "POST", "HEAD", "PUT", "OPTIONS", "DELETE", "TRACE", "PATCH"})
+        if (first.size() == m.size() && std::equal(first.begin(), first.end(), m.begin(), [](char a, char b) {
+                return std::toupper(uint8_t(a)) == b;
+            }))
+            return true;
+    return false;
+}
 
 }  // namespace rw::mta::smtp

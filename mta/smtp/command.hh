@@ -139,4 +139,10 @@ std::string to_string(const mailbox& m);
 // route as a relay ("user%other@us", "other!user@us").
 bool has_relay_chars(const mailbox& m) noexcept;
 
+// Whether a command line is another protocol talking to us: an HTTP
+// request line (CONNECT, GET, POST, HEAD, PUT, OPTIONS, DELETE, TRACE,
+// PATCH) or a header field ("Host: ...", "User-Agent: ..."): what a proxy
+// abused to reach port 25 sends (postscreen's forbidden commands).
+bool looks_non_smtp(std::string_view line) noexcept;
+
 }  // namespace rw::mta::smtp

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "fs/spool.hh"
+#include "mta/smtp/access.hh"
 #include "policy/cidr.hh"
 #include "policy/credentials.hh"
 #include "policy/arc.hh"
@@ -89,6 +90,8 @@ public:
     // counted in the total but has no per-IP limit.
     verdict enter(const net::address& peer, unsigned max_total, unsigned max_per_ip, bool exempt);
     void leave(const net::address& peer, bool exempt);
+    // Connections open from peer now (its own included).
+    unsigned count(const net::address& peer);
     uint64_t total() const { return _total.load(std::memory_order_relaxed); }
 
 private:
@@ -119,6 +122,9 @@ struct server_env {
     // smtp.client_limit_exceptions. Null: none is exempt.
     const std::vector<policy::cidr>* limit_exempt = nullptr;
     unsigned max_received_headers = 50;           // more is a mail loop (RFC 5321 6.3)
+    // Sender groups, mail flow policies and screening; null: none (every
+    // client under the listener's limits).
+    const access_env* access = nullptr;
     // The content rules in force; null: none (nothing parses the message for them).
     std::shared_ptr<const policy::rules::rule_set> rules;
     net::buf_ring* rx = nullptr;                  // receive buffers for plain sessions

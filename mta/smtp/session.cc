@@ -47,8 +47,8 @@ using smtp::reply;
 
 class session {
 public:
-    session(net::accepted conn, const listener_options* lo, server_env* env)
-        : _tcp(conn.fd), _peer(conn.peer), _lo(lo), _env(env) {}
+    session(net::accepted conn, const listener_options* lo, server_env* env, connection_limits* limits)
+        : _tcp(conn.fd), _peer(conn.peer), _lo(lo), _env(env), _limits(limits) {}
 
     task<void> run();
 
@@ -89,6 +89,27 @@ private:
     void reset_transaction();
     bool count_error();  // true = too many errors, close
     bool exempt() const { return limit_exempt(*_env, _peer); }
+    // ---- sender group and mail flow policy ----
+    // Classifies the client (at connect; again at MAIL once SPF is known,
+    // when a group names SPF results) and puts it under its policy.
+    task<void> classify(std::optional<policy::spf::result> spf);
+    uint64_t max_size() const {
+        return _policy && _policy->max_message_size ? _policy->max_message_size : _lo->max_message_size_bytes;
+    }
+    unsigned max_rcpts() const {
+        return _policy && _policy->max_recipients_per_message ? _policy->max_recipients_per_message
+                                                              : _lo->max_recipients;
+    }
+    bool sender_auth_on() const { return !_policy || _policy->sender_auth; }
+    bool offers_tls() const { return _env->tls && !_tls && (!_policy || _policy->tls != policy::access::tls_mode::off); }
+    bool offers_auth() const { return !_policy || _policy->auth; }
+    const screening_options& screening() const {
+        static const screening_options defaults;
+        return _env->access ? _env->access->screening : defaults;
+    }
+    // A screening test failed: logged, remembered (enforce) or the session
+    // ends (drop: true, with 521 queued).
+    bool screen_failed(std::string_view test, screen_action a);
     policy::connection_facts connection_facts() const {
         policy::connection_facts cf;
         cf.peer = _peer;
@@ -96,6 +117,7 @@ private:
         cf.tls = bool(_tls);
         cf.authenticated = _authenticated;
         cf.auth_user = _auth_user;
+        cf.relay_granted = _policy && _policy->action == policy::access::flow_action::relay;
         return cf;
     }
     std::string received_header(uint64_t id);
@@ -216,6 +238,18 @@ private:
     // the session; not for the null sender, whose MAIL FROM check is it.
     std::optional<policy::spf::outcome> _spf_helo;
     std::string _spf_helo_for;
+
+    connection_limits* _limits;
+    std::shared_ptr<const policy::access::table> _table;  // kept while the session lasts
+    const policy::access::flow_policy* _policy = nullptr;  // null: the listener's limits only
+    std::optional<policy::access::classification> _class;
+    unsigned _session_messages = 0;
+    bool _screening = true;       // the screening tests apply to this session
+    bool _helo_answered = false;  // the first HELO/EHLO has been answered
+    bool _bare_lf = false;        // the last command line ended with LF alone
+    std::string _screen_failed;   // the first test failed under enforce: every RCPT is refused
+    bool _end_session = false;    // a reply ended the session
+    bool _screen_dropped = false;  // a screening test ended the session
 };
 
 task<int> session::read_more(std::chrono::nanoseconds timeout) {
@@ -289,7 +323,8 @@ bool session::next_line(std::string& line, bool& too_long) {
         return false;
     }
     size_t end = nl;
-    if (end > _in_pos && _in[end - 1] == '\r')
+    _bare_lf = !(end > _in_pos && _in[end - 1] == '\r');
+    if (!_bare_lf)
         --end;
     if (end - _in_pos > k_max_line) {
         too_long = true;
@@ -353,15 +388,15 @@ void session::do_ehlo(const smtp::command& c, bool extended) {
     auto line = [&](std::string_view s) { r += fmt::format("250-{}\r\n", s); };
     line(_env->hostname);
     line("PIPELINING");
-    line(fmt::format("SIZE {}", _lo->max_message_size_bytes));
+    line(fmt::format("SIZE {}", max_size()));
     line("8BITMIME");
     line("SMTPUTF8");
     line("ENHANCEDSTATUSCODES");
     line("CHUNKING");
     line("DSN");
-    if (_env->tls && !_tls)
+    if (offers_tls())
         line("STARTTLS");
-    bool auth_ok = _env->creds && _lo->auth != auth_mode::none && !_authenticated &&
+    bool auth_ok = _env->creds && _lo->auth != auth_mode::none && !_authenticated && offers_auth() &&
                    (_tls || _lo->allow_auth_without_tls);
     if (auth_ok)
         line("AUTH PLAIN LOGIN");
@@ -393,6 +428,18 @@ task<void> session::do_mail(const smtp::command& c) {
         queue(530, "5.7.0", "Authentication required");
         co_return;
     }
+    if (_policy && _policy->tls == policy::access::tls_mode::required && !_tls) {
+        queue(530, "5.7.0", "Must issue a STARTTLS command first");
+        journal_reject(530, "TLS required");
+        co_return;
+    }
+    if (_policy && _policy->max_messages_per_session && _session_messages >= _policy->max_messages_per_session) {
+        queue(421, "4.7.0", fmt::format("{} Error: too many messages in one session; send the rest in a new one",
+                                        _env->hostname));
+        journal_reject(421, "messages per session");
+        _end_session = true;
+        co_return;
+    }
     if (auto h = _env->spool->health(); h != fs::spool_health::ok) {
         refuse(smtp::spool_unhealthy(h));
         co_return;
@@ -403,7 +450,7 @@ task<void> session::do_mail(const smtp::command& c) {
         co_return;
     }
     if (c.has_size) {
-        if (c.size > _lo->max_message_size_bytes) {
+        if (c.size > max_size()) {
             refuse(smtp::message_too_big());  // RFC 1870 6.1
             co_return;
         }
@@ -411,7 +458,7 @@ task<void> session::do_mail(const smtp::command& c) {
     }
     // SPF of the MAIL FROM identity (HELO for the null sender), for clients
     // that may not relay: the mail of relay clients is our own.
-    if (_env->auth && _env->auth->spf && _env->dns && !_env->relay->may_relay(connection_facts())) {
+    if (_env->auth && _env->auth->spf && _env->dns && sender_auth_on() && !_env->relay->may_relay(connection_facts())) {
         const authentication_options* ao = _env->auth;
         // The HELO identity first (RFC 7208 2.3): a fail there is decided
         // without the MAIL FROM record, and the result is cached for the
@@ -450,6 +497,18 @@ task<void> session::do_mail(const smtp::command& c) {
             co_return;
         }
         _spf = std::move(o);
+        if (_table && _table->needs_spf()) {
+            // A group may hold this client by its SPF result: the
+            // transaction is under that group's policy.
+            task<void> ct = classify(_spf->res);
+            co_await std::move(ct);
+            if (_policy->action == policy::access::flow_action::reject) {
+                queue(550, "5.7.1", _policy->reject_text);
+                journal_reject(550, fmt::format("sender group {}", _table->groups()[_class->group].name));
+                _spf.reset();
+                co_return;
+            }
+        }
     }
     _smtputf8 = c.smtputf8;
     _params = {};
@@ -469,7 +528,13 @@ void session::do_rcpt(const smtp::command& c) {
         (void)count_error();
         return;
     }
-    if (_rcpts.size() >= _lo->max_recipients) {
+    if (!_screen_failed.empty()) {
+        // Screening, enforced: the envelope is heard (and logged), nothing accepted.
+        queue(550, "5.5.1", fmt::format("Error: protocol error ({}); mail from this client is refused", _screen_failed));
+        journal_reject(550, fmt::format("screening: {}", _screen_failed));
+        return;
+    }
+    if (_rcpts.size() >= max_rcpts()) {
         // RFC 5321 4.5.3.1.10: 452 lets the client send the rest later.
         queue(452, "4.5.3", "Error: too many recipients");
         return;
@@ -493,6 +558,14 @@ void session::do_rcpt(const smtp::command& c) {
         queue(v.code, v.enhanced, v.reason);
         journal_reject(v.code, smtp::to_string(c.path));
         return;
+    }
+    if (_policy && _policy->max_recipients_per_hour && !exempt()) {
+        const auto& bucket = _env->access->per_hour[_class->policy];
+        if (bucket && !bucket->allow(_peer, std::chrono::steady_clock::now())) {
+            queue(452, "4.7.1", "Error: too many recipients from your address this hour; try later");
+            journal_reject(452, "recipients per hour");
+            return;
+        }
     }
     rcpt_params rp;
     rp.notify = c.notify;
@@ -528,10 +601,11 @@ void session::start_pipeline() {
     // RFC 8601 5: an Authentication-Results field with our authserv-id
     // that comes from outside was not written by us; it does not pass.
     // Our own clients' mail may carry one from an inner hop.
-    const bool arriving = !_env->relay->may_relay(connection_facts());
-    _arriving = arriving;
+    _arriving = !_env->relay->may_relay(connection_facts());
+    // A mail flow policy without sender_auth skips the checks.
+    const bool arriving = _arriving && sender_auth_on();
     _dmarc.reset();
-    if (_env->auth && !_env->auth->authserv_id.empty() && arriving)
+    if (_env->auth && !_env->auth->authserv_id.empty() && _arriving)
         o.omit_results_of = _env->auth->authserv_id;
     _pipeline.emplace(std::move(o));
     _dkim_feed.reset();
@@ -561,12 +635,12 @@ void session::start_pipeline() {
     }
     _rules_feed.reset();
     _content.reset();
-    if (_env->rules) {
+    if (_env->rules && (!_policy || _policy->content_rules)) {
         _rules_feed = std::make_unique<verify::rules_feed>(_env->rules);
         _pipeline->add(_rules_feed.get());
     }
     _sign_feed.reset();
-    if (_env->auth && _env->auth->dkim_sign && _env->dkim_keys && !arriving) {
+    if (_env->auth && _env->auth->dkim_sign && _env->dkim_keys && !_arriving) {
         auto ring = _env->dkim_keys->get();
         if (ring && ring->size()) {
             _sign_feed = std::make_unique<sign_feed>();
@@ -595,7 +669,7 @@ task<void> session::verify_message() {
             _arc.emplace();  // validated: no chain
         }
     }
-    if (!_env->auth || !_env->auth->dmarc || !_arriving || !_env->dns || !_pipeline)
+    if (!_env->auth || !_env->auth->dmarc || !_arriving || !sender_auth_on() || !_env->dns || !_pipeline)
         co_return;
     // RFC 7489 6.6.1: the one RFC5322.From domain; none when the message
     // has several From: fields or addresses (no policy applies then).
@@ -742,6 +816,7 @@ fs::added_headers session::added_headers(uint64_t id) {
 
 void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
     _env->messages++;
+    _session_messages++;
     _env->recipients += _rcpts.size();
     if (_env->delivery)
         _env->delivery->queued(_env->spool, id);
@@ -843,7 +918,7 @@ task<bool> session::do_data() {
                 if (_pipeline->failure())
                     failure = _pipeline->failure();
             }
-            if (!failure && dec.bytes_out() > _lo->max_message_size_bytes)
+            if (!failure && dec.bytes_out() > max_size())
                 failure = smtp::message_too_big();
             if (failure || st.st == smtp::data_decoder::status::failed)
                 body.clear();  // keep reading to the end, keep nothing
@@ -937,7 +1012,7 @@ task<bool> session::do_bdat(const smtp::command& c) {
         _bdat_bytes += take;
         if (!usable || _bdat_error)
             continue;
-        if (_bdat_bytes > _lo->max_message_size_bytes) {
+        if (_bdat_bytes > max_size()) {
             _bdat_error = smtp::message_too_big();
             continue;
         }
@@ -999,7 +1074,7 @@ task<bool> session::do_bdat(const smtp::command& c) {
 }
 
 task<bool> session::do_starttls() {
-    if (!_env->tls || _tls) {
+    if (!offers_tls()) {
         queue(502, "5.5.1", "Error: command not implemented");
         co_return !count_error();
     }
@@ -1029,7 +1104,7 @@ task<bool> session::do_starttls() {
 }
 
 task<bool> session::do_auth(const smtp::command& c) {
-    if (!_env->creds || _lo->auth == auth_mode::none || !_esmtp) {
+    if (!_env->creds || _lo->auth == auth_mode::none || !_esmtp || !offers_auth()) {
         queue(503, "5.5.1", "Error: authentication not enabled");
         co_return !count_error();
     }
@@ -1154,7 +1229,54 @@ task<bool> session::do_auth(const smtp::command& c) {
     co_return true;
 }
 
+task<void> session::classify(std::optional<policy::spf::result> spf) {
+    policy::access::facts f;
+    f.peer = _peer;
+    f.spf = spf;
+    policy::dns_answers answers;
+    task<policy::access::classification> t = verify::classify_client(_env->dns, *_table, std::move(f), answers);
+    policy::access::classification c = co_await std::move(t);
+    const bool changed = !_class || _class->group != c.group;
+    _class = std::move(c);
+    _policy = &_table->policies()[_class->policy];
+    if (!spf && !_policy->screening)
+        _screening = false;
+    if (!changed)
+        co_return;
+    std::string listed;
+    for (const auto& z : _class->listed) {
+        if (!listed.empty())
+            listed += ',';
+        listed += z;
+    }
+    const std::string rdns = _class->rdns.value_or("");
+    journal::record("sender_group", {{"icid", _icid},
+                                     {"group", std::string_view(_table->groups()[_class->group].name)},
+                                     {"policy", std::string_view(_policy->name)},
+                                     {"matched", std::string_view(_class->matched)},
+                                     {"rdns", std::string_view(rdns)},
+                                     {"dnsbl_score", int64_t(_class->dnsbl_score.value_or(0))},
+                                     {"listed", std::string_view(listed)}});
+}
+
+bool session::screen_failed(std::string_view test, screen_action a) {
+    if (a == screen_action::drop) {
+        queue(521, "5.5.1", fmt::format("Error: protocol error ({}); closing", test));
+        journal_reject(521, fmt::format("screening: {}", test));
+        _screen_dropped = true;
+        return true;
+    }
+    journal::record("screen", {{"icid", _icid},
+                               {"test", test},
+                               {"action", a == screen_action::enforce ? "enforce" : "ignore"}});
+    if (a == screen_action::enforce && _screen_failed.empty())
+        _screen_failed = std::string(test);
+    return false;
+}
+
 task<bool> session::handle(const std::string& line) {
+    if (_screening && smtp::looks_non_smtp(line) && screen_failed("non-SMTP command", screening().non_smtp))
+        co_return false;
     auto parsed = smtp::parse_command(line, true);
     if (!parsed) {
         queue(parsed.error());
@@ -1170,13 +1292,21 @@ task<bool> session::handle(const std::string& line) {
         co_return !count_error();
     }
     switch (c.v) {
-    case smtp::verb::ehlo: do_ehlo(c, true); co_return true;
-    case smtp::verb::helo: do_ehlo(c, false); co_return true;
+    case smtp::verb::ehlo:
+    case smtp::verb::helo:
+        // Commands sent before the first EHLO/HELO is answered: the client
+        // cannot know of PIPELINING yet (RFC 2920 3.1).
+        if (_screening && !_helo_answered && buffered() > 0 &&
+            screen_failed("pipelining before EHLO", screening().pipelining))
+            co_return false;
+        _helo_answered = true;
+        do_ehlo(c, c.v == smtp::verb::ehlo);
+        co_return true;
     // Sequence errors count towards max_errors like syntax errors do.
     case smtp::verb::mail: {
         task<void> t = do_mail(c);
         co_await std::move(t);
-        co_return _errors < _lo->max_errors;
+        co_return _errors < _lo->max_errors && !_end_session;
     }
     case smtp::verb::rcpt: do_rcpt(c); co_return _errors < _lo->max_errors;
     case smtp::verb::data: co_return co_await do_data();
@@ -1222,6 +1352,15 @@ task<void> session::run() {
         journal_reject(421, "connection rate");
         co_return;
     }
+    // The sender group, before anything else is said.
+    const auto connected = std::chrono::steady_clock::now();
+    if (_env->access) {
+        _table = _env->access->table;
+        task<void> ct = classify(std::nullopt);
+        co_await std::move(ct);
+        if (_env->access->passed && _screening && _env->access->passed->passed(_peer, connected))
+            _screening = false;  // passed before: no pause, no tests
+    }
     if (_lo->implicit_tls) {
         if (!_env->tls)
             co_return;
@@ -1231,15 +1370,32 @@ task<void> session::run() {
         if (!h)
             co_return;
     }
+    if (_policy && _policy->action == policy::access::flow_action::reject) {
+        queue(_policy->reject_code, _policy->reject_enhanced, _policy->reject_text);
+        co_await flush();
+        journal_reject(_policy->reject_code, fmt::format("sender group {}", _table->groups()[_class->group].name));
+        co_return;
+    }
+    if (_policy && _policy->max_connections_per_client && !exempt() &&
+        _limits->count(_peer) > _policy->max_connections_per_client) {
+        queue(421, "4.7.0", fmt::format("{} Error: too many connections from your address; try later", _env->hostname));
+        co_await flush();
+        journal_reject(421, "connections per client");
+        co_return;
+    }
     // Early talkers (RFC 5321 4.3.1: the client waits for the greeting).
-    if (!_tls) {
+    bool talked = false;
+    if (!_tls && _screening) {
         if (_lo->greet_pause.count() > 0) {
             auto p = io::poll(_tcp.fd(), POLLIN, {.timeout = _lo->greet_pause});
             int r = co_await p;
             (void)r;
         }
         char b;
-        if (::recv(_tcp.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+        talked = ::recv(_tcp.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+        if (talked && screening().pregreet != screen_action::drop) {
+            (void)screen_failed("pregreet", screening().pregreet);
+        } else if (talked) {
             queue(554, "5.5.1", "Error: SMTP protocol synchronization (talked before the greeting)");
             co_await flush();
             journal_reject(554, "early talker");
@@ -1287,6 +1443,8 @@ task<void> session::run() {
         }
         first = false;
         deadline.reset();
+        if (_bare_lf && _screening && screen_failed("bare LF", screening().bare_lf))
+            break;
         if (too_long) {
             // RFC 5321 4.5.3.1.4
             queue(500, "5.5.6", "Error: line too long");
@@ -1301,6 +1459,10 @@ task<void> session::run() {
     co_await flush();
     if (_tls)
         (void)co_await _tls->shutdown();
+    // A client that was screened and failed nothing is remembered.
+    if (_env->access && _env->access->passed && _screening && _helo_answered && _screen_failed.empty() &&
+        !_screen_dropped && _env->access->screening.pass_ttl.count() > 0)
+        _env->access->passed->add(_peer, std::chrono::steady_clock::now() + _env->access->screening.pass_ttl);
     journal::record("disconnect", {{"icid", _icid}, {"errors", uint64_t(_errors)}});
 }
 
@@ -1341,6 +1503,12 @@ void connection_limits::leave(const net::address& peer, bool exempt) {
     auto it = _per_ip.find(peer.ip_string());
     if (it != _per_ip.end() && --it->second == 0)
         _per_ip.erase(it);
+}
+
+unsigned connection_limits::count(const net::address& peer) {
+    std::lock_guard g(_lock);
+    auto it = _per_ip.find(peer.ip_string());
+    return it == _per_ip.end() ? 0 : it->second;
 }
 
 size_t close_sessions(server_env& env) {
@@ -1386,7 +1554,7 @@ task<void> run_session(net::accepted conn, const listener_options* lo, server_en
         co_return;
     }
     {
-        session s(std::move(conn), lo, env);
+        session s(std::move(conn), lo, env, limits);
         co_await s.run();
     }
     limits->leave(peer, exempt);

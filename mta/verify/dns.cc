@@ -148,4 +148,25 @@ task<policy::arc::outcome> check_arc(net::resolver& r, const policy::arc::verifi
     co_return o;
 }
 
+task<policy::access::classification> classify_client(net::resolver* r, const policy::access::table& t,
+                                                     policy::access::facts f, policy::dns_answers& answers) {
+    for (unsigned round = 0;; ++round) {
+        policy::step<policy::access::classification> s = t.classify(f, answers);
+        if (s.done)
+            co_return std::move(*s.done);
+        std::vector<policy::dns_query> need = std::move(s.need);
+        if (!r || round >= 4) {
+            // No resolver, or the walk keeps asking: what is missing failed.
+            for (const auto& q : need) {
+                policy::dns_answer a;
+                a.status = policy::dns_status::temporary;
+                a.error = r ? "too many rounds of lookups" : "no resolver";
+                answers.put(q, std::move(a));
+            }
+            continue;
+        }
+        co_await resolve(*r, need, answers);
+    }
+}
+
 }  // namespace rw::mta::verify

@@ -7,6 +7,7 @@
 
 #include <span>
 
+#include "policy/access.hh"
 #include "policy/arc.hh"
 #include "policy/dkim.hh"
 #include "policy/dmarc.hh"
@@ -40,5 +41,10 @@ task<policy::dmarc::outcome> check_dmarc(net::resolver& r, policy::dmarc::reques
 
 // The ARC chain's validation (v has seen the whole message).
 task<policy::arc::outcome> check_arc(net::resolver& r, const policy::arc::verification& v, policy::dns_answers& answers);
+
+// The client's sender group (policy/access.hh): only the lookups the
+// table's walk asks for. r null: every lookup fails as temporary.
+task<policy::access::classification> classify_client(net::resolver* r, const policy::access::table& t,
+                                                     policy::access::facts f, policy::dns_answers& answers);
 
 }  // namespace rw::mta::verify

@@ -634,3 +634,12 @@ TEST_CASE("parse_mailbox and to_string round trip", "[smtp]") {
     CHECK(mb_ok("j\xc3\xb8rn@x.example", true).utf8);
     mb_bad("\xc0\xaf@x.example", 501, "5.1.3", true);
 }
+
+TEST_CASE("screening: HTTP requests and header lines are not SMTP") {
+    for (std::string_view l : {"GET / HTTP/1.1", "get /index.html HTTP/1.0", "POST /x HTTP/1.1", "CONNECT mx:25 HTTP/1.0",
+                               "Host: mx.example.test", "User-Agent: curl/7.88", "OPTIONS * HTTP/1.1"})
+        CHECK(looks_non_smtp(l));
+    for (std::string_view l : {"EHLO client.example", "MAIL FROM:<a@b.example>", "RCPT TO:<c@d.example>", "QUIT",
+                               "HELP", "", ":", "GETX /", "X-Y", "Host:x"})
+        CHECK_FALSE(looks_non_smtp(l));
+}
