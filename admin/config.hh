@@ -290,6 +290,31 @@ struct sender_group_config {
 };
 std::vector<sender_group_config> sender_groups_of(const std::vector<sender_group_config>& configured);
 
+// [[recipient_access]]: the recipient access table (policy/recipient_access.hh).
+struct recipient_access_config {
+    std::string recipient;  // "user@example.test", "user@", "example.test", "*.example.test"
+    bool reject = false;    // key `action`: "accept" or "reject"
+    std::string reply = "550 5.1.1 Recipient address rejected";
+    bool bypass_throttles = false;
+
+    friend bool operator==(const recipient_access_config&, const recipient_access_config&) = default;
+};
+
+// [call_ahead]: recipient validation by asking the internal server
+// (mta/smtp/call_ahead.hh).
+struct call_ahead_config {
+    std::vector<std::string> domains;  // validated; "*.example.test" for subdomains; empty: none
+    std::vector<std::string> hosts;    // "IP" or "IP:port"; empty: delivery.internal_hosts
+    std::string sender;                // MAIL FROM of the probe; "" = the null sender
+    std::chrono::milliseconds timeout_ms{5000};
+    std::chrono::seconds cache_ttl_s{3600};
+    std::chrono::seconds negative_cache_ttl_s{600};
+    uint64_t cache_entries = 100'000;
+    bool fail_open = true;  // an unanswered call-ahead accepts; false: 451 4.4.3
+
+    friend bool operator==(const call_ahead_config&, const call_ahead_config&) = default;
+};
+
 // [control]: the admin shell's Unix domain socket.
 struct control_config {
     std::string socket = "./var/ringway.sock";
@@ -374,6 +399,8 @@ struct config {
     screening_config screening;
     std::vector<mail_flow_policy_config> flow_policies;  // the [[mail_flow_policy]] tables
     std::vector<sender_group_config> sender_groups;      // the [[sender_group]] tables, in file order
+    std::vector<recipient_access_config> recipient_access;  // the [[recipient_access]] tables
+    call_ahead_config call_ahead;
     control_config control;
     metrics_config metrics;
     conservation_config conservation;

@@ -171,6 +171,16 @@ const section_spec k_sections[] = {
      "policy. RELAYLIST (RELAYED), ALLOWLIST (TRUSTED), BLOCKLIST (BLOCKED) and SUSPECTLIST (THROTTLED) follow, "
      "empty unless configured, and UNKNOWNLIST (ACCEPTED) holds every other client; configure it to change its "
      "policy only. Only the lookups a decision needs are made."},
+    {"recipient_access", true,
+     "The recipient access table: entries for a mailbox (\"user@example.test\"), a local part at any domain "
+     "(\"user@\"), a domain (\"example.test\") or its subdomains (\"*.example.test\"), the most precise first. "
+     "accept: known, no call-ahead; reject: refused at RCPT with reply. It refines relay control and never "
+     "grants relaying."},
+    {"call_ahead", false,
+     "Recipient validation: before a RCPT for one of domains is accepted, the internal server is asked "
+     "(MAIL, RCPT, RSET, QUIT) and an unknown user is refused at RCPT with its reply, so no bounce is made. "
+     "Answers are cached for every core; a server that does not answer, or answers 4xx, fails open or gets "
+     "451 4.4.3."},
     {"control", false, "The admin shell's Unix domain socket and the store of configuration versions."},
     {"metrics", false, "The Prometheus endpoint."},
     {"conservation", false,
@@ -513,6 +523,46 @@ const key_spec k_keys[] = {
      "where a group that starts to hold changes the transaction's policy.",
      false, "[\"fail\"]", {}, RW_F(sender_group_config, spf)},
 
+    // [[recipient_access]]
+    {"recipient_access", "recipient", T::string, 0, 0, {}, {}, live,
+     "Whom the entry is for: \"user@example.test\", \"user@\", \"example.test\" or \"*.example.test\".", true,
+     {}, {}, RW_F(recipient_access_config, recipient)},
+    {"recipient_access", "action", T::string, 0, 0, {}, {}, live,
+     "accept (the mailbox is known: no call-ahead) or reject (with reply).", true, {}, {},
+     [](const void* p) -> key_value {
+         return std::string(static_cast<const recipient_access_config*>(p)->reject ? "reject" : "accept");
+     },
+     [](void*, const key_value&) {}},
+    {"recipient_access", "reply", T::string, 0, 0, {}, {}, live,
+     "What a rejected recipient is told: \"CODE X.Y.Z text\", 4xx or 5xx.", false, {}, {},
+     RW_F(recipient_access_config, reply)},
+    {"recipient_access", "bypass_throttles", T::boolean, 0, 0, {}, {}, live,
+     "The client's mail flow policy limits on recipients (per message, per hour) do not count it.", false, {}, {},
+     RW_F(recipient_access_config, bypass_throttles)},
+
+    // [call_ahead]
+    {"call_ahead", "domains", T::string_list, 0, 10'000, {}, {}, live,
+     "Recipient domains validated (\"*.example.test\" for subdomains); empty: none.", false,
+     "[\"example.test\"]", {}, RW_F(call_ahead_config, domains)},
+    {"call_ahead", "hosts", T::string_list, 0, 16, {}, {}, live,
+     "The internal servers asked, \"IP\" or \"IP:port\", in order; empty: delivery.internal_hosts.", false,
+     "[\"192.0.2.25:25\"]", {}, RW_F(call_ahead_config, hosts)},
+    {"call_ahead", "sender", T::string, 0, 0, {}, {}, live,
+     "MAIL FROM of the probe; empty: the null sender.", false, "\"postmaster@example.test\"", {},
+     RW_F_OPT(call_ahead_config, sender)},
+    {"call_ahead", "timeout_ms", T::integer, 100, 120'000, {}, "ms", live,
+     "For the connection and for each reply.", false, {}, {}, RW_F(call_ahead_config, timeout_ms)},
+    {"call_ahead", "cache_ttl_s", T::integer, 0, 604'800, {}, "s", live,
+     "How long a valid recipient is remembered.", false, {}, {}, RW_F(call_ahead_config, cache_ttl_s)},
+    {"call_ahead", "negative_cache_ttl_s", T::integer, 0, 604'800, {}, "s", live,
+     "How long an unknown recipient is remembered.", false, {}, {}, RW_F(call_ahead_config, negative_cache_ttl_s)},
+    {"call_ahead", "cache_entries", T::integer, 1, 10'000'000, {}, "recipients", live,
+     "The most recipients remembered, every core together.", false, {}, {},
+     RW_F(call_ahead_config, cache_entries)},
+    {"call_ahead", "fail_open", T::boolean, 0, 0, {}, {}, live,
+     "When the internal server cannot say (no answer, 4xx): accept the recipient (true) or answer 451 4.4.3.",
+     false, {}, {}, RW_F(call_ahead_config, fail_open)},
+
     // [control]
     {"control", "socket", T::path, 0, 0, {}, {}, restart,
      "Unix domain socket of the admin shell (ringway), mode 0600: only this daemon's user and root may use it.",
@@ -690,6 +740,8 @@ const void* struct_of(const config& c, std::string_view section, size_t i) {
     if (section == "screening") return &c.screening;
     if (section == "mail_flow_policy") return &c.flow_policies.at(i);
     if (section == "sender_group") return &c.sender_groups.at(i);
+    if (section == "recipient_access") return &c.recipient_access.at(i);
+    if (section == "call_ahead") return &c.call_ahead;
     if (section == "control") return &c.control;
     if (section == "metrics") return &c.metrics;
     if (section == "conservation") return &c.conservation;
@@ -756,6 +808,8 @@ size_t count_of(const config& c, const section_spec& s) {
         return c.flow_policies.size();
     if (s.name == "sender_group")
         return c.sender_groups.size();
+    if (s.name == "recipient_access")
+        return c.recipient_access.size();
     return c.routes.size();
 }
 

@@ -5,6 +5,7 @@
 #include "mail/domain.hh"
 #include "mail/header.hh"
 #include "policy/access.hh"
+#include "policy/recipient_access.hh"
 #include "policy/rules.hh"
 #include "policy/spf.hh"
 
@@ -522,6 +523,91 @@ void loader::read_sender_groups(const toml::table& root, config& c) {
     });
 }
 
+void loader::read_recipient_access(const toml::table& root, config& c) {
+    static constexpr std::string_view allowed =
+        "[[recipient_access]] tables, each with recipient, action and optionally reply, bypass_throttles";
+    std::vector<policy::recipient_entry> seen;
+    for_each_table(root, "recipient_access", allowed, 100'000, [&](const section& s) {
+        recipient_access_config r;
+        read_simple(s, &r);
+        static constexpr std::string_view rcpt_allowed =
+            "\"user@example.test\", \"user@\", \"example.test\" or \"*.example.test\"";
+        missing(s, "recipient", rcpt_allowed);
+        if (auto v = read_string(s, "recipient", rcpt_allowed)) {
+            policy::recipient_entry e;
+            e.match = *v;
+            seen.push_back(e);
+            if (auto t = policy::recipient_table::build(seen); !t) {
+                error(line_of(*s.get("recipient"), s.line), s.key("recipient"), t.error(), rcpt_allowed);
+                seen.pop_back();
+            } else {
+                r.recipient = std::move(*v);
+            }
+        }
+        static constexpr std::string_view act_allowed = "\"accept\" or \"reject\"";
+        missing(s, "action", act_allowed);
+        if (auto v = read_string(s, "action", act_allowed)) {
+            if (*v == "accept" || *v == "reject")
+                r.reject = *v == "reject";
+            else
+                error(line_of(*s.get("action"), s.line), s.key("action"), fmt::format("unknown value {}", quote(*v)),
+                      act_allowed);
+        }
+        static constexpr std::string_view reply_allowed = "\"CODE X.Y.Z text\", 4xx or 5xx";
+        if (auto v = read_string(s, "reply", reply_allowed)) {
+            if (!policy::access::parse_reply(*v))
+                error(line_of(*s.get("reply"), s.line), s.key("reply"), quote(*v), reply_allowed);
+            else
+                r.reply = std::move(*v);
+        }
+        c.recipient_access.push_back(std::move(r));
+    });
+}
+
+void loader::read_call_ahead(const section& s, config& c) {
+    check_keys(s, keys_of(s.name()));
+    auto& out = c.call_ahead;
+    read_simple(s, &out);
+    static constexpr std::string_view dom_allowed = "a domain (\"example.test\") or \"*.example.test\"";
+    for_each_string(s, "domains", 10'000, dom_allowed, [&](uint32_t line, const std::string& p, const std::string& v) {
+        std::string_view bare = v;
+        if (bare.starts_with("*."))
+            bare.remove_prefix(2);
+        if (auto why = domain_problem(bare))
+            error(line, p, fmt::format("{} {}", quote(v), *why), dom_allowed);
+        else
+            out.domains.push_back(to_lower(v));
+    });
+    static constexpr std::string_view host_allowed = "an IP address with an optional port: \"192.0.2.25\", "
+                                                     "\"192.0.2.25:2525\", \"[2001:db8::25]:25\"";
+    for_each_string(s, "hosts", 16, host_allowed, [&](uint32_t line, const std::string& p, const std::string& v) {
+        auto hp = parse_next_hop(v, 25);
+        if (!hp || !net::address::parse(hp->first, hp->second))
+            error(line, p, fmt::format("{} is not an IP address (names are not looked up here)", quote(v)),
+                  host_allowed);
+        else
+            out.hosts.push_back(v);
+    });
+    static constexpr std::string_view sender_allowed = "an address (\"postmaster@example.test\") or \"\"";
+    if (auto v = read_string(s, "sender", sender_allowed)) {
+        if (!v->empty() && (v->find('@') == std::string::npos || v->find_first_of("<> \t\r\n") != std::string::npos))
+            error(line_of(*s.get("sender"), s.line), s.key("sender"), quote(*v), sender_allowed);
+        else
+            out.sender = std::move(*v);
+    }
+    if (!out.domains.empty() && out.hosts.empty()) {
+        bool usable = !c.delivery.internal_hosts.empty();
+        for (const auto& h : c.delivery.internal_hosts) {
+            auto hp = parse_next_hop(h, c.delivery.smtp_port);
+            usable = usable && hp && net::address::parse(hp->first, hp->second);
+        }
+        if (!usable)
+            error(s.line, s.key("hosts"),
+                  "empty, and delivery.internal_hosts does not name IP addresses to ask instead",
+                  "the internal servers' IP addresses");
+    }
+}
+
 void loader::read_control(const section& s, control_config& out) {
     check_keys(s, keys_of(s.name()));
     std::string allowed = fmt::format("a file path of 1..{} bytes (a Unix socket address)", k_max_socket_path);
@@ -661,6 +747,8 @@ result<config, std::string> loader::run(const toml::table& root) {
     read_screening(open_table(root, "screening"), c.screening);
     read_flow_policies(root, c);
     read_sender_groups(root, c);
+    read_recipient_access(root, c);
+    read_call_ahead(open_table(root, "call_ahead"), c);
     read_control(open_table(root, "control"), c.control);
     read_metrics(open_table(root, "metrics"), c.metrics);
     read_conservation(open_table(root, "conservation"), c.conservation);

@@ -250,7 +250,7 @@ task<json> trace(context& c, const json& args) {
         }
     }
     // sender group: the lookups the session would make, through this core's resolver
-    auto access = access_options(*cfg, nullptr);
+    auto access = access_options(*cfg, nullptr, nullptr);
     if (!access)
         throw command_error(access.error());
     std::optional<policy::access::classification> klass;

@@ -196,6 +196,7 @@ struct shared_state {
     std::vector<std::unique_ptr<config>> committed;
     // Clients that passed screening: kept across commits.
     mta::pass_cache passed{100'000};
+    mta::call_ahead_cache call_ahead{100'000};  // likewise
 };
 
 void apply_on_core(core_slot& s, const generation& g, const generation* before, unsigned cores);
@@ -482,7 +483,8 @@ task<void> core_main(unsigned core, const config* cfg, std::vector<listener_fds>
 // The objects of one configuration. Reads the credentials file: call on
 // the main thread at start, through offload() after.
 result<std::unique_ptr<generation>, std::string> build_generation(const config& cfg, unsigned nofile,
-                                                                   unsigned cores, mta::pass_cache* passed) {
+                                                                   unsigned cores, mta::pass_cache* passed,
+                                                                   mta::call_ahead_cache* call_ahead) {
     auto g = std::make_unique<generation>();
     g->cfg = cfg;
     auto relay = relay_options(cfg);
@@ -541,7 +543,7 @@ result<std::unique_ptr<generation>, std::string> build_generation(const config& 
     g->rules = std::move(rs.value());
     if (!g->rules->empty())
         lg.info("content rules={} patterns={}", g->rules->rules().size(), g->rules->pattern_count());
-    auto access = access_options(cfg, passed);
+    auto access = access_options(cfg, passed, call_ahead);
     if (!access)
         return unexpected(access.error());
     g->access = std::move(access.value());
@@ -718,8 +720,8 @@ task<std::string> apply_commit(shared_state* sh, config committed) {
             recert.push_back(i);
         }
     }
-    auto build = [eff, nofile = sh->nofile, cores = sh->cores, passed = &sh->passed]() {
-        return build_generation(eff, nofile, cores, passed);
+    auto build = [eff, nofile = sh->nofile, cores = sh->cores, passed = &sh->passed, ca = &sh->call_ahead]() {
+        return build_generation(eff, nofile, cores, passed, ca);
     };
     // (Bound first: g++ 12 mishandles class-type temporaries in the operand of co_await.)
     auto job = offload(std::move(build));
@@ -731,6 +733,7 @@ task<std::string> apply_commit(shared_state* sh, config committed) {
     sh->generations.push_back(std::move(built.value()));
     const generation* g = sh->generations.back().get();
     sh->passed.set_capacity(g->cfg.screening.pass_cache_entries);
+    sh->call_ahead.set_capacity(g->cfg.call_ahead.cache_entries);
     sh->reg->dkim_keys.set(g->dkim_keys);
     const unsigned cores = sh->cores;
     std::vector<std::pair<std::string, std::string>> certs;
@@ -911,7 +914,8 @@ int run_daemon(const config& cfg, const std::string& start_note) {
     shared.suspended_listeners = read_suspended_listeners(cfg);
     {
         shared.passed.set_capacity(cfg.screening.pass_cache_entries);
-        auto g = build_generation(cfg, shared.nofile, cores, &shared.passed);
+        shared.call_ahead.set_capacity(cfg.call_ahead.cache_entries);
+        auto g = build_generation(cfg, shared.nofile, cores, &shared.passed, &shared.call_ahead);
         if (!g)
             lg.fatal("{}", g.error());
         shared.generations.push_back(std::move(g.value()));

@@ -128,7 +128,8 @@ result<policy::relay_config, std::string> relay_options(const config& cfg) {
     return rc;
 }
 
-result<std::unique_ptr<mta::access_env>, std::string> access_options(const config& cfg, mta::pass_cache* passed) {
+result<std::unique_ptr<mta::access_env>, std::string> access_options(const config& cfg, mta::pass_cache* passed,
+                                                                     mta::call_ahead_cache* answers) {
     namespace pa = policy::access;
     auto env = std::make_unique<mta::access_env>();
     auto screen = [](screen_action a) {
@@ -206,6 +207,50 @@ result<std::unique_ptr<mta::access_env>, std::string> access_options(const confi
     if (!t)
         return unexpected(t.error());
     env->table = std::move(t.value());
+    std::vector<policy::recipient_entry> entries;
+    for (const auto& r : cfg.recipient_access) {
+        policy::recipient_entry e;
+        e.match = r.recipient;
+        e.reject = r.reject;
+        auto rp = pa::parse_reply(r.reply);
+        if (!rp)
+            return unexpected(fmt::format("recipient_access {}: reply {:?}", r.recipient, r.reply));
+        e.code = rp->code;
+        e.enhanced = rp->enhanced;
+        e.text = rp->text;
+        e.bypass_throttles = r.bypass_throttles;
+        entries.push_back(std::move(e));
+    }
+    auto rt = policy::recipient_table::build(std::move(entries));
+    if (!rt)
+        return unexpected(fmt::format("recipient_access: {}", rt.error()));
+    env->recipients = std::move(rt.value());
+    const auto& ca = cfg.call_ahead;
+    if (!ca.domains.empty()) {
+        auto c = std::make_unique<mta::call_ahead_env>();
+        for (const auto& d : ca.domains)
+            c->options.domains.push_back(d.starts_with("*.") ? d.substr(1) : d);
+        const auto& hosts = ca.hosts.empty() ? cfg.delivery.internal_hosts : ca.hosts;
+        for (const auto& h : hosts) {
+            auto hp = parse_next_hop(h, cfg.delivery.smtp_port);
+            auto a = hp ? net::address::parse(hp->first, hp->second) : std::nullopt;
+            if (!a)
+                return unexpected(fmt::format("call_ahead: {} is not an IP address to ask", h));
+            c->options.hosts.push_back(*a);
+        }
+        c->options.sender = ca.sender;
+        c->options.timeout = ca.timeout_ms;
+        c->options.ttl = ca.cache_ttl_s;
+        c->options.negative_ttl = ca.negative_cache_ttl_s;
+        c->options.fail_open = ca.fail_open;
+        c->options.hostname = cfg.smtp.hostname;
+        c->client.hostname = cfg.smtp.hostname;
+        c->client.connect_timeout = ca.timeout_ms;
+        c->client.command_timeout = ca.timeout_ms;
+        c->client.data_timeout = ca.timeout_ms;
+        c->cache = answers;
+        env->call_ahead = std::move(c);
+    }
     return env;
 }
 

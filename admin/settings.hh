@@ -36,6 +36,8 @@ result<policy::relay_config, std::string> relay_options(const config& cfg);
 // [[mail_flow_policy]], [screening]) for the SMTP server; the built-in
 // groups and policies are added here. `passed`: the pass cache, which
 // outlives configurations. An error for what the loader has already refused.
-result<std::unique_ptr<mta::access_env>, std::string> access_options(const config& cfg, mta::pass_cache* passed);
+// `answers`: the call-ahead cache, likewise.
+result<std::unique_ptr<mta::access_env>, std::string> access_options(const config& cfg, mta::pass_cache* passed,
+                                                                     mta::call_ahead_cache* answers);
 
 }  // namespace rw::admin

@@ -503,6 +503,21 @@ bool smtp_client::still_open() const {
     return ::poll(&p, 1, 0) == 0;
 }
 
+task<int> smtp_client::probe(std::string from, std::string rcpt, smtp_reply* reply) {
+    _out += fmt::format("MAIL FROM:<{}>\r\n", from);
+    bool ok = co_await command(reply, _o->command_timeout);
+    if (!ok)
+        co_return -1;
+    if (reply->code / 100 != 2)
+        co_return 0;
+    _out += fmt::format("RCPT TO:<{}>\r\n", rcpt);
+    ok = co_await command(reply, _o->command_timeout);
+    if (!ok)
+        co_return -1;
+    co_await rset();
+    co_return 1;
+}
+
 task<void> smtp_client::quit() {
     bool ok = false;
     if (!_broken) {

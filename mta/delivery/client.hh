@@ -81,6 +81,10 @@ public:
     // answer have code 0).
     task<bool> send(const outgoing* m, std::vector<smtp_reply>* rcpt_replies, smtp_reply* mail_reply);
     task<void> quit();
+    // Recipient verification (a call-ahead): MAIL FROM:<from> and RCPT
+    // TO:<rcpt>, then RSET. 1: *reply is the RCPT reply; 0: MAIL was
+    // refused, *reply says how; -1: no usable answer (error says why).
+    task<int> probe(std::string from, std::string rcpt, smtp_reply* reply);
     // After an idle wait: false when the server has spoken (a 421, a TLS
     // alert) or closed since the last reply, so the connection must not be
     // reused. One poll(2), no round trip.

@@ -20,7 +20,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "mta/smtp/call_ahead.hh"
 #include "policy/access.hh"
+#include "policy/recipient_access.hh"
 #include "policy/rate_limit.hh"
 #include "runtime/net/addr.hh"
 
@@ -81,6 +83,8 @@ struct access_env {
     // Per policy (the table's indexes): its recipients-per-hour bucket, or null.
     std::vector<std::unique_ptr<shared_bucket>> per_hour;
     pass_cache* passed = nullptr;  // null: no memory of passed clients
+    policy::recipient_table recipients;         // [[recipient_access]]
+    std::unique_ptr<call_ahead_env> call_ahead;  // null: no recipient is validated
 };
 
 }  // namespace rw::mta

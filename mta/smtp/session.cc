@@ -81,7 +81,7 @@ private:
     task<bool> handle(const std::string& line);  // false = end the session
     void do_ehlo(const smtp::command& c, bool extended);
     task<void> do_mail(const smtp::command& c);
-    void do_rcpt(const smtp::command& c);
+    task<void> do_rcpt(const smtp::command& c);
     task<bool> do_data();
     task<bool> do_bdat(const smtp::command& c);
     task<bool> do_starttls();
@@ -522,22 +522,22 @@ task<void> session::do_mail(const smtp::command& c) {
     queue(250, "2.1.0", "Ok");
 }
 
-void session::do_rcpt(const smtp::command& c) {
+task<void> session::do_rcpt(const smtp::command& c) {
     if (!_have_mail) {
         queue(503, "5.5.1", "Error: need MAIL command");
         (void)count_error();
-        return;
+        co_return;
     }
     if (!_screen_failed.empty()) {
         // Screening, enforced: the envelope is heard (and logged), nothing accepted.
         queue(550, "5.5.1", fmt::format("Error: protocol error ({}); mail from this client is refused", _screen_failed));
         journal_reject(550, fmt::format("screening: {}", _screen_failed));
-        return;
+        co_return;
     }
-    if (_rcpts.size() >= max_rcpts()) {
+    if (_rcpts.size() >= _lo->max_recipients) {
         // RFC 5321 4.5.3.1.10: 452 lets the client send the rest later.
         queue(452, "4.5.3", "Error: too many recipients");
-        return;
+        co_return;
     }
     const policy::connection_facts cf = connection_facts();
     policy::sender_facts sf;
@@ -554,24 +554,75 @@ void session::do_rcpt(const smtp::command& c) {
     rf.has_relay_chars = smtp::has_relay_chars(c.path);
     rf.had_source_route = c.had_source_route;
     policy::verdict v = _env->relay->check_recipient(cf, sf, rf);
+    const std::string rcpt = smtp::to_string(c.path);
     if (v.act != policy::action::accept) {
         queue(v.code, v.enhanced, v.reason);
-        journal_reject(v.code, smtp::to_string(c.path));
-        return;
+        journal_reject(v.code, rcpt);
+        co_return;
     }
-    if (_policy && _policy->max_recipients_per_hour && !exempt()) {
+    // The recipient access table.
+    const policy::recipient_entry* ra = _env->access ? _env->access->recipients.find(rf.local, rf.domain) : nullptr;
+    if (ra && ra->reject) {
+        queue(ra->code, ra->enhanced, fmt::format("<{}>: {}", rcpt, ra->text));
+        journal_reject(ra->code, fmt::format("recipient access: {}", ra->match));
+        co_return;
+    }
+    const bool bypass = ra && ra->bypass_throttles;
+    if (!bypass && _rcpts.size() >= max_rcpts()) {
+        queue(452, "4.5.3", "Error: too many recipients");
+        co_return;
+    }
+    if (!bypass && _policy && _policy->max_recipients_per_hour && !exempt()) {
         const auto& bucket = _env->access->per_hour[_class->policy];
         if (bucket && !bucket->allow(_peer, std::chrono::steady_clock::now())) {
             queue(452, "4.7.1", "Error: too many recipients from your address this hour; try later");
             journal_reject(452, "recipients per hour");
-            return;
+            co_return;
+        }
+    }
+    // Call-ahead to the internal server, unless the table knows the mailbox.
+    const call_ahead_env* ca = _env->access ? _env->access->call_ahead.get() : nullptr;
+    if (!ra && ca && !rf.domain_literal && ca->covers(mail::normalize_domain(rf.domain))) {
+        task<call_ahead_result> t = call_ahead(ca, rcpt);
+        call_ahead_result r = co_await std::move(t);
+        const char* verdict = r.v == call_ahead_result::verdict::valid     ? "valid"
+                              : r.v == call_ahead_result::verdict::invalid ? "invalid"
+                                                                           : "unknown";
+        const std::string said = r.reply.line();
+        journal::record("call_ahead", {{"icid", _icid},
+                                       {"rcpt", std::string_view(rcpt)},
+                                       {"result", verdict},
+                                       {"cached", r.cached},
+                                       {"reply", std::string_view(said)},
+                                       {"why", std::string_view(r.why)}});
+        if (r.v == call_ahead_result::verdict::invalid) {
+            // The internal server's own code and reason; 5.1.1 when it gave
+            // no enhanced code of its class.
+            const int code = r.reply.code / 100 == 5 ? r.reply.code : 550;
+            std::string enh = r.reply.enhanced.starts_with("5.") ? r.reply.enhanced : std::string("5.1.1");
+            std::string text = r.reply.text;
+            if (!r.reply.enhanced.empty() && text.starts_with(r.reply.enhanced))
+                text.erase(0, r.reply.enhanced.size() + 1);
+            if (text.size() > 200)
+                text.resize(200);
+            for (char& ch : text)  // another server's words, repeated to our client: printable ASCII only
+                if (uint8_t(ch) < 0x20 || uint8_t(ch) > 0x7e)
+                    ch = '?';
+            queue(code, enh, fmt::format("<{}>: Recipient address rejected: {}", rcpt, text));
+            journal_reject(code, fmt::format("call-ahead: {}", rcpt));
+            co_return;
+        }
+        if (r.v == call_ahead_result::verdict::unknown && !ca->options.fail_open) {
+            queue(451, "4.4.3", fmt::format("<{}>: Recipient address verification failed for now; try later", rcpt));
+            journal_reject(451, fmt::format("call-ahead: {}", rcpt));
+            co_return;
         }
     }
     rcpt_params rp;
     rp.notify = c.notify;
     if (size_t semi = c.orcpt.find(';'); semi != std::string::npos)  // addr-type ";" xtext (RFC 3461 4.2)
         rp.orcpt = c.orcpt.substr(0, semi + 1) + mail::xtext_decode_lenient(std::string_view(c.orcpt).substr(semi + 1));
-    _rcpts.push_back(smtp::to_string(c.path));
+    _rcpts.push_back(rcpt);
     _params.rcpts.push_back(std::move(rp));
     queue(250, "2.1.5", "Ok");
 }
@@ -1308,7 +1359,11 @@ task<bool> session::handle(const std::string& line) {
         co_await std::move(t);
         co_return _errors < _lo->max_errors && !_end_session;
     }
-    case smtp::verb::rcpt: do_rcpt(c); co_return _errors < _lo->max_errors;
+    case smtp::verb::rcpt: {
+        task<void> t = do_rcpt(c);
+        co_await std::move(t);
+        co_return _errors < _lo->max_errors;
+    }
     case smtp::verb::data: co_return co_await do_data();
     case smtp::verb::bdat: co_return co_await do_bdat(c);
     case smtp::verb::rset:

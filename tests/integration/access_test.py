@@ -128,12 +128,19 @@ class AccessTest(DeliveryTest):
         self.addCleanup(self.dns.close)
         self.dns.set_zone(ZONE)
         self.sink_ = self.sink(save=True)
+        # A server that takes connections and never says a word.
+        self.silent = socket.socket()
+        self.silent.bind(("127.0.0.1", 0))
+        self.silent.listen(16)
+        self.addCleanup(self.silent.close)
         dns = {"servers": [f"127.0.0.1:{self.dns.port}"], "timeout_ms": 500, "tries": 2, "cache_entries": 0}
         self.g = self.gateway(routes=[("local.test", [f"127.0.0.1:{self.sink_.port}"]),
                                       ("other.test", [f"127.0.0.1:{self.sink_.port}"])],
                               dns=dns, relay_networks='["127.0.0.2/32"]',
                               listener_extra=getattr(self, "LISTENER", ""),
-                              tail_extra=POLICY + "[authentication]\nspf_helo = false\n")
+                              tail_extra=POLICY + getattr(self, "EXTRA", "").format(
+                                  sink=self.sink_.port, silent=self.silent.getsockname()[1]) +
+                              "[authentication]\nspf_helo = false\n")
 
     def connect(self, source):
         c = Raw(self.g.port, source=source, timeout=15)
@@ -311,6 +318,109 @@ class SenderGroups(AccessTest):
                          ("SUSPECTLIST", "accept", 3))
         g = trace("127.0.0.20")["sender_group"]
         self.assertEqual(g["action"], "relay")
+
+
+RECIPIENTS = r"""
+[[recipient_access]]
+recipient = "postmaster@"
+action = "accept"
+
+[[recipient_access]]
+recipient = "closed@local.test"
+action = "reject"
+reply = "550 5.7.1 This mailbox takes no mail"
+
+[[recipient_access]]
+recipient = "vip@local.test"
+action = "accept"
+bypass_throttles = true
+
+[[recipient_access]]
+recipient = "*.gone.test"
+action = "reject"
+reply = "554 5.1.2 Those domains are gone"
+
+[call_ahead]
+domains = ["local.test"]
+timeout_ms = 700
+"""
+
+
+class RecipientAccess(AccessTest):
+    EXTRA = RECIPIENTS + 'hosts = ["127.0.0.1:{sink}"]\n'
+
+    def calls(self):
+        return [(e["rcpt"], e["result"], e["cached"]) for e in self.events("call_ahead")]
+
+    def test_table_and_call_ahead(self):
+        # 127.0.0.20: RELAYED (gone.test is then a domain it may send to).
+        c = self.connect("127.0.0.20")
+        self.ehlo(c)
+        c.send("MAIL FROM:<a@pass.test>\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        expect = [
+            ("bob@local.test", 250, None),
+            ("permfail@local.test", 550, "550 5.1.1 <permfail@local.test>: Recipient address rejected: "
+                                         "Error: mailbox unavailable (injected)"),
+            ("permfail@local.test", 550, None),  # from the cache
+            ("closed@local.test", 550, "550 5.7.1 <closed@local.test>: This mailbox takes no mail"),
+            ("x@a.gone.test", 554, "554 5.1.2 <x@a.gone.test>: Those domains are gone"),
+            ("postmaster@local.test", 250, None),
+            ("tempfail@local.test", 250, None),     # 451 from the server: fail-open
+        ]
+        for rcpt, code, line in expect:
+            c.send(f"RCPT TO:<{rcpt}>\r\n")
+            got, lines = c.reply()
+            self.assertEqual(got, code, (rcpt, lines))
+            if line:
+                self.assertEqual(lines, [line])
+        c.send("DATA\r\n")
+        self.assertEqual(c.reply()[0], 354)
+        c.send(message("validated") + b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(self.calls(), [("bob@local.test", "valid", False), ("permfail@local.test", "invalid", False),
+                                        ("permfail@local.test", "invalid", True),
+                                        ("tempfail@local.test", "unknown", False)])
+        rejects = [(e["code"], e["what"]) for e in self.events("reject")]
+        self.assertEqual(rejects, [(550, "call-ahead: permfail@local.test"), (550, "call-ahead: permfail@local.test"),
+                                   (550, "recipient access: closed@local.test"),
+                                   (554, "recipient access: *.gone.test")])
+        # No bounce for the refused ones: the message went to the accepted only.
+        wait_until(lambda: saved(self.sink_.save), timeout=20, what="the message at the sink")
+        received = [e for e in self.events("received")]
+        self.assertEqual(len(received), 1)
+        self.assertEqual(received[0]["rcpts"], 3)
+
+    def test_bypass_throttles(self):
+        # 127.0.0.50: THROTTLED, 3 recipients a message; vip@ does not count.
+        c = self.connect("127.0.0.50")
+        self.ehlo(c)
+        c.send("MAIL FROM:<a@pass.test>\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        codes = []
+        for rcpt in ("a@local.test", "b@local.test", "c@local.test", "vip@local.test", "d@local.test"):
+            c.send(f"RCPT TO:<{rcpt}>\r\n")
+            codes.append(c.reply()[0])
+        self.assertEqual(codes, [250, 250, 250, 250, 452])
+
+
+class RecipientAccessFailClosed(AccessTest):
+    # The silent server first: each call-ahead waits for it, then asks the sink.
+    EXTRA = RECIPIENTS + 'hosts = ["127.0.0.1:{silent}", "127.0.0.1:{sink}"]\nfail_open = false\n'
+
+    def test_an_unanswered_call_ahead_is_a_temporary_failure(self):
+        c = self.connect("127.0.0.40")
+        self.ehlo(c)
+        t0 = time.monotonic()
+        c.send("MAIL FROM:<a@pass.test>\r\nRCPT TO:<tempfail@local.test>\r\nRCPT TO:<bob@local.test>\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.reply(), (451, ["451 4.4.3 <tempfail@local.test>: Recipient address verification failed "
+                                           "for now; try later"]))
+        self.assertEqual(c.reply()[0], 250)
+        # Each waited for the silent one's greeting (0.7 s) before the sink answered.
+        self.assertGreaterEqual(time.monotonic() - t0, 1.3)
+        calls = [(e["rcpt"], e["result"]) for e in self.events("call_ahead")]
+        self.assertEqual(calls, [("tempfail@local.test", "unknown"), ("bob@local.test", "valid")])
 
 
 class Screening(AccessTest):

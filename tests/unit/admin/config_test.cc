@@ -1060,3 +1060,84 @@ TEST_CASE("choose_start_config: the newest version unless the given text changed
     CHECK_THAT(info.value().diff, Contains("delivery.smtp_port: 25 -> 2525"));
     std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("sender groups, mail flow policies, recipient access and call-ahead load with the built-ins", "[config]") {
+    auto r = load_config_text(R"([[listener]]
+name = "smtp"
+port = 2525
+[delivery]
+internal_hosts = ["192.0.2.25:2525"]
+[screening]
+dnsbl_sites = ["bl.example.test*2", "wl.example.test=127.0.[0..255].[1..3]*-3"]
+pipelining = "enforce"
+[[mail_flow_policy]]
+name = "SLOW"
+max_recipients_per_hour = 50
+tls = "required"
+[[sender_group]]
+name = "UNKNOWNLIST"
+policy = "SLOW"
+[[sender_group]]
+name = "PARTNERS"
+policy = "TRUSTED"
+networks = ["198.51.100.0/24"]
+rdns = ["*.partner.example"]
+dnsbl_max_score = -3
+[[recipient_access]]
+recipient = "postmaster@"
+action = "accept"
+[call_ahead]
+domains = ["example.test"]
+)",
+                              "t.toml");
+    INFO((r ? std::string() : r.error()));
+    REQUIRE(r);
+    const config& c = r.value();
+    CHECK(c.screening.pipelining == screen_action::enforce);
+    const auto policies = flow_policies_of(c.flow_policies);
+    REQUIRE(policies.size() == 6);
+    CHECK(policies[0].name == "SLOW");
+    CHECK(policies[0].tls == tls_policy::required);
+    const auto groups = sender_groups_of(c.sender_groups);
+    REQUIRE(groups.size() == 6);
+    CHECK(groups[0].name == "PARTNERS");
+    CHECK(groups[1].name == "RELAYLIST");
+    CHECK(groups.back().name == "UNKNOWNLIST");
+    CHECK(groups.back().policy == "SLOW");
+    CHECK(c.recipient_access.size() == 1);
+    CHECK(c.call_ahead.domains == std::vector<std::string>{"example.test"});
+}
+
+TEST_CASE("error: sender groups and call-ahead say what is wrong", "[config]") {
+    auto e = refused(R"([[listener]]
+name = "smtp"
+port = 2525
+[screening]
+dnsbl_sites = ["bl.example.test*0"]
+[[mail_flow_policy]]
+name = "X"
+reject_reply = "250 2.0.0 fine"
+[[sender_group]]
+name = "G"
+policy = "NOPE"
+spf = ["maybe"]
+[[sender_group]]
+name = "UNKNOWNLIST"
+policy = "ACCEPTED"
+networks = ["192.0.2.0/24"]
+[[recipient_access]]
+recipient = "@example.test"
+action = "allow"
+[call_ahead]
+domains = ["example.test"]
+hosts = ["mail.example.test"]
+)");
+    CHECK_THAT(e, Contains("t.toml:5: screening.dnsbl_sites[0]: \"bl.example.test*0\": weight \"0\""));
+    CHECK_THAT(e, Contains("t.toml:8: mail_flow_policy[0].reject_reply: \"250 2.0.0 fine\""));
+    CHECK_THAT(e, Contains("t.toml:11: sender_group[0].policy: there is no mail flow policy \"NOPE\""));
+    CHECK_THAT(e, Contains("t.toml:12: sender_group[0].spf[0]: \"maybe\" is not an SPF result"));
+    CHECK_THAT(e, Contains("sender_group[1]: UNKNOWNLIST holds every client no other group holds"));
+    CHECK_THAT(e, Contains("t.toml:18: recipient_access[0].recipient: @example.test: no local part"));
+    CHECK_THAT(e, Contains("t.toml:19: recipient_access[0].action: unknown value \"allow\""));
+    CHECK_THAT(e, Contains("t.toml:22: call_ahead.hosts[0]: \"mail.example.test\" is not an IP address"));
+}

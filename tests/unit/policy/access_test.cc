@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "policy/access.hh"
+#include "policy/recipient_access.hh"
 
 using namespace rw;
 using namespace rw::policy::access;
@@ -416,4 +417,47 @@ TEST_CASE("access: an SPF group holds only when the SPF result is known", "[acce
     auto soft = t->classify(f, ans);
     REQUIRE(soft.done);
     CHECK(soft.done->group == 5);
+}
+
+TEST_CASE("recipient access: the most precise entry wins") {
+    std::vector<policy::recipient_entry> entries;
+    auto add = [&](std::string match, bool reject) {
+        policy::recipient_entry e;
+        e.match = std::move(match);
+        e.reject = reject;
+        entries.push_back(std::move(e));
+    };
+    add("abuse@example.test", false);
+    add("abuse@", true);
+    add("example.test", true);
+    add("*.example.test", false);
+    add("*.deep.example.test", true);
+    add("Other.Test.", false);
+    auto t = policy::recipient_table::build(entries);
+    REQUIRE(t);
+    auto match_of = [&](std::string_view local, std::string_view domain) {
+        const policy::recipient_entry* e = t.value().find(local, domain);
+        return e ? e->match : std::string("<none>");
+    };
+    CHECK(match_of("abuse", "EXAMPLE.test.") == "abuse@example.test");
+    CHECK(match_of("abuse", "elsewhere.test") == "abuse@");
+    CHECK(match_of("bob", "example.test") == "example.test");
+    CHECK(match_of("bob", "mx.example.test") == "*.example.test");
+    CHECK(match_of("bob", "a.deep.example.test") == "*.deep.example.test");
+    CHECK(match_of("bob", "deep.example.test") == "*.example.test");
+    CHECK(match_of("bob", "other.test") == "Other.Test.");
+    CHECK(match_of("bob", "unrelated.test") == "<none>");
+    CHECK(match_of("Abuse", "elsewhere.test") == "<none>");  // local parts as written
+
+    std::vector<policy::recipient_entry> dup(2);
+    dup[0].match = "example.test";
+    dup[1].match = "EXAMPLE.TEST";
+    auto d = policy::recipient_table::build(dup);
+    REQUIRE(!d);
+    CHECK_THAT(d.error(), Contains("a second entry"));
+    std::vector<policy::recipient_entry> bad(1);
+    bad[0].match = "@example.test";
+    CHECK(!policy::recipient_table::build(bad));
+    bad[0].match = "user@exa mple.test";
+    CHECK(!policy::recipient_table::build(bad));
 }
