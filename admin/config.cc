@@ -149,6 +149,11 @@ std::string_view to_string(tls_policy t) {
     return t == tls_policy::off ? "off" : t == tls_policy::preferred ? "preferred" : "required";
 }
 
+std::string_view to_string(scan_failure f) { return f == scan_failure::accept ? "accept" : "tempfail"; }
+std::string_view to_string(virus_action a) {
+    return a == virus_action::reject ? "reject" : a == virus_action::quarantine ? "quarantine" : "drop";
+}
+
 std::vector<mail_flow_policy_config> flow_policies_of(const std::vector<mail_flow_policy_config>& configured) {
     std::vector<mail_flow_policy_config> out = configured;
     auto add = [&](const char* name, auto set) {
@@ -168,7 +173,10 @@ std::vector<mail_flow_policy_config> flow_policies_of(const std::vector<mail_flo
         p.max_recipients_per_hour = 100;
         p.max_connections_per_client = 5;
     });
-    add("TRUSTED", [](mail_flow_policy_config& p) { p.screening = false; });
+    add("TRUSTED", [](mail_flow_policy_config& p) {
+        p.screening = false;
+        p.antispam = false;
+    });
     add("RELAYED", [](mail_flow_policy_config& p) {
         p.action = flow_action::relay;
         p.screening = false;

@@ -269,6 +269,8 @@ struct mail_flow_policy_config {
     bool sender_auth = true;
     bool content_rules = true;
     bool screening = true;
+    bool antivirus = true;
+    bool antispam = true;
 
     friend bool operator==(const mail_flow_policy_config&, const mail_flow_policy_config&) = default;
 };
@@ -313,6 +315,36 @@ struct call_ahead_config {
     bool fail_open = true;  // an unanswered call-ahead accepts; false: 451 4.4.3
 
     friend bool operator==(const call_ahead_config&, const call_ahead_config&) = default;
+};
+
+// [antivirus]: clamd (mta/scan/scanners.hh). A scanner that fails: on_failure.
+enum class scan_failure { accept, tempfail };
+std::string_view to_string(scan_failure f);
+enum class virus_action { reject, quarantine, drop };
+std::string_view to_string(virus_action a);
+struct antivirus_config {
+    std::string clamd;  // "/run/clamav/clamd.ctl" or "127.0.0.1:3310"; "": no anti-virus
+    std::chrono::milliseconds timeout_ms{30'000};
+    uint64_t max_size_bytes = uint64_t(25) << 20;  // key `max_size`: larger messages are not scanned
+    scan_failure on_failure = scan_failure::accept;
+    virus_action action = virus_action::reject;
+    std::string reply = "554 5.7.0 Message contains a virus";
+
+    friend bool operator==(const antivirus_config&, const antivirus_config&) = default;
+};
+
+// [antispam]: rspamd.
+struct antispam_config {
+    std::string rspamd;  // "127.0.0.1:11333"; "": no anti-spam
+    std::chrono::milliseconds timeout_ms{30'000};
+    uint64_t max_size_bytes = uint64_t(10) << 20;
+    scan_failure on_failure = scan_failure::accept;
+    bool quarantine = false;  // rspamd's reject: hold in quarantine spam instead of refusing
+    std::string reply = "550 5.7.1 Message rejected as spam";
+    std::string subject_tag = "[SPAM]";
+    bool headers = true;
+
+    friend bool operator==(const antispam_config&, const antispam_config&) = default;
 };
 
 // [control]: the admin shell's Unix domain socket.
@@ -401,6 +433,8 @@ struct config {
     std::vector<sender_group_config> sender_groups;      // the [[sender_group]] tables, in file order
     std::vector<recipient_access_config> recipient_access;  // the [[recipient_access]] tables
     call_ahead_config call_ahead;
+    antivirus_config antivirus;
+    antispam_config antispam;
     control_config control;
     metrics_config metrics;
     conservation_config conservation;

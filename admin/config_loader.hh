@@ -185,6 +185,7 @@ private:
     void read_sender_groups(const toml::table& root, config& c);
     void read_recipient_access(const toml::table& root, config& c);
     void read_call_ahead(const section& s, config& c);
+    void read_scanners(const toml::table& root, config& c);
     // A [[...]] table's name: letters, digits, '-', '_', '.'; unique among `taken`.
     template <typename T>
     bool read_name(const section& s, const std::vector<T>& taken, std::string_view what, std::string& out);

@@ -45,6 +45,8 @@ key_value val(quarantine_expiry e) { return std::string(to_string(e)); }
 key_value val(screen_action e) { return std::string(to_string(e)); }
 key_value val(flow_action e) { return std::string(to_string(e)); }
 key_value val(tls_policy e) { return std::string(to_string(e)); }
+key_value val(scan_failure e) { return std::string(to_string(e)); }
+key_value val(virus_action e) { return std::string(to_string(e)); }
 // Sizes print with their unit; empty strings are absent.
 key_value size_val(uint64_t b) { return format_size(b); }
 key_value opt_val(const std::string& s) {
@@ -103,6 +105,14 @@ void assign(tls_policy& f, const key_value& v) {
     if (auto* s = std::get_if<std::string>(&v))
         f = *s == "off" ? tls_policy::off : *s == "required" ? tls_policy::required : tls_policy::preferred;
 }
+void assign(scan_failure& f, const key_value& v) {
+    if (auto* s = std::get_if<std::string>(&v))
+        f = *s == "tempfail" ? scan_failure::tempfail : scan_failure::accept;
+}
+void assign(virus_action& f, const key_value& v) {
+    if (auto* s = std::get_if<std::string>(&v))
+        f = *s == "quarantine" ? virus_action::quarantine : *s == "drop" ? virus_action::drop : virus_action::reject;
+}
 // Lists are read by their sections' own code (each element has its own check).
 template <typename T>
 void assign(std::vector<T>&, const key_value&) {}
@@ -128,6 +138,8 @@ constexpr std::string_view k_quarantine_expiry[] = {"delete", "release"};
 constexpr std::string_view k_screen_actions[] = {"ignore", "enforce", "drop"};
 constexpr std::string_view k_flow_actions[] = {"accept", "reject", "relay"};
 constexpr std::string_view k_tls_policies[] = {"off", "preferred", "required"};
+constexpr std::string_view k_scan_failures[] = {"accept", "tempfail"};
+constexpr std::string_view k_virus_actions[] = {"reject", "quarantine", "drop"};
 
 constexpr auto live = apply_mode::live;
 constexpr auto restart = apply_mode::restart;
@@ -181,6 +193,14 @@ const section_spec k_sections[] = {
      "(MAIL, RCPT, RSET, QUIT) and an unknown user is refused at RCPT with its reply, so no bounce is made. "
      "Answers are cached for every core; a server that does not answer, or answers 4xx, fails open or gets "
      "451 4.4.3."},
+    {"antivirus", false,
+     "Anti-virus through clamd: every message is streamed to it (INSTREAM) as it arrives, over a connection of "
+     "its own, and judged at the end of DATA. Mail flow policies with antivirus = false skip it."},
+    {"antispam", false,
+     "Anti-spam through rspamd: every message is streamed to /checkv2 (chunked) as it arrives; rspamd's action "
+     "decides: reject (refused, or held in quarantine spam), soft reject and greylist (451 4.7.1), rewrite "
+     "subject (subject_tag), add header (X-Spam: Yes). Mail flow policies with antispam = false skip it "
+     "(TRUSTED does)."},
     {"control", false, "The admin shell's Unix domain socket and the store of configuration versions."},
     {"metrics", false, "The Prometheus endpoint."},
     {"conservation", false,
@@ -496,6 +516,10 @@ const key_spec k_keys[] = {
      "Run the content rules.", false, {}, {}, RW_F(mail_flow_policy_config, content_rules)},
     {"mail_flow_policy", "screening", T::boolean, 0, 0, {}, {}, live,
      "Run the [screening] tests.", false, {}, {}, RW_F(mail_flow_policy_config, screening)},
+    {"mail_flow_policy", "antivirus", T::boolean, 0, 0, {}, {}, live,
+     "Scan with [antivirus] (when configured).", false, {}, {}, RW_F(mail_flow_policy_config, antivirus)},
+    {"mail_flow_policy", "antispam", T::boolean, 0, 0, {}, {}, live,
+     "Scan with [antispam] (when configured).", false, {}, {}, RW_F(mail_flow_policy_config, antispam)},
 
     // [[sender_group]]
     {"sender_group", "name", T::string, 0, 0, {}, {}, live,
@@ -562,6 +586,47 @@ const key_spec k_keys[] = {
     {"call_ahead", "fail_open", T::boolean, 0, 0, {}, {}, live,
      "When the internal server cannot say (no answer, 4xx): accept the recipient (true) or answer 451 4.4.3.",
      false, {}, {}, RW_F(call_ahead_config, fail_open)},
+
+    // [antivirus]
+    {"antivirus", "clamd", T::string, 0, 0, {}, {}, live,
+     "clamd's socket: a Unix socket path or \"IP:port\"; empty: no anti-virus.", false,
+     "\"/run/clamav/clamd.ctl\"", {}, RW_F_OPT(antivirus_config, clamd)},
+    {"antivirus", "timeout_ms", T::integer, 100, 600'000, {}, "ms", live,
+     "For the connection, each piece sent and the answer.", false, {}, {}, RW_F(antivirus_config, timeout_ms)},
+    {"antivirus", "max_size", T::size, 1024, int64_t(1) << 32, {}, "bytes", live,
+     "Larger messages are not scanned (keep it at most clamd's StreamMaxLength).", false, {}, {},
+     RW_F_SIZE(antivirus_config, max_size_bytes)},
+    {"antivirus", "on_failure", T::enumeration, 0, 0, {}, {}, live,
+     "When clamd cannot be reached, times out or answers garbage: accept the message (fail open, logged) or "
+     "451 4.7.1.",
+     false, {}, k_scan_failures, RW_F(antivirus_config, on_failure)},
+    {"antivirus", "action", T::enumeration, 0, 0, {}, {}, live,
+     "What an infected message gets: reject (reply, with the virus name), quarantine (held in virus) or drop.",
+     false, {}, k_virus_actions, RW_F(antivirus_config, action)},
+    {"antivirus", "reply", T::string, 0, 0, {}, {}, live,
+     "The refusal, \"CODE X.Y.Z text\"; \": NAME\" is added.", false, {}, {}, RW_F(antivirus_config, reply)},
+
+    // [antispam]
+    {"antispam", "rspamd", T::string, 0, 0, {}, {}, live,
+     "rspamd's normal worker, \"IP:port\" (or a Unix socket path); empty: no anti-spam.", false,
+     "\"127.0.0.1:11333\"", {}, RW_F_OPT(antispam_config, rspamd)},
+    {"antispam", "timeout_ms", T::integer, 100, 600'000, {}, "ms", live,
+     "For the connection, each piece sent and the answer.", false, {}, {}, RW_F(antispam_config, timeout_ms)},
+    {"antispam", "max_size", T::size, 1024, int64_t(1) << 32, {}, "bytes", live, "Larger messages are not scanned.",
+     false, {}, {}, RW_F_SIZE(antispam_config, max_size_bytes)},
+    {"antispam", "on_failure", T::enumeration, 0, 0, {}, {}, live,
+     "When rspamd cannot be reached, times out or answers garbage: accept (fail open, logged) or 451 4.7.1.", false,
+     {}, k_scan_failures, RW_F(antispam_config, on_failure)},
+    {"antispam", "quarantine", T::boolean, 0, 0, {}, {}, live,
+     "rspamd's reject holds the message in quarantine spam instead of refusing it.", false, {}, {},
+     RW_F(antispam_config, quarantine)},
+    {"antispam", "reply", T::string, 0, 0, {}, {}, live, "The refusal of rspamd's reject, \"CODE X.Y.Z text\".",
+     false, {}, {}, RW_F(antispam_config, reply)},
+    {"antispam", "subject_tag", T::string, 0, 0, {}, {}, live,
+     "Prefixed to the Subject for rspamd's rewrite subject.", false, {}, {}, RW_F(antispam_config, subject_tag)},
+    {"antispam", "headers", T::boolean, 0, 0, {}, {}, live,
+     "Add X-Spam-Status (Yes or No, score, required score, action, symbols) to every scanned message.", false, {},
+     {}, RW_F(antispam_config, headers)},
 
     // [control]
     {"control", "socket", T::path, 0, 0, {}, {}, restart,
@@ -742,6 +807,8 @@ const void* struct_of(const config& c, std::string_view section, size_t i) {
     if (section == "sender_group") return &c.sender_groups.at(i);
     if (section == "recipient_access") return &c.recipient_access.at(i);
     if (section == "call_ahead") return &c.call_ahead;
+    if (section == "antivirus") return &c.antivirus;
+    if (section == "antispam") return &c.antispam;
     if (section == "control") return &c.control;
     if (section == "metrics") return &c.metrics;
     if (section == "conservation") return &c.conservation;

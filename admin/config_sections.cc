@@ -6,6 +6,7 @@
 #include "mail/header.hh"
 #include "policy/access.hh"
 #include "policy/recipient_access.hh"
+#include "mta/scan/scanners.hh"
 #include "policy/rules.hh"
 #include "policy/spf.hh"
 
@@ -608,6 +609,45 @@ void loader::read_call_ahead(const section& s, config& c) {
     }
 }
 
+void loader::read_scanners(const toml::table& root, config& c) {
+    static constexpr std::string_view where_allowed = "a Unix socket path (\"/run/clamav/clamd.ctl\") or \"IP:port\"";
+    static constexpr std::string_view reply_allowed = "\"CODE X.Y.Z text\", 4xx or 5xx";
+    auto endpoint_of = [&](const section& s, std::string_view k, std::string& out) {
+        if (auto v = read_string(s, k, where_allowed)) {
+            if (!v->empty() && !mta::scan::endpoint::parse(*v))
+                error(line_of(*s.get(k), s.line), s.key(k), quote(*v), where_allowed);
+            else
+                out = std::move(*v);
+        }
+    };
+    auto reply_of = [&](const section& s, std::string& out) {
+        if (auto v = read_string(s, "reply", reply_allowed)) {
+            if (!policy::access::parse_reply(*v))
+                error(line_of(*s.get("reply"), s.line), s.key("reply"), quote(*v), reply_allowed);
+            else
+                out = std::move(*v);
+        }
+    };
+    section av = open_table(root, "antivirus");
+    check_keys(av, keys_of(av.name()));
+    read_simple(av, &c.antivirus);
+    endpoint_of(av, "clamd", c.antivirus.clamd);
+    reply_of(av, c.antivirus.reply);
+    section as = open_table(root, "antispam");
+    check_keys(as, keys_of(as.name()));
+    read_simple(as, &c.antispam);
+    endpoint_of(as, "rspamd", c.antispam.rspamd);
+    reply_of(as, c.antispam.reply);
+    static constexpr std::string_view tag_allowed = "printable text of up to 64 characters, or empty";
+    if (auto v = read_string(as, "subject_tag", tag_allowed)) {
+        bool ok = v->size() <= 64 && std::all_of(v->begin(), v->end(), [](char ch) { return uint8_t(ch) >= 0x20 && ch != 0x7f; });
+        if (!ok)
+            error(line_of(*as.get("subject_tag"), as.line), as.key("subject_tag"), quote(*v), tag_allowed);
+        else
+            c.antispam.subject_tag = std::move(*v);
+    }
+}
+
 void loader::read_control(const section& s, control_config& out) {
     check_keys(s, keys_of(s.name()));
     std::string allowed = fmt::format("a file path of 1..{} bytes (a Unix socket address)", k_max_socket_path);
@@ -749,6 +789,7 @@ result<config, std::string> loader::run(const toml::table& root) {
     read_sender_groups(root, c);
     read_recipient_access(root, c);
     read_call_ahead(open_table(root, "call_ahead"), c);
+    read_scanners(root, c);
     read_control(open_table(root, "control"), c.control);
     read_metrics(open_table(root, "metrics"), c.metrics);
     read_conservation(open_table(root, "conservation"), c.conservation);

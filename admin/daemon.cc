@@ -175,6 +175,7 @@ struct generation {
     std::shared_ptr<const policy::dkim::keyring> dkim_keys;  // authentication.dkim_key_dir, read at build
     std::shared_ptr<const policy::rules::rule_set> rules;     // the [[content_rule]] tables, compiled
     std::unique_ptr<mta::access_env> access;  // sender groups, mail flow policies, screening
+    std::unique_ptr<mta::scan::options> scanning;  // [antivirus], [antispam]
 };
 
 // What every core shares, built on the main thread.
@@ -547,6 +548,10 @@ result<std::unique_ptr<generation>, std::string> build_generation(const config& 
     if (!access)
         return unexpected(access.error());
     g->access = std::move(access.value());
+    auto scanning = scan_options(cfg);
+    if (!scanning)
+        return unexpected(scanning.error());
+    g->scanning = std::move(scanning.value());
     return g;
 }
 
@@ -642,6 +647,7 @@ void apply_on_core(core_slot& s, const generation& g, const generation* before, 
         env->max_received_headers = sc.max_received_headers;
         env->rules = g.rules->empty() ? nullptr : g.rules;
         env->access = g.access.get();
+        env->scanning = g.scanning->clamd || g.scanning->rspamd ? g.scanning.get() : nullptr;
         if (new_rates) {
             env->conn_rate = rates[0];
             env->msg_rate = rates[1];

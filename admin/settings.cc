@@ -128,6 +128,56 @@ result<policy::relay_config, std::string> relay_options(const config& cfg) {
     return rc;
 }
 
+result<std::unique_ptr<mta::scan::options>, std::string> scan_options(const config& cfg) {
+    auto o = std::make_unique<mta::scan::options>();
+    auto reply = [](const std::string& text, int& code, std::string& enh, std::string& out) {
+        auto r = policy::access::parse_reply(text);
+        if (!r)
+            return false;
+        code = r->code;
+        enh = r->enhanced;
+        out = r->text;
+        return true;
+    };
+    const auto& av = cfg.antivirus;
+    if (!av.clamd.empty()) {
+        auto e = mta::scan::endpoint::parse(av.clamd);
+        if (!e)
+            return unexpected(fmt::format("antivirus.clamd: cannot use {:?}", av.clamd));
+        mta::scan::clamd_options c;
+        c.where = *e;
+        c.timeout = av.timeout_ms;
+        c.max_size = av.max_size_bytes;
+        c.on_failure = av.on_failure == scan_failure::accept ? mta::scan::failure_mode::accept
+                                                             : mta::scan::failure_mode::tempfail;
+        o->clamd = c;
+        o->virus = av.action == virus_action::reject       ? mta::scan::options::virus_action::reject
+                   : av.action == virus_action::quarantine ? mta::scan::options::virus_action::quarantine
+                                                           : mta::scan::options::virus_action::drop;
+        if (!reply(av.reply, o->virus_code, o->virus_enhanced, o->virus_text))
+            return unexpected(fmt::format("antivirus.reply: {:?}", av.reply));
+    }
+    const auto& as = cfg.antispam;
+    if (!as.rspamd.empty()) {
+        auto e = mta::scan::endpoint::parse(as.rspamd);
+        if (!e)
+            return unexpected(fmt::format("antispam.rspamd: cannot use {:?}", as.rspamd));
+        mta::scan::rspamd_options r;
+        r.where = *e;
+        r.timeout = as.timeout_ms;
+        r.max_size = as.max_size_bytes;
+        r.on_failure = as.on_failure == scan_failure::accept ? mta::scan::failure_mode::accept
+                                                             : mta::scan::failure_mode::tempfail;
+        o->rspamd = r;
+        o->spam_quarantine = as.quarantine;
+        if (!reply(as.reply, o->spam_code, o->spam_enhanced, o->spam_text))
+            return unexpected(fmt::format("antispam.reply: {:?}", as.reply));
+        o->subject_tag = as.subject_tag;
+        o->spam_headers = as.headers;
+    }
+    return o;
+}
+
 result<std::unique_ptr<mta::access_env>, std::string> access_options(const config& cfg, mta::pass_cache* passed,
                                                                      mta::call_ahead_cache* answers) {
     namespace pa = policy::access;
@@ -173,6 +223,8 @@ result<std::unique_ptr<mta::access_env>, std::string> access_options(const confi
         p.sender_auth = c.sender_auth;
         p.content_rules = c.content_rules;
         p.screening = c.screening;
+        p.antivirus = c.antivirus;
+        p.antispam = c.antispam;
         env->per_hour.push_back(
             p.max_recipients_per_hour
                 ? std::make_unique<mta::shared_bucket>(double(p.max_recipients_per_hour) / 3600.0,

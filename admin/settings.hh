@@ -36,6 +36,9 @@ result<policy::relay_config, std::string> relay_options(const config& cfg);
 // [[mail_flow_policy]], [screening]) for the SMTP server; the built-in
 // groups and policies are added here. `passed`: the pass cache, which
 // outlives configurations. An error for what the loader has already refused.
+// [antivirus] and [antispam] for the SMTP server.
+result<std::unique_ptr<mta::scan::options>, std::string> scan_options(const config& cfg);
+
 // `answers`: the call-ahead cache, likewise.
 result<std::unique_ptr<mta::access_env>, std::string> access_options(const config& cfg, mta::pass_cache* passed,
                                                                      mta::call_ahead_cache* answers);

@@ -99,6 +99,8 @@ struct flow_policy {
     bool sender_auth = true;             // SPF, DKIM, DMARC, ARC (as [authentication] says)
     bool content_rules = true;
     bool screening = true;               // the pregreet and protocol tests ([screening])
+    bool antivirus = true;               // the [antivirus] scanner, when there is one
+    bool antispam = true;                // the [antispam] scanner, when there is one
 };
 
 struct group {

@@ -12,6 +12,8 @@ pkgs=(cmake make g++ pkg-config ccache git
 if [[ $what == test ]]; then
     pkgs+=(dnsmasq-base iproute2 procps mount swaks libnet-ssleay-perl postfix python3-pexpect prometheus
            openssh-client systemd  # systemd-socket-activate: the appliance helper, one per connection
+           # the scanners the filtering tests start: clamd (no signatures downloaded) and rspamd
+           clamav-daemon rspamd
            # sender authentication: a DNS server for test zones, the OpenSPF suite (python3-spf ships it)
            python3-dnslib python3-yaml python3-spf
            # DKIM interop: dkimpy signs and cross-checks (Ed25519 through PyNaCl)

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "fs/spool.hh"
+#include "mta/scan/scanners.hh"
 #include "mta/smtp/access.hh"
 #include "policy/cidr.hh"
 #include "policy/credentials.hh"
@@ -125,6 +126,8 @@ struct server_env {
     // Sender groups, mail flow policies and screening; null: none (every
     // client under the listener's limits).
     const access_env* access = nullptr;
+    // The scanners ([antivirus], [antispam]); null: none.
+    const scan::options* scanning = nullptr;
     // The content rules in force; null: none (nothing parses the message for them).
     std::shared_ptr<const policy::rules::rule_set> rules;
     net::buf_ring* rx = nullptr;                  // receive buffers for plain sessions

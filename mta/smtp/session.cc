@@ -226,6 +226,13 @@ private:
     // Content rules, fed by the pipeline; their decision at the end of the message.
     std::unique_ptr<verify::rules_feed> _rules_feed;
     std::optional<policy::rules::decision> _content;
+    // The scanners of this message (clamd, rspamd), fed as the spool is.
+    std::unique_ptr<scan::job> _scan;
+    // Ends the scans and logs them (at the end of the message).
+    task<void> finish_scans();
+    // Puts the scanners' verdicts into the decision: a virus before the
+    // content rules, spam after them (a rule's accept or refusal stands).
+    void apply_scans(policy::rules::decision& d) const;
     // Decides the content rules once the message is complete. True when
     // the message ends there (refused or dropped: answered, not queued).
     bool content_ends_message(fs::message_writer& mw, uint64_t size);
@@ -361,6 +368,7 @@ void session::reset_transaction() {
     _declared_size = 0;
     _rcpts.clear();
     _bdat_writer.reset();
+    _scan.reset();
     _bdat_bytes = 0;
     _bdat_error.reset();
     _pipeline.reset();
@@ -690,6 +698,21 @@ void session::start_pipeline() {
         _rules_feed = std::make_unique<verify::rules_feed>(_env->rules);
         _pipeline->add(_rules_feed.get());
     }
+    _scan.reset();
+    if (const scan::options* so = _env->scanning) {
+        const scan::clamd_options* av = so->clamd && (!_policy || _policy->antivirus) ? &*so->clamd : nullptr;
+        const scan::rspamd_options* as = so->rspamd && (!_policy || _policy->antispam) ? &*so->rspamd : nullptr;
+        if (av || as) {
+            scan::message_info info;
+            info.ip = _peer.ip_string();
+            info.helo = _helo;
+            info.from = _mail_from;
+            info.rcpts = _rcpts;
+            info.hostname = _class && _class->rdns ? *_class->rdns : std::string();
+            info.user = _auth_user;
+            _scan = std::make_unique<scan::job>(av, as, std::move(info));
+        }
+    }
     _sign_feed.reset();
     if (_env->auth && _env->auth->dkim_sign && _env->dkim_keys && !_arriving) {
         auto ring = _env->dkim_keys->get();
@@ -702,7 +725,121 @@ void session::start_pipeline() {
     }
 }
 
+task<void> session::finish_scans() {
+    if (!_scan)
+        co_return;
+    task<void> t = _scan->finish();
+    co_await std::move(t);
+    const scan::av_result& av = _scan->av;
+    if (av.st != scan::status::none)
+        journal::record("scan", {{"icid", _icid},
+                                 {"scanner", "clamd"},
+                                 {"result", scan::to_string(av.st)},
+                                 {"virus", std::string_view(av.virus)},
+                                 {"us", int64_t(av.took.count())},
+                                 {"why", std::string_view(av.why)}});
+    const scan::spam_result& sp = _scan->spam;
+    if (sp.st != scan::status::none) {
+        const std::string score = fmt::format("{:.2f}", sp.score);
+        journal::record("scan", {{"icid", _icid},
+                                 {"scanner", "rspamd"},
+                                 {"result", scan::to_string(sp.st)},
+                                 {"action", std::string_view(sp.action)},
+                                 {"score", std::string_view(score)},
+                                 {"us", int64_t(sp.took.count())},
+                                 {"why", std::string_view(sp.why)}});
+    }
+    if (av.st == scan::status::failed || sp.st == scan::status::failed)
+        lg.warn("icid={} scanner failed: {}{}", _icid, av.st == scan::status::failed ? av.why : std::string(),
+                sp.st == scan::status::failed ? " " + sp.why : std::string());
+}
+
+void session::apply_scans(policy::rules::decision& d) const {
+    if (!_scan || !_env->scanning)
+        return;
+    using outcome = policy::rules::decision::outcome;
+    const scan::options& o = *_env->scanning;
+    const scan::av_result& av = _scan->av;
+    const scan::spam_result& sp = _scan->spam;
+    auto tempfail = [&](std::string_view rule, std::string_view what) {
+        d.final = outcome::reject;
+        d.final_rule = std::string(rule);
+        d.code = 451;
+        d.enhanced = "4.7.1";
+        d.text = fmt::format("{} scanning is unavailable; try again later", what);
+    };
+    if (av.st == scan::status::failed && o.clamd && o.clamd->on_failure == scan::failure_mode::tempfail)
+        return tempfail("antivirus", "Virus");
+    if (av.st == scan::status::infected) {
+        d.final_rule = "antivirus";
+        d.fired.push_back("antivirus");
+        switch (o.virus) {
+        case scan::options::virus_action::reject:
+            d.final = outcome::reject;
+            d.code = o.virus_code;
+            d.enhanced = o.virus_enhanced;
+            d.text = fmt::format("{}: {}", o.virus_text, av.virus);
+            break;
+        case scan::options::virus_action::quarantine:
+            d.final = outcome::quarantine;
+            d.quarantine = "virus";
+            break;
+        case scan::options::virus_action::drop: d.final = outcome::drop; break;
+        }
+        return;
+    }
+    if (d.final == outcome::reject || d.final == outcome::drop)
+        return;  // a content rule decided first
+    if (sp.st == scan::status::failed && o.rspamd && o.rspamd->on_failure == scan::failure_mode::tempfail)
+        return tempfail("antispam", "Spam");
+    if (sp.st != scan::status::scanned)
+        return;
+    const bool spam = sp.action != "no action";
+    if (o.spam_headers) {
+        std::string syms;
+        for (size_t i = 0; i < sp.symbols.size() && syms.size() < 600; ++i)
+            syms += (i ? "," : "") + sp.symbols[i];
+        d.add_headers.emplace_back("X-Spam-Status", fmt::format("{}, score={:.2f} required={:.2f} action=\"{}\" "
+                                                                "symbols={}",
+                                                                spam ? "Yes" : "No", sp.score, sp.required,
+                                                                sp.action, syms));
+    }
+    if (d.final != outcome::none)
+        return;  // a rule accepted or held it already
+    if (sp.action == "reject") {
+        d.final_rule = "antispam";
+        d.fired.push_back("antispam");
+        if (o.spam_quarantine) {
+            d.final = outcome::quarantine;
+            d.quarantine = "spam";
+        } else {
+            d.final = outcome::reject;
+            d.code = o.spam_code;
+            d.enhanced = o.spam_enhanced;
+            d.text = o.spam_text;
+        }
+    } else if (sp.action == "soft reject" || sp.action == "greylist") {
+        d.final_rule = "antispam";
+        d.fired.push_back("antispam");
+        d.final = outcome::reject;
+        d.code = 451;
+        d.enhanced = "4.7.1";
+        d.text = "Try again later";
+    } else if (sp.action == "rewrite subject") {
+        d.fired.push_back("antispam");
+        if (d.subject_tag.empty())
+            d.subject_tag = o.subject_tag;
+    } else if (sp.action == "add header") {
+        d.fired.push_back("antispam");
+        d.add_headers.emplace_back("X-Spam", "Yes");
+    }
+}
+
 task<void> session::verify_message() {
+    {
+        task<void> t = finish_scans();
+        co_await std::move(t);
+    }
     policy::dns_answers answers;
     if (_dkim_feed) {
         if (!_dkim_feed->v.has_signatures() || !_env->dns) {
@@ -751,7 +888,7 @@ std::optional<smtp::refusal> session::dmarc_refusal() const {
 }
 
 bool session::content_ends_message(fs::message_writer& mw, uint64_t size) {
-    if (!_rules_feed)
+    if (!_rules_feed && !_scan)
         return false;
     policy::rules::message_facts f;
     f.mail_from = _mail_from;
@@ -773,7 +910,8 @@ bool session::content_ends_message(fs::message_writer& mw, uint64_t size) {
         if (_dkim->empty())
             f.dkim.emplace_back("none");
     }
-    _content = _rules_feed->ev.decide(f);
+    _content = _rules_feed ? _rules_feed->ev.decide(f) : policy::rules::decision{};
+    apply_scans(*_content);
     using outcome = policy::rules::decision::outcome;
     if (_content->final != outcome::reject && _content->final != outcome::drop)
         return false;
@@ -974,6 +1112,10 @@ task<bool> session::do_data() {
             if (failure || st.st == smtp::data_decoder::status::failed)
                 body.clear();  // keep reading to the end, keep nothing
             if (body.size() >= k_spool_chunk || (st.st == smtp::data_decoder::status::done && !body.empty())) {
+                if (!failure && _scan) {
+                    task<void> t = _scan->feed(body);
+                    co_await std::move(t);
+                }
                 if (!failure) {
                     auto a = co_await mw.append(std::span<const char>(body.data(), body.size()));
                     if (!a)
@@ -1071,6 +1213,10 @@ task<bool> session::do_bdat(const smtp::command& c) {
         if (_pipeline->failure()) {
             _bdat_error = _pipeline->failure();
             continue;
+        }
+        if (_scan) {
+            task<void> t = _scan->feed(piece);
+            co_await std::move(t);
         }
         auto a = co_await _bdat_writer->append(std::span<const char>(piece.data(), piece.size()));
         if (!a)
