@@ -753,8 +753,10 @@ class Trace(AdminTest):
         facts = ["--client-ip", "192.0.2.7", "--helo", "outside.test", "--mail-from", "a@outside.test"]
         # An outside client to a domain we do not accept: relay denied.
         t = self.json_of("trace", *facts, "--rcpt", "x@example.test")
-        self.assertEqual(set(t), {"configuration", "connection", "helo", "mail_from", "spf", "rcpt", "routing",
-                                  "verdict"})
+        self.assertEqual(set(t), {"configuration", "connection", "sender_group", "helo", "mail_from", "spf", "rcpt",
+                                  "routing", "verdict"})
+        self.assertEqual((t["sender_group"]["group"], t["sender_group"]["policy"], t["sender_group"]["decision"]),
+                         ("UNKNOWNLIST", "ACCEPTED", "accept"))
         # The test resolver refuses every query: SPF cannot be evaluated, and
         # policy (spf_temperror = "accept") lets the mail pass.
         self.assertEqual((t["spf"]["result"], t["spf"]["domain"], t["spf"]["decision"]),
