@@ -271,6 +271,7 @@ struct mail_flow_policy_config {
     bool screening = true;
     bool antivirus = true;
     bool antispam = true;
+    bool milters = true;
 
     friend bool operator==(const mail_flow_policy_config&, const mail_flow_policy_config&) = default;
 };
@@ -345,6 +346,18 @@ struct antispam_config {
     bool headers = true;
 
     friend bool operator==(const antispam_config&, const antispam_config&) = default;
+};
+
+// [[milter]]: a mail filter (mta/scan/milter.hh), asked in file order.
+struct milter_config {
+    std::string name;
+    std::string address;  // "/run/milter.sock" or "127.0.0.1:8891"
+    std::chrono::milliseconds connect_timeout_ms{5'000};
+    std::chrono::milliseconds command_timeout_ms{30'000};
+    std::chrono::milliseconds eom_timeout_ms{120'000};
+    scan_failure on_failure = scan_failure::accept;
+
+    friend bool operator==(const milter_config&, const milter_config&) = default;
 };
 
 // [control]: the admin shell's Unix domain socket.
@@ -435,6 +448,7 @@ struct config {
     call_ahead_config call_ahead;
     antivirus_config antivirus;
     antispam_config antispam;
+    std::vector<milter_config> milters;  // the [[milter]] tables, in file order
     control_config control;
     metrics_config metrics;
     conservation_config conservation;

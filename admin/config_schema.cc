@@ -201,6 +201,11 @@ const section_spec k_sections[] = {
      "decides: reject (refused, or held in quarantine spam), soft reject and greylist (451 4.7.1), rewrite "
      "subject (subject_tag), add header (X-Spam: Yes). Mail flow policies with antispam = false skip it "
      "(TRUSTED does)."},
+    {"milter", true,
+     "Mail filters speaking the Sendmail milter protocol (version 6), asked in file order for every "
+     "transaction of clients whose mail flow policy has milters = true: connect, HELO, MAIL, RCPT, DATA, the "
+     "header fields, the body as it streams in, and the end of the message, where they may add, change or "
+     "delete header fields, quarantine, reject, tempfail or discard."},
     {"control", false, "The admin shell's Unix domain socket and the store of configuration versions."},
     {"metrics", false, "The Prometheus endpoint."},
     {"conservation", false,
@@ -520,6 +525,8 @@ const key_spec k_keys[] = {
      "Scan with [antivirus] (when configured).", false, {}, {}, RW_F(mail_flow_policy_config, antivirus)},
     {"mail_flow_policy", "antispam", T::boolean, 0, 0, {}, {}, live,
      "Scan with [antispam] (when configured).", false, {}, {}, RW_F(mail_flow_policy_config, antispam)},
+    {"mail_flow_policy", "milters", T::boolean, 0, 0, {}, {}, live,
+     "Ask the [[milter]] filters.", false, {}, {}, RW_F(mail_flow_policy_config, milters)},
 
     // [[sender_group]]
     {"sender_group", "name", T::string, 0, 0, {}, {}, live,
@@ -627,6 +634,24 @@ const key_spec k_keys[] = {
     {"antispam", "headers", T::boolean, 0, 0, {}, {}, live,
      "Add X-Spam-Status (Yes or No, score, required score, action, symbols) to every scanned message.", false, {},
      {}, RW_F(antispam_config, headers)},
+
+    // [[milter]]
+    {"milter", "name", T::string, 0, 0, {}, {}, live, "The milter's name, unique; in the mail log.", true, {}, {},
+     RW_F(milter_config, name)},
+    {"milter", "address", T::string, 0, 0, {}, {}, live,
+     "Its socket: a Unix socket path or \"IP:port\".", true, "\"127.0.0.1:8891\"", {},
+     RW_F(milter_config, address)},
+    {"milter", "connect_timeout_ms", T::integer, 100, 60'000, {}, "ms", live, "To connect.", false, {}, {},
+     RW_F(milter_config, connect_timeout_ms)},
+    {"milter", "command_timeout_ms", T::integer, 100, 600'000, {}, "ms", live, "For each answer.", false, {}, {},
+     RW_F(milter_config, command_timeout_ms)},
+    {"milter", "eom_timeout_ms", T::integer, 100, 3'600'000, {}, "ms", live,
+     "For its answer to the end of the message (its progress messages extend it).", false, {}, {},
+     RW_F(milter_config, eom_timeout_ms)},
+    {"milter", "on_failure", T::enumeration, 0, 0, {}, {}, live,
+     "When it cannot be reached, times out or speaks garbage: go on without it for the session (accept, logged) "
+     "or 451 4.7.1.",
+     false, {}, k_scan_failures, RW_F(milter_config, on_failure)},
 
     // [control]
     {"control", "socket", T::path, 0, 0, {}, {}, restart,
@@ -809,6 +834,7 @@ const void* struct_of(const config& c, std::string_view section, size_t i) {
     if (section == "call_ahead") return &c.call_ahead;
     if (section == "antivirus") return &c.antivirus;
     if (section == "antispam") return &c.antispam;
+    if (section == "milter") return &c.milters.at(i);
     if (section == "control") return &c.control;
     if (section == "metrics") return &c.metrics;
     if (section == "conservation") return &c.conservation;
@@ -877,6 +903,8 @@ size_t count_of(const config& c, const section_spec& s) {
         return c.sender_groups.size();
     if (s.name == "recipient_access")
         return c.recipient_access.size();
+    if (s.name == "milter")
+        return c.milters.size();
     return c.routes.size();
 }
 

@@ -638,6 +638,16 @@ void loader::read_scanners(const toml::table& root, config& c) {
     read_simple(as, &c.antispam);
     endpoint_of(as, "rspamd", c.antispam.rspamd);
     reply_of(as, c.antispam.reply);
+    for_each_table(root, "milter", "[[milter]] tables, each with name and address", 32, [&](const section& s) {
+        milter_config m;
+        read_simple(s, &m);
+        read_name(s, c.milters, "milter", m.name);
+        missing(s, "address", where_allowed);
+        endpoint_of(s, "address", m.address);
+        if (s.get("address") && m.address.empty())
+            error(line_of(*s.get("address"), s.line), s.key("address"), "empty", where_allowed);
+        c.milters.push_back(std::move(m));
+    });
     static constexpr std::string_view tag_allowed = "printable text of up to 64 characters, or empty";
     if (auto v = read_string(as, "subject_tag", tag_allowed)) {
         bool ok = v->size() <= 64 && std::all_of(v->begin(), v->end(), [](char ch) { return uint8_t(ch) >= 0x20 && ch != 0x7f; });

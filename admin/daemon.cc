@@ -647,7 +647,8 @@ void apply_on_core(core_slot& s, const generation& g, const generation* before, 
         env->max_received_headers = sc.max_received_headers;
         env->rules = g.rules->empty() ? nullptr : g.rules;
         env->access = g.access.get();
-        env->scanning = g.scanning->clamd || g.scanning->rspamd ? g.scanning.get() : nullptr;
+        env->scanning =
+            g.scanning->clamd || g.scanning->rspamd || !g.scanning->milters.empty() ? g.scanning.get() : nullptr;
         if (new_rates) {
             env->conn_rate = rates[0];
             env->msg_rate = rates[1];

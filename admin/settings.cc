@@ -175,6 +175,20 @@ result<std::unique_ptr<mta::scan::options>, std::string> scan_options(const conf
         o->subject_tag = as.subject_tag;
         o->spam_headers = as.headers;
     }
+    for (const auto& m : cfg.milters) {
+        auto e = mta::scan::endpoint::parse(m.address);
+        if (!e)
+            return unexpected(fmt::format("milter {}: cannot use {:?}", m.name, m.address));
+        mta::scan::milter_options mo;
+        mo.name = m.name;
+        mo.where = *e;
+        mo.connect_timeout = m.connect_timeout_ms;
+        mo.command_timeout = m.command_timeout_ms;
+        mo.eom_timeout = m.eom_timeout_ms;
+        mo.on_failure = m.on_failure == scan_failure::accept ? mta::scan::failure_mode::accept
+                                                             : mta::scan::failure_mode::tempfail;
+        o->milters.push_back(std::move(mo));
+    }
     return o;
 }
 
@@ -225,6 +239,7 @@ result<std::unique_ptr<mta::access_env>, std::string> access_options(const confi
         p.screening = c.screening;
         p.antivirus = c.antivirus;
         p.antispam = c.antispam;
+        p.milters = c.milters;
         env->per_hour.push_back(
             p.max_recipients_per_hour
                 ? std::make_unique<mta::shared_bucket>(double(p.max_recipients_per_hour) / 3600.0,

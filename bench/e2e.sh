@@ -12,7 +12,7 @@
 #                [--cores N] [--load-cores N] [--sink-cores N] [--spool-size SIZE]
 #                [--postfix-only] [--keep]
 #                [--relay-networks TOML] [--accepted-domains TOML] [--ringway-toml FILE]
-#                [--load-arg ARG]... [--results FILE]
+#                [--load-arg ARG]... [--results FILE] [--mail-log FILE]
 #
 # Defaults: 20000 messages, 50 connections, mix 4k, 1 recipient, 1 domain,
 # 1 run, closed loop, 100 messages per connection, drain timeout 120 s,
@@ -46,6 +46,8 @@
 # --accepted-domains); --ringway-toml appends a file to its configuration
 # (an [authentication] or [dns] table); each --load-arg is passed to
 # ringway-load (--dkim-key ...). --results copies the per-run JSON lines out.
+# ringwayd's mail log is off (runtime.mail_log = "") unless --mail-log names
+# a file for it (every run appends to it; writing it costs ringwayd CPU).
 #
 # The commit in the output is `git rev-parse --short HEAD`, or $RINGWAY_COMMIT
 # when set (for a tree without git).
@@ -60,7 +62,7 @@ build=$(realpath "$1")
 shift
 count=20000 conns=50 mix=4k rcpts=1 domains=1 runs=1 rate="" drain_timeout=120 per_conn=100
 rw_cores=0 load_cores=1 sink_cores=1 spool_size=2G postfix=0 ringway=1 keep=0
-relay_networks='["127.0.0.0/8"]' accepted_domains='[]' ringway_toml="" load_args=() results_out=""
+relay_networks='["127.0.0.0/8"]' accepted_domains='[]' ringway_toml="" load_args=() results_out="" mail_log=""
 while [[ $# -gt 0 ]]; do
     case $1 in
     --postfix) postfix=1 ;;
@@ -71,6 +73,7 @@ while [[ $# -gt 0 ]]; do
     --ringway-toml) ringway_toml=$(realpath "$2"); shift ;;
     --load-arg) load_args+=("$2"); shift ;;
     --results) results_out=$(realpath -m "$2"); shift ;;
+    --mail-log) mail_log=$(realpath -m "$2"); shift ;;
     --count | --connections | --mix | --rcpts | --domains | --runs | --rate | --drain-timeout | --per-conn | \
         --cores | --load-cores | --sink-cores | --spool-size)
         [[ $# -ge 2 ]] || usage
@@ -353,7 +356,7 @@ ringway_config() {  # dir listen-port sink-port
 [runtime]
 cores = $rw_cores
 pin = false
-mail_log = ""
+mail_log = "$mail_log"
 drain_timeout_ms = 2000
 
 [spool]

@@ -45,19 +45,7 @@ variant_toml() {  # name
     rules-100) n=100 ;;
     rules-1000) n=1000 ;;
     esac
-    python3 - "$n" >"$t" <<'PY'
-import sys
-n = int(sys.argv[1])
-if n:
-    print('[[content_rule]]\nname = "exe"\ncondition = \'attachment-name ~ /\\.(exe|scr|js)$/\'\n'
-          'actions = ["reject 550 5.7.1 No executables"]\n')
-for i in range(n - 1 if n else 0):
-    print(f'[[content_rule]]\nname = "r{i}"\n'
-          f"condition = 'body ~ /word{i}\\s+term{i}/ or subject ~ /subj{i}(x|y)/'\n"
-          f'actions = ["tag-subject [R{i}]"]\n')
-if n:
-    print('[[content_rule]]\nname = "mark"\ncondition = \'size > 0\'\nactions = ["add-header X-Rules: checked"]\n')
-PY
+    python3 "$here/content_rules.py" "$n" >"$t"
     echo "$t"
 }
 

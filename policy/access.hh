@@ -101,6 +101,7 @@ struct flow_policy {
     bool screening = true;               // the pregreet and protocol tests ([screening])
     bool antivirus = true;               // the [antivirus] scanner, when there is one
     bool antispam = true;                // the [antispam] scanner, when there is one
+    bool milters = true;                 // the [[milter]] filters
 };
 
 struct group {

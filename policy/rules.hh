@@ -205,6 +205,14 @@ struct decision {
     std::vector<std::pair<std::string, std::string>> add_headers;  // (name, value)
     std::vector<std::string> remove_headers;  // lower case
     std::string subject_tag;
+    // One field changed in place (a milter's SMFIR_CHGHEADER): the index-th
+    // (from 1) field of that name gets value, or is removed when it is empty.
+    struct change {
+        std::string name;
+        uint32_t index = 1;
+        std::string value;
+    };
+    std::vector<change> change_headers;
 };
 
 // One message's evaluation: fed the message as stored (as it streams in),

@@ -14,6 +14,8 @@ if [[ $what == test ]]; then
            openssh-client systemd  # systemd-socket-activate: the appliance helper, one per connection
            # the scanners the filtering tests start: clamd (no signatures downloaded) and rspamd
            clamav-daemon rspamd
+           # milters: pymilter on libmilter for the test milter (opendkim is below)
+           python3-milter
            # sender authentication: a DNS server for test zones, the OpenSPF suite (python3-spf ships it)
            python3-dnslib python3-yaml python3-spf
            # DKIM interop: dkimpy signs and cross-checks (Ed25519 through PyNaCl)

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-15}
 targets=(spool_recovery_fuzz:spool_recovery smtp_command_fuzz:smtp_command smtp_address_fuzz:smtp_address
          smtp_data_fuzz:smtp_data dns_wire_fuzz:dns_wire config_fuzz:config envelope_params_fuzz:envelope_params
-         spf_fuzz:spf header_fuzz:header dkim_fuzz:dkim mime_fuzz:mime)
+         spf_fuzz:spf header_fuzz:header dkim_fuzz:dkim mime_fuzz:mime milter_fuzz:milter)
 names=()
 for t in "${targets[@]}"; do names+=("${t%%:*}"); done
 scripts/build.sh fuzz "${names[@]}"

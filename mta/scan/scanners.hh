@@ -77,6 +77,16 @@ struct spam_result {
     std::chrono::microseconds took{0};
 };
 
+// One [[milter]] (milter.hh).
+struct milter_options {
+    std::string name;  // for logs
+    endpoint where;
+    std::chrono::milliseconds connect_timeout{5'000};
+    std::chrono::milliseconds command_timeout{30'000};  // each answer
+    std::chrono::milliseconds eom_timeout{120'000};     // the end of the message (progress extends it)
+    failure_mode on_failure = failure_mode::accept;
+};
+
 // What the session does with the answers ([antivirus], [antispam]).
 struct options {
     std::optional<clamd_options> clamd;  // nullopt: no anti-virus
@@ -89,6 +99,7 @@ struct options {
     std::string spam_enhanced = "5.7.1", spam_text = "Message rejected as spam";
     std::string subject_tag = "[SPAM]";    // for rspamd's rewrite subject
     bool spam_headers = true;              // X-Spam-Status on every scanned message
+    std::vector<milter_options> milters;   // [[milter]], in order
 };
 
 // Parses rspamd's /checkv2 JSON answer into r (status scanned), or says

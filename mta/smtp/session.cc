@@ -21,6 +21,7 @@
 #include "mta/smtp/data_decoder.hh"
 #include "mta/smtp/replies.hh"
 #include "mta/smtp/message_pipeline.hh"
+#include "mta/scan/milter.hh"
 #include "mta/smtp/server.hh"
 #include "mta/verify/dns.hh"
 #include "mta/verify/feeds.hh"
@@ -233,6 +234,45 @@ private:
     // Puts the scanners' verdicts into the decision: a virus before the
     // content rules, spam after them (a rule's accept or refusal stands).
     void apply_scans(policy::rules::decision& d) const;
+
+    // ---- milters ([[milter]]) ----
+    // The session's milters, made at the first MAIL of a client whose
+    // policy asks for them; each keeps its connection for the session.
+    std::vector<std::unique_ptr<scan::milter::client>> _milters;
+    bool _milters_made = false;
+    // The header fields and body bytes the pipeline passed since the last
+    // flush, for the milters (bounded: a header section, one spool piece).
+    struct milter_feed : smtp::body_consumer {
+        std::vector<std::pair<std::string, std::string>> fields;  // name, raw value
+        bool eoh = false, eoh_sent = false;
+        std::string pending;  // body bytes
+        void header_field(const mail::header_field& f) override {
+            fields.emplace_back(std::string(f.name()), std::string(f.raw_value()));
+        }
+        void headers_end(uint64_t) override { eoh = true; }
+        void body(std::string_view b) override { pending.append(b); }
+    };
+    std::unique_ptr<milter_feed> _milter_feed;
+    // The milters' verdict on the transaction and their changes.
+    std::optional<scan::milter::answer> _milter_verdict;
+    std::string _milter_by;  // the milter that gave it
+    scan::milter::edits _milter_edits;
+    bool any_milter() const {
+        for (const auto& m : _milters)
+            if (!m->failed() && !m->done())
+                return true;
+        return false;
+    }
+    // A milter's refusal of a command, or its failure under tempfail: the
+    // reply (queued) and true.
+    bool milter_refused(const scan::milter::client& m, const scan::milter::answer& a, std::string_view what);
+    task<bool> milters_mail(const smtp::command& c);  // false: MAIL refused
+    task<bool> milters_rcpt(const std::string& rcpt);  // false: the recipient refused
+    task<bool> milters_data();                         // false: DATA refused
+    task<void> milters_flush();                        // what the feed holds, to every milter
+    task<void> milters_end(uint64_t id);               // the end of the message
+    task<void> milters_quit();
+    void apply_milters(policy::rules::decision& d) const;
     // Decides the content rules once the message is complete. True when
     // the message ends there (refused or dropped: answered, not queued).
     bool content_ends_message(fs::message_writer& mw, uint64_t size);
@@ -369,6 +409,10 @@ void session::reset_transaction() {
     _rcpts.clear();
     _bdat_writer.reset();
     _scan.reset();
+    _milter_feed.reset();
+    _milter_verdict.reset();
+    _milter_by.clear();
+    _milter_edits = {};
     _bdat_bytes = 0;
     _bdat_error.reset();
     _pipeline.reset();
@@ -527,6 +571,14 @@ task<void> session::do_mail(const smtp::command& c) {
     _have_mail = true;
     _null_sender = c.null_path;
     _mail_from = c.null_path ? std::string() : smtp::to_string(c.path);
+    if (_env->scanning && !_env->scanning->milters.empty() && (!_policy || _policy->milters)) {
+        bool ok = co_await milters_mail(c);
+        if (!ok) {
+            _have_mail = false;
+            _mail_from.clear();
+            co_return;
+        }
+    }
     queue(250, "2.1.0", "Ok");
 }
 
@@ -630,6 +682,11 @@ task<void> session::do_rcpt(const smtp::command& c) {
     rp.notify = c.notify;
     if (size_t semi = c.orcpt.find(';'); semi != std::string::npos)  // addr-type ";" xtext (RFC 3461 4.2)
         rp.orcpt = c.orcpt.substr(0, semi + 1) + mail::xtext_decode_lenient(std::string_view(c.orcpt).substr(semi + 1));
+    if (any_milter()) {
+        bool ok = co_await milters_rcpt(rcpt);
+        if (!ok)
+            co_return;
+    }
     _rcpts.push_back(rcpt);
     _params.rcpts.push_back(std::move(rp));
     queue(250, "2.1.5", "Ok");
@@ -697,6 +754,11 @@ void session::start_pipeline() {
     if (_env->rules && (!_policy || _policy->content_rules)) {
         _rules_feed = std::make_unique<verify::rules_feed>(_env->rules);
         _pipeline->add(_rules_feed.get());
+    }
+    _milter_feed.reset();
+    if (any_milter()) {
+        _milter_feed = std::make_unique<milter_feed>();
+        _pipeline->add(_milter_feed.get());
     }
     _scan.reset();
     if (const scan::options* so = _env->scanning) {
@@ -835,6 +897,226 @@ void session::apply_scans(policy::rules::decision& d) const {
     }
 }
 
+bool session::milter_refused(const scan::milter::client& m, const scan::milter::answer& a, std::string_view what) {
+    if (m.failed()) {
+        if (m.opts().on_failure == scan::failure_mode::tempfail) {
+            queue(451, "4.7.1", "Mail filter unavailable; try again later");
+            journal_reject(451, fmt::format("milter {} failed", m.opts().name));
+            return true;
+        }
+        return false;
+    }
+    if (a.v != scan::milter::verdict::reject && a.v != scan::milter::verdict::tempfail)
+        return false;
+    const bool perm = a.v == scan::milter::verdict::reject;
+    const int code = a.code ? a.code : perm ? 550 : 451;
+    const std::string enh = !a.enhanced.empty() ? a.enhanced : perm ? "5.7.1" : "4.7.1";
+    const std::string text = !a.text.empty() ? a.text : perm ? "Command rejected" : "Try again later";
+    queue(code, enh, text);
+    journal_reject(code, fmt::format("milter {}: {}", m.opts().name, what));
+    return true;
+}
+
+// A milter that failed in the step just run: said once, in both logs.
+static void milter_failed(uint64_t icid, const scan::milter::client& m) {
+    lg.warn("icid={} {}", icid, m.why());
+    journal::record("milter", {{"icid", icid},
+                               {"milter", std::string_view(m.opts().name)},
+                               {"result", "failed"},
+                               {"why", std::string_view(m.why())}});
+}
+
+task<bool> session::milters_mail(const smtp::command& c) {
+    if (!_milters_made) {
+        _milters_made = true;
+        scan::milter::session_info info;
+        info.our_hostname = _env->hostname;
+        info.client_name = _class && _class->rdns ? *_class->rdns : fmt::format("[{}]", _peer.ip_string());
+        info.client = _peer;
+        info.helo = _helo;
+        for (const auto& o : _env->scanning->milters)
+            _milters.push_back(std::make_unique<scan::milter::client>(&o, info));
+    }
+    std::vector<std::string> args;
+    for (const auto& p : c.params)
+        args.push_back(p.value.empty() ? p.key : fmt::format("{}={}", p.key, p.value));
+    for (auto& m : _milters) {
+        if (m->failed())
+            continue;
+        task<scan::milter::answer> t = m->mail(_mail_from, args, _auth_user, std::string());
+        scan::milter::answer a = co_await std::move(t);
+        if (m->failed())
+            milter_failed(_icid, *m);
+        if (milter_refused(*m, a, "MAIL"))
+            co_return false;
+        if (a.v == scan::milter::verdict::discard && !_milter_verdict) {
+            _milter_verdict = a;
+            _milter_by = m->opts().name;
+        }
+    }
+    co_return true;
+}
+
+task<bool> session::milters_rcpt(const std::string& rcpt) {
+    for (auto& m : _milters) {
+        if (m->failed() || m->done())
+            continue;
+        task<scan::milter::answer> t = m->rcpt(rcpt);
+        scan::milter::answer a = co_await std::move(t);
+        if (m->failed())
+            milter_failed(_icid, *m);
+        if (milter_refused(*m, a, rcpt))
+            co_return false;
+        if (a.v == scan::milter::verdict::discard && !_milter_verdict) {
+            _milter_verdict = a;
+            _milter_by = m->opts().name;
+        }
+    }
+    co_return true;
+}
+
+task<bool> session::milters_data() {
+    for (auto& m : _milters) {
+        if (m->failed() || m->done())
+            continue;
+        task<scan::milter::answer> t = m->data();
+        scan::milter::answer a = co_await std::move(t);
+        if (m->failed())
+            milter_failed(_icid, *m);
+        if (milter_refused(*m, a, "DATA"))
+            co_return false;
+    }
+    co_return true;
+}
+
+task<void> session::milters_flush() {
+    milter_feed& f = *_milter_feed;
+    const bool headers_now = f.eoh && !f.eoh_sent;
+    for (auto& m : _milters) {
+        scan::milter::answer a;
+        if (headers_now) {
+            for (const auto& [name, value] : f.fields) {
+                if (m->failed() || m->done())
+                    break;
+                task<scan::milter::answer> t = m->header(name, value);
+                a = co_await std::move(t);
+            }
+            if (!m->failed() && !m->done()) {
+                task<scan::milter::answer> t = m->end_of_headers();
+                a = co_await std::move(t);
+            }
+        }
+        if (f.eoh && !f.pending.empty() && !m->failed() && !m->done()) {
+            task<scan::milter::answer> t = m->body(f.pending);
+            a = co_await std::move(t);
+        }
+        if (m->failed())
+            milter_failed(_icid, *m);
+        if (a.v != scan::milter::verdict::cont && a.v != scan::milter::verdict::accept && !_milter_verdict) {
+            _milter_verdict = a;
+            _milter_by = m->opts().name;
+        }
+    }
+    if (headers_now) {
+        f.eoh_sent = true;
+        f.fields.clear();
+        f.fields.shrink_to_fit();
+    }
+    if (f.eoh)
+        f.pending.clear();
+}
+
+task<void> session::milters_end(uint64_t id) {
+    if (!_milter_feed)
+        co_return;
+    {
+        task<void> t = milters_flush();
+        co_await std::move(t);
+    }
+    for (auto& m : _milters) {
+        if (m->failed() || m->done())
+            continue;
+        scan::milter::edits e;
+        task<scan::milter::answer> t = m->end_of_message(&e, mid_string(id));
+        scan::milter::answer a = co_await std::move(t);
+        if (m->failed()) {
+            milter_failed(_icid, *m);
+            if (m->opts().on_failure == scan::failure_mode::tempfail && !_milter_verdict) {
+                scan::milter::answer tf;
+                tf.v = scan::milter::verdict::tempfail;
+                tf.code = 451;
+                tf.enhanced = "4.7.1";
+                tf.text = "Mail filter unavailable; try again later";
+                _milter_verdict = tf;
+                _milter_by = m->opts().name;
+            }
+            continue;
+        }
+        for (auto& h : e.add)
+            _milter_edits.add.push_back(std::move(h));
+        for (auto& c : e.changes)
+            _milter_edits.changes.push_back(std::move(c));
+        if (e.quarantine && !_milter_edits.quarantine) {
+            _milter_edits.quarantine = e.quarantine;
+            if (_milter_by.empty())
+                _milter_by = m->opts().name;
+        }
+        journal::record("milter", {{"icid", _icid},
+                                   {"milter", std::string_view(m->opts().name)},
+                                   {"result", a.v == scan::milter::verdict::reject     ? "reject"
+                                              : a.v == scan::milter::verdict::tempfail ? "tempfail"
+                                              : a.v == scan::milter::verdict::discard  ? "discard"
+                                              : e.quarantine                           ? "quarantine"
+                                                                                       : "accept"},
+                                   {"added", uint64_t(e.add.size())},
+                                   {"changed", uint64_t(e.changes.size())},
+                                   {"why", std::string_view()}});
+        if (a.v != scan::milter::verdict::cont && a.v != scan::milter::verdict::accept && !_milter_verdict) {
+            _milter_verdict = a;
+            _milter_by = m->opts().name;
+        }
+    }
+}
+
+task<void> session::milters_quit() {
+    for (auto& m : _milters) {
+        task<void> t = m->quit();
+        co_await std::move(t);
+    }
+}
+
+void session::apply_milters(policy::rules::decision& d) const {
+    using outcome = policy::rules::decision::outcome;
+    if (d.final == outcome::reject || d.final == outcome::drop)
+        return;
+    for (const auto& h : _milter_edits.add)
+        d.add_headers.push_back(h);
+    for (const auto& c : _milter_edits.changes)
+        d.change_headers.push_back({c.name, c.index, c.value});
+    const std::string rule = fmt::format("milter {}", _milter_by);
+    if (_milter_verdict) {
+        const auto& a = *_milter_verdict;
+        d.final_rule = rule;
+        d.fired.push_back(rule);
+        if (a.v == scan::milter::verdict::discard) {
+            d.final = outcome::drop;
+            return;
+        }
+        const bool perm = a.v == scan::milter::verdict::reject;
+        d.final = outcome::reject;
+        d.code = a.code ? a.code : perm ? 550 : 451;
+        d.enhanced = !a.enhanced.empty() ? a.enhanced : perm ? "5.7.1" : "4.7.1";
+        d.text = !a.text.empty() ? a.text : perm ? "Message rejected by a mail filter" : "Try again later";
+        return;
+    }
+    if (_milter_edits.quarantine && d.final != outcome::quarantine) {
+        d.final = outcome::quarantine;
+        d.quarantine = "policy";
+        d.final_rule = rule;
+        d.fired.push_back(rule);
+    }
+}
+
 task<void> session::verify_message() {
     {
         task<void> t = finish_scans();
@@ -888,7 +1170,7 @@ std::optional<smtp::refusal> session::dmarc_refusal() const {
 }
 
 bool session::content_ends_message(fs::message_writer& mw, uint64_t size) {
-    if (!_rules_feed && !_scan)
+    if (!_rules_feed && !_scan && !_milter_feed)
         return false;
     policy::rules::message_facts f;
     f.mail_from = _mail_from;
@@ -912,6 +1194,7 @@ bool session::content_ends_message(fs::message_writer& mw, uint64_t size) {
     }
     _content = _rules_feed ? _rules_feed->ev.decide(f) : policy::rules::decision{};
     apply_scans(*_content);
+    apply_milters(*_content);
     using outcome = policy::rules::decision::outcome;
     if (_content->final != outcome::reject && _content->final != outcome::drop)
         return false;
@@ -1067,6 +1350,13 @@ task<bool> session::do_data() {
         queue(554, "5.5.1", "Error: no valid recipients");
         co_return true;
     }
+    if (any_milter()) {
+        bool ok = co_await milters_data();
+        if (!ok) {
+            reset_transaction();
+            co_return true;
+        }
+    }
     fs::envelope env{_mail_from, _rcpts, encode_params(_params), int64_t(std::time(nullptr))};
     auto w = _env->spool->begin(std::move(env));
     if (!w) {
@@ -1116,6 +1406,10 @@ task<bool> session::do_data() {
                     task<void> t = _scan->feed(body);
                     co_await std::move(t);
                 }
+                if (!failure && _milter_feed) {
+                    task<void> t = milters_flush();
+                    co_await std::move(t);
+                }
                 if (!failure) {
                     auto a = co_await mw.append(std::span<const char>(body.data(), body.size()));
                     if (!a)
@@ -1153,6 +1447,10 @@ task<bool> session::do_data() {
     }
     uint64_t size = dec.bytes_out();
     co_await verify_message();
+    {
+        task<void> t = milters_end(mw.id());
+        co_await std::move(t);
+    }
     if (auto r = dmarc_refusal()) {
         mw.abort();
         refuse_message(*r);
@@ -1183,6 +1481,8 @@ task<bool> session::do_bdat(const smtp::command& c) {
             _bdat_error = smtp::spool_failed(w.error());
         } else {
             _bdat_writer.emplace(std::move(w.value()));
+            // (Milters get no DATA step for BDAT: its refusal would need a
+            // reply of its own. They judge the message at its end.)
             start_pipeline();
         }
     }
@@ -1218,6 +1518,10 @@ task<bool> session::do_bdat(const smtp::command& c) {
             task<void> t = _scan->feed(piece);
             co_await std::move(t);
         }
+        if (_milter_feed) {
+            task<void> t = milters_flush();
+            co_await std::move(t);
+        }
         auto a = co_await _bdat_writer->append(std::span<const char>(piece.data(), piece.size()));
         if (!a)
             _bdat_error = smtp::spool_failed(a.error());
@@ -1251,6 +1555,10 @@ task<bool> session::do_bdat(const smtp::command& c) {
     }
     uint64_t size = _bdat_bytes;
     co_await verify_message();
+    {
+        task<void> t = milters_end(_bdat_writer->id());
+        co_await std::move(t);
+    }
     if (auto r = dmarc_refusal()) {
         _bdat_writer->abort();
         refuse_message(*r);
@@ -1664,6 +1972,10 @@ task<void> session::run() {
     if (_env->access && _env->access->passed && _screening && _helo_answered && _screen_failed.empty() &&
         !_screen_dropped && _env->access->screening.pass_ttl.count() > 0)
         _env->access->passed->add(_peer, std::chrono::steady_clock::now() + _env->access->screening.pass_ttl);
+    {
+        task<void> t = milters_quit();
+        co_await std::move(t);
+    }
     journal::record("disconnect", {{"icid", _icid}, {"errors", uint64_t(_errors)}});
 }
 

@@ -47,7 +47,7 @@ mail::header_field make_field(std::string_view name, std::string_view value_afte
 header_edit edit_header(const policy::rules::decision& d, const std::vector<mail::header_field>& fields,
                         std::vector<fs::omit_range>& omit) {
     header_edit e;
-    if (d.add_headers.empty() && d.remove_headers.empty() && d.subject_tag.empty())
+    if (d.add_headers.empty() && d.remove_headers.empty() && d.subject_tag.empty() && d.change_headers.empty())
         return e;
     e.changed = true;
     std::vector<mail::header_field> added;
@@ -55,10 +55,19 @@ header_edit edit_header(const policy::rules::decision& d, const std::vector<mail
         added.push_back(make_field(name, " " + value));
     bool tagged = false;
     std::vector<const mail::header_field*> kept;
+    std::vector<uint32_t> seen(d.change_headers.size(), 0);  // fields of each change's name so far
     for (const auto& f : fields) {
         bool drop = false;
         for (const auto& r : d.remove_headers)
             drop = drop || mail::name_is(f, r);
+        for (size_t c = 0; c < d.change_headers.size() && !drop; ++c) {
+            const auto& ch = d.change_headers[c];
+            if (!mail::name_is(f, ch.name) || ++seen[c] != ch.index)
+                continue;
+            drop = true;  // changed: the new value goes with the added fields
+            if (!ch.value.empty())
+                added.push_back(make_field(ch.name, " " + ch.value));
+        }
         if (!drop && !tagged && !d.subject_tag.empty() && mail::name_is(f, "Subject")) {
             // The first Subject, with the tag in front of its value as written.
             std::string_view v = f.raw_value();
