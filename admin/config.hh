@@ -360,6 +360,17 @@ struct milter_config {
     friend bool operator==(const milter_config&, const milter_config&) = default;
 };
 
+// [outbound]: outbound spam control (mta/smtp/outbound.hh), for relayed mail.
+struct outbound_config {
+    unsigned user_messages_per_hour = 0, user_messages_per_day = 0;      // per authenticated user; 0: no limit
+    unsigned domain_messages_per_hour = 0, domain_messages_per_day = 0;  // per MAIL FROM domain
+    bool suspend = true;  // reaching a limit suspends the sender
+    std::chrono::seconds suspend_s{0};  // 0: until lifted (ringway outbound lift)
+    unsigned spam_strikes = 0;  // outbound messages rspamd would reject, in a day, that suspend; 0: off
+
+    friend bool operator==(const outbound_config&, const outbound_config&) = default;
+};
+
 // [control]: the admin shell's Unix domain socket.
 struct control_config {
     std::string socket = "./var/ringway.sock";
@@ -449,6 +460,7 @@ struct config {
     antivirus_config antivirus;
     antispam_config antispam;
     std::vector<milter_config> milters;  // the [[milter]] tables, in file order
+    outbound_config outbound;
     control_config control;
     metrics_config metrics;
     conservation_config conservation;

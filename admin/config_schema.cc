@@ -206,6 +206,11 @@ const section_spec k_sections[] = {
      "transaction of clients whose mail flow policy has milters = true: connect, HELO, MAIL, RCPT, DATA, the "
      "header fields, the body as it streams in, and the end of the message, where they may add, change or "
      "delete header fields, quarantine, reject, tempfail or discard."},
+    {"outbound", false,
+     "Outbound spam control for relayed mail: messages per hour and per day for each authenticated user and each "
+     "MAIL FROM domain (sliding windows, every core together). A sender at a limit gets 452 4.7.1 at MAIL and, "
+     "with suspend, is suspended (550 5.7.1) for suspend_s or until lifted with ringway outbound lift; so is "
+     "one whose messages rspamd would reject spam_strikes times in a day. Suspensions survive restarts."},
     {"control", false, "The admin shell's Unix domain socket and the store of configuration versions."},
     {"metrics", false, "The Prometheus endpoint."},
     {"conservation", false,
@@ -653,6 +658,28 @@ const key_spec k_keys[] = {
      "or 451 4.7.1.",
      false, {}, k_scan_failures, RW_F(milter_config, on_failure)},
 
+    // [outbound]
+    {"outbound", "user_messages_per_hour", T::integer, 0, 100'000'000, "0 (no limit)..100000000", "messages", live,
+     "Messages an authenticated user may relay in an hour.", false, {}, {},
+     RW_F(outbound_config, user_messages_per_hour)},
+    {"outbound", "user_messages_per_day", T::integer, 0, 100'000'000, "0 (no limit)..100000000", "messages", live,
+     "Messages an authenticated user may relay in a day.", false, {}, {},
+     RW_F(outbound_config, user_messages_per_day)},
+    {"outbound", "domain_messages_per_hour", T::integer, 0, 100'000'000, "0 (no limit)..100000000", "messages",
+     live, "Messages with one MAIL FROM domain relayed in an hour.", false, {}, {},
+     RW_F(outbound_config, domain_messages_per_hour)},
+    {"outbound", "domain_messages_per_day", T::integer, 0, 100'000'000, "0 (no limit)..100000000", "messages",
+     live, "Messages with one MAIL FROM domain relayed in a day.", false, {}, {},
+     RW_F(outbound_config, domain_messages_per_day)},
+    {"outbound", "suspend", T::boolean, 0, 0, {}, {}, live,
+     "A sender that reaches a limit is suspended (else only refused with 452 until its counts fall).", false, {},
+     {}, RW_F(outbound_config, suspend)},
+    {"outbound", "suspend_s", T::integer, 0, 31'536'000, "0 (until lifted)..31536000", "s", live,
+     "How long a suspension lasts.", false, {}, {}, RW_F(outbound_config, suspend_s)},
+    {"outbound", "spam_strikes", T::integer, 0, 1'000'000, "0 (off)..1000000", "messages", live,
+     "Relayed messages rspamd would reject, in a day, that suspend their sender.", false, {}, {},
+     RW_F(outbound_config, spam_strikes)},
+
     // [control]
     {"control", "socket", T::path, 0, 0, {}, {}, restart,
      "Unix domain socket of the admin shell (ringway), mode 0600: only this daemon's user and root may use it.",
@@ -835,6 +862,7 @@ const void* struct_of(const config& c, std::string_view section, size_t i) {
     if (section == "antivirus") return &c.antivirus;
     if (section == "antispam") return &c.antispam;
     if (section == "milter") return &c.milters.at(i);
+    if (section == "outbound") return &c.outbound;
     if (section == "control") return &c.control;
     if (section == "metrics") return &c.metrics;
     if (section == "conservation") return &c.conservation;

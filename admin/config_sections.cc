@@ -800,6 +800,11 @@ result<config, std::string> loader::run(const toml::table& root) {
     read_recipient_access(root, c);
     read_call_ahead(open_table(root, "call_ahead"), c);
     read_scanners(root, c);
+    {
+        section o = open_table(root, "outbound");
+        check_keys(o, keys_of(o.name()));
+        read_simple(o, &c.outbound);
+    }
     read_control(open_table(root, "control"), c.control);
     read_metrics(open_table(root, "metrics"), c.metrics);
     read_conservation(open_table(root, "conservation"), c.conservation);

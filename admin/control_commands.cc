@@ -805,6 +805,48 @@ task<json> cmd_quarantine(context& c, const peer_cred& who, const json& args) {
     throw command_error(fmt::format("quarantine: unknown action {}; allowed: list, show, release, delete", action));
 }
 
+// `outbound list`, `lift KEY`, `suspend KEY [REASON]`. The object is
+// shared by every core (its own lock): no hop to another core.
+task<json> cmd_outbound(context& c, const peer_cred& who, const json& args) {
+    const std::string action = str_arg(args, "action", true);
+    const std::string target = str_arg(args, "target", false);
+    mta::outbound_control* o = c.reg->outbound;
+    if (!o)
+        throw command_error("outbound control is not running");
+    const auto now = std::chrono::system_clock::now();
+    auto entry_json = [](const mta::outbound_control::entry& e) {
+        return json{{"key", e.key},           {"reason", e.reason},       {"by", e.by},
+                    {"since_unix", e.since_unix}, {"until_unix", e.until_unix}, {"last_hour", e.last_hour},
+                    {"last_day", e.last_day}};
+    };
+    if (action == "list") {
+        json sus = json::array(), top = json::array();
+        for (const auto& e : o->suspended(now))
+            sus.push_back(entry_json(e));
+        for (const auto& e : o->top(20, now))
+            top.push_back(entry_json(e));
+        co_return obj("suspended", std::move(sus), "senders", std::move(top));
+    }
+    const bool valid = target.starts_with("user:") || target.starts_with("domain:");
+    if ((action == "lift" || action == "suspend") && (!valid || target.size() < 6))
+        throw command_error(fmt::format("{}: name a sender as user:NAME or domain:DOMAIN", action));
+    if (action == "lift") {
+        if (!o->lift(target))
+            throw command_error(fmt::format("{} is not suspended", target));
+        lg.info("outbound lift {} by {}", target, who.describe());
+        co_return obj("lifted", target);
+    }
+    if (action == "suspend") {
+        std::string reason = str_arg(args, "reason", false);
+        if (reason.empty())
+            reason = "suspended by the administrator";
+        o->suspend(target, reason, fmt::format("uid {}", who.uid), now);
+        lg.info("outbound suspend {} by {}: {}", target, who.describe(), reason);
+        co_return obj("suspended_sender", target);
+    }
+    throw command_error(fmt::format("outbound: unknown action {}; allowed: list, lift, suspend", action));
+}
+
 task<json> cmd_deletemessage(context& c, const peer_cred& who, const json& args) {
     const uint64_t id = mid_arg(args);
     {
@@ -1208,6 +1250,8 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
         co_return co_await cmd_dmarc(c, who, args);
     if (cmd == "quarantine")
         co_return co_await cmd_quarantine(c, who, args);
+    if (cmd == "outbound")
+        co_return co_await cmd_outbound(c, who, args);
     if (is_config_command(cmd))
         co_return co_await config_command(c, who, cmd, args);
     if (cmd == "destinations") {  // for the shell's completion

@@ -198,9 +198,25 @@ struct shared_state {
     // Clients that passed screening: kept across commits.
     mta::pass_cache passed{100'000};
     mta::call_ahead_cache call_ahead{100'000};  // likewise
+    std::unique_ptr<mta::outbound_control> outbound;  // suspensions and counts: kept across commits
 };
 
 void apply_on_core(core_slot& s, const generation& g, const generation* before, unsigned cores);
+
+// Outbound spam control: one for the process, set before the cores start.
+mta::outbound_control* s_outbound = nullptr;
+
+mta::outbound_options outbound_options_of(const config& c) {
+    mta::outbound_options o;
+    o.user_per_hour = c.outbound.user_messages_per_hour;
+    o.user_per_day = c.outbound.user_messages_per_day;
+    o.domain_per_hour = c.outbound.domain_messages_per_hour;
+    o.domain_per_day = c.outbound.domain_messages_per_day;
+    o.suspend = c.outbound.suspend;
+    o.suspend_for = c.outbound.suspend_s;
+    o.spam_strikes = c.outbound.spam_strikes;
+    return o;
+}
 
 // One listening socket's accept loop on one core. A commit that moves the
 // listener stops it (close_at_end: its socket closes once the loop is out)
@@ -647,6 +663,7 @@ void apply_on_core(core_slot& s, const generation& g, const generation* before, 
         env->max_received_headers = sc.max_received_headers;
         env->rules = g.rules->empty() ? nullptr : g.rules;
         env->access = g.access.get();
+        env->outbound = s_outbound;
         env->scanning =
             g.scanning->clamd || g.scanning->rspamd || !g.scanning->milters.empty() ? g.scanning.get() : nullptr;
         if (new_rates) {
@@ -740,6 +757,7 @@ task<std::string> apply_commit(shared_state* sh, config committed) {
     sh->generations.push_back(std::move(built.value()));
     const generation* g = sh->generations.back().get();
     sh->passed.set_capacity(g->cfg.screening.pass_cache_entries);
+    sh->outbound->set_options(outbound_options_of(g->cfg));
     sh->call_ahead.set_capacity(g->cfg.call_ahead.cache_entries);
     sh->reg->dkim_keys.set(g->dkim_keys);
     const unsigned cores = sh->cores;
@@ -921,6 +939,13 @@ int run_daemon(const config& cfg, const std::string& start_note) {
     shared.suspended_listeners = read_suspended_listeners(cfg);
     {
         shared.passed.set_capacity(cfg.screening.pass_cache_entries);
+        shared.outbound = std::make_unique<mta::outbound_control>(fmt::format("{}/outbound-suspensions.json",
+                                                                              state_dir(cfg)));
+        if (!shared.outbound->error().empty())
+            lg.warn("{}", shared.outbound->error());
+        shared.outbound->set_options(outbound_options_of(cfg));
+        s_outbound = shared.outbound.get();
+        reg.outbound = s_outbound;
         shared.call_ahead.set_capacity(cfg.call_ahead.cache_entries);
         auto g = build_generation(cfg, shared.nofile, cores, &shared.passed, &shared.call_ahead);
         if (!g)

@@ -19,6 +19,7 @@
 #include "admin/config.hh"
 #include "fs/spool.hh"
 #include "mta/delivery/delivery.hh"
+#include "mta/smtp/outbound.hh"
 #include "mta/smtp/server.hh"
 #include "policy/rate_limit.hh"
 #include "runtime/reactor/task.hh"
@@ -71,6 +72,9 @@ public:
         core_slot* s = &_slots[core];
         return submit_to(core, [s, fn = std::move(fn)]() mutable { return fn(*s); });
     }
+
+    // Outbound spam control (shared by every core; null until set).
+    mta::outbound_control* outbound = nullptr;
 
     // The DKIM signing keys in force (a commit or `dkim reload` replaces them).
     policy::dkim::keyring_holder dkim_keys;

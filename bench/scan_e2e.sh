@@ -9,10 +9,11 @@
 #
 #   bench/scan_e2e.sh BUILD_DIR [--runs K] [--count N] [--mix M] [--connections C] [--check N]
 #
-# Variants (relayed mail, as ringway-load sends it), each adding to the last:
+# Variants (relayed mail, as ringway-load sends it), the first four each
+# adding to the one before:
 #   plain     no filtering
-#   rules     the 100 content rules of bench/rules_e2e.sh's rules-100
-#             (bench/content_rules.py 100)
+#   rules     the content rules of bench/rules_e2e.sh's rules-100
+#             (bench/content_rules.py 100: 101 rules, 199 patterns)
 #   groups    + sender groups: [screening] dnsbl_sites and, in this order,
 #             a group of 100 networks (TRUSTED) the load is not in,
 #             RELAYLIST (RELAYED) for 127.0.0.0/8, which holds the load,
@@ -51,6 +52,10 @@
 # scan line for every message received, none failed, every connection in
 # RELAYLIST, and no DNS query; otherwise the script stops there.
 #
+# The script stops when ringwayd, ringway-load or ringway-sink changes on
+# disk during the run (a build in progress): the variants must run the same
+# binaries.
+#
 # Defaults: 3 runs, 10000 messages of 4 KiB, 50 connections, 1 recipient.
 set -euo pipefail
 [[ $# -ge 1 && $1 != -* ]] || { sed -n '/^#   bench/,/^#$/p' "$0" >&2; exit 2; }
@@ -69,6 +74,9 @@ while [[ $# -gt 0 ]]; do
     shift 2
 done
 here=$(cd "$(dirname "$0")" && pwd)
+# The binaries, as they are now: every variant must run the same ones.
+binaries() { stat -c '%n %s %Y' "$build"/admin/ringwayd "$build"/bench/ringway-load "$build"/bench/ringway-sink 2>/dev/null || true; }
+binaries0=$(binaries)
 work=$(mktemp -d "$PWD/scan_e2e.XXXXXX")
 scan_pid="" scan_in="" scan_out=""
 cleanup() {
@@ -138,7 +146,8 @@ if ((check > 0)); then
     e2e --count "$check" --ringway-toml "$work/check.toml" --mail-log "$work/check.mail.jsonl" \
         --results "$work/check.jsonl" | grep -E "^run|cpu|lost" || { echo "the check run failed" >&2; exit 1; }
     echo dns >&"$scan_in"
-    read -r -t 30 -a dns <&"$scan_out"
+    read -r -t 30 -a dns <&"$scan_out" && [[ ${dns[0]} == dns ]] ||
+        { echo "the scanners' helper did not answer" >&2; exit 1; }
     python3 - "$work/check.mail.jsonl" "$work/check.jsonl" "${dns[@]:1}" <<'PY' || exit 1
 import collections, json, statistics, sys
 log, res, dns_n, dns_names = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
@@ -192,6 +201,7 @@ for k in $(seq 1 "$runs"); do
         if [[ $v == groups-paced ]]; then
             rate=$(python3 -c 'import json,sys;print(max(1, round([json.loads(l) for l in open(sys.argv[1])][-1]["accept_msg_per_s"])))' \
                 "$work/scanners.jsonl")
+            ((rate >= 10)) || { echo "the scanners run was accepted at $rate msg/s: no pace to follow" >&2; exit 1; }
             args=(--rate "$rate/s")
             echo "== run $k: $v (open loop at $rate msg/s, the scanners run's rate)"
         else
@@ -203,6 +213,8 @@ for k in $(seq 1 "$runs"); do
             { echo "$v failed" >&2; exit 1; }
         c1=$(scan_cpu)
         echo "$c0 $c1" >>"$work/$v.scan"
+        [[ $(binaries) == "$binaries0" ]] ||
+            { echo "ringwayd, ringway-load or ringway-sink changed during the run (rebuilt?): start again" >&2; exit 1; }
         python3 - "$work/$v.jsonl" "$c0 $c1" <<'PY'
 import json, sys
 acc = [json.loads(l) for l in open(sys.argv[1])][-1]["accepted"]
@@ -265,7 +277,7 @@ print("\nringwayd's CPU per message against plain (difference of medians, ms):")
 for v in variants[1:]:
     print(f"  {v:12} {diff('plain', v)}")
 print("\nper stage (difference of medians, ms):")
-for a, b, what in (("plain", "rules", "100 content rules (ringwayd)"),
+for a, b, what in (("plain", "rules", "content rules, rules-100 (ringwayd)"),
                    ("rules", "groups", "sender groups, table walk, no DNS (ringwayd)"),
                    ("groups", "groups-paced", "the scanners' slower pace alone (ringwayd)"),
                    ("groups-paced", "scanners", "streaming to clamd and rspamd, same rate (ringwayd)")):

@@ -561,6 +561,31 @@ std::string fmt_quarantine(const json& r) {
     return o + "\n" + table(rows);
 }
 
+std::string fmt_outbound(const json& r) {
+    if (r.contains("lifted"))
+        return fmt::format("lifted {}: it may send again\n", s(r, "lifted"));
+    if (r.contains("suspended_sender"))
+        return fmt::format("suspended {}\n", s(r, "suspended_sender"));
+    std::string o;
+    if (r["suspended"].empty()) {
+        o += "no sender is suspended\n";
+    } else {
+        std::vector<std::vector<std::string>> rows{{"SENDER", "SINCE", "UNTIL", "BY", "LAST HOUR", "LAST DAY", "WHY"}};
+        for (const auto& e : r["suspended"])
+            rows.push_back({s(e, "key"), unix_time(i(e, "since_unix")),
+                            i(e, "until_unix") ? unix_time(i(e, "until_unix")) : std::string("lifted by hand"), s(e, "by"),
+                            std::to_string(u(e, "last_hour")), std::to_string(u(e, "last_day")), s(e, "reason")});
+        o += table(rows);
+    }
+    if (!r["senders"].empty()) {
+        std::vector<std::vector<std::string>> rows{{"BUSIEST SENDERS", "LAST HOUR", "LAST DAY"}};
+        for (const auto& e : r["senders"])
+            rows.push_back({s(e, "key"), std::to_string(u(e, "last_hour")), std::to_string(u(e, "last_day"))});
+        o += "\n" + table(rows);
+    }
+    return o;
+}
+
 std::string fmt_abandon(const json& r) {
     return r.value("abandoned", false) ? "candidate abandoned\n" : "there was no candidate\n";
 }
@@ -810,6 +835,16 @@ std::vector<command> make_commands() {
                  "MID: removes it (no report to its sender). Held mail also expires by itself after the\n"
                  "quarantine's retention_s (deleted, or released with expire = \"release\").",
                  fmt_quarantine});
+    v.push_back({"outbound", "outbound",
+                 {a{"action", a::choice, {"list", "lift", "suspend"}}, a{"target", a::word, {}, true},
+                  a{"reason", a::word, {}, true}},
+                 "outbound spam control",
+                 "outbound list: the suspended senders of relayed mail (why, since when, until when) and the\n"
+                 "busiest senders of the last hour. outbound lift SENDER: lets a suspended sender send again\n"
+                 "(its counts start afresh). outbound suspend SENDER [REASON]: suspends one by hand, until\n"
+                 "lifted. SENDER is user:NAME (an authenticated user) or domain:DOMAIN (a MAIL FROM domain).\n"
+                 "Limits are set in [outbound].",
+                 fmt_outbound});
     v.push_back({"version", "version", {}, "the daemon's version", "The version of the running ringwayd.",
                  [](const json& r) { return fmt::format("ringwayd {} (control protocol {})\n", s(r, "version"),
                                                         u(r, "protocol")); }});

@@ -19,6 +19,7 @@
 #include "fs/spool.hh"
 #include "mta/scan/scanners.hh"
 #include "mta/smtp/access.hh"
+#include "mta/smtp/outbound.hh"
 #include "policy/cidr.hh"
 #include "policy/credentials.hh"
 #include "policy/arc.hh"
@@ -128,6 +129,8 @@ struct server_env {
     const access_env* access = nullptr;
     // The scanners ([antivirus], [antispam]); null: none.
     const scan::options* scanning = nullptr;
+    // Outbound spam control, every core's; null: none.
+    outbound_control* outbound = nullptr;
     // The content rules in force; null: none (nothing parses the message for them).
     std::shared_ptr<const policy::rules::rule_set> rules;
     net::buf_ring* rx = nullptr;                  // receive buffers for plain sessions

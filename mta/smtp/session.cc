@@ -297,6 +297,9 @@ private:
     std::string _screen_failed;   // the first test failed under enforce: every RCPT is refused
     bool _end_session = false;    // a reply ended the session
     bool _screen_dropped = false;  // a screening test ended the session
+    // Outbound spam control: the sender keys of this transaction's relayed
+    // mail ("user:NAME", "domain:DOMAIN"; empty when not relayed).
+    std::string _out_user, _out_domain;
 };
 
 task<int> session::read_more(std::chrono::nanoseconds timeout) {
@@ -571,6 +574,26 @@ task<void> session::do_mail(const smtp::command& c) {
     _have_mail = true;
     _null_sender = c.null_path;
     _mail_from = c.null_path ? std::string() : smtp::to_string(c.path);
+    _out_user.clear();
+    _out_domain.clear();
+    if (_env->outbound && _env->relay->may_relay(connection_facts())) {
+        if (_authenticated)
+            _out_user = "user:" + _auth_user;
+        if (!c.null_path)
+            _out_domain = "domain:" + mail::normalize_domain(c.path.domain);
+        auto d = _env->outbound->check(_out_user, _out_domain, std::chrono::system_clock::now());
+        if (d.v != outbound_control::decision::verdict::ok) {
+            const bool suspended = d.v == outbound_control::decision::verdict::suspended;
+            if (suspended)
+                queue(550, "5.7.1", fmt::format("Sender {} is suspended: {}; ask the administrator", d.key, d.reason));
+            else
+                queue(452, "4.7.1", fmt::format("Sender {} has sent too much: {}; try later", d.key, d.reason));
+            journal_reject(suspended ? 550 : 452, fmt::format("outbound {}: {}", d.key, d.reason));
+            _have_mail = false;
+            _mail_from.clear();
+            co_return;
+        }
+    }
     if (_env->scanning && !_env->scanning->milters.empty() && (!_policy || _policy->milters)) {
         bool ok = co_await milters_mail(c);
         if (!ok) {
@@ -1195,6 +1218,10 @@ bool session::content_ends_message(fs::message_writer& mw, uint64_t size) {
     _content = _rules_feed ? _rules_feed->ev.decide(f) : policy::rules::decision{};
     apply_scans(*_content);
     apply_milters(*_content);
+    // Relayed mail rspamd would reject counts against its sender.
+    if (_env->outbound && _scan && _scan->spam.st == scan::status::scanned && _scan->spam.action == "reject" &&
+        (!_out_user.empty() || !_out_domain.empty()))
+        _env->outbound->strike(_out_user, _out_domain, std::chrono::system_clock::now());
     using outcome = policy::rules::decision::outcome;
     if (_content->final != outcome::reject && _content->final != outcome::drop)
         return false;
@@ -1289,6 +1316,8 @@ fs::added_headers session::added_headers(uint64_t id) {
 void session::message_queued(uint64_t id, uint64_t size, std::string_view by) {
     _env->messages++;
     _session_messages++;
+    if (_env->outbound && (!_out_user.empty() || !_out_domain.empty()))
+        _env->outbound->record(_out_user, _out_domain, std::chrono::system_clock::now());
     _env->recipients += _rcpts.size();
     if (_env->delivery)
         _env->delivery->queued(_env->spool, id);

@@ -423,6 +423,65 @@ class RecipientAccessFailClosed(AccessTest):
         self.assertEqual(calls, [("tempfail@local.test", "unknown"), ("bob@local.test", "valid")])
 
 
+class OutboundControl(AccessTest):
+    # 127.0.0.20 is RELAYLIST (may relay): its mail to other.test is outbound.
+    EXTRA = "[outbound]\ndomain_messages_per_hour = 2\n"
+
+    def relay(self, sender, rcpt="someone@other.test"):
+        """The MAIL reply (code, line), and the message sent when it was 250."""
+        c = self.connect("127.0.0.20")
+        self.ehlo(c)
+        c.send(f"MAIL FROM:<{sender}>\r\n")
+        code, lines = c.reply()
+        if code == 250:
+            c.send(f"RCPT TO:<{rcpt}>\r\nDATA\r\n")
+            self.assertEqual([c.reply()[0], c.reply()[0]], [250, 354])
+            c.send(message("outbound") + b".\r\n")
+            self.assertEqual(c.reply()[0], 250)
+        c.send("QUIT\r\n")
+        return code, lines[0]
+
+    def shell(self, *args):
+        sock = os.path.join(self.g.dir, "var", "ringway.sock")
+        wait_until(lambda: os.path.exists(sock), timeout=10, what="the control socket")
+        r = subprocess.run([os.path.join(BUILD, "admin", "ringway"), "--socket", sock, "--json", *args],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout)
+
+    def test_a_sender_over_its_limit_is_suspended_until_lifted(self):
+        self.assertEqual(self.relay("a@big.test")[0], 250)
+        self.assertEqual(self.relay("b@big.test")[0], 250)
+        self.assertEqual(self.relay("c@small.test")[0], 250)  # another domain, its own count
+        self.assertEqual(self.relay("d@big.test"),
+                         (452, "452 4.7.1 Sender domain:big.test has sent too much: 2 messages in the last hour "
+                               "(limit 2); try later"))
+        code, line = self.relay("e@big.test")
+        self.assertEqual(code, 550)
+        self.assertTrue(line.startswith("550 5.7.1 Sender domain:big.test is suspended: 2 messages"), line)
+        listed = self.shell("outbound", "list")
+        self.assertEqual([(e["key"], e["by"]) for e in listed["suspended"]], [("domain:big.test", "limit")])
+        self.assertEqual({e["key"]: e["last_hour"] for e in listed["senders"]},
+                         {"domain:big.test": 2, "domain:small.test": 1})
+        # Mail to our own domains is not outbound: it is not counted or refused.
+        c = self.connect("127.0.0.40")
+        self.ehlo(c)
+        c.send("MAIL FROM:<f@big.test>\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        # A restart keeps the suspension.
+        self.g.kill()
+        delivery_test.restart(self.g)
+        self.assertEqual(self.relay("g@big.test")[0], 550)
+        self.assertEqual(self.shell("outbound", "lift", "domain:big.test"), {"lifted": "domain:big.test"})
+        self.assertEqual(self.relay("h@big.test")[0], 250)
+        # Suspended by hand.
+        self.shell("outbound", "suspend", "domain:small.test", "complaints")
+        self.assertEqual(self.relay("i@small.test"),
+                         (550, "550 5.7.1 Sender domain:small.test is suspended: complaints; ask the administrator"))
+        rejects = [e["what"] for e in self.events("reject") if e["what"].startswith("outbound")]
+        self.assertEqual(rejects[0], "outbound domain:big.test: 2 messages in the last hour (limit 2)")
+
+
 class Screening(AccessTest):
     LISTENER = "greet_pause_ms = 1500\n"
 

@@ -68,7 +68,7 @@ def restart(g):
         g.proc = subprocess.Popen([ringwayd_bin(), "--config", g.config], stdout=g.log, stderr=subprocess.STDOUT,
                                   cwd=g.dir)
     retrying(start, ringwayd_bin())
-    wait_until(g._listening, timeout=30, what="ringwayd to listen again")
+    wait_until(g._greets, timeout=30, what="ringwayd to greet again")
 
 
 def restart_rerouted(g, old_host, new_host):

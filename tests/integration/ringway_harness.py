@@ -109,6 +109,17 @@ credentials_file = "{self.creds}"
         except OSError:
             return False
 
+    def _greets(self):
+        """ringwayd answers with its 220 (a TCP connect alone can reach a
+        socket the kernel holds before the daemon takes connections)."""
+        if self.proc.poll() is not None:
+            raise AssertionError("ringwayd exited at start:\n" + self.log_text())
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                return s.recv(512).startswith(b"220 ")
+        except OSError:
+            return False
+
     def log_text(self):
         self.log.flush()
         with open(self.log.name) as f:
