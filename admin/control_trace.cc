@@ -511,6 +511,8 @@ task<json> trace(context& c, const json& args) {
                 f.spf = policy::spf::to_string(spf_out->res);
             f.dmarc = dmarc_result;
             f.dmarc_disposition = dmarc_disposition;
+            f.sender_group = access.value()->table->groups()[klass->group].name;
+            f.mail_flow_policy = fp.name;
             if (dkim_out) {
                 for (const auto& v : *dkim_out)
                     f.dkim.emplace_back(policy::dkim::to_string(v.res));

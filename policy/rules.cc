@@ -36,6 +36,8 @@ constexpr subject_spec k_subjects[] = {
     {"dkim", subject::dkim, st::text},
     {"dmarc", subject::dmarc, st::text},
     {"dmarc-disposition", subject::dmarc_disposition, st::text},
+    {"sender-group", subject::sender_group, st::text},
+    {"mail-flow-policy", subject::mail_flow_policy, st::text},
     {"attachment-name", subject::attachment_name, st::text},
     {"attachment-type", subject::attachment_type, st::text},
     {"attachment-declared-type", subject::attachment_declared_type, st::text},
@@ -49,7 +51,7 @@ constexpr subject_spec k_subjects[] = {
 };
 
 constexpr std::string_view k_subject_list =
-    "body, header \"Name\", subject, mail-from, rcpt, helo, client-ip, direction, spf, dkim, dmarc, dmarc-disposition, "
+    "body, header \"Name\", subject, mail-from, rcpt, helo, client-ip, direction, spf, dkim, dmarc, dmarc-disposition, sender-group, mail-flow-policy, "
     "attachment-name, attachment-type, attachment-declared-type, archive-entry, size, attachment-size, "
     "attachment-count, authenticated, archive-encrypted, mime-defect";
 

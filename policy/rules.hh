@@ -24,6 +24,7 @@
 //   direction                    == !=      "inbound" (arriving) or "outbound" (relayed)
 //   spf, dmarc, dkim             ~ == !=    results ("pass", "fail", ...; dkim: any signature)
 //   dmarc-disposition            ~ == !=    what the From: domain's policy asks: "none", "quarantine", "reject"
+//   sender-group, mail-flow-policy ~ == !=  the client's sender group and its policy ("SUSPECTLIST", "THROTTLED")
 //   attachment-name, attachment-type, attachment-declared-type, archive-entry
 //                                ~ == !=    any attachment (type: libmagic's; entry: in an archive)
 //   size, attachment-size, attachment-count
@@ -78,6 +79,8 @@ enum class subject : uint8_t {
     dkim,
     dmarc,
     dmarc_disposition,
+    sender_group,
+    mail_flow_policy,
     attachment_name,
     attachment_type,
     attachment_declared_type,
@@ -192,6 +195,7 @@ struct message_facts {
     uint64_t size = 0;  // bytes as received
     std::string spf, dmarc;  // results, "" when not checked
     std::string dmarc_disposition;  // "none", "quarantine", "reject"; "" when not checked
+    std::string sender_group, mail_flow_policy;  // the client's (access.hh); "" when none applies
     std::vector<std::string> dkim;
 };
 

@@ -183,6 +183,8 @@ bool evaluator::test_holds(const test& t, const message_facts& f) const {
     case subject::spf: see(f.spf); break;
     case subject::dmarc: see(f.dmarc); break;
     case subject::dmarc_disposition: see(f.dmarc_disposition); break;
+    case subject::sender_group: see(f.sender_group); break;
+    case subject::mail_flow_policy: see(f.mail_flow_policy); break;
     case subject::dkim:
         for (const auto& d : f.dkim)
             see(d);
@@ -245,6 +247,10 @@ decision evaluator::decide(const message_facts& f) {
         scan_text(subject::dmarc, {}, f.dmarc);
     if (scans(subject::dmarc_disposition))
         scan_text(subject::dmarc_disposition, {}, f.dmarc_disposition);
+    if (scans(subject::sender_group))
+        scan_text(subject::sender_group, {}, f.sender_group);
+    if (scans(subject::mail_flow_policy))
+        scan_text(subject::mail_flow_policy, {}, f.mail_flow_policy);
     if (scans(subject::dkim))
         for (const auto& d : f.dkim)
             scan_text(subject::dkim, {}, d);

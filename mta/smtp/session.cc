@@ -1209,6 +1209,10 @@ bool session::content_ends_message(fs::message_writer& mw, uint64_t size) {
         f.dmarc = policy::dmarc::to_string(_dmarc->res);
         f.dmarc_disposition = policy::dmarc::to_string(_dmarc->applied);
     }
+    if (_class && _table) {
+        f.sender_group = _table->groups()[_class->group].name;
+        f.mail_flow_policy = _policy->name;
+    }
     if (_dkim) {
         for (const auto& v : *_dkim)
             f.dkim.emplace_back(policy::dkim::to_string(v.res));

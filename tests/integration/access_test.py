@@ -82,6 +82,11 @@ rdns_unconfirmed = true
 name = "SPFFAIL"
 policy = "BLOCKED"
 spf = ["fail"]
+
+[[content_rule]]
+name = "suspect-tag"
+condition = 'sender-group == "SUSPECTLIST" and mail-flow-policy == "THROTTLED"'
+actions = ["add-header X-Sender-Group: suspect"]
 '''
 
 
@@ -248,6 +253,9 @@ class SenderGroups(AccessTest):
         self.assertEqual(c.reply(), (452, ["452 4.7.1 Error: too many recipients from your address this hour; "
                                            "try later"]))
         wait_until(lambda: len(saved(self.sink_.save)) >= 2, timeout=20, what="2 messages at the sink")
+        # A content rule on the sender group tagged both.
+        for eml, *_ in saved(self.sink_.save):
+            self.assertIn(b"\r\nX-Sender-Group: suspect\r\n", b"\r\n" + eml)
 
     def test_tls_required_and_no_auth(self):
         c = self.connect("127.0.0.30")
@@ -274,6 +282,7 @@ class SenderGroups(AccessTest):
         wait_until(lambda: len(saved(self.sink_.save)) >= 1, timeout=20, what="the message at the sink")
         got = saved(self.sink_.save)[0][0]
         self.assertIn(b"Subject: secure", got)
+        self.assertNotIn(b"X-Sender-Group", got)
 
     def test_a_relay_group_may_relay(self):
         for ip, code in (("127.0.0.20", 250), ("127.0.0.40", 554)):

@@ -110,13 +110,15 @@ credentials_file = "{self.creds}"
             return False
 
     def _greets(self):
-        """ringwayd answers with its 220 (a TCP connect alone can reach a
-        socket the kernel holds before the daemon takes connections)."""
+        """ringwayd answers a connection with a greeting (220, or 421 for a
+        suspended listener): a TCP connect alone can reach a socket the
+        kernel holds before the daemon takes connections."""
         if self.proc.poll() is not None:
             raise AssertionError("ringwayd exited at start:\n" + self.log_text())
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                return s.recv(512).startswith(b"220 ")
+                line = s.recv(512)
+                return len(line) >= 4 and line[:3].isdigit() and line[3:4] in (b" ", b"-")
         except OSError:
             return False
 
