@@ -193,14 +193,16 @@ std::vector<sender_group_config> sender_groups_of(const std::vector<sender_group
         else
             out.push_back(g);
     }
-    for (auto [name, policy] : {std::pair{"RELAYLIST", "RELAYED"}, std::pair{"ALLOWLIST", "TRUSTED"},
-                                std::pair{"BLOCKLIST", "BLOCKED"}, std::pair{"SUSPECTLIST", "THROTTLED"}})
-        if (std::none_of(out.begin(), out.end(), [&](const sender_group_config& g) { return g.name == name; })) {
+    for (const auto& builtin : {std::pair{"RELAYLIST", "RELAYED"}, std::pair{"ALLOWLIST", "TRUSTED"},
+                                std::pair{"BLOCKLIST", "BLOCKED"}, std::pair{"SUSPECTLIST", "THROTTLED"}}) {
+        const std::string_view name = builtin.first;
+        if (std::none_of(out.begin(), out.end(), [name](const sender_group_config& g) { return g.name == name; })) {
             sender_group_config g;
-            g.name = name;
-            g.policy = policy;
+            g.name = builtin.first;
+            g.policy = builtin.second;
             out.push_back(std::move(g));
         }
+    }
     if (!unknown) {
         unknown.emplace();
         unknown->name = "UNKNOWNLIST";

@@ -345,7 +345,11 @@ task<answer> client::step(char code, std::string_view data, uint32_t no_step, ui
         co_return answer{};
     if (_protocol & no_reply)
         co_return answer{};
+    // Progress messages extend the wait, up to ten times the timeout.
+    const auto give_up = clock::now() + 10 * _o->command_timeout;
     for (;;) {
+        if (clock::now() >= give_up)
+            co_return fail("kept sending progress and never answered");
         auto p = co_await receive(_o->command_timeout);
         if (!p)
             co_return answer{};
@@ -478,7 +482,12 @@ task<answer> client::end_of_message(edits* e, std::string queue_id) {
     macros(cmd::eom, {{"i", queue_id}});
     if (!co_await send(cmd::eom, {}))
         co_return answer{};
+    const auto give_up = clock::now() + 10 * _o->eom_timeout;
     for (;;) {
+        if (clock::now() >= give_up)
+            co_return fail("kept sending progress and never answered the end of the message");
+        if (e->add.size() + e->changes.size() > k_max_modifications)
+            co_return fail(fmt::format("sent more than {} header changes", k_max_modifications));
         auto p = co_await receive(_o->eom_timeout);
         if (!p)
             co_return answer{};

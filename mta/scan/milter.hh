@@ -64,6 +64,7 @@ inline constexpr uint32_t f_addhdrs = 0x1, f_chghdrs = 0x10, f_quarantine = 0x20
 inline constexpr uint32_t k_version = 6;
 inline constexpr size_t k_max_packet = 1 << 20;  // a milter's packet larger than this is garbage
 inline constexpr size_t k_chunk = 65535;         // MILTER_CHUNK_SIZE
+inline constexpr size_t k_max_modifications = 1000;  // header changes of one message
 
 struct packet {
     char code = 0;

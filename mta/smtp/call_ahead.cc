@@ -64,6 +64,17 @@ task<call_ahead_result> call_ahead(const call_ahead_env* env, std::string rcpt) 
             out.v = hit->code / 100 == 2 ? call_ahead_result::verdict::valid : call_ahead_result::verdict::invalid;
             co_return out;
         }
+    // A flood of recipients must not become a flood of connections to the
+    // internal server: past this many at once on a core, the answer is unknown.
+    static thread_local unsigned in_flight = 0;
+    if (in_flight >= k_max_in_flight) {
+        out.why = fmt::format("more than {} call-aheads at once on this core", k_max_in_flight);
+        co_return out;
+    }
+    struct count {
+        count() { ++in_flight; }
+        ~count() { --in_flight; }
+    } counted;
     const auto& o = env->options;
     for (const auto& host : o.hosts) {
         auto tc = net::connect_tcp(host, o.timeout);

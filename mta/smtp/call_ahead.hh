@@ -71,6 +71,9 @@ struct call_ahead_result {
     std::string why;  // unknown: what went wrong
 };
 
+// Call-aheads at once on one core; more get `unknown` (no connection).
+inline constexpr unsigned k_max_in_flight = 64;
+
 task<call_ahead_result> call_ahead(const call_ahead_env* env, std::string rcpt);
 
 }  // namespace rw::mta
