@@ -1,18 +1,13 @@
 #include "mta/scan/milter.hh"
 
-#include <sys/socket.h>
-#include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cstring>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include <fmt/format.h>
-
-#include "runtime/reactor/io.hh"
 
 namespace rw::mta::scan::milter {
 
@@ -77,25 +72,23 @@ std::optional<std::string> field_value(std::string_view v) {
     return out;
 }
 
-task<result<net::tcp_stream>> connect_endpoint(const endpoint& e, std::chrono::milliseconds timeout) {
-    if (e.path.empty()) {
-        task<result<net::tcp_stream>> t = net::connect_tcp(e.address, timeout);
-        co_return co_await std::move(t);
+// A reply that ends a step: its answer; nullopt for any other packet.
+// `bad` is set for a reply code that is not one.
+std::optional<answer> final_answer(const packet& p, bool& bad) {
+    answer a;
+    switch (p.code) {
+    case rep::cont: return a;
+    case rep::accept: a.v = verdict::accept; return a;
+    case rep::discard: a.v = verdict::discard; return a;
+    case rep::reject: a.v = verdict::reject; return a;
+    case rep::tempfail: a.v = verdict::tempfail; return a;
+    case rep::replycode:
+        if (auto r = parse_replycode(p.data))
+            return r;
+        bad = true;
+        return std::nullopt;
+    default: return std::nullopt;
     }
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        co_return unexpected(sys_error{errno});
-    net::tcp_stream s(fd);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    if (e.path.size() >= sizeof a.sun_path)
-        co_return unexpected(sys_error{ENAMETOOLONG});
-    std::memcpy(a.sun_path, e.path.data(), e.path.size());
-    auto op = io::connect(fd, reinterpret_cast<const sockaddr*>(&a), socklen_t(sizeof a), {.timeout = timeout});
-    int r = co_await op;
-    if (r < 0)
-        co_return unexpected(sys_error{-r});
-    co_return std::move(s);
 }
 
 }  // namespace
@@ -353,33 +346,17 @@ task<answer> client::step(char code, std::string_view data, uint32_t no_step, ui
         auto p = co_await receive(_o->command_timeout);
         if (!p)
             co_return answer{};
-        answer a;
-        switch (p->code) {
-        case rep::cont: co_return a;
-        case rep::progress: continue;
-        case rep::skip:
+        if (p->code == rep::progress)
+            continue;
+        if (p->code == rep::skip) {
             _skip_body = true;
-            co_return a;
-        case rep::accept:
-            a.v = verdict::accept;
-            co_return a;
-        case rep::discard:
-            a.v = verdict::discard;
-            co_return a;
-        case rep::reject:
-            a.v = verdict::reject;
-            co_return a;
-        case rep::tempfail:
-            a.v = verdict::tempfail;
-            co_return a;
-        case rep::replycode: {
-            auto r = parse_replycode(p->data);
-            if (!r)
-                co_return fail("set a reply that is not one");
-            co_return *r;
+            co_return answer{};
         }
-        default: co_return fail(fmt::format("answered '{}' to '{}'", p->code, code));
-        }
+        bool bad = false;
+        if (auto a = final_answer(*p, bad))
+            co_return *a;
+        co_return fail(bad ? std::string("set a reply that is not one")
+                           : fmt::format("answered '{}' to '{}'", p->code, code));
     }
 }
 
@@ -491,34 +468,17 @@ task<answer> client::end_of_message(edits* e, std::string queue_id) {
         auto p = co_await receive(_o->eom_timeout);
         if (!p)
             co_return answer{};
-        answer a;
-        switch (p->code) {
-        case rep::cont:
-        case rep::skip: co_return a;
-        case rep::progress: continue;
-        case rep::accept:
-            a.v = verdict::accept;
-            co_return a;
-        case rep::discard:
-            a.v = verdict::discard;
-            co_return a;
-        case rep::reject:
-            a.v = verdict::reject;
-            co_return a;
-        case rep::tempfail:
-            a.v = verdict::tempfail;
-            co_return a;
-        case rep::replycode: {
-            auto r = parse_replycode(p->data);
-            if (!r)
-                co_return fail("set a reply that is not one");
-            co_return *r;
-        }
-        default:
-            if (!apply_modification(*p, *e))
-                co_return fail(fmt::format("sent a modification the gateway does not allow ('{}')", p->code));
+        if (p->code == rep::progress)
             continue;
-        }
+        if (p->code == rep::skip)
+            co_return answer{};
+        bool bad = false;
+        if (auto a = final_answer(*p, bad))
+            co_return *a;
+        if (bad)
+            co_return fail("set a reply that is not one");
+        if (!apply_modification(*p, *e))
+            co_return fail(fmt::format("sent a modification the gateway does not allow ('{}')", p->code));
     }
 }
 

@@ -31,7 +31,9 @@ std::string header_value(std::string_view v) {
     return out;
 }
 
-task<result<net::tcp_stream>> connect_to(const endpoint& e, std::chrono::milliseconds timeout) {
+}  // namespace
+
+task<result<net::tcp_stream>> connect_endpoint(const endpoint& e, std::chrono::milliseconds timeout) {
     if (e.path.empty()) {
         task<result<net::tcp_stream>> t = net::connect_tcp(e.address, timeout);
         co_return co_await std::move(t);
@@ -52,7 +54,6 @@ task<result<net::tcp_stream>> connect_to(const endpoint& e, std::chrono::millise
     co_return std::move(s);
 }
 
-}  // namespace
 
 std::optional<endpoint> endpoint::parse(std::string_view s) {
     endpoint e;
@@ -166,7 +167,7 @@ job::~job() = default;
 
 task<bool> job::open(stream& s) {
     s.t0 = clock::now();
-    task<result<net::tcp_stream>> t = connect_to(*s.where, s.timeout);
+    task<result<net::tcp_stream>> t = connect_endpoint(*s.where, s.timeout);
     auto c = co_await std::move(t);
     auto fail = [&](std::string why) {
         s.st = stream::state::done;

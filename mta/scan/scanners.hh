@@ -38,6 +38,9 @@ struct endpoint {
 
 enum class failure_mode { accept, tempfail };
 
+// A stream connection to e (Unix or TCP), with a deadline.
+task<result<net::tcp_stream>> connect_endpoint(const endpoint& e, std::chrono::milliseconds timeout);
+
 struct clamd_options {
     endpoint where;
     std::chrono::milliseconds timeout{30'000};
