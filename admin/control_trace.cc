@@ -531,6 +531,18 @@ task<json> trace(context& c, const json& args) {
                 j["subject_tag"] = d.subject_tag;
             if (!d.final_rule.empty())
                 j["rule"] = d.final_rule;
+            // What the rules would send where (not for a refused message).
+            if (d.final != outcome::reject && d.final != outcome::drop && d.final != outcome::bounce) {
+                if (!d.redirect.empty())
+                    j["redirect"] = d.redirect;
+                if (!d.route.empty())
+                    j["route"] = d.route;
+            }
+            if (d.final != outcome::reject && d.final != outcome::drop && d.final != outcome::bounce)
+                for (const auto& c : d.copies)
+                    j["copies"].push_back(c.to);
+            for (const auto& n : d.notices)
+                j["notices"].push_back(n.to);
             if (d.final == outcome::reject) {
                 std::string t = reply_text(d.code, d.enhanced, d.text);
                 j.update(stage(false, t));
@@ -539,9 +551,13 @@ task<json> trace(context& c, const json& args) {
                 j.update(stage(true, "250 2.0.0 Ok: queued",
                                d.final == outcome::drop         ? "dropped: answered 250, not queued"
                                : d.final == outcome::quarantine ? fmt::format("held in quarantine {}", d.quarantine)
-                                                                : std::string()));
+                               : d.final == outcome::bounce
+                                   ? fmt::format("bounced: the sender gets {} {} {}", d.code, d.enhanced, d.text)
+                                   : std::string()));
                 if (d.final == outcome::drop)
                     j["decision"] = "drop";
+                if (d.final == outcome::bounce)
+                    j["decision"] = "bounce";
                 if (d.final == outcome::quarantine) {
                     j["decision"] = "quarantine";
                     j["quarantine"] = d.quarantine;

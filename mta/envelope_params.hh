@@ -11,6 +11,8 @@
 //   u8 envid length, then the ENVID, xtext-decoded (at most 100 octets)
 //   u32 recipient count, then per recipient:
 //     u8 NOTIFY bits, u16 ORCPT length, then "addr-type;address" decoded
+// Version 2 is version 1 followed by one field, written only when set:
+//   u8 next hop length, then the next hop ("host:port", "[v6]:port")
 // Spools written before this encoding hold a text form ("RET=FULL
 // ENVID=x\nNOTIFY=SUCCESS ORCPT=rfc822;a+40b" ...); decode_params reads
 // both, matching keywords whole.
@@ -45,11 +47,15 @@ struct envelope_params {
     dsn_ret ret = dsn_ret::unspecified;
     std::string envid;  // xtext-decoded; empty = absent
     std::vector<rcpt_params> rcpts;
+    // Where delivery sends every recipient instead of their MX or route
+    // (a content rule's route action); empty = as usual.
+    std::string next_hop;
     friend bool operator==(const envelope_params&, const envelope_params&) = default;
 };
 
 constexpr size_t k_max_envid_bytes = 100;   // RFC 3461 4.4
 constexpr size_t k_max_orcpt_bytes = 500;   // RFC 3461 4.2
+constexpr size_t k_max_next_hop_bytes = 255;
 
 std::string encode_params(const envelope_params& p);
 // rcpts: the envelope's recipient count. Recipients the bytes do not cover

@@ -334,7 +334,8 @@ bool printable(std::string_view s, bool allow_utf8) {
 
 constexpr std::string_view k_actions =
     "accept, reject [CODE [X.Y.Z]] [TEXT], drop, quarantine NAME, add-header NAME: VALUE, remove-header NAME, "
-    "tag-subject TEXT";
+    "tag-subject TEXT, bounce [CODE [X.Y.Z]] [TEXT], redirect ADDRESS, copy ADDRESS, route HOST[:PORT], "
+    "notify ADDRESS [TEXT]";
 
 }  // namespace
 
@@ -347,14 +348,67 @@ std::string_view to_string(action_kind a) {
     case action_kind::add_header: return "add-header";
     case action_kind::remove_header: return "remove-header";
     case action_kind::tag_subject: return "tag-subject";
+    case action_kind::bounce: return "bounce";
+    case action_kind::redirect: return "redirect";
+    case action_kind::copy: return "copy";
+    case action_kind::route: return "route";
+    case action_kind::notify: return "notify";
     }
     return "?";
 }
 
 bool stops(action_kind a) {
     return a == action_kind::accept || a == action_kind::reject || a == action_kind::drop ||
-           a == action_kind::quarantine;
+           a == action_kind::quarantine || a == action_kind::bounce;
 }
+
+bool is_rule_address(std::string_view s) {
+    const size_t at = s.rfind('@');
+    if (at == 0 || at == std::string_view::npos || s.size() > 254 || at > 64)
+        return false;
+    for (char c : s.substr(0, at))
+        if (uint8_t(c) <= ' ' || uint8_t(c) >= 127 || c == '<' || c == '>' || c == '"' || c == '(' || c == ')' ||
+            c == ',' || c == ';' || c == ':' || c == '\\' || c == '[' || c == ']' || c == '@')
+            return false;
+    return mail::check_domain(s.substr(at + 1)) == nullptr;
+}
+
+namespace {
+// "HOST[:PORT]": a host name, an IPv4 address or [IPv6], normalized to
+// "host:port" ("[v6]:port").
+std::optional<std::string> parse_next_hop(std::string_view s) {
+    std::string_view host = s, port = "25";
+    if (s.starts_with('[')) {
+        const size_t close = s.find(']');
+        if (close == std::string_view::npos)
+            return std::nullopt;
+        host = s.substr(1, close - 1);
+        std::string_view rest = s.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest[0] != ':')
+                return std::nullopt;
+            port = rest.substr(1);
+        }
+        auto a = net::address::parse(std::string(host), 25);
+        if (!a || host.find(':') == std::string_view::npos)
+            return std::nullopt;
+    } else {
+        const size_t colon = s.find(':');
+        if (colon != std::string_view::npos) {
+            host = s.substr(0, colon);
+            port = s.substr(colon + 1);
+        }
+        if (host.empty() || (!net::address::parse(std::string(host), 25) && mail::check_domain(host) != nullptr))
+            return std::nullopt;
+    }
+    unsigned p = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+    if (ec != std::errc() || end != port.data() + port.size() || p == 0 || p > 65535)
+        return std::nullopt;
+    return s.starts_with('[') ? fmt::format("[{}]:{}", mail::lower_ascii(host), p)
+                              : fmt::format("{}:{}", mail::lower_ascii(host), p);
+}
+}  // namespace
 
 bool is_quarantine_name(std::string_view s) {
     if (s.empty() || s.size() > 32)
@@ -389,11 +443,12 @@ result<action, std::string> parse_action(std::string_view text) {
         a.kind = verb == "accept" ? action_kind::accept : action_kind::drop;
         return a;
     }
-    if (verb == "reject") {
-        a.kind = action_kind::reject;
+    if (verb == "reject" || verb == "bounce") {
+        const bool bounce = verb == "bounce";
+        a.kind = bounce ? action_kind::bounce : action_kind::reject;
         a.code = 550;
         a.enhanced = "5.7.1";
-        a.text = "Message content rejected";
+        a.text = bounce ? "Message bounced by policy" : "Message content rejected";
         if (arg.empty())
             return a;
         std::string_view rest = arg;
@@ -408,6 +463,9 @@ result<action, std::string> parse_action(std::string_view text) {
         int code = 0;
         if (w.size() == 3 && std::all_of(w.begin(), w.end(), [](char c) { return c >= '0' && c <= '9'; })) {
             code = (w[0] - '0') * 100 + (w[1] - '0') * 10 + (w[2] - '0');
+            if (bounce && (code < 500 || code > 599))
+                return unexpected(fmt::format("bounce: {} is not a permanent failure's reply code; allowed: "
+                                              "500..599", w));
             if (code < 400 || code > 599 || code == 421)
                 return unexpected(fmt::format("reject: {} is not a reply code for a refused message; allowed: "
                                               "400..599 except 421", w));
@@ -420,7 +478,8 @@ result<action, std::string> parse_action(std::string_view text) {
                              std::all_of(w.begin(), w.end(), [](char c) { return c == '.' || (c >= '0' && c <= '9'); });
             if (enh) {
                 if (w[0] != char('0' + code / 100))
-                    return unexpected(fmt::format("reject: the enhanced code {} does not match the reply code {}", w, code));
+                    return unexpected(fmt::format("{}: the enhanced code {} does not match the reply code {}", verb,
+                                                  w, code));
                 a.enhanced = std::string(w);
                 save = rest;
             } else {
@@ -431,7 +490,7 @@ result<action, std::string> parse_action(std::string_view text) {
         }
         if (!rest.empty()) {
             if (rest.size() > 200 || !printable(rest, false))
-                return unexpected("reject: the text must be printable ASCII, at most 200 characters");
+                return unexpected(fmt::format("{}: the text must be printable ASCII, at most 200 characters", verb));
             a.text = std::string(rest);
         }
         return a;
@@ -470,6 +529,30 @@ result<action, std::string> parse_action(std::string_view text) {
             return unexpected("tag-subject: expected the tag, printable text on one line, at most 100 bytes");
         a.kind = action_kind::tag_subject;
         a.text = std::string(arg);
+        return a;
+    }
+    if (verb == "redirect" || verb == "copy" || verb == "notify") {
+        std::string_view addr = arg.substr(0, arg.find_first_of(" \t"));
+        std::string_view text = addr.size() < arg.size() ? trim(arg.substr(addr.size())) : std::string_view();
+        if (!is_rule_address(addr))
+            return unexpected(fmt::format("{}: expected an address (user@example.com){}", verb,
+                                          addr.empty() ? "" : fmt::format(", not \"{}\"", addr)));
+        if (!text.empty() && verb != "notify")
+            return unexpected(fmt::format("{} takes one address and nothing after it", verb));
+        if (text.size() > 500 || !printable(text, true))
+            return unexpected("notify: the text must be printable, on one line, at most 500 bytes");
+        a.kind = verb == "redirect" ? action_kind::redirect : verb == "copy" ? action_kind::copy : action_kind::notify;
+        a.text = std::string(addr);
+        a.value = std::string(text);
+        return a;
+    }
+    if (verb == "route") {
+        auto hop = parse_next_hop(arg);
+        if (!hop)
+            return unexpected(fmt::format("route: expected HOST[:PORT] (mx.example.com, 192.0.2.1:2525 or "
+                                          "[2001:db8::1]:25){}", arg.empty() ? "" : fmt::format(", not \"{}\"", arg)));
+        a.kind = action_kind::route;
+        a.text = std::move(*hop);
         return a;
     }
     return unexpected(fmt::format("unknown action \"{}\"; allowed: {}", verb, k_actions));

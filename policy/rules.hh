@@ -47,6 +47,19 @@
 //   add-header NAME: VALUE       add a header field at delivery
 //   remove-header NAME           leave every NAME field out at delivery
 //   tag-subject TEXT             prefix the Subject with TEXT
+//   bounce [CODE [X.Y.Z]] [TEXT] stop: accepted (250), not delivered, and a
+//                                failure report (RFC 3464) goes to the
+//                                sender (default 550 5.7.1 Message bounced
+//                                by policy; CODE is 5xx)
+//   redirect ADDRESS             deliver to ADDRESS instead of the recipients
+//                                (a later redirect replaces an earlier one)
+//   copy ADDRESS                 also send the message, as delivered, to
+//                                ADDRESS (from the null sender)
+//   route HOST[:PORT]            deliver through HOST (a name, an IPv4
+//                                address or [IPv6]; port 25 by default)
+//                                instead of the recipients' MX or route
+//   notify ADDRESS [TEXT]        send ADDRESS a notice naming the rule, the
+//                                message and what was done with it
 // Rules run in order; every rule whose condition holds fires, until one
 // with a stopping action.
 #pragma once
@@ -112,16 +125,30 @@ struct node {
     unsigned leaf = 0;           // leaf: index into rule::tests
 };
 
-enum class action_kind : uint8_t { accept, reject, drop, quarantine, add_header, remove_header, tag_subject };
+enum class action_kind : uint8_t {
+    accept,
+    reject,
+    drop,
+    quarantine,
+    add_header,
+    remove_header,
+    tag_subject,
+    bounce,
+    redirect,
+    copy,
+    route,
+    notify,
+};
 std::string_view to_string(action_kind a);
 
 struct action {
     action_kind kind = action_kind::accept;
-    int code = 0;          // reject
-    std::string enhanced;  // reject
-    std::string text;      // reject: the reply text; add/remove-header: the name; tag-subject: the tag;
-                           // quarantine: its name
-    std::string value;     // add-header: the value
+    int code = 0;          // reject, bounce
+    std::string enhanced;  // reject, bounce
+    std::string text;      // reject, bounce: the reply text; add/remove-header: the name; tag-subject: the
+                           // tag; quarantine: its name; redirect, copy, notify: the address; route: the
+                           // next hop, "host:port" ("[v6]:port")
+    std::string value;     // add-header: the value; notify: the text (may be empty)
 };
 
 struct rule {
@@ -135,8 +162,12 @@ struct rule {
     bool gated = false;
 };
 
-// Whether an action stops the evaluation (accept, reject, drop, quarantine).
+// Whether an action stops the evaluation (accept, reject, drop, quarantine,
+// bounce).
 bool stops(action_kind a);
+// An address a rule may send to: local@domain, printable ASCII without
+// spaces, quotes or angle brackets, and a valid domain.
+bool is_rule_address(std::string_view s);
 // A quarantine's name: letters, digits, '-', '_', '.', 1..32 of them.
 bool is_quarantine_name(std::string_view s);
 
@@ -200,11 +231,19 @@ struct message_facts {
 };
 
 struct decision {
-    enum class outcome : uint8_t { none, accept, reject, drop, quarantine } final = outcome::none;
+    enum class outcome : uint8_t { none, accept, reject, drop, quarantine, bounce } final = outcome::none;
     std::string final_rule;  // the rule whose action stopped evaluation
     std::string quarantine;  // outcome::quarantine: which one
     int code = 0;
-    std::string enhanced, text;  // reject
+    std::string enhanced, text;  // reject, bounce
+    // The envelope changed: the recipients replaced by one address, the
+    // next hop set ("host:port"); empty when not.
+    std::string redirect, redirect_rule, route, route_rule;
+    // Copies and notices to send, each with the rule that asked.
+    struct send {
+        std::string to, rule, text;
+    };
+    std::vector<send> copies, notices;
     std::vector<std::string> fired;  // every rule whose condition held, in order
     std::vector<std::pair<std::string, std::string>> add_headers;  // (name, value)
     std::vector<std::string> remove_headers;  // lower case

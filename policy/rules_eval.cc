@@ -314,6 +314,27 @@ decision evaluator::decide(const message_facts& f) {
                     d.subject_tag += ' ';
                 d.subject_tag += a.text;
                 break;
+            case action_kind::bounce:
+                d.final = decision::outcome::bounce;
+                d.final_rule = r.name;
+                d.code = a.code;
+                d.enhanced = a.enhanced;
+                d.text = a.text;
+                return d;
+            case action_kind::redirect:
+                d.redirect = a.text;
+                d.redirect_rule = r.name;
+                break;
+            case action_kind::route:
+                d.route = a.text;
+                d.route_rule = r.name;
+                break;
+            case action_kind::copy:
+                d.copies.push_back({a.text, r.name, {}});
+                break;
+            case action_kind::notify:
+                d.notices.push_back({a.text, r.name, a.value});
+                break;
             }
         }
     }

@@ -517,6 +517,16 @@ std::string fmt_trace(const json& r) {
             o += fmt::format("  {:<11} removes {}\n", "", h.get<std::string>());
         if (d.contains("subject_tag"))
             o += fmt::format("  {:<11} tags the Subject with {}\n", "", s(d, "subject_tag"));
+        if (d.contains("redirect"))
+            o += fmt::format("  {:<11} redirects to {}\n", "", s(d, "redirect"));
+        if (d.contains("route"))
+            o += fmt::format("  {:<11} routes through {}\n", "", s(d, "route"));
+        if (d.contains("copies"))
+            for (const auto& c : d["copies"])
+                o += fmt::format("  {:<11} copies to {}\n", "", c.get<std::string>());
+        if (d.contains("notices"))
+            for (const auto& c : d["notices"])
+                o += fmt::format("  {:<11} notifies {}\n", "", c.get<std::string>());
     }
     if (r.contains("routing"))
         for (const auto& x : r["routing"]) {

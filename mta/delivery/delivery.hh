@@ -203,6 +203,11 @@ public:
     // is released, deleted or expires.
     std::vector<fs::rcpt_state> hold_states(size_t rcpts, std::string_view quarantine, std::string_view rule,
                                             int64_t now_unix) const;
+    // A message a content rule bounces is committed with bounce_states():
+    // every recipient bounced with `reply` ("550 5.7.1 ..."); those with
+    // report[i] set are flagged so that the sender's failure report is
+    // queued at once, and again after a crash until it is.
+    static std::vector<fs::rcpt_state> bounce_states(const std::vector<bool>& report, std::string_view reply);
     struct held_view {
         uint64_t id = 0;
         std::string quarantine, rule, from;

@@ -160,19 +160,32 @@ task<void> service::impl::apply_at_origin(const options* o, fs::shard* sh, uint6
     }
 }
 
+std::vector<fs::rcpt_state> service::bounce_states(const std::vector<bool>& report, std::string_view reply) {
+    std::vector<fs::rcpt_state> out(report.size());
+    for (size_t i = 0; i < out.size(); ++i) {
+        out[i].status = fs::rcpt_status::bounced;
+        out[i].last_reply = std::string(reply.substr(0, 500));
+        out[i].flags = report[i] ? k_report_due : 0;
+    }
+    return out;
+}
+
 task<void> service::impl::retry_reports(impl* self, fs::shard* sh, uint64_t id) {
     if (!self->reports_retrying.insert({sh, id}).second)
         co_return;
     gate::holder h(self->posts);
     const options* o = self->o;
-    int64_t wait = std::max<int64_t>(o->first_retry.count(), 100);
+    // The first try at once (a bounce a content rule decided, or reports
+    // a crash left due); then first_retry, doubling up to max_retry.
+    int64_t wait = 0;
     bool done = false;
     while (!self->stopping && !done) {
         for (int64_t slept = 0; slept < wait && !self->stopping; slept += 100)
             co_await io::sleep(std::chrono::milliseconds(100));
         if (self->stopping)
             break;
-        wait = std::min<int64_t>(wait * 2, std::max<int64_t>(o->max_retry.count(), 100));
+        wait = wait == 0 ? std::max<int64_t>(o->first_retry.count(), 100)
+                         : std::min<int64_t>(wait * 2, std::max<int64_t>(o->max_retry.count(), 100));
         std::vector<dsn_recipient> fails, successes;
         std::vector<uint32_t> fails_of, successes_of;
         std::string sender;

@@ -60,6 +60,19 @@ const route* find_route(const std::vector<route>& routes, std::string_view domai
     return best;
 }
 
+bool detail::valid_next_hop(std::string_view hop) {
+    const size_t colon = hop.rfind(':');
+    if (colon == 0 || colon == std::string_view::npos || colon + 1 == hop.size() || hop.size() - colon > 6)
+        return false;
+    unsigned port = 0;
+    for (char c : hop.substr(colon + 1)) {
+        if (c < '0' || c > '9')
+            return false;
+        port = port * 10 + unsigned(c - '0');
+    }
+    return port > 0 && port < 65536;
+}
+
 std::string service::impl::key_for(std::string_view domain) const {
     if (const route* r = find_route(o->routes, domain))
         return fmt::format("route:{}", r->domain);
@@ -73,6 +86,16 @@ void service::impl::queue_message(fs::shard* sh, uint64_t id) {
     std::map<std::string, entry> by_key;
     const int64_t now = now_ms();
     bool reports_due = false, quarantined = false;
+    // A content rule's route: every recipient to that host ("redirect:"
+    // destinations, as the shell's redirect makes, but kept in the spool).
+    std::string hop;
+    if (!v->env.params.empty() && uint8_t(v->env.params[0]) == 2) {
+        const envelope_params dp = read_params(id, v->env.params, v->rcpts.size());
+        if (valid_next_hop(dp.next_hop))
+            hop = "redirect:" + dp.next_hop;
+        else if (!dp.next_hop.empty())
+            lg.error("mid={} next hop \"{}\" is not HOST:PORT; delivered as usual", mid_string(id), dp.next_hop);
+    }
     for (uint32_t i = 0; i < v->rcpts.size(); ++i) {
         const auto& st = v->rcpts[i];
         if (is_final(st.status)) {
@@ -83,7 +106,7 @@ void service::impl::queue_message(fs::shard* sh, uint64_t id) {
             quarantined = true;
             continue;
         }
-        std::string key = key_for(domain_of(v->env.rcpts[i]));
+        std::string key = hop.empty() ? key_for(domain_of(v->env.rcpts[i])) : hop;
         auto& e = by_key[key];
         e.origin = core;
         e.shard = sh;

@@ -139,6 +139,8 @@ inline std::string enhanced_of(std::string_view reply, bool success) {
 // spool from elsewhere) are logged and read as defaults: the message is
 // still delivered, failures still reported.
 envelope_params read_params(uint64_t id, std::string_view bytes, size_t rcpts);
+// A next hop from the spool: "host:port" with a port of 1..65535.
+bool valid_next_hop(std::string_view hop);
 
 }  // namespace detail
 
@@ -204,8 +206,8 @@ struct service::impl {
     // recipient is final. Runs on the origin core.
     static task<void> apply_at_origin(const options* o, fs::shard* sh, uint64_t id, std::vector<outcome> outs);
 
-    // Queues the reports of recipients marked k_report_due, with back-off
-    // (first_retry, doubling up to max_retry), until every one is queued;
+    // Queues the reports of recipients marked k_report_due, at once then
+    // with back-off (first_retry, doubling up to max_retry), until every one is queued;
     // then removes the message if nothing else keeps it. One per message
     // at a time; at shutdown it stops and recovery starts it again.
     static task<void> retry_reports(impl* self, fs::shard* sh, uint64_t id);

@@ -21,6 +21,7 @@
 #include "mta/smtp/data_decoder.hh"
 #include "mta/smtp/replies.hh"
 #include "mta/smtp/message_pipeline.hh"
+#include "mta/smtp/rule_actions.hh"
 #include "mta/scan/milter.hh"
 #include "mta/smtp/server.hh"
 #include "mta/verify/dns.hh"
@@ -278,7 +279,16 @@ private:
     bool content_ends_message(fs::message_writer& mw, uint64_t size);
     // The recipients' first states: held, when a rule quarantines the
     // message; else none (pending).
-    std::vector<fs::rcpt_state> first_states() const;
+    std::vector<fs::rcpt_state> first_states(size_t rcpts) const;
+    // Commits the message with what the rules decided (bounced, or
+    // handed to a message under a new envelope), writes the copies they
+    // ask for, queues it all and answers the client.
+    task<void> commit_message(fs::message_writer& mw, uint64_t size, std::string_view by);
+    // The notices the rules ask for, about the message as it ends
+    // (mid: 0 when not queued); written later by send_notices().
+    void prepare_notices(std::string outcome, uint64_t mid, uint64_t size);
+    task<void> send_notices();
+    std::vector<smtp::notice> _notices;
     std::string _subject;  // of the message being queued, for the mail log
     std::optional<policy::spf::outcome> _spf;  // of this transaction, when checked
     // The HELO identity's own check (RFC 7208 2.3), once per HELO name of
@@ -1231,6 +1241,9 @@ bool session::content_ends_message(fs::message_writer& mw, uint64_t size) {
         return false;
     mw.abort();
     const bool reject = _content->final == outcome::reject;
+    prepare_notices(reject ? fmt::format("rejected: {} {} {}", _content->code, _content->enhanced, _content->text)
+                           : std::string("dropped"),
+                    0, size);
     journal::record("content", {{"icid", _icid}, {"rule", std::string_view(_content->final_rule)},
                                 {"action", std::string_view(reject ? "reject" : "drop")},
                                 {"from", std::string_view(_mail_from)}, {"rcpts", uint64_t(_rcpts.size())},
@@ -1246,11 +1259,181 @@ bool session::content_ends_message(fs::message_writer& mw, uint64_t size) {
     return true;
 }
 
-std::vector<fs::rcpt_state> session::first_states() const {
+std::vector<fs::rcpt_state> session::first_states(size_t rcpts) const {
     if (!_content || _content->final != policy::rules::decision::outcome::quarantine || !_env->delivery)
         return {};
-    return _env->delivery->hold_states(_rcpts.size(), _content->quarantine, _content->final_rule,
+    return _env->delivery->hold_states(rcpts, _content->quarantine, _content->final_rule,
                                        int64_t(std::time(nullptr)));
+}
+
+task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::string_view by) {
+    using outcome = policy::rules::decision::outcome;
+    const policy::rules::decision* d = _content ? &*_content : nullptr;
+    const bool bounce = d && d->final == outcome::bounce;
+    const bool replaced = d && !bounce && (!d->redirect.empty() || !d->route.empty());
+    const fs::added_headers added = added_headers(mw.id());
+    std::vector<fs::rcpt_state> states;
+    std::string bounce_reply;
+    if (bounce) {
+        // Accepted, then failed at once: the sender gets a failure report
+        // as for any recipient refused for good, unless NOTIFY says not.
+        bounce_reply = fmt::format("{} {} {}", d->code, d->enhanced, d->text);
+        std::vector<bool> report(_rcpts.size(), !_mail_from.empty());
+        for (size_t i = 0; i < report.size() && i < _params.rcpts.size(); ++i)
+            report[i] = report[i] && notify_wants(_params.rcpts[i].notify, k_notify_failure);
+        states = delivery::service::bounce_states(report, bounce_reply);
+    } else if (replaced) {
+        // Handed over to the message under the new envelope, below.
+        fs::rcpt_state done;
+        done.status = fs::rcpt_status::delivered;
+        done.last_reply = !d->redirect.empty()
+                              ? fmt::format("250 2.1.5 redirected to <{}> by rule {}", d->redirect, d->redirect_rule)
+                              : fmt::format("250 2.0.0 routed through {} by rule {}", d->route, d->route_rule);
+        states.assign(_rcpts.size(), done);
+    } else {
+        states = first_states(_rcpts.size());
+    }
+    auto id = co_await mw.commit(added, states);
+    if (!id) {
+        refuse_message(smtp::spool_failed(id.error()));
+        co_return;
+    }
+    _subject = _pipeline->subject();
+    // What the rules derive from the message, each committed before the
+    // client hears 250; if one cannot be, none of it stays.
+    struct derived {
+        uint64_t id;
+        std::string action, to, rule;
+    };
+    std::vector<derived> made;
+    std::optional<fs::spool_error> failed;
+    const int64_t now = int64_t(std::time(nullptr));
+    if (replaced) {
+        envelope_params p = _params;
+        std::vector<std::string> rcpts = _rcpts;
+        if (!d->redirect.empty()) {
+            rcpts = {d->redirect};
+            p.rcpts = {rcpt_params{}};
+        }
+        p.next_hop = d->route;
+        std::vector<fs::rcpt_state> first = first_states(rcpts.size());
+        auto t = smtp::spool_copy(*_env->spool, id.value(), fs::envelope{_mail_from, std::move(rcpts), encode_params(p), now},
+                                  added, std::move(first));
+        auto c = co_await std::move(t);
+        if (c)
+            made.push_back({c.value(), !d->redirect.empty() ? "redirect" : "route",
+                            !d->redirect.empty() ? d->redirect : d->route,
+                            !d->redirect.empty() ? d->redirect_rule : d->route_rule});
+        else
+            failed = c.error();
+    }
+    if (d && !bounce)
+        for (const auto& cp : d->copies) {
+            if (failed)
+                break;
+            envelope_params p;
+            p.body = _params.body;
+            p.smtputf8 = _params.smtputf8;
+            p.rcpts = {rcpt_params{}};
+            // From the null sender: a copy that fails tells no one.
+            auto t = smtp::spool_copy(*_env->spool, id.value(), fs::envelope{"", {cp.to}, encode_params(p), now}, added,
+                                      {});
+            auto c = co_await std::move(t);
+            if (c)
+                made.push_back({c.value(), "copy", cp.to, cp.rule});
+            else
+                failed = c.error();
+        }
+    if (failed) {
+        lg.error("icid={} a content rule's {} could not be queued: {}; the message is refused", _icid,
+                 replaced && made.empty() ? "redirect" : "copy", failed->detail);
+        {
+            auto r = co_await _env->spool->remove(id.value());
+            (void)r;
+        }
+        for (const auto& m : made) {
+            auto r = co_await _env->spool->remove(m.id);
+            (void)r;
+        }
+        refuse_message(smtp::spool_failed(*failed));
+        co_return;
+    }
+    for (const auto& m : made) {
+        journal::record("content", {{"icid", _icid}, {"mid", std::string_view(mid_string(id.value()))},
+                                    {"rule", std::string_view(m.rule)}, {"action", std::string_view(m.action)},
+                                    {"to", std::string_view(m.to)},
+                                    {"derived_mid", std::string_view(mid_string(m.id))}});
+        if (_env->delivery)
+            _env->delivery->queued(_env->spool, m.id);
+    }
+    if (bounce)
+        journal::record("content", {{"icid", _icid}, {"mid", std::string_view(mid_string(id.value()))},
+                                    {"rule", std::string_view(d->final_rule)}, {"action", std::string_view("bounce")},
+                                    {"reply", std::string_view(bounce_reply)}});
+    if (d && !d->notices.empty()) {
+        std::string what = bounce ? "bounced: " + bounce_reply
+                           : d->final == outcome::quarantine ? "held in quarantine " + d->quarantine
+                                                             : std::string("queued for delivery");
+        for (const auto& m : made)
+            if (m.action != "copy")
+                what = fmt::format("{} {} as {}", m.action == "redirect" ? "redirected to" : "routed through", m.to,
+                                   mid_string(m.id)) +
+                       (d->final == outcome::quarantine ? ", held in quarantine " + d->quarantine : "");
+        prepare_notices(std::move(what), id.value(), size);
+    }
+    message_queued(id.value(), size, by);
+    task<void> t = send_notices();
+    co_await std::move(t);
+}
+
+void session::prepare_notices(std::string outcome, uint64_t mid, uint64_t size) {
+    if (!_content)
+        return;
+    static thread_local uint64_t serial = 0;
+    for (const auto& n : _content->notices) {
+        smtp::notice x;
+        x.hostname = _env->hostname;
+        x.to = n.to;
+        x.rule = n.rule;
+        x.text = n.text;
+        x.outcome = outcome;
+        x.mid = mid ? mid_string(mid) : std::string();
+        x.client = _peer.ip_string();
+        x.helo = _helo;
+        x.sender = _mail_from;
+        x.subject = _pipeline ? _pipeline->subject() : std::string();
+        x.rcpts = _rcpts;
+        x.fired = _content->fired;
+        x.size = size;
+        x.now_unix = int64_t(std::time(nullptr));
+        x.serial = ++serial;
+        _notices.push_back(std::move(x));
+    }
+}
+
+task<void> session::send_notices() {
+    // A notice is news about a message, not the message: one that cannot
+    // be queued (the spool full) is logged, and the client's reply stands.
+    std::vector<smtp::notice> list = std::move(_notices);
+    _notices.clear();
+    for (auto& n : list) {
+        envelope_params p;
+        p.rcpts = {rcpt_params{}};
+        auto t = smtp::spool_text(*_env->spool, fs::envelope{"", {n.to}, encode_params(p), n.now_unix},
+                                  smtp::build_notice(n));
+        auto c = co_await std::move(t);
+        if (!c) {
+            lg.error("icid={} rule {}: the notice to <{}> could not be queued: {}", _icid, n.rule, n.to,
+                     c.error().detail);
+            continue;
+        }
+        journal::record("content", {{"icid", _icid}, {"mid", std::string_view(n.mid)},
+                                    {"rule", std::string_view(n.rule)}, {"action", std::string_view("notify")},
+                                    {"to", std::string_view(n.to)},
+                                    {"derived_mid", std::string_view(mid_string(c.value()))}});
+        if (_env->delivery)
+            _env->delivery->queued(_env->spool, c.value());
+    }
 }
 
 fs::added_headers session::added_headers(uint64_t id) {
@@ -1489,17 +1672,13 @@ task<bool> session::do_data() {
         refuse_message(*r);
         co_return true;
     }
-    if (content_ends_message(mw, size))
-        co_return true;
-    const fs::added_headers added = added_headers(mw.id());
-    const std::vector<fs::rcpt_state> states = first_states();
-    auto id = co_await mw.commit(added, states);
-    if (!id) {
-        refuse_message(smtp::spool_failed(id.error()));
+    if (content_ends_message(mw, size)) {
+        task<void> t = send_notices();
+        co_await std::move(t);
         co_return true;
     }
-    _subject = _pipeline->subject();
-    message_queued(id.value(), size, "DATA");
+    task<void> t = commit_message(mw, size, "DATA");
+    co_await std::move(t);
     co_return true;
 }
 
@@ -1597,17 +1776,13 @@ task<bool> session::do_bdat(const smtp::command& c) {
         refuse_message(*r);
         co_return true;
     }
-    if (content_ends_message(*_bdat_writer, size))
-        co_return true;
-    const fs::added_headers added = added_headers(_bdat_writer->id());
-    const std::vector<fs::rcpt_state> states = first_states();
-    auto id = co_await _bdat_writer->commit(added, states);
-    if (!id) {
-        refuse_message(smtp::spool_failed(id.error()));
+    if (content_ends_message(*_bdat_writer, size)) {
+        task<void> t = send_notices();
+        co_await std::move(t);
         co_return true;
     }
-    _subject = _pipeline->subject();
-    message_queued(id.value(), size, "BDAT");
+    task<void> t = commit_message(*_bdat_writer, size, "BDAT");
+    co_await std::move(t);
     co_return true;
 }
 

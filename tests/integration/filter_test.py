@@ -378,6 +378,179 @@ class Quarantines(DeliveryTest):
         wait_until(lambda: len(saved(self.sink_.save)) >= n, timeout=timeout, what=f"{n} messages at the sink")
         return saved(self.sink_.save)
 
+def actions_rules(route_port):
+    return f"""
+[[content_rule]]
+name = "bounce-it"
+condition = 'subject == "bounce me"'
+actions = ["notify audit@audit.test Bounced by the gateway", "bounce 550 5.7.1 Not wanted here"]
+
+[[content_rule]]
+name = "redirect-it"
+condition = 'subject ~ /^redirect/'
+actions = ["redirect legal@audit.test"]
+
+[[content_rule]]
+name = "copy-it"
+condition = 'subject ~ /copy/'
+actions = ["copy archive@audit.test"]
+
+[[content_rule]]
+name = "route-it"
+condition = 'subject ~ /^route/'
+actions = ["route 127.0.0.1:{route_port}"]
+
+[[content_rule]]
+name = "hold-it"
+condition = 'subject == "redirect and hold"'
+actions = ["quarantine policy"]
+
+[[content_rule]]
+name = "tell-on-reject"
+condition = 'subject == "reject me"'
+actions = ["notify audit@audit.test", "reject"]
+"""
+
+
+class EnvelopeActions(DeliveryTest):
+    """bounce, redirect, copy, route and notify: each message they make
+    is checked at a sink (envelope and bytes), and a route survives a
+    kill -9."""
+
+    def setUp(self):
+        self.sink_ = self.sink(save=True)
+        self.other = self.sink(save=True)
+        a = f"127.0.0.1:{self.sink_.port}"
+        self.g = self.gateway(routes=[("local.test", [a]), ("audit.test", [a]), ("sender.test", [a])],
+                              relay_networks='["127.0.0.2/32"]', tail_extra=actions_rules(self.other.port),
+                              delivery={"first_retry_ms": 500, "max_retry_ms": 1000, "destination_pause_ms": 10})
+        self.sock = os.path.join(self.g.dir, "var", "ringway.sock")
+        wait_until(lambda: os.path.exists(self.sock), timeout=10, what="the control socket")
+
+    def shell(self, *args):
+        r = subprocess.run([shell_bin(), "--socket", self.sock, "--json", *args], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, f"{args}: {r.stderr}")
+        return json.loads(r.stdout)
+
+    def send(self, subject, body="Text of the message.\n", rcpts=("bob@local.test", "carol@local.test"),
+             expect=250):
+        msg = message(subject, body)
+        with smplib_client(self.g.port) as c:
+            c.ehlo()
+            self.assertEqual(c.mail("alice@sender.test")[0], 250)
+            for r in rcpts:
+                self.assertEqual(c.rcpt(r)[0], 250)
+            code, text = c.data(msg)
+            self.assertEqual(code, expect, text)
+            return msg, text.decode()
+
+    def at(self, sink, n):
+        wait_until(lambda: len(saved(sink.save)) >= n, timeout=20, what=f"{n} messages at the sink")
+        time.sleep(0.5)  # and nothing more comes
+        got = saved(sink.save)
+        self.assertEqual(len(got), n, [(s, r) for _, s, r in got])
+        return got
+
+    def content(self):
+        return [e for e in self.g.journal() if e.get("event") == "content"]
+
+    def test_bounce_sends_a_report_and_delivers_nothing(self):
+        _, text = self.send("bounce me")
+        self.assertTrue(text.startswith("2.0.0 Ok: queued as "), text)
+        mid = text.rsplit(" ", 1)[1]
+        got = self.at(self.sink_, 2)
+        by_rcpt = {r[0]: (eml, s) for eml, s, r in got}
+        self.assertEqual(sorted(by_rcpt), ["alice@sender.test", "audit@audit.test"])
+        dsn, sender = by_rcpt["alice@sender.test"]
+        self.assertEqual(sender, "")
+        report = email.message_from_bytes(dsn, policy=email.policy.default)
+        self.assertEqual(report.get_content_type(), "multipart/report")
+        self.assertIn(b"Final-Recipient: rfc822; bob@local.test", dsn)
+        self.assertIn(b"Final-Recipient: rfc822; carol@local.test", dsn)
+        self.assertIn(b"Status: 5.7.1", dsn)
+        self.assertIn(b"550 5.7.1 Not wanted here", dsn)
+        notice, sender = by_rcpt["audit@audit.test"]
+        self.assertEqual(sender, "")
+        n = email.message_from_bytes(notice, policy=email.policy.default)
+        self.assertEqual(n["Subject"], f"Content rule bounce-it: message {mid}")
+        self.assertEqual(n["Auto-Submitted"], "auto-generated")
+        body = n.get_content()
+        self.assertIn("Bounced by the gateway", body)
+        self.assertIn("Outcome:    bounced: 550 5.7.1 Not wanted here", body)
+        self.assertIn("Recipients: <bob@local.test>, <carol@local.test>", body)
+        self.assertIn("Sender:     <alice@sender.test>", body)
+        wait_until(lambda: any(e.get("event") == "removed" and e.get("mid") == mid for e in self.g.journal()),
+                   timeout=10, what="the bounced message to be removed")
+        actions = [(e["rule"], e["action"]) for e in self.content()]
+        self.assertEqual(actions, [("bounce-it", "bounce"), ("bounce-it", "notify")])
+
+    def test_redirect_copy_and_their_bytes(self):
+        sent, _ = self.send("redirect this")
+        got = self.at(self.sink_, 1)
+        eml, sender, rcpts = got[0]
+        self.assertEqual((sender, rcpts), ("alice@sender.test", ["legal@audit.test"]))
+        self.assertTrue(eml.endswith(sent), eml)
+        # A copy: the message as delivered to its recipients, and the same
+        # bytes to the archive, from the null sender.
+        sent, _ = self.send("please copy", rcpts=("bob@local.test",))
+        got = self.at(self.sink_, 3)[1:]
+        by_rcpt = {r[0]: (eml, s) for eml, s, r in got}
+        self.assertEqual(sorted(by_rcpt), ["archive@audit.test", "bob@local.test"])
+        self.assertEqual(by_rcpt["bob@local.test"][1], "alice@sender.test")
+        self.assertEqual(by_rcpt["archive@audit.test"][1], "")
+        self.assertEqual(by_rcpt["archive@audit.test"][0], by_rcpt["bob@local.test"][0])
+        self.assertTrue(by_rcpt["bob@local.test"][0].endswith(sent))
+        # Redirected and copied: the copy goes, the recipients get nothing.
+        self.send("redirect and copy")
+        got = self.at(self.sink_, 5)[3:]
+        self.assertEqual(sorted((s, r[0]) for _, s, r in got),
+                         [("", "archive@audit.test"), ("alice@sender.test", "legal@audit.test")])
+        c = [(e["rule"], e["action"], e["to"]) for e in self.content()]
+        self.assertEqual(c, [("redirect-it", "redirect", "legal@audit.test"), ("copy-it", "copy", "archive@audit.test"),
+                             ("redirect-it", "redirect", "legal@audit.test"), ("copy-it", "copy", "archive@audit.test")])
+        self.assertTrue(all(len(e["derived_mid"]) == 16 for e in self.content()))
+
+    def test_redirect_then_quarantine_holds_the_redirected_message(self):
+        self.send("redirect and hold")
+        held = self.shell("quarantine", "list")["messages"]
+        self.assertEqual([(m["rule"], m["recipients"]) for m in held], [("hold-it", ["legal@audit.test"])])
+        time.sleep(1)
+        self.assertEqual(saved(self.sink_.save), [])
+        self.shell("quarantine", "release", held[0]["mid"])
+        got = self.at(self.sink_, 1)
+        self.assertEqual((got[0][1], got[0][2]), ("alice@sender.test", ["legal@audit.test"]))
+
+    def test_a_reject_can_notify(self):
+        self.send("reject me", expect=550)
+        got = self.at(self.sink_, 1)
+        eml, sender, rcpts = got[0]
+        self.assertEqual((sender, rcpts), ("", ["audit@audit.test"]))
+        body = email.message_from_bytes(eml, policy=email.policy.default).get_content()
+        self.assertIn("Outcome:    rejected: 550 5.7.1 Message content rejected", body)
+        self.assertIn("Message:    not queued", body)
+
+    def test_route_goes_to_its_host_and_survives_a_crash(self):
+        sent, _ = self.send("route now")
+        got = self.at(self.other, 1)
+        self.assertEqual((got[0][1], sorted(got[0][2])), ("alice@sender.test", ["bob@local.test", "carol@local.test"]))
+        self.assertTrue(got[0][0].endswith(sent))
+        # The route's host is down: the message waits for it, through a
+        # kill -9, and then goes to it, never to the recipients' own route.
+        port = self.other.port
+        self.other.proc.terminate()
+        self.other.proc.wait(timeout=10)
+        sent, _ = self.send("route later", rcpts=("bob@local.test",))
+        wait_until(lambda: any(e.get("event") == "delivery" and e.get("disposition") == "deferred"
+                               for e in self.g.journal()), timeout=20, what="a deferral")
+        self.g.kill()
+        delivery_test.restart(self.g)
+        back = self.sink(save=True, listen=f"127.0.0.1:{port}")
+        got = self.at(back, 1)
+        self.assertEqual((got[0][1], got[0][2]), ("alice@sender.test", ["bob@local.test"]))
+        self.assertTrue(got[0][0].endswith(sent))
+        self.assertEqual(saved(self.sink_.save), [])
+
 
 def smplib_client(port):
     return smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=30)

@@ -97,7 +97,25 @@ TEST_CASE("malformed encodings are refused, never read past their end", "[params
     std::string bad_notify = e;
     bad_notify[2 + 1 + sample().envid.size() + 4] = char(k_notify_never | k_notify_success);
     CHECK_FALSE(decode_params(bad_notify, 3));
-    CHECK_FALSE(decode_params(std::string("\x02\x00", 2), 1));  // a version we do not know
+    CHECK_FALSE(decode_params(std::string("\x03\x00", 2), 1));  // a version we do not know
+}
+
+TEST_CASE("a next hop makes version 2, which round-trips and is checked", "[params]") {
+    envelope_params p = sample();
+    CHECK(encode_params(p)[0] == 1);  // none: version 1, as older spools hold
+    p.next_hop = "[2001:db8::1]:2525";
+    const std::string e = encode_params(p);
+    CHECK(e[0] == 2);
+    auto d = decode_params(e, 3);
+    REQUIRE(d);
+    CHECK(*d == p);
+    for (size_t n = 1; n < e.size(); ++n)
+        CHECK_FALSE(decode_params(std::string_view(e).substr(0, n), 3));
+    CHECK_FALSE(decode_params(e + "x", 3));
+    std::string empty_hop = encode_params(sample());
+    empty_hop[0] = 2;
+    CHECK_FALSE(decode_params(empty_hop + std::string(1, '\0'), 3));  // version 2 says there is one
+    CHECK(describe_params(p).find("NEXT-HOP=[2001:db8::1]:2525") != std::string::npos);
 }
 
 TEST_CASE("the text form names every parameter, xtext-encoded", "[params]") {

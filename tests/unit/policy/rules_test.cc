@@ -282,6 +282,55 @@ TEST_CASE("rules: quarantine stops, naming its quarantine", "[rules]") {
     REQUIRE(d.add_headers.size() == 1);
 }
 
+TEST_CASE("rules: envelope actions parse, check their arguments and collect in order", "[rules]") {
+    auto b = parse_action("bounce");
+    REQUIRE(b);
+    CHECK((b.value().kind == action_kind::bounce && b.value().code == 550 && b.value().enhanced == "5.7.1"));
+    CHECK(b.value().text == "Message bounced by policy");
+    auto b2 = parse_action("bounce 554 5.7.0 Not here");
+    REQUIRE(b2);
+    CHECK((b2.value().code == 554 && b2.value().enhanced == "5.7.0" && b2.value().text == "Not here"));
+    CHECK_THAT(parse_action("bounce 451 later").error(), Catch::Contains("permanent failure"));
+    CHECK(stops(action_kind::bounce));
+    CHECK(parse_action("redirect legal@example.test").value().text == "legal@example.test");
+    CHECK_THAT(parse_action("redirect").error(), Catch::Contains("expected an address"));
+    CHECK(!parse_action("redirect <a@b.test>"));
+    CHECK(!parse_action("redirect a@b.test c@d.test"));
+    CHECK(!parse_action("copy nobody"));
+    CHECK(!parse_action("copy a@bad..domain"));
+    auto n = parse_action("notify audit@example.test Held: please review");
+    REQUIRE(n);
+    CHECK((n.value().kind == action_kind::notify && n.value().text == "audit@example.test" &&
+           n.value().value == "Held: please review"));
+    CHECK(!parse_action("notify audit@example.test line\r\nBcc: x@y.test"));
+    CHECK(parse_action("route mx.Example.test").value().text == "mx.example.test:25");
+    CHECK(parse_action("route 192.0.2.7:2525").value().text == "192.0.2.7:2525");
+    CHECK(parse_action("route [2001:DB8::1]:26").value().text == "[2001:db8::1]:26");
+    CHECK(!parse_action("route"));
+    CHECK(!parse_action("route host:0"));
+    CHECK(!parse_action("route host:99999"));
+    CHECK(!parse_action("route [192.0.2.1]:25"));  // brackets are for IPv6
+    CHECK(!parse_action("route bad_host!:25"));
+    CHECK(!is_rule_address("@example.test"));
+    CHECK(is_rule_address("first.last+tag@example.test"));
+
+    const std::string msg = "Subject: quarterly report\r\n\r\nNumbers.\r\n";
+    auto rs = compile({{"a", "subject ~ /report/", {"copy archive@example.test", "notify audit@example.test"}},
+                       {"b", "subject ~ /quarterly/", {"redirect first@example.test", "route 192.0.2.1"}},
+                       {"c", "subject ~ /quarterly/", {"redirect second@example.test", "bounce"}},
+                       {"d", "subject ~ /quarterly/", {"copy never@example.test"}}});
+    decision d = run(rs, msg, facts());
+    CHECK(d.final == decision::outcome::bounce);
+    CHECK(d.final_rule == "c");
+    CHECK((d.redirect == "second@example.test" && d.redirect_rule == "c"));  // the later one
+    CHECK((d.route == "192.0.2.1:25" && d.route_rule == "b"));
+    REQUIRE(d.copies.size() == 1);  // d never ran: c stopped
+    CHECK((d.copies[0].to == "archive@example.test" && d.copies[0].rule == "a"));
+    REQUIRE(d.notices.size() == 1);
+    CHECK(d.notices[0].to == "audit@example.test");
+    CHECK(d.fired == std::vector<std::string>{"a", "b", "c"});
+}
+
 TEST_CASE("rules: the DMARC disposition is a subject of its own", "[rules]") {
     auto rs = compile({{"q", "dmarc-disposition == \"quarantine\" and dmarc == \"fail\"", {"quarantine spam"}}});
     message_facts f = facts();
