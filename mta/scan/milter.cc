@@ -143,8 +143,56 @@ std::optional<answer> parse_replycode(std::string_view d) {
     return a;
 }
 
-bool apply_modification(const packet& p, edits& e) {
+std::optional<std::string> milter_address(std::string_view s, bool allow_null) {
+    if (s.size() >= 2 && s.front() == '<' && s.back() == '>')
+        s = s.substr(1, s.size() - 2);
+    if (s.size() > 320 || (s.empty() && !allow_null))
+        return std::nullopt;
+    for (char c : s)
+        if (uint8_t(c) <= 0x20 || c == 0x7f || c == '<' || c == '>')
+            return std::nullopt;
+    if (!s.empty() && (s.find('@') == std::string_view::npos || s.front() == '@' || s.back() == '@'))
+        return std::nullopt;
+    return std::string(s);
+}
+
+bool apply_modification(const packet& p, edits& e, size_t max_body) {
     switch (p.code) {
+    case rep::chgfrom: {
+        auto s = strings(p.data);
+        if (s.empty() || s.size() > 2)
+            return false;
+        auto a = milter_address(s[0], true);
+        if (!a)
+            return false;
+        e.from = std::move(*a);
+        return true;
+    }
+    case rep::addrcpt:
+    case rep::addrcpt_par:
+    case rep::delrcpt: {
+        auto s = strings(p.data);
+        if (s.empty() || s.size() > (p.code == rep::addrcpt_par ? 2u : 1u))
+            return false;
+        auto a = milter_address(s[0], false);
+        if (!a)
+            return false;
+        (p.code == rep::delrcpt ? e.del_rcpts : e.add_rcpts).push_back(std::move(*a));
+        return true;
+    }
+    case rep::replbody: {
+        // Chunks add up; bare LFs (libmilter's convention) become CRLF.
+        if (!e.body)
+            e.body.emplace();
+        std::string& b = *e.body;
+        for (size_t i = 0; i < p.data.size(); ++i) {
+            const char c = p.data[i];
+            if (c == '\n' && (b.empty() || b.back() != '\r'))
+                b += '\r';
+            b += c;
+        }
+        return b.size() <= max_body;
+    }
     case rep::addheader: {
         auto s = strings(p.data);
         if (s.size() != 2 || !field_name_ok(s[0]))
@@ -264,7 +312,7 @@ task<bool> client::open() {
     // Negotiation: version 6, the actions we allow, every step offered.
     std::string neg;
     put32(neg, k_version);
-    put32(neg, f_addhdrs | f_chghdrs | f_quarantine);
+    put32(neg, k_allowed_actions);
     constexpr uint32_t offered = p_noconnect | p_nohelo | p_nomail | p_norcpt | p_nobody | p_nohdrs | p_noeoh |
                                  p_nr_hdr | p_nounknown | p_nodata | p_skip | p_nr_conn | p_nr_helo | p_nr_mail |
                                  p_nr_rcpt | p_nr_data | p_nr_unkn | p_nr_eoh | p_nr_body | p_hdr_leadspc;
@@ -289,9 +337,9 @@ task<bool> client::open() {
         fail(fmt::format("speaks milter protocol version {}", version));
         co_return false;
     }
-    if (actions & ~uint32_t(f_addhdrs | f_chghdrs | f_quarantine)) {
-        fail(fmt::format("wants actions 0x{:x}; the gateway allows adding and changing headers and quarantine",
-                         actions));
+    if (actions & ~k_allowed_actions) {
+        fail(fmt::format("wants actions 0x{:x} the gateway does not offer (it offers 0x{:x})",
+                         actions & ~k_allowed_actions, k_allowed_actions));
         co_return false;
     }
     // The session's first steps: connect, then HELO.
@@ -451,7 +499,7 @@ task<answer> client::body(std::string_view chunk) {
     co_return answer{};
 }
 
-task<answer> client::end_of_message(edits* e, std::string queue_id) {
+task<answer> client::end_of_message(edits* e, std::string queue_id, size_t max_body) {
     if (_done || failed() || !_open)
         co_return answer{};
     _done = true;
@@ -463,8 +511,8 @@ task<answer> client::end_of_message(edits* e, std::string queue_id) {
     for (;;) {
         if (clock::now() >= give_up)
             co_return fail("kept sending progress and never answered the end of the message");
-        if (e->add.size() + e->changes.size() > k_max_modifications)
-            co_return fail(fmt::format("sent more than {} header changes", k_max_modifications));
+        if (e->count() > k_max_modifications)
+            co_return fail(fmt::format("sent more than {} header and recipient changes", k_max_modifications));
         auto p = co_await receive(_o->eom_timeout);
         if (!p)
             co_return answer{};
@@ -477,8 +525,10 @@ task<answer> client::end_of_message(edits* e, std::string queue_id) {
             co_return *a;
         if (bad)
             co_return fail("set a reply that is not one");
-        if (!apply_modification(*p, *e))
-            co_return fail(fmt::format("sent a modification the gateway does not allow ('{}')", p->code));
+        if (!apply_modification(*p, *e, max_body))
+            co_return fail(p->code == rep::replbody
+                               ? fmt::format("replaced the body with more than {} bytes", max_body)
+                               : fmt::format("sent a modification the gateway does not allow ('{}')", p->code));
     }
 }
 

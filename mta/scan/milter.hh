@@ -18,10 +18,14 @@
 //                that recipient only
 //   actions      add a header (SMFIR_ADDHEADER, SMFIR_INSHEADER), change or
 //                delete one (SMFIR_CHGHEADER), quarantine (SMFIR_QUARANTINE),
-//                progress (keeps the end-of-message wait alive)
-// Changing the envelope or replacing the body is not offered in the
-// negotiation, so a milter that needs them says so when it starts rather
-// than being silently ignored.
+//                change the sender (SMFIR_CHGFROM), add and delete recipients
+//                (SMFIR_ADDRCPT, SMFIR_ADDRCPT_PAR, SMFIR_DELRCPT), replace
+//                the body (SMFIR_REPLBODY, in chunks, up to the message size
+//                limit), progress (keeps the end-of-message wait alive)
+// ESMTP arguments given with CHGFROM and ADDRCPT_PAR are not applied: the
+// message keeps its own parameters and an added recipient gets defaults.
+// Setting the macro list (SMFIF_SETSYMLIST) is not offered, so a milter
+// that needs it says so when it starts rather than being silently ignored.
 //
 // Pure protocol code here: packets in and out of a buffer (`codec`), and
 // the client that runs them over a socket. A milter that cannot be reached,
@@ -49,7 +53,8 @@ inline constexpr char abort = 'A', body = 'B', connect = 'C', macro = 'D', eom =
                       header = 'L', mail = 'M', eoh = 'N', optneg = 'O', quit = 'Q', rcpt = 'R', data = 'T';
 }
 namespace rep {
-inline constexpr char addrcpt = '+', delrcpt = '-', accept = 'a', replbody = 'b', cont = 'c', discard = 'd',
+inline constexpr char addrcpt = '+', addrcpt_par = '2', delrcpt = '-', accept = 'a', replbody = 'b', cont = 'c',
+                      discard = 'd',
                       chgfrom = 'e', addheader = 'h', insheader = 'i', chgheader = 'm', progress = 'p',
                       quarantine = 'q', reject = 'r', skip = 's', tempfail = 't', replycode = 'y', optneg = 'O';
 }
@@ -60,11 +65,14 @@ inline constexpr uint32_t p_noconnect = 0x1, p_nohelo = 0x2, p_nomail = 0x4, p_n
                           p_nr_mail = 0x4000, p_nr_rcpt = 0x8000, p_nr_data = 0x10000, p_nr_unkn = 0x20000,
                           p_nr_eoh = 0x40000, p_nr_body = 0x80000, p_hdr_leadspc = 0x100000;
 // SMFIF_* actions we allow.
-inline constexpr uint32_t f_addhdrs = 0x1, f_chghdrs = 0x10, f_quarantine = 0x20;
+inline constexpr uint32_t f_addhdrs = 0x1, f_chgbody = 0x2, f_addrcpt = 0x4, f_delrcpt = 0x8, f_chghdrs = 0x10,
+                          f_quarantine = 0x20, f_chgfrom = 0x40, f_addrcpt_par = 0x80;
+inline constexpr uint32_t k_allowed_actions =
+    f_addhdrs | f_chgbody | f_addrcpt | f_delrcpt | f_chghdrs | f_quarantine | f_addrcpt_par | f_chgfrom;
 inline constexpr uint32_t k_version = 6;
 inline constexpr size_t k_max_packet = 1 << 20;  // a milter's packet larger than this is garbage
 inline constexpr size_t k_chunk = 65535;         // MILTER_CHUNK_SIZE
-inline constexpr size_t k_max_modifications = 1000;  // header changes of one message
+inline constexpr size_t k_max_modifications = 1000;  // header and recipient changes of one message
 
 struct packet {
     char code = 0;
@@ -97,10 +105,22 @@ struct edits {
     };
     std::vector<change> changes;
     std::optional<std::string> quarantine;  // the reason
+    // The envelope: a new sender ("" = the null sender), recipients added
+    // and deleted (addresses without angle brackets).
+    std::optional<std::string> from;
+    std::vector<std::string> add_rcpts, del_rcpts;
+    // The new body (everything after the header section), CRLF line
+    // ends; nullopt when the milter left it alone.
+    std::optional<std::string> body;
+    size_t count() const { return add.size() + changes.size() + add_rcpts.size() + del_rcpts.size(); }
 };
 // Applies one modification packet to e. false: not a modification we
-// know or allow, or malformed.
-bool apply_modification(const packet& p, edits& e);
+// know or allow, or malformed. A replaced body longer than max_body is
+// refused.
+bool apply_modification(const packet& p, edits& e, size_t max_body = 64 << 20);
+// An address as a milter gives it ("<a@b>", "a@b", "<>"): without the
+// brackets; nullopt when it is not one (spaces, control bytes, too long).
+std::optional<std::string> milter_address(std::string_view s, bool allow_null);
 
 using options = milter_options;
 
@@ -126,7 +146,8 @@ public:
     task<answer> header(std::string name, std::string value);
     task<answer> end_of_headers();
     task<answer> body(std::string_view chunk);
-    task<answer> end_of_message(edits* e, std::string queue_id);
+    // max_body: the largest replaced body taken (the message size limit).
+    task<answer> end_of_message(edits* e, std::string queue_id, size_t max_body);
     // Ends the transaction (RSET, a refused message); the connection stays.
     task<void> abort();
     task<void> quit();

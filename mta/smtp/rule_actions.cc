@@ -3,20 +3,24 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "mail/header.hh"
 
 namespace rw::mta::smtp {
 
 task<result<uint64_t, fs::spool_error>> spool_copy(fs::shard& sh, uint64_t source, fs::envelope env,
-                                                   fs::added_headers added, std::vector<fs::rcpt_state> states) {
+                                                   fs::added_headers added, std::vector<fs::rcpt_state> states,
+                                                   uint64_t keep, const std::string* tail) {
     auto w = sh.begin(std::move(env));
     if (!w)
         co_return unexpected(w.error());
     fs::message_writer mw = std::move(w.value());
     std::string buf(64 << 10, '\0');
     uint64_t off = 0;
-    for (;;) {
-        auto n = co_await sh.read_body(source, off, std::span<char>(buf.data(), buf.size()));
+    while (off < keep) {
+        const size_t want = size_t(std::min<uint64_t>(buf.size(), keep - off));
+        auto n = co_await sh.read_body(source, off, std::span<char>(buf.data(), want));
         if (!n)
             co_return unexpected(n.error());
         if (n.value() == 0)
@@ -25,6 +29,11 @@ task<result<uint64_t, fs::spool_error>> spool_copy(fs::shard& sh, uint64_t sourc
         if (!a)
             co_return unexpected(a.error());
         off += n.value();
+    }
+    if (tail) {
+        auto a = co_await mw.append(std::span<const char>(tail->data(), tail->size()));
+        if (!a)
+            co_return unexpected(a.error());
     }
     auto c = co_await mw.commit(added, states);
     co_return c;

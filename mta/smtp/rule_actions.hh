@@ -23,9 +23,13 @@
 namespace rw::mta::smtp {
 
 // A new message in sh: the body of `source` (also in sh) as received,
-// under `env`, with `added` and the recipients' first `states`.
+// under `env`, with `added` and the recipients' first `states`. With
+// `tail`, only the first `keep` bytes of the source are taken and tail
+// follows them (a milter's new body after the header section); the
+// caller keeps *tail alive until the task is done.
 task<result<uint64_t, fs::spool_error>> spool_copy(fs::shard& sh, uint64_t source, fs::envelope env,
-                                                   fs::added_headers added, std::vector<fs::rcpt_state> states);
+                                                   fs::added_headers added, std::vector<fs::rcpt_state> states,
+                                                   uint64_t keep = UINT64_MAX, const std::string* tail = nullptr);
 
 // A new message in sh holding `message` (header and body, CRLF).
 task<result<uint64_t, fs::spool_error>> spool_text(fs::shard& sh, fs::envelope env, std::string message);

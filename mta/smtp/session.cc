@@ -258,6 +258,7 @@ private:
     std::optional<scan::milter::answer> _milter_verdict;
     std::string _milter_by;  // the milter that gave it
     scan::milter::edits _milter_edits;
+    std::string _milter_changed_by;  // the last milter that changed the envelope or the body
     bool any_milter() const {
         for (const auto& m : _milters)
             if (!m->failed() && !m->done())
@@ -426,6 +427,7 @@ void session::reset_transaction() {
     _milter_verdict.reset();
     _milter_by.clear();
     _milter_edits = {};
+    _milter_changed_by.clear();
     _bdat_bytes = 0;
     _bdat_error.reset();
     _pipeline.reset();
@@ -1070,7 +1072,7 @@ task<void> session::milters_end(uint64_t id) {
         if (m->failed() || m->done())
             continue;
         scan::milter::edits e;
-        task<scan::milter::answer> t = m->end_of_message(&e, mid_string(id));
+        task<scan::milter::answer> t = m->end_of_message(&e, mid_string(id), size_t(max_size()));
         scan::milter::answer a = co_await std::move(t);
         if (m->failed()) {
             milter_failed(_icid, *m);
@@ -1094,6 +1096,19 @@ task<void> session::milters_end(uint64_t id) {
             if (_milter_by.empty())
                 _milter_by = m->opts().name;
         }
+        // The envelope and the body: each milter saw the message as it
+        // came; their changes add up (the last new sender or body wins).
+        const bool replaced_body = e.body.has_value(), from_changed = e.from.has_value();
+        if (from_changed)
+            _milter_edits.from = std::move(e.from);
+        for (auto& r : e.add_rcpts)
+            _milter_edits.add_rcpts.push_back(std::move(r));
+        for (auto& r : e.del_rcpts)
+            _milter_edits.del_rcpts.push_back(std::move(r));
+        if (e.body)
+            _milter_edits.body = std::move(e.body);
+        if (from_changed || !e.add_rcpts.empty() || !e.del_rcpts.empty() || replaced_body)
+            _milter_changed_by = m->opts().name;
         journal::record("milter", {{"icid", _icid},
                                    {"milter", std::string_view(m->opts().name)},
                                    {"result", a.v == scan::milter::verdict::reject     ? "reject"
@@ -1103,12 +1118,24 @@ task<void> session::milters_end(uint64_t id) {
                                                                                        : "accept"},
                                    {"added", uint64_t(e.add.size())},
                                    {"changed", uint64_t(e.changes.size())},
+                                   {"rcpts_added", uint64_t(e.add_rcpts.size())},
+                                   {"rcpts_deleted", uint64_t(e.del_rcpts.size())},
+                                   {"from_changed", from_changed},
+                                   {"body_replaced", replaced_body},
                                    {"why", std::string_view()}});
         if (a.v != scan::milter::verdict::cont && a.v != scan::milter::verdict::accept && !_milter_verdict) {
             _milter_verdict = a;
             _milter_by = m->opts().name;
         }
     }
+    // A new body: what DKIM signs and ARC seals is hashed again.
+    if (_milter_edits.body)
+        for (auto* f : {_sign_feed.get(), _seal_feed.get()})
+            if (f && !f->body_hash.empty()) {
+                policy::dkim::body_hasher h(policy::dkim::canon::relaxed, false, std::nullopt);
+                h.feed(*_milter_edits.body);
+                f->body_hash = h.finish();
+            }
 }
 
 task<void> session::milters_quit() {
@@ -1270,8 +1297,43 @@ task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::s
     using outcome = policy::rules::decision::outcome;
     const policy::rules::decision* d = _content ? &*_content : nullptr;
     const bool bounce = d && d->final == outcome::bounce;
-    const bool replaced = d && !bounce && (!d->redirect.empty() || !d->route.empty());
     const fs::added_headers added = added_headers(mw.id());
+    // Where the message goes, after the milters' changes and the rules'
+    // redirect and route; a message under a new envelope (or with a new
+    // body) when that differs from what the spool holds.
+    fs::envelope out{_mail_from, _rcpts, {}, int64_t(std::time(nullptr))};
+    envelope_params params = _params;
+    std::string why;  // the original's recipients' final reply, when it is replaced
+    if (!bounce && !_milter_changed_by.empty()) {
+        const auto& e = _milter_edits;
+        if (e.from)
+            out.mail_from = *e.from;
+        for (const auto& del : e.del_rcpts)
+            for (size_t i = out.rcpts.size(); i-- > 0;)
+                if (mail::iequals(out.rcpts[i], del)) {
+                    out.rcpts.erase(out.rcpts.begin() + long(i));
+                    if (i < params.rcpts.size())
+                        params.rcpts.erase(params.rcpts.begin() + long(i));
+                }
+        params.rcpts.resize(out.rcpts.size());
+        for (const auto& add : e.add_rcpts)
+            if (std::none_of(out.rcpts.begin(), out.rcpts.end(), [&](const std::string& r) { return mail::iequals(r, add); })) {
+                out.rcpts.push_back(add);
+                params.rcpts.emplace_back();
+            }
+        why = fmt::format("250 2.0.0 changed by milter {}", _milter_changed_by);
+    }
+    if (d && !bounce && !d->redirect.empty()) {
+        out.rcpts = {d->redirect};
+        params.rcpts = {rcpt_params{}};
+        why = fmt::format("250 2.1.5 redirected to <{}> by rule {}", d->redirect, d->redirect_rule);
+    }
+    if (d && !bounce && !d->route.empty()) {
+        params.next_hop = d->route;
+        if (why.empty())
+            why = fmt::format("250 2.0.0 routed through {} by rule {}", d->route, d->route_rule);
+    }
+    const bool replaced = !why.empty();
     std::vector<fs::rcpt_state> states;
     std::string bounce_reply;
     if (bounce) {
@@ -1286,9 +1348,7 @@ task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::s
         // Handed over to the message under the new envelope, below.
         fs::rcpt_state done;
         done.status = fs::rcpt_status::delivered;
-        done.last_reply = !d->redirect.empty()
-                              ? fmt::format("250 2.1.5 redirected to <{}> by rule {}", d->redirect, d->redirect_rule)
-                              : fmt::format("250 2.0.0 routed through {} by rule {}", d->route, d->route_rule);
+        done.last_reply = why;
         states.assign(_rcpts.size(), done);
     } else {
         states = first_states(_rcpts.size());
@@ -1299,33 +1359,41 @@ task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::s
         co_return;
     }
     _subject = _pipeline->subject();
-    // What the rules derive from the message, each committed before the
-    // client hears 250; if one cannot be, none of it stays.
+    // What the rules and milters derive from the message, each committed
+    // before the client hears 250; if one cannot be, none of it stays.
     struct derived {
         uint64_t id;
         std::string action, to, rule;
     };
     std::vector<derived> made;
     std::optional<fs::spool_error> failed;
-    const int64_t now = int64_t(std::time(nullptr));
-    if (replaced) {
-        envelope_params p = _params;
-        std::vector<std::string> rcpts = _rcpts;
-        if (!d->redirect.empty()) {
-            rcpts = {d->redirect};
-            p.rcpts = {rcpt_params{}};
-        }
-        p.next_hop = d->route;
-        std::vector<fs::rcpt_state> first = first_states(rcpts.size());
-        auto t = smtp::spool_copy(*_env->spool, id.value(), fs::envelope{_mail_from, std::move(rcpts), encode_params(p), now},
-                                  added, std::move(first));
+    const int64_t now = out.received_unix;
+    // A replaced body follows the message's own header section.
+    const std::string* body = _milter_edits.body && !bounce ? &*_milter_edits.body : nullptr;
+    const uint64_t keep = body ? _pipeline->headers().section_bytes() : UINT64_MAX;
+    if (replaced && !out.rcpts.empty()) {
+        std::vector<fs::rcpt_state> first = first_states(out.rcpts.size());
+        out.params = encode_params(params);
+        std::string to;
+        for (const auto& r : out.rcpts)
+            to += (to.empty() ? "" : ",") + r;
+        std::string action = d && !d->redirect.empty() ? "redirect"
+                             : !_milter_changed_by.empty() ? "milter"
+                                                           : "route";
+        std::string rule = d && !d->redirect.empty() ? d->redirect_rule
+                           : !_milter_changed_by.empty() ? "milter " + _milter_changed_by
+                                                         : d->route_rule;
+        auto t = smtp::spool_copy(*_env->spool, id.value(), std::move(out), added, std::move(first), keep, body);
         auto c = co_await std::move(t);
         if (c)
-            made.push_back({c.value(), !d->redirect.empty() ? "redirect" : "route",
-                            !d->redirect.empty() ? d->redirect : d->route,
-                            !d->redirect.empty() ? d->redirect_rule : d->route_rule});
+            made.push_back({c.value(), std::move(action), std::move(to), std::move(rule)});
         else
             failed = c.error();
+    } else if (replaced) {
+        journal::record("content", {{"icid", _icid}, {"mid", std::string_view(mid_string(id.value()))},
+                                    {"rule", std::string_view("milter " + _milter_changed_by)},
+                                    {"action", std::string_view("milter")}, {"to", std::string_view()},
+                                    {"derived_mid", std::string_view()}});
     }
     if (d && !bounce)
         for (const auto& cp : d->copies) {
@@ -1337,7 +1405,7 @@ task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::s
             p.rcpts = {rcpt_params{}};
             // From the null sender: a copy that fails tells no one.
             auto t = smtp::spool_copy(*_env->spool, id.value(), fs::envelope{"", {cp.to}, encode_params(p), now}, added,
-                                      {});
+                                      {}, keep, body);
             auto c = co_await std::move(t);
             if (c)
                 made.push_back({c.value(), "copy", cp.to, cp.rule});
@@ -1345,8 +1413,8 @@ task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::s
                 failed = c.error();
         }
     if (failed) {
-        lg.error("icid={} a content rule's {} could not be queued: {}; the message is refused", _icid,
-                 replaced && made.empty() ? "redirect" : "copy", failed->detail);
+        lg.error("icid={} a message made by a rule or milter could not be queued: {}; the message is refused", _icid,
+                 failed->detail);
         {
             auto r = co_await _env->spool->remove(id.value());
             (void)r;
@@ -1376,8 +1444,7 @@ task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::s
                                                              : std::string("queued for delivery");
         for (const auto& m : made)
             if (m.action != "copy")
-                what = fmt::format("{} {} as {}", m.action == "redirect" ? "redirected to" : "routed through", m.to,
-                                   mid_string(m.id)) +
+                what = fmt::format("{} ({}) as {}", why.substr(10), m.to, mid_string(m.id)) +
                        (d->final == outcome::quarantine ? ", held in quarantine " + d->quarantine : "");
         prepare_notices(std::move(what), id.value(), size);
     }

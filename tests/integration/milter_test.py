@@ -9,7 +9,9 @@ ringway-sink.
 Asserts refusals at MAIL, RCPT and the end of the message with the
 milter's own replies, tempfail and discard, the header the milter adds
 (carrying the MD5 of the body it saw: every byte streamed through),
-a changed and a deleted field, quarantine, a DKIM signature added by
+a changed and a deleted field, quarantine, a new sender, recipients
+added and deleted and a replaced body (the message delivered under its
+new envelope, its header as sent), a DKIM signature added by
 opendkim that dkimpy verifies, and a milter that is down failing open or
 closed.
 """
@@ -57,6 +59,7 @@ def message(subject, body="Hello.\r\nA second line.\r\n", extra=""):
 class MilterTest(DeliveryTest):
     MILTERS = ""  # [[milter]] tables; {port} is the test milter's port
     ON_FAILURE = "accept"
+    LISTENER_EXTRA = ""
 
     def start_milter(self):
         self.mport = free_port()
@@ -71,7 +74,8 @@ class MilterTest(DeliveryTest):
         tail = self.MILTERS.format(port=self.mport, on_failure=self.ON_FAILURE)
         self.g = self.gateway(routes=[("local.test", [f"127.0.0.1:{self.sink_.port}"]),
                                       ("sender.test", [f"127.0.0.1:{self.sink_.port}"])],
-                              relay_networks='["127.0.0.2/32"]', tail_extra=tail)
+                              relay_networks='["127.0.0.2/32"]', tail_extra=tail,
+                              listener_extra=self.LISTENER_EXTRA)
         self.sock = os.path.join(self.g.dir, "var", "ringway.sock")
 
     def send(self, msg, sender="alice@sender.test", rcpts=("bob@local.test",), source="127.0.0.1"):
@@ -140,6 +144,48 @@ class TestMilterSteps(MilterTest):
                             "quarantine", "list"], capture_output=True, text=True, timeout=60)
         held = json.loads(r.stdout)["messages"]
         self.assertEqual([(h["quarantine"], h["rule"]) for h in held], [("policy", "milter test")])
+
+
+class MilterChanges(MilterTest):
+    MILTERS = '[[milter]]\nname = "test"\naddress = "127.0.0.1:{port}"\non_failure = "{on_failure}"\n'
+
+    # A small size limit, so that a replaced body can exceed it.
+    LISTENER_EXTRA = 'max_message_size = "1M"'
+
+    def test_envelope_changes_deliver_under_the_new_envelope(self):
+        sent = message("milter-envelope")
+        _, _, data = self.send(sent, rcpts=("bob@local.test", "carol@local.test"))
+        self.assertEqual(data[0], 250, (data, self.g.log_text()[-3000:]))
+        got = self.delivered(1)
+        time.sleep(0.5)
+        self.assertEqual(len(saved(self.sink_.save)), 1)
+        eml, sender, rcpts = got[0]
+        self.assertEqual((sender, sorted(rcpts)), ("bounces@milter.test", ["added@local.test", "carol@local.test"]))
+        self.assertTrue(eml.endswith(sent.split(b"\r\n\r\n", 1)[1]))
+        m = [(e["rcpts_added"], e["rcpts_deleted"], e["from_changed"], e["body_replaced"]) for e in self.events("milter")]
+        self.assertEqual(m, [(1, 1, True, False)])
+        c = [(e["action"], e["rule"], e["to"]) for e in self.events("content")]
+        self.assertEqual(c, [("milter", "milter test", "carol@local.test,added@local.test")])
+
+    def test_a_replaced_body_follows_the_original_header(self):
+        sent = message("milter-body", extra="X-Keep: yes\r\n")
+        self.assertEqual(self.send(sent)[2][0], 250)
+        eml, sender, rcpts = self.delivered(1)[0]
+        self.assertEqual((sender, rcpts), ("alice@sender.test", ["bob@local.test"]))
+        head, body = eml.split(b"\r\n\r\n", 1)
+        expect = b"".join(f"Replaced line {i} by the test milter.\r\n".encode() * 2000 for i in range(3))
+        self.assertEqual(body, expect)
+        self.assertTrue(head.endswith(sent.split(b"\r\n\r\n", 1)[0]), head)
+        self.assertIn(b"X-Keep: yes", head)
+        # Past the size limit: the milter fails, and fails open here
+        # (the message goes as it came).
+        sent = message("milter-big-body")
+        self.assertEqual(self.send(sent)[2][0], 250)
+        eml = self.delivered(2)[1][0]
+        self.assertTrue(eml.endswith(sent.split(b"\r\n\r\n", 1)[1]))
+        failed = [e for e in self.events("milter") if e["result"] == "failed"]
+        self.assertEqual(len(failed), 1)
+        self.assertIn("replaced the body with more than 1048576 bytes", failed[0]["why"])
 
 
 class MilterDown(MilterTest):

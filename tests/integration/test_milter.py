@@ -12,6 +12,11 @@ for the gateway's milter tests. It listens on inet:PORT@127.0.0.1 and:
       milter-discard     DISCARD
       milter-quarantine  quarantine("held by the test milter")
       milter-change      Subject changed, X-Remove-Me deleted
+      milter-envelope    sender changed to bounces@milter.test, bob@local.test
+                         deleted, added@local.test added (with ADDRCPT_PAR)
+      milter-body        the body replaced by a text of its own, given in
+                         chunks with bare LF line ends
+      milter-big-body    a replaced body far past the gateway's size limit
 
     test_milter.py PORT
 """
@@ -66,13 +71,25 @@ class TestMilter(Milter.Base):
         if self.subject == "milter-change":
             self.chgheader("Subject", 1, "changed by the test milter")
             self.chgheader("X-Remove-Me", 1, "")
+        if self.subject == "milter-envelope":
+            self.chgfrom("<bounces@milter.test>")
+            self.delrcpt("<bob@local.test>")
+            self.addrcpt("<added@local.test>", "NOTIFY=NEVER")
+        if self.subject == "milter-body":
+            for i in range(3):
+                self.replacebody(f"Replaced line {i} by the test milter.\n".encode() * 2000)
+        if self.subject == "milter-big-body":
+            chunk = b"x" * 65535
+            for _ in range(40):  # 2.6 MB, past the 1 MB limit of the test's gateway
+                self.replacebody(chunk)
         return Milter.ACCEPT
 
 
 def main():
     port = int(sys.argv[1])
     Milter.factory = TestMilter
-    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE)
+    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE | Milter.CHGFROM | Milter.ADDRCPT |
+                     Milter.ADDRCPT_PAR | Milter.DELRCPT | Milter.MODBODY)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     Milter.runmilter("ringwaytest", f"inet:{port}@127.0.0.1", 240)
