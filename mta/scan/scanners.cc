@@ -1,10 +1,12 @@
 #include "mta/scan/scanners.hh"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -31,7 +33,63 @@ std::string header_value(std::string_view v) {
     return out;
 }
 
+// Idle scanner connections of this core, by endpoint: clamd sessions
+// (IDSESSION) between messages, and rspamd connections when rspamd keeps
+// them open. Taken newest first; one idle longer than k_max_idle (below
+// clamd's default IdleTimeout of 30 s) or readable while idle (the peer
+// closed it, or sent what nobody asked for) is closed instead.
+constexpr auto k_max_idle = std::chrono::seconds(5);
+constexpr size_t k_max_pooled = 32;  // per endpoint and core
+struct pooled {
+    net::tcp_stream s;
+    clock::time_point since;
+};
+thread_local std::unordered_map<std::string, std::vector<pooled>> t_idle;
+
+std::optional<net::tcp_stream> take_idle(const std::string& key) {
+    auto it = t_idle.find(key);
+    if (it == t_idle.end())
+        return std::nullopt;
+    auto& v = it->second;
+    while (!v.empty()) {
+        pooled p = std::move(v.back());
+        v.pop_back();
+        if (clock::now() - p.since > k_max_idle)
+            continue;  // closed as p goes
+        pollfd pfd{p.s.fd(), POLLIN | POLLRDHUP, 0};
+        if (::poll(&pfd, 1, 0) != 0)
+            continue;
+        return std::move(p.s);
+    }
+    return std::nullopt;
+}
+
+void put_idle(const std::string& key, net::tcp_stream s) {
+    auto& v = t_idle[key];
+    // Oldest first out when full: they are the likeliest to have expired.
+    if (v.size() >= k_max_pooled)
+        v.erase(v.begin());
+    v.push_back({std::move(s), clock::now()});
+}
+
+// "stream: OK" from a session's "1: stream: OK": the request id dropped.
+std::string_view without_id(std::string_view line) {
+    size_t i = 0;
+    while (i < line.size() && line[i] >= '0' && line[i] <= '9')
+        ++i;
+    if (i > 0 && line.substr(i).starts_with(": "))
+        return line.substr(i + 2);
+    return line;
+}
+
 }  // namespace
+
+size_t idle_scanner_connections() {
+    size_t n = 0;
+    for (const auto& [k, v] : t_idle)
+        n += v.size();
+    return n;
+}
 
 task<result<net::tcp_stream>> connect_endpoint(const endpoint& e, std::chrono::milliseconds timeout) {
     if (e.path.empty()) {
@@ -143,6 +201,7 @@ struct job::stream {
     uint64_t sent = 0;
     std::string buf;
     clock::time_point t0{};
+    std::string key;  // in the idle pool
 };
 
 job::job(const clamd_options* clamd, const rspamd_options* rspamd, message_info info)
@@ -167,8 +226,7 @@ job::~job() = default;
 
 task<bool> job::open(stream& s) {
     s.t0 = clock::now();
-    task<result<net::tcp_stream>> t = connect_endpoint(*s.where, s.timeout);
-    auto c = co_await std::move(t);
+    s.key = fmt::format("{}:{}", s.clamd ? "clamd" : "rspamd", s.where->to_string());
     auto fail = [&](std::string why) {
         s.st = stream::state::done;
         if (s.clamd) {
@@ -179,17 +237,30 @@ task<bool> job::open(stream& s) {
             spam.why = std::move(why);
         }
     };
-    if (!c) {
-        fail(fmt::format("connect to {} failed: {}", s.where->to_string(), c.error().message()));
-        co_return false;
-    }
-    s.s = std::move(c.value());
-    if (s.where->path.empty())
-        s.s.set_nodelay(true);
-    if (s.clamd) {
-        s.buf.assign("zINSTREAM\0", 10);
+    bool fresh = true;
+    if (auto idle = take_idle(s.key)) {
+        s.s = std::move(*idle);
+        fresh = false;
     } else {
-        s.buf = "POST /checkv2 HTTP/1.1\r\nHost: rspamd\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n";
+        task<result<net::tcp_stream>> t = connect_endpoint(*s.where, s.timeout);
+        auto c = co_await std::move(t);
+        if (!c) {
+            fail(fmt::format("connect to {} failed: {}", s.where->to_string(), c.error().message()));
+            co_return false;
+        }
+        s.s = std::move(c.value());
+        if (s.where->path.empty())
+            s.s.set_nodelay(true);
+    }
+    (s.clamd ? av.reused : spam.reused) = !fresh;
+    if (s.clamd) {
+        // A session, so that the connection serves the next message too.
+        s.buf.clear();
+        if (fresh)
+            s.buf.append("zIDSESSION\0", 11);
+        s.buf.append("zINSTREAM\0", 10);
+    } else {
+        s.buf = "POST /checkv2 HTTP/1.1\r\nHost: rspamd\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n";
         auto h = [&](std::string_view name, std::string_view v) {
             if (!v.empty())
                 s.buf += fmt::format("{}: {}\r\n", name, header_value(v));
@@ -337,14 +408,19 @@ task<void> job::finish() {
             }
         }
         s->st = stream::state::done;
-        s->s.close();
         if (s->clamd) {
             av.took = since(s->t0);
             if (!complete || in.empty()) {
                 av.st = status::failed;
                 av.why = fmt::format("clamd at {}: {}", s->where->to_string(), why.empty() ? "closed without an answer" : why);
             } else {
-                parse_clamd(std::string_view(in).substr(0, in.find('\0')), av);
+                const size_t end = in.find('\0');
+                parse_clamd(without_id(std::string_view(in).substr(0, end)), av);
+                // Exactly one answer and a verdict: the session serves the
+                // next message. (An error ends clamd's session anyway.)
+                if (end != std::string::npos && end + 1 == in.size() &&
+                    (av.st == status::clean || av.st == status::infected))
+                    put_idle(s->key, std::move(s->s));
             }
         } else {
             spam.took = since(s->t0);
@@ -358,8 +434,20 @@ task<void> job::finish() {
                                        header_value(std::string_view(in).substr(0, std::min(in.find("\r\n"), size_t(120)))));
             } else {
                 parse_rspamd(std::string_view(in).substr(he + 4), spam);
+                // Kept when rspamd keeps it (HTTP/1.1 without Connection:
+                // close; Debian 12's rspamd 3.4 closes after each answer)
+                // and the answer was exactly its Content-Length.
+                std::string head = in.substr(0, he);
+                for (char& c : head)
+                    c = char(std::tolower(uint8_t(c)));
+                const size_t cl = head.find("content-length:");
+                if (spam.st == status::scanned && in.starts_with("HTTP/1.1") &&
+                    head.find("connection: close") == std::string::npos && cl != std::string::npos &&
+                    in.size() - he - 4 == size_t(std::strtoull(head.c_str() + cl + 15, nullptr, 10)))
+                    put_idle(s->key, std::move(s->s));
             }
         }
+        s->s.close();
     }
 }
 

@@ -1,7 +1,9 @@
 // External scanners on the message as it streams in: anti-virus through
 // clamd (INSTREAM over its Unix or TCP socket) and anti-spam through rspamd
-// (POST /checkv2 over HTTP, the body sent chunked). Each message gets its
-// own connections, opened at its first bytes; every piece the session
+// (POST /checkv2 over HTTP, the body sent chunked). Each message takes a
+// connection to each at its first bytes, from its core's pool of idle ones
+// (clamd sessions, IDSESSION; rspamd connections it keeps alive) or a new
+// one, and gives it back after a good answer; every piece the session
 // stores in the spool goes to them too, awaited, so a scanner that reads
 // slowly slows the client (back-pressure) instead of filling memory; at
 // the end of the message both are told the end at once and their answers
@@ -69,6 +71,7 @@ struct av_result {
     std::string virus;         // infected: the signature's name
     std::string why;           // failed or skipped: what happened
     std::chrono::microseconds took{0};
+    bool reused = false;       // on a pooled connection
 };
 
 struct spam_result {
@@ -78,7 +81,11 @@ struct spam_result {
     std::vector<std::string> symbols;  // by name, highest score first (at most 32)
     std::string why;
     std::chrono::microseconds took{0};
+    bool reused = false;
 };
+
+// Idle connections in this core's pool (all scanners).
+size_t idle_scanner_connections();
 
 // One [[milter]] (milter.hh).
 struct milter_options {

@@ -834,6 +834,7 @@ task<void> session::finish_scans() {
                                  {"result", scan::to_string(av.st)},
                                  {"virus", std::string_view(av.virus)},
                                  {"us", int64_t(av.took.count())},
+                                 {"reused", av.reused},
                                  {"why", std::string_view(av.why)}});
     const scan::spam_result& sp = _scan->spam;
     if (sp.st != scan::status::none) {
@@ -844,6 +845,7 @@ task<void> session::finish_scans() {
                                  {"action", std::string_view(sp.action)},
                                  {"score", std::string_view(score)},
                                  {"us", int64_t(sp.took.count())},
+                                 {"reused", sp.reused},
                                  {"why", std::string_view(sp.why)}});
     }
     if (av.st == scan::status::failed || sp.st == scan::status::failed)

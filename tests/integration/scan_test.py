@@ -156,6 +156,32 @@ class Scanning(ScanTest):
         self.assertEqual(self.scans("rspamd")[-1]["result"], "scanned")
 
 
+class Pooled(ScanTest):
+    def test_clamd_sessions_are_reused_and_a_dead_one_is_not(self):
+        n = 6
+        for i in range(n):
+            self.assertEqual(self.transaction(message(f"clean {i}", f"Nothing in message {i}.\n"))[0], 250)
+        av = self.scans("clamd")
+        self.assertEqual([e["result"] for e in av], ["clean"] * n)
+        # Sequential messages: each core opens one session at most, then
+        # takes it from its pool.
+        reused = sum(1 for e in av if e["reused"])
+        cores = 2
+        self.assertGreaterEqual(reused, n - cores, av)
+        # An infected message keeps its session too; the next is scanned on it.
+        code, _ = self.transaction(message("bad", "see attached", ("x.com", EICAR)))
+        self.assertEqual(code, 554)
+        # clamd restarts: the idle sessions are dead, found so before use,
+        # and the next messages are scanned on new ones, never failed.
+        CLAMD.restart()
+        for i in range(3):
+            self.assertEqual(self.transaction(message(f"after {i}", "Still clean.\n"))[0], 250)
+        after = self.scans("clamd")[n + 1:]
+        self.assertEqual([e["result"] for e in after], ["clean"] * 3, after)
+        self.assertFalse(after[0]["reused"])
+        self.delivered(n + 3)
+
+
 class Quarantined(ScanTest):
     AV_EXTRA = 'action = "quarantine"\n'
     TAIL = '[[sender_group]]\nname = "ALLOWLIST"\npolicy = "TRUSTED"\nnetworks = ["127.0.0.9"]\n'

@@ -95,9 +95,20 @@ class Clamd(_Daemon):
             f.write(f"Foreground yes\nLocalSocket {self.socket}\nTCPSocket {self.port}\nTCPAddr 127.0.0.1\n"
                     f"DatabaseDirectory {db}\nLogFile {self.log}\nPidFile {self.dir}/clamd.pid\nUser {user}\n"
                     "StreamMaxLength 100M\nMaxThreads 4\nSelfCheck 0\n")
+        self.exe, self.conf, self.timeout = exe, conf, timeout
         self.out = open(self.log + ".out", "w")
         self.proc = subprocess.Popen([exe, "-c", conf], stdout=self.out, stderr=subprocess.STDOUT)
         _wait(self._pings, timeout, "clamd", self.proc, self.log + ".out")
+
+    def restart(self):
+        """Stops clamd (closing every connection to it) and starts it again
+        on the same socket and database."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
+        self.proc = subprocess.Popen([self.exe, "-c", self.conf], stdout=self.out, stderr=subprocess.STDOUT)
+        _wait(self._pings, self.timeout, "clamd", self.proc, self.log + ".out")
 
     def _pings(self):
         try:
