@@ -179,8 +179,11 @@ void service::impl::sweep_quarantines(int64_t now_ms) {
             continue;
         }
         const auto* q = quarantine_options(it->second.quarantine);
-        if (q && it->second.expires_unix <= now) {
-            due.emplace_back(it->first, q->release_on_expiry);
+        // A quarantine no longer configured: its messages still expire
+        // when their hold says (the retention it had), and are deleted,
+        // the default.
+        if (it->second.expires_unix <= now) {
+            due.emplace_back(it->first, q && q->release_on_expiry);
         } else if (q) {
             by_q[it->second.quarantine].emplace_back(it->second.received_unix, it->first);
             bytes[it->second.quarantine] += it->second.size;

@@ -265,7 +265,7 @@ expire = "release"
 
 [[quarantine]]
 name = "gone"
-retention_s = 3
+retention_s = 6
 
 [[content_rule]]
 name = "invoices"
@@ -373,6 +373,34 @@ class Quarantines(DeliveryTest):
         self.assertEqual(sorted(events), sorted([("quarantine_release", b, "expiry"), ("quarantine_delete", f, "expiry")]))
         time.sleep(1)
         self.assertEqual(len(saved(self.sink_.save)), 1)
+
+    def test_a_quarantine_removed_from_the_configuration_still_expires(self):
+        f = self.send(message("forget me", "Held in gone.\n"), rcpts=("bob@local.test",))
+        self.assertEqual([m["mid"] for m in self.held()], [f])
+        # The quarantine and the rule that used it go, by a live commit.
+        with open(self.g.config) as fh:
+            text = fh.read()
+        start = text.index('[[quarantine]]\nname = "gone"')
+        text = text[:start] + text[text.index('[[content_rule]]', start):]
+        start = text.index('[[content_rule]]\nname = "gone-hold"')
+        end = text.find('[[', start + 2)
+        text = text[:start] + (text[end:] if end >= 0 else "")
+        path = os.path.join(self.tmpdir(), "less.toml")
+        with open(path, "w") as fh:
+            fh.write(text)
+        r = subprocess.run([shell_bin(), "--socket", self.sock, "--json", "load", path], capture_output=True,
+                           text=True, timeout=60)
+        self.assertTrue(json.loads(r.stdout)["valid"], r.stdout + r.stderr)
+        self.shell("commit", "no more gone")
+        listed = self.shell("quarantine", "list")
+        self.assertNotIn("gone", [q["name"] for q in listed["quarantines"]])
+        self.assertEqual([m["mid"] for m in listed["messages"]], [f])  # still held: before its expiry
+        # Its message expires when its hold said, and is deleted.
+        wait_until(lambda: self.held() == [], timeout=20, what="the orphaned message to expire")
+        events = [(e["event"], e["mid"], e["by"]) for e in self.g.journal() if e.get("event", "").startswith("quarantine_")]
+        self.assertEqual(events, [("quarantine_delete", f, "expiry")])
+        time.sleep(1)
+        self.assertEqual(saved(self.sink_.save), [])
 
     def delivered_msgs(self, n, timeout=20):
         wait_until(lambda: len(saved(self.sink_.save)) >= n, timeout=timeout, what=f"{n} messages at the sink")
