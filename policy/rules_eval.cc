@@ -287,7 +287,8 @@ decision evaluator::decide(const message_facts& f) {
                 d.final_rule = r.name;
                 return d;
             case action_kind::reject:
-                d.final = decision::outcome::reject;
+            case action_kind::bounce:
+                d.final = a.kind == action_kind::reject ? decision::outcome::reject : decision::outcome::bounce;
                 d.final_rule = r.name;
                 d.code = a.code;
                 d.enhanced = a.enhanced;
@@ -314,13 +315,6 @@ decision evaluator::decide(const message_facts& f) {
                     d.subject_tag += ' ';
                 d.subject_tag += a.text;
                 break;
-            case action_kind::bounce:
-                d.final = decision::outcome::bounce;
-                d.final_rule = r.name;
-                d.code = a.code;
-                d.enhanced = a.enhanced;
-                d.text = a.text;
-                return d;
             case action_kind::redirect:
                 d.redirect = a.text;
                 d.redirect_rule = r.name;
