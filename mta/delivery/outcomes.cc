@@ -326,7 +326,11 @@ void service::impl::settle(destination* d, const entry& e, const loaded& L, cons
     const int64_t now = now_ms();
     // received_unix is whole seconds: count from the end of that second
     // so that mail never expires early.
-    const bool expired = now - (e.received_unix + 1) * 1000 > o->max_queue_lifetime.count();
+    // Released from a quarantine: the lifetime counts the retry schedule
+    // since the release (as if the message had just arrived), never the
+    // time it was held.
+    const bool expired = e.released ? retry_schedule_ms(*o, e.attempts + 1) > o->max_queue_lifetime.count()
+                                    : now - (e.received_unix + 1) * 1000 > o->max_queue_lifetime.count();
     for (size_t i = 0; i < L.idx.size(); ++i) {
         const smtp_reply& r = replies[i];
         outcome x;
@@ -389,6 +393,7 @@ task<void> service::impl::finish(destination* d, const entry& e, const loaded& L
                                  std::string host, std::string ip, uint64_t dcid) {
     std::vector<outcome> outs;
     entry retry{e.origin, e.shard, e.id, {}, 0, e.received_unix, 0};
+    retry.released = e.released;
     settle(d, e, L, replies, host, ip, dcid, outs, retry);
     untake(d, e);
     fs::shard* sh = e.shard;

@@ -120,7 +120,7 @@ task<bool> service::release(uint64_t id, std::string by) {
             fs::rcpt_state n;
             n.status = fs::rcpt_status::pending;
             n.attempts = st.attempts;
-            n.flags = uint8_t(st.flags & ~k_quarantined);
+            n.flags = uint8_t((st.flags & ~k_quarantined) | k_released);
             changes.emplace_back(i, std::move(n));
         }
     }

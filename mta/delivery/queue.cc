@@ -114,6 +114,7 @@ void service::impl::queue_message(fs::shard* sh, uint64_t id) {
         e.rcpts.push_back(i);
         e.attempts = std::max(e.attempts, st.attempts);
         e.received_unix = v->env.received_unix;
+        e.released = e.released || (st.flags & k_released);
         e.due_ms = std::max(e.due_ms, st.status == fs::rcpt_status::deferred ? st.next_attempt_unix * 1000 : now);
     }
     // Every recipient final, yet the message is still here: a crash came

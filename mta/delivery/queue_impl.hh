@@ -64,6 +64,7 @@ struct entry {
     int64_t received_unix = 0;
     int64_t due_ms = 0;
     int64_t taken_ms = 0;  // when a connection took it (latency)
+    bool released = false;  // from a quarantine (k_released)
 };
 
 struct destination {
@@ -121,6 +122,10 @@ constexpr uint8_t k_delay_notified = 1;
 constexpr uint8_t k_report_due = 2;
 // Held in a quarantine (service::hold_states): not queued for delivery.
 constexpr uint8_t k_quarantined = 4;
+// Released from a quarantine: its queue lifetime starts at the release,
+// not at arrival (the time held does not count). The release time is not
+// stored; the retry schedule since it is (retry_schedule_ms(attempts)).
+constexpr uint8_t k_released = 8;
 
 inline bool is_final(fs::rcpt_status s) { return s == fs::rcpt_status::delivered || s == fs::rcpt_status::bounced; }
 

@@ -15,4 +15,9 @@ namespace rw::mta::delivery {
 // after attempts attempts (1 = the first one just failed); at least 1.
 int64_t retry_delay_ms(const options& o, uint32_t attempts, int code, std::mt19937_64& rng);
 
+// The nominal time (no jitter, no greylisting) the schedule takes to make
+// `attempts` attempts after the first: a clock that lives in the
+// recipients' states, for mail whose lifetime does not start at arrival.
+int64_t retry_schedule_ms(const options& o, uint32_t attempts);
+
 }  // namespace rw::mta::delivery

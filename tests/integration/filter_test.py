@@ -580,6 +580,42 @@ class EnvelopeActions(DeliveryTest):
         self.assertEqual(saved(self.sink_.save), [])
 
 
+class ReleasedLifetime(DeliveryTest):
+    """A message held longer than the queue lifetime and then released
+    gets the whole lifetime of retries from its release."""
+
+    def test_time_held_does_not_count(self):
+        sink = self.sink(save=True)
+        rules = '[[content_rule]]\nname = "hold"\ncondition = \'subject == "hold"\'\nactions = ["quarantine policy"]\n'
+        g = self.gateway(routes=[("local.test", [f"127.0.0.1:{sink.port}"])], relay_networks='["127.0.0.2/32"]',
+                         tail_extra=rules,
+                         delivery={"max_queue_lifetime_s": 2, "first_retry_ms": 250, "max_retry_ms": 250,
+                                   "destination_pause_ms": 10})
+        sock = os.path.join(g.dir, "var", "ringway.sock")
+        wait_until(lambda: os.path.exists(sock), timeout=10, what="the control socket")
+        with smplib_client(g.port) as c:
+            c.ehlo()
+            c.mail("alice@sender.test")
+            c.rcpt("tempfail@local.test")
+            code, text = c.data(message("hold", "Held past the lifetime.\n"))
+        self.assertEqual(code, 250, text)
+        mid = text.decode().rsplit(" ", 1)[1]
+        time.sleep(3)  # longer than max_queue_lifetime_s
+        r = subprocess.run([shell_bin(), "--socket", sock, "--json", "quarantine", "release", mid],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(json.loads(r.stdout), {"released": mid}, r.stderr)
+
+        def dispositions():
+            return [e["disposition"] for e in g.journal() if e.get("event") == "delivery" and e.get("mid") == mid]
+        wait_until(lambda: "expired" in dispositions(), timeout=30, what="the lifetime to run out")
+        d = dispositions()
+        # Retried for the lifetime from the release: about 2 s of 250 ms
+        # retries, not bounced at the first deferral.
+        self.assertEqual(d[-1], "expired")
+        self.assertGreaterEqual(d.count("deferred"), 5, d)
+        self.assertEqual(set(d[:-1]), {"deferred"}, d)
+
+
 def smplib_client(port):
     return smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=30)
 

@@ -58,6 +58,21 @@ TEST_CASE("retry schedule: doubling from first_retry up to max_retry, jittered, 
     CHECK(retry_delay_ms(o, 1, 0, rng) == 1);  // never "now"
 }
 
+TEST_CASE("retry schedule: the nominal time it takes, a clock for released mail") {
+    options o;
+    o.first_retry = std::chrono::minutes(1);
+    o.max_retry = std::chrono::hours(1);
+    o.backoff = 2.0;
+    CHECK(retry_schedule_ms(o, 0) == 0);
+    CHECK(retry_schedule_ms(o, 1) == 0);  // the first attempt comes at once
+    CHECK(retry_schedule_ms(o, 2) == 60'000);
+    CHECK(retry_schedule_ms(o, 4) == 60'000 + 120'000 + 240'000);
+    // 1+2+4+8+16+32 minutes, then an hour per attempt.
+    CHECK(retry_schedule_ms(o, 9) == (63 + 2 * 60) * 60'000);
+    CHECK(retry_schedule_ms(o, 200) > int64_t(5) * 86'400'000);  // past five days
+    CHECK(retry_schedule_ms(o, UINT32_MAX) > 0);                  // bounded, no overflow
+}
+
 TEST_CASE("dot-stuffing for the wire") {
     std::string out;
     append_stuffed(out, "a\r\n.b\r\n.\r\n..\r\nc\r\n");
