@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <map>
 
+#include "mta/delivery/classify.hh"
 #include "runtime/base/log.hh"
 #include "runtime/net/tcp.hh"
 #include "runtime/reactor/io.hh"
@@ -79,6 +80,7 @@ struct core_figures {
     std::vector<mta::delivery::destination_view> destinations;
     uint64_t spool_messages = 0, spool_free_slots = 0, spool_batches = 0, spool_records = 0, spool_bytes_written = 0;
     uint64_t delivered = 0, deferred = 0, bounced = 0, dsn = 0, connections_out = 0;
+    std::array<uint64_t, mta::delivery::k_reply_classes> failures{};
     net::resolver_stats dns;
     double cpu_seconds = 0, idle_seconds = 0;
     uint64_t loop_iterations = 0, in_flight = 0, inbox_depth = 0;
@@ -104,6 +106,7 @@ core_figures gather(core_slot& s) {
         f.deferred = d.deferred;
         f.bounced = d.bounced;
         f.dsn = d.dsn;
+        f.failures = d.failures;
         f.connections_out = d.connections;
     }
     for (fs::shard* sh : s.shards) {
@@ -176,6 +179,8 @@ std::string format(const config& cfg, const registry& reg, const std::vector<cor
         sum.deferred += c.deferred;
         sum.bounced += c.bounced;
         sum.dsn += c.dsn;
+        for (size_t k = 0; k < sum.failures.size(); ++k)
+            sum.failures[k] += c.failures[k];
         sum.connections_out += c.connections_out;
         sum.spool_messages += c.spool_messages;
         sum.spool_free_slots += c.spool_free_slots;
@@ -197,6 +202,13 @@ std::string format(const config& cfg, const registry& reg, const std::vector<cor
     x.sample("ringway_delivery_recipients_total", "outcome=\"delivered\"", sum.delivered);
     x.sample("ringway_delivery_recipients_total", "outcome=\"deferred\"", sum.deferred);
     x.sample("ringway_delivery_recipients_total", "outcome=\"bounced\"", sum.bounced);
+    x.family("ringway_delivery_failures_total", "counter",
+             "Recipients deferred or bounced, by the class of the reply (bad-mailbox, mailbox-full, policy, "
+             "reputation, dns, network, tls, unknown).");
+    for (size_t k = 0; k < sum.failures.size(); ++k)
+        x.sample("ringway_delivery_failures_total",
+                 fmt::format("class=\"{}\"", mta::delivery::to_string(mta::delivery::reply_class(k))),
+                 sum.failures[k]);
     x.family("ringway_delivery_reports_total", "counter", "Delivery status notifications queued.");
     x.sample("ringway_delivery_reports_total", "", sum.dsn);
     x.family("ringway_delivery_connections_total", "counter", "Outbound SMTP connections made.");

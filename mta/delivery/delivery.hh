@@ -151,6 +151,9 @@ public:
 
     struct counters {
         uint64_t delivered = 0, deferred = 0, bounced = 0, connections = 0, dsn = 0;
+        // Recipients deferred or bounced, by the class of their reply
+        // (classify.hh's reply_class, in order).
+        std::array<uint64_t, 8> failures{};
     };
     const counters& stats() const;
 

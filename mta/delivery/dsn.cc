@@ -71,6 +71,9 @@ std::string build_dsn(const dsn_input& in) {
         o += fmt::format("Last-Attempt-Date: {}\r\n", rfc5322_date(in.now_unix));
         if (r.will_retry_until_unix)
             o += fmt::format("Will-Retry-Until: {}\r\n", rfc5322_date(r.will_retry_until_unix));
+        // An extension field (RFC 3464 7.1): what kind of failure it was.
+        if (!r.failure_class.empty())
+            o += fmt::format("X-Ringway-Failure-Class: {}\r\n", r.failure_class);
     }
     o += "\r\n";
     o += fmt::format("--{}\r\nContent-Type: {}\r\n\r\n", boundary,

@@ -19,6 +19,7 @@ struct dsn_recipient {
     std::string remote_mta;      // host name, may be empty
     std::string diagnostic;      // the remote reply, "smtp; 550 5.1.1 ..."
     int64_t will_retry_until_unix = 0;  // for "delayed": when the queue gives up (0: not said)
+    std::string failure_class;   // classify.hh's class of the reply ("bad-mailbox"); "" for none
 };
 
 struct dsn_input {

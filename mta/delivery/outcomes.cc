@@ -8,6 +8,7 @@
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
 #include "runtime/smp/smp.hh"
+#include "mta/delivery/classify.hh"
 #include "mta/delivery/dsn.hh"
 #include "mta/delivery/retry.hh"
 
@@ -80,6 +81,8 @@ task<void> service::impl::apply_at_origin(const options* o, fs::shard* sh, uint6
                 continue;
             dsn_recipient d{v->env.rcpts[x.idx], dp.rcpts[x.idx].orcpt, action, x.status_code, x.remote,
                             x.reply.empty() ? std::string() : fmt::format("smtp; {}", x.reply)};
+            if (x.status != fs::rcpt_status::delivered && !x.reply.empty())
+                d.failure_class = std::string(to_string(classify_line(x.reply)));
             if (list == &delays)
                 d.will_retry_until_unix =
                     arrival + 1 + std::chrono::duration_cast<std::chrono::seconds>(o->max_queue_lifetime).count();
@@ -206,6 +209,8 @@ task<void> service::impl::retry_reports(impl* self, fs::shard* sh, uint64_t id) 
                 dsn_recipient d{v->env.rcpts[i], dp.rcpts[i].orcpt, ok ? "delivered" : "failed",
                                 enhanced_of(st.last_reply, ok), "",
                                 st.last_reply.empty() ? std::string() : fmt::format("smtp; {}", st.last_reply)};
+                if (!ok && !st.last_reply.empty())
+                    d.failure_class = std::string(to_string(classify_line(st.last_reply)));
                 (ok ? successes : fails).push_back(std::move(d));
                 (ok ? successes_of : fails_of).push_back(i);
             }
@@ -370,9 +375,13 @@ void service::impl::settle(destination* d, const entry& e, const loaded& L, cons
             c.deferred++;
             d->deferred++;
         }
+        std::string_view cls;
         if (r.code / 100 != 2) {
             d->last_error = x.reply;
             d->last_error_ms = now;
+            const reply_class rc = classify(r.code, r.enhanced, r.code ? r.text : x.reply);
+            cls = to_string(rc);
+            c.failures[size_t(rc)]++;
         }
         if (e.taken_ms)
             d->latency.add(double(std::max<int64_t>(0, now - e.taken_ms)) / 1000.0);
@@ -384,7 +393,8 @@ void service::impl::settle(destination* d, const entry& e, const loaded& L, cons
                                      {"code", int64_t(r.code)},
                                      {"reply", std::string_view(x.reply)},
                                      {"attempt", uint64_t(x.attempts)},
-                                     {"disposition", std::string_view(disposition)}});
+                                     {"disposition", std::string_view(disposition)},
+                                     {"class", cls}});
         outs.push_back(std::move(x));
     }
 }

@@ -479,15 +479,20 @@ class Metrics(DeliveryTest):
                          tail_extra=f'[metrics]\nlisten = "127.0.0.1:{mport}"\n')
         for _ in range(3):
             send(g.port, "s@client.test", ["u1@sink.test", "u2@sink.test"], MSG)
+        send(g.port, "", ["permfail@sink.test"], MSG)  # 550 5.1.1: a bad mailbox (no report: null sender)
         wait_until(lambda: sum(1 for e in g.journal() if e.get("disposition") == "delivered") == 6, timeout=20,
                    what="six deliveries")
+        wait_until(lambda: any(e.get("disposition") == "bounced" for e in g.journal()), timeout=20,
+                   what="the bounce")
         url = f"http://127.0.0.1:{mport}/metrics"
         text = urllib.request.urlopen(url, timeout=10).read().decode()
-        self.assertIn('ringway_listener_messages_total{listener="test"} 3', text)
-        self.assertIn('ringway_listener_recipients_total{listener="test"} 6', text)
+        self.assertIn('ringway_listener_messages_total{listener="test"} 4', text)
+        self.assertIn('ringway_listener_recipients_total{listener="test"} 7', text)
         self.assertIn('ringway_destination_deliveries_total{destination="route:sink.test"} 6', text)
-        self.assertIn('ringway_destination_delivery_seconds_count{destination="route:sink.test"} 6', text)
+        self.assertIn('ringway_destination_delivery_seconds_count{destination="route:sink.test"} 7', text)
         self.assertIn('ringway_delivery_recipients_total{outcome="delivered"} 6', text)
+        self.assertIn('ringway_delivery_failures_total{class="bad-mailbox"} 1', text)
+        self.assertIn('ringway_delivery_failures_total{class="reputation"} 0', text)
         # Spool group commit: at least one batch per message made durable, each timed.
         def value(name):
             m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
@@ -542,11 +547,12 @@ class Metrics(DeliveryTest):
             res = r.get("data", {}).get("result", [])
             return res[0]["value"][1] if res else None
         wait_until(lambda: query("up{job='ringway'}") == "1", timeout=60, step=0.5, what="Prometheus to scrape ringway")
-        self.assertEqual(query('ringway_listener_messages_total{listener="test"}'), "3")
+        self.assertEqual(query('ringway_listener_messages_total{listener="test"}'), "4")
         self.assertEqual(query('ringway_destination_deliveries_total{destination="route:sink.test"}'), "6")
+        self.assertEqual(query('ringway_delivery_failures_total{class="bad-mailbox"}'), "1")
         send(g.port, "s@client.test", ["u3@sink.test"], MSG)
-        wait_until(lambda: query('ringway_listener_messages_total{listener="test"}') == "4", timeout=30, step=0.5,
-                   what="the next scrape to see the fourth message")
+        wait_until(lambda: query('ringway_listener_messages_total{listener="test"}') == "5", timeout=30, step=0.5,
+                   what="the next scrape to see the fifth message")
 
 
 class Configuration(AdminTest):

@@ -698,6 +698,10 @@ class Bounces(DeliveryTest):
             self.assertEqual(b["Action"], "failed")
             self.assertEqual(b["Status"], "5.1.1")
             self.assertIn("550", b["Diagnostic-Code"])
+            self.assertEqual(b["X-Ringway-Failure-Class"], "bad-mailbox")
+        classes = {(e["rcpt"], e.get("class")) for e in g.journal() if e.get("event") == "delivery" and e.get("mid") == mid}
+        self.assertEqual(classes, {("permfail+a@dst.test", "bad-mailbox"), ("permfail+b@dst.test", "bad-mailbox"),
+                                   ("ok@dst.test", "")})
         self.assertEqual(nows(per_rcpt[0]["Original-Recipient"]), "rfc822;first+last@orig.test")
         self.assertIsNone(per_rcpt[1]["Original-Recipient"])
         self.assertEqual(third.get_content_type(), "text/rfc822-headers")
