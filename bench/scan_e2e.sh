@@ -158,15 +158,17 @@ scans = collections.Counter((e["scanner"], e["result"], e.get("action", "")) for
 groups = collections.Counter((e["group"], e["matched"]) for e in ev if e["event"] == "sender_group")
 other = collections.Counter(e["event"] for e in ev if e["event"] in ("reject", "content", "screen"))
 us = collections.defaultdict(list)
+reused = collections.Counter()
 for e in ev:
     if e["event"] == "scan":
         us[e["scanner"]].append(e["us"] / 1000)
+        reused[e["scanner"]] += bool(e.get("reused"))
 print(f"  mail log: {received} received (the load: {acc} accepted); "
       + "; ".join(f"{s} {r}{' (' + a + ')' if a else ''} {n}" for (s, r, a), n in sorted(scans.items())))
 for s, xs in sorted(us.items()):
     xs.sort()
     print(f"  {s}: answer {statistics.median(xs):.1f} ms median, {xs[int(0.99 * (len(xs) - 1))]:.1f} ms p99 "
-          f"(from connect, as ringwayd waits)")
+          f"(from taking the connection, as ringwayd waits); on a pooled connection: {reused[s]} of {len(xs)}")
 print("  sender groups: " + "; ".join(f"{g} ({m}) {n} connections" for (g, m), n in sorted(groups.items()))
       + f"; DNS queries from ringwayd: {dns_n}" + (f" ({', '.join(dns_names)})" if dns_n else ""))
 if other:
