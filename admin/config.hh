@@ -169,6 +169,8 @@ struct delivery_config {
     unsigned max_connections_per_destination = 20;
     unsigned max_messages_per_connection = 100;
     unsigned max_messages_per_minute = 0;  // per destination; 0 = no limit
+    unsigned backoff_after_tempfails = 5;  // adaptive back-off; 0 = none
+    unsigned recover_after_deliveries = 20;
     // A connection whose destination has nothing more to send stays open
     // this long for the next message (Postfix: smtp_connection_cache_time_limit).
     // 0: QUIT at once.

@@ -86,6 +86,8 @@ mta::delivery::options delivery_options(const config& cfg) {
     o.max_messages_per_connection = d.max_messages_per_connection;
     o.max_received_headers = cfg.smtp.max_received_headers;
     o.max_messages_per_minute = d.max_messages_per_minute;
+    o.backoff_after_tempfails = d.backoff_after_tempfails;
+    o.recover_after_deliveries = d.recover_after_deliveries;
     o.destination_pause = d.destination_pause_ms;
     o.connection_cache_time = d.connection_cache_time_ms;
     o.connect_timeout = d.connect_timeout_ms;

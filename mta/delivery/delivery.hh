@@ -69,6 +69,14 @@ struct options {
     // own) is a mail loop: bounced with 554 5.4.6 (smtp.max_received_headers).
     unsigned max_received_headers = 50;
     unsigned max_messages_per_minute = 0;  // per destination; 0 = no limit
+    // Adaptive back-off: after this many temporary failures in a row from
+    // a destination's servers (4xx replies they sent, not the gateway's
+    // own), its connection limit is halved, and its rate limit when one
+    // is set; every recover_after_deliveries deliveries in a row give one
+    // connection (and a quarter of the rate) back, up to the configured
+    // limits. 0: no adaptive back-off.
+    unsigned backoff_after_tempfails = 5;
+    unsigned recover_after_deliveries = 20;
     std::chrono::milliseconds destination_pause{std::chrono::seconds(30)};  // after refusal or 421
     // How long a connection with nothing more to send waits for the next
     // message of its destination before QUIT; 0: QUIT at once.
@@ -120,6 +128,10 @@ struct destination_view {
     uint64_t in_flight_rcpts = 0, in_flight_messages = 0;
     int64_t oldest_received_unix = 0;  // of what is queued; 0 when nothing is
     unsigned connections = 0, idle_connections = 0;
+    // The limits in force now: the configured ones, or lower after an
+    // adaptive back-off (backed_off).
+    unsigned connection_limit = 0, rate_limit = 0;
+    bool backed_off = false;
     int64_t paused_until_ms = 0;  // Unix ms
     bool suspended = false;
     std::string last_error;

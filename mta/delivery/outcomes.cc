@@ -375,6 +375,10 @@ void service::impl::settle(destination* d, const entry& e, const loaded& L, cons
             c.deferred++;
             d->deferred++;
         }
+        // Only what the destination's servers said feeds the back-off:
+        // host is empty for the gateway's own failures (DNS).
+        if (!host.empty())
+            adapt(d, r.code / 100 == 4, r.code / 100 == 2);
         std::string_view cls;
         if (r.code / 100 != 2) {
             d->last_error = x.reply;
@@ -413,6 +417,48 @@ task<void> service::impl::finish(destination* d, const entry& e, const loaded& L
     co_await std::move(t);
     if (!retry.rcpts.empty())
         deferred.emplace(retry.due_ms, std::make_pair(d, std::move(retry)));
+}
+
+void service::impl::adapt(destination* d, bool tempfail, bool delivered) {
+    if (!o->backoff_after_tempfails) {
+        d->conn_cap = d->rate_cap = 0;
+        return;
+    }
+    const unsigned conn = conn_limit(d), rate = rate_limit(d);
+    if (tempfail) {
+        d->deliveries_in_row = 0;
+        if (++d->tempfails_in_row < o->backoff_after_tempfails)
+            return;
+        d->tempfails_in_row = 0;
+        // Multiplicative decrease: half the connections and the rate.
+        const unsigned nc = std::max(1u, conn / 2), nr = rate ? std::max(1u, rate / 2) : 0;
+        if (nc == conn && nr == rate)
+            return;
+        d->conn_cap = nc;
+        d->rate_cap = nr;
+        lg.info("destination={} backs off: {} connections, {} messages per minute", d->key, nc,
+                nr ? fmt::to_string(nr) : std::string("no limit on"));
+        journal::record("backoff", {{"destination", std::string_view(d->key)}, {"direction", std::string_view("down")},
+                                    {"connections", uint64_t(nc)}, {"rate", uint64_t(nr)}});
+        return;
+    }
+    if (!delivered)
+        return;
+    d->tempfails_in_row = 0;
+    if (!d->conn_cap && !d->rate_cap)
+        return;
+    if (++d->deliveries_in_row < std::max(1u, o->recover_after_deliveries))
+        return;
+    d->deliveries_in_row = 0;
+    // Additive increase: one connection, a quarter of the rate.
+    const unsigned nc = conn + 1 >= o->max_connections_per_destination ? 0 : conn + 1;
+    const unsigned grown = std::max(rate + 1, rate + rate / 4);
+    const unsigned nr = !o->max_messages_per_minute || grown >= o->max_messages_per_minute ? 0 : grown;
+    d->conn_cap = nc;
+    d->rate_cap = nr;
+    journal::record("backoff", {{"destination", std::string_view(d->key)}, {"direction", std::string_view("up")},
+                                {"connections", uint64_t(conn_limit(d))}, {"rate", uint64_t(rate_limit(d))}});
+    kick(d);
 }
 
 task<void> service::impl::fail_all(destination* d, smtp_reply r, std::string host) {

@@ -194,11 +194,12 @@ void service::impl::accept(const std::string& key, entry e) {
 }
 
 int64_t service::impl::rate_wait_ms(destination* d, int64_t now) {
-    if (!o->max_messages_per_minute)
+    const unsigned limit = rate_limit(d);
+    if (!limit)
         return 0;
     while (!d->sent_ms.empty() && d->sent_ms.front() <= now - 60'000)
         d->sent_ms.pop_front();
-    if (d->sent_ms.size() < o->max_messages_per_minute)
+    if (d->sent_ms.size() < limit)
         return 0;
     return std::max<int64_t>(1, d->sent_ms.front() + 60'000 - now);
 }
@@ -219,7 +220,7 @@ void service::impl::kick(destination* d) {
         d->idle.pop_back();
         t->cancel();
     }
-    while (!stopping && !d->ready.empty() && d->active < o->max_connections_per_destination &&
+    while (!stopping && !d->ready.empty() && d->active < conn_limit(d) &&
            !held(d, now) && d->active < d->ready.size()) {
         d->active++;
         spawn(worker(this, d));
@@ -347,6 +348,9 @@ std::vector<destination_view> service::destinations() const {
         v.connections = d->active;
         v.idle_connections = unsigned(d->idle.size());
         v.paused_until_ms = d->paused_until_ms;
+        v.connection_limit = _i->conn_limit(d.get());
+        v.rate_limit = _i->rate_limit(d.get());
+        v.backed_off = d->conn_cap || d->rate_cap;
         v.suspended = d->suspended;
         v.last_error = d->last_error;
         v.last_error_ms = d->last_error_ms;

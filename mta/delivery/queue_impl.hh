@@ -80,6 +80,10 @@ struct destination {
     // kick() wakes them before it opens new ones.
     std::vector<cancel_token*> idle;
     bool suspended = false;      // by the operator (service::suspend)
+    // Adaptive back-off (options::backoff_after_tempfails): the limits in
+    // force when lower than the configured ones (0: the configured one).
+    unsigned conn_cap = 0, rate_cap = 0;
+    unsigned tempfails_in_row = 0, deliveries_in_row = 0;
     uint64_t in_flight_rcpts = 0;  // taken by a connection, outcome not yet settled
     uint64_t in_flight_msgs = 0;
     // For the admin shell: the last failure and what came of each recipient.
@@ -235,8 +239,21 @@ struct service::impl {
     void accept(const std::string& key, entry e);
 
     // Milliseconds until the destination may send another message under
-    // max_messages_per_minute (0: now).
+    // its rate limit (0: now).
     int64_t rate_wait_ms(destination* d, int64_t now);
+    // The destination's limits in force: the configured ones, or lower
+    // after an adaptive back-off.
+    unsigned conn_limit(const destination* d) const {
+        return d->conn_cap ? std::min(d->conn_cap, o->max_connections_per_destination)
+                           : o->max_connections_per_destination;
+    }
+    unsigned rate_limit(const destination* d) const {
+        return d->rate_cap && o->max_messages_per_minute ? std::min(d->rate_cap, o->max_messages_per_minute)
+                                                         : o->max_messages_per_minute;
+    }
+    // One recipient's reply, for the adaptive back-off: a temporary
+    // failure the destination's server sent, or a delivery.
+    void adapt(destination* d, bool tempfail, bool delivered);
 
     void kick(destination* d);
 

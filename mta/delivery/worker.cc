@@ -120,7 +120,7 @@ task<void> service::impl::work(destination* d) {
             // every few messages), unless its limits or a shutdown say
             // it is done.
             if (stopping || sent >= o->max_messages_per_connection || held(d, now_ms()) ||
-                d->active > o->max_connections_per_destination)
+                d->active > conn_limit(d))
                 break;
             auto t = idle_wait(d);
             if (!co_await std::move(t))
@@ -134,7 +134,7 @@ task<void> service::impl::work(destination* d) {
         // Over the destination's connection limit (lowered by a commit):
         // this connection ends after the message it sent.
         if (stopping || sent >= o->max_messages_per_connection || d->suspended ||
-            d->active > o->max_connections_per_destination)
+            d->active > conn_limit(d))
             break;
         if (const int64_t wait = rate_wait_ms(d, now_ms()); wait > 0) {
             if (wait > 5'000)
@@ -145,14 +145,14 @@ task<void> service::impl::work(destination* d) {
         // Counted before the message is loaded: connections waiting for
         // their loads must not all pass the check together.
         const int64_t slot = now_ms();
-        if (o->max_messages_per_minute)
+        if (rate_limit(d))
             d->sent_ms.push_back(slot);
         entry e = take(d);
         auto tl = load_from_origin(e.origin, e.shard, e.id, e.rcpts);
         auto L = co_await std::move(tl);
         if (!L) {
             untake(d, e);
-            if (o->max_messages_per_minute) {
+            if (rate_limit(d)) {
                 auto it = std::find(d->sent_ms.begin(), d->sent_ms.end(), slot);
                 if (it != d->sent_ms.end())
                     d->sent_ms.erase(it);

@@ -548,6 +548,43 @@ class Limits(DeliveryTest):
 
 
 
+class AdaptiveBackoff(DeliveryTest):
+    """Temporary failures in a row halve a destination's connections;
+    deliveries in a row give them back one at a time, seen by the sink."""
+
+    def test_backs_off_on_4xx_and_recovers_on_deliveries(self):
+        log = os.path.join(self.tmpdir(), "accepted.log")
+        s = self.sink("--expect", log, "--data-delay", "30")
+        g = self.gateway(routes=[("dst.test", [f"127.0.0.1:{s.port}"])],
+                         delivery={"max_connections_per_destination": 8, "backoff_after_tempfails": 3,
+                                   "recover_after_deliveries": 15})
+        sock = os.path.join(g.dir, "var", "ringway.sock")
+
+        def backoffs():
+            return [(e["direction"], e["connections"]) for e in g.journal() if e.get("event") == "backoff"]
+        # Six 451s, one at a time: 8 -> 4 -> 2 connections.
+        for i in range(6):
+            mid = send(g.port, "b@src.test", ["tempfail@dst.test"], b"Subject: t\r\n\r\nx\r\n")
+            self.wait_disposition(g, mid, "tempfail@dst.test", {"deferred"})
+        self.assertEqual(backoffs(), [("down", 4), ("down", 2)])
+        r = subprocess.run([os.path.join(BUILD, "admin", "ringway"), "--socket", sock, "--json", "hoststatus",
+                            "dst.test"], capture_output=True, text=True, timeout=30)
+        d = json.loads(r.stdout)["destinations"][0]
+        self.assertEqual((d["connection_limit"], d["backed_off"]), (2, True), d)
+        # 60 deliveries: one connection back every 15, so 3, 4, 5 and 6;
+        # the sink never sees more than that at once.
+        rep, err, rc = load("-s", f"127.0.0.1:{g.port}", "-c", "8", "--per-conn", "10", "-n", "60",
+                            "--to", "user@dst.test", "--accepted-log", log)
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: (s.stats() or {}).get("received", 0) >= 60, timeout=60, what="60 messages at the sink")
+        wait_until(lambda: len(backoffs()) >= 6, timeout=10, what="the last recovery step")
+        self.assertEqual(backoffs(), [("down", 4), ("down", 2), ("up", 3), ("up", 4), ("up", 5), ("up", 6)])
+        rep = s.stop()
+        self.assertEqual((rep["missing"], rep["duplicates"]), (0, 0))
+        self.assertLessEqual(rep["max_concurrent_connections"], 6)
+        self.assertGreaterEqual(rep["max_concurrent_connections"], 2)
+
+
 class ConnectionCache(DeliveryTest):
     """A destination that runs dry keeps its connection a while
     (delivery.connection_cache_time_ms), so a trickle is not a connection

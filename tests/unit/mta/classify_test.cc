@@ -68,7 +68,7 @@ TEST_CASE("classify: what providers and MTAs say") {
     }
 }
 
-TEST_CASE("classify: every class has a name; garbage is unknown or network, never a crash") {
+TEST_CASE("classify: every class has a name, and garbage is unknown or network, never a crash") {
     for (size_t k = 0; k < k_reply_classes; ++k)
         CHECK(!to_string(reply_class(k)).empty());
     CHECK(classify_line("5") == reply_class::network);
