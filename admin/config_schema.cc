@@ -396,13 +396,15 @@ const key_spec k_keys[] = {
      RW_F(delivery_config, max_messages_per_minute)},
     {"delivery", "backoff_after_tempfails", T::integer, 0, 1'000'000, "0 (no adaptive back-off)..1000000",
      "replies", live,
-     "Adaptive back-off: after this many temporary failures in a row from a destination's servers (4xx replies "
-     "they sent, not the gateway's own DNS or connection failures), its connection limit is halved, and its "
-     "message rate limit when max_messages_per_minute is set; recover_after_deliveries deliveries in a row then "
-     "give one connection (and a quarter of the rate) back, up to the configured limits.",
+     "Adaptive back-off: after this many transactions in a row that a destination's servers answered with "
+     "temporary failures only (4xx replies they sent; not greylisting, not the gateway's own DNS or connection "
+     "failures), its connection limit is halved, and its message rate limit when max_messages_per_minute is set; "
+     "recover_after_deliveries delivering transactions in a row then give one connection (and a quarter of the "
+     "rate) back, up to the configured limits.",
      false, {}, {}, RW_F(delivery_config, backoff_after_tempfails)},
     {"delivery", "recover_after_deliveries", T::integer, 1, 1'000'000, {}, "deliveries", live,
-     "Deliveries in a row that give a backed-off destination one connection (and a quarter of its rate) back.",
+     "Delivering transactions in a row that give a backed-off destination one connection (and a quarter of its "
+     "rate) back.",
      false, {}, {}, RW_F(delivery_config, recover_after_deliveries)},
     {"delivery", "connection_cache_time_ms", T::integer, 0, 300'000, "0 (no cache)..300000", "ms", live,
      "A connection whose destination has run dry stays open this long for the next message, then QUITs (0 = QUIT "

@@ -69,12 +69,13 @@ struct options {
     // own) is a mail loop: bounced with 554 5.4.6 (smtp.max_received_headers).
     unsigned max_received_headers = 50;
     unsigned max_messages_per_minute = 0;  // per destination; 0 = no limit
-    // Adaptive back-off: after this many temporary failures in a row from
-    // a destination's servers (4xx replies they sent, not the gateway's
-    // own), its connection limit is halved, and its rate limit when one
-    // is set; every recover_after_deliveries deliveries in a row give one
-    // connection (and a quarter of the rate) back, up to the configured
-    // limits. 0: no adaptive back-off.
+    // Adaptive back-off: after this many transactions in a row that a
+    // destination's servers answered with temporary failures only (4xx
+    // replies they sent, not the gateway's own, and not greylisting), its
+    // connection limit is halved, and its rate limit when one is set;
+    // every recover_after_deliveries transactions in a row that delivered
+    // give one connection (and a quarter of the rate) back, up to the
+    // configured limits. 0: no adaptive back-off.
     unsigned backoff_after_tempfails = 5;
     unsigned recover_after_deliveries = 20;
     std::chrono::milliseconds destination_pause{std::chrono::seconds(30)};  // after refusal or 421

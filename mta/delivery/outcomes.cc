@@ -4,6 +4,7 @@
 #include "mta/delivery/queue_impl.hh"
 
 #include <algorithm>
+#include <cctype>
 
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
@@ -16,6 +17,16 @@ namespace rw::mta::delivery {
 
 namespace {
 logger lg("delivery");
+
+// A greylisting reply (RFC 6647) is the normal first answer of many
+// servers, not a sign of sending too much.
+bool greylisting(std::string_view text) {
+    std::string t(text.substr(0, 500));
+    for (char& c : t)
+        c = char(std::tolower(uint8_t(c)));
+    return t.find("greylist") != std::string::npos || t.find("graylist") != std::string::npos ||
+           t.find("grey-list") != std::string::npos || t.find("gray-list") != std::string::npos;
+}
 
 std::string status_of(const smtp_reply& r, char cls) {
     if (!r.enhanced.empty())
@@ -334,6 +345,7 @@ void service::impl::settle(destination* d, const entry& e, const loaded& L, cons
     // Released from a quarantine: the lifetime counts the retry schedule
     // since the release (as if the message had just arrived), never the
     // time it was held.
+    bool any_delivered = false, any_tempfail = false;
     const bool expired = e.released ? retry_schedule_ms(*o, e.attempts + 1) > o->max_queue_lifetime.count()
                                     : now - (e.received_unix + 1) * 1000 > o->max_queue_lifetime.count();
     for (size_t i = 0; i < L.idx.size(); ++i) {
@@ -375,10 +387,10 @@ void service::impl::settle(destination* d, const entry& e, const loaded& L, cons
             c.deferred++;
             d->deferred++;
         }
-        // Only what the destination's servers said feeds the back-off:
-        // host is empty for the gateway's own failures (DNS).
-        if (!host.empty())
-            adapt(d, r.code / 100 == 4, r.code / 100 == 2);
+        if (r.code / 100 == 2)
+            any_delivered = true;
+        else if (r.code / 100 == 4 && !greylisting(r.text))
+            any_tempfail = true;
         std::string_view cls;
         if (r.code / 100 != 2) {
             d->last_error = x.reply;
@@ -401,6 +413,11 @@ void service::impl::settle(destination* d, const entry& e, const loaded& L, cons
                                      {"class", cls}});
         outs.push_back(std::move(x));
     }
+    // One transaction, one step of the back-off. Only what the
+    // destination's servers said counts: host is empty for the gateway's
+    // own failures (DNS).
+    if (!host.empty() && (any_delivered || any_tempfail))
+        adapt(d, !any_delivered, any_delivered);
 }
 
 task<void> service::impl::finish(destination* d, const entry& e, const loaded& L, std::vector<smtp_reply> replies,

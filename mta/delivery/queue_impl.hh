@@ -251,8 +251,8 @@ struct service::impl {
         return d->rate_cap && o->max_messages_per_minute ? std::min(d->rate_cap, o->max_messages_per_minute)
                                                          : o->max_messages_per_minute;
     }
-    // One recipient's reply, for the adaptive back-off: a temporary
-    // failure the destination's server sent, or a delivery.
+    // One transaction's outcome, for the adaptive back-off: temporary
+    // failures only (from the destination's server), or a delivery.
     void adapt(destination* d, bool tempfail, bool delivered);
 
     void kick(destination* d);
