@@ -405,8 +405,11 @@ std::optional<std::string> parse_next_hop(std::string_view s) {
     auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
     if (ec != std::errc() || end != port.data() + port.size() || p == 0 || p > 65535)
         return std::nullopt;
-    return s.starts_with('[') ? fmt::format("[{}]:{}", mail::lower_ascii(host), p)
-                              : fmt::format("{}:{}", mail::lower_ascii(host), p);
+    std::string hop = s.starts_with('[') ? fmt::format("[{}]:{}", mail::lower_ascii(host), p)
+                                         : fmt::format("{}:{}", mail::lower_ascii(host), p);
+    if (hop.size() > 255)  // what the envelope parameters hold
+        return std::nullopt;
+    return hop;
 }
 }  // namespace
 

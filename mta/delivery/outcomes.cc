@@ -77,13 +77,20 @@ task<void> service::impl::apply_at_origin(const options* o, fs::shard* sh, uint6
             if (sender.empty())
                 continue;
             const uint8_t notify = dp.rcpts[x.idx].notify;
+            // Released from a quarantine: its clock is the retry schedule
+            // since the release (as for its lifetime), not its arrival.
+            const bool released = x.flags & k_released;
+            const int64_t since_release_ms = released ? retry_schedule_ms(*o, x.attempts) : 0;
+            const bool late_x = released ? o->delay_notice_after.count() > 0 &&
+                                               since_release_ms >= o->delay_notice_after.count()
+                                         : late;
             std::vector<dsn_recipient>* list = nullptr;
             const char* action = nullptr;
             if (x.status == fs::rcpt_status::bounced && notify_wants(notify, k_notify_failure)) {
                 list = &fails, action = "failed";
             } else if (x.status == fs::rcpt_status::delivered && notify_wants(notify, k_notify_success)) {
                 list = &successes, action = "delivered";
-            } else if (x.status == fs::rcpt_status::deferred && late && !(x.flags & k_delay_notified) &&
+            } else if (x.status == fs::rcpt_status::deferred && late_x && !(x.flags & k_delay_notified) &&
                        notify_wants(notify, k_notify_delay)) {
                 list = &delays, action = "delayed";
                 x.flags |= k_delay_notified;
@@ -96,7 +103,8 @@ task<void> service::impl::apply_at_origin(const options* o, fs::shard* sh, uint6
                 d.failure_class = std::string(to_string(classify_line(x.reply)));
             if (list == &delays)
                 d.will_retry_until_unix =
-                    arrival + 1 + std::chrono::duration_cast<std::chrono::seconds>(o->max_queue_lifetime).count();
+                    released ? now_ms() / 1000 + (o->max_queue_lifetime.count() - since_release_ms) / 1000
+                             : arrival + 1 + std::chrono::duration_cast<std::chrono::seconds>(o->max_queue_lifetime).count();
             list->push_back(std::move(d));
             (list == &fails ? fails_of : list == &successes ? successes_of : delays_of).push_back(xi);
         }

@@ -90,8 +90,10 @@ task<void> service::impl::work(destination* d) {
             break;
         }
         why = fmt::format("{}[{}]: {}", hp.name, hp.addr.to_string(), cl->error);
-        if (r.code == 421 || r.code / 100 == 4)
+        if (r.code == 421 || r.code / 100 == 4) {
             why = fmt::format("{}[{}]: {}", hp.name, hp.addr.to_string(), r.line());
+            adapt(d, true, false);  // the server turned us away: a throttling signal
+        }
         cl.reset();
     }
     if (!cl) {

@@ -80,18 +80,15 @@ std::string build_notice(const notice& n) {
     line("Message:", n.mid.empty() ? "not queued" : n.mid);
     line("Client:", clean(n.helo.empty() ? n.client : fmt::format("{} ({})", n.client, n.helo)));
     line("Sender:", fmt::format("<{}>", clean(n.sender)));
-    std::string rcpts;
+    // One recipient per line, so that no line nears RFC 5322's 998.
     for (size_t i = 0; i < n.rcpts.size() && i < 50; ++i)
-        rcpts += (i ? ", <" : "<") + clean(n.rcpts[i]) + ">";
+        line(i ? "" : "Recipients:", "<" + clean(n.rcpts[i]) + ">");
     if (n.rcpts.size() > 50)
-        rcpts += fmt::format(" and {} more", n.rcpts.size() - 50);
-    line("Recipients:", rcpts);
+        line("", fmt::format("and {} more", n.rcpts.size() - 50));
     line("Subject:", clean(n.subject));
     line("Size:", fmt::format("{} bytes", n.size));
-    std::string fired;
-    for (const auto& r : n.fired)
-        fired += (fired.empty() ? "" : ", ") + r;
-    line("Rules:", fired);
+    for (size_t i = 0; i < n.fired.size() && i < 50; ++i)
+        line(i ? "" : "Rules:", clean(n.fired[i], 100));
     return o;
 }
 

@@ -1270,9 +1270,12 @@ bool session::content_ends_message(fs::message_writer& mw, uint64_t size) {
         return false;
     mw.abort();
     const bool reject = _content->final == outcome::reject;
-    prepare_notices(reject ? fmt::format("rejected: {} {} {}", _content->code, _content->enhanced, _content->text)
-                           : std::string("dropped"),
-                    0, size);
+    // A temporary refusal comes back with every retry of the client: no
+    // notice for it, or one per retry.
+    if (!reject || _content->code / 100 != 4)
+        prepare_notices(reject ? fmt::format("rejected: {} {} {}", _content->code, _content->enhanced, _content->text)
+                               : std::string("dropped"),
+                        0, size);
     journal::record("content", {{"icid", _icid}, {"rule", std::string_view(_content->final_rule)},
                                 {"action", std::string_view(reject ? "reject" : "drop")},
                                 {"from", std::string_view(_mail_from)}, {"rcpts", uint64_t(_rcpts.size())},
@@ -1397,6 +1400,12 @@ task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::s
                                     {"action", std::string_view("milter")}, {"to", std::string_view()},
                                     {"derived_mid", std::string_view()}});
     }
+    // A copy of mail a scanner or a milter quarantined (a virus, spam) is
+    // held with it; a rule's own quarantine sends copies at once (for
+    // review).
+    const bool scanner_hold = d && d->final == outcome::quarantine &&
+                              (d->final_rule == "antivirus" || d->final_rule == "antispam" ||
+                               d->final_rule.starts_with("milter "));
     if (d && !bounce)
         for (const auto& cp : d->copies) {
             if (failed)
@@ -1407,7 +1416,7 @@ task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::s
             p.rcpts = {rcpt_params{}};
             // From the null sender: a copy that fails tells no one.
             auto t = smtp::spool_copy(*_env->spool, id.value(), fs::envelope{"", {cp.to}, encode_params(p), now}, added,
-                                      {}, keep, body);
+                                      scanner_hold ? first_states(1) : std::vector<fs::rcpt_state>{}, keep, body);
             auto c = co_await std::move(t);
             if (c)
                 made.push_back({c.value(), "copy", cp.to, cp.rule});
@@ -1417,13 +1426,17 @@ task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::s
     if (failed) {
         lg.error("icid={} a message made by a rule or milter could not be queued: {}; the message is refused", _icid,
                  failed->detail);
+        // (A removal that fails leaves a message that recovery would
+        // deliver after a restart: logged, for the spool is failing.)
         {
             auto r = co_await _env->spool->remove(id.value());
-            (void)r;
+            if (!r)
+                lg.error("icid={} mid={} cannot be removed: {}", _icid, mid_string(id.value()), r.error().detail);
         }
         for (const auto& m : made) {
             auto r = co_await _env->spool->remove(m.id);
-            (void)r;
+            if (!r)
+                lg.error("icid={} mid={} cannot be removed: {}", _icid, mid_string(m.id), r.error().detail);
         }
         refuse_message(smtp::spool_failed(*failed));
         co_return;
@@ -1488,8 +1501,11 @@ task<void> session::send_notices() {
     for (auto& n : list) {
         envelope_params p;
         p.rcpts = {rcpt_params{}};
+        std::string text = smtp::build_notice(n);
+        if (std::any_of(text.begin(), text.end(), [](char c) { return uint8_t(c) >= 0x80; }))
+            p.body = body_type::eight_bit_mime;  // UTF-8 from the client or the rule
         auto t = smtp::spool_text(*_env->spool, fs::envelope{"", {n.to}, encode_params(p), n.now_unix},
-                                  smtp::build_notice(n));
+                                  std::move(text));
         auto c = co_await std::move(t);
         if (!c) {
             lg.error("icid={} rule {}: the notice to <{}> could not be queued: {}", _icid, n.rule, n.to,

@@ -506,7 +506,7 @@ class EnvelopeActions(DeliveryTest):
         body = n.get_content()
         self.assertIn("Bounced by the gateway", body)
         self.assertIn("Outcome:    bounced: 550 5.7.1 Not wanted here", body)
-        self.assertIn("Recipients: <bob@local.test>, <carol@local.test>", body)
+        self.assertIn("Recipients: <bob@local.test>\r\n            <carol@local.test>\r\n", body)
         self.assertIn("Sender:     <alice@sender.test>", body)
         wait_until(lambda: any(e.get("event") == "removed" and e.get("mid") == mid for e in self.g.journal()),
                    timeout=10, what="the bounced message to be removed")

@@ -311,6 +311,13 @@ TEST_CASE("rules: envelope actions parse, check their arguments and collect in o
     CHECK(!parse_action("route host:99999"));
     CHECK(!parse_action("route [192.0.2.1]:25"));  // brackets are for IPv6
     CHECK(!parse_action("route bad_host!:25"));
+    std::string long_host;  // 251 octets, a valid name
+    for (int i = 0; i < 3; ++i)
+        long_host += std::string(63, 'a') + ".";
+    long_host += std::string(54, 'b') + ".test";
+    REQUIRE(long_host.size() == 251);
+    CHECK(parse_action("route " + long_host + ":25"));
+    CHECK(!parse_action("route " + long_host + ":2525"));  // longer than a next hop may be stored
     CHECK(!is_rule_address("@example.test"));
     CHECK(is_rule_address("first.last+tag@example.test"));
 
