@@ -166,6 +166,7 @@ size_t header_parser::feed(std::string_view chunk) {
 }
 
 void header_parser::finish() {
+    const state at_end = _state;
     switch (_state) {
     case state::cr_first:
     case state::name:
@@ -180,8 +181,11 @@ void header_parser::finish() {
     case state::done:
         return;
     }
-    if (_state != state::done)
+    if (_state != state::done) {
+        if (_pos > 0)
+            _missing_end = at_end == state::line_start ? std::string_view("\r\n") : std::string_view("\r\n\r\n");
         end_section();
+    }
 }
 
 // Consumes bytes of the current line; they go into the field being read,

@@ -87,6 +87,10 @@ public:
     // The length of the header section, the empty line included; the body
     // begins at this offset. Final once done().
     uint64_t section_bytes() const noexcept { return _state == state::done ? _section_bytes : _pos; }
+    // What a section that finish() ended lacks to end as sections do
+    // (its last line's CRLF and the empty line), for whoever appends a
+    // body to it; "" when an empty line ended it or there is none.
+    std::string_view unterminated_end() const noexcept { return _missing_end; }
     header_error error() const noexcept { return _error; }
     // Non-field lines skipped inside the section.
     size_t malformed_lines() const noexcept { return _malformed; }
@@ -116,6 +120,7 @@ private:
     state _state = state::line_start;
     uint64_t _pos = 0;            // bytes consumed
     uint64_t _section_bytes = 0;  // once done
+    std::string_view _missing_end;  // set by finish()
     header_field _cur;            // the field being read
     bool _has_cur = false;        // the bytes being read go into _cur
     bool _open = false;           // the last line that was not a continuation was a field

@@ -1373,7 +1373,10 @@ task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::s
     std::vector<derived> made;
     std::optional<fs::spool_error> failed;
     const int64_t now = out.received_unix;
-    // A replaced body follows the message's own header section.
+    // A replaced body follows the message's own header section (ended
+    // with an empty line if the message had none).
+    if (_milter_edits.body && !bounce)
+        _milter_edits.body->insert(0, _pipeline->headers().unterminated_end());
     const std::string* body = _milter_edits.body && !bounce ? &*_milter_edits.body : nullptr;
     const uint64_t keep = body ? _pipeline->headers().section_bytes() : UINT64_MAX;
     if (replaced && !out.rcpts.empty()) {

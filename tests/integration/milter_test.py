@@ -177,11 +177,19 @@ class MilterChanges(MilterTest):
         self.assertEqual(body, expect)
         self.assertTrue(head.endswith(sent.split(b"\r\n\r\n", 1)[0]), head)
         self.assertIn(b"X-Keep: yes", head)
+        # A message that is all header (no empty line): the new body still
+        # comes after an empty line, never glued to the last field.
+        headless = b"From: alice@sender.test\r\nTo: bob@local.test\r\nSubject: milter-body\r\n"
+        self.assertEqual(self.send(headless)[2][0], 250)
+        eml = self.delivered(2)[1][0]
+        head, body = eml.split(b"\r\n\r\n", 1)
+        self.assertEqual(body, expect)
+        self.assertTrue(head.endswith(headless.rstrip(b"\r\n")), head)
         # Past the size limit: the milter fails, and fails open here
         # (the message goes as it came).
         sent = message("milter-big-body")
         self.assertEqual(self.send(sent)[2][0], 250)
-        eml = self.delivered(2)[1][0]
+        eml = self.delivered(3)[2][0]
         self.assertTrue(eml.endswith(sent.split(b"\r\n\r\n", 1)[1]))
         failed = [e for e in self.events("milter") if e["result"] == "failed"]
         self.assertEqual(len(failed), 1)

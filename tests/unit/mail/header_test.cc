@@ -140,6 +140,29 @@ TEST_CASE("header: the body begins inside the chunk that ends the section", "[he
     CHECK(p.fields().size() == 2);
 }
 
+TEST_CASE("header: what a section that the message's end cut short lacks", "[header]") {
+    header_parser ended;
+    ended.feed("A: 1\r\n\r\nbody");
+    ended.finish();
+    CHECK(ended.unterminated_end().empty());
+    header_parser at_line;
+    at_line.feed("A: 1\r\nB: 2\r\n");
+    at_line.finish();
+    CHECK((at_line.done() && at_line.section_bytes() == 12));
+    CHECK(at_line.unterminated_end() == "\r\n");
+    header_parser mid_line;
+    mid_line.feed("A: 1\r\nB: 2");
+    mid_line.finish();
+    CHECK(mid_line.unterminated_end() == "\r\n\r\n");
+    header_parser none;
+    none.feed("no header here\r\n");
+    none.finish();
+    CHECK((none.section_bytes() == 0 && none.unterminated_end().empty()));
+    header_parser empty;
+    empty.finish();
+    CHECK(empty.unterminated_end().empty());
+}
+
 TEST_CASE("header: folding and unfolding (RFC 5322 2.2.3)", "[header]") {
     const auto r = parse("Subject: one\r\n two\r\n\tthree \r\nX-Empty:\r\nX-Blank:  \r\n  \r\nY: z\r\n\r\n");
     REQUIRE(r.fields.size() == 4);
