@@ -62,6 +62,31 @@ std::string ip_network::to_string() const {
     return fmt::format("{}/{}", address, prefix_len);
 }
 
+std::optional<std::pair<std::string, unsigned>> parse_pool_member(std::string_view s) {
+    const size_t colon = s.find(':');
+    std::string_view name = s.substr(0, colon);
+    unsigned weight = 1;
+    if (colon != std::string_view::npos) {
+        std::string_view w = s.substr(colon + 1);
+        if (w.empty() || w.size() > 4)
+            return std::nullopt;
+        weight = 0;
+        for (char ch : w) {
+            if (ch < '0' || ch > '9')
+                return std::nullopt;
+            weight = weight * 10 + unsigned(ch - '0');
+        }
+        if (weight < 1 || weight > 1000)
+            return std::nullopt;
+    }
+    if (name.empty() || name.size() > 64)
+        return std::nullopt;
+    for (char ch : name)
+        if (!(std::isalnum(uint8_t(ch)) || ch == '-' || ch == '_' || ch == '.'))
+            return std::nullopt;
+    return std::pair{std::string(name), weight};
+}
+
 std::optional<std::pair<std::string, uint16_t>> parse_next_hop(std::string_view s, uint16_t default_port) {
     return next_hop_of(s, default_port);
 }

@@ -184,15 +184,41 @@ struct delivery_config {
     std::chrono::milliseconds connect_timeout_ms{30'000};
     std::chrono::seconds command_timeout_s{300};  // RFC 5321 4.5.3.2
     std::chrono::seconds data_timeout_s{600};
+    // The [[pool]] of mail no route, content rule or mail flow policy gives
+    // one; "": connections from the system's choice of address.
+    std::string default_pool;
 
     friend bool operator==(const delivery_config&, const delivery_config&) = default;
 };
+
+// [[source]]: a local address delivery connects from, with its HELO name
+// and limits per destination (0: the destination's).
+struct source_config {
+    std::string name;
+    std::string address;  // an IP address this machine has
+    std::string helo;     // "": smtp.hostname
+    unsigned max_connections_per_destination = 0;
+    unsigned max_messages_per_minute = 0;
+
+    friend bool operator==(const source_config&, const source_config&) = default;
+};
+
+// [[pool]]: sources with weights ("name" or "name:weight").
+struct pool_config {
+    std::string name;
+    std::vector<std::string> sources;
+
+    friend bool operator==(const pool_config&, const pool_config&) = default;
+};
+// "name" or "name:weight" (weight 1..1000) -> (name, weight); nullopt when malformed.
+std::optional<std::pair<std::string, unsigned>> parse_pool_member(std::string_view s);
 
 // [[route]]: a configured next hop that overrides DNS. domain is exact
 // ("example.test"), a wildcard for subdomains ("*.example.test") or "*".
 struct route_config {
     std::string domain;
-    std::vector<std::string> hosts;  // as in delivery.internal_hosts
+    std::vector<std::string> hosts;  // as in delivery.internal_hosts; empty: the domain's MX (with a pool)
+    std::string pool;                // the [[pool]] its mail goes from; "": delivery.default_pool
 
     friend bool operator==(const route_config&, const route_config&) = default;
 };
@@ -274,6 +300,7 @@ struct mail_flow_policy_config {
     bool antivirus = true;
     bool antispam = true;
     bool milters = true;
+    std::string pool;  // the [[pool]] the clients' mail goes from; "": as routed
 
     friend bool operator==(const mail_flow_policy_config&, const mail_flow_policy_config&) = default;
 };
@@ -452,6 +479,8 @@ struct config {
     smtp_config smtp;
     delivery_config delivery;
     std::vector<route_config> routes;  // the [[route]] tables, in file order
+    std::vector<source_config> sources;  // the [[source]] tables
+    std::vector<pool_config> pools;      // the [[pool]] tables
     std::vector<quarantine_config> quarantines;      // the [[quarantine]] tables
     std::vector<content_rule_config> content_rules;  // the [[content_rule]] tables, in file order
     screening_config screening;

@@ -176,6 +176,10 @@ private:
     void read_conservation(const section& s, conservation_config& out);
     void read_authentication(const section& s, authentication_config& out);
     void read_delivery(const section& s, delivery_config& out);
+    void read_sources(const toml::table& root, config& c);  // [[source]], [[pool]], delivery.default_pool
+    static bool pool_exists(const config& c, std::string_view name);
+    // A key naming a pool: absent, empty, or a [[pool]] name.
+    void read_pool_ref(const section& s, const config& c, std::string& out);
     void read_routes(const toml::table& root, config& c);
     void read_content_rules(const toml::table& root, config& c);
     void read_quarantines(const toml::table& root, config& c);

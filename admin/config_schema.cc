@@ -156,7 +156,17 @@ const section_spec k_sections[] = {
     {"delivery", false, "The outbound queue and SMTP client."},
     {"route", true,
      "Routes override DNS for a domain (\"example.test\"), its subdomains (\"*.example.test\") or every "
-     "domain (\"*\"), e.g. a smarthost: [[route]] with domain = \"*\" and hosts = [\"192.0.2.25:25\"]."},
+     "domain (\"*\"), e.g. a smarthost: [[route]] with domain = \"*\" and hosts = [\"192.0.2.25:25\"]. A route "
+     "may also, or only, choose the source pool of the domain's mail."},
+    {"source", true,
+     "Sources: local addresses delivery connects from, each with the name it greets with (EHLO) and optional "
+     "limits of its own per destination. Every source keeps its own connection count and rate per destination. "
+     "The address must be one this machine has."},
+    {"pool", true,
+     "Pools: sources with weights. A destination's connections are spread over the sources of its mail's pool in "
+     "proportion to their weights (smooth weighted round robin). The pool of a message is, first to last: a "
+     "content rule's pool action, its client's mail flow policy's pool, its route's pool, delivery.default_pool; "
+     "without one, connections come from the address the system chooses."},
     {"quarantine", true,
      "Quarantines hold the mail of content rules whose action is quarantine NAME, in the spool, until released "
      "(ringway quarantine release), deleted, or expired. policy, virus and spam exist with the defaults shown "
@@ -437,14 +447,45 @@ const key_spec k_keys[] = {
     {"delivery", "data_timeout_s", T::integer, 1, 3600, {}, "s", live,
      "Client deadline for the reply to the end of a message (RFC 5321 4.5.3.2.6).", false, {}, {},
      RW_F(delivery_config, data_timeout_s)},
+    {"delivery", "default_pool", T::string, 0, 0, {}, {}, live,
+     "The [[pool]] of mail that no content rule, mail flow policy or route gives one; empty: connections from the "
+     "address the system chooses, greeting with smtp.hostname.",
+     false, "\"outbound\"", {}, RW_F_OPT(delivery_config, default_pool)},
 
     // [[route]]
     {"route", "domain", T::string, 0, 0, {}, {}, live,
      "A domain (\"example.test\"), a wildcard for its subdomains (\"*.example.test\") or \"*\" (every domain); one "
      "route per domain.",
      true, {}, {}, RW_F(route_config, domain)},
-    {"route", "hosts", T::string_list, 1, 64, {}, {}, live,
-     "Next hops, tried in order, as in delivery.internal_hosts.", true, {}, {}, RW_F(route_config, hosts)},
+    {"route", "hosts", T::string_list, 0, 64, {}, {}, live,
+     "Next hops, tried in order, as in delivery.internal_hosts. Required unless pool is set; without hosts the "
+     "domain's MX hosts are used.",
+     false, {}, {}, RW_F(route_config, hosts)},
+    {"route", "pool", T::string, 0, 0, {}, {}, live, "The [[pool]] the domain's mail goes from.", false,
+     "\"bulk\"", {}, RW_F_OPT(route_config, pool)},
+
+    // [[source]]
+    {"source", "name", T::string, 0, 0, {}, {}, live, "The source's name, unique; pools name it.", true, {}, {},
+     RW_F(source_config, name)},
+    {"source", "address", T::string, 0, 0, {}, {}, live,
+     "The local IPv4 or IPv6 address connections come from; this machine must have it. A source connects only to "
+     "next hops of its address family.",
+     true, {}, {}, RW_F(source_config, address)},
+    {"source", "helo", T::string, 0, 0, {}, {}, live,
+     "The name it greets with (EHLO); empty: smtp.hostname. It should match the address's reverse DNS.", false,
+     "\"out1.example.test\"", {}, RW_F_OPT(source_config, helo)},
+    {"source", "max_connections_per_destination", T::integer, 0, 10'000, {}, "connections", live,
+     "Its connections to one destination at a time; 0: only the destination's limit.", false, {}, {},
+     RW_F(source_config, max_connections_per_destination)},
+    {"source", "max_messages_per_minute", T::integer, 0, 10'000'000, {}, "messages", live,
+     "Its messages to one destination per minute; 0: only the destination's limit.", false, {}, {},
+     RW_F(source_config, max_messages_per_minute)},
+
+    // [[pool]]
+    {"pool", "name", T::string, 0, 0, {}, {}, live, "The pool's name, unique.", true, {}, {}, RW_F(pool_config, name)},
+    {"pool", "sources", T::string_list, 1, 256, {}, {}, live,
+     "Its sources, \"NAME\" (weight 1) or \"NAME:WEIGHT\" (1..1000), e.g. [\"out1:3\", \"out2\"].", true, {}, {},
+     RW_F(pool_config, sources)},
 
     // [[quarantine]]
     {"quarantine", "name", T::string, 0, 0, {}, {}, live,
@@ -544,6 +585,9 @@ const key_spec k_keys[] = {
      "Scan with [antispam] (when configured).", false, {}, {}, RW_F(mail_flow_policy_config, antispam)},
     {"mail_flow_policy", "milters", T::boolean, 0, 0, {}, {}, live,
      "Ask the [[milter]] filters.", false, {}, {}, RW_F(mail_flow_policy_config, milters)},
+    {"mail_flow_policy", "pool", T::string, 0, 0, {}, {}, live,
+     "The [[pool]] the clients' mail goes from (a content rule's pool action overrides it); empty: as routed.",
+     false, "\"bulk\"", {}, RW_F_OPT(mail_flow_policy_config, pool)},
 
     // [[sender_group]]
     {"sender_group", "name", T::string, 0, 0, {}, {}, live,
@@ -864,6 +908,8 @@ const void* struct_of(const config& c, std::string_view section, size_t i) {
     if (section == "smtp") return &c.smtp;
     if (section == "delivery") return &c.delivery;
     if (section == "route") return &c.routes.at(i);
+    if (section == "source") return &c.sources.at(i);
+    if (section == "pool") return &c.pools.at(i);
     if (section == "content_rule") return &c.content_rules.at(i);
     if (section == "quarantine") return &c.quarantines.at(i);
     if (section == "screening") return &c.screening;
@@ -945,6 +991,10 @@ size_t count_of(const config& c, const section_spec& s) {
         return c.recipient_access.size();
     if (s.name == "milter")
         return c.milters.size();
+    if (s.name == "source")
+        return c.sources.size();
+    if (s.name == "pool")
+        return c.pools.size();
     return c.routes.size();
 }
 

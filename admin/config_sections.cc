@@ -282,6 +282,89 @@ void loader::read_delivery(const section& s, delivery_config& out) {
               "at least delivery.first_retry_ms");
 }
 
+bool loader::pool_exists(const config& c, std::string_view name) {
+    return std::any_of(c.pools.begin(), c.pools.end(), [&](const pool_config& p) { return p.name == name; });
+}
+
+void loader::read_pool_ref(const section& s, const config& c, std::string& out) {
+    static constexpr std::string_view allowed = "the name of a [[pool]], or \"\" for none";
+    auto v = read_string(s, "pool", allowed);
+    if (!v)
+        return;
+    if (!v->empty() && !pool_exists(c, *v))
+        error(line_of(*s.get("pool"), s.line), s.key("pool"), fmt::format("there is no pool {}", quote(*v)), allowed);
+    else
+        out = std::move(*v);
+}
+
+void loader::read_sources(const toml::table& root, config& c) {
+    for_each_table(root, "source", "[[source]] tables, each with name and address", 1000, [&](const section& s) {
+        source_config src;
+        read_simple(s, &src);
+        read_name(s, c.sources, "source", src.name);
+        static constexpr std::string_view addr_allowed = "an IPv4 or IPv6 address of this machine, like \"192.0.2.10\"";
+        missing(s, "address", addr_allowed);
+        if (auto v = read_string(s, "address", addr_allowed)) {
+            auto a = net::address::parse(*v, 0);
+            if (!a) {
+                error(line_of(*s.get("address"), s.line), s.key("address"),
+                      fmt::format("{} is not an IP address", quote(*v)), addr_allowed);
+            } else if (auto ok = net::check_local_address(*a); !ok) {
+                // A pool must not name an address the machine lacks: every
+                // connection from it would fail.
+                error(line_of(*s.get("address"), s.line), s.key("address"),
+                      fmt::format("{} cannot be used: {}", quote(*v), ok.error()), addr_allowed);
+            } else {
+                src.address = std::move(*v);
+            }
+        }
+        static constexpr std::string_view helo_allowed = "a host name like \"out1.example.test\", or empty";
+        if (auto v = read_string(s, "helo", helo_allowed)) {
+            if (!v->empty() && domain_problem(*v))
+                error(line_of(*s.get("helo"), s.line), s.key("helo"), fmt::format("{} is not a host name", quote(*v)),
+                      helo_allowed);
+            else
+                src.helo = std::move(*v);
+        }
+        c.sources.push_back(std::move(src));
+    });
+    for_each_table(root, "pool", "[[pool]] tables, each with name and sources", 1000, [&](const section& s) {
+        pool_config p;
+        read_name(s, c.pools, "pool", p.name);
+        static constexpr std::string_view src_allowed = "\"NAME\" or \"NAME:WEIGHT\" (1..1000) of a [[source]]";
+        missing(s, "sources", src_allowed);
+        for_each_string(s, "sources", 256, src_allowed, [&](uint32_t line, const std::string& path, const std::string& v) {
+            auto m = parse_pool_member(v);
+            if (!m) {
+                error(line, path, fmt::format("{} is not a source and weight", quote(v)), src_allowed);
+                return;
+            }
+            if (std::none_of(c.sources.begin(), c.sources.end(), [&](const source_config& x) { return x.name == m->first; })) {
+                error(line, path, fmt::format("there is no source {}", quote(m->first)), src_allowed);
+                return;
+            }
+            for (const auto& other : p.sources)
+                if (parse_pool_member(other)->first == m->first) {
+                    error(line, path, fmt::format("{} is in the pool already", quote(m->first)), "each source once");
+                    return;
+                }
+            p.sources.push_back(v);
+        });
+        if (s.get("sources") && s.get("sources")->as_array() && s.get("sources")->as_array()->empty())
+            error(line_of(*s.get("sources"), s.line), s.key("sources"), "empty list", "at least one source");
+        c.pools.push_back(std::move(p));
+    });
+    section d = open_table(root, "delivery");
+    static constexpr std::string_view allowed = "the name of a [[pool]], or \"\" for none";
+    if (auto v = read_string(d, "default_pool", allowed)) {
+        if (!v->empty() && !pool_exists(c, *v))
+            error(line_of(*d.get("default_pool"), d.line), d.key("default_pool"),
+                  fmt::format("there is no pool {}", quote(*v)), allowed);
+        else
+            c.delivery.default_pool = std::move(*v);
+    }
+}
+
 void loader::read_routes(const toml::table& root, config& c) {
     static constexpr std::string_view allowed =
         "[[route]] tables, each with domain (\"example.test\", \"*.example.test\" or \"*\") and hosts";
@@ -306,10 +389,14 @@ void loader::read_routes(const toml::table& root, config& c) {
                       dom_allowed);
             }
         }
-        missing(s, "hosts", "a non-empty list of next hops");
+        read_pool_ref(s, c, r.pool);
+        if (!s.get("pool"))
+            missing(s, "hosts", "a non-empty list of next hops (or a pool, for the domain's MX hosts)");
         check_hosts(s, "hosts", r.hosts);
-        if (s.get("hosts") && r.hosts.empty() && s.get("hosts")->as_array() && s.get("hosts")->as_array()->empty())
-            error(line_of(*s.get("hosts"), s.line), s.key("hosts"), "empty list", "at least one next hop");
+        if (s.get("hosts") && r.hosts.empty() && s.get("hosts")->as_array() && s.get("hosts")->as_array()->empty() &&
+            r.pool.empty())
+            error(line_of(*s.get("hosts"), s.line), s.key("hosts"), "empty list",
+                  "at least one next hop, or a pool");
         c.routes.push_back(std::move(r));
     });
 }
@@ -397,6 +484,8 @@ void loader::read_content_rules(const toml::table& root, config& c) {
             if (k == policy::rules::action_kind::quarantine && !quarantine_exists(c, act.value().text))
                 error(line, p, fmt::format("there is no quarantine {}", quote(act.value().text)),
                       "a [[quarantine]] name, or policy, virus, spam");
+            if (k == policy::rules::action_kind::pool && !pool_exists(c, act.value().text))
+                error(line, p, fmt::format("there is no pool {}", quote(act.value().text)), "a [[pool]] name");
             stopped = stopped || policy::rules::stops(k);
             r.actions.push_back(v);
         });
@@ -453,6 +542,7 @@ void loader::read_flow_policies(const toml::table& root, config& c) {
         mail_flow_policy_config p;
         read_simple(s, &p);
         read_name(s, c.flow_policies, "mail flow policy", p.name);
+        read_pool_ref(s, c, p.pool);
         static constexpr std::string_view reply_allowed = "\"CODE X.Y.Z text\", 4xx or 5xx, e.g. \"554 5.7.1 Go away\"";
         if (auto v = read_string(s, "reject_reply", reply_allowed)) {
             if (!policy::access::parse_reply(*v))
@@ -791,6 +881,7 @@ result<config, std::string> loader::run(const toml::table& root) {
     read_listeners(root, c);
     read_smtp(open_table(root, "smtp"), c.smtp);
     read_delivery(open_table(root, "delivery"), c.delivery);
+    read_sources(root, c);
     read_routes(root, c);
     read_quarantines(root, c);
     read_content_rules(root, c);

@@ -365,7 +365,12 @@ task<std::vector<mta::delivery::destination_view>> all_destinations(context& c) 
 
 json destination_json(const mta::delivery::destination_view& d, int64_t now_unix) {
     const int64_t now_ms = now_unix * 1000;
+    json sources = json::array();
+    for (const auto& s : d.sources)
+        sources.push_back({{"source", s.name}, {"connections", s.connections}, {"connections_made", s.connections_made}});
     return {{"destination", d.key},
+            {"pool", d.pool},
+            {"sources", std::move(sources)},
             {"core", d.core},
             {"queued_recipients", d.ready_rcpts + d.deferred_rcpts + d.in_flight_rcpts},
             {"ready_recipients", d.ready_rcpts},
@@ -449,6 +454,7 @@ task<json> cmd_hoststatus(context& c, const json& args) {
     json rows = json::array();
     for (const auto& d : all) {
         std::string_view k = d.key;
+        k = k.substr(0, k.find('#'));  // "#POOL": the source pool of its mail
         if (k.substr(k.find(':') + 1) == domain)
             rows.push_back(destination_json(d, now));
     }
@@ -1260,8 +1266,11 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
     if (cmd == "destinations") {  // for the shell's completion
         auto all = co_await all_destinations(c);
         json names = json::array();
-        for (const auto& d : all)
-            names.push_back(d.key.substr(d.key.find(':') + 1));
+        for (const auto& d : all) {
+            std::string_view k = d.key;
+            k = k.substr(0, k.find('#'));
+            names.push_back(std::string(k.substr(k.find(':') + 1)));
+        }
         co_return names;
     }
     throw command_error(fmt::format("unknown command {}", cmd));

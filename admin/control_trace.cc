@@ -537,6 +537,8 @@ task<json> trace(context& c, const json& args) {
                     j["redirect"] = d.redirect;
                 if (!d.route.empty())
                     j["route"] = d.route;
+                if (!d.pool.empty())
+                    j["pool"] = d.pool;
             }
             if (d.final != outcome::reject && d.final != outcome::drop && d.final != outcome::bounce)
                 for (const auto& c : d.copies)
@@ -575,7 +577,11 @@ task<json> trace(context& c, const json& args) {
             std::string d = domain;
             for (auto& ch : d)
                 ch = char(std::tolower(uint8_t(ch)));
-            if (const auto* r = mta::delivery::find_route(dopts.routes, d)) {
+            const auto* r = mta::delivery::find_route(dopts.routes, d);
+            one["pool"] = r && !r->pool.empty() ? r->pool : dopts.default_pool;
+            if (r && r->hosts.empty())
+                r = nullptr;  // a route that only chooses the pool
+            if (r) {
                 std::vector<std::string> hosts;
                 for (const auto& h : r->hosts)
                     hosts.push_back(fmt::format("{}:{}", h.name, h.port));

@@ -96,9 +96,34 @@ mta::delivery::options delivery_options(const config& cfg) {
     for (const auto& q : quarantines_of(cfg.quarantines))
         o.quarantines.push_back({q.name, q.retention_s, q.max_size_bytes,
                                  q.expire == quarantine_expiry::release});
+    for (const auto& sc : cfg.sources) {
+        mta::delivery::source src;
+        src.name = sc.name;
+        auto a = net::address::parse(sc.address, 0);
+        RW_ASSERT(a.has_value(), "source address {} passed validation", sc.address);
+        src.addr = *a;
+        src.helo = sc.helo;
+        src.max_connections_per_destination = sc.max_connections_per_destination;
+        src.max_messages_per_minute = sc.max_messages_per_minute;
+        o.sources.push_back(std::move(src));
+    }
+    for (const auto& pc : cfg.pools) {
+        mta::delivery::pool p;
+        p.name = pc.name;
+        for (const auto& m : pc.sources) {
+            auto nw = parse_pool_member(m);
+            RW_ASSERT(nw.has_value(), "pool member {} passed validation", m);
+            for (size_t i = 0; i < o.sources.size(); ++i)
+                if (o.sources[i].name == nw->first)
+                    p.members.push_back({i, nw->second});
+        }
+        o.pools.push_back(std::move(p));
+    }
+    o.default_pool = d.default_pool;
     for (const auto& r : cfg.routes) {
         mta::delivery::route rt;
         rt.domain = r.domain;
+        rt.pool = r.pool;
         for (const auto& h : r.hosts)
             rt.hosts.push_back(to_route_host(h, d.smtp_port));
         o.routes.push_back(std::move(rt));
@@ -242,6 +267,7 @@ result<std::unique_ptr<mta::access_env>, std::string> access_options(const confi
         p.antivirus = c.antivirus;
         p.antispam = c.antispam;
         p.milters = c.milters;
+        p.pool = c.pool;
         env->per_hour.push_back(
             p.max_recipients_per_hour
                 ? std::make_unique<mta::shared_bucket>(double(p.max_recipients_per_hour) / 3600.0,

@@ -13,6 +13,7 @@ namespace rw::mta {
 namespace {
 constexpr uint8_t k_version = 1;
 constexpr uint8_t k_version_next_hop = 2;
+constexpr uint8_t k_version_pool = 3;
 
 void put_u16(std::string& o, uint16_t v) {
     o += char(v & 0xFF);
@@ -140,7 +141,7 @@ envelope_params decode_text(std::string_view s, size_t rcpts) {
 
 std::string encode_params(const envelope_params& p) {
     std::string o;
-    o += char(p.next_hop.empty() ? k_version : k_version_next_hop);
+    o += char(!p.pool.empty() ? k_version_pool : p.next_hop.empty() ? k_version : k_version_next_hop);
     o += char(uint8_t(p.body) | (p.smtputf8 ? 4 : 0) | uint8_t(p.ret) << 3);
     const size_t envid = std::min(p.envid.size(), k_max_envid_bytes);
     o += char(envid);
@@ -152,16 +153,22 @@ std::string encode_params(const envelope_params& p) {
         put_u16(o, uint16_t(n));
         o.append(r.orcpt, 0, n);
     }
-    if (!p.next_hop.empty()) {
+    if (!p.next_hop.empty() || !p.pool.empty()) {
         const size_t n = std::min(p.next_hop.size(), k_max_next_hop_bytes);
         o += char(n);
         o.append(p.next_hop, 0, n);
+    }
+    if (!p.pool.empty()) {
+        const size_t n = std::min(p.pool.size(), k_max_pool_bytes);
+        o += char(n);
+        o.append(p.pool, 0, n);
     }
     return o;
 }
 
 std::optional<envelope_params> decode_params(std::string_view bytes, size_t rcpts) {
-    if (bytes.empty() || (uint8_t(bytes[0]) != k_version && uint8_t(bytes[0]) != k_version_next_hop)) {
+    if (bytes.empty() || (uint8_t(bytes[0]) != k_version && uint8_t(bytes[0]) != k_version_next_hop &&
+                          uint8_t(bytes[0]) != k_version_pool)) {
         if (!bytes.empty() && uint8_t(bytes[0]) < 0x20 && bytes[0] != '\n')
             return std::nullopt;  // a version we do not know
         return decode_text(bytes, rcpts);
@@ -197,6 +204,14 @@ std::optional<envelope_params> decode_params(std::string_view bytes, size_t rcpt
         if (!r.ok || p.next_hop.empty())
             return std::nullopt;
     }
+    if (uint8_t(bytes[0]) == k_version_pool) {
+        const uint8_t hop = r.u8();
+        p.next_hop = r.bytes(hop);
+        const uint8_t len = r.u8();
+        p.pool = r.bytes(len);
+        if (!r.ok || p.pool.empty() || len > k_max_pool_bytes)
+            return std::nullopt;
+    }
     if (!r.ok || r.pos != bytes.size())
         return std::nullopt;
     return p;
@@ -221,6 +236,8 @@ std::string describe_params(const envelope_params& p) {
         word("ENVID=" + mail::xtext_encode(p.envid));
     if (!p.next_hop.empty())
         word("NEXT-HOP=" + p.next_hop);
+    if (!p.pool.empty())
+        word("POOL=" + p.pool);
     for (const auto& r : p.rcpts) {
         o += '\n';
         if (r.notify) {

@@ -13,6 +13,9 @@
 //     u8 NOTIFY bits, u16 ORCPT length, then "addr-type;address" decoded
 // Version 2 is version 1 followed by one field, written only when set:
 //   u8 next hop length, then the next hop ("host:port", "[v6]:port")
+// Version 3 is version 1 followed by two fields, written only when a pool is set:
+//   u8 next hop length (0 when none), then the next hop
+//   u8 pool length, then the pool's name
 // Spools written before this encoding hold a text form ("RET=FULL
 // ENVID=x\nNOTIFY=SUCCESS ORCPT=rfc822;a+40b" ...); decode_params reads
 // both, matching keywords whole.
@@ -50,12 +53,16 @@ struct envelope_params {
     // Where delivery sends every recipient instead of their MX or route
     // (a content rule's route action); empty = as usual.
     std::string next_hop;
+    // The source pool delivery connects from (a content rule's pool
+    // action, or the client's mail flow policy); empty = as routed.
+    std::string pool;
     friend bool operator==(const envelope_params&, const envelope_params&) = default;
 };
 
 constexpr size_t k_max_envid_bytes = 100;   // RFC 3461 4.4
 constexpr size_t k_max_orcpt_bytes = 500;   // RFC 3461 4.2
 constexpr size_t k_max_next_hop_bytes = 255;
+constexpr size_t k_max_pool_bytes = 64;
 
 std::string encode_params(const envelope_params& p);
 // rcpts: the envelope's recipient count. Recipients the bytes do not cover

@@ -102,6 +102,7 @@ struct flow_policy {
     bool antivirus = true;               // the [antivirus] scanner, when there is one
     bool antispam = true;                // the [antispam] scanner, when there is one
     bool milters = true;                 // the [[milter]] filters
+    std::string pool;                    // the source pool of its mail ("": as routed)
 };
 
 struct group {

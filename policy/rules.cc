@@ -335,7 +335,7 @@ bool printable(std::string_view s, bool allow_utf8) {
 constexpr std::string_view k_actions =
     "accept, reject [CODE [X.Y.Z]] [TEXT], drop, quarantine NAME, add-header NAME: VALUE, remove-header NAME, "
     "tag-subject TEXT, bounce [CODE [X.Y.Z]] [TEXT], redirect ADDRESS, copy ADDRESS, route HOST[:PORT], "
-    "notify ADDRESS [TEXT]";
+    "notify ADDRESS [TEXT], pool NAME";
 
 }  // namespace
 
@@ -353,6 +353,7 @@ std::string_view to_string(action_kind a) {
     case action_kind::copy: return "copy";
     case action_kind::route: return "route";
     case action_kind::notify: return "notify";
+    case action_kind::pool: return "pool";
     }
     return "?";
 }
@@ -547,6 +548,17 @@ result<action, std::string> parse_action(std::string_view text) {
         a.kind = verb == "redirect" ? action_kind::redirect : verb == "copy" ? action_kind::copy : action_kind::notify;
         a.text = std::string(addr);
         a.value = std::string(text);
+        return a;
+    }
+    if (verb == "pool") {
+        bool ok = !arg.empty() && arg.size() <= 64;
+        for (char ch : arg)
+            ok = ok && (std::isalnum(uint8_t(ch)) || ch == '-' || ch == '_' || ch == '.');
+        if (!ok)
+            return unexpected(fmt::format("pool: expected a pool name (letters, digits, '-', '_', '.'){}",
+                                          arg.empty() ? "" : fmt::format(", not \"{}\"", arg)));
+        a.kind = action_kind::pool;
+        a.text = std::string(arg);
         return a;
     }
     if (verb == "route") {

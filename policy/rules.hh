@@ -60,6 +60,8 @@
 //                                instead of the recipients' MX or route
 //   notify ADDRESS [TEXT]        send ADDRESS a notice naming the rule, the
 //                                message and what was done with it
+//   pool NAME                    deliver from the sources of this pool
+//                                (a later pool replaces an earlier one)
 // Rules run in order; every rule whose condition holds fires, until one
 // with a stopping action.
 #pragma once
@@ -138,6 +140,7 @@ enum class action_kind : uint8_t {
     copy,
     route,
     notify,
+    pool,
 };
 std::string_view to_string(action_kind a);
 
@@ -147,7 +150,7 @@ struct action {
     std::string enhanced;  // reject, bounce
     std::string text;      // reject, bounce: the reply text; add/remove-header: the name; tag-subject: the
                            // tag; quarantine: its name; redirect, copy, notify: the address; route: the
-                           // next hop, "host:port" ("[v6]:port")
+                           // next hop, "host:port" ("[v6]:port"); pool: its name
     std::string value;     // add-header: the value; notify: the text (may be empty)
 };
 
@@ -239,6 +242,8 @@ struct decision {
     // The envelope changed: the recipients replaced by one address, the
     // next hop set ("host:port"); empty when not.
     std::string redirect, redirect_rule, route, route_rule;
+    // The source pool the message goes from (a pool action); empty when none.
+    std::string pool, pool_rule;
     // Copies and notices to send, each with the rule that asked.
     struct send {
         std::string to, rule, text;

@@ -323,6 +323,10 @@ decision evaluator::decide(const message_facts& f) {
                 d.route = a.text;
                 d.route_rule = r.name;
                 break;
+            case action_kind::pool:
+                d.pool = a.text;
+                d.pool_rule = r.name;
+                break;
             case action_kind::copy:
                 d.copies.push_back({a.text, r.name, {}});
                 break;

@@ -24,6 +24,8 @@
 // disconnect garbage endless stall data-delay delay slow-read refuse-after
 // max-connections reply-421 lose corrupt duplicate), fault_replies (4xx/5xx replies given by
 // faults), replies (every reply by class), peers (received per client IP),
+// peer_connections (connections per client IP), helos (connections per
+// "IP NAME", the name of each connection's first EHLO or HELO),
 // corrupt_ids/missing_ids/duplicate_ids (first 20), seed, elapsed_s.
 //
 // --save-dir writes with plain blocking calls on the reactor thread: fine

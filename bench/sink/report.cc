@@ -103,7 +103,7 @@ report make_report(std::vector<std::string>* expected, double elapsed_s) {
     uint64_t max_per_conn = 0, fault_4xx = 0, fault_5xx = 0;
     std::array<uint64_t, k_faults> faults{};
     std::array<uint64_t, 6> replies{};
-    std::map<std::string, uint64_t> peers;
+    std::map<std::string, uint64_t> peers, peer_connections, helos;
     std::vector<uint64_t> per_second;
     std::vector<std::string> records, corrupt_ids;
     histogram latency;
@@ -127,6 +127,10 @@ report make_report(std::vector<std::string>* expected, double elapsed_s) {
         for (const auto& [ip, n] : c.peers)
             if (n > 0)
                 peers[ip] += n;
+        for (const auto& [ip, n] : c.peer_connections)
+            peer_connections[ip] += n;
+        for (const auto& [k, n] : c.helos)
+            helos[k] += n;
         if (per_second.size() < c.per_second.size())
             per_second.resize(c.per_second.size(), 0);
         for (size_t i = 0; i < c.per_second.size(); ++i)
@@ -224,6 +228,14 @@ report make_report(std::vector<std::string>* expected, double elapsed_s) {
     w.begin_object("peers");
     for (const auto& [ip, n] : peers)
         w.value(ip, n);
+    w.end_object();
+    w.begin_object("peer_connections");
+    for (const auto& [ip, n] : peer_connections)
+        w.value(ip, n);
+    w.end_object();
+    w.begin_object("helos");
+    for (const auto& [k, n] : helos)
+        w.value(k, n);
     w.end_object();
     auto list = [&w](std::string_view key, const std::vector<std::string>& ids) {
         w.begin_array(key);

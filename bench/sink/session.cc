@@ -306,6 +306,7 @@ private:
     bool _in_data = false;
     unsigned _errors = 0;
     bool _helo = false;
+    bool _greeted = false;  // sent EHLO or HELO at least once
     uint64_t _messages = 0;
     bool _slow_counted = false;
 
@@ -334,6 +335,7 @@ private:
 session::session(int fd, net::address peer, core_state* cs)
     : _tcp(fd), _peer(peer), _peer_ip(peer.ip_string()), _cs(cs), _buf(new char[k_buf_bytes]) {
     _peer_count = &_cs->peers[_peer_ip];
+    ++_cs->peer_connections[_peer_ip];
     _cs->sessions.insert(this);
     g.live_sessions.fetch_add(1);
     _saving = !g.opt.save_dir.empty();
@@ -467,8 +469,14 @@ session::ev session::command(std::string_view line) {
     return error_reply("500 5.5.2 Error: command not recognized\r\n");
 }
 
-void session::do_ehlo(std::string_view, bool extended) {
+void session::do_ehlo(std::string_view args, bool extended) {
     reset_transaction();
+    // The first greeting of each connection: which name each source uses.
+    if (!_greeted) {
+        _greeted = true;
+        std::string_view name = args.substr(0, args.find(' '));
+        ++_cs->helos[fmt::format("{} {}", _peer_ip, name)];
+    }
     _helo = true;
     if (!extended) {
         reply(fmt::format("250 {}\r\n", g.opt.hostname));

@@ -95,6 +95,8 @@ struct alignas(64) core_state {
     uint64_t fault_4xx = 0, fault_5xx = 0;  // replies given because of a fault
     std::array<uint64_t, 6> replies{};      // every reply, by first digit
     std::unordered_map<std::string, uint64_t> peers;  // ip -> acknowledged messages
+    std::unordered_map<std::string, uint64_t> peer_connections;  // ip -> connections
+    std::unordered_map<std::string, uint64_t> helos;  // "ip name" -> connections that greeted with name
     std::vector<uint64_t> per_second;                 // acknowledged messages per second since start
     // "id\0recipient" of every accepted recipient of every acknowledged marked message.
     std::vector<std::string> records;

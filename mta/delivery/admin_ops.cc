@@ -94,7 +94,7 @@ const route* service::impl::redirect_route(const std::string& key) {
     if (it != redirects.end())
         return &it->second;
     // "redirect:HOST:PORT" ("[v6]:PORT" for IPv6).
-    std::string hp = key.substr(9);
+    std::string hp(key_base(key).substr(9));
     size_t colon = hp.rfind(':');
     route r;
     r.domain = key;

@@ -227,13 +227,13 @@ task<bool> smtp_client::start_tls(const net::tls_context* ctx, std::string sni, 
 }
 
 task<bool> smtp_client::ehlo(smtp_reply* out) {
-    _out = fmt::format("EHLO {}\r\n", _o->hostname);
+    _out = fmt::format("EHLO {}\r\n", _helo);
     bool ok = co_await command(out, _o->command_timeout);
     if (!ok)
         co_return false;
     if (out->code / 100 != 2) {
         // RFC 5321 3.2: an old server refuses EHLO; try HELO.
-        _out = fmt::format("HELO {}\r\n", _o->hostname);
+        _out = fmt::format("HELO {}\r\n", _helo);
         ok = co_await command(out, _o->command_timeout);
         if (!ok)
             co_return false;

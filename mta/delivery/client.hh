@@ -65,7 +65,9 @@ public:
     // Bytes of a body read from the spool at a time.
     static constexpr size_t k_chunk_bytes = 128 * 1024;
 
-    smtp_client(net::tcp_stream s, const options* o) : _s(std::move(s)), _o(o) {}
+    // helo: the name to greet with ("": options::hostname).
+    smtp_client(net::tcp_stream s, const options* o, std::string helo = {})
+        : _s(std::move(s)), _o(o), _helo(helo.empty() ? o->hostname : std::move(helo)) {}
 
     // Greeting and EHLO/HELO. On failure: the reply (code 0 if none).
     task<bool> hello(smtp_reply* out);
@@ -111,6 +113,7 @@ private:
     net::tcp_stream _s;
     std::unique_ptr<net::tls_stream> _tls;
     const options* _o;
+    std::string _helo;
     std::string _in, _out;
     std::string _chunk;  // one chunk of a body read from the spool
     // A body was cut short on the wire: nothing more may be sent (after

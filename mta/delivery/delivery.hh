@@ -42,12 +42,39 @@ struct route_host {
 // domain: "example.test" (exactly), "*.example.test" (any subdomain) or "*".
 struct route {
     std::string domain;
-    std::vector<route_host> hosts;  // tried in order
+    std::vector<route_host> hosts;  // tried in order; empty: the domain's MX
+    std::string pool;               // the source pool of its mail; "": the default
+};
+
+// A source: a local address delivery connects from, and the name it
+// greets with. Its limits (0: the destination's) hold per destination.
+struct source {
+    std::string name;
+    net::address addr;  // port 0
+    std::string helo;   // "": options::hostname
+    unsigned max_connections_per_destination = 0;
+    unsigned max_messages_per_minute = 0;
+};
+
+// A pool: sources and their weights. A destination's connections are
+// spread over the sources of its mail's pool in proportion to the weights.
+struct pool {
+    std::string name;
+    struct member {
+        size_t source = 0;  // index in options::sources
+        unsigned weight = 1;
+    };
+    std::vector<member> members;
 };
 
 struct options {
     std::string hostname = "localhost";  // EHLO name
     std::vector<route> routes;
+    std::vector<source> sources;
+    std::vector<pool> pools;
+    // The pool of mail that no route, content rule or mail flow policy
+    // gives one; "": connections from the system's choice of address.
+    std::string default_pool;
     uint16_t smtp_port = 25;  // for MX and A/AAAA next hops
     // Retry schedule: first retry after first_retry, then multiplied by
     // backoff up to max_retry, with +-jitter. Greylisting (450/451 to RCPT)
@@ -100,6 +127,8 @@ struct options {
 
 // A route table lookup: the most specific matching route, or null.
 const route* find_route(const std::vector<route>& routes, std::string_view domain);
+// A pool by name, or null.
+const pool* find_pool(const options& o, std::string_view name);
 
 // Delivery latency (a connection taking a message to its outcome), per
 // recipient: counts per bucket of k_latency_bounds seconds (the last one
@@ -141,6 +170,15 @@ struct destination_view {
     uint64_t delivered = 0, deferred = 0, bounced = 0, connections_made = 0;  // recipients; connections
     uint64_t mean_latency_ms = 0;  // connection taking a message to its outcome
     latency_histogram latency;
+    // The source pool its mail goes from ("": none), and each source's
+    // connections to it: open now, and made since start.
+    std::string pool;
+    struct source_use {
+        std::string name;
+        unsigned connections = 0;
+        uint64_t connections_made = 0;
+    };
+    std::vector<source_use> sources;
 };
 
 // The per-core delivery service.

@@ -73,10 +73,30 @@ bool detail::valid_next_hop(std::string_view hop) {
     return port > 0 && port < 65536;
 }
 
-std::string service::impl::key_for(std::string_view domain) const {
-    if (const route* r = find_route(o->routes, domain))
-        return fmt::format("route:{}", r->domain);
-    return fmt::format("mx:{}", domain);
+const pool* find_pool(const options& o, std::string_view name) {
+    for (const auto& p : o.pools)
+        if (p.name == name)
+            return &p;
+    return nullptr;
+}
+
+std::string service::impl::key_for(std::string_view domain, std::string_view msg_pool) const {
+    const route* r = find_route(o->routes, domain);
+    std::string key = r && !r->hosts.empty() ? fmt::format("route:{}", r->domain) : fmt::format("mx:{}", domain);
+    std::string_view p = !msg_pool.empty() ? msg_pool : r && !r->pool.empty() ? std::string_view(r->pool)
+                                                                                : std::string_view(o->default_pool);
+    if (!p.empty())
+        key += fmt::format("#{}", p);
+    return key;
+}
+
+std::string_view detail::key_pool(std::string_view key) {
+    const size_t hash = key.find('#');
+    return hash == std::string_view::npos ? std::string_view() : key.substr(hash + 1);
+}
+
+std::string_view detail::key_base(std::string_view key) {
+    return key.substr(0, key.find('#'));
 }
 
 void service::impl::queue_message(fs::shard* sh, uint64_t id) {
@@ -88,13 +108,19 @@ void service::impl::queue_message(fs::shard* sh, uint64_t id) {
     bool reports_due = false, quarantined = false;
     // A content rule's route: every recipient to that host ("redirect:"
     // destinations, as the shell's redirect makes, but kept in the spool).
-    std::string hop;
-    if (!v->env.params.empty() && uint8_t(v->env.params[0]) == 2) {
+    // A content rule's or mail flow policy's pool: "#POOL" on the key.
+    std::string hop, msg_pool;
+    if (!v->env.params.empty() && (uint8_t(v->env.params[0]) == 2 || uint8_t(v->env.params[0]) == 3)) {
         const envelope_params dp = read_params(id, v->env.params, v->rcpts.size());
         if (valid_next_hop(dp.next_hop))
             hop = "redirect:" + dp.next_hop;
         else if (!dp.next_hop.empty())
             lg.error("mid={} next hop \"{}\" is not HOST:PORT; delivered as usual", mid_string(id), dp.next_hop);
+        msg_pool = dp.pool;
+        if (!hop.empty() && !dp.pool.empty())
+            hop += "#" + dp.pool;
+        else if (!hop.empty() && !o->default_pool.empty())
+            hop += "#" + o->default_pool;
     }
     for (uint32_t i = 0; i < v->rcpts.size(); ++i) {
         const auto& st = v->rcpts[i];
@@ -106,7 +132,7 @@ void service::impl::queue_message(fs::shard* sh, uint64_t id) {
             quarantined = true;
             continue;
         }
-        std::string key = hop.empty() ? key_for(domain_of(v->env.rcpts[i])) : hop;
+        std::string key = hop.empty() ? key_for(domain_of(v->env.rcpts[i]), msg_pool) : hop;
         auto& e = by_key[key];
         e.origin = core;
         e.shard = sh;
@@ -165,15 +191,17 @@ destination* service::impl::dest_for(const std::string& key, const entry& e) {
         return it->second.get();
     auto d = std::make_unique<destination>();
     d->key = key;
-    if (key.starts_with("route:")) {
-        std::string pattern = key.substr(6);
+    d->pool = key_pool(key);
+    const std::string_view base = key_base(key);
+    if (base.starts_with("route:")) {
+        std::string_view pattern = base.substr(6);
         for (const auto& r : o->routes)
             if (r.domain == pattern)
                 d->rt = &r;
-    } else if (key.starts_with("redirect:")) {
+    } else if (base.starts_with("redirect:")) {
         d->rt = redirect_route(key);
     } else {
-        d->domain = key.substr(3);
+        d->domain = base.substr(3);
     }
     d->suspended = suspended_domains.contains("") || std::any_of(suspended_domains.begin(), suspended_domains.end(),
                                                                   [&](const std::string& s) { return matches(d.get(), s); });
@@ -193,24 +221,104 @@ void service::impl::accept(const std::string& key, entry e) {
     kick(d);
 }
 
-int64_t service::impl::rate_wait_ms(destination* d, int64_t now) {
-    const unsigned limit = rate_limit(d);
+namespace {
+// Milliseconds until a sliding one-minute window of sends has room.
+int64_t window_wait(std::deque<int64_t>& sent, unsigned limit, int64_t now) {
     if (!limit)
         return 0;
-    while (!d->sent_ms.empty() && d->sent_ms.front() <= now - 60'000)
-        d->sent_ms.pop_front();
-    if (d->sent_ms.size() < limit)
+    while (!sent.empty() && sent.front() <= now - 60'000)
+        sent.pop_front();
+    if (sent.size() < limit)
         return 0;
-    return std::max<int64_t>(1, d->sent_ms.front() + 60'000 - now);
+    return std::max<int64_t>(1, sent.front() + 60'000 - now);
+}
+}  // namespace
+
+int64_t service::impl::rate_wait_ms(destination* d, int64_t now) {
+    return window_wait(d->sent_ms, rate_limit(d), now);
+}
+
+const pool* service::impl::pool_of(const destination* d) const {
+    return d->pool.empty() ? nullptr : find_pool(*o, d->pool);
+}
+
+unsigned service::impl::conn_limit(const destination* d) const {
+    unsigned limit = d->conn_cap ? std::min(d->conn_cap, o->max_connections_per_destination)
+                                 : o->max_connections_per_destination;
+    if (const pool* p = pool_of(d)) {
+        unsigned sum = 0;
+        for (const auto& m : p->members) {
+            const unsigned l = o->sources[m.source].max_connections_per_destination;
+            if (!l)
+                return limit;
+            sum += l;
+        }
+        limit = std::min(limit, sum);
+    }
+    return limit;
+}
+
+
+int64_t service::impl::source_wait_ms(destination* d, const source& s, int64_t now) {
+    return window_wait(d->sources[s.name].sent_ms, s.max_messages_per_minute, now);
+}
+
+int64_t service::impl::pool_wait_ms(destination* d, int64_t now) {
+    const pool* p = pool_of(d);
+    if (!p)
+        return 0;
+    int64_t best = -1;
+    for (const auto& m : p->members) {
+        const int64_t w = source_wait_ms(d, o->sources[m.source], now);
+        best = best < 0 ? w : std::min(best, w);
+    }
+    return std::max<int64_t>(best, 0);
+}
+
+const source* service::impl::pick_source(destination* d, int family) {
+    const pool* p = pool_of(d);
+    if (!p)
+        return nullptr;
+    const int64_t now = now_ms();
+    // Eligible: the address family fits and the connection limit has room;
+    // those the rate limit holds only when no other is free.
+    for (bool rate_free : {true, false}) {
+        int64_t total = 0;
+        const pool::member* best = nullptr;
+        destination::source_state* best_st = nullptr;
+        for (const auto& m : p->members) {
+            const source& s = o->sources[m.source];
+            auto& st = d->sources[s.name];
+            if (s.addr.family() != family)
+                continue;
+            if (s.max_connections_per_destination && st.active >= s.max_connections_per_destination)
+                continue;
+            if (rate_free && source_wait_ms(d, s, now) > 0)
+                continue;
+            st.wrr += m.weight;
+            total += m.weight;
+            if (!best || st.wrr > best_st->wrr) {
+                best = &m;
+                best_st = &st;
+            }
+        }
+        if (best) {
+            best_st->wrr -= total;
+            return &o->sources[best->source];
+        }
+    }
+    return nullptr;
 }
 
 void service::impl::kick(destination* d) {
     const int64_t now = now_ms();
-    // No new connection while the rate limit holds the destination back:
-    // the timer loop kicks it again once a send is allowed.
-    if (rate_wait_ms(d, now) > 0 && d->active > 0)
+    // No new connection while the rate limit (the destination's, or that
+    // of every source of its pool) holds it back: the timer loop kicks
+    // it again once a send is allowed.
+    const int64_t rate_wait = std::max(rate_wait_ms(d, now), pool_wait_ms(d, now));
+    if (rate_wait > 0 && d->active > 0)
         return;
-    if (rate_wait_ms(d, now) > 5'000)
+    if (rate_wait > 5'000)
         return;
     // An idle connection takes the next message before any new one is
     // opened (it counts in active, so the spawning below allows for it);
@@ -311,7 +419,7 @@ const service::counters& service::stats() const { return _i->c; }
 bool service::impl::matches(const destination* d, std::string_view domain) {
     if (domain.empty())
         return true;
-    std::string_view k = d->key;
+    std::string_view k = key_base(d->key);
     size_t colon = k.find(':');
     return lower(k.substr(colon + 1)) == lower(domain);
 }
@@ -351,6 +459,9 @@ std::vector<destination_view> service::destinations() const {
         v.connection_limit = _i->conn_limit(d.get());
         v.rate_limit = _i->rate_limit(d.get());
         v.backed_off = d->conn_cap || d->rate_cap;
+        v.pool = d->pool;
+        for (const auto& [name, st] : d->sources)
+            v.sources.push_back({name, st.active, st.connections});
         v.suspended = d->suspended;
         v.last_error = d->last_error;
         v.last_error_ms = d->last_error_ms;
@@ -386,8 +497,8 @@ void service::set_options(const options* o) {
     _i->o = o;
     for (auto& entry : _i->dests) {
         destination* d = entry.second.get();
-        if (d->key.starts_with("route:")) {
-            std::string_view pattern = std::string_view(d->key).substr(6);
+        if (key_base(d->key).starts_with("route:")) {
+            std::string_view pattern = key_base(d->key).substr(6);
             for (const auto& r : o->routes)
                 if (r.domain == pattern)
                     d->rt = &r;

@@ -69,12 +69,21 @@ struct entry {
 
 struct destination {
     std::string key;
+    std::string pool;    // the source pool of its mail ("": none)
     std::string domain;  // for MX lookups (empty for routes)
     const route* rt = nullptr;
     std::deque<entry> ready;
     unsigned active = 0;
     int64_t paused_until_ms = 0;
     std::deque<int64_t> sent_ms;  // sends in the last minute (rate limit)
+    // Each source of the pool keeps its own connections and rate here.
+    struct source_state {
+        unsigned active = 0;
+        std::deque<int64_t> sent_ms;
+        int64_t wrr = 0;  // smooth weighted round robin: the running weight
+        uint64_t connections = 0;
+    };
+    std::map<std::string, source_state, std::less<>> sources;  // by source name
     int64_t no_tls_until_ms = 0;  // a failed TLS handshake: plaintext for a while
     // Connections waiting for the next message (connection_cache_time);
     // kick() wakes them before it opens new ones.
@@ -150,6 +159,10 @@ inline std::string enhanced_of(std::string_view reply, bool success) {
 envelope_params read_params(uint64_t id, std::string_view bytes, size_t rcpts);
 // A next hop from the spool: "host:port" with a port of 1..65535.
 bool valid_next_hop(std::string_view hop);
+// A destination key is "mx:DOMAIN", "route:PATTERN" or "redirect:HOST:PORT",
+// then "#POOL" when its mail goes from a source pool.
+std::string_view key_pool(std::string_view key);
+std::string_view key_base(std::string_view key);
 
 }  // namespace detail
 
@@ -187,7 +200,9 @@ struct service::impl {
 
     // ---- origin side ----
 
-    std::string key_for(std::string_view domain) const;
+    // The destination of a recipient domain's mail (msg_pool: the pool its
+    // message asks for, "" for the route's or the default).
+    std::string key_for(std::string_view domain, std::string_view msg_pool) const;
     unsigned owner_of(const std::string& key) const { return unsigned(std::hash<std::string>{}(key) % cores); }
 
     void queue_message(fs::shard* sh, uint64_t id);
@@ -241,12 +256,23 @@ struct service::impl {
     // Milliseconds until the destination may send another message under
     // its rate limit (0: now).
     int64_t rate_wait_ms(destination* d, int64_t now);
+    // The sources a destination's connections come from: its pool's
+    // (null: no pool, or one a commit removed, whose mail goes from the
+    // system's choice of address).
+    const pool* pool_of(const destination* d) const;
+    // The source of d's next connection to an address of this family:
+    // the pool's members by smooth weighted round robin, skipping those
+    // at their connection limit, and those held by their rate limit while
+    // another is free. Null when none can connect.
+    const source* pick_source(destination* d, int family);
+    // Milliseconds until this source may send to d again (0: now).
+    int64_t source_wait_ms(destination* d, const source& s, int64_t now);
+    // Milliseconds until some source of d's pool may send (0: now, or no pool).
+    int64_t pool_wait_ms(destination* d, int64_t now);
     // The destination's limits in force: the configured ones, or lower
-    // after an adaptive back-off.
-    unsigned conn_limit(const destination* d) const {
-        return d->conn_cap ? std::min(d->conn_cap, o->max_connections_per_destination)
-                           : o->max_connections_per_destination;
-    }
+    // after an adaptive back-off, and no more connections than its
+    // pool's sources allow together.
+    unsigned conn_limit(const destination* d) const;
     unsigned rate_limit(const destination* d) const {
         return d->rate_cap && o->max_messages_per_minute ? std::min(d->rate_cap, o->max_messages_per_minute)
                                                          : o->max_messages_per_minute;

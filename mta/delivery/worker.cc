@@ -56,17 +56,46 @@ task<void> service::impl::work(destination* d) {
     }
     std::optional<smtp_client> cl;
     std::string host, ip, why;
+    // The source this connection comes from (when d's mail has a pool):
+    // counted in its state from the pick until the connection ends.
+    const source* src = nullptr;
+    destination::source_state* sst = nullptr;
+    auto drop_source = [&] {
+        if (sst)
+            sst->active--;
+        src = nullptr;
+        sst = nullptr;
+    };
+    const pool* pl = pool_of(d);
+    if (!d->pool.empty() && !pl)
+        lg.warn("destination={} pool {} is not configured (removed by a commit?): connecting from the system's "
+                "address",
+                d->key, d->pool);
     for (size_t hi = 0; hi < hr.hops.size(); ++hi) {
         const auto& hp = hr.hops[hi];
-        auto tc = net::connect_tcp(hp.addr, o->connect_timeout);
+        drop_source();
+        if (pl) {
+            src = pick_source(d, hp.addr.family());
+            if (!src) {
+                why = fmt::format("{}[{}]: no source of pool {} can connect to it (address family, or every "
+                                  "source at its connection limit)",
+                                  hp.name, hp.addr.to_string(), pl->name);
+                continue;
+            }
+            sst = &d->sources[src->name];
+            sst->active++;
+        }
+        auto tc = net::connect_tcp(hp.addr, o->connect_timeout, src ? &src->addr : nullptr);
         auto conn = co_await std::move(tc);
         if (!conn) {
-            why = fmt::format("connect to {}[{}] failed: {}", hp.name, hp.addr.to_string(),
-                              conn.error().message());
+            why = src ? fmt::format("connect to {}[{}] from {} failed: {}", hp.name, hp.addr.to_string(),
+                                    src->name, conn.error().message())
+                      : fmt::format("connect to {}[{}] failed: {}", hp.name, hp.addr.to_string(),
+                                    conn.error().message());
             continue;
         }
         conn.value().set_nodelay(true);
-        cl.emplace(std::move(conn.value()), o);
+        cl.emplace(std::move(conn.value()), o, src ? src->helo : std::string());
         smtp_reply r;
         bool ok = co_await cl->hello(&r);
         if (ok && cl->starttls && o->starttls && tls && now_ms() >= d->no_tls_until_ms) {
@@ -97,6 +126,7 @@ task<void> service::impl::work(destination* d) {
         cl.reset();
     }
     if (!cl) {
+        drop_source();
         pause(d, why);
         auto t = fail_all(d, smtp_reply{0, why, ""}, "");
         co_await std::move(t);
@@ -104,15 +134,21 @@ task<void> service::impl::work(destination* d) {
     }
     c.connections++;
     d->connections++;
+    if (sst)
+        sst->connections++;
     d->last_connection_ms = now_ms();
     d->last_host = host;
     d->last_ip = ip;
     d->last_tls = cl->tls_description();
     const uint64_t dcid = (uint64_t(core) << 48) | ++dcid_seq;
     std::string tls_desc = cl->tls_description();
+    const std::string src_name = src ? src->name : std::string();
+    const std::string src_ip = src ? src->addr.ip_string() : std::string();
     journal::record("connection", {{"dcid", dcid}, {"destination", std::string_view(d->key)},
                                    {"host", std::string_view(host)}, {"ip", std::string_view(ip)},
-                                   {"tls", std::string_view(tls_desc)}});
+                                   {"tls", std::string_view(tls_desc)}, {"pool", std::string_view(d->pool)},
+                                   {"source", std::string_view(src_name)},
+                                   {"source_ip", std::string_view(src_ip)}});
     unsigned sent = 0;
     gate recording;
     for (;;) {
@@ -138,7 +174,8 @@ task<void> service::impl::work(destination* d) {
         if (stopping || sent >= o->max_messages_per_connection || d->suspended ||
             d->active > conn_limit(d))
             break;
-        if (const int64_t wait = rate_wait_ms(d, now_ms()); wait > 0) {
+        if (const int64_t wait = std::max(rate_wait_ms(d, now_ms()), src ? source_wait_ms(d, *src, now_ms()) : 0);
+            wait > 0) {
             if (wait > 5'000)
                 break;  // do not hold the connection open long; the timer kicks us again
             co_await io::sleep(std::chrono::milliseconds(wait));
@@ -149,16 +186,22 @@ task<void> service::impl::work(destination* d) {
         const int64_t slot = now_ms();
         if (rate_limit(d))
             d->sent_ms.push_back(slot);
+        if (src && src->max_messages_per_minute)
+            sst->sent_ms.push_back(slot);
         entry e = take(d);
         auto tl = load_from_origin(e.origin, e.shard, e.id, e.rcpts);
         auto L = co_await std::move(tl);
         if (!L) {
             untake(d, e);
-            if (rate_limit(d)) {
-                auto it = std::find(d->sent_ms.begin(), d->sent_ms.end(), slot);
-                if (it != d->sent_ms.end())
-                    d->sent_ms.erase(it);
-            }
+            auto unslot = [&](std::deque<int64_t>& q) {
+                auto it = std::find(q.begin(), q.end(), slot);
+                if (it != q.end())
+                    q.erase(it);
+            };
+            if (rate_limit(d))
+                unslot(d->sent_ms);
+            if (src && src->max_messages_per_minute)
+                unslot(sst->sent_ms);
             continue;
         }
         ++sent;
@@ -210,6 +253,7 @@ task<void> service::impl::work(destination* d) {
     }
     co_await recording.wait_idle();
     co_await cl->quit();
+    drop_source();
 }
 
 task<bool> service::impl::idle_wait(destination* d) {

@@ -583,6 +583,8 @@ task<void> session::do_mail(const smtp::command& c) {
     _params.smtputf8 = c.smtputf8;
     _params.ret = c.ret;
     _params.envid = mail::xtext_decode_lenient(c.envid);
+    if (_policy)
+        _params.pool = _policy->pool;
     _have_mail = true;
     _null_sender = c.null_path;
     _mail_from = c.null_path ? std::string() : smtp::to_string(c.path);
@@ -1338,6 +1340,11 @@ task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::s
         if (why.empty())
             why = fmt::format("250 2.0.0 routed through {} by rule {}", d->route, d->route_rule);
     }
+    if (d && !bounce && !d->pool.empty() && d->pool != params.pool) {
+        params.pool = d->pool;
+        if (why.empty())
+            why = fmt::format("250 2.0.0 sent from pool {} by rule {}", d->pool, d->pool_rule);
+    }
     const bool replaced = !why.empty();
     std::vector<fs::rcpt_state> states;
     std::string bounce_reply;
@@ -1387,10 +1394,12 @@ task<void> session::commit_message(fs::message_writer& mw, uint64_t size, std::s
             to += (to.empty() ? "" : ",") + r;
         std::string action = d && !d->redirect.empty() ? "redirect"
                              : !_milter_changed_by.empty() ? "milter"
-                                                           : "route";
+                             : d && !d->route.empty()      ? "route"
+                                                           : "pool";
         std::string rule = d && !d->redirect.empty() ? d->redirect_rule
                            : !_milter_changed_by.empty() ? "milter " + _milter_changed_by
-                                                         : d->route_rule;
+                           : d && !d->route.empty()      ? d->route_rule
+                                                         : d->pool_rule;
         auto t = smtp::spool_copy(*_env->spool, id.value(), std::move(out), added, std::move(first), keep, body);
         auto c = co_await std::move(t);
         if (c)

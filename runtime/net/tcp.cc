@@ -189,16 +189,45 @@ void tcp_stream::set_nodelay(bool on) {
     ::setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v);
 }
 
-task<result<tcp_stream>> connect_tcp(address a, std::chrono::milliseconds timeout) {
+task<result<tcp_stream>> connect_tcp(address a, std::chrono::milliseconds timeout, const address* from) {
     int fd = ::socket(a.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         co_return unexpected(sys_error{errno});
     tcp_stream s(fd);
+    if (from) {
+        if (from->family() != a.family())
+            co_return unexpected(sys_error{EAFNOSUPPORT});
+        // The port is chosen at connect, per destination address, so one
+        // source is not limited to 64k connections in all.
+        int one = 1;
+        ::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        address local = *from;
+        local.set_port(0);
+        if (::bind(fd, local.sa(), local.len()) < 0)
+            co_return unexpected(sys_error{errno});
+    }
     auto op = io::connect(fd, a.sa(), a.len(), {.timeout = timeout});
     int r = co_await op;
     if (r < 0)
         co_return unexpected(sys_error{-r});
     co_return std::move(s);
+}
+
+result<void, std::string> check_local_address(const address& a) {
+    int fd = ::socket(a.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return unexpected(std::string(std::strerror(errno)));
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    address local = a;
+    local.set_port(0);
+    const int r = ::bind(fd, local.sa(), local.len());
+    const int e = errno;
+    ::close(fd);
+    if (r < 0)
+        return unexpected(e == EADDRNOTAVAIL ? std::string("the address is not configured on this machine")
+                                             : std::string(std::strerror(e)));
+    return {};
 }
 
 }  // namespace rw::net

@@ -108,7 +108,12 @@ private:
     int _fd = -1;
 };
 
-// Connects to a, with a deadline.
-task<result<tcp_stream>> connect_tcp(address a, std::chrono::milliseconds timeout);
+// Connects to a, with a deadline; from the local address `from` (its port
+// ignored: the kernel picks one when the connection is made) when given.
+task<result<tcp_stream>> connect_tcp(address a, std::chrono::milliseconds timeout, const address* from = nullptr);
+
+// Whether this machine has the address (a socket can be bound to it);
+// else the reason.
+result<void, std::string> check_local_address(const address& a);
 
 }  // namespace rw::net

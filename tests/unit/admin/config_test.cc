@@ -345,13 +345,13 @@ TEST_CASE("error: unknown section lists the sections", "[config]") {
                                  "[smpt]\n"  // line 5
                                  "hostname = \"mx.example.test\"\n");
     CHECK(e == "t.toml:5: smpt: unknown section (did you mean [smtp]?); allowed: [runtime], [dns], [spool], "
-               "[[listener]], [smtp], [delivery], [[route]], [[quarantine]], [[content_rule]], [screening], [[mail_flow_policy]], [[sender_group]], [[recipient_access]], [call_ahead], [antivirus], [antispam], [[milter]], [outbound], [control], [metrics], [conservation], [authentication]");
+               "[[listener]], [smtp], [delivery], [[route]], [[source]], [[pool]], [[quarantine]], [[content_rule]], [screening], [[mail_flow_policy]], [[sender_group]], [[recipient_access]], [call_ahead], [antivirus], [antispam], [[milter]], [outbound], [control], [metrics], [conservation], [authentication]");
 }
 
 TEST_CASE("error: key outside any section says where it belongs", "[config]") {
     std::string e = refused_once("hostname = \"mx.example.test\"\n" + std::string(k_listener));
     CHECK(e == "t.toml:1: hostname: key outside any section (it belongs in [smtp]); allowed: [runtime], [dns], "
-               "[spool], [[listener]], [smtp], [delivery], [[route]], [[quarantine]], [[content_rule]], [screening], [[mail_flow_policy]], [[sender_group]], [[recipient_access]], [call_ahead], [antivirus], [antispam], [[milter]], [outbound], [control], [metrics], [conservation], "
+               "[spool], [[listener]], [smtp], [delivery], [[route]], [[source]], [[pool]], [[quarantine]], [[content_rule]], [screening], [[mail_flow_policy]], [[sender_group]], [[recipient_access]], [call_ahead], [antivirus], [antispam], [[milter]], [outbound], [control], [metrics], [conservation], "
                "[authentication]");
 }
 
@@ -780,6 +780,92 @@ actions = []
     CHECK_THAT(e, Contains("t.toml:13: content_rule[2].name: \"bad name!\" is not a rule name"));
     CHECK_THAT(e, Contains("content_rule[2].condition: missing (required)"));
     CHECK_THAT(e, Contains("t.toml:14: content_rule[2].actions: empty list"));
+}
+
+TEST_CASE("sources and pools load, and routes and policies name pools", "[config]") {
+    auto r = load_config_text(R"(
+[[listener]]
+name = "smtp"
+port = 2525
+[delivery]
+default_pool = "main"
+[[source]]
+name = "out1"
+address = "127.0.0.2"
+helo = "out1.example.test"
+max_connections_per_destination = 4
+[[source]]
+name = "v6"
+address = "::1"
+[[pool]]
+name = "main"
+sources = ["out1:3", "v6"]
+[[route]]
+domain = "*.bulk.test"
+pool = "main"
+[[mail_flow_policy]]
+name = "NEWS"
+pool = "main"
+[[content_rule]]
+name = "r"
+condition = 'mail-from ~ /x/'
+actions = ["pool main"]
+)",
+                              "t.toml");
+    INFO((r ? std::string() : r.error()));
+    REQUIRE(r.has_value());
+    const auto& c = r.value();
+    REQUIRE(c.sources.size() == 2);
+    CHECK(c.sources[0].helo == "out1.example.test");
+    CHECK(c.sources[0].max_connections_per_destination == 4);
+    CHECK(c.sources[1].address == "::1");
+    REQUIRE(c.pools.size() == 1);
+    CHECK(c.pools[0].sources == std::vector<std::string>{"out1:3", "v6"});
+    CHECK(c.delivery.default_pool == "main");
+    REQUIRE(c.routes.size() == 1);
+    CHECK(c.routes[0].hosts.empty());
+    CHECK(c.routes[0].pool == "main");
+    CHECK(parse_pool_member("out1:3") == std::pair<std::string, unsigned>{"out1", 3});
+    CHECK(parse_pool_member("out1") == std::pair<std::string, unsigned>{"out1", 1});
+    CHECK_FALSE(parse_pool_member("out1:0"));
+    CHECK_FALSE(parse_pool_member("out1:1001"));
+    CHECK_FALSE(parse_pool_member("out1:"));
+    CHECK_FALSE(parse_pool_member(":3"));
+    CHECK_FALSE(parse_pool_member("a b"));
+}
+
+TEST_CASE("error: bad sources and pools say which line and why", "[config]") {
+    auto e = refused(R"([[listener]]
+name = "smtp"
+port = 2525
+[[source]]
+name = "gone"
+address = "192.0.2.77"
+[[source]]
+name = "bad"
+address = "not-an-ip"
+helo = "no spaces allowed"
+[[pool]]
+name = "p"
+sources = []
+[[route]]
+domain = "a.test"
+[[content_rule]]
+name = "r"
+condition = 'mail-from ~ /x/'
+actions = ["pool nope"]
+[[mail_flow_policy]]
+name = "X"
+pool = "nope"
+)");
+    CHECK_THAT(e, Contains("t.toml:6: source[0].address: \"192.0.2.77\" cannot be used: the address is not "
+                           "configured on this machine"));
+    CHECK_THAT(e, Contains("t.toml:9: source[1].address: \"not-an-ip\" is not an IP address"));
+    CHECK_THAT(e, Contains("t.toml:10: source[1].helo: \"no spaces allowed\" is not a host name"));
+    CHECK_THAT(e, Contains("t.toml:13: pool[0].sources: empty list"));
+    CHECK_THAT(e, Contains("route[0].hosts: missing"));
+    CHECK_THAT(e, Contains("content_rule[0].actions[0]: there is no pool \"nope\""));
+    CHECK_THAT(e, Contains("t.toml:22: mail_flow_policy[0].pool: there is no pool \"nope\""));
 }
 
 TEST_CASE("error: a malformed route says which line and why", "[config]") {

@@ -118,6 +118,31 @@ TEST_CASE("a next hop makes version 2, which round-trips and is checked", "[para
     CHECK(describe_params(p).find("NEXT-HOP=[2001:db8::1]:2525") != std::string::npos);
 }
 
+TEST_CASE("a pool makes version 3, with or without a next hop", "[params]") {
+    envelope_params p = sample();
+    p.pool = "bulk-1";
+    std::string e = encode_params(p);
+    CHECK(e[0] == 3);
+    auto d = decode_params(e, 3);
+    REQUIRE(d);
+    CHECK(*d == p);
+    CHECK(d->next_hop.empty());
+    p.next_hop = "relay.example.test:2525";
+    e = encode_params(p);
+    CHECK(e[0] == 3);
+    d = decode_params(e, 3);
+    REQUIRE(d);
+    CHECK(*d == p);
+    for (size_t n = 1; n < e.size(); ++n)
+        CHECK_FALSE(decode_params(std::string_view(e).substr(0, n), 3));
+    CHECK_FALSE(decode_params(e + "x", 3));
+    // An empty pool in version 3 is malformed: version 3 says there is one.
+    std::string empty_pool = encode_params(sample());
+    empty_pool[0] = 3;
+    CHECK_FALSE(decode_params(empty_pool + std::string(2, '\0'), 3));
+    CHECK(describe_params(p).find("POOL=bulk-1") != std::string::npos);
+}
+
 TEST_CASE("the text form names every parameter, xtext-encoded", "[params]") {
     CHECK(describe_params(sample()) ==
           "BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ+2BZ+20id\nNOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a@b.example\n\n"

@@ -318,12 +318,18 @@ TEST_CASE("rules: envelope actions parse, check their arguments and collect in o
     REQUIRE(long_host.size() == 251);
     CHECK(parse_action("route " + long_host + ":25"));
     CHECK(!parse_action("route " + long_host + ":2525"));  // longer than a next hop may be stored
+    auto pl = parse_action("pool bulk-1");
+    REQUIRE(pl);
+    CHECK((pl.value().kind == action_kind::pool && pl.value().text == "bulk-1"));
+    CHECK(!parse_action("pool"));
+    CHECK(!parse_action("pool two words"));
+    CHECK(!parse_action("pool " + std::string(65, 'p')));
     CHECK(!is_rule_address("@example.test"));
     CHECK(is_rule_address("first.last+tag@example.test"));
 
     const std::string msg = "Subject: quarterly report\r\n\r\nNumbers.\r\n";
     auto rs = compile({{"a", "subject ~ /report/", {"copy archive@example.test", "notify audit@example.test"}},
-                       {"b", "subject ~ /quarterly/", {"redirect first@example.test", "route 192.0.2.1"}},
+                       {"b", "subject ~ /quarterly/", {"redirect first@example.test", "route 192.0.2.1", "pool p1"}},
                        {"c", "subject ~ /quarterly/", {"redirect second@example.test", "bounce"}},
                        {"d", "subject ~ /quarterly/", {"copy never@example.test"}}});
     decision d = run(rs, msg, facts());
@@ -331,6 +337,7 @@ TEST_CASE("rules: envelope actions parse, check their arguments and collect in o
     CHECK(d.final_rule == "c");
     CHECK((d.redirect == "second@example.test" && d.redirect_rule == "c"));  // the later one
     CHECK((d.route == "192.0.2.1:25" && d.route_rule == "b"));
+    CHECK((d.pool == "p1" && d.pool_rule == "b"));
     REQUIRE(d.copies.size() == 1);  // d never ran: c stopped
     CHECK((d.copies[0].to == "archive@example.test" && d.copies[0].rule == "a"));
     REQUIRE(d.notices.size() == 1);
