@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <exception>
@@ -60,6 +61,54 @@ net::address listener_config::endpoint() const {
 
 std::string ip_network::to_string() const {
     return fmt::format("{}/{}", address, prefix_len);
+}
+
+std::optional<std::vector<unsigned>> parse_caps(std::string_view s) {
+    std::vector<unsigned> out;
+    size_t i = 0;
+    while (i < s.size()) {
+        while (i < s.size() && (s[i] == ' ' || s[i] == ','))
+            ++i;
+        if (i == s.size())
+            break;
+        uint64_t v = 0;
+        size_t digits = 0;
+        while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+            v = v * 10 + uint64_t(s[i++] - '0');
+            if (++digits > 10)
+                return std::nullopt;
+        }
+        if (!digits || v < 1 || v > 1'000'000'000 || (i < s.size() && s[i] != ' ' && s[i] != ','))
+            return std::nullopt;
+        out.push_back(unsigned(v));
+        if (out.size() > 365)
+            return std::nullopt;
+    }
+    if (out.empty())
+        return std::nullopt;
+    return out;
+}
+
+std::optional<int64_t> parse_day(std::string_view s) {
+    if (s.size() != 10 || s[4] != '-' || s[7] != '-')
+        return std::nullopt;
+    auto num = [&](size_t at, size_t n) -> int {
+        int v = 0;
+        for (size_t k = at; k < at + n; ++k) {
+            if (s[k] < '0' || s[k] > '9')
+                return -1;
+            v = v * 10 + (s[k] - '0');
+        }
+        return v;
+    };
+    const int y = num(0, 4), m = num(5, 2), d = num(8, 2);
+    if (y < 1970 || y > 9999 || m < 1 || m > 12 || d < 1)
+        return std::nullopt;
+    const std::chrono::year_month_day ymd{std::chrono::year(y), std::chrono::month(unsigned(m)),
+                                          std::chrono::day(unsigned(d))};
+    if (!ymd.ok())
+        return std::nullopt;
+    return std::chrono::sys_days(ymd).time_since_epoch().count();
 }
 
 std::optional<std::pair<std::string, unsigned>> parse_pool_member(std::string_view s) {

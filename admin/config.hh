@@ -199,6 +199,8 @@ struct source_config {
     std::string helo;     // "": smtp.hostname
     unsigned max_connections_per_destination = 0;
     unsigned max_messages_per_minute = 0;
+    std::string warmup;        // a [[warmup]] name; "": warm
+    std::string warmup_start;  // "YYYY-MM-DD" (UTC), its first day
 
     friend bool operator==(const source_config&, const source_config&) = default;
 };
@@ -207,9 +209,35 @@ struct source_config {
 struct pool_config {
     std::string name;
     std::vector<std::string> sources;
+    std::string overflow;  // a [[pool]] used when none of these may send
 
     friend bool operator==(const pool_config&, const pool_config&) = default;
 };
+// [[provider]]: destinations grouped by MX host suffix, with limits over
+// all of them. Built-in providers exist unless configured; a table with a
+// built-in name changes its limits (and its suffixes, when given).
+struct provider_config {
+    std::string name;
+    std::vector<std::string> mx_suffixes;
+    unsigned max_connections = 0;        // every core and destination together; 0: none
+    unsigned max_messages_per_hour = 0;  // likewise
+
+    friend bool operator==(const provider_config&, const provider_config&) = default;
+};
+
+// [[warmup]]: a warm-up schedule: daily caps, day 1 first.
+struct warmup_config {
+    std::string name;
+    std::string daily;                   // "50, 100, 200": providers not listed, together
+    std::vector<std::string> providers;  // "gmail: 20, 40, 80"
+
+    friend bool operator==(const warmup_config&, const warmup_config&) = default;
+};
+// "50, 100, 200" -> caps (each 1..10^9, at most 365 days); nullopt when malformed.
+std::optional<std::vector<unsigned>> parse_caps(std::string_view s);
+// "YYYY-MM-DD" -> days since 1970-01-01; nullopt when not a date.
+std::optional<int64_t> parse_day(std::string_view s);
+
 // "name" or "name:weight" (weight 1..1000) -> (name, weight); nullopt when malformed.
 std::optional<std::pair<std::string, unsigned>> parse_pool_member(std::string_view s);
 
@@ -481,6 +509,8 @@ struct config {
     std::vector<route_config> routes;  // the [[route]] tables, in file order
     std::vector<source_config> sources;  // the [[source]] tables
     std::vector<pool_config> pools;      // the [[pool]] tables
+    std::vector<provider_config> providers;  // the [[provider]] tables
+    std::vector<warmup_config> warmups;      // the [[warmup]] tables
     std::vector<quarantine_config> quarantines;      // the [[quarantine]] tables
     std::vector<content_rule_config> content_rules;  // the [[content_rule]] tables, in file order
     screening_config screening;

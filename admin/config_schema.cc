@@ -167,6 +167,17 @@ const section_spec k_sections[] = {
      "proportion to their weights (smooth weighted round robin). The pool of a message is, first to last: a "
      "content rule's pool action, its client's mail flow policy's pool, its route's pool, delivery.default_pool; "
      "without one, connections come from the address the system chooses."},
+    {"provider", true,
+     "Providers: destinations grouped by the suffix of their best MX host's name (every domain whose MX is a "
+     "google.com host is one provider), with limits over all of them together, every core included, on top of "
+     "each destination's. A built-in table names the large mailbox providers (gmail, microsoft, yahoo, apple, "
+     "comcast, att, gmx, mailru, yandex, zoho, proton, fastmail, orange, qq, mimecast, proofpoint) without limits; "
+     "a table with one of these names sets its limits (and replaces its suffixes when it gives mx_suffixes)."},
+    {"warmup", true,
+     "Warm-up schedules: a new source's daily message caps, per provider, rising day by day (day 1 is the "
+     "source's warmup_start); after the last day listed it is warm. Providers not listed share the daily caps. "
+     "A source at its cap for the day sends nothing more there: its pool's other sources, then the overflow "
+     "pool's, take the mail, or it waits for the next UTC day. Counts survive a restart."},
     {"quarantine", true,
      "Quarantines hold the mail of content rules whose action is quarantine NAME, in the spool, until released "
      "(ringway quarantine release), deleted, or expired. policy, virus and spam exist with the defaults shown "
@@ -480,12 +491,44 @@ const key_spec k_keys[] = {
     {"source", "max_messages_per_minute", T::integer, 0, 10'000'000, {}, "messages", live,
      "Its messages to one destination per minute; 0: only the destination's limit.", false, {}, {},
      RW_F(source_config, max_messages_per_minute)},
+    {"source", "warmup", T::string, 0, 0, {}, {}, live, "The [[warmup]] schedule of a new address; empty: warm.",
+     false, "\"new-ip\"", {}, RW_F_OPT(source_config, warmup)},
+    {"source", "warmup_start", T::string, 0, 0, {}, {}, live,
+     "The first day of its warm-up, \"YYYY-MM-DD\" (UTC); required with warmup.", false, "\"2026-12-01\"", {},
+     RW_F_OPT(source_config, warmup_start)},
 
     // [[pool]]
     {"pool", "name", T::string, 0, 0, {}, {}, live, "The pool's name, unique.", true, {}, {}, RW_F(pool_config, name)},
     {"pool", "sources", T::string_list, 1, 256, {}, {}, live,
      "Its sources, \"NAME\" (weight 1) or \"NAME:WEIGHT\" (1..1000), e.g. [\"out1:3\", \"out2\"].", true, {}, {},
      RW_F(pool_config, sources)},
+    {"pool", "overflow", T::string, 0, 0, {}, {}, live,
+     "The [[pool]] whose sources take the mail when none of this pool's may send (warm-up caps, limits); empty: "
+     "the mail waits for them.",
+     false, "\"warm\"", {}, RW_F_OPT(pool_config, overflow)},
+
+    // [[provider]]
+    {"provider", "name", T::string, 0, 0, {}, {}, live, "The provider's name, unique; a built-in one's to change it.",
+     true, {}, {}, RW_F(provider_config, name)},
+    {"provider", "mx_suffixes", T::string_list, 0, 64, {}, {}, live,
+     "MX host name suffixes (\"google.com\" matches google.com and every name below it). Required for a new "
+     "provider; for a built-in one, replaces its suffixes.",
+     false, {}, {}, RW_F(provider_config, mx_suffixes)},
+    {"provider", "max_connections", T::integer, 0, 100'000, {}, "connections", live,
+     "Connections to all of its destinations at once, every core together; 0: no limit.", false, {}, {},
+     RW_F(provider_config, max_connections)},
+    {"provider", "max_messages_per_hour", T::integer, 0, 1'000'000'000, {}, "messages", live,
+     "Messages to all of its destinations in a sliding hour, every core together; 0: no limit.", false, {}, {},
+     RW_F(provider_config, max_messages_per_hour)},
+
+    // [[warmup]]
+    {"warmup", "name", T::string, 0, 0, {}, {}, live, "The schedule's name, unique; sources name it.", true, {}, {},
+     RW_F(warmup_config, name)},
+    {"warmup", "daily", T::string, 0, 0, {}, {}, live,
+     "Daily caps for the providers not listed (together), day 1 first: \"50, 100, 200, 500\". Empty: none.", false,
+     "\"50, 100, 200, 500, 1000, 2000\"", {}, RW_F_OPT(warmup_config, daily)},
+    {"warmup", "providers", T::string_list, 0, 64, {}, {}, live,
+     "Daily caps per provider: \"NAME: 20, 40, 80\".", false, {}, {}, RW_F(warmup_config, providers)},
 
     // [[quarantine]]
     {"quarantine", "name", T::string, 0, 0, {}, {}, live,
@@ -910,6 +953,8 @@ const void* struct_of(const config& c, std::string_view section, size_t i) {
     if (section == "route") return &c.routes.at(i);
     if (section == "source") return &c.sources.at(i);
     if (section == "pool") return &c.pools.at(i);
+    if (section == "provider") return &c.providers.at(i);
+    if (section == "warmup") return &c.warmups.at(i);
     if (section == "content_rule") return &c.content_rules.at(i);
     if (section == "quarantine") return &c.quarantines.at(i);
     if (section == "screening") return &c.screening;
@@ -995,6 +1040,10 @@ size_t count_of(const config& c, const section_spec& s) {
         return c.sources.size();
     if (s.name == "pool")
         return c.pools.size();
+    if (s.name == "provider")
+        return c.providers.size();
+    if (s.name == "warmup")
+        return c.warmups.size();
     return c.routes.size();
 }
 

@@ -6,7 +6,9 @@
 #include "mail/header.hh"
 #include "policy/access.hh"
 #include "policy/recipient_access.hh"
+#include "mta/delivery/delivery.hh"
 #include "mta/scan/scanners.hh"
+#include "runtime/net/tcp.hh"
 #include "policy/rules.hh"
 #include "policy/spf.hh"
 
@@ -298,10 +300,78 @@ void loader::read_pool_ref(const section& s, const config& c, std::string& out) 
 }
 
 void loader::read_sources(const toml::table& root, config& c) {
+    for_each_table(root, "provider", "[[provider]] tables, each with name and mx_suffixes", 1000, [&](const section& s) {
+        provider_config p;
+        read_simple(s, &p);
+        read_name(s, c.providers, "provider", p.name);
+        const bool builtin = std::any_of(mta::delivery::builtin_providers().begin(),
+                                         mta::delivery::builtin_providers().end(),
+                                         [&](const auto& b) { return b.name == p.name; });
+        static constexpr std::string_view sfx_allowed = "a host name suffix like \"google.com\"";
+        if (!builtin)
+            missing(s, "mx_suffixes", "MX host name suffixes (a provider that is not built in)");
+        for_each_string(s, "mx_suffixes", 64, sfx_allowed, [&](uint32_t line, const std::string& path, const std::string& v) {
+            if (domain_problem(v))
+                error(line, path, fmt::format("{} is not a host name suffix", quote(v)), sfx_allowed);
+            else
+                p.mx_suffixes.push_back(to_lower(v));
+        });
+        if (!builtin && s.get("mx_suffixes") && s.get("mx_suffixes")->as_array() &&
+            s.get("mx_suffixes")->as_array()->empty())
+            error(line_of(*s.get("mx_suffixes"), s.line), s.key("mx_suffixes"), "empty list", "at least one suffix");
+        c.providers.push_back(std::move(p));
+    });
+    auto provider_known = [&](std::string_view name) {
+        return std::any_of(c.providers.begin(), c.providers.end(), [&](const auto& p) { return p.name == name; }) ||
+               std::any_of(mta::delivery::builtin_providers().begin(), mta::delivery::builtin_providers().end(),
+                           [&](const auto& p) { return p.name == name; });
+    };
+    for_each_table(root, "warmup", "[[warmup]] tables, each with name and daily caps", 100, [&](const section& s) {
+        warmup_config w;
+        read_name(s, c.warmups, "warm-up schedule", w.name);
+        static constexpr std::string_view caps_allowed =
+            "daily caps, day 1 first, separated by commas: \"50, 100, 200\" (each 1..1000000000, up to 365 days)";
+        if (auto v = read_string(s, "daily", caps_allowed)) {
+            if (!v->empty() && !parse_caps(*v))
+                error(line_of(*s.get("daily"), s.line), s.key("daily"), quote(*v), caps_allowed);
+            else
+                w.daily = std::move(*v);
+        }
+        static constexpr std::string_view prov_allowed = "\"PROVIDER: 20, 40, 80\" naming a provider";
+        for_each_string(s, "providers", 64, prov_allowed, [&](uint32_t line, const std::string& path, const std::string& v) {
+            const size_t colon = v.find(':');
+            const std::string name = colon == std::string::npos ? std::string() : v.substr(0, colon);
+            if (colon == std::string::npos || !parse_caps(std::string_view(v).substr(colon + 1)))
+                error(line, path, fmt::format("{} is not a provider and its caps", quote(v)), prov_allowed);
+            else if (!provider_known(name))
+                error(line, path, fmt::format("there is no provider {}", quote(name)), prov_allowed);
+            else
+                w.providers.push_back(v);
+        });
+        c.warmups.push_back(std::move(w));
+    });
     for_each_table(root, "source", "[[source]] tables, each with name and address", 1000, [&](const section& s) {
         source_config src;
         read_simple(s, &src);
         read_name(s, c.sources, "source", src.name);
+        static constexpr std::string_view wu_allowed = "the name of a [[warmup]], or \"\" for a warm source";
+        if (auto v = read_string(s, "warmup", wu_allowed)) {
+            if (!v->empty() && std::none_of(c.warmups.begin(), c.warmups.end(), [&](const auto& w) { return w.name == *v; }))
+                error(line_of(*s.get("warmup"), s.line), s.key("warmup"), fmt::format("there is no warm-up schedule {}", quote(*v)),
+                      wu_allowed);
+            else
+                src.warmup = std::move(*v);
+        }
+        static constexpr std::string_view day_allowed = "a date, \"YYYY-MM-DD\"";
+        if (auto v = read_string(s, "warmup_start", day_allowed)) {
+            if (!v->empty() && !parse_day(*v))
+                error(line_of(*s.get("warmup_start"), s.line), s.key("warmup_start"), quote(*v), day_allowed);
+            else
+                src.warmup_start = std::move(*v);
+        }
+        if (!src.warmup.empty() && src.warmup_start.empty() && !s.get("warmup_start"))
+            error(s.line, s.key("warmup_start"), "missing: a warming source needs the first day of its warm-up",
+                  day_allowed);
         static constexpr std::string_view addr_allowed = "an IPv4 or IPv6 address of this machine, like \"192.0.2.10\"";
         missing(s, "address", addr_allowed);
         if (auto v = read_string(s, "address", addr_allowed)) {
@@ -352,8 +422,25 @@ void loader::read_sources(const toml::table& root, config& c) {
         });
         if (s.get("sources") && s.get("sources")->as_array() && s.get("sources")->as_array()->empty())
             error(line_of(*s.get("sources"), s.line), s.key("sources"), "empty list", "at least one source");
+        if (auto v = read_string(s, "overflow", "the name of another [[pool]]"))
+            p.overflow = std::move(*v);
         c.pools.push_back(std::move(p));
     });
+    // Overflow pools may name pools defined later.
+    if (const toml::node* n = root.get("pool"); n && n->as_array())
+        for (size_t i = 0; i < c.pools.size() && i < n->as_array()->size(); ++i) {
+            auto& p = c.pools[i];
+            if (p.overflow.empty())
+                continue;
+            const toml::node* at = n->as_array()->get(i);
+            const toml::node* v = at && at->as_table() ? at->as_table()->get("overflow") : nullptr;
+            const uint32_t line = v ? line_of(*v, 0) : 0;
+            const std::string path = fmt::format("pool[{}].overflow", i);
+            if (p.overflow == p.name)
+                error(line, path, "names the pool itself", "the name of another [[pool]]");
+            else if (!pool_exists(c, p.overflow))
+                error(line, path, fmt::format("there is no pool {}", quote(p.overflow)), "the name of another [[pool]]");
+        }
     section d = open_table(root, "delivery");
     static constexpr std::string_view allowed = "the name of a [[pool]], or \"\" for none";
     if (auto v = read_string(d, "default_pool", allowed)) {

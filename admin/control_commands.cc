@@ -370,6 +370,7 @@ json destination_json(const mta::delivery::destination_view& d, int64_t now_unix
         sources.push_back({{"source", s.name}, {"connections", s.connections}, {"connections_made", s.connections_made}});
     return {{"destination", d.key},
             {"pool", d.pool},
+            {"provider", d.provider},
             {"sources", std::move(sources)},
             {"core", d.core},
             {"queued_recipients", d.ready_rcpts + d.deferred_rcpts + d.in_flight_rcpts},
@@ -1261,6 +1262,10 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
         co_return co_await cmd_quarantine(c, who, args);
     if (cmd == "outbound")
         co_return co_await cmd_outbound(c, who, args);
+    if (cmd == "warmup")
+        co_return co_await cmd_warmup(c, who, args);
+    if (cmd == "providers")
+        co_return co_await cmd_providers(c, who, args);
     if (is_config_command(cmd))
         co_return co_await config_command(c, who, cmd, args);
     if (cmd == "destinations") {  // for the shell's completion

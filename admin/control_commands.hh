@@ -105,6 +105,10 @@ void dmarc_load(context& c);
 task<void> dmarc_reporter(context* c);
 task<nlohmann::json> cmd_dmarc(context& c, const peer_cred& who, const nlohmann::json& args);
 
+// `warmup status` and `providers` (admin/control_delivery.cc).
+task<nlohmann::json> cmd_warmup(context& c, const peer_cred& who, const nlohmann::json& args);
+task<nlohmann::json> cmd_providers(context& c, const peer_cred& who, const nlohmann::json& args);
+
 // dkim genkey|keys|reload (admin/control_dkim.cc).
 task<nlohmann::json> cmd_dkim(context& c, const peer_cred& who, const nlohmann::json& args);
 task<nlohmann::json> dispatch(context& c, const peer_cred& who, const std::string& cmd, const nlohmann::json& args);

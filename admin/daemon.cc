@@ -199,6 +199,7 @@ struct shared_state {
     mta::pass_cache passed{100'000};
     mta::call_ahead_cache call_ahead{100'000};  // likewise
     std::unique_ptr<mta::outbound_control> outbound;  // suspensions and counts: kept across commits
+    std::unique_ptr<mta::delivery::shared_state> delivery_shared;  // provider and warm-up counts: likewise
 };
 
 void apply_on_core(core_slot& s, const generation& g, const generation* before, unsigned cores);
@@ -501,7 +502,8 @@ task<void> core_main(unsigned core, const config* cfg, std::vector<listener_fds>
 // the main thread at start, through offload() after.
 result<std::unique_ptr<generation>, std::string> build_generation(const config& cfg, unsigned nofile,
                                                                    unsigned cores, mta::pass_cache* passed,
-                                                                   mta::call_ahead_cache* call_ahead) {
+                                                                   mta::call_ahead_cache* call_ahead,
+                                                                   mta::delivery::shared_state* delivery_shared) {
     auto g = std::make_unique<generation>();
     g->cfg = cfg;
     auto relay = relay_options(cfg);
@@ -543,6 +545,7 @@ result<std::unique_ptr<generation>, std::string> build_generation(const config& 
     for (const auto& n : plan.notes)
         lg.warn("{}", n);
     g->delivery = delivery_options(cfg);
+    g->delivery.shared = delivery_shared;
     g->auth = authentication_options(cfg);
     const std::string key_dir = dkim_key_dir(cfg);
     auto keys = policy::dkim::keyring::load_dir(key_dir);
@@ -744,8 +747,9 @@ task<std::string> apply_commit(shared_state* sh, config committed) {
             recert.push_back(i);
         }
     }
-    auto build = [eff, nofile = sh->nofile, cores = sh->cores, passed = &sh->passed, ca = &sh->call_ahead]() {
-        return build_generation(eff, nofile, cores, passed, ca);
+    auto build = [eff, nofile = sh->nofile, cores = sh->cores, passed = &sh->passed, ca = &sh->call_ahead,
+                  ds = sh->delivery_shared.get()]() {
+        return build_generation(eff, nofile, cores, passed, ca, ds);
     };
     // (Bound first: g++ 12 mishandles class-type temporaries in the operand of co_await.)
     auto job = offload(std::move(build));
@@ -947,7 +951,13 @@ int run_daemon(const config& cfg, const std::string& start_note) {
         s_outbound = shared.outbound.get();
         reg.outbound = s_outbound;
         shared.call_ahead.set_capacity(cfg.call_ahead.cache_entries);
-        auto g = build_generation(cfg, shared.nofile, cores, &shared.passed, &shared.call_ahead);
+        shared.delivery_shared =
+            std::make_unique<mta::delivery::shared_state>(fmt::format("{}/warmup-counts.json", state_dir(cfg)));
+        if (!shared.delivery_shared->load_error().empty())
+            lg.warn("{}", shared.delivery_shared->load_error());
+        reg.delivery_shared = shared.delivery_shared.get();
+        auto g = build_generation(cfg, shared.nofile, cores, &shared.passed, &shared.call_ahead,
+                                  shared.delivery_shared.get());
         if (!g)
             lg.fatal("{}", g.error());
         shared.generations.push_back(std::move(g.value()));

@@ -19,6 +19,7 @@
 #include "admin/config.hh"
 #include "fs/spool.hh"
 #include "mta/delivery/delivery.hh"
+#include "mta/delivery/shared.hh"
 #include "mta/smtp/outbound.hh"
 #include "mta/smtp/server.hh"
 #include "policy/rate_limit.hh"
@@ -75,6 +76,8 @@ public:
 
     // Outbound spam control (shared by every core; null until set).
     mta::outbound_control* outbound = nullptr;
+    // Delivery's shared counters: providers, warm-up (null until set).
+    mta::delivery::shared_state* delivery_shared = nullptr;
 
     // The DKIM signing keys in force (a commit or `dkim reload` replaces them).
     policy::dkim::keyring_holder dkim_keys;

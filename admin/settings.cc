@@ -105,11 +105,15 @@ mta::delivery::options delivery_options(const config& cfg) {
         src.helo = sc.helo;
         src.max_connections_per_destination = sc.max_connections_per_destination;
         src.max_messages_per_minute = sc.max_messages_per_minute;
+        src.warmup = sc.warmup;
+        if (!sc.warmup.empty())
+            src.warmup_start_day = parse_day(sc.warmup_start).value_or(0);
         o.sources.push_back(std::move(src));
     }
     for (const auto& pc : cfg.pools) {
         mta::delivery::pool p;
         p.name = pc.name;
+        p.overflow = pc.overflow;
         for (const auto& m : pc.sources) {
             auto nw = parse_pool_member(m);
             RW_ASSERT(nw.has_value(), "pool member {} passed validation", m);
@@ -120,6 +124,30 @@ mta::delivery::options delivery_options(const config& cfg) {
         o.pools.push_back(std::move(p));
     }
     o.default_pool = d.default_pool;
+    o.providers = mta::delivery::builtin_providers();
+    for (const auto& pc : cfg.providers) {
+        auto it = std::find_if(o.providers.begin(), o.providers.end(), [&](const auto& p) { return p.name == pc.name; });
+        if (it == o.providers.end()) {
+            o.providers.push_back({pc.name, {}, 0, 0});
+            it = o.providers.end() - 1;
+        }
+        if (!pc.mx_suffixes.empty())
+            it->mx_suffixes = pc.mx_suffixes;
+        it->max_connections = pc.max_connections;
+        it->max_messages_per_hour = pc.max_messages_per_hour;
+    }
+    for (const auto& wc : cfg.warmups) {
+        mta::delivery::warmup_schedule w;
+        w.name = wc.name;
+        if (!wc.daily.empty())
+            w.default_caps = parse_caps(wc.daily).value_or(std::vector<unsigned>{});
+        for (const auto& pv : wc.providers) {
+            const size_t colon = pv.find(':');
+            w.providers.emplace_back(pv.substr(0, colon),
+                                     parse_caps(std::string_view(pv).substr(colon + 1)).value_or(std::vector<unsigned>{}));
+        }
+        o.warmups.push_back(std::move(w));
+    }
     for (const auto& r : cfg.routes) {
         mta::delivery::route rt;
         rt.domain = r.domain;

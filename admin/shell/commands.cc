@@ -268,11 +268,51 @@ std::string fmt_hoststatus(const json& r) {
         line("recipients", fmt::format("{} delivered, {} deferred, {} bounced", u(x, "delivered"), u(x, "deferred"),
                                        u(x, "bounced")));
         line("mean latency", fmt::format("{} ms", u(x, "mean_latency_ms")));
+        line("limits", fmt::format("{} connections, {} per minute{}", u(x, "connection_limit"),
+                                   u(x, "rate_limit_per_minute") ? std::to_string(u(x, "rate_limit_per_minute"))
+                                                                 : std::string("no limit"),
+                                   x.value("backed_off", false) ? " (backed off)" : ""));
+        if (!s(x, "pool").empty()) {
+            std::string src;
+            for (const auto& y : x["sources"])
+                src += fmt::format("{}{} ({} open, {} made)", src.empty() ? "" : ", ", s(y, "source"),
+                                   u(y, "connections"), u(y, "connections_made"));
+            line("pool", fmt::format("{}: {}", s(x, "pool"), src.empty() ? "no connection yet" : src));
+        }
+        if (!s(x, "provider").empty())
+            line("provider", s(x, "provider"));
         line("last error", s(x, "last_error").empty()
                                ? "-"
                                : fmt::format("{} ({})", s(x, "last_error"), unix_time(i(x, "last_error_unix_ms") / 1000)));
     }
     return o;
+}
+
+std::string fmt_warmup(const json& r) {
+    if (r["sources"].empty())
+        return "no source is warming up (set warmup and warmup_start on a [[source]])\n";
+    std::vector<std::vector<std::string>> rows{{"SOURCE", "ADDRESS", "SCHEDULE", "DAY", "PROVIDER", "CAP TODAY", "USED"}};
+    for (const auto& x : r["sources"])
+        for (const auto& g : x["providers"])
+            rows.push_back({s(x, "source"), s(x, "address"), s(x, "schedule"),
+                            fmt::format("{} (since {})", u(x, "day"), s(x, "start")),
+                            s(g, "provider") == "*" ? "others" : s(g, "provider"),
+                            u(g, "cap") ? std::to_string(u(g, "cap")) : std::string("warm"), std::to_string(u(g, "used"))});
+    return fmt::format("{} (UTC)\n", s(r, "date")) + table(rows);
+}
+
+std::string fmt_providers(const json& r) {
+    std::vector<std::vector<std::string>> rows{{"PROVIDER", "CONNECTIONS", "LIMIT", "SENT LAST HOUR", "LIMIT", "MX SUFFIXES"}};
+    for (const auto& x : r["providers"]) {
+        std::vector<std::string> sfx;
+        for (const auto& y : x["mx_suffixes"])
+            sfx.push_back(y.get<std::string>());
+        auto lim = [&](const char* k) { return u(x, k) ? std::to_string(u(x, k)) : std::string("-"); };
+        rows.push_back({s(x, "provider"), std::to_string(u(x, "connections")), lim("max_connections"),
+                        std::to_string(u(x, "sent_last_hour")), lim("max_messages_per_hour"),
+                        fmt::format("{}", fmt::join(sfx, " "))});
+    }
+    return table(rows);
 }
 
 std::string fmt_showmessage(const json& r) {
@@ -855,6 +895,16 @@ std::vector<command> make_commands() {
                  "lifted. SENDER is user:NAME (an authenticated user) or domain:DOMAIN (a MAIL FROM domain).\n"
                  "Limits are set in [outbound].",
                  fmt_outbound});
+    v.push_back({"warmup", "warmup", {a{"action", a::choice, {"status"}, true}},
+                 "warm-up of new source addresses",
+                 "warmup status: each warming [[source]]: its schedule, the day of its warm-up, and per provider\n"
+                 "today's cap and how much of it is used (UTC days). A source at its cap sends nothing more\n"
+                 "there today: its pool's other sources, then the overflow pool, take the mail.",
+                 fmt_warmup});
+    v.push_back({"providers", "providers", {}, "providers: their connections and hourly sends",
+                 "Each provider (destinations grouped by MX host suffix, [[provider]]): its connections now and\n"
+                 "messages in the last hour, all cores together, against its limits.",
+                 fmt_providers});
     v.push_back({"version", "version", {}, "the daemon's version", "The version of the running ringwayd.",
                  [](const json& r) { return fmt::format("ringwayd {} (control protocol {})\n", s(r, "version"),
                                                         u(r, "protocol")); }});

@@ -32,6 +32,8 @@
 
 namespace rw::mta::delivery {
 
+class shared_state;  // shared.hh
+
 struct route_host {
     std::string name;  // as configured (IP literal or host name)
     net::address addr;  // resolved when the name is an IP literal; port set
@@ -54,6 +56,35 @@ struct source {
     std::string helo;   // "": options::hostname
     unsigned max_connections_per_destination = 0;
     unsigned max_messages_per_minute = 0;
+    // Warm-up: the schedule (options::warmups) and its first day (UTC days
+    // since the epoch); "" = a warm source, no daily caps.
+    std::string warmup;
+    int64_t warmup_start_day = 0;
+};
+
+// A provider: every destination whose best MX host ends in one of its
+// suffixes ("google.com" matches "google.com" and "*.google.com"), with
+// limits over all of them together, every core included (0: none).
+struct provider {
+    std::string name;
+    std::vector<std::string> mx_suffixes;  // lower case
+    unsigned max_connections = 0;
+    unsigned max_messages_per_hour = 0;
+};
+// The built-in table: the large mailbox providers, without limits (the
+// configuration sets them, adds suffixes and more providers).
+const std::vector<provider>& builtin_providers();
+
+// A warm-up schedule: daily message caps of a new source, per provider,
+// rising day by day; after the last day listed the source is warm.
+struct warmup_schedule {
+    std::string name;
+    std::vector<unsigned> default_caps;  // providers not listed, counted together ("*"); empty: none
+    std::vector<std::pair<std::string, std::vector<unsigned>>> providers;  // (provider, caps)
+    // The count group of a provider ("" for none): its name when listed, else "*".
+    std::string group_of(std::string_view provider) const;
+    // The cap of that group on day (1 = the first day); 0: no cap.
+    unsigned cap(std::string_view group, int64_t day) const;
 };
 
 // A pool: sources and their weights. A destination's connections are
@@ -65,6 +96,9 @@ struct pool {
         unsigned weight = 1;
     };
     std::vector<member> members;
+    // When no source of this pool may send (every warming source at its
+    // daily cap, say), connections come from this pool's sources; "": none.
+    std::string overflow;
 };
 
 struct options {
@@ -75,6 +109,11 @@ struct options {
     // The pool of mail that no route, content rule or mail flow policy
     // gives one; "": connections from the system's choice of address.
     std::string default_pool;
+    std::vector<provider> providers;  // the built-in table and the configured ones
+    std::vector<warmup_schedule> warmups;
+    // Counters every core shares (providers, warm-up); owned by the daemon,
+    // it outlives every service. Null: each service keeps its own.
+    shared_state* shared = nullptr;
     uint16_t smtp_port = 25;  // for MX and A/AAAA next hops
     // Retry schedule: first retry after first_retry, then multiplied by
     // backoff up to max_retry, with +-jitter. Greylisting (450/451 to RCPT)
@@ -129,6 +168,9 @@ struct options {
 const route* find_route(const std::vector<route>& routes, std::string_view domain);
 // A pool by name, or null.
 const pool* find_pool(const options& o, std::string_view name);
+// The provider a host name belongs to (the longest matching suffix), or null.
+const provider* find_provider(const options& o, std::string_view host);
+const provider* provider_named(const options& o, std::string_view name);
 
 // Delivery latency (a connection taking a message to its outcome), per
 // recipient: counts per bucket of k_latency_bounds seconds (the last one
@@ -173,6 +215,7 @@ struct destination_view {
     // The source pool its mail goes from ("": none), and each source's
     // connections to it: open now, and made since start.
     std::string pool;
+    std::string provider;  // of its best next hop ("": none, or not resolved yet)
     struct source_use {
         std::string name;
         unsigned connections = 0;

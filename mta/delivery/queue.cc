@@ -259,8 +259,39 @@ unsigned service::impl::conn_limit(const destination* d) const {
 }
 
 
+int64_t service::impl::provider_wait_ms(const destination* d, int64_t now) const {
+    const provider* p = provider_of(d);
+    return p ? shared().hour_wait_ms(provider_key(*p), p->max_messages_per_hour, now) : 0;
+}
+
+std::string service::impl::warmup_group(const source& s, const destination* d) const {
+    if (s.warmup.empty())
+        return {};
+    for (const auto& w : o->warmups)
+        if (w.name == s.warmup)
+            return w.group_of(d->provider);
+    return {};
+}
+
+int64_t service::impl::warmup_wait_ms(const source& s, const destination* d, int64_t now) const {
+    if (s.warmup.empty())
+        return 0;
+    for (const auto& w : o->warmups) {
+        if (w.name != s.warmup)
+            continue;
+        const std::string group = w.group_of(d->provider);
+        const int64_t today = shared_state::day_of(now);
+        const unsigned cap = w.cap(group, today - s.warmup_start_day + 1);
+        if (!cap || shared().daily(s.name, group, today) < cap)
+            return 0;
+        return (today + 1) * 86'400'000 - now;  // the next UTC day
+    }
+    return 0;
+}
+
 int64_t service::impl::source_wait_ms(destination* d, const source& s, int64_t now) {
-    return window_wait(d->sources[s.name].sent_ms, s.max_messages_per_minute, now);
+    return std::max(window_wait(d->sources[s.name].sent_ms, s.max_messages_per_minute, now),
+                    warmup_wait_ms(s, d, now));
 }
 
 int64_t service::impl::pool_wait_ms(destination* d, int64_t now) {
@@ -268,44 +299,53 @@ int64_t service::impl::pool_wait_ms(destination* d, int64_t now) {
     if (!p)
         return 0;
     int64_t best = -1;
-    for (const auto& m : p->members) {
-        const int64_t w = source_wait_ms(d, o->sources[m.source], now);
-        best = best < 0 ? w : std::min(best, w);
+    // The pool's sources, then its overflow pool's (one level).
+    for (int level = 0; level < 2 && p; ++level) {
+        for (const auto& m : p->members) {
+            const int64_t w = source_wait_ms(d, o->sources[m.source], now);
+            best = best < 0 ? w : std::min(best, w);
+        }
+        p = p->overflow.empty() ? nullptr : find_pool(*o, p->overflow);
     }
     return std::max<int64_t>(best, 0);
 }
 
-const source* service::impl::pick_source(destination* d, int family) {
+const source* service::impl::pick_source(destination* d, int family, bool* busy) {
+    *busy = false;
     const pool* p = pool_of(d);
-    if (!p)
-        return nullptr;
     const int64_t now = now_ms();
-    // Eligible: the address family fits and the connection limit has room;
-    // those the rate limit holds only when no other is free.
-    for (bool rate_free : {true, false}) {
-        int64_t total = 0;
-        const pool::member* best = nullptr;
-        destination::source_state* best_st = nullptr;
-        for (const auto& m : p->members) {
-            const source& s = o->sources[m.source];
-            auto& st = d->sources[s.name];
-            if (s.addr.family() != family)
-                continue;
-            if (s.max_connections_per_destination && st.active >= s.max_connections_per_destination)
-                continue;
-            if (rate_free && source_wait_ms(d, s, now) > 0)
-                continue;
-            st.wrr += m.weight;
-            total += m.weight;
-            if (!best || st.wrr > best_st->wrr) {
-                best = &m;
-                best_st = &st;
+    for (int level = 0; level < 2 && p; ++level) {
+        // Eligible: the address family fits and the connection limit has
+        // room; those the rate limit holds briefly only when no other is
+        // free, and those held for long (a warm-up cap) never.
+        for (bool rate_free : {true, false}) {
+            int64_t total = 0;
+            const pool::member* best = nullptr;
+            destination::source_state* best_st = nullptr;
+            for (const auto& m : p->members) {
+                const source& s = o->sources[m.source];
+                auto& st = d->sources[s.name];
+                if (s.addr.family() != family)
+                    continue;
+                *busy = true;
+                if (s.max_connections_per_destination && st.active >= s.max_connections_per_destination)
+                    continue;
+                const int64_t wait = source_wait_ms(d, s, now);
+                if (rate_free ? wait > 0 : wait > 5'000)
+                    continue;
+                st.wrr += m.weight;
+                total += m.weight;
+                if (!best || st.wrr > best_st->wrr) {
+                    best = &m;
+                    best_st = &st;
+                }
+            }
+            if (best) {
+                best_st->wrr -= total;
+                return &o->sources[best->source];
             }
         }
-        if (best) {
-            best_st->wrr -= total;
-            return &o->sources[best->source];
-        }
+        p = p->overflow.empty() ? nullptr : find_pool(*o, p->overflow);
     }
     return nullptr;
 }
@@ -315,7 +355,7 @@ void service::impl::kick(destination* d) {
     // No new connection while the rate limit (the destination's, or that
     // of every source of its pool) holds it back: the timer loop kicks
     // it again once a send is allowed.
-    const int64_t rate_wait = std::max(rate_wait_ms(d, now), pool_wait_ms(d, now));
+    const int64_t rate_wait = std::max({rate_wait_ms(d, now), pool_wait_ms(d, now), provider_wait_ms(d, now)});
     if (rate_wait > 0 && d->active > 0)
         return;
     if (rate_wait > 5'000)
@@ -328,8 +368,14 @@ void service::impl::kick(destination* d) {
         d->idle.pop_back();
         t->cancel();
     }
+    // A provider at its connection limit (every core's connections to
+    // it together) gets none either; the timer loop tries again.
+    const provider* pv = provider_of(d);
+    auto provider_full = [&] {
+        return pv && pv->max_connections && shared().connections(provider_key(*pv)) >= pv->max_connections;
+    };
     while (!stopping && !d->ready.empty() && d->active < conn_limit(d) &&
-           !held(d, now) && d->active < d->ready.size()) {
+           !held(d, now) && d->active < d->ready.size() && !provider_full()) {
         d->active++;
         spawn(worker(this, d));
     }
@@ -364,8 +410,18 @@ task<void> service::impl::timers() {
             last_sweep_ms = now;
             sweep_quarantines(now);
         }
+        save_shared(now, false);
         co_await io::sleep(std::chrono::milliseconds(100));
     }
+    save_shared(now_ms(), true);
+}
+
+void service::impl::save_shared(int64_t now, bool force) {
+    // One writer of the shared file: core 0.
+    if (core != 0 || !o->shared)
+        return;
+    if (auto err = o->shared->save(now, force); !err.empty())
+        lg.warn("warm-up counts: {}", err);
 }
 
 
@@ -460,6 +516,7 @@ std::vector<destination_view> service::destinations() const {
         v.rate_limit = _i->rate_limit(d.get());
         v.backed_off = d->conn_cap || d->rate_cap;
         v.pool = d->pool;
+        v.provider = d->provider;
         for (const auto& [name, st] : d->sources)
             v.sources.push_back({name, st.active, st.connections});
         v.suspended = d->suspended;

@@ -23,6 +23,7 @@
 #include "mta/delivery/client.hh"
 #include "mta/delivery/delivery.hh"
 #include "mta/delivery/dsn.hh"
+#include "mta/delivery/shared.hh"
 #include "mta/envelope_params.hh"
 #include "runtime/base/result.hh"
 #include "runtime/net/tls.hh"
@@ -70,6 +71,7 @@ struct entry {
 struct destination {
     std::string key;
     std::string pool;    // the source pool of its mail ("": none)
+    std::string provider;  // of its best next hop, once resolved ("": none)
     std::string domain;  // for MX lookups (empty for routes)
     const route* rt = nullptr;
     std::deque<entry> ready;
@@ -184,6 +186,21 @@ struct service::impl {
     uint64_t dcid_seq = 0;
     event stopped;
     std::unique_ptr<net::tls_context> tls;  // client side, opportunistic (no verification)
+    // Counters shared with the other cores (options::shared), or this
+    // service's own when there are none.
+    std::unique_ptr<shared_state> own_shared = std::make_unique<shared_state>();
+    shared_state& shared() const { return o->shared ? *o->shared : *own_shared; }
+    // The provider of d's mail (null: none, or not known yet).
+    const provider* provider_of(const destination* d) const {
+        return d->provider.empty() ? nullptr : provider_named(*o, d->provider);
+    }
+    static std::string provider_key(const provider& p) { return "provider:" + p.name; }
+    // Milliseconds until d's provider allows one more message this hour (0: now).
+    int64_t provider_wait_ms(const destination* d, int64_t now) const;
+    // Warm-up: the count group of d's mail for source s ("" when s is warm),
+    // and the milliseconds until s may send it another message (0: now).
+    std::string warmup_group(const source& s, const destination* d) const;
+    int64_t warmup_wait_ms(const source& s, const destination* d, int64_t now) const;
     // Quarantined messages of this core's shards, by id.
     struct held_entry {
         fs::shard* sh = nullptr;
@@ -262,9 +279,12 @@ struct service::impl {
     const pool* pool_of(const destination* d) const;
     // The source of d's next connection to an address of this family:
     // the pool's members by smooth weighted round robin, skipping those
-    // at their connection limit, and those held by their rate limit while
-    // another is free. Null when none can connect.
-    const source* pick_source(destination* d, int family);
+    // at their connection limit, those held by their rate limit while
+    // another is free, and those that may not send for long (a warm-up
+    // cap reached); then the same over the pool's overflow pool. Null
+    // when none can connect; *busy then says whether some source of the
+    // family exists (and is only busy), so the mail waits rather than fails.
+    const source* pick_source(destination* d, int family, bool* busy);
     // Milliseconds until this source may send to d again (0: now).
     int64_t source_wait_ms(destination* d, const source& s, int64_t now);
     // Milliseconds until some source of d's pool may send (0: now, or no pool).
@@ -334,6 +354,8 @@ struct service::impl {
                                    std::string host, std::string ip, uint64_t dcid, gate* g);
 
     task<void> timers();
+    // Writes the shared counts' file (core 0 only; force: at stop).
+    void save_shared(int64_t now, bool force);
 };
 
 }  // namespace rw::mta::delivery

@@ -54,6 +54,28 @@ task<void> service::impl::work(destination* d) {
         co_await std::move(t);
         co_return;
     }
+    // The provider: that of the best next hop's name. A provider at its
+    // connection limit (all cores together) gets no new connection: the
+    // mail stays ready and the timer loop kicks it again.
+    {
+        const provider* pv = find_provider(*o, hr.hops.front().name);
+        d->provider = pv ? pv->name : std::string();
+    }
+    struct provider_slot {
+        shared_state* s = nullptr;
+        std::string key;
+        ~provider_slot() {
+            if (s)
+                s->release(key);
+        }
+    } pslot;
+    if (const provider* pv = provider_of(d)) {
+        std::string key = provider_key(*pv);
+        if (!shared().acquire(key, pv->max_connections))
+            co_return;
+        pslot.s = &shared();
+        pslot.key = std::move(key);
+    }
     std::optional<smtp_client> cl;
     std::string host, ip, why;
     // The source this connection comes from (when d's mail has a pool):
@@ -71,11 +93,14 @@ task<void> service::impl::work(destination* d) {
         lg.warn("destination={} pool {} is not configured (removed by a commit?): connecting from the system's "
                 "address",
                 d->key, d->pool);
+    bool sources_busy = false, tried = false;
     for (size_t hi = 0; hi < hr.hops.size(); ++hi) {
         const auto& hp = hr.hops[hi];
         drop_source();
         if (pl) {
-            src = pick_source(d, hp.addr.family());
+            bool busy = false;
+            src = pick_source(d, hp.addr.family(), &busy);
+            sources_busy = sources_busy || busy;
             if (!src) {
                 why = fmt::format("{}[{}]: no source of pool {} can connect to it (address family, or every "
                                   "source at its connection limit)",
@@ -85,6 +110,7 @@ task<void> service::impl::work(destination* d) {
             sst = &d->sources[src->name];
             sst->active++;
         }
+        tried = true;
         auto tc = net::connect_tcp(hp.addr, o->connect_timeout, src ? &src->addr : nullptr);
         auto conn = co_await std::move(tc);
         if (!conn) {
@@ -124,6 +150,12 @@ task<void> service::impl::work(destination* d) {
             adapt(d, true, false);  // the server turned us away: a throttling signal
         }
         cl.reset();
+    }
+    if (!cl && !tried && sources_busy) {
+        // The pool's sources exist but may not connect now (their limits,
+        // a warm-up cap): the mail waits, no attempt is counted.
+        drop_source();
+        co_return;
     }
     if (!cl) {
         drop_source();
@@ -174,7 +206,8 @@ task<void> service::impl::work(destination* d) {
         if (stopping || sent >= o->max_messages_per_connection || d->suspended ||
             d->active > conn_limit(d))
             break;
-        if (const int64_t wait = std::max(rate_wait_ms(d, now_ms()), src ? source_wait_ms(d, *src, now_ms()) : 0);
+        if (const int64_t wait = std::max({rate_wait_ms(d, now_ms()), src ? source_wait_ms(d, *src, now_ms()) : 0,
+                                           provider_wait_ms(d, now_ms())});
             wait > 0) {
             if (wait > 5'000)
                 break;  // do not hold the connection open long; the timer kicks us again
@@ -188,6 +221,13 @@ task<void> service::impl::work(destination* d) {
             d->sent_ms.push_back(slot);
         if (src && src->max_messages_per_minute)
             sst->sent_ms.push_back(slot);
+        // A provider's hourly count and a warming source's daily count
+        // are taken with the slot too (not given back if the load fails:
+        // that errs on the side of sending less).
+        if (const provider* pv = provider_of(d))
+            shared().add_send(provider_key(*pv), slot);
+        if (src && !src->warmup.empty())
+            shared().add_daily(src->name, warmup_group(*src, d), shared_state::day_of(slot));
         entry e = take(d);
         auto tl = load_from_origin(e.origin, e.shard, e.id, e.rcpts);
         auto L = co_await std::move(tl);

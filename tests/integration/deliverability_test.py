@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
-"""Deliverability: source-IP pools ([[source]], [[pool]]) against ringway-sink,
-which records each connection's client address and the name of its first
-EHLO. Sources are loopback addresses (any of 127.0.0.0/8 can be bound).
+"""Deliverability: source-IP pools ([[source]], [[pool]]), providers
+([[provider]]) and warm-up ([[warmup]]) against ringway-sink, which records
+each connection's client address and the name of its first EHLO. Sources
+are loopback addresses (any of 127.0.0.0/8 can be bound); providers are
+found by MX names a DNS server on loopback serves.
 
     deliverability_test.py BUILD_DIR [unittest args]
 """
 import json
 import os
 import re
+import signal
 import smtplib
 import subprocess
 import sys
+import time
 import unittest
+from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import delivery_test  # noqa: E402
 import sink_test  # noqa: E402
-from delivery_test import DeliveryTest, load, ringwayd_bin, retrying, send  # noqa: E402
+from delivery_test import DeliveryTest, load, restart, ringwayd_bin, retrying, send  # noqa: E402
 from ringway_harness import wait_until  # noqa: E402
+from zone_dns import ZoneServer  # noqa: E402
 
 
 def sources_toml(sources, pools):
@@ -229,6 +235,175 @@ class PoolConfiguration(DeliveryTest):
         # The running configuration is unchanged: mail still flows.
         mid = send(g.port, "a@src.test", ["r@dst.test"], b"Subject: s\r\n\r\nx\r\n")
         self.wait_disposition(g, mid, "r@dst.test", {"delivered"})
+
+
+class ShellMixin:
+    def shell(self, g, *args, check=True):
+        r = subprocess.run([os.path.join(delivery_test.BUILD, "admin", "ringway"), "--socket",
+                            os.path.join(g.dir, "var", "ringway.sock"), "--json", *args],
+                           capture_output=True, text=True, timeout=30)
+        if check:
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return json.loads(r.stdout) if r.returncode == 0 else r
+
+
+def bigmail_zone(domains, extra=None):
+    """dN.test -> MX mxN.bigmail.test -> 127.0.0.1, and other.test -> mx.elsewhere.test."""
+    zone = {}
+    for i in range(1, domains + 1):
+        zone[f"d{i}.test"] = [{"MX": [10, f"mx{i}.bigmail.test"]}]
+        zone[f"mx{i}.bigmail.test"] = [{"A": "127.0.0.1"}]
+    zone["other.test"] = [{"MX": [10, "mx.elsewhere.test"]}]
+    zone["mx.elsewhere.test"] = [{"A": "127.0.0.1"}]
+    zone.update(extra or {})
+    return zone
+
+
+class Providers(DeliveryTest, ShellMixin):
+    """A provider's limits hold over all its destinations, whichever core
+    owns each."""
+
+    def setUp(self):
+        super().setUp()
+        self.dns = ZoneServer()
+        self.addCleanup(self.dns.close)
+        self.dns.set_zone(bigmail_zone(4))
+
+    def start(self, s, provider, delivery=None):
+        dns = {"servers": [f"127.0.0.1:{self.dns.port}"], "timeout_ms": 500, "tries": 2}
+        d = {"smtp_port": s.port, "max_connections_per_destination": 10, "starttls": False}
+        d.update(delivery or {})
+        return self.gateway(dns=dns, delivery=d, tail_extra=provider)
+
+    def test_a_connection_limit_holds_over_the_providers_destinations(self):
+        s = self.sink("--data-delay", "150")
+        g = self.start(s, '[[provider]]\nname = "bigmail"\nmx_suffixes = ["bigmail.test"]\nmax_connections = 2\n')
+        rep, err, rc = load("-s", f"127.0.0.1:{g.port}", "-c", "8", "-n", "48", "--domains", "4",
+                            "--to", "u{n}@d{d}.test")
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: (s.stats() or {}).get("received", 0) >= 48, timeout=90, what="48 messages at the sink")
+        # The four destinations are owned by both cores; together they
+        # never had more than two connections.
+        cores = {d["core"] for i in range(1, 5) for d in self.shell(g, "hoststatus", f"d{i}.test")["destinations"]}
+        self.assertEqual(cores, {0, 1})
+        for i in range(1, 5):
+            self.assertEqual(self.shell(g, "hoststatus", f"d{i}.test")["destinations"][0]["provider"], "bigmail")
+        p = {x["provider"]: x for x in self.shell(g, "providers")["providers"]}
+        self.assertEqual((p["bigmail"]["max_connections"], p["bigmail"]["sent_last_hour"]), (2, 48))
+        self.assertIn("gmail", p)  # the built-in table is there too
+        self.assertEqual(p["gmail"]["mx_suffixes"], ["google.com", "googlemail.com"])
+        rep = s.stop()
+        self.assertEqual(rep["received"], 48)
+        self.assertEqual(rep["max_concurrent_connections"], 2)
+        wait_until(lambda: {x["provider"]: x for x in self.shell(g, "providers")["providers"]}["bigmail"][
+            "connections"] == 0, timeout=10, what="the provider's connections to be released")
+
+    def test_an_hourly_limit_holds_and_the_rest_waits(self):
+        s = self.sink()
+        g = self.start(s, '[[provider]]\nname = "bigmail"\nmx_suffixes = ["bigmail.test"]\n'
+                          'max_messages_per_hour = 10\n')
+        rep, err, rc = load("-s", f"127.0.0.1:{g.port}", "-c", "4", "-n", "16", "--domains", "3",
+                            "--to", "u{n}@d{d}.test")
+        self.assertEqual(rc, 0, err)
+        # Mail for a domain of no provider is not held back.
+        mid = send(g.port, "a@src.test", ["x@other.test"], b"Subject: o\r\n\r\nx\r\n")
+        self.wait_disposition(g, mid, "x@other.test", {"delivered"})
+        wait_until(lambda: (s.stats() or {}).get("received", 0) >= 11, timeout=30, what="11 messages at the sink")
+        time.sleep(2)  # nothing more comes
+        self.assertEqual(s.stats()["received"], 11)
+        p = {x["provider"]: x for x in self.shell(g, "providers")["providers"]}
+        self.assertEqual(p["bigmail"]["sent_last_hour"], 10)
+        # The six others wait in the queue, not failed: no deferral was logged.
+        queued = sum(d["ready_recipients"] for i in range(1, 4)
+                     for d in self.shell(g, "hoststatus", f"d{i}.test")["destinations"])
+        self.assertEqual(queued, 6)
+        self.assertFalse([e for e in g.journal() if e.get("event") == "delivery" and e["disposition"] != "delivered"])
+
+
+class Warmup(DeliveryTest, ShellMixin):
+    """A warming source stops at its daily cap; the pool's warm sources or
+    the overflow pool take the rest; the counts survive a restart."""
+
+    def today(self):
+        return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+    def config(self, pools, extra=""):
+        return (sources_toml([("new1", "127.0.0.2", "new1.pool.test", {"warmup": '"new-ip"',
+                                                                       "warmup_start": f'"{self.today()}"'}),
+                              ("warm1", "127.0.0.3", "warm1.pool.test", None)], pools) +
+                '[[warmup]]\nname = "new-ip"\ndaily = "5, 50"\nproviders = ["gmail: 3, 30"]\n' + extra)
+
+    def test_cap_then_the_warm_source_and_a_restart_keeps_the_count(self):
+        s = self.sink()
+        g = self.gateway(routes=[("dst.test", [f"127.0.0.1:{s.port}"])],
+                         delivery={"default_pool": "mixed", "max_messages_per_connection": 1,
+                                   "connection_cache_time_ms": 0},
+                         tail_extra=self.config([("mixed", ["new1:100", "warm1"])]))
+        rep, err, rc = load("-s", f"127.0.0.1:{g.port}", "-c", "2", "-n", "20", "--to", "user@dst.test")
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: (s.stats() or {}).get("received", 0) >= 20, timeout=30, what="20 messages at the sink")
+        st = self.shell(g, "warmup", "status")
+        self.assertEqual(st["date"], self.today())
+        self.assertEqual(len(st["sources"]), 1)
+        src = st["sources"][0]
+        self.assertEqual((src["source"], src["day"], src["warm"]), ("new1", 1, False))
+        groups = {x["provider"]: (x["cap"], x["used"]) for x in src["providers"]}
+        self.assertEqual(groups, {"gmail": (3, 0), "*": (5, 5)})
+        # A clean restart: the day's count is still 5, so new1 sends nothing more.
+        g.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(g.proc.wait(timeout=30), 0)
+        restart(g)
+        rep, err, rc = load("-s", f"127.0.0.1:{g.port}", "-c", "2", "-n", "10", "--to", "user@dst.test")
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: (s.stats() or {}).get("received", 0) >= 30, timeout=30, what="30 messages at the sink")
+        src = self.shell(g, "warmup", "status")["sources"][0]
+        self.assertEqual({x["provider"]: x["used"] for x in src["providers"]}["*"], 5)
+        rep = s.stop()
+        self.assertEqual(rep["peers"], {"127.0.0.2": 5, "127.0.0.3": 25})
+
+    def test_overflow_pool_takes_the_rest_and_without_one_mail_waits(self):
+        s = self.sink()
+        pools = [("cold", ["new1"]), ("warmp", ["warm1"]), ("coldwith", ["new1"])]
+        g = self.gateway(routes=[("dst.test", [f"127.0.0.1:{s.port}"]), ("wait.test", [f"127.0.0.1:{s.port}"])],
+                         delivery={"default_pool": "coldwith"},
+                         tail_extra=self.config(pools).replace('name = "coldwith"\n',
+                                                               'name = "coldwith"\noverflow = "warmp"\n') +
+                         '[[route]]\ndomain = "*.pool.test"\npool = "cold"\nhosts = ["127.0.0.1:%d"]\n' % s.port)
+        # dst.test: new1 for 5, then the overflow pool's warm1.
+        rep, err, rc = load("-s", f"127.0.0.1:{g.port}", "-c", "2", "-n", "12", "--to", "user@dst.test")
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: (s.stats() or {}).get("received", 0) >= 12, timeout=30, what="12 messages at the sink")
+        # x.pool.test goes from "cold", whose only source is at its cap and
+        # which has no overflow: the mail waits, no attempt is made.
+        mid = send(g.port, "a@src.test", ["r@x.pool.test"], b"Subject: w\r\n\r\nx\r\n")
+        time.sleep(2)
+        self.assertEqual(s.stats()["received"], 12)
+        self.assertFalse(self.deliveries(g, mid))
+        hs = self.shell(g, "hoststatus", "*.pool.test")["destinations"][0]
+        self.assertEqual((hs["pool"], hs["ready_recipients"]), ("cold", 1))
+        rep = s.stop()
+        self.assertEqual(rep["peers"], {"127.0.0.2": 5, "127.0.0.3": 7})
+
+    def test_bad_warmup_configuration_is_refused(self):
+        d = self.tmpdir()
+        path = os.path.join(d, "bad.toml")
+        with open(path, "w") as f:
+            f.write('[[listener]]\nname = "in"\nport = 2525\n'
+                    '[[warmup]]\nname = "w"\ndaily = "5, x"\nproviders = ["nosuch: 1", "gmail 3"]\n'
+                    '[[source]]\nname = "s"\naddress = "127.0.0.2"\nwarmup = "w"\n'
+                    '[[source]]\nname = "t"\naddress = "127.0.0.3"\nwarmup = "none"\nwarmup_start = "2026-02-30"\n'
+                    '[[pool]]\nname = "p"\nsources = ["s"]\noverflow = "p"\n')
+        r = retrying(lambda: subprocess.run([ringwayd_bin(), "--check-config", path], capture_output=True, text=True,
+                                            timeout=30), ringwayd_bin())
+        out = r.stdout + r.stderr
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('warmup[0].daily: "5, x"', out)
+        self.assertIn('warmup[0].providers[0]: there is no provider "nosuch"', out)
+        self.assertIn('warmup[0].providers[1]: "gmail 3" is not a provider and its caps', out)
+        self.assertIn("source[0].warmup_start: missing", out)
+        self.assertIn('source[1].warmup: there is no warm-up schedule "none"', out)
+        self.assertIn('source[1].warmup_start: "2026-02-30"', out)
+        self.assertIn("pool[0].overflow: names the pool itself", out)
 
 
 if __name__ == "__main__":

@@ -345,13 +345,13 @@ TEST_CASE("error: unknown section lists the sections", "[config]") {
                                  "[smpt]\n"  // line 5
                                  "hostname = \"mx.example.test\"\n");
     CHECK(e == "t.toml:5: smpt: unknown section (did you mean [smtp]?); allowed: [runtime], [dns], [spool], "
-               "[[listener]], [smtp], [delivery], [[route]], [[source]], [[pool]], [[quarantine]], [[content_rule]], [screening], [[mail_flow_policy]], [[sender_group]], [[recipient_access]], [call_ahead], [antivirus], [antispam], [[milter]], [outbound], [control], [metrics], [conservation], [authentication]");
+               "[[listener]], [smtp], [delivery], [[route]], [[source]], [[pool]], [[provider]], [[warmup]], [[quarantine]], [[content_rule]], [screening], [[mail_flow_policy]], [[sender_group]], [[recipient_access]], [call_ahead], [antivirus], [antispam], [[milter]], [outbound], [control], [metrics], [conservation], [authentication]");
 }
 
 TEST_CASE("error: key outside any section says where it belongs", "[config]") {
     std::string e = refused_once("hostname = \"mx.example.test\"\n" + std::string(k_listener));
     CHECK(e == "t.toml:1: hostname: key outside any section (it belongs in [smtp]); allowed: [runtime], [dns], "
-               "[spool], [[listener]], [smtp], [delivery], [[route]], [[source]], [[pool]], [[quarantine]], [[content_rule]], [screening], [[mail_flow_policy]], [[sender_group]], [[recipient_access]], [call_ahead], [antivirus], [antispam], [[milter]], [outbound], [control], [metrics], [conservation], "
+               "[spool], [[listener]], [smtp], [delivery], [[route]], [[source]], [[pool]], [[provider]], [[warmup]], [[quarantine]], [[content_rule]], [screening], [[mail_flow_policy]], [[sender_group]], [[recipient_access]], [call_ahead], [antivirus], [antispam], [[milter]], [outbound], [control], [metrics], [conservation], "
                "[authentication]");
 }
 
