@@ -63,6 +63,23 @@ std::string ip_network::to_string() const {
     return fmt::format("{}/{}", address, prefix_len);
 }
 
+std::optional<std::pair<std::string, unsigned>> parse_shaping_action(std::string_view s) {
+    if (s == "suspend" || s == "bounce")
+        return std::pair{std::string(s), 0u};
+    const size_t sp = s.find(' ');
+    if (sp == std::string_view::npos)
+        return std::nullopt;
+    const std::string_view verb = s.substr(0, sp), num = s.substr(sp + 1);
+    if (verb != "rate" && verb != "connections")
+        return std::nullopt;
+    if (num.empty() || num.size() > 7 || !std::all_of(num.begin(), num.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+        return std::nullopt;
+    const unsigned n = unsigned(std::stoul(std::string(num)));
+    if (n < 1 || n > (verb == "rate" ? 1'000'000u : 10'000u))
+        return std::nullopt;
+    return std::pair{std::string(verb), n};
+}
+
 std::optional<std::vector<unsigned>> parse_caps(std::string_view s) {
     std::vector<unsigned> out;
     size_t i = 0;

@@ -233,6 +233,22 @@ struct warmup_config {
 
     friend bool operator==(const warmup_config&, const warmup_config&) = default;
 };
+// [[shaping_rule]]: replies that set an override (docs/deliverability.md).
+struct shaping_rule_config {
+    std::string name;
+    std::string provider;  // "": every destination
+    std::string pattern;   // a regular expression over "CODE X.Y.Z text"
+    unsigned threshold = 1;
+    std::chrono::seconds period_s{300};
+    std::string action = "suspend";  // suspend | rate N | connections N | bounce
+    std::string scope = "destination";  // destination | source
+    std::chrono::seconds duration_s{3600};
+
+    friend bool operator==(const shaping_rule_config&, const shaping_rule_config&) = default;
+};
+
+// A shaping rule's action: ("suspend"|"bounce", 0) or ("rate"|"connections", N); nullopt when malformed.
+std::optional<std::pair<std::string, unsigned>> parse_shaping_action(std::string_view s);
 // "50, 100, 200" -> caps (each 1..10^9, at most 365 days); nullopt when malformed.
 std::optional<std::vector<unsigned>> parse_caps(std::string_view s);
 // "YYYY-MM-DD" -> days since 1970-01-01; nullopt when not a date.
@@ -511,6 +527,7 @@ struct config {
     std::vector<pool_config> pools;      // the [[pool]] tables
     std::vector<provider_config> providers;  // the [[provider]] tables
     std::vector<warmup_config> warmups;      // the [[warmup]] tables
+    std::vector<shaping_rule_config> shaping_rules;  // the [[shaping_rule]] tables, in file order
     std::vector<quarantine_config> quarantines;      // the [[quarantine]] tables
     std::vector<content_rule_config> content_rules;  // the [[content_rule]] tables, in file order
     screening_config screening;

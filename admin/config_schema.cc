@@ -135,6 +135,7 @@ constexpr std::string_view k_auth_modes[] = {"none", "optional", "required"};
 constexpr std::string_view k_spf_fail[] = {"none", "reject"};
 constexpr std::string_view k_spf_temperror[] = {"accept", "tempfail"};
 constexpr std::string_view k_quarantine_expiry[] = {"delete", "release"};
+constexpr std::string_view k_shaping_scopes[] = {"destination", "source"};
 constexpr std::string_view k_screen_actions[] = {"ignore", "enforce", "drop"};
 constexpr std::string_view k_flow_actions[] = {"accept", "reject", "relay"};
 constexpr std::string_view k_tls_policies[] = {"off", "preferred", "required"};
@@ -173,6 +174,13 @@ const section_spec k_sections[] = {
      "each destination's. A built-in table names the large mailbox providers (gmail, microsoft, yahoo, apple, "
      "comcast, att, gmx, mailru, yandex, zoho, proton, fastmail, orange, qq, mimecast, proofpoint) without limits; "
      "a table with one of these names sets its limits (and replaces its suffixes when it gives mx_suffixes)."},
+    {"shaping_rule", true,
+     "Shaping rules: when the replies of a destination's servers match pattern (a regular expression over \"CODE "
+     "X.Y.Z text\", caseless) threshold times within period_s, an override is put on the destination (scope = "
+     "\"destination\") or on the source that got them, for that destination (scope = \"source\", suspend only), "
+     "for duration_s: suspend (no new connection), rate N (messages per minute), connections N, or bounce "
+     "(queued mail fails with a report). The gateway's own replies never count. ringway shaping list shows the "
+     "overrides in force, ringway shaping lift ends them."},
     {"warmup", true,
      "Warm-up schedules: a new source's daily message caps, per provider, rising day by day (day 1 is the "
      "source's warmup_start); after the last day listed it is warm. Providers not listed share the daily caps. "
@@ -520,6 +528,31 @@ const key_spec k_keys[] = {
     {"provider", "max_messages_per_hour", T::integer, 0, 1'000'000'000, {}, "messages", live,
      "Messages to all of its destinations in a sliding hour, every core together; 0: no limit.", false, {}, {},
      RW_F(provider_config, max_messages_per_hour)},
+
+    // [[shaping_rule]]
+    {"shaping_rule", "name", T::string, 0, 0, {}, {}, live, "The rule's name, unique; in the mail log and the shell.",
+     true, {}, {}, RW_F(shaping_rule_config, name)},
+    {"shaping_rule", "provider", T::string, 0, 0, {}, {}, live,
+     "The provider whose destinations it watches; empty: every destination.", false, "\"gmail\"", {},
+     RW_F_OPT(shaping_rule_config, provider)},
+    {"shaping_rule", "pattern", T::string, 0, 0, {}, {}, live,
+     "A regular expression (PCRE syntax, no back-references) over the reply, \"CODE X.Y.Z text\", caseless.", true,
+     {}, {}, RW_F(shaping_rule_config, pattern)},
+    {"shaping_rule", "threshold", T::integer, 1, 100'000, {}, "matches", live,
+     "Matches within period_s that set the override (a transaction counts once per distinct reply).", false, {}, {},
+     RW_F(shaping_rule_config, threshold)},
+    {"shaping_rule", "period_s", T::integer, 1, 86'400, {}, "s", live, "The window the matches are counted in.",
+     false, {}, {}, RW_F(shaping_rule_config, period_s)},
+    {"shaping_rule", "action", T::string, 0, 0, {}, {}, live,
+     "suspend, rate N (messages per minute), connections N, or bounce.", false, {}, {},
+     RW_F(shaping_rule_config, action)},
+    {"shaping_rule", "scope", T::enumeration, 0, 0, {}, {}, live,
+     "What the override holds: the destination, or the source that got the replies (for that destination; "
+     "suspend only).",
+     false, {}, k_shaping_scopes, RW_F(shaping_rule_config, scope)},
+    {"shaping_rule", "duration_s", T::integer, 1, 604'800, {}, "s", live,
+     "How long the override lasts; matching again meanwhile extends it.", false, {}, {},
+     RW_F(shaping_rule_config, duration_s)},
 
     // [[warmup]]
     {"warmup", "name", T::string, 0, 0, {}, {}, live, "The schedule's name, unique; sources name it.", true, {}, {},
@@ -955,6 +988,7 @@ const void* struct_of(const config& c, std::string_view section, size_t i) {
     if (section == "pool") return &c.pools.at(i);
     if (section == "provider") return &c.providers.at(i);
     if (section == "warmup") return &c.warmups.at(i);
+    if (section == "shaping_rule") return &c.shaping_rules.at(i);
     if (section == "content_rule") return &c.content_rules.at(i);
     if (section == "quarantine") return &c.quarantines.at(i);
     if (section == "screening") return &c.screening;
@@ -1044,6 +1078,8 @@ size_t count_of(const config& c, const section_spec& s) {
         return c.providers.size();
     if (s.name == "warmup")
         return c.warmups.size();
+    if (s.name == "shaping_rule")
+        return c.shaping_rules.size();
     return c.routes.size();
 }
 

@@ -9,6 +9,7 @@
 #include "mta/delivery/delivery.hh"
 #include "mta/scan/scanners.hh"
 #include "runtime/net/tcp.hh"
+#include "policy/patterns.hh"
 #include "policy/rules.hh"
 #include "policy/spf.hh"
 
@@ -441,6 +442,44 @@ void loader::read_sources(const toml::table& root, config& c) {
             else if (!pool_exists(c, p.overflow))
                 error(line, path, fmt::format("there is no pool {}", quote(p.overflow)), "the name of another [[pool]]");
         }
+    for_each_table(root, "shaping_rule", "[[shaping_rule]] tables, each with name and pattern", 1000,
+                   [&](const section& s) {
+        shaping_rule_config r;
+        read_simple(s, &r);
+        read_name(s, c.shaping_rules, "shaping rule", r.name);
+        static constexpr std::string_view prov_allowed = "the name of a provider, or \"\" for every destination";
+        if (auto v = read_string(s, "provider", prov_allowed)) {
+            if (!v->empty() && !provider_known(*v))
+                error(line_of(*s.get("provider"), s.line), s.key("provider"),
+                      fmt::format("there is no provider {}", quote(*v)), prov_allowed);
+            else
+                r.provider = std::move(*v);
+        }
+        static constexpr std::string_view pat_allowed =
+            "a regular expression (PCRE syntax, no back-references) over \"CODE X.Y.Z text\"";
+        missing(s, "pattern", pat_allowed);
+        if (auto v = read_string(s, "pattern", pat_allowed)) {
+            if (v->empty())
+                error(line_of(*s.get("pattern"), s.line), s.key("pattern"), "empty", pat_allowed);
+            else if (auto why = policy::patterns::check(policy::patterns::pattern{*v, 0, true, true}))
+                error(line_of(*s.get("pattern"), s.line), s.key("pattern"), fmt::format("{}: {}", quote(*v), *why),
+                      pat_allowed);
+            else
+                r.pattern = std::move(*v);
+        }
+        static constexpr std::string_view act_allowed =
+            "suspend, rate N (messages per minute, 1..1000000), connections N (1..10000), bounce";
+        if (auto v = read_string(s, "action", act_allowed)) {
+            if (!parse_shaping_action(*v))
+                error(line_of(*s.get("action"), s.line), s.key("action"), quote(*v), act_allowed);
+            else
+                r.action = std::move(*v);
+        }
+        if (r.scope == "source" && parse_shaping_action(r.action) && parse_shaping_action(r.action)->first != "suspend")
+            error(s.get("scope") ? line_of(*s.get("scope"), s.line) : s.line, s.key("scope"),
+                  "a source can only be suspended", "\"destination\", or \"source\" with action = \"suspend\"");
+        c.shaping_rules.push_back(std::move(r));
+    });
     section d = open_table(root, "delivery");
     static constexpr std::string_view allowed = "the name of a [[pool]], or \"\" for none";
     if (auto v = read_string(d, "default_pool", allowed)) {

@@ -668,6 +668,44 @@ task<json> cmd_delivernow(context& c, const peer_cred& who, const json& args) {
     co_return obj("domain", domain.empty() ? std::string("*") : domain, "released", n);
 }
 
+// `shaping list`: the overrides shaping rules set, on every core;
+// `shaping lift DOMAIN|* [RULE]`: ends them.
+task<json> cmd_shaping(context& c, const peer_cred& who, const json& args) {
+    const std::string action = str_arg(args, "action", true);
+    if (action == "list") {
+        auto all = co_await all_destinations(c);
+        json rows = json::array();
+        for (const auto& d : all)
+            for (const auto& ov : d.overrides)
+                rows.push_back({{"destination", d.key},
+                                {"rule", ov.rule},
+                                {"action", ov.action},
+                                {"value", ov.value},
+                                {"source", ov.source},
+                                {"since_unix_ms", ov.since_ms},
+                                {"until_unix_ms", ov.until_ms},
+                                {"reply", ov.reply}});
+        co_return obj("overrides", std::move(rows));
+    }
+    if (action != "lift")
+        throw command_error(fmt::format("shaping: unknown action {}; allowed: list, lift", action));
+    std::string domain = str_arg(args, "target", true);
+    if (domain == "*")
+        domain.clear();
+    else
+        domain = domain_arg(args, "target", true);
+    const std::string rule = str_arg(args, "rule", false);
+    const std::string by = who.describe();
+    std::function<size_t(mta::delivery::service&)> fn = [&](mta::delivery::service& s) {
+        return s.lift_overrides(domain, rule, by);
+    };
+    auto t = for_each_delivery(c, std::move(fn));
+    size_t n = co_await std::move(t);
+    lg.info("shaping lift domain={} rule={} lifted={} by {}", domain.empty() ? "*" : domain, rule.empty() ? "*" : rule,
+            n, by);
+    co_return obj("lifted", n);
+}
+
 const char* status_name(fs::rcpt_status s) {
     switch (s) {
     case fs::rcpt_status::pending: return "pending";
@@ -1264,6 +1302,8 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
         co_return co_await cmd_outbound(c, who, args);
     if (cmd == "warmup")
         co_return co_await cmd_warmup(c, who, args);
+    if (cmd == "shaping")
+        co_return co_await cmd_shaping(c, who, args);
     if (cmd == "providers")
         co_return co_await cmd_providers(c, who, args);
     if (is_config_command(cmd))

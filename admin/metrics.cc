@@ -79,7 +79,7 @@ struct core_figures {
     std::vector<listener_figures> listeners;
     std::vector<mta::delivery::destination_view> destinations;
     uint64_t spool_messages = 0, spool_free_slots = 0, spool_batches = 0, spool_records = 0, spool_bytes_written = 0;
-    uint64_t delivered = 0, deferred = 0, bounced = 0, dsn = 0, connections_out = 0;
+    uint64_t delivered = 0, deferred = 0, bounced = 0, dsn = 0, connections_out = 0, shaping_triggered = 0;
     std::array<uint64_t, mta::delivery::k_reply_classes> failures{};
     net::resolver_stats dns;
     double cpu_seconds = 0, idle_seconds = 0;
@@ -108,6 +108,7 @@ core_figures gather(core_slot& s) {
         f.dsn = d.dsn;
         f.failures = d.failures;
         f.connections_out = d.connections;
+        f.shaping_triggered = d.shaping_triggered;
     }
     for (fs::shard* sh : s.shards) {
         auto st = sh->get_stats();
@@ -182,6 +183,7 @@ std::string format(const config& cfg, const registry& reg, const std::vector<cor
         for (size_t k = 0; k < sum.failures.size(); ++k)
             sum.failures[k] += c.failures[k];
         sum.connections_out += c.connections_out;
+        sum.shaping_triggered += c.shaping_triggered;
         sum.spool_messages += c.spool_messages;
         sum.spool_free_slots += c.spool_free_slots;
         sum.spool_batches += c.spool_batches;
@@ -209,6 +211,20 @@ std::string format(const config& cfg, const registry& reg, const std::vector<cor
         x.sample("ringway_delivery_failures_total",
                  fmt::format("class=\"{}\"", mta::delivery::to_string(mta::delivery::reply_class(k))),
                  sum.failures[k]);
+    x.family("ringway_shaping_overrides_total", "counter", "Overrides set by shaping rules.");
+    x.sample("ringway_shaping_overrides_total", "", sum.shaping_triggered);
+    // Every override in force (all destinations, not only the busiest):
+    // its expiry as a Unix time.
+    x.family("ringway_shaping_override_expiry_seconds", "gauge",
+             "Overrides set by shaping rules and in force, by destination, rule, action and source: when each ends "
+             "(Unix time).");
+    for (const auto& f : cores)
+        for (const auto& d : f.destinations)
+            for (const auto& ov : d.overrides)
+                x.sample("ringway_shaping_override_expiry_seconds",
+                         fmt::format("destination=\"{}\",rule=\"{}\",action=\"{}\",source=\"{}\"", label(d.key),
+                                     label(ov.rule), ov.action, label(ov.source)),
+                         double(ov.until_ms) / 1000.0);
     x.family("ringway_delivery_reports_total", "counter", "Delivery status notifications queued.");
     x.sample("ringway_delivery_reports_total", "", sum.dsn);
     x.family("ringway_delivery_connections_total", "counter", "Outbound SMTP connections made.");

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "policy/patterns.hh"
+
 namespace rw::admin {
 
 mta::listener_options to_options(const listener_config& l) {
@@ -135,6 +137,31 @@ mta::delivery::options delivery_options(const config& cfg) {
             it->mx_suffixes = pc.mx_suffixes;
         it->max_connections = pc.max_connections;
         it->max_messages_per_hour = pc.max_messages_per_hour;
+    }
+    std::vector<policy::patterns::pattern> shaping_patterns;
+    for (const auto& rc : cfg.shaping_rules) {
+        mta::delivery::shaping_rule r;
+        r.name = rc.name;
+        r.provider = rc.provider;
+        r.pattern = rc.pattern;
+        r.threshold = rc.threshold;
+        r.period = rc.period_s;
+        r.duration = rc.duration_s;
+        r.per_source = rc.scope == "source";
+        auto act = parse_shaping_action(rc.action);
+        RW_ASSERT(act.has_value(), "shaping action {} passed validation", rc.action);
+        using A = mta::delivery::shaping_rule::action_t;
+        r.action = act->first == "rate" ? A::rate : act->first == "connections" ? A::connections
+                 : act->first == "bounce" ? A::bounce : A::suspend;
+        r.value = act->second;
+        shaping_patterns.push_back({rc.pattern, unsigned(o.shaping.size()), true, true});
+        o.shaping.push_back(std::move(r));
+    }
+    if (!shaping_patterns.empty()) {
+        // Each pattern was checked when the configuration was loaded.
+        auto db = policy::patterns::database::compile(shaping_patterns);
+        RW_ASSERT(db.has_value(), "shaping patterns passed validation: {}", db ? std::string() : db.error());
+        o.shaping_db = std::move(db.value());
     }
     for (const auto& wc : cfg.warmups) {
         mta::delivery::warmup_schedule w;

@@ -301,6 +301,20 @@ std::string fmt_warmup(const json& r) {
     return fmt::format("{} (UTC)\n", s(r, "date")) + table(rows);
 }
 
+std::string fmt_shaping(const json& r) {
+    if (r.contains("lifted"))
+        return fmt::format("{} override(s) lifted\n", u(r, "lifted"));
+    if (r["overrides"].empty())
+        return "no shaping override is in force\n";
+    std::vector<std::vector<std::string>> rows{{"DESTINATION", "RULE", "ACTION", "SOURCE", "SINCE", "UNTIL", "AFTER"}};
+    for (const auto& x : r["overrides"])
+        rows.push_back({s(x, "destination"), s(x, "rule"),
+                        u(x, "value") ? fmt::format("{} {}", s(x, "action"), u(x, "value")) : s(x, "action"),
+                        s(x, "source").empty() ? "-" : s(x, "source"), unix_time(i(x, "since_unix_ms") / 1000),
+                        unix_time(i(x, "until_unix_ms") / 1000), s(x, "reply")});
+    return table(rows);
+}
+
 std::string fmt_providers(const json& r) {
     std::vector<std::vector<std::string>> rows{{"PROVIDER", "CONNECTIONS", "LIMIT", "SENT LAST HOUR", "LIMIT", "MX SUFFIXES"}};
     for (const auto& x : r["providers"]) {
@@ -901,6 +915,13 @@ std::vector<command> make_commands() {
                  "today's cap and how much of it is used (UTC days). A source at its cap sends nothing more\n"
                  "there today: its pool's other sources, then the overflow pool, take the mail.",
                  fmt_warmup});
+    v.push_back({"shaping", "shaping",
+                 {a{"action", a::choice, {"list", "lift"}}, a{"target", a::word, {}, true}, a{"rule", a::word, {}, true}},
+                 "overrides set by shaping rules",
+                 "shaping list: the overrides [[shaping_rule]]s set (suspend, rate, connections, bounce), on which\n"
+                 "destination or source, since and until when, and the reply that set each off. shaping lift\n"
+                 "DOMAIN [RULE]: ends a destination's overrides (those of one rule); DOMAIN * ends every one.",
+                 fmt_shaping});
     v.push_back({"providers", "providers", {}, "providers: their connections and hourly sends",
                  "Each provider (destinations grouped by MX host suffix, [[provider]]): its connections now and\n"
                  "messages in the last hour, all cores together, against its limits.",

@@ -23,6 +23,9 @@ struct smtp_reply {
     int code = 0;  // 0: no reply (connection lost, timeout, garbage)
     std::string text;  // every line joined with "; ", without the codes
     std::string enhanced;
+    // Made by the gateway (a message too large for the server, a loop),
+    // not said by the server: shaping rules ignore it.
+    bool local = false;
     std::string line() const;  // "550 5.1.1 text"
 };
 

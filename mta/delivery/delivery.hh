@@ -30,6 +30,10 @@
 #include "runtime/net/dns.hh"
 #include "runtime/reactor/task.hh"
 
+namespace rw::policy::patterns {
+class database;
+}
+
 namespace rw::mta::delivery {
 
 class shared_state;  // shared.hh
@@ -87,6 +91,25 @@ struct warmup_schedule {
     unsigned cap(std::string_view group, int64_t day) const;
 };
 
+// A shaping rule: replies of a destination's servers that match `pattern`
+// (over "CODE X.Y.Z text", caseless) `threshold` times within `period`
+// put an override on the destination (or, with per_source, on the source
+// that got them, for that destination) for `duration`. The gateway's own
+// replies (no connection, a message too large for the server...) never
+// count.
+struct shaping_rule {
+    std::string name;
+    std::string provider;  // "": every destination
+    std::string pattern;
+    unsigned threshold = 1;
+    std::chrono::seconds period{300};
+    enum class action_t : uint8_t { suspend, rate, connections, bounce } action = action_t::suspend;
+    unsigned value = 0;  // rate: messages per minute; connections: at most this many
+    bool per_source = false;  // suspend only
+    std::chrono::seconds duration{3600};
+};
+std::string_view to_string(shaping_rule::action_t a);
+
 // A pool: sources and their weights. A destination's connections are
 // spread over the sources of its mail's pool in proportion to the weights.
 struct pool {
@@ -111,6 +134,9 @@ struct options {
     std::string default_pool;
     std::vector<provider> providers;  // the built-in table and the configured ones
     std::vector<warmup_schedule> warmups;
+    std::vector<shaping_rule> shaping;
+    // shaping's patterns, pattern i with id i (null when there are none).
+    std::shared_ptr<const policy::patterns::database> shaping_db;
     // Counters every core shares (providers, warm-up); owned by the daemon,
     // it outlives every service. Null: each service keeps its own.
     shared_state* shared = nullptr;
@@ -216,6 +242,13 @@ struct destination_view {
     // connections to it: open now, and made since start.
     std::string pool;
     std::string provider;  // of its best next hop ("": none, or not resolved yet)
+    struct override_view {
+        std::string rule, action, source;  // source: "" for the whole destination
+        unsigned value = 0;
+        int64_t since_ms = 0, until_ms = 0;
+        std::string reply;  // the reply that set it off
+    };
+    std::vector<override_view> overrides;  // shaping overrides in force
     struct source_use {
         std::string name;
         unsigned connections = 0;
@@ -248,6 +281,7 @@ public:
         // Recipients deferred or bounced, by the class of their reply
         // (classify.hh's reply_class, in order).
         std::array<uint64_t, 8> failures{};
+        uint64_t shaping_triggered = 0;  // overrides set by shaping rules
     };
     const counters& stats() const;
 
@@ -292,6 +326,9 @@ public:
     // Deferred mail of matching destinations is due now and their pause
     // after a failure is lifted; returns how many entries were released.
     size_t deliver_now(std::string_view domain);
+    // Lifts the shaping overrides of matching destinations ("" = every
+    // one; rule "" = every rule's); returns how many were lifted.
+    size_t lift_overrides(std::string_view domain, std::string_view rule, std::string_view by);
 
     // ---- quarantines ----
     // A message a content rule holds is committed with hold_states():

@@ -245,6 +245,8 @@ const pool* service::impl::pool_of(const destination* d) const {
 unsigned service::impl::conn_limit(const destination* d) const {
     unsigned limit = d->conn_cap ? std::min(d->conn_cap, o->max_connections_per_destination)
                                  : o->max_connections_per_destination;
+    if (const auto* ov = overridden(d, shaping_rule::action_t::connections, now_ms()))
+        limit = std::min(limit, ov->value);
     if (const pool* p = pool_of(d)) {
         unsigned sum = 0;
         for (const auto& m : p->members) {
@@ -302,7 +304,10 @@ int64_t service::impl::pool_wait_ms(destination* d, int64_t now) {
     // The pool's sources, then its overflow pool's (one level).
     for (int level = 0; level < 2 && p; ++level) {
         for (const auto& m : p->members) {
-            const int64_t w = source_wait_ms(d, o->sources[m.source], now);
+            int64_t w = source_wait_ms(d, o->sources[m.source], now);
+            for (const auto& ov : d->overrides)
+                if (ov.source == o->sources[m.source].name && ov.until_ms > now)
+                    w = std::max(w, ov.until_ms - now);
             best = best < 0 ? w : std::min(best, w);
         }
         p = p->overflow.empty() ? nullptr : find_pool(*o, p->overflow);
@@ -328,6 +333,8 @@ const source* service::impl::pick_source(destination* d, int family, bool* busy)
                 if (s.addr.family() != family)
                     continue;
                 *busy = true;
+                if (source_suspended(d, s, now))
+                    continue;
                 if (s.max_connections_per_destination && st.active >= s.max_connections_per_destination)
                     continue;
                 const int64_t wait = source_wait_ms(d, s, now);
@@ -355,6 +362,12 @@ void service::impl::kick(destination* d) {
     // No new connection while the rate limit (the destination's, or that
     // of every source of its pool) holds it back: the timer loop kicks
     // it again once a send is allowed.
+    // A bounce override fails what is ready, once at a time.
+    if (!d->ready.empty() && !d->bouncing && overridden(d, shaping_rule::action_t::bounce, now)) {
+        d->bouncing = true;
+        spawn(bounce_ready(this, d));
+        return;
+    }
     const int64_t rate_wait = std::max({rate_wait_ms(d, now), pool_wait_ms(d, now), provider_wait_ms(d, now)});
     if (rate_wait > 0 && d->active > 0)
         return;
@@ -409,6 +422,7 @@ task<void> service::impl::timers() {
         if (now - last_sweep_ms >= 1000) {
             last_sweep_ms = now;
             sweep_quarantines(now);
+            expire_overrides(now);
         }
         save_shared(now, false);
         co_await io::sleep(std::chrono::milliseconds(100));
@@ -517,6 +531,9 @@ std::vector<destination_view> service::destinations() const {
         v.backed_off = d->conn_cap || d->rate_cap;
         v.pool = d->pool;
         v.provider = d->provider;
+        for (const auto& ov : d->overrides)
+            v.overrides.push_back({ov.rule_name, std::string(to_string(ov.action)), ov.source, ov.value, ov.since_ms,
+                                   ov.until_ms, ov.reply});
         for (const auto& [name, st] : d->sources)
             v.sources.push_back({name, st.active, st.connections});
         v.suspended = d->suspended;

@@ -95,6 +95,19 @@ struct destination {
     // force when lower than the configured ones (0: the configured one).
     unsigned conn_cap = 0, rate_cap = 0;
     unsigned tempfails_in_row = 0, deliveries_in_row = 0;
+    // Shaping: each rule's recent matches ("rule" or "rule\nsource" ->
+    // times), and the overrides in force.
+    std::map<std::string, std::deque<int64_t>> shaping_hits;
+    struct override_t {
+        size_t rule = 0;  // index in options::shaping when set (names are kept for a commit)
+        std::string rule_name, source;  // source: "" = the whole destination
+        shaping_rule::action_t action = shaping_rule::action_t::suspend;
+        unsigned value = 0;
+        int64_t since_ms = 0, until_ms = 0;
+        std::string reply;
+    };
+    std::vector<override_t> overrides;
+    bool bouncing = false;  // a bounce override's fail_all runs
     uint64_t in_flight_rcpts = 0;  // taken by a connection, outcome not yet settled
     uint64_t in_flight_msgs = 0;
     // For the admin shell: the last failure and what came of each recipient.
@@ -294,8 +307,13 @@ struct service::impl {
     // pool's sources allow together.
     unsigned conn_limit(const destination* d) const;
     unsigned rate_limit(const destination* d) const {
-        return d->rate_cap && o->max_messages_per_minute ? std::min(d->rate_cap, o->max_messages_per_minute)
-                                                         : o->max_messages_per_minute;
+        const unsigned base = d->rate_cap && o->max_messages_per_minute
+                                  ? std::min(d->rate_cap, o->max_messages_per_minute)
+                                  : o->max_messages_per_minute;
+        // A shaping override sets a rate even where none is configured.
+        if (const auto* ov = overridden(d, shaping_rule::action_t::rate, now_ms()))
+            return base ? std::min(base, ov->value) : ov->value;
+        return base;
     }
     // One transaction's outcome, for the adaptive back-off: temporary
     // failures only (from the destination's server), or a delivery.
@@ -336,8 +354,24 @@ struct service::impl {
     task<hops_result> next_hops(destination* d);
 
     void pause(destination* d, const std::string& why);
-    // Paused after a failure or suspended by the operator: no new connection.
-    bool held(const destination* d, int64_t now) const { return d->suspended || now < d->paused_until_ms; }
+    // Paused after a failure, suspended by the operator or by a shaping
+    // override: no new connection.
+    bool held(const destination* d, int64_t now) const {
+        return d->suspended || now < d->paused_until_ms || overridden(d, shaping_rule::action_t::suspend, now);
+    }
+    // ---- shaping (shaping.cc) ----
+    // The override of this action on the whole destination in force now
+    // (its value; 0 when none).
+    const destination::override_t* overridden(const destination* d, shaping_rule::action_t a, int64_t now) const;
+    bool source_suspended(const destination* d, const source& s, int64_t now) const;
+    // One transaction's (or greeting's) replies from d's servers, got by
+    // a connection from src (null: none): counts the rules they match and
+    // sets overrides when a threshold is reached.
+    void shape(destination* d, const std::vector<smtp_reply>& replies, const source* src);
+    // Drops expired overrides (the timer loop, once a second).
+    void expire_overrides(int64_t now);
+    // A bounce override: fails every ready entry of d permanently.
+    static task<void> bounce_ready(impl* self, destination* d);
     // "mx:example.test" and "route:example.test" match "example.test"; "" matches all.
     static bool matches(const destination* d, std::string_view domain);
     std::set<std::string> suspended_domains;  // "" = all

@@ -149,6 +149,8 @@ task<void> service::impl::work(destination* d) {
             why = fmt::format("{}[{}]: {}", hp.name, hp.addr.to_string(), r.line());
             adapt(d, true, false);  // the server turned us away: a throttling signal
         }
+        if (r.code >= 400)
+            shape(d, {r}, src);
         cl.reset();
     }
     if (!cl && !tried && sources_busy) {
@@ -204,6 +206,8 @@ task<void> service::impl::work(destination* d) {
         // Over the destination's connection limit (lowered by a commit):
         // this connection ends after the message it sent.
         if (stopping || sent >= o->max_messages_per_connection || d->suspended ||
+            overridden(d, shaping_rule::action_t::suspend, now_ms()) ||
+            overridden(d, shaping_rule::action_t::bounce, now_ms()) || (src && source_suspended(d, *src, now_ms())) ||
             d->active > conn_limit(d))
             break;
         if (const int64_t wait = std::max({rate_wait_ms(d, now_ms()), src ? source_wait_ms(d, *src, now_ms()) : 0,
@@ -247,7 +251,7 @@ task<void> service::impl::work(destination* d) {
         ++sent;
         std::vector<smtp_reply> replies;
         smtp_reply mail_reply;
-        bool usable = true;
+        bool usable = true, local_replies = true;
         const unsigned hops = received_headers(L->out.head);
         if (hops > o->max_received_headers + 1) {
             // Counted at reception too (without our own header); found
@@ -271,12 +275,16 @@ task<void> service::impl::work(destination* d) {
             replies.assign(L->idx.size(),
                            smtp_reply{554, "5.6.3 the message needs 8BITMIME and the server lacks it", "5.6.3"});
         } else {
+            local_replies = false;
             usable = co_await cl->send(&L->out, &replies, &mail_reply);
             if (!usable)
                 for (auto& r : replies)
                     if (r.code == 0)
                         r.text = fmt::format("{}: {}", host, cl->error);
         }
+        for (auto& r : replies)
+            r.local = r.local || local_replies;
+        shape(d, replies, src);
         // The outcome is recorded while the next transaction runs; at
         // most one is being recorded at a time per connection, so a
         // crash repeats at most this transaction and the one before.

@@ -16,13 +16,14 @@ import subprocess
 import sys
 import time
 import unittest
+import urllib.request
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import delivery_test  # noqa: E402
 import sink_test  # noqa: E402
 from delivery_test import DeliveryTest, load, restart, ringwayd_bin, retrying, send  # noqa: E402
-from ringway_harness import wait_until  # noqa: E402
+from ringway_harness import free_port, wait_until  # noqa: E402
 from zone_dns import ZoneServer  # noqa: E402
 
 
@@ -404,6 +405,133 @@ class Warmup(DeliveryTest, ShellMixin):
         self.assertIn('source[1].warmup: there is no warm-up schedule "none"', out)
         self.assertIn('source[1].warmup_start: "2026-02-30"', out)
         self.assertIn("pool[0].overflow: names the pool itself", out)
+
+
+def shaping_toml(name, pattern, action, threshold=1, period_s=60, duration_s=3600, scope=None, provider=None):
+    out = (f'[[shaping_rule]]\nname = "{name}"\npattern = \'{pattern}\'\naction = "{action}"\n'
+           f"threshold = {threshold}\nperiod_s = {period_s}\nduration_s = {duration_s}\n")
+    if scope:
+        out += f'scope = "{scope}"\n'
+    if provider:
+        out += f'provider = "{provider}"\n'
+    return out
+
+
+class Shaping(DeliveryTest, ShellMixin):
+    """Shaping rules: replies of the destination's servers that match set
+    overrides for a while; the gateway's own replies never do."""
+
+    def send_wait(self, g, rcpt, dispositions, timeout=10):
+        mid = send(g.port, "s@src.test", [rcpt], b"Subject: s\r\n\r\nx\r\n")
+        self.wait_disposition(g, mid, rcpt, dispositions, timeout=timeout)
+        return mid
+
+    def overrides(self, g):
+        return self.shell(g, "shaping", "list")["overrides"]
+
+    def test_suspend_fires_expires_and_is_lifted(self):
+        s = self.sink("--max-size", "2000")
+        mport = free_port()
+        tail = shaping_toml("slowdown", r"^451 4\.3\.0 ", "suspend", threshold=3, duration_s=4)
+        tail += shaping_toml("never", r"^552 5\.3\.4 ", "bounce")  # our own reply: must not fire
+        tail += f'[metrics]\nlisten = "127.0.0.1:{mport}"\n'
+        g = self.gateway(routes=[("dst.test", [f"127.0.0.1:{s.port}"])], tail_extra=tail)
+        # A message larger than the server's SIZE: the gateway itself says 552.
+        big = send(g.port, "s@src.test", ["r@dst.test"], b"Subject: big\r\n\r\n" + b"x" * 3000 + b"\r\n")
+        self.wait_disposition(g, big, "r@dst.test", {"bounced"})
+        # Two 451s: below the threshold.
+        for i in range(2):
+            self.send_wait(g, f"tempfail+{i}@dst.test", {"deferred"})
+        self.assertEqual(self.overrides(g), [])
+        self.send_wait(g, "tempfail+2@dst.test", {"deferred"})
+        ov = self.overrides(g)
+        self.assertEqual([(o["destination"], o["rule"], o["action"], o["source"]) for o in ov],
+                         [("route:dst.test", "slowdown", "suspend", "")], ov)
+        self.assertTrue(ov[0]["reply"].startswith("451 4.3.0 "), ov)
+        self.assertTrue([e for e in g.journal() if e.get("event") == "shaping" and e["rule"] == "slowdown"
+                         and e["action"] == "suspend"])
+        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
+        self.assertIn('ringway_shaping_overrides_total 1\n', text)
+        self.assertIn('ringway_shaping_override_expiry_seconds{destination="route:dst.test",rule="slowdown",'
+                      'action="suspend",source=""}', text)
+        # Suspended: a new message waits...
+        t0 = time.monotonic()
+        mid = send(g.port, "s@src.test", ["ok@dst.test"], b"Subject: w\r\n\r\nx\r\n")
+        time.sleep(1.5)
+        self.assertFalse(self.deliveries(g, mid, "ok@dst.test"))
+        self.assertEqual(self.shell(g, "hoststatus", "dst.test")["destinations"][0]["ready_recipients"], 1)
+        # ...until the override expires (4 s after it was set).
+        self.wait_disposition(g, mid, "ok@dst.test", {"delivered"}, timeout=10)
+        self.assertGreater(time.monotonic() - t0, 1.5)
+        wait_until(lambda: self.overrides(g) == [], timeout=5, what="the expired override to go")
+        self.assertTrue([e for e in g.journal() if e.get("event") == "shaping" and e["action"] == "expired"])
+        # Set off again, then lifted in the shell: mail flows at once.
+        for i in range(3, 6):
+            self.send_wait(g, f"tempfail+{i}@dst.test", {"deferred"})
+        self.assertEqual(len(self.overrides(g)), 1)
+        mid = send(g.port, "s@src.test", ["ok2@dst.test"], b"Subject: w\r\n\r\nx\r\n")
+        time.sleep(0.5)
+        self.assertFalse(self.deliveries(g, mid, "ok2@dst.test"))
+        self.assertEqual(self.shell(g, "shaping", "lift", "dst.test")["lifted"], 1)
+        self.wait_disposition(g, mid, "ok2@dst.test", {"delivered"}, timeout=3)
+        self.assertEqual(self.overrides(g), [])
+        self.assertFalse([e for e in g.journal() if e.get("event") == "shaping" and e["rule"] == "never"])
+
+    def test_rate_and_connections_overrides_set_the_limits(self):
+        s = self.sink()
+        tail = shaping_toml("rate", r"^451 ", "rate 7") + shaping_toml("conns", r"^451 ", "connections 2")
+        g = self.gateway(routes=[("dst.test", [f"127.0.0.1:{s.port}"])], tail_extra=tail)
+        self.send_wait(g, "tempfail@dst.test", {"deferred"})
+        hs = self.shell(g, "hoststatus", "dst.test")["destinations"][0]
+        self.assertEqual((hs["rate_limit_per_minute"], hs["connection_limit"]), (7, 2))
+        self.assertEqual(sorted((o["rule"], o["action"], o["value"]) for o in self.overrides(g)),
+                         [("conns", "connections", 2), ("rate", "rate", 7)])
+        # The rate holds: of 12 messages, 7 go in the first minute.
+        rep, err, rc = load("-s", f"127.0.0.1:{g.port}", "-c", "4", "-n", "12", "--to", "user@dst.test")
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: (s.stats() or {}).get("received", 0) >= 7, timeout=20, what="7 messages at the sink")
+        time.sleep(2)
+        self.assertEqual(s.stats()["received"], 7)
+        self.assertLessEqual(s.stats()["max_concurrent_connections"], 2)
+        self.shell(g, "shaping", "lift", "*")
+        wait_until(lambda: s.stats()["received"] >= 12, timeout=20, what="the rest once lifted")
+
+    def test_a_source_is_suspended_for_the_destination_and_the_other_takes_over(self):
+        s = self.sink()
+        tail = sources_toml([("s1", "127.0.0.2", "s1.pool.test", None), ("s2", "127.0.0.3", "s2.pool.test", None)],
+                            [("two", ["s1", "s2"])])
+        tail += shaping_toml("blocked-ip", r"^451 ", "suspend", scope="source")
+        g = self.gateway(routes=[("dst.test", [f"127.0.0.1:{s.port}"])],
+                         delivery={"default_pool": "two", "max_messages_per_connection": 1,
+                                   "connection_cache_time_ms": 0},
+                         tail_extra=tail)
+        self.send_wait(g, "tempfail@dst.test", {"deferred"})
+        ov = self.overrides(g)
+        self.assertEqual(len(ov), 1, ov)
+        self.assertEqual((ov[0]["rule"], ov[0]["action"]), ("blocked-ip", "suspend"))
+        bad = ov[0]["source"]
+        self.assertIn(bad, ("s1", "s2"))
+        good_ip = "127.0.0.3" if bad == "s1" else "127.0.0.2"
+        rep, err, rc = load("-s", f"127.0.0.1:{g.port}", "-c", "2", "-n", "10", "--to", "user@dst.test")
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: (s.stats() or {}).get("received", 0) >= 10, timeout=20, what="10 messages at the sink")
+        rep = s.stop()
+        self.assertEqual(rep["peers"], {good_ip: 10}, (bad, rep["peers"]))
+
+    def test_bounce_fails_queued_mail_with_a_report(self):
+        s = self.sink(save=True)
+        tail = shaping_toml("dead", r"^550 5\.1\.1 ", "bounce", threshold=2)
+        g = self.gateway(routes=[("dst.test", [f"127.0.0.1:{s.port}"]), ("src.test", [f"127.0.0.1:{s.port}"])],
+                         tail_extra=tail)
+        for i in range(2):
+            self.send_wait(g, f"permfail+{i}@dst.test", {"bounced"})
+        self.assertEqual([o["action"] for o in self.overrides(g)], ["bounce"])
+        mid = self.send_wait(g, "fine@dst.test", {"bounced"})
+        d = [e for e in self.deliveries(g, mid, "fine@dst.test") if e["disposition"] == "bounced"][0]
+        self.assertIn("bounced by shaping rule dead", d["reply"])
+        self.assertEqual(d["code"], 554)
+        # Its sender has a report (besides the two for the permfails).
+        self.wait_dsn(s, "s@src.test", n=3)
 
 
 if __name__ == "__main__":

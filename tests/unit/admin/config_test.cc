@@ -345,13 +345,13 @@ TEST_CASE("error: unknown section lists the sections", "[config]") {
                                  "[smpt]\n"  // line 5
                                  "hostname = \"mx.example.test\"\n");
     CHECK(e == "t.toml:5: smpt: unknown section (did you mean [smtp]?); allowed: [runtime], [dns], [spool], "
-               "[[listener]], [smtp], [delivery], [[route]], [[source]], [[pool]], [[provider]], [[warmup]], [[quarantine]], [[content_rule]], [screening], [[mail_flow_policy]], [[sender_group]], [[recipient_access]], [call_ahead], [antivirus], [antispam], [[milter]], [outbound], [control], [metrics], [conservation], [authentication]");
+               "[[listener]], [smtp], [delivery], [[route]], [[source]], [[pool]], [[provider]], [[shaping_rule]], [[warmup]], [[quarantine]], [[content_rule]], [screening], [[mail_flow_policy]], [[sender_group]], [[recipient_access]], [call_ahead], [antivirus], [antispam], [[milter]], [outbound], [control], [metrics], [conservation], [authentication]");
 }
 
 TEST_CASE("error: key outside any section says where it belongs", "[config]") {
     std::string e = refused_once("hostname = \"mx.example.test\"\n" + std::string(k_listener));
     CHECK(e == "t.toml:1: hostname: key outside any section (it belongs in [smtp]); allowed: [runtime], [dns], "
-               "[spool], [[listener]], [smtp], [delivery], [[route]], [[source]], [[pool]], [[provider]], [[warmup]], [[quarantine]], [[content_rule]], [screening], [[mail_flow_policy]], [[sender_group]], [[recipient_access]], [call_ahead], [antivirus], [antispam], [[milter]], [outbound], [control], [metrics], [conservation], "
+               "[spool], [[listener]], [smtp], [delivery], [[route]], [[source]], [[pool]], [[provider]], [[shaping_rule]], [[warmup]], [[quarantine]], [[content_rule]], [screening], [[mail_flow_policy]], [[sender_group]], [[recipient_access]], [call_ahead], [antivirus], [antispam], [[milter]], [outbound], [control], [metrics], [conservation], "
                "[authentication]");
 }
 
@@ -827,6 +827,22 @@ actions = ["pool main"]
     CHECK(c.routes[0].pool == "main");
     CHECK(parse_pool_member("out1:3") == std::pair<std::string, unsigned>{"out1", 3});
     CHECK(parse_pool_member("out1") == std::pair<std::string, unsigned>{"out1", 1});
+    CHECK(parse_shaping_action("suspend") == std::pair<std::string, unsigned>{"suspend", 0});
+    CHECK(parse_shaping_action("rate 60") == std::pair<std::string, unsigned>{"rate", 60});
+    CHECK(parse_shaping_action("connections 3") == std::pair<std::string, unsigned>{"connections", 3});
+    CHECK_FALSE(parse_shaping_action("rate"));
+    CHECK_FALSE(parse_shaping_action("rate 0"));
+    CHECK_FALSE(parse_shaping_action("connections 10001"));
+    CHECK_FALSE(parse_shaping_action("rate -1"));
+    CHECK_FALSE(parse_shaping_action("pause"));
+    CHECK(parse_caps("50, 100,200") == std::vector<unsigned>{50, 100, 200});
+    CHECK_FALSE(parse_caps(""));
+    CHECK_FALSE(parse_caps("0"));
+    CHECK_FALSE(parse_caps("5 x"));
+    CHECK(parse_day("1970-01-02") == 1);
+    CHECK(parse_day("2026-12-07") == 20'794);
+    CHECK_FALSE(parse_day("2026-02-29"));
+    CHECK_FALSE(parse_day("2026-1-07"));
     CHECK_FALSE(parse_pool_member("out1:0"));
     CHECK_FALSE(parse_pool_member("out1:1001"));
     CHECK_FALSE(parse_pool_member("out1:"));
@@ -857,6 +873,16 @@ actions = ["pool nope"]
 [[mail_flow_policy]]
 name = "X"
 pool = "nope"
+[[shaping_rule]]
+name = "s"
+pattern = "a(b"
+action = "rate fast"
+[[shaping_rule]]
+name = "t"
+pattern = "x"
+provider = "nosuch"
+scope = "source"
+action = "bounce"
 )");
     CHECK_THAT(e, Contains("t.toml:6: source[0].address: \"192.0.2.77\" cannot be used: the address is not "
                            "configured on this machine"));
@@ -866,6 +892,10 @@ pool = "nope"
     CHECK_THAT(e, Contains("route[0].hosts: missing"));
     CHECK_THAT(e, Contains("content_rule[0].actions[0]: there is no pool \"nope\""));
     CHECK_THAT(e, Contains("t.toml:22: mail_flow_policy[0].pool: there is no pool \"nope\""));
+    CHECK_THAT(e, Contains("t.toml:25: shaping_rule[0].pattern: \"a(b\""));
+    CHECK_THAT(e, Contains("t.toml:26: shaping_rule[0].action: \"rate fast\""));
+    CHECK_THAT(e, Contains("t.toml:30: shaping_rule[1].provider: there is no provider \"nosuch\""));
+    CHECK_THAT(e, Contains("t.toml:31: shaping_rule[1].scope: a source can only be suspended"));
 }
 
 TEST_CASE("error: a malformed route says which line and why", "[config]") {
