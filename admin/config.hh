@@ -187,6 +187,8 @@ struct delivery_config {
     // The [[pool]] of mail no route, content rule or mail flow policy gives
     // one; "": connections from the system's choice of address.
     std::string default_pool;
+    std::string tls = "opportunistic";  // none | opportunistic | required | verify ([[route]] tls overrides)
+    std::string tls_ca_file;            // trust anchors to verify with; "": the system's
 
     friend bool operator==(const delivery_config&, const delivery_config&) = default;
 };
@@ -263,6 +265,7 @@ struct route_config {
     std::string domain;
     std::vector<std::string> hosts;  // as in delivery.internal_hosts; empty: the domain's MX (with a pool)
     std::string pool;                // the [[pool]] its mail goes from; "": delivery.default_pool
+    std::string tls;                 // none | opportunistic | required | verify; "": delivery.tls
 
     friend bool operator==(const route_config&, const route_config&) = default;
 };

@@ -136,6 +136,7 @@ constexpr std::string_view k_spf_fail[] = {"none", "reject"};
 constexpr std::string_view k_spf_temperror[] = {"accept", "tempfail"};
 constexpr std::string_view k_quarantine_expiry[] = {"delete", "release"};
 constexpr std::string_view k_shaping_scopes[] = {"destination", "source"};
+constexpr std::string_view k_tls_modes[] = {"none", "opportunistic", "required", "verify"};
 constexpr std::string_view k_screen_actions[] = {"ignore", "enforce", "drop"};
 constexpr std::string_view k_flow_actions[] = {"accept", "reject", "relay"};
 constexpr std::string_view k_tls_policies[] = {"off", "preferred", "required"};
@@ -466,6 +467,15 @@ const key_spec k_keys[] = {
     {"delivery", "data_timeout_s", T::integer, 1, 3600, {}, "s", live,
      "Client deadline for the reply to the end of a message (RFC 5321 4.5.3.2.6).", false, {}, {},
      RW_F(delivery_config, data_timeout_s)},
+    {"delivery", "tls", T::enumeration, 0, 0, {}, {}, live,
+     "Outbound TLS for destinations whose route sets none: none (never STARTTLS), opportunistic (when offered, "
+     "unverified; a failed handshake falls back to plaintext), required (STARTTLS must work; the certificate is not "
+     "checked), verify (the certificate must chain to a trusted CA and name the host). With starttls = false: none. "
+     "REQUIRETLS mail is always sent with verify, to servers that offer REQUIRETLS.",
+     false, {}, k_tls_modes, RW_F(delivery_config, tls)},
+    {"delivery", "tls_ca_file", T::path, 0, 0, {}, {}, live,
+     "PEM trust anchors to verify servers with (tls = \"verify\", REQUIRETLS); empty: the system's store.", false,
+     "\"/etc/ringway/tls/ca.pem\"", {}, RW_F_OPT(delivery_config, tls_ca_file)},
     {"delivery", "default_pool", T::string, 0, 0, {}, {}, live,
      "The [[pool]] of mail that no content rule, mail flow policy or route gives one; empty: connections from the "
      "address the system chooses, greeting with smtp.hostname.",
@@ -482,6 +492,9 @@ const key_spec k_keys[] = {
      false, {}, {}, RW_F(route_config, hosts)},
     {"route", "pool", T::string, 0, 0, {}, {}, live, "The [[pool]] the domain's mail goes from.", false,
      "\"bulk\"", {}, RW_F_OPT(route_config, pool)},
+    {"route", "tls", T::string, 0, 0, {}, {}, live,
+     "The domain's outbound TLS policy (as delivery.tls); empty: delivery.tls.", false, "\"verify\"", {},
+     RW_F_OPT(route_config, tls)},
 
     // [[source]]
     {"source", "name", T::string, 0, 0, {}, {}, live, "The source's name, unique; pools name it.", true, {}, {},

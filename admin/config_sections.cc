@@ -278,6 +278,7 @@ void loader::check_hosts(const section& s, std::string_view k, std::vector<std::
 void loader::read_delivery(const section& s, delivery_config& out) {
     check_keys(s, keys_of(s.name()));
     read_simple(s, &out);
+    set_path(s, "tls_ca_file", true, "a PEM file of trust anchors, or \"\" for the system's store", out.tls_ca_file);
     check_hosts(s, "internal_hosts", out.internal_hosts);
     if (out.max_retry_ms < out.first_retry_ms)
         error(s.get("max_retry_ms") ? line_of(*s.get("max_retry_ms"), s.line) : s.line, s.key("max_retry_ms"),
@@ -516,11 +517,18 @@ void loader::read_routes(const toml::table& root, config& c) {
             }
         }
         read_pool_ref(s, c, r.pool);
-        if (!s.get("pool"))
-            missing(s, "hosts", "a non-empty list of next hops (or a pool, for the domain's MX hosts)");
+        static constexpr std::string_view tls_allowed = "none, opportunistic, required, verify, or \"\"";
+        if (auto v = read_string(s, "tls", tls_allowed)) {
+            if (!v->empty() && *v != "none" && *v != "opportunistic" && *v != "required" && *v != "verify")
+                error(line_of(*s.get("tls"), s.line), s.key("tls"), quote(*v), tls_allowed);
+            else
+                r.tls = std::move(*v);
+        }
+        if (!s.get("pool") && !s.get("tls"))
+            missing(s, "hosts", "a non-empty list of next hops (or a pool or tls, for the domain's MX hosts)");
         check_hosts(s, "hosts", r.hosts);
         if (s.get("hosts") && r.hosts.empty() && s.get("hosts")->as_array() && s.get("hosts")->as_array()->empty() &&
-            r.pool.empty())
+            r.pool.empty() && r.tls.empty())
             error(line_of(*s.get("hosts"), s.line), s.key("hosts"), "empty list",
                   "at least one next hop, or a pool");
         c.routes.push_back(std::move(r));

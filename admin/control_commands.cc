@@ -455,7 +455,7 @@ task<json> cmd_hoststatus(context& c, const json& args) {
     json rows = json::array();
     for (const auto& d : all) {
         std::string_view k = d.key;
-        k = k.substr(0, k.find('#'));  // "#POOL": the source pool of its mail
+        k = k.substr(0, std::min(k.find('#'), k.find('!')));  // "#POOL": the source pool of its mail
         if (k.substr(k.find(':') + 1) == domain)
             rows.push_back(destination_json(d, now));
     }
@@ -1313,7 +1313,7 @@ task<json> dispatch(context& c, const peer_cred& who, const std::string& cmd, co
         json names = json::array();
         for (const auto& d : all) {
             std::string_view k = d.key;
-            k = k.substr(0, k.find('#'));
+            k = k.substr(0, std::min(k.find('#'), k.find('!')));
             names.push_back(std::string(k.substr(k.find(':') + 1)));
         }
         co_return names;

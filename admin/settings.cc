@@ -79,6 +79,12 @@ mta::delivery::options delivery_options(const config& cfg) {
     o.hostname = cfg.smtp.hostname;
     o.smtp_port = d.smtp_port;
     o.starttls = d.starttls;
+    auto mode_of = [](const std::string& t) {
+        using M = mta::delivery::tls_mode;
+        return t == "none" ? M::none : t == "required" ? M::required : t == "verify" ? M::verify : M::opportunistic;
+    };
+    o.tls = mode_of(d.tls);
+    o.tls_ca_file = d.tls_ca_file;
     o.first_retry = d.first_retry_ms;
     o.max_retry = d.max_retry_ms;
     o.greylist_retry = d.greylist_retry_ms;
@@ -179,6 +185,8 @@ mta::delivery::options delivery_options(const config& cfg) {
         mta::delivery::route rt;
         rt.domain = r.domain;
         rt.pool = r.pool;
+        if (!r.tls.empty())
+            rt.tls = mode_of(r.tls);
         for (const auto& h : r.hosts)
             rt.hosts.push_back(to_route_host(h, d.smtp_port));
         o.routes.push_back(std::move(rt));

@@ -142,7 +142,7 @@ envelope_params decode_text(std::string_view s, size_t rcpts) {
 std::string encode_params(const envelope_params& p) {
     std::string o;
     o += char(!p.pool.empty() ? k_version_pool : p.next_hop.empty() ? k_version : k_version_next_hop);
-    o += char(uint8_t(p.body) | (p.smtputf8 ? 4 : 0) | uint8_t(p.ret) << 3);
+    o += char(uint8_t(p.body) | (p.smtputf8 ? 4 : 0) | uint8_t(p.ret) << 3 | (p.requiretls ? 0x20 : 0));
     const size_t envid = std::min(p.envid.size(), k_max_envid_bytes);
     o += char(envid);
     o.append(p.envid, 0, envid);
@@ -177,10 +177,11 @@ std::optional<envelope_params> decode_params(std::string_view bytes, size_t rcpt
     envelope_params p;
     const uint8_t flags = r.u8();
     const uint8_t body = flags & 3, ret = (flags >> 3) & 3;
-    if ((flags & ~uint8_t(0x1F)) || ret > uint8_t(dsn_ret::hdrs))
+    if ((flags & ~uint8_t(0x3F)) || ret > uint8_t(dsn_ret::hdrs))
         return std::nullopt;
     p.body = body_type(body);
     p.smtputf8 = flags & 4;
+    p.requiretls = flags & 0x20;
     p.ret = dsn_ret(ret);
     const uint8_t envid = r.u8();
     if (envid > k_max_envid_bytes)
@@ -230,6 +231,8 @@ std::string describe_params(const envelope_params& p) {
                                                    : "BODY=BINARYMIME");
     if (p.smtputf8)
         word("SMTPUTF8");
+    if (p.requiretls)
+        word("REQUIRETLS");
     if (p.ret != dsn_ret::unspecified)
         word(p.ret == dsn_ret::full ? "RET=FULL" : "RET=HDRS");
     if (!p.envid.empty())

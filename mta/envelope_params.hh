@@ -7,7 +7,7 @@
 //
 // Encoding (version 1), little-endian:
 //   u8 version = 1
-//   u8 flags: bits 0-1 body_type, bit 2 smtputf8, bits 3-4 dsn_ret
+//   u8 flags: bits 0-1 body_type, bit 2 smtputf8, bits 3-4 dsn_ret, bit 5 requiretls
 //   u8 envid length, then the ENVID, xtext-decoded (at most 100 octets)
 //   u32 recipient count, then per recipient:
 //     u8 NOTIFY bits, u16 ORCPT length, then "addr-type;address" decoded
@@ -47,6 +47,7 @@ struct rcpt_params {
 struct envelope_params {
     body_type body = body_type::unspecified;
     bool smtputf8 = false;
+    bool requiretls = false;  // RFC 8689: relay only over verified TLS to servers that offer REQUIRETLS
     dsn_ret ret = dsn_ret::unspecified;
     std::string envid;  // xtext-decoded; empty = absent
     std::vector<rcpt_params> rcpts;

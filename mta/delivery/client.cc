@@ -220,7 +220,7 @@ task<bool> smtp_client::start_tls(const net::tls_context* ctx, std::string sni, 
         error = fmt::format("TLS handshake: {}", h.error().message());
         co_return false;
     }
-    pipelining = eight_bit_mime = smtputf8 = chunking = starttls = false;
+    pipelining = eight_bit_mime = smtputf8 = chunking = starttls = requiretls = false;
     max_size = 0;
     ok = co_await ehlo(&r);
     co_return ok;
@@ -260,6 +260,8 @@ task<bool> smtp_client::ehlo(smtp_reply* out) {
             chunking = true;
         else if (kw == "STARTTLS")
             starttls = true;
+        else if (kw == "REQUIRETLS")
+            requiretls = true;
         else if (kw.starts_with("SIZE")) {
             max_size = 0;
             for (size_t i = 5; i < kw.size() && is_digit(kw[i]); ++i)
@@ -326,6 +328,8 @@ task<bool> smtp_client::send(const outgoing* m, std::vector<smtp_reply>* res, sm
         params += " BODY=8BITMIME";
     if (m->smtputf8 && smtputf8)
         params += " SMTPUTF8";
+    if (m->requiretls && requiretls)
+        params += " REQUIRETLS";  // RFC 8689 4.2.1: the next hop must keep it
     _out += fmt::format("MAIL FROM:<{}>{}\r\n", m->from, params);
     const auto cmd_t = _o->command_timeout;
     const auto data_t = _o->data_timeout;

@@ -45,6 +45,7 @@ struct outgoing {
     body_reader read_rest;  // needed when head.size() < size
     bool eight_bit = false;  // BODY=8BITMIME, or 8-bit bytes found
     bool smtputf8 = false;
+    bool requiretls = false;  // RFC 8689: MAIL FROM ... REQUIRETLS
 };
 
 // Dot-stuffing (RFC 5321 4.5.2) over a body fed in pieces that may split
@@ -79,6 +80,9 @@ public:
     // a reply leaves it usable in plaintext (refused is then set).
     task<bool> start_tls(const net::tls_context* ctx, std::string sni, bool* refused);
     bool tls_active() const { return bool(_tls); }
+    // The server's certificate chained to a trusted CA and named the host
+    // (only with a verifying context).
+    bool tls_verified() const { return _tls && _tls->peer_verified(); }
     std::string tls_description() const;
     // One transaction. rcpt_replies gets one reply per recipient: the RCPT
     // reply when it failed, else the reply to the final dot. Returns false
@@ -95,7 +99,8 @@ public:
     // reused. One poll(2), no round trip.
     bool still_open() const;
 
-    bool pipelining = false, eight_bit_mime = false, smtputf8 = false, chunking = false, starttls = false;
+    bool pipelining = false, eight_bit_mime = false, smtputf8 = false, chunking = false, starttls = false,
+         requiretls = false;
     uint64_t max_size = 0;  // 0: not announced
     std::string error;       // why the connection ended
 

@@ -22,6 +22,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,11 +46,20 @@ struct route_host {
     uint16_t port = 25;
 };
 
+// Outbound TLS for a destination: none (never STARTTLS), opportunistic
+// (when offered, not verified; a failed handshake falls back to plaintext),
+// required (STARTTLS must work; the certificate is not checked), verify
+// (STARTTLS with a certificate that chains to a trusted CA and names the
+// host connected to).
+enum class tls_mode : uint8_t { none, opportunistic, required, verify };
+std::string_view to_string(tls_mode m);
+
 // domain: "example.test" (exactly), "*.example.test" (any subdomain) or "*".
 struct route {
     std::string domain;
     std::vector<route_host> hosts;  // tried in order; empty: the domain's MX
     std::string pool;               // the source pool of its mail; "": the default
+    std::optional<tls_mode> tls;    // the domain's TLS policy; none: options::tls
 };
 
 // A source: a local address delivery connects from, and the name it
@@ -155,6 +165,8 @@ struct options {
     // 0 = never.
     std::chrono::milliseconds delay_notice_after{std::chrono::hours(4)};
     bool starttls = true;  // opportunistic: used when offered, not verified
+    tls_mode tls = tls_mode::opportunistic;  // for destinations whose route sets none (starttls false: none)
+    std::string tls_ca_file;  // trust anchors for verify and REQUIRETLS; "": the system's
     unsigned max_connections_per_destination = 20;
     unsigned max_messages_per_connection = 100;
     // More Received: headers than this in a queued message (besides our

@@ -37,6 +37,7 @@ task<std::optional<loaded>> service::impl::load(fs::shard* sh, uint64_t id, std:
         const envelope_params p = read_params(id, v->env.params, v->rcpts.size());
         L.out.eight_bit = p.body == body_type::eight_bit_mime;
         L.out.smtputf8 = p.smtputf8;
+        L.out.requiretls = p.requiretls;
         size = v->message_bytes;  // as delivered: with the header fields added
     }
     if (L.idx.empty())

@@ -91,12 +91,50 @@ std::string service::impl::key_for(std::string_view domain, std::string_view msg
 }
 
 std::string_view detail::key_pool(std::string_view key) {
+    key = key.substr(0, key.find('!'));
     const size_t hash = key.find('#');
     return hash == std::string_view::npos ? std::string_view() : key.substr(hash + 1);
 }
 
 std::string_view detail::key_base(std::string_view key) {
-    return key.substr(0, key.find('#'));
+    return key.substr(0, std::min(key.find('#'), key.find('!')));
+}
+
+std::string_view to_string(tls_mode m) {
+    switch (m) {
+    case tls_mode::none: return "none";
+    case tls_mode::opportunistic: return "opportunistic";
+    case tls_mode::required: return "required";
+    case tls_mode::verify: return "verify";
+    }
+    return "?";
+}
+
+tls_mode service::impl::tls_mode_of(const destination* d) const {
+    if (d->requiretls)
+        return tls_mode::verify;
+    const route* r = d->rt && !key_base(d->key).starts_with("redirect:") ? d->rt
+                     : d->domain.empty()                                  ? nullptr
+                                                                          : find_route(o->routes, d->domain);
+    if (r && r->tls)
+        return *r->tls;
+    return o->starttls ? o->tls : tls_mode::none;
+}
+
+const net::tls_context* service::impl::verifying_tls() {
+    if (!tls_verify || tls_verify_ca != o->tls_ca_file) {
+        net::tls_context::client_config cc;
+        cc.verify_peer = true;
+        cc.ca_file = o->tls_ca_file;
+        auto t = net::tls_context::client(cc);
+        if (!t) {
+            lg.warn("no verifying TLS for delivery (ca file {}): {}", o->tls_ca_file, t.error());
+            return nullptr;
+        }
+        tls_verify = std::make_unique<net::tls_context>(std::move(t.value()));
+        tls_verify_ca = o->tls_ca_file;
+    }
+    return tls_verify.get();
 }
 
 void service::impl::queue_message(fs::shard* sh, uint64_t id) {
@@ -109,9 +147,13 @@ void service::impl::queue_message(fs::shard* sh, uint64_t id) {
     // A content rule's route: every recipient to that host ("redirect:"
     // destinations, as the shell's redirect makes, but kept in the spool).
     // A content rule's or mail flow policy's pool: "#POOL" on the key.
+    // REQUIRETLS mail (RFC 8689) has destinations of its own ("!requiretls"):
+    // their connections verify the server and need it to offer REQUIRETLS.
     std::string hop, msg_pool;
-    if (!v->env.params.empty() && (uint8_t(v->env.params[0]) == 2 || uint8_t(v->env.params[0]) == 3)) {
+    bool requiretls = false;
+    if (!v->env.params.empty()) {
         const envelope_params dp = read_params(id, v->env.params, v->rcpts.size());
+        requiretls = dp.requiretls;
         if (valid_next_hop(dp.next_hop))
             hop = "redirect:" + dp.next_hop;
         else if (!dp.next_hop.empty())
@@ -133,6 +175,8 @@ void service::impl::queue_message(fs::shard* sh, uint64_t id) {
             continue;
         }
         std::string key = hop.empty() ? key_for(domain_of(v->env.rcpts[i]), msg_pool) : hop;
+        if (requiretls)
+            key += "!requiretls";
         auto& e = by_key[key];
         e.origin = core;
         e.shard = sh;
@@ -192,6 +236,7 @@ destination* service::impl::dest_for(const std::string& key, const entry& e) {
     auto d = std::make_unique<destination>();
     d->key = key;
     d->pool = key_pool(key);
+    d->requiretls = key.ends_with("!requiretls");
     const std::string_view base = key_base(key);
     if (base.starts_with("route:")) {
         std::string_view pattern = base.substr(6);

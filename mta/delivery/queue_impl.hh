@@ -72,6 +72,7 @@ struct destination {
     std::string key;
     std::string pool;    // the source pool of its mail ("": none)
     std::string provider;  // of its best next hop, once resolved ("": none)
+    bool requiretls = false;  // its mail asked for REQUIRETLS (RFC 8689)
     std::string domain;  // for MX lookups (empty for routes)
     const route* rt = nullptr;
     std::deque<entry> ready;
@@ -199,6 +200,13 @@ struct service::impl {
     uint64_t dcid_seq = 0;
     event stopped;
     std::unique_ptr<net::tls_context> tls;  // client side, opportunistic (no verification)
+    // Client side, verifying (chain and host name), made on first use and
+    // again when tls_ca_file changes.
+    std::unique_ptr<net::tls_context> tls_verify;
+    std::string tls_verify_ca;
+    const net::tls_context* verifying_tls();
+    // The TLS policy of d's connections (REQUIRETLS mail: verify).
+    tls_mode tls_mode_of(const destination* d) const;
     // Counters shared with the other cores (options::shared), or this
     // service's own when there are none.
     std::unique_ptr<shared_state> own_shared = std::make_unique<shared_state>();

@@ -93,7 +93,9 @@ task<void> service::impl::work(destination* d) {
         lg.warn("destination={} pool {} is not configured (removed by a commit?): connecting from the system's "
                 "address",
                 d->key, d->pool);
-    bool sources_busy = false, tried = false;
+    // How the hops failed: a temporary failure anywhere keeps REQUIRETLS
+    // mail queued; only every reachable host refusing it returns it.
+    bool sources_busy = false, tried = false, tls_failed = false, requiretls_refused = false, other_failure = false;
     for (size_t hi = 0; hi < hr.hops.size(); ++hi) {
         const auto& hp = hr.hops[hi];
         drop_source();
@@ -114,6 +116,7 @@ task<void> service::impl::work(destination* d) {
         auto tc = net::connect_tcp(hp.addr, o->connect_timeout, src ? &src->addr : nullptr);
         auto conn = co_await std::move(tc);
         if (!conn) {
+            other_failure = true;
             why = src ? fmt::format("connect to {}[{}] from {} failed: {}", hp.name, hp.addr.to_string(),
                                     src->name, conn.error().message())
                       : fmt::format("connect to {}[{}] failed: {}", hp.name, hp.addr.to_string(),
@@ -124,7 +127,10 @@ task<void> service::impl::work(destination* d) {
         cl.emplace(std::move(conn.value()), o, src ? src->helo : std::string());
         smtp_reply r;
         bool ok = co_await cl->hello(&r);
-        if (ok && cl->starttls && o->starttls && tls && now_ms() >= d->no_tls_until_ms) {
+        const tls_mode mode = tls_mode_of(d);
+        bool hop_tls_failed = false;
+        const std::string where = fmt::format("{}[{}]", hp.name, hp.addr.to_string());
+        if (ok && mode == tls_mode::opportunistic && cl->starttls && tls && now_ms() >= d->no_tls_until_ms) {
             bool refused = false;
             std::string sni = net::address::parse(hp.name, 0) ? std::string() : hp.name;
             ok = co_await cl->start_tls(tls.get(), std::move(sni), &refused);
@@ -132,13 +138,48 @@ task<void> service::impl::work(destination* d) {
                 // Opportunistic TLS that fails is not a reason to keep
                 // the mail: the next connection goes in plaintext.
                 d->no_tls_until_ms = now_ms() + 3'600'000;
-                lg.info("destination={} host={}[{}] STARTTLS failed, plaintext for an hour: {}", d->key,
-                        hp.name, hp.addr.to_string(), cl->error);
+                lg.info("destination={} host={} STARTTLS failed, plaintext for an hour: {}", d->key, where,
+                        cl->error);
                 cl.reset();
                 --hi;  // the same host again
                 continue;
             }
+        } else if (ok && (mode == tls_mode::required || mode == tls_mode::verify)) {
+            // TLS is a must: no STARTTLS, a refused one, a failed
+            // handshake or (verify) a certificate that does not chain to a
+            // trusted CA or name the host make this host unusable.
+            const net::tls_context* ctx = mode == tls_mode::verify ? verifying_tls() : tls.get();
+            bool refused = false;
+            if (!cl->starttls) {
+                ok = false;
+                requiretls_refused = requiretls_refused || d->requiretls;
+                cl->error = d->requiretls ? "does not offer STARTTLS (the mail requires TLS: REQUIRETLS)"
+                                          : fmt::format("does not offer STARTTLS (TLS policy {})", to_string(mode));
+            } else if (!ctx) {
+                ok = false;
+                cl->error = "no TLS context to verify with";
+            } else {
+                std::string sni = hp.name;  // an IP literal is verified against the certificate's addresses
+                ok = co_await cl->start_tls(ctx, std::move(sni), &refused);
+                if (ok && refused) {
+                    ok = false;
+                    cl->error = fmt::format("refused STARTTLS (TLS policy {})", to_string(mode));
+                } else if (!ok) {
+                    cl->error = fmt::format("{} (TLS policy {})", cl->error, to_string(mode));
+                }
+            }
+            // A server that cannot keep REQUIRETLS mail secure past itself
+            // may not have it (RFC 8689 4.2.1): the mail is returned.
+            if (ok && d->requiretls && !cl->requiretls) {
+                ok = false;
+                cl->error = "does not offer REQUIRETLS";
+                requiretls_refused = true;
+            }
+            hop_tls_failed = !ok;
+            tls_failed = tls_failed || hop_tls_failed;
         }
+        if (!ok && !hop_tls_failed)
+            other_failure = true;
         if (ok) {
             host = hp.name;
             ip = hp.addr.ip_string();
@@ -162,7 +203,15 @@ task<void> service::impl::work(destination* d) {
     if (!cl) {
         drop_source();
         pause(d, why);
-        auto t = fail_all(d, smtp_reply{0, why, ""}, "");
+        // REQUIRETLS mail no next hop can take securely is returned to its
+        // sender (RFC 8689 5.7.30); other TLS failures are temporary.
+        smtp_reply fail{0, why, ""};
+        if (requiretls_refused && !other_failure)
+            fail = {550, fmt::format("5.7.30 REQUIRETLS support required: {}", why), "5.7.30"};
+        else if (tls_failed)
+            fail = {451, fmt::format("4.7.5 TLS required: {}", why), "4.7.5"};
+        fail.local = true;
+        auto t = fail_all(d, std::move(fail), "");
         co_await std::move(t);
         co_return;
     }

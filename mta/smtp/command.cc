@@ -497,6 +497,12 @@ maybe_reply apply_param(command& c, const std::string& key, std::string_view val
             c.smtputf8 = true;
             return std::nullopt;
         }
+        if (key == "REQUIRETLS") {  // RFC 8689 3: the keyword takes no value
+            if (has_value)
+                return param_syntax("REQUIRETLS takes no value");
+            c.requiretls = true;
+            return std::nullopt;
+        }
         if (key == "RET") {  // RFC 3461 4.3: RET=FULL / HDRS
             if (has_value && mail::iequals(value, "FULL"))
                 c.ret = dsn_ret::full;

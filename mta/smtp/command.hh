@@ -106,6 +106,7 @@ struct command {
 
     // Decoded forms of the known parameters (added for the session's convenience).
     bool smtputf8 = false;                     // MAIL ... SMTPUTF8 (RFC 6531 3.4)
+    bool requiretls = false;                   // MAIL ... REQUIRETLS (RFC 8689 3)
     bool has_size = false;                     // MAIL ... SIZE=n (RFC 1870)
     uint64_t size = 0;                         // saturates at UINT64_MAX (always over any limit)
     body_type body = body_type::unspecified;   // MAIL ... BODY=

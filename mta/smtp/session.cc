@@ -463,6 +463,8 @@ void session::do_ehlo(const smtp::command& c, bool extended) {
     line("DSN");
     if (offers_tls())
         line("STARTTLS");
+    if (_tls)
+        line("REQUIRETLS");  // RFC 8689: only where the session itself is protected
     bool auth_ok = _env->creds && _lo->auth != auth_mode::none && !_authenticated && offers_auth() &&
                    (_tls || _lo->allow_auth_without_tls);
     if (auth_ok)
@@ -577,12 +579,18 @@ task<void> session::do_mail(const smtp::command& c) {
             }
         }
     }
+    if (c.requiretls && !_tls) {
+        // RFC 8689 4.1: REQUIRETLS is offered on TLS sessions only.
+        queue(530, "5.7.10", "REQUIRETLS needs a TLS session: STARTTLS first");
+        co_return;
+    }
     _smtputf8 = c.smtputf8;
     _params = {};
     _params.body = c.body;
     _params.smtputf8 = c.smtputf8;
     _params.ret = c.ret;
     _params.envid = mail::xtext_decode_lenient(c.envid);
+    _params.requiretls = c.requiretls;
     if (_policy)
         _params.pool = _policy->pool;
     _have_mail = true;

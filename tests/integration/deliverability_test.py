@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import smtplib
+import ssl
 import subprocess
 import sys
 import time
@@ -532,6 +533,138 @@ class Shaping(DeliveryTest, ShellMixin):
         self.assertEqual(d["code"], 554)
         # Its sender has a report (besides the two for the permfails).
         self.wait_dsn(s, "s@src.test", n=3)
+
+
+def make_ca(d):
+    key, cert = os.path.join(d, "ca.key"), os.path.join(d, "ca.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=Ringway Test CA",
+                    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
+                   check=True, capture_output=True)
+    return key, cert
+
+
+def make_cert(d, name, ca=None):
+    """A key and certificate for `name` (subjectAltName DNS), signed by ca
+    (key, cert) or self-signed."""
+    key, cert, csr = (os.path.join(d, f"{name}.{x}") for x in ("key", "pem", "csr"))
+    ext = os.path.join(d, f"{name}.ext")
+    with open(ext, "w") as f:
+        f.write(f"subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\n")
+    if ca is None:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={name}",
+                        "-addext", f"subjectAltName=DNS:{name}"], check=True, capture_output=True)
+        return key, cert
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", csr, "-subj", f"/CN={name}"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca[1], "-CAkey", ca[0], "-CAcreateserial",
+                    "-out", cert, "-days", "2", "-extfile", ext], check=True, capture_output=True)
+    return key, cert
+
+
+class TlsPolicy(DeliveryTest, ShellMixin):
+    """Per-destination TLS policy (none, opportunistic, required, verify)
+    and REQUIRETLS (RFC 8689), against real OpenSSL peers: ringway-sink
+    with certificates a test CA signed, or self-signed, and a second
+    ringwayd."""
+
+    def setUp(self):
+        super().setUp()
+        d = self.tmpdir()
+        self.ca = make_ca(d)
+        self.good = make_cert(d, "good.verify.test", self.ca)
+        self.selfsigned = make_cert(d, "self.verify.test")
+        self.dns = ZoneServer()
+        self.addCleanup(self.dns.close)
+        self.dns.set_zone({n: [{"A": "127.0.0.1"}] for n in
+                           ("good.verify.test", "bad.verify.test", "self.verify.test")})
+
+    def gw(self, routes_toml, **kw):
+        dns = {"servers": [f"127.0.0.1:{self.dns.port}"], "timeout_ms": 500, "tries": 2}
+        return self.gateway(dns=dns, delivery={"tls_ca_file": self.ca[1]}, tail_extra=routes_toml, **kw)
+
+    @staticmethod
+    def route(domain, host, tls):
+        return f'[[route]]\ndomain = "{domain}"\nhosts = ["{host}"]\ntls = "{tls}"\n'
+
+    def test_each_policy_accepts_and_refuses_what_it_should(self):
+        s1 = self.sink("--tls-cert", self.good[1], "--tls-key", self.good[0])      # CA-signed, good.verify.test
+        s2 = self.sink("--tls-cert", self.selfsigned[1], "--tls-key", self.selfsigned[0])
+        s3 = self.sink()                                                           # no STARTTLS
+        g = self.gw(self.route("ok.test", f"good.verify.test:{s1.port}", "verify") +
+                    self.route("name.test", f"bad.verify.test:{s1.port}", "verify") +
+                    self.route("self.test", f"self.verify.test:{s2.port}", "verify") +
+                    self.route("req.test", f"self.verify.test:{s2.port}", "required") +
+                    self.route("plain.test", f"good.verify.test:{s3.port}", "required") +
+                    self.route("none.test", f"good.verify.test:{s1.port}", "none") +
+                    self.route("opp.test", f"good.verify.test:{s3.port}", "opportunistic"))
+        mids = {d: send(g.port, "a@src.test", [f"r@{d}"], b"Subject: t\r\n\r\nx\r\n")
+                for d in ("ok.test", "name.test", "self.test", "req.test", "plain.test", "none.test", "opp.test")}
+        for d in ("ok.test", "req.test", "none.test", "opp.test"):
+            self.wait_disposition(g, mids[d], f"r@{d}", {"delivered"})
+        for d in ("name.test", "self.test", "plain.test"):
+            e = self.wait_disposition(g, mids[d], f"r@{d}", {"deferred"})[0]
+            self.assertEqual((e["code"], e["class"]), (451, "tls"), e)
+            self.assertIn("4.7.5 TLS required", e["reply"])
+        by_dest = {}
+        for e in g.journal():
+            if e.get("event") == "connection":
+                by_dest.setdefault(e["destination"], []).append(e["tls"])
+        self.assertTrue(all(t.startswith("TLSv1.") for t in by_dest["route:ok.test"]), by_dest)
+        self.assertTrue(all(t.startswith("TLSv1.") for t in by_dest["route:req.test"]), by_dest)
+        self.assertEqual(set(by_dest["route:none.test"]), {""}, by_dest)  # s1 offers TLS; none does not use it
+        self.assertEqual(set(by_dest["route:opp.test"]), {""}, by_dest)
+        plain = self.deliveries(g, mids["plain.test"])[0]["reply"]
+        self.assertIn("does not offer STARTTLS", plain)
+        wait_until(lambda: s3.stats()["received"] >= 1, timeout=5, what="the sink's stats")
+        self.assertEqual(s3.stop()["received"], 1)  # opp.test only: plain.test never went in clear
+
+    def test_requiretls_is_offered_and_kept_only_over_tls(self):
+        s3 = self.sink()  # no STARTTLS
+        s1 = self.sink("--tls-cert", self.good[1], "--tls-key", self.good[0])  # TLS, but no REQUIRETLS
+        # The next hop that offers REQUIRETLS: a second ringwayd with the CA-signed certificate.
+        g2 = self.gateway(listener_extra=f'tls_cert = "{self.good[1]}"\ntls_key = "{self.good[0]}"\n')
+        g = self.gw(self.route("clear.test", f"good.verify.test:{s3.port}", "opportunistic") +
+                    self.route("noreq.test", f"good.verify.test:{s1.port}", "opportunistic") +
+                    self.route("secure.test", f"good.verify.test:{g2.port}", "opportunistic") +
+                    '[[route]]\ndomain = "src.test"\nhosts = ["127.0.0.1:%d"]\n' % s1.port)
+        ctx = ssl.create_default_context(cafile=self.ca[1])
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP("127.0.0.1", g.port, local_hostname="client.test", timeout=30) as c:
+            code, ehlo = c.ehlo()
+            self.assertNotIn(b"REQUIRETLS", ehlo)
+            code, resp = c.mail("a@src.test", ["REQUIRETLS"])
+            self.assertEqual(code, 530, resp)
+            self.assertIn(b"5.7.10", resp)
+            c.starttls(context=ctx)
+            code, ehlo = c.ehlo()
+            self.assertIn(b"REQUIRETLS", ehlo)
+            mids = {}
+            for d in ("clear.test", "noreq.test", "secure.test"):
+                code, resp = c.mail("a@src.test", ["REQUIRETLS"])
+                self.assertEqual(code, 250, resp)
+                self.assertEqual(c.rcpt(f"r@{d}")[0], 250)
+                code, resp = c.data(b"Subject: secret\r\n\r\nx\r\n")
+                self.assertEqual(code, 250, resp)
+                mids[d] = re.search(rb"queued as ([0-9A-Fa-f]+)", resp).group(1).decode()
+        # No STARTTLS, or no REQUIRETLS at the next hop: returned, 5.7.30.
+        for d, why in (("clear.test", "does not offer STARTTLS"), ("noreq.test", "does not offer REQUIRETLS")):
+            e = self.wait_disposition(g, mids[d], f"r@{d}", {"bounced"})[0]
+            self.assertEqual(e["code"], 550, e)
+            self.assertIn("5.7.30 REQUIRETLS support required", e["reply"])
+            self.assertIn(why, e["reply"])
+        # Verified TLS to a server that offers REQUIRETLS: delivered, and
+        # the next hop got REQUIRETLS with it (it offers it only over TLS).
+        self.wait_disposition(g, mids["secure.test"], "r@secure.test", {"delivered"})
+        self.assertEqual(s3.stop()["received"], 0)  # nothing went in clear
+        conns = [e for e in g.journal() if e.get("event") == "connection" and "secure.test" in e["destination"]]
+        self.assertTrue(conns and all(e["destination"].endswith("!requiretls") and e["tls"].startswith("TLSv1.")
+                                      for e in conns), conns)
+        rec = [e for e in g2.journal() if e.get("event") == "received"]
+        self.assertEqual(len(rec), 1)
+        self.assertTrue(rec[0]["tls"], rec)
 
 
 if __name__ == "__main__":

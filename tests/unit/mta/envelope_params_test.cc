@@ -143,6 +143,24 @@ TEST_CASE("a pool makes version 3, with or without a next hop", "[params]") {
     CHECK(describe_params(p).find("POOL=bulk-1") != std::string::npos);
 }
 
+TEST_CASE("REQUIRETLS is a flag bit, in every version", "[params]") {
+    envelope_params p = sample();
+    p.requiretls = true;
+    std::string e = encode_params(p);
+    CHECK(e[0] == 1);
+    auto d = decode_params(e, 3);
+    REQUIRE(d);
+    CHECK(d->requiretls);
+    CHECK(*d == p);
+    CHECK(describe_params(p).find("REQUIRETLS") != std::string::npos);
+    auto c = rw::mta::smtp::parse_command("MAIL FROM:<a@b.example> REQUIRETLS", false);
+    REQUIRE(c);
+    CHECK(c.value().requiretls);
+    CHECK_FALSE(rw::mta::smtp::parse_command("MAIL FROM:<a@b.example> REQUIRETLS=YES", false));
+    e[1] = char(uint8_t(e[1]) | 0x40);  // an unknown flag is still malformed
+    CHECK_FALSE(decode_params(e, 3));
+}
+
 TEST_CASE("the text form names every parameter, xtext-encoded", "[params]") {
     CHECK(describe_params(sample()) ==
           "BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ+2BZ+20id\nNOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a@b.example\n\n"

@@ -476,7 +476,8 @@ TEST_CASE("MAIL parameters", "[smtp]") {
     bad("MAIL FROM:<a@b.example> SIZE=1 X-EXT", 555, "5.5.4");
     bad("MAIL FROM:<a@b.example> NOTIFY=NEVER", 555, "5.5.4");
     bad("MAIL FROM:<a@b.example> ORCPT=rfc822;a@b", 555, "5.5.4");
-    bad("MAIL FROM:<a@b.example> REQUIRETLS", 555, "5.5.4");
+    bad("RCPT TO:<a@b.example> REQUIRETLS", 555, "5.5.4");  // a MAIL parameter (RFC 8689)
+    bad("MAIL FROM:<a@b.example> REQUIRETLS=1", 501, "5.5.4");
     // Too many.
     std::string many = "MAIL FROM:<a@b.example>";
     for (int i = 0; i < 17; ++i)
