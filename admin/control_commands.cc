@@ -371,6 +371,13 @@ json destination_json(const mta::delivery::destination_view& d, int64_t now_unix
     return {{"destination", d.key},
             {"pool", d.pool},
             {"provider", d.provider},
+            {"overrides", [&] {
+                 json a = json::array();
+                 for (const auto& ov : d.overrides)
+                     a.push_back({{"rule", ov.rule}, {"action", ov.action}, {"value", ov.value}, {"source", ov.source},
+                                  {"until_ms", ov.until_ms}, {"reply", ov.reply}});
+                 return a;
+             }()},
             {"sources", std::move(sources)},
             {"core", d.core},
             {"queued_recipients", d.ready_rcpts + d.deferred_rcpts + d.in_flight_rcpts},

@@ -281,6 +281,12 @@ std::string fmt_hoststatus(const json& r) {
         }
         if (!s(x, "provider").empty())
             line("provider", s(x, "provider"));
+        for (const auto& ov : x["overrides"])
+            line("shaping override",
+                 fmt::format("{}{}{} by rule {} until {} (after: {})", s(ov, "action"),
+                             u(ov, "value") ? fmt::format(" {}", u(ov, "value")) : std::string(),
+                             s(ov, "source").empty() ? std::string() : fmt::format(" source {}", s(ov, "source")),
+                             s(ov, "rule"), unix_time(i(ov, "until_ms") / 1000), s(ov, "reply")));
         line("last error", s(x, "last_error").empty()
                                ? "-"
                                : fmt::format("{} ({})", s(x, "last_error"), unix_time(i(x, "last_error_unix_ms") / 1000)));

@@ -449,6 +449,14 @@ class Shaping(DeliveryTest, ShellMixin):
         self.assertEqual([(o["destination"], o["rule"], o["action"], o["source"]) for o in ov],
                          [("route:dst.test", "slowdown", "suspend", "")], ov)
         self.assertTrue(ov[0]["reply"].startswith("451 4.3.0 "), ov)
+        text = subprocess.run([os.path.join(delivery_test.BUILD, "admin", "ringway"), "--socket",
+                               os.path.join(g.dir, "var", "ringway.sock"), "hoststatus", "dst.test"],
+                              capture_output=True, text=True, timeout=30).stdout
+        self.assertRegex(text, r"shaping override\s+suspend by rule slowdown until ")
+        table = subprocess.run([os.path.join(delivery_test.BUILD, "admin", "ringway"), "--socket",
+                                os.path.join(g.dir, "var", "ringway.sock"), "shaping", "list"],
+                               capture_output=True, text=True, timeout=30).stdout
+        self.assertRegex(table, r"route:dst\.test\s+slowdown\s+suspend\s+-\s+")
         self.assertTrue([e for e in g.journal() if e.get("event") == "shaping" and e["rule"] == "slowdown"
                          and e["action"] == "suspend"])
         text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
