@@ -189,6 +189,7 @@ struct delivery_config {
     std::string default_pool;
     std::string tls = "opportunistic";  // none | opportunistic | required | verify ([[route]] tls overrides)
     std::string tls_ca_file;            // trust anchors to verify with; "": the system's
+    bool mta_sts = true;                // apply receiving domains' MTA-STS policies (RFC 8461)
 
     friend bool operator==(const delivery_config&, const delivery_config&) = default;
 };

@@ -476,6 +476,10 @@ const key_spec k_keys[] = {
     {"delivery", "tls_ca_file", T::path, 0, 0, {}, {}, live,
      "PEM trust anchors to verify servers with (tls = \"verify\", REQUIRETLS); empty: the system's store.", false,
      "\"/etc/ringway/tls/ca.pem\"", {}, RW_F_OPT(delivery_config, tls_ca_file)},
+    {"delivery", "mta_sts", T::boolean, 0, 0, {}, {}, live,
+     "Apply receiving domains' MTA-STS policies (RFC 8461): a TXT record at _mta-sts.DOMAIN, the policy fetched "
+     "over verified HTTPS and cached; in enforce mode only the MX hosts it names are used, with verified TLS.",
+     false, {}, {}, RW_F(delivery_config, mta_sts)},
     {"delivery", "default_pool", T::string, 0, 0, {}, {}, live,
      "The [[pool]] of mail that no content rule, mail flow policy or route gives one; empty: connections from the "
      "address the system chooses, greeting with smtp.hostname.",

@@ -371,9 +371,11 @@ void loader::read_sources(const toml::table& root, config& c) {
             else
                 src.warmup_start = std::move(*v);
         }
-        if (!src.warmup.empty() && src.warmup_start.empty() && !s.get("warmup_start"))
-            error(s.line, s.key("warmup_start"), "missing: a warming source needs the first day of its warm-up",
-                  day_allowed);
+        if (!src.warmup.empty() && src.warmup_start.empty() && !(s.get("warmup_start") && s.get("warmup_start")->as_string() &&
+                                                                  !s.get("warmup_start")->as_string()->get().empty() &&
+                                                                  !parse_day(s.get("warmup_start")->as_string()->get())))
+            error(s.get("warmup_start") ? line_of(*s.get("warmup_start"), s.line) : s.line, s.key("warmup_start"),
+                  "missing: a warming source needs the first day of its warm-up", day_allowed);
         static constexpr std::string_view addr_allowed = "an IPv4 or IPv6 address of this machine, like \"192.0.2.10\"";
         missing(s, "address", addr_allowed);
         if (auto v = read_string(s, "address", addr_allowed)) {
@@ -481,6 +483,17 @@ void loader::read_sources(const toml::table& root, config& c) {
                   "a source can only be suspended", "\"destination\", or \"source\" with action = \"suspend\"");
         c.shaping_rules.push_back(std::move(r));
     });
+    // Each pattern compiles alone; the set must compile together too (as
+    // delivery builds it): a limit only the whole set reaches is said here.
+    if (!c.shaping_rules.empty()) {
+        std::vector<policy::patterns::pattern> pats;
+        for (const auto& r : c.shaping_rules)
+            if (!r.pattern.empty())
+                pats.push_back({r.pattern, unsigned(pats.size()), true, true});
+        if (auto db = policy::patterns::database::compile(pats); !db)
+            error(0, "shaping_rule", fmt::format("the patterns do not compile together: {}", db.error()),
+                  "patterns Hyperscan can compile as one set");
+    }
     section d = open_table(root, "delivery");
     static constexpr std::string_view allowed = "the name of a [[pool]], or \"\" for none";
     if (auto v = read_string(d, "default_pool", allowed)) {

@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "admin/control.hh"
+#include "mta/envelope_params.hh"
 #include "runtime/base/journal.hh"
 #include "runtime/base/log.hh"
 #include "runtime/smp/offload.hh"
@@ -740,6 +741,12 @@ json message_json(const fs::shard::message_view& v, unsigned core, uint32_t shar
             {"received_unix", v.env.received_unix},
             {"body_bytes", v.body_bytes},
             {"message_bytes", v.message_bytes},
+            // The ESMTP parameters kept with it (BODY, SMTPUTF8, REQUIRETLS,
+            // RET, ENVID, NEXT-HOP, POOL; each recipient's NOTIFY and ORCPT).
+            {"params", [&] {
+                 auto p = mta::decode_params(v.env.params, v.env.rcpts.size());
+                 return p ? mta::describe_params(*p) : std::string("(unreadable)");
+             }()},
             {"recipients", std::move(rcpts)}};
 }
 

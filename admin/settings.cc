@@ -85,6 +85,7 @@ mta::delivery::options delivery_options(const config& cfg) {
     };
     o.tls = mode_of(d.tls);
     o.tls_ca_file = d.tls_ca_file;
+    o.mta_sts = d.mta_sts;
     o.first_retry = d.first_retry_ms;
     o.max_retry = d.max_retry_ms;
     o.greylist_retry = d.greylist_retry_ms;

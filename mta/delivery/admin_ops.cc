@@ -122,8 +122,11 @@ size_t service::redirect(const std::vector<std::pair<unsigned, selected>>& which
     for (const auto& [origin, x] : which)
         wanted[{origin, x.id}] = x.rcpts;
     size_t n = 0;
-    // Splits e: the recipients wanted go into `moved`, the rest stay.
-    auto split = [&](entry& e, std::vector<entry>& moved) {
+    // Splits e: the recipients wanted go into `moved`, the rest stay. A
+    // moved entry keeps its destination's pool and REQUIRETLS ("#POOL",
+    // "!requiretls" after the base of its key).
+    using moved_entry = std::pair<std::string, entry>;
+    auto split = [&](entry& e, const std::string& from_key, std::vector<moved_entry>& moved) {
         auto it = wanted.find({e.origin, e.id});
         if (it == wanted.end())
             return;
@@ -137,28 +140,27 @@ size_t service::redirect(const std::vector<std::pair<unsigned, selected>>& which
         e.rcpts = std::move(keep);
         m.due_ms = 0;
         n += m.rcpts.size();
-        moved.push_back(std::move(m));
+        moved.emplace_back(key + from_key.substr(key_base(from_key).size()), std::move(m));
     };
-    std::vector<entry> moved;
+    std::vector<moved_entry> moved;
     for (auto& [k, d] : _i->dests) {
-        if (k == key)
+        if (key_base(k) == key)
             continue;
         for (auto& e : d->ready)
-            split(e, moved);
+            split(e, k, moved);
         d->ready.erase(std::remove_if(d->ready.begin(), d->ready.end(), [](const entry& e) { return e.rcpts.empty(); }),
                        d->ready.end());
     }
     for (auto it = _i->deferred.begin(); it != _i->deferred.end();) {
-        if (it->second.first->key != key)
-            split(it->second.second, moved);
+        if (key_base(it->second.first->key) != key)
+            split(it->second.second, it->second.first->key, moved);
         if (it->second.second.rcpts.empty())
             it = _i->deferred.erase(it);
         else
             ++it;
     }
-    const unsigned owner = _i->owner_of(key);
-    for (auto& e : moved)
-        spawn(impl::post(_i.get(), owner, key, std::move(e)));
+    for (auto& [k, e] : moved)
+        spawn(impl::post(_i.get(), _i->owner_of(k), k, std::move(e)));
     if (n)
         lg.info("redirected recipients={} to {}:{}", n, host, port);
     return n;

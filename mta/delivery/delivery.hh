@@ -167,6 +167,7 @@ struct options {
     bool starttls = true;  // opportunistic: used when offered, not verified
     tls_mode tls = tls_mode::opportunistic;  // for destinations whose route sets none (starttls false: none)
     std::string tls_ca_file;  // trust anchors for verify and REQUIRETLS; "": the system's
+    bool mta_sts = true;      // look up and apply receiving domains' MTA-STS policies (RFC 8461)
     unsigned max_connections_per_destination = 20;
     unsigned max_messages_per_connection = 100;
     // More Received: headers than this in a queued message (besides our

@@ -11,6 +11,10 @@
 
 namespace rw::mta::delivery {
 
+namespace {
+logger lg("delivery");
+}  // namespace
+
 task<service::impl::hops_result> service::impl::resolve_host(std::string name, uint16_t port) {
     hops_result out;
     if (!dns) {
@@ -107,10 +111,90 @@ task<service::impl::hops_result> service::impl::next_hops(destination* d) {
         if (out.hops.size() >= 10)
             break;
     }
-    if (out.hops.empty())
+    if (out.hops.empty()) {
         out.error = last.code ? smtp_reply{451, last.text, "4.4.3"}
                               : smtp_reply{451, "4.4.3 no usable MX host", "4.4.3"};
+        co_return out;
+    }
+    // MTA-STS (RFC 8461 5): in enforce mode only the MX hosts the policy
+    // names are used, and only with a verified certificate; in testing
+    // mode a mismatch is logged and the mail goes as usual.
+    if (o->mta_sts) {
+        auto tp = sts_policy_for(dom);
+        auto pol = co_await std::move(tp);
+        if (pol && pol->m != sts::mode::none) {
+            std::vector<hop> kept;
+            for (auto& h : out.hops)
+                if (sts::mx_matches(*pol, h.name))
+                    kept.push_back(std::move(h));
+                else
+                    lg.info("domain={} MX host {} is not in its MTA-STS policy ({})", dom, h.name,
+                            sts::to_string(pol->m));
+            if (pol->m == sts::mode::enforce) {
+                out.hops = std::move(kept);
+                out.min_tls = tls_mode::verify;
+                if (out.hops.empty())
+                    out.error = {451, fmt::format("4.7.5 no MX host of {} matches its MTA-STS policy", dom), "4.7.5"};
+            }
+        }
+    }
     co_return out;
+}
+
+task<std::optional<sts::policy>> service::impl::sts_policy_for(std::string domain) {
+    const int64_t now = now_ms();
+    auto it = sts_cache.find(domain);
+    if (it != sts_cache.end() && now - it->second.checked_ms < 60'000 && now < it->second.expires_ms)
+        co_return it->second.p;
+    auto tt = dns->resolve_txt("_mta-sts." + domain);
+    auto txt = co_await std::move(tt);
+    std::optional<std::string> id;
+    if (txt)
+        for (const auto& t : txt.value())
+            if (auto x = sts::parse_txt(t)) {
+                if (id) {  // more than one STSv1 record: as if none (RFC 8461 3.1)
+                    id.reset();
+                    break;
+                }
+                id = std::move(x);
+            }
+    it = sts_cache.find(domain);  // the lookup may have let another worker fill it
+    const bool cached = it != sts_cache.end() && now < it->second.expires_ms;
+    if (!id) {
+        // No record: a cached policy still holds until its max_age (RFC 8461 5.1).
+        if (cached) {
+            it->second.checked_ms = now;
+            co_return it->second.p;
+        }
+        co_return std::nullopt;
+    }
+    if (cached && it->second.id == *id) {
+        it->second.checked_ms = now;
+        co_return it->second.p;
+    }
+    const std::string host = "mta-sts." + domain;
+    auto tg = sts::https_get(dns, host, "/.well-known/mta-sts.txt", verifying_tls(), std::chrono::seconds(20));
+    auto body = co_await std::move(tg);
+    std::optional<sts::policy> got;
+    if (!body) {
+        lg.warn("domain={} MTA-STS policy not fetched: {}", domain, body.error());
+    } else if (auto p = sts::parse_policy(body.value()); !p) {
+        lg.warn("domain={} MTA-STS policy malformed, ignored: {}", domain, p.error());
+    } else {
+        got = std::move(p.value());
+    }
+    it = sts_cache.find(domain);
+    if (!got) {
+        if (it != sts_cache.end() && now < it->second.expires_ms)
+            co_return it->second.p;  // a failed refresh keeps the cached policy
+        co_return std::nullopt;
+    }
+    lg.info("domain={} MTA-STS policy id={} mode={} mx={} max_age={}", domain, *id, sts::to_string(got->m),
+            got->mx.size(), got->max_age);
+    journal::record("mta_sts", {{"domain", std::string_view(domain)}, {"id", std::string_view(*id)},
+                                {"mode", sts::to_string(got->m)}, {"max_age", got->max_age}});
+    sts_cache[domain] = {*got, *id, now + got->max_age * 1000, now};
+    co_return got;
 }
 
 }  // namespace rw::mta::delivery

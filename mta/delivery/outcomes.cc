@@ -316,7 +316,11 @@ task<bool> service::impl::send_dsn(fs::shard* sh, uint64_t id, std::string sende
     in.original = std::move(orig);
     in.full = full;
     std::string msg = build_dsn(in);
-    fs::envelope env{"", {sender}, encode_params(envelope_params{.rcpts = {rcpt_params{}}}), in.now_unix};
+    // A report on REQUIRETLS mail carries its header (or all of it): it
+    // goes under REQUIRETLS too (RFC 8689 5).
+    envelope_params rp{.rcpts = {rcpt_params{}}};
+    rp.requiretls = dp.requiretls;
+    fs::envelope env{"", {sender}, encode_params(rp), in.now_unix};
     auto w = sh->begin(std::move(env));
     if (!w) {
         lg.error("mid={} cannot queue a DSN: {}; will try again", in.mid, w.error().detail);
@@ -449,7 +453,12 @@ void service::impl::adapt(destination* d, bool tempfail, bool delivered) {
         d->conn_cap = d->rate_cap = 0;
         return;
     }
-    const unsigned conn = conn_limit(d), rate = rate_limit(d);
+    // From the destination's own limits (configured, or backed off), not
+    // those a shaping override or the pool set for a while.
+    const unsigned conn = d->conn_cap ? std::min(d->conn_cap, o->max_connections_per_destination)
+                                      : o->max_connections_per_destination;
+    const unsigned rate = d->rate_cap && o->max_messages_per_minute ? std::min(d->rate_cap, o->max_messages_per_minute)
+                                                                    : o->max_messages_per_minute;
     if (tempfail) {
         d->deliveries_in_row = 0;
         if (++d->tempfails_in_row < o->backoff_after_tempfails)

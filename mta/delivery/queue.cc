@@ -404,15 +404,22 @@ const source* service::impl::pick_source(destination* d, int family, bool* busy)
 
 void service::impl::kick(destination* d) {
     const int64_t now = now_ms();
+    // A bounce override fails what is ready, once at a time, and opens
+    // no connection meanwhile.
+    if (overridden(d, shaping_rule::action_t::bounce, now)) {
+        if (!d->ready.empty() && !d->bouncing) {
+            d->bouncing = true;
+            spawn(bounce_ready(this, d));
+        }
+        return;
+    }
+    // A connection just found no source or provider slot free: the timer
+    // loop tries again, not the connection's end (that would loop).
+    if (now < d->no_slot_until_ms)
+        return;
     // No new connection while the rate limit (the destination's, or that
     // of every source of its pool) holds it back: the timer loop kicks
     // it again once a send is allowed.
-    // A bounce override fails what is ready, once at a time.
-    if (!d->ready.empty() && !d->bouncing && overridden(d, shaping_rule::action_t::bounce, now)) {
-        d->bouncing = true;
-        spawn(bounce_ready(this, d));
-        return;
-    }
     const int64_t rate_wait = std::max({rate_wait_ms(d, now), pool_wait_ms(d, now), provider_wait_ms(d, now)});
     if (rate_wait > 0 && d->active > 0)
         return;
@@ -432,8 +439,11 @@ void service::impl::kick(destination* d) {
     auto provider_full = [&] {
         return pv && pv->max_connections && shared().connections(provider_key(*pv)) >= pv->max_connections;
     };
-    while (!stopping && !d->ready.empty() && d->active < conn_limit(d) &&
-           !held(d, now) && d->active < d->ready.size() && !provider_full()) {
+    // A worker runs at once until it first waits: one that ends without
+    // connecting (no source, no provider slot) has set no_slot_until_ms,
+    // which ends this loop too.
+    while (!stopping && !d->ready.empty() && d->active < conn_limit(d) && !held(d, now) &&
+           d->active < d->ready.size() && !provider_full() && now >= d->no_slot_until_ms) {
         d->active++;
         spawn(worker(this, d));
     }
@@ -519,6 +529,11 @@ task<void> service::run() {
     co_await _i->timers();
     co_await _i->workers.wait_idle();
     co_await _i->posts.wait_idle();
+    // Every core writes the shared counts once its own connections are
+    // done (one writer at a time): the last one leaves the final counts.
+    if (_i->o->shared)
+        if (auto err = _i->o->shared->save(detail::now_ms(), true); !err.empty())
+            lg.warn("warm-up counts: {}", err);
 }
 
 void service::stop() {

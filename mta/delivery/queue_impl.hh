@@ -23,6 +23,7 @@
 #include "mta/delivery/client.hh"
 #include "mta/delivery/delivery.hh"
 #include "mta/delivery/dsn.hh"
+#include "mta/delivery/mta_sts.hh"
 #include "mta/delivery/shared.hh"
 #include "mta/envelope_params.hh"
 #include "runtime/base/result.hh"
@@ -109,6 +110,9 @@ struct destination {
     };
     std::vector<override_t> overrides;
     bool bouncing = false;  // a bounce override's fail_all runs
+    // A connection found no usable source (limits, warm-up caps, address
+    // family) or provider slot: no new one before this (Unix ms).
+    int64_t no_slot_until_ms = 0;
     uint64_t in_flight_rcpts = 0;  // taken by a connection, outcome not yet settled
     uint64_t in_flight_msgs = 0;
     // For the admin shell: the last failure and what came of each recipient.
@@ -355,7 +359,18 @@ struct service::impl {
     struct hops_result {
         std::vector<hop> hops;
         smtp_reply error;  // code 4xx/5xx when hops is empty
+        // The domain's MTA-STS policy in enforce mode: these hops match it,
+        // and TLS to them must verify.
+        tls_mode min_tls = tls_mode::none;
     };
+    // MTA-STS policies by domain (this core's), and the lookup.
+    struct sts_cached {
+        sts::policy p;
+        std::string id;
+        int64_t expires_ms = 0, checked_ms = 0;
+    };
+    std::map<std::string, sts_cached> sts_cache;
+    task<std::optional<sts::policy>> sts_policy_for(std::string domain);
 
     task<hops_result> resolve_host(std::string name, uint16_t port);
 

@@ -97,6 +97,30 @@ void shared_state::add_send(const std::string& key, int64_t now_ms) {
     ++w.minutes[size_t(now_minute % 60)];
 }
 
+bool shared_state::try_add_send(const std::string& key, unsigned limit, int64_t now_ms) {
+    std::lock_guard l(_m);
+    window& w = _sends[key];
+    const int64_t now_minute = now_ms / 60'000;
+    if (w.minute == 0)
+        w.minute = now_minute;
+    w.advance(now_minute);
+    if (limit && w.sum() >= limit)
+        return false;
+    ++w.minutes[size_t(now_minute % 60)];
+    return true;
+}
+
+void shared_state::remove_send(const std::string& key, int64_t now_ms) {
+    std::lock_guard l(_m);
+    auto it = _sends.find(key);
+    const int64_t m = now_ms / 60'000;
+    if (it != _sends.end() && it->second.minute - m < 60 && m <= it->second.minute) {
+        auto& b = it->second.minutes[size_t(m % 60)];
+        if (b)
+            --b;
+    }
+}
+
 uint64_t shared_state::sent_last_hour(const std::string& key, int64_t now_ms) {
     std::lock_guard l(_m);
     auto it = _sends.find(key);
@@ -128,7 +152,19 @@ void shared_state::add_daily(const std::string& source, const std::string& group
     _dirty = true;
 }
 
+bool shared_state::try_add_daily(const std::string& source, const std::string& group, int64_t day, unsigned cap) {
+    std::lock_guard l(_m);
+    roll(day);
+    auto& n = _daily[source + "\n" + group];
+    if (cap && n >= cap)
+        return false;
+    ++n;
+    _dirty = true;
+    return true;
+}
+
 std::string shared_state::save(int64_t now_ms, bool force) {
+    std::lock_guard fl(_file);
     nlohmann::json j;
     {
         std::lock_guard l(_m);

@@ -35,11 +35,18 @@ public:
     // Milliseconds until one more may be sent under limit (0: now; limit 0: always 0).
     int64_t hour_wait_ms(const std::string& key, unsigned limit, int64_t now_ms);
     void add_send(const std::string& key, int64_t now_ms);
+    // Counts one send unless limit (0: none) are in the hour already: the
+    // check and the count under one lock, so cores cannot both pass at
+    // the limit. remove_send takes one back (same minute).
+    bool try_add_send(const std::string& key, unsigned limit, int64_t now_ms);
+    void remove_send(const std::string& key, int64_t now_ms);
     uint64_t sent_last_hour(const std::string& key, int64_t now_ms);
 
     // ---- warm-up: messages per (source, provider group) per UTC day ----
     uint64_t daily(const std::string& source, const std::string& group, int64_t day);
     void add_daily(const std::string& source, const std::string& group, int64_t day);
+    // Counts one unless cap (0: none) are counted already today.
+    bool try_add_daily(const std::string& source, const std::string& group, int64_t day, unsigned cap);
     // Writes the counts when they changed (every call at most once a
     // second; force: now). Returns the error, "" when fine.
     std::string save(int64_t now_ms, bool force = false);
@@ -55,6 +62,7 @@ private:
         uint64_t sum() const;
     };
     std::mutex _m;
+    std::mutex _file;  // one writer of the file at a time
     std::map<std::string, unsigned, std::less<>> _conns;
     std::map<std::string, window, std::less<>> _sends;
     // Today's counts only: "source\ngroup" -> messages.

@@ -71,8 +71,10 @@ task<void> service::impl::work(destination* d) {
     } pslot;
     if (const provider* pv = provider_of(d)) {
         std::string key = provider_key(*pv);
-        if (!shared().acquire(key, pv->max_connections))
+        if (!shared().acquire(key, pv->max_connections)) {
+            d->no_slot_until_ms = now_ms() + 200;
             co_return;
+        }
         pslot.s = &shared();
         pslot.key = std::move(key);
     }
@@ -104,6 +106,7 @@ task<void> service::impl::work(destination* d) {
             src = pick_source(d, hp.addr.family(), &busy);
             sources_busy = sources_busy || busy;
             if (!src) {
+                other_failure = true;
                 why = fmt::format("{}[{}]: no source of pool {} can connect to it (address family, or every "
                                   "source at its connection limit)",
                                   hp.name, hp.addr.to_string(), pl->name);
@@ -127,8 +130,9 @@ task<void> service::impl::work(destination* d) {
         cl.emplace(std::move(conn.value()), o, src ? src->helo : std::string());
         smtp_reply r;
         bool ok = co_await cl->hello(&r);
-        const tls_mode mode = tls_mode_of(d);
-        bool hop_tls_failed = false;
+        // The destination's policy, raised to verify by an MTA-STS policy in enforce mode.
+        const tls_mode mode = std::max(tls_mode_of(d), hr.min_tls);
+        bool hop_tls_failed = false, hop_req_refused = false;
         const std::string where = fmt::format("{}[{}]", hp.name, hp.addr.to_string());
         if (ok && mode == tls_mode::opportunistic && cl->starttls && tls && now_ms() >= d->no_tls_until_ms) {
             bool refused = false;
@@ -152,7 +156,7 @@ task<void> service::impl::work(destination* d) {
             bool refused = false;
             if (!cl->starttls) {
                 ok = false;
-                requiretls_refused = requiretls_refused || d->requiretls;
+                hop_req_refused = d->requiretls;
                 cl->error = d->requiretls ? "does not offer STARTTLS (the mail requires TLS: REQUIRETLS)"
                                           : fmt::format("does not offer STARTTLS (TLS policy {})", to_string(mode));
             } else if (!ctx) {
@@ -173,12 +177,15 @@ task<void> service::impl::work(destination* d) {
             if (ok && d->requiretls && !cl->requiretls) {
                 ok = false;
                 cl->error = "does not offer REQUIRETLS";
-                requiretls_refused = true;
+                hop_req_refused = true;
             }
+            requiretls_refused = requiretls_refused || hop_req_refused;
             hop_tls_failed = !ok;
             tls_failed = tls_failed || hop_tls_failed;
         }
-        if (!ok && !hop_tls_failed)
+        // Anything but a host refusing REQUIRETLS outright (no STARTTLS or
+        // no REQUIRETLS) may pass: REQUIRETLS mail then stays queued.
+        if (!ok && !hop_req_refused)
             other_failure = true;
         if (ok) {
             host = hp.name;
@@ -196,8 +203,10 @@ task<void> service::impl::work(destination* d) {
     }
     if (!cl && !tried && sources_busy) {
         // The pool's sources exist but may not connect now (their limits,
-        // a warm-up cap): the mail waits, no attempt is counted.
+        // a warm-up cap): the mail waits, no attempt is counted, and no
+        // new connection is tried for a moment.
         drop_source();
+        d->no_slot_until_ms = now_ms() + 200;
         co_return;
     }
     if (!cl) {
@@ -254,7 +263,12 @@ task<void> service::impl::work(destination* d) {
         }
         // Over the destination's connection limit (lowered by a commit):
         // this connection ends after the message it sent.
-        if (stopping || sent >= o->max_messages_per_connection || d->suspended ||
+        // A commit may have made TLS (or its verification) a must since
+        // this connection was opened: it sends nothing more.
+        const tls_mode need = std::max(tls_mode_of(d), hr.min_tls);
+        const bool tls_short = (need == tls_mode::required && !cl->tls_active()) ||
+                               (need == tls_mode::verify && !cl->tls_verified());
+        if (stopping || sent >= o->max_messages_per_connection || d->suspended || tls_short ||
             overridden(d, shaping_rule::action_t::suspend, now_ms()) ||
             overridden(d, shaping_rule::action_t::bounce, now_ms()) || (src && source_suspended(d, *src, now_ms())) ||
             d->active > conn_limit(d))
@@ -270,17 +284,28 @@ task<void> service::impl::work(destination* d) {
         // Counted before the message is loaded: connections waiting for
         // their loads must not all pass the check together.
         const int64_t slot = now_ms();
+        // A provider's hourly count and a warming source's daily count are
+        // checked and taken in one step (other cores count too); they are
+        // not given back if the load fails: that errs on sending less.
+        const provider* pv = provider_of(d);
+        if (pv && !shared().try_add_send(provider_key(*pv), pv->max_messages_per_hour, slot))
+            continue;  // the wait above now says how long
+        if (src && !src->warmup.empty()) {
+            const std::string group = warmup_group(*src, d);
+            unsigned cap = 0;
+            for (const auto& w : o->warmups)
+                if (w.name == src->warmup)
+                    cap = w.cap(group, shared_state::day_of(slot) - src->warmup_start_day + 1);
+            if (!shared().try_add_daily(src->name, group, shared_state::day_of(slot), cap)) {
+                if (pv)
+                    shared().remove_send(provider_key(*pv), slot);
+                continue;
+            }
+        }
         if (rate_limit(d))
             d->sent_ms.push_back(slot);
         if (src && src->max_messages_per_minute)
             sst->sent_ms.push_back(slot);
-        // A provider's hourly count and a warming source's daily count
-        // are taken with the slot too (not given back if the load fails:
-        // that errs on the side of sending less).
-        if (const provider* pv = provider_of(d))
-            shared().add_send(provider_key(*pv), slot);
-        if (src && !src->warmup.empty())
-            shared().add_daily(src->name, warmup_group(*src, d), shared_state::day_of(slot));
         entry e = take(d);
         auto tl = load_from_origin(e.origin, e.shard, e.id, e.rcpts);
         auto L = co_await std::move(tl);

@@ -17,7 +17,9 @@ import subprocess
 import sys
 import time
 import unittest
+import threading
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -181,6 +183,37 @@ class SourcePools(DeliveryTest):
         rep = s.stop()
         self.assertEqual(rep["peers"].get("127.0.0.2", 0), 5, rep["peers"])
         self.assertEqual(rep["peers"]["127.0.0.3"], 25)
+
+
+class BusySources(DeliveryTest):
+    """A connection that finds no source free (one at its limit, the other
+    at its warm-up cap) ends quietly and no new one is tried at once: no
+    spin, no crash, and the mail goes as sources allow."""
+
+    def test_no_free_source_waits_instead_of_spinning(self):
+        s = self.sink("--data-delay", "50")
+        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        tail = sources_toml([("one", "127.0.0.2", "one.pool.test", {"max_connections_per_destination": 1}),
+                             ("new", "127.0.0.3", "new.pool.test", {"max_connections_per_destination": 1,
+                                                                     "warmup": '"w"', "warmup_start": f'"{today}"'})],
+                            [("p", ["one", "new"])])
+        tail += '[[warmup]]\nname = "w"\ndaily = "1"\n'
+        g = self.gateway(routes=[("dst.test", [f"127.0.0.1:{s.port}"])],
+                         delivery={"default_pool": "p", "max_connections_per_destination": 10}, tail_extra=tail)
+        def cpu_ticks():
+            with open(f"/proc/{g.proc.pid}/stat") as f:
+                return sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
+        cpu0 = cpu_ticks()
+        rep, err, rc = load("-s", f"127.0.0.1:{g.port}", "-c", "4", "-n", "30", "--to", "user@dst.test")
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: (s.stats() or {}).get("received", 0) >= 30, timeout=60, what="30 messages at the sink")
+        cpu = cpu_ticks() - cpu0
+        rep = s.stop()
+        self.assertEqual(rep["peers"], {"127.0.0.2": 29, "127.0.0.3": 1})
+        self.assertLessEqual(rep["max_concurrent_connections"], 2)
+        # 30 messages at 50 ms each through one connection take about 1.5 s;
+        # a spinning re-spawn would burn a core all that time.
+        self.assertLess(cpu / os.sysconf("SC_CLK_TCK"), 1.0, "ringwayd CPU seconds")
 
 
 class PoolConfiguration(DeliveryTest):
@@ -433,7 +466,7 @@ class Shaping(DeliveryTest, ShellMixin):
     def test_suspend_fires_expires_and_is_lifted(self):
         s = self.sink("--max-size", "2000")
         mport = free_port()
-        tail = shaping_toml("slowdown", r"^451 4\.3\.0 ", "suspend", threshold=3, duration_s=4)
+        tail = shaping_toml("slowdown", r"^451 4\.3\.0 ", "suspend", threshold=3, duration_s=6)
         tail += shaping_toml("never", r"^552 5\.3\.4 ", "bounce")  # our own reply: must not fire
         tail += f'[metrics]\nlisten = "127.0.0.1:{mport}"\n'
         g = self.gateway(routes=[("dst.test", [f"127.0.0.1:{s.port}"])], tail_extra=tail)
@@ -445,6 +478,10 @@ class Shaping(DeliveryTest, ShellMixin):
             self.send_wait(g, f"tempfail+{i}@dst.test", {"deferred"})
         self.assertEqual(self.overrides(g), [])
         self.send_wait(g, "tempfail+2@dst.test", {"deferred"})
+        # Suspended: a message sent now waits (checked at once: the override lasts 6 s).
+        mid = send(g.port, "s@src.test", ["ok@dst.test"], b"Subject: w\r\n\r\nx\r\n")
+        time.sleep(0.5)
+        self.assertFalse(self.deliveries(g, mid, "ok@dst.test"))
         ov = self.overrides(g)
         self.assertEqual([(o["destination"], o["rule"], o["action"], o["source"]) for o in ov],
                          [("route:dst.test", "slowdown", "suspend", "")], ov)
@@ -463,15 +500,12 @@ class Shaping(DeliveryTest, ShellMixin):
         self.assertIn('ringway_shaping_overrides_total 1\n', text)
         self.assertIn('ringway_shaping_override_expiry_seconds{destination="route:dst.test",rule="slowdown",'
                       'action="suspend",source=""}', text)
-        # Suspended: a new message waits...
-        t0 = time.monotonic()
-        mid = send(g.port, "s@src.test", ["ok@dst.test"], b"Subject: w\r\n\r\nx\r\n")
-        time.sleep(1.5)
-        self.assertFalse(self.deliveries(g, mid, "ok@dst.test"))
-        self.assertEqual(self.shell(g, "hoststatus", "dst.test")["destinations"][0]["ready_recipients"], 1)
-        # ...until the override expires (4 s after it was set).
+        # ...until the override expires (6 s after it was set), not before.
         self.wait_disposition(g, mid, "ok@dst.test", {"delivered"}, timeout=10)
-        self.assertGreater(time.monotonic() - t0, 1.5)
+        until = [e for e in g.journal() if e.get("event") == "shaping" and e["action"] == "suspend"][0]["until_ms"]
+        done = [e for e in self.deliveries(g, mid, "ok@dst.test") if e["disposition"] == "delivered"][0]
+        done_ms = datetime.strptime(done["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp() * 1000
+        self.assertGreaterEqual(done_ms, until - 50, (done, until))
         wait_until(lambda: self.overrides(g) == [], timeout=5, what="the expired override to go")
         self.assertTrue([e for e in g.journal() if e.get("event") == "shaping" and e["action"] == "expired"])
         # Set off again, then lifted in the shell: mail flows at once.
@@ -552,13 +586,14 @@ def make_ca(d):
     return key, cert
 
 
-def make_cert(d, name, ca=None):
-    """A key and certificate for `name` (subjectAltName DNS), signed by ca
-    (key, cert) or self-signed."""
+def make_cert(d, name, ca=None, more=()):
+    """A key and certificate for `name` (and `more` names: subjectAltName
+    DNS), signed by ca (key, cert) or self-signed."""
     key, cert, csr = (os.path.join(d, f"{name}.{x}") for x in ("key", "pem", "csr"))
     ext = os.path.join(d, f"{name}.ext")
+    sans = ",".join(f"DNS:{n}" for n in (name, *more))
     with open(ext, "w") as f:
-        f.write(f"subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\n")
+        f.write(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")
     if ca is None:
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                         "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={name}",
@@ -673,6 +708,103 @@ class TlsPolicy(DeliveryTest, ShellMixin):
         rec = [e for e in g2.journal() if e.get("event") == "received"]
         self.assertEqual(len(rec), 1)
         self.assertTrue(rec[0]["tls"], rec)
+        # g2 has no DNS: the message waits there, and kept REQUIRETLS.
+        shown = self.shell(g2, "showmessage", rec[0]["mid"])
+        self.assertTrue(shown["params"].startswith("REQUIRETLS") or " REQUIRETLS" in shown["params"], shown)
+
+
+class MtaSts(DeliveryTest):
+    """MTA-STS (RFC 8461): policies served over HTTPS on 127.0.0.77:443 with
+    a certificate a test CA signed, found through TXT records a DNS server
+    on loopback serves."""
+
+    POLICIES = {
+        "enf.test": "version: STSv1\nmode: enforce\nmx: mx.enf.test\nmax_age: 86400\n",
+        "bad.test": "version: STSv1\r\nmode: enforce\r\nmx: *.bad.test\r\nmax_age: 86400\r\n",
+        "tst.test": "version: STSv1\nmode: testing\nmx: mx.tst.test\nmax_age: 86400\n",
+        "nl.test": "version: STSv1\nmode: enforce\nmx: other.nl.test\nmax_age: 86400\n",
+        "mal.test": "version: STSv2\nmode: enforce\nmx: mx.mal.test\n",
+    }
+
+    def setUp(self):
+        super().setUp()
+        d = self.tmpdir()
+        self.ca = make_ca(d)
+        doms = list(self.POLICIES)
+        web = make_cert(d, "mta-sts.enf.test", self.ca, more=[f"mta-sts.{x}" for x in doms])
+        self.mx = make_cert(d, "mx.enf.test", self.ca)  # the sink's: right for enf.test only
+        self.fetched = []
+        policies, fetched = self.POLICIES, self.fetched
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                host = (self.headers.get("Host") or "").removeprefix("mta-sts.")
+                fetched.append((host, self.path))
+                body = policies.get(host)
+                if self.path != "/.well-known/mta-sts.txt" or body is None:
+                    self.send_error(404)
+                    return
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(web[1], web[0])
+        self.web = ThreadingHTTPServer(("127.0.0.77", 443), Handler)
+        self.web.socket = ctx.wrap_socket(self.web.socket, server_side=True)
+        threading.Thread(target=self.web.serve_forever, daemon=True).start()
+        self.addCleanup(lambda: (self.web.shutdown(), self.web.server_close()))
+        self.dns = ZoneServer()
+        self.addCleanup(self.dns.close)
+        zone = {}
+        for dom in doms:
+            zone[dom] = [{"MX": [10, f"mx.{dom}"]}]
+            zone[f"mx.{dom}"] = [{"A": "127.0.0.1"}]
+            zone[f"_mta-sts.{dom}"] = [{"TXT": "v=STSv1; id=20261207;"}]
+            zone[f"mta-sts.{dom}"] = [{"A": "127.0.0.77"}]
+        zone["plain.test"] = [{"MX": [10, "mx.plain.test"]}]  # no policy at all
+        zone["mx.plain.test"] = [{"A": "127.0.0.1"}]
+        self.dns.set_zone(zone)
+
+    def test_enforce_refuses_a_wrong_certificate_or_mx_and_accepts_the_right_one(self):
+        s = self.sink("--tls-cert", self.mx[1], "--tls-key", self.mx[0])
+        dns = {"servers": [f"127.0.0.1:{self.dns.port}"], "timeout_ms": 500, "tries": 2}
+        g = self.gateway(dns=dns, delivery={"smtp_port": s.port, "tls_ca_file": self.ca[1]})
+        mids = {dom: send(g.port, "a@src.test", [f"r@{dom}"], b"Subject: sts\r\n\r\nx\r\n")
+                for dom in ("enf.test", "bad.test", "tst.test", "nl.test", "mal.test", "plain.test")}
+        # Enforce, the MX in the policy, its certificate verified: delivered over TLS.
+        self.wait_disposition(g, mids["enf.test"], "r@enf.test", {"delivered"})
+        # Enforce, but the certificate names another host: not sent.
+        e = self.wait_disposition(g, mids["bad.test"], "r@bad.test", {"deferred"})[0]
+        self.assertIn("4.7.5 TLS required", e["reply"])
+        # Enforce, and no MX host the policy names: not sent.
+        e = self.wait_disposition(g, mids["nl.test"], "r@nl.test", {"deferred"})[0]
+        self.assertIn("matches its MTA-STS policy", e["reply"])
+        # Testing mode: the same mismatch is logged, the mail goes.
+        self.wait_disposition(g, mids["tst.test"], "r@tst.test", {"delivered"})
+        # A malformed policy is ignored (and logged), no policy means as usual.
+        self.wait_disposition(g, mids["mal.test"], "r@mal.test", {"delivered"})
+        self.wait_disposition(g, mids["plain.test"], "r@plain.test", {"delivered"})
+        log = g.log_text()
+        self.assertIn("domain=mal.test MTA-STS policy malformed, ignored", log)
+        self.assertIn("domain=tst.test MTA-STS policy id=20261207 mode=testing", log)
+        self.assertEqual(sorted({h for h, _ in self.fetched}),
+                         ["bad.test", "enf.test", "mal.test", "nl.test", "tst.test"])
+        modes = {e["domain"]: e["mode"] for e in g.journal() if e.get("event") == "mta_sts"}
+        self.assertEqual(modes, {"enf.test": "enforce", "bad.test": "enforce", "tst.test": "testing",
+                                 "nl.test": "enforce"})
+        conns = {e["destination"]: e["tls"] for e in g.journal() if e.get("event") == "connection"}
+        self.assertTrue(conns["mx:enf.test"].startswith("TLSv1."), conns)
+        # The cached policy is used: another message fetches nothing more.
+        n = len(self.fetched)
+        mid = send(g.port, "a@src.test", ["r2@enf.test"], b"Subject: sts\r\n\r\nx\r\n")
+        self.wait_disposition(g, mid, "r2@enf.test", {"delivered"})
+        self.assertEqual(len(self.fetched), n)
 
 
 if __name__ == "__main__":

@@ -130,7 +130,8 @@ credentials_file = "{self.creds}"
     def journal(self):
         try:
             with open(self.mail_log) as f:
-                return [json.loads(l) for l in f if l.strip()]
+                # A last line without its newline is still being written.
+                return [json.loads(l) for l in f if l.strip() and l.endswith("\n")]
         except FileNotFoundError:
             return []
 

@@ -106,3 +106,36 @@ TEST_CASE("daily warm-up counts roll over at the day and survive a restart", "[s
     std::remove((path + ".tmp").c_str());
     rmdir(tmpl);
 }
+
+#include "mta/delivery/mta_sts.hh"
+
+TEST_CASE("MTA-STS: policy files, TXT records and MX patterns", "[mta-sts]") {
+    using namespace rw::mta::delivery::sts;
+    auto p = parse_policy("version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\n"
+                          "max_age: 604800\r\nfuture_key: ignored\r\n");
+    REQUIRE(p);
+    CHECK(p.value().m == mode::enforce);
+    CHECK(p.value().mx == std::vector<std::string>{"mail.example.com", "*.example.net"});
+    CHECK(p.value().max_age == 604800);
+    CHECK(mx_matches(p.value(), "MAIL.example.com."));
+    CHECK(mx_matches(p.value(), "mx1.example.net"));
+    CHECK_FALSE(mx_matches(p.value(), "a.b.example.net"));  // one label only
+    CHECK_FALSE(mx_matches(p.value(), "example.net"));
+    CHECK_FALSE(mx_matches(p.value(), "evil-mail.example.com"));
+    auto capped = parse_policy("version: STSv1\nmode: none\nmax_age: 99999999999\n");
+    REQUIRE(capped);
+    CHECK(capped.value().max_age == 31'557'600);
+    CHECK_FALSE(parse_policy("version: STSv1\nmode: none\nmax_age: 1234567890123456789012\n"));
+    CHECK_FALSE(parse_policy("version: STSv2\nmode: enforce\nmx: a\nmax_age: 1\n"));
+    CHECK_FALSE(parse_policy("version: STSv1\nmode: enforce\nmax_age: 1\n"));      // no mx
+    CHECK_FALSE(parse_policy("version: STSv1\nmode: strict\nmx: a\nmax_age: 1\n"));
+    CHECK_FALSE(parse_policy("version: STSv1\nmode: testing\nmx: a\n"));           // no max_age
+    CHECK_FALSE(parse_policy("<html>not a policy</html>"));
+    CHECK_FALSE(parse_policy(""));
+    CHECK(parse_txt("v=STSv1; id=20160831085700Z;") == std::optional<std::string>("20160831085700Z"));
+    CHECK(parse_txt("v=STSv1;id=abc") == std::optional<std::string>("abc"));
+    CHECK_FALSE(parse_txt("id=abc; v=STSv1;"));  // v must come first
+    CHECK_FALSE(parse_txt("v=spf1 -all"));
+    CHECK_FALSE(parse_txt("v=STSv1; id=has space;"));
+    CHECK_FALSE(parse_txt("v=STSv1;"));
+}
