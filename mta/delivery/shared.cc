@@ -88,13 +88,7 @@ int64_t shared_state::hour_wait_ms(const std::string& key, unsigned limit, int64
 }
 
 void shared_state::add_send(const std::string& key, int64_t now_ms) {
-    std::lock_guard l(_m);
-    window& w = _sends[key];
-    const int64_t now_minute = now_ms / 60'000;
-    if (w.minute == 0)
-        w.minute = now_minute;
-    w.advance(now_minute);
-    ++w.minutes[size_t(now_minute % 60)];
+    (void)try_add_send(key, 0, now_ms);  // no limit: always counted
 }
 
 bool shared_state::try_add_send(const std::string& key, unsigned limit, int64_t now_ms) {
